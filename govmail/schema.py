@@ -1,0 +1,264 @@
+"""The typed option set of a province data file.
+
+One model per section. Every field carries its default and a description here, where it is
+defined; `govmail schema` prints them as the data-file reference (docs/data-file.md is generated
+from it). Policy sections carry the article of the regulation their values come from.
+
+Cross-field rules (quota within the province's bounds, unique addresses, list members that
+exist, ...) are checked in `govmail.data`, after these models accept the shapes and types.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+LOCAL_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$")
+DOMAIN_RE = re.compile(r"^([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,}$")
+ARTICLE_RE = re.compile(r"^((BN|DN|LC|TN|TN-QLVB|[A-Z]{2,6}) Art\. [0-9][0-9a-z.]*( \S.*)?|govmail default( \S.*)?)$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+def _article(description: str = "") -> object:
+    return Field(
+        description=(description + " " if description else "")
+        + "Article the values come from, e.g. `DN Art. 5.2`, or `govmail default` with a reason.",
+    )
+
+
+class Cited(Strict):
+    article: str = _article()
+
+    @field_validator("article")
+    @classmethod
+    def _check_article(cls, v: str) -> str:
+        if not ARTICLE_RE.match(v):
+            raise ValueError(
+                "must cite an article as '<KEY> Art. <n>[.<k>...]' (e.g. 'DN Art. 5.2') "
+                "or start with 'govmail default'"
+            )
+        return v
+
+
+# ---------------------------------------------------------------------------- policy sections
+
+
+class QuotaPolicy(Cited):
+    """Mailbox quota (DN Art. 5.2: at most 500 MB; TN Art. 3.7: at least 1 GB)."""
+
+    default_mb: int = Field(description="Quota of a mailbox that sets none, in MiB.", gt=0)
+    min_mb: Optional[int] = Field(None, description="Smallest quota a mailbox may be given, MiB (null: no lower bound).", gt=0)
+    max_mb: Optional[int] = Field(None, description="Largest quota a mailbox may be given, MiB (null: no upper bound).", gt=0)
+    warn_percent: list[int] = Field(
+        [80, 95], description="Usage levels (percent) at which the owner is mailed a quota warning."
+    )
+
+
+class AttachmentPolicy(Cited):
+    """Largest attachment one message may carry (DN Art. 5.2: 25 MB; TN Art. 3.7: 30 MB)."""
+
+    max_mb: Optional[int] = Field(
+        None,
+        description="Largest attachment in MiB (1,048,576 bytes, as mail clients show sizes). The "
+        "SMTP message size limit is derived from it: base64 grows an attachment by 4/3 plus line "
+        "breaks, and 512 KiB is added for headers and text. Null: the regulation fixes none, "
+        "`message_size_mb` applies.",
+        gt=0,
+        le=2000,
+    )
+    message_size_mb: int = Field(
+        50, description="SMTP message size limit in MiB when `max_mb` is null.", gt=0, le=2000
+    )
+
+
+class PasswordPolicy(Cited):
+    min_length: int = Field(8, description="Shortest password a user may set.", ge=6, le=128)
+    admin_min_length: int = Field(8, description="Shortest password an administrator may set.", ge=6, le=128)
+    require: list[Literal["lower", "upper", "digit", "special"]] = Field(
+        [], description="Character classes every password must contain."
+    )
+    change_at_first_login: bool = Field(False, description="New and reset accounts must change their password first.")
+    user_max_age_days: Optional[int] = Field(None, description="A user's password expires after this many days (null: never).", gt=0)
+    admin_max_age_days: Optional[int] = Field(None, description="An administrator's password expires after this many days.", gt=0)
+
+
+class InactivityPolicy(Cited):
+    action: Literal["none", "revoke", "suspend"] = Field(
+        "none", description="What happens to a mailbox nobody logged in to for `after_months`."
+    )
+    after_months: Optional[int] = Field(None, description="Months without login before `action`.", gt=0)
+    delete_after_notice_months: Optional[int] = Field(
+        None, description="Months after a suspension notice before the mailbox is deleted (LC Art. 8.1).", gt=0
+    )
+
+
+class LogPolicy(Cited):
+    retention_months: int = Field(12, description="Months the mail logs are kept (DN Art. 11.2.e: 12).", ge=1, le=120)
+
+
+class ContentPolicy(Cited):
+    blocked_extensions: list[str] = Field(
+        [], description="File name extensions refused as attachments (lower case, without the dot)."
+    )
+    allowed_extensions: Optional[list[str]] = Field(
+        None, description="If set, only these attachment formats are accepted (BN Art. 11 allow-list)."
+    )
+
+    @field_validator("blocked_extensions", "allowed_extensions")
+    @classmethod
+    def _exts(cls, v):
+        if v is None:
+            return v
+        for e in v:
+            if not re.fullmatch(r"[a-z0-9]{1,10}", e):
+                raise ValueError(f"extension {e!r} must be lower-case letters/digits without a dot")
+        return v
+
+
+class Policy(Strict):
+    quota: QuotaPolicy
+    attachment: AttachmentPolicy
+    password: PasswordPolicy
+    inactivity: InactivityPolicy
+    logs: LogPolicy
+    content: ContentPolicy
+
+
+# ---------------------------------------------------------------------------- hosts and TLS
+
+
+class TLS(Strict):
+    certificate: Optional[str] = Field(
+        None,
+        description="Path on the controller (relative to the data file) of a PEM certificate chain to "
+        "install. Null: a self-signed certificate for the host names is generated on the host once.",
+    )
+    key: Optional[str] = Field(None, description="Path of the matching PEM private key (with `certificate`).")
+
+
+class Host(Strict):
+    name: str = Field(description="Fully qualified host name, e.g. mail.daknong.gov.vn.")
+    roles: list[Literal["mail"]] = Field(["mail"], description="What the host serves.")
+
+    @field_validator("name")
+    @classmethod
+    def _fqdn(cls, v):
+        if not DOMAIN_RE.match(v):
+            raise ValueError("must be a lower-case fully qualified host name")
+        return v
+
+
+# ---------------------------------------------------------------------------- directory
+
+
+class Unit(Strict):
+    id: str = Field(description="Abbreviation used in addresses (lower-case ASCII, no dots).")
+    name: str = Field(description="Full Vietnamese name.")
+    address: Optional[str] = Field(None, description="Override of the unit's mailbox address (default by the naming rule).")
+    quota_mb: Optional[int] = Field(None, description="Quota of the unit's mailbox in MiB (default: the province's).", gt=0)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v):
+        if not LABEL_RE.match(v):
+            raise ValueError("must be lower-case ASCII letters, digits or '-'")
+        return v
+
+
+class Agency(Unit):
+    """A provincial agency (Sở, Ban, ...): mailbox `<id>@` (BN Art. 4.a, DN Art. 5.1.b, LC Art. 5.1.a)."""
+
+    departments: list[Unit] = Field([], description="Departments: mailbox `<department>.<agency>@`.")
+
+
+class District(Unit):
+    """A district: mailbox `<id>@`; its communes `<commune>.<district>@`."""
+
+    departments: list[Unit] = Field([], description="District departments: `<department>.<district>@`.")
+    communes: list[Unit] = Field([], description="Communes, wards and towns: `<commune>.<district>@`.")
+
+
+class Person(Strict):
+    name: str = Field(description="Full Vietnamese name, e.g. Nguyễn Văn Hậu.")
+    address: str = Field(description="Full address in the province's domain.")
+    agency: Optional[str] = Field(None, description="Id of the agency or district the person works for.")
+    role: Literal["user", "admin"] = Field("user", description="`admin` accounts follow the administrator password rules.")
+    quota_mb: Optional[int] = Field(None, description="Quota override in MiB, within the province's bounds.", gt=0)
+    password_hash: Optional[str] = Field(
+        None,
+        description="Initial password hash (`{SHA512-CRYPT}$6$...` or `{BLF-CRYPT}$2y$...`, from "
+        "`govmail hash-password`). Used only when the mailbox is created; a password the user changed "
+        "on the host is never overwritten. Null: a random initial password is generated and left "
+        "for the operator in /root/govmail-initial-passwords on the host.",
+    )
+    status: Literal["active", "cancelled"] = Field("active", description="`cancelled`: login refused, mail kept.")
+
+    @field_validator("password_hash")
+    @classmethod
+    def _hash(cls, v):
+        if v is None:
+            return v
+        if not re.match(r"^\{(SHA512-CRYPT|SHA256-CRYPT|BLF-CRYPT|ARGON2ID)\}\$\S+$", v):
+            raise ValueError("must be a hash such as '{SHA512-CRYPT}$6$...' made by `govmail hash-password`")
+        return v
+
+
+class MailingList(Strict):
+    address: str = Field(description="Full address of the list.")
+    name: str = Field("", description="What the list is for.")
+    article: Optional[str] = Field(None, description="Article that asks for this list, e.g. `DN Art. 5.1.e`.")
+    members: list[str] = Field([], description="Addresses of members (mailboxes or other lists of the directory).")
+    include_all_people: bool = Field(False, description="Every active person of the province (DN `internal@`).")
+    include_agency_people: Optional[str] = Field(None, description="Every active person of this agency (DN `internal.<agency>@`).")
+
+
+class Mailbox(Strict):
+    """A functional mailbox not tied to a person or unit (TN `hotro@`)."""
+
+    address: str
+    name: str = ""
+    article: Optional[str] = None
+    quota_mb: Optional[int] = Field(None, gt=0)
+    password_hash: Optional[str] = None
+
+
+class Directory(Strict):
+    agencies: list[Agency] = []
+    districts: list[District] = []
+    people: list[Person] = []
+    mailboxes: list[Mailbox] = []
+    lists: list[MailingList] = []
+
+
+class Regulation(Strict):
+    key: str = Field(description="Short key used in citations, e.g. `DN`.")
+    decision: str = Field(description="The decision, e.g. `Quyết định 12/2012/QĐ-UBND`.")
+    date: str = Field(description="Date of the decision, ISO format.")
+
+
+class Province(Strict):
+    """Top level of `group_data/<province>.yml`."""
+
+    province: str = Field(description="Key of the province (file name without .yml), e.g. `daknong`.")
+    name: str = Field(description="Vietnamese name, e.g. Đắk Nông.")
+    regulations: list[Regulation] = Field(description="Decisions this province's values cite.")
+    domain: str = Field(description="Mail domain, e.g. daknong.gov.vn.")
+    domain_article: str = Field(description="Article that fixes the domain.")
+    hosts: list[Host] = Field(description="Hosts of the province; exactly one with role `mail` for now.")
+    postmaster: Optional[str] = Field(None, description="Address that receives postmaster@/abuse@ mail (default: first admin).")
+    tls: TLS = TLS()
+    policy: Policy
+    directory: Directory
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, v):
+        if not DOMAIN_RE.match(v):
+            raise ValueError("must be a lower-case domain name such as daknong.gov.vn")
+        return v
