@@ -1,0 +1,108 @@
+"""pyinfra operations and facts of our own.
+
+`config_file` is how every service file reaches a host: nothing happens when the host's file
+already has the same bytes; otherwise the new content goes to `<dest>.govmail-new`, is checked by
+the service's own validator (`postconf`, `doveconf`), and only then replaces the live file. A
+template that renders a broken configuration therefore stops the deploy with the validator's words
+and leaves the running service and its live configuration untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+from io import BytesIO
+
+from pyinfra import host
+from pyinfra.api import FactBase, FileUploadCommand, operation
+from pyinfra.facts.files import File, Sha1File
+
+
+class FileMeta(FactBase):
+    """Mode and owner of a file: `(mode, user, group)` or None."""
+
+    def command(self, path):
+        return f"stat -c '%a %U %G' {shlex.quote(path)} 2>/dev/null || true"
+
+    def process(self, output):
+        line = "".join(output).strip()
+        if not line:
+            return None
+        mode, user, group = line.split()
+        return int(mode, 8), user, group
+
+
+@operation()
+def config_file(dest: str, content: str | bytes, mode: int = 0o644, user: str = "root", group: str = "root",
+                validate: str | None = None):
+    """Install `content` at `dest` if it differs, after `validate` accepts it.
+
+    + dest: path on the host
+    + content: the full new content
+    + mode, user, group: ownership of the installed file
+    + validate: shell command run on the staged copy; `{new}` is replaced by its path. A non-zero
+      exit stops the deploy and the live file stays as it was.
+    """
+    data = content.encode() if isinstance(content, str) else content
+    want_sha = hashlib.sha1(data).hexdigest()
+    have_sha = host.get_fact(Sha1File, path=dest)
+    meta = host.get_fact(FileMeta, path=dest)
+    if have_sha == want_sha:
+        if meta != (mode, user, group):
+            yield f"chown {user}:{group} {shlex.quote(dest)} && chmod {mode:o} {shlex.quote(dest)}"
+        else:
+            host.noop(f"{dest} is up to date")
+        return
+    new = dest + ".govmail-new"
+    qnew, qdest = shlex.quote(new), shlex.quote(dest)
+    yield f"mkdir -p {shlex.quote(dest.rsplit('/', 1)[0] or '/')}"
+    yield FileUploadCommand(BytesIO(data), new)
+    yield f"chown {user}:{group} {qnew} && chmod {mode:o} {qnew}"
+    if validate:
+        check = validate.replace("{new}", qnew)
+        yield (
+            f"if ! out=$({check} 2>&1); then rm -f {qnew}; "
+            f"echo \"govmail: {dest} NOT installed, the new version does not validate "
+            f"(live file and service unchanged):\" >&2; echo \"$out\" >&2; exit 1; fi"
+        )
+    yield f"mv -f {qnew} {qdest}"
+
+
+def postfix_validate(which: str) -> str:
+    """Validator for a Postfix main.cf/master.cf: postconf on a copy of the config directory.
+
+    postconf exits 0 on unknown parameters and only warns, so any output on stderr fails.
+    """
+    flag = "-n" if which == "main.cf" else "-M"
+    return (
+        "sh -c 'd=$(mktemp -d) && for f in main.cf master.cf; do touch \"$d/$f\"; "
+        "[ -f /etc/postfix/$f ] && cp /etc/postfix/$f \"$d\"/; done; "
+        f"cp \"$1\" \"$d\"/{which} && err=$(postconf -c \"$d\" {flag} 2>&1 >/dev/null); rc=$?; rm -rf \"$d\"; "
+        "[ $rc -eq 0 ] && [ -z \"$err\" ] || { echo \"$err\"; exit 1; }' _ {new}"
+    )
+
+
+DOVECOT_VALIDATE = "doveconf -c {new} -n >/dev/null"
+
+
+class StoredAccounts(FactBase):
+    """Addresses that have a password in the host's account store."""
+
+    @staticmethod
+    def default():
+        return set()
+
+    def command(self, path):
+        return f"cut -d: -f1 {shlex.quote(path)} 2>/dev/null || true"
+
+    def process(self, output):
+        return {line.strip() for line in output if line.strip() and not line.startswith("#")}
+
+
+def json_bytes(obj) -> bytes:
+    return (json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+
+def file_exists(path: str) -> bool:
+    return bool(host.get_fact(File, path=path))

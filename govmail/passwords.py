@@ -1,0 +1,59 @@
+"""Password policy checks and hashing (passlib) for the account store.
+
+Hashes are bcrypt in Dovecot's `{BLF-CRYPT}` form, which Dovecot on Debian 13 verifies through
+libxcrypt. Nothing here keeps a clear-text password anywhere but in memory.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+
+from passlib.hash import bcrypt
+
+from .schema import PasswordPolicy
+
+SPECIAL = "!#%&*+-=?@^_~"
+CLASSES = {
+    "lower": string.ascii_lowercase,
+    "upper": string.ascii_uppercase,
+    "digit": string.digits,
+    "special": SPECIAL,
+}
+BCRYPT_ROUNDS = 11
+
+
+def hash_password(password: str) -> str:
+    return "{BLF-CRYPT}" + bcrypt.using(rounds=BCRYPT_ROUNDS, ident="2b").hash(password)
+
+
+def verify(password: str, hashed: str) -> bool:
+    if not hashed.startswith("{BLF-CRYPT}"):
+        raise ValueError("only {BLF-CRYPT} hashes can be verified here")
+    return bcrypt.verify(password, hashed[len("{BLF-CRYPT}"):])
+
+
+def problems(password: str, policy: PasswordPolicy, admin: bool = False) -> list[str]:
+    """Why `password` breaks the province's rule (empty list: it is acceptable)."""
+    out = []
+    need = policy.admin_min_length if admin else policy.min_length
+    if len(password) < need:
+        out.append(f"shorter than {need} characters ({policy.article})")
+    names = {"lower": "a lower-case letter", "upper": "an upper-case letter", "digit": "a digit",
+             "special": "a special character"}
+    for cls in policy.require:
+        chars = CLASSES[cls]
+        ok = any(c in chars for c in password) if cls != "special" else any(not c.isalnum() for c in password)
+        if not ok:
+            out.append(f"has no {names[cls]} ({policy.article})")
+    return out
+
+
+def generate(policy: PasswordPolicy, admin: bool = False) -> str:
+    """A random password that meets the policy, with every character class, at least 14 long."""
+    length = max(14, policy.admin_min_length if admin else policy.min_length)
+    alphabet = string.ascii_letters + string.digits + SPECIAL
+    while True:
+        pw = "".join(secrets.choice(alphabet) for _ in range(length))
+        if all(any(c in chars for c in pw) for chars in CLASSES.values()):
+            return pw

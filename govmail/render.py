@@ -1,0 +1,60 @@
+"""Render templates/<service>/<file>.j2 for a province.
+
+Templates mirror their target paths (templates/postfix/main.cf.j2 -> /etc/postfix/main.cf).
+The same rendering is used by the deploy and by the unit tests, so what the tests check is what
+the hosts get.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jinja2
+
+from .data import ROOT, ProvinceConfig
+
+TEMPLATES = ROOT / "templates"
+
+# Where things live on a host. One place, used by templates, deploy and tests.
+PATHS = {
+    "etc": "/etc/govmail",
+    "state": "/var/lib/govmail",
+    "lib": "/usr/local/lib/govmail",
+    "vmail": "/var/vmail",
+    "tls_cert": "/etc/govmail/tls/fullchain.pem",
+    "tls_key": "/etc/govmail/tls/privkey.pem",
+    "users": "/var/lib/govmail/dovecot-users",
+    "directory": "/etc/govmail/directory.json",
+    "initial_passwords": "/root/govmail-initial-passwords",
+    "quota_warning": "/usr/local/lib/govmail/quota-warning",
+    "postfix_maps": "/etc/postfix/govmail",
+}
+VMAIL_UID = 5000
+
+
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return env
+
+
+_ENV = None
+
+
+def render(template: str, cfg: ProvinceConfig, **extra) -> str:
+    global _ENV
+    if _ENV is None:
+        _ENV = _env()
+    ctx = {
+        "cfg": cfg,
+        "paths": PATHS,
+        "vmail_uid": VMAIL_UID,
+        "managed": f"Managed by govmail from {template}; edits here are overwritten by the next deploy.",
+    }
+    ctx.update(extra)
+    return _ENV.get_template(template).render(**ctx)

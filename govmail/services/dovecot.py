@@ -1,0 +1,34 @@
+"""Dovecot: IMAP, POP3, LMTP, SASL for Postfix, quota, quota-status, quota warnings.
+
+templates/dovecot/dovecot.conf.j2 -> /etc/dovecot/dovecot.conf, validated by `doveconf` before it
+replaces the live file; Dovecot is reloaded only when it changed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pyinfra.operations import server, systemd
+
+from ..ops import DOVECOT_VALIDATE, config_file
+from ..render import PATHS, render
+
+QUOTA_WARNING = Path(__file__).resolve().parent.parent / "host" / "quota_warning.py"
+
+
+def configure(cfg) -> list:
+    config_file(name="Quota warning program", dest=PATHS["quota_warning"], content=QUOTA_WARNING.read_bytes(), mode=0o755)
+    conf = config_file(
+        name="/etc/dovecot/dovecot.conf", dest="/etc/dovecot/dovecot.conf",
+        content=render("dovecot/dovecot.conf.j2", cfg), validate=DOVECOT_VALIDATE,
+    )
+    return [conf]
+
+
+def activate(cfg, changed: list) -> None:
+    systemd.service(name="Dovecot enabled and running", service="dovecot", running=True, enabled=True)
+    server.shell(
+        name="Reload Dovecot (its configuration changed)",
+        commands=["systemctl reload-or-restart dovecot"],
+        _if=lambda: any(op.did_change() for op in changed),
+    )
