@@ -258,10 +258,12 @@ def load_province(key_or_path: str | os.PathLike) -> ProvinceConfig:
         f, line = where(path)
         problems.append(Problem(f, line, _fmt_path(path), message))
 
+    model = None
     try:
         model = schema.Province.model_validate(merged)
     except ValidationError as e:
-        for err in e.errors():
+        errors = e.errors()
+        for err in errors:
             loc = tuple(err["loc"])
             value = err.get("input")
             msg = err["msg"]
@@ -275,7 +277,17 @@ def load_province(key_or_path: str | os.PathLike) -> ProvinceConfig:
                 shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
                 msg = f"{shown}: {msg}"
             add(loc, msg)
-        raise DataError(problems)
+        # Unknown keys alone do not stop the checks that follow: drop them, validate again, and
+        # report the cross-field problems too, so one run shows everything.
+        if all(err["type"] == "extra_forbidden" for err in errors):
+            for err in errors:
+                _drop(merged, tuple(err["loc"]))
+            try:
+                model = schema.Province.model_validate(merged)
+            except ValidationError:
+                model = None
+        if model is None:
+            raise DataError(problems)
 
     cfg = ProvinceConfig(model=model, file=file)
     if model.province != file.stem:
@@ -284,6 +296,12 @@ def load_province(key_or_path: str | os.PathLike) -> ProvinceConfig:
     if problems:
         raise DataError(problems)
     return cfg
+
+
+def _drop(data: Any, loc: tuple) -> None:
+    for part in loc[:-1]:
+        data = data[part]
+    data.pop(loc[-1], None)
 
 
 def _allowed_keys(loc: tuple) -> list[str]:

@@ -1,0 +1,273 @@
+"""`govmail`: the project's command line.
+
+    govmail validate [PROVINCE ...]        check data files (all by default); touches no host
+    govmail lab up PROVINCE ... [--fresh]  boot lab containers (one per province host)
+    govmail lab down [PROVINCE ...]        stop them and remove everything the lab made
+    govmail lab status                     what runs in the lab
+    govmail lab ssh HOST [COMMAND]         a shell (or a command) on a lab host
+    govmail deploy PROVINCE ... [--dry-run]
+                                           pyinfra inventories/<p>.py deploy.py, provinces in parallel
+    govmail up PROVINCE ...                lab up + deploy: a running mail host per province
+    govmail hash-password                  prompt for a password, print its {BLF-CRYPT} hash
+    govmail set-password ADDRESS           prompt, check the province's policy, store on its host
+    govmail schema                         print the data-file reference (docs/data-file.md)
+    govmail test [PYTEST ARGS]             unit tests, then the lab tests (boots the lab)
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from .data import ROOT, DataError, available_provinces, load_province
+
+
+def err(msg: str) -> None:
+    print(f"govmail: {msg}", file=sys.stderr)
+
+
+def cmd_validate(args) -> int:
+    provinces = args.provinces or available_provinces()
+    bad = 0
+    for p in provinces:
+        try:
+            cfg = load_province(p)
+        except DataError as e:
+            bad += 1
+            print(f"✗ {p}: {e}")
+            continue
+        att = cfg.policy.attachment.max_mb
+        print(
+            f"✓ {p}: {cfg.domain}, {len(cfg.accounts)} mailboxes, {len(cfg.aliases)} lists, "
+            f"quota {cfg.policy.quota.default_mb} MiB [{cfg.cite('quota')}], "
+            f"attachments {str(att) + ' MiB' if att else 'not limited'} -> message limit "
+            f"{cfg.message_size_limit:,} bytes [{cfg.cite('attachment')}]"
+        )
+    return 1 if bad else 0
+
+
+def _deploy_one(province: str, dry: bool, log_dir: Path) -> tuple[str, int, float, Path]:
+    log = log_dir / f"deploy-{province}.log"
+    cmd = [sys.executable, "-m", "pyinfra", "-y", f"inventories/{province}.py", "deploy.py"]
+    if dry:
+        cmd.insert(3, "--dry")
+    t = time.monotonic()
+    with open(log, "w") as f:
+        r = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+    return province, r.returncode, time.monotonic() - t, log
+
+
+def summary_line(log: Path) -> str:
+    for line in reversed(log.read_text(errors="replace").splitlines()):
+        if "Grand total" in line:
+            parts = line.split()
+            # Grand total <ops> <success> <error> <nochange>
+            return f"{parts[2]} operations: {parts[3]} changed, {parts[4]} failed, {parts[5]} unchanged"
+    return "no summary (see log)"
+
+
+def deploy(provinces: list[str], dry: bool = False) -> int:
+    for p in provinces:
+        try:
+            load_province(p)
+        except DataError as e:
+            err(str(e))
+            return 2
+    from .lab import LAB_DIR
+
+    log_dir = Path(os.environ.get("GOVMAIL_LOG_DIR", LAB_DIR / "logs" if os.geteuid() == 0 else "/tmp"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    print(f"govmail: {'dry run of ' if dry else ''}deploying {', '.join(provinces)} (logs in {log_dir})", flush=True)
+    rc = 0
+    with ThreadPoolExecutor(max_workers=len(provinces)) as ex:
+        for province, code, secs, log in ex.map(lambda p: _deploy_one(p, dry, log_dir), provinces):
+            mark = "✓" if code == 0 else "✗"
+            print(f"{mark} {province}: {secs:.0f} s, {summary_line(log)}", flush=True)
+            if code:
+                rc = 1
+                tail = log.read_text(errors="replace").splitlines()[-25:]
+                print("\n".join("    " + t for t in tail))
+    return rc
+
+
+def cmd_deploy(args) -> int:
+    return deploy(args.provinces, args.dry_run)
+
+
+def cmd_up(args) -> int:
+    from . import lab
+
+    for p in args.provinces:
+        try:
+            load_province(p)
+        except DataError as e:
+            err(str(e))
+            return 2
+    lab.up(args.provinces, fresh=args.fresh)
+    rc = deploy(args.provinces)
+    if rc == 0:
+        for p in args.provinces:
+            cfg = load_province(p)
+            print(
+                f"  {cfg.mail_host}: SMTP 25, submission 587/465, IMAP 993, POP3 995. "
+                f"Initial passwords: govmail lab ssh {cfg.mail_host} cat /root/govmail-initial-passwords"
+            )
+    return rc
+
+
+def cmd_lab(args) -> int:
+    from . import lab
+
+    try:
+        if args.lab_cmd == "up":
+            lab.up(args.provinces, fresh=args.fresh)
+        elif args.lab_cmd == "down":
+            lab.down(args.provinces or None, keep_image=not args.image)
+        elif args.lab_cmd == "status":
+            rows = lab.status()
+            if not rows:
+                print("the lab is not running")
+            for r in rows:
+                print(f"{r['host']:32} {r['province']:12} {r['ip']:12} {'running' if r['running'] else 'STOPPED'}")
+        elif args.lab_cmd == "ssh":
+            state = lab.load_state()
+            h = state["hosts"].get(args.host)
+            if not h:
+                err(f"no lab host {args.host!r}; running: {', '.join(state['hosts']) or 'none'}")
+                return 2
+            os.execvp("ssh", ["ssh", *lab.ssh_options(), f"root@{h['ip']}", *args.command])
+    except lab.LabError as e:
+        err(str(e))
+        return 1
+    return 0
+
+
+def cmd_hash_password(args) -> int:
+    from .passwords import hash_password
+
+    pw = getpass.getpass("Password: ")
+    if pw != getpass.getpass("Again: "):
+        err("the two entries differ")
+        return 1
+    print(hash_password(pw))
+    return 0
+
+
+def cmd_set_password(args) -> int:
+    from . import passwords
+
+    address = args.address.lower()
+    domain = address.rpartition("@")[2]
+    cfg = next((load_province(p) for p in available_provinces() if load_province(p).domain == domain), None)
+    if cfg is None:
+        err(f"no province has the domain {domain!r}")
+        return 2
+    acc = next((a for a in cfg.accounts if a.address == address), None)
+    if acc is None:
+        err(f"{address} is not in the directory of {cfg.key}")
+        return 2
+    pw = os.environ.get("GOVMAIL_PASSWORD") if args.from_env else None
+    if pw is None:
+        pw = getpass.getpass(f"New password for {address}: ")
+        if pw != getpass.getpass("Again: "):
+            err("the two entries differ")
+            return 1
+    bad = passwords.problems(pw, cfg.policy.password, admin=acc.role == "admin")
+    if bad:
+        err("password refused: " + "; ".join(bad))
+        return 1
+    hashed = passwords.hash_password(pw)
+    target = os.environ.get("GOVMAIL_TARGET", "lab")
+    if target == "lab":
+        from . import lab
+
+        h = lab.load_state()["hosts"].get(cfg.mail_host)
+        if not h:
+            err(f"{cfg.mail_host} is not in the lab")
+            return 2
+        dest = ["ssh", *lab.ssh_options(), f"root@{h['ip']}"]
+    else:
+        dest = ["ssh", f"{os.environ.get('GOVMAIL_SSH_USER', 'root')}@{cfg.mail_host}"]
+    r = subprocess.run([*dest, f"/usr/local/lib/govmail/accounts set-password {address}"], input=hashed, text=True,
+                       capture_output=True)
+    if r.returncode != 0:
+        err(r.stderr.strip() or "could not store the password")
+        return 1
+    print(f"password of {address} changed on {cfg.mail_host}")
+    return 0
+
+
+def cmd_schema(args) -> int:
+    from .docs import data_file_reference
+
+    print(data_file_reference(), end="")
+    return 0
+
+
+def cmd_test(args) -> int:
+    env = dict(os.environ)
+    r = subprocess.run([sys.executable, "-m", "pytest", "tests", *args.pytest_args], cwd=ROOT, env=env)
+    return r.returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="govmail", description="Provincial mail servers as code.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("validate", help="check province data files; touches no host")
+    p.add_argument("provinces", nargs="*")
+    p.set_defaults(fn=cmd_validate)
+
+    p = sub.add_parser("deploy", help="deploy provinces (pyinfra), in parallel")
+    p.add_argument("provinces", nargs="+")
+    p.add_argument("--dry-run", action="store_true", help="show what would change, change nothing")
+    p.set_defaults(fn=cmd_deploy)
+
+    p = sub.add_parser("up", help="boot the lab for provinces and deploy them")
+    p.add_argument("provinces", nargs="+")
+    p.add_argument("--fresh", action="store_true", help="new containers from the image (drops their state)")
+    p.set_defaults(fn=cmd_up)
+
+    p = sub.add_parser("lab", help="the local lab of containers")
+    lsub = p.add_subparsers(dest="lab_cmd", required=True)
+    q = lsub.add_parser("up")
+    q.add_argument("provinces", nargs="+")
+    q.add_argument("--fresh", action="store_true")
+    q = lsub.add_parser("down")
+    q.add_argument("provinces", nargs="*")
+    q.add_argument("--image", action="store_true", help="also delete the cached Debian image")
+    lsub.add_parser("status")
+    q = lsub.add_parser("ssh")
+    q.add_argument("host")
+    q.add_argument("command", nargs=argparse.REMAINDER)
+    p.set_defaults(fn=cmd_lab)
+
+    p = sub.add_parser("hash-password", help="print the {BLF-CRYPT} hash of a prompted password")
+    p.set_defaults(fn=cmd_hash_password)
+
+    p = sub.add_parser("set-password", help="set a mailbox's password on its host (prompted)")
+    p.add_argument("address")
+    p.add_argument("--from-env", action="store_true", help="read it from GOVMAIL_PASSWORD (for scripts)")
+    p.set_defaults(fn=cmd_set_password)
+
+    p = sub.add_parser("schema", help="print the data-file reference")
+    p.set_defaults(fn=cmd_schema)
+
+    p = sub.add_parser("test", help="run all tests (the lab tests boot and deploy the lab)")
+    p.add_argument("pytest_args", nargs=argparse.REMAINDER)
+    p.set_defaults(fn=cmd_test)
+
+    args = ap.parse_args(argv)
+    if args.cmd in ("deploy", "up"):
+        os.chdir(ROOT)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

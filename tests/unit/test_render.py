@@ -1,0 +1,78 @@
+"""What each province's templates render: the values the regulation asks for reach the config."""
+
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from govmail.data import MiB, available_provinces, load_province
+from govmail.docs import data_file_reference
+from govmail.render import render
+
+ROOT = Path(__file__).resolve().parents[2]
+PROVINCES = available_provinces()
+
+
+def message_with_attachment(mib: int) -> bytes:
+    m = EmailMessage()
+    m["From"] = "a@daknong.gov.vn"
+    m["To"] = "b@daknong.gov.vn"
+    m["Subject"] = "Tệp đính kèm"
+    m.set_content("Kính gửi, xin gửi tệp đính kèm.")
+    m.add_attachment(b"\0" * (mib * MiB), maintype="application", subtype="pdf", filename="baocao.pdf")
+    return m.as_bytes().replace(b"\n", b"\r\n")
+
+
+def test_all_four_provinces_are_shipped():
+    assert set(PROVINCES) >= {"bacninh", "daknong", "laichau", "thainguyen"}
+
+
+@pytest.mark.parametrize("key", PROVINCES)
+def test_postfix_main_cf_carries_domain_size_limit_and_tls_only_auth(key):
+    cfg = load_province(key)
+    main = render("postfix/main.cf.j2", cfg)
+    assert f"virtual_mailbox_domains = {cfg.domain}\n" in main
+    assert f"message_size_limit = {cfg.message_size_limit}\n" in main
+    assert "smtputf8_enable = yes" in main and "smtpd_tls_auth_only = yes" in main
+    assert "check_policy_service unix:private/quota-status" in main
+    master = render("postfix/master.cf.j2", cfg)
+    assert "submission inet" in master and "smtpd_tls_wrappermode=yes" in master
+
+
+@pytest.mark.parametrize("key", PROVINCES)
+def test_dovecot_conf_carries_the_default_quota_and_refuses_cleartext(key):
+    cfg = load_province(key)
+    conf = render("dovecot/dovecot.conf.j2", cfg)
+    assert f"quota_storage_size = {cfg.policy.quota.default_mb}M" in conf
+    assert "auth_allow_cleartext = no" in conf and "ssl = required" in conf
+    for pct in cfg.policy.quota.warn_percent:
+        assert f"quota_storage_percentage = {pct}" in conf
+
+
+@pytest.mark.parametrize("key", PROVINCES)
+def test_every_list_member_is_in_the_alias_map(key):
+    cfg = load_province(key)
+    aliases = render("postfix/aliases.j2", cfg)
+    for address, members in cfg.aliases.items():
+        line = next(l for l in aliases.splitlines() if l.startswith(address + " "))
+        assert line.split(" ", 1)[1].split(",") == members
+
+
+def test_dak_nong_internal_list_reaches_every_active_person():
+    cfg = load_province("daknong")
+    people = {a.address for a in cfg.accounts if a.kind == "person" and a.status == "active"}
+    assert set(cfg.aliases["internal@daknong.gov.vn"]) == people
+
+
+@pytest.mark.parametrize("key", [p for p in PROVINCES if load_province(p).policy.attachment.max_mb])
+def test_size_limit_admits_the_attachment_limit_and_refuses_one_mib_more(key):
+    cfg = load_province(key)
+    n = cfg.policy.attachment.max_mb
+    assert len(message_with_attachment(n)) <= cfg.message_size_limit
+    assert len(message_with_attachment(n + 1)) > cfg.message_size_limit
+
+
+def test_data_file_reference_is_current():
+    assert (ROOT / "docs" / "data-file.md").read_text() == data_file_reference(), (
+        "docs/data-file.md is stale: run `govmail schema > docs/data-file.md`"
+    )

@@ -1,0 +1,183 @@
+"""Bad data is refused before any host is touched, with file, line, key path, value and what is allowed."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from govmail.data import DataError, load_province
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "group_data"
+
+
+def copy_province(tmp_path, key, edit=None, text_edit=None, name=None):
+    shutil.copy(DATA / "defaults.yml", tmp_path / "defaults.yml")
+    text = (DATA / f"{key}.yml").read_text()
+    if text_edit:
+        text = text_edit(text)
+    if edit:
+        data = yaml.safe_load(text)
+        edit(data)
+        text = yaml.safe_dump(data, allow_unicode=True, sort_keys=False)
+    dest = tmp_path / f"{name or key}.yml"
+    dest.write_text(text)
+    return dest
+
+
+def problems(path):
+    with pytest.raises(DataError) as e:
+        load_province(path)
+    return e.value.problems
+
+
+@pytest.mark.parametrize("key", ["bacninh", "daknong", "laichau", "thainguyen"])
+def test_shipped_province_data_is_valid(key):
+    cfg = load_province(key)
+    assert cfg.accounts and cfg.domain.endswith(".gov.vn")
+
+
+def test_unknown_key_is_refused_with_the_allowed_keys(tmp_path):
+    f = copy_province(tmp_path, "daknong", text_edit=lambda t: t.replace("    max_mb: 500\n", "    max_mb: 500\n    maxx_mb: 3\n"))
+    [p] = problems(f)
+    assert p.path == "policy.quota.maxx_mb"
+    assert "unknown key 'maxx_mb'" in p.message and "max_mb" in p.message and "default_mb" in p.message
+    assert p.line == f.read_text().splitlines().index("    maxx_mb: 3") + 1
+    assert str(p).startswith(f"{f}:{p.line}: policy.quota.maxx_mb:") or str(p).startswith(f"{f.name}")
+
+
+def test_wrong_type_is_refused(tmp_path):
+    f = copy_province(tmp_path, "daknong", text_edit=lambda t: t.replace("default_mb: 500", "default_mb: lots"))
+    [p] = problems(f)
+    assert p.path == "policy.quota.default_mb" and "'lots'" in p.message and "integer" in p.message
+
+
+def test_dak_nong_mailbox_of_2_gb_is_refused_citing_art_5_2(tmp_path):
+    def edit(d):
+        d["directory"]["people"][3]["quota_mb"] = 2048
+
+    [p] = problems(copy_province(tmp_path, "daknong", edit=edit))
+    assert p.path == "directory.people[3].quota_mb"
+    assert "2048 is above the province's maximum" in p.message and "DN Art. 5.2" in p.message
+    assert "..500 MiB" in p.message
+
+
+def test_thai_nguyen_mailbox_of_500_mb_is_refused_citing_art_3_7(tmp_path):
+    def edit(d):
+        d["directory"]["people"][5]["quota_mb"] = 500
+
+    [p] = problems(copy_province(tmp_path, "thainguyen", edit=edit))
+    assert p.path == "directory.people[5].quota_mb"
+    assert "500 is below the province's minimum" in p.message and "TN Art. 3.7" in p.message
+
+
+def test_duplicate_address_is_refused_naming_the_first_use(tmp_path):
+    def edit(d):
+        d["directory"]["people"][7]["address"] = d["directory"]["people"][4]["address"]
+
+    [p] = problems(copy_province(tmp_path, "daknong", edit=edit))
+    assert p.path == "directory.people[7].address"
+    assert "duplicate address" in p.message and "directory.people[4].address" in p.message
+
+
+def test_address_outside_the_domain_is_refused(tmp_path):
+    def edit(d):
+        d["directory"]["people"][1]["address"] = "haunv.stnmt@gmail.com"
+
+    [p] = problems(copy_province(tmp_path, "daknong", edit=edit))
+    assert p.path == "directory.people[1].address"
+    assert "outside the province's domain" in p.message and "@daknong.gov.vn" in p.message
+
+
+def test_address_with_diacritics_is_refused(tmp_path):
+    def edit(d):
+        d["directory"]["people"][1]["address"] = "hậunv.stnmt@daknong.gov.vn"
+
+    [p] = problems(copy_province(tmp_path, "daknong", edit=edit))
+    assert "no diacritics" in p.message
+
+
+def test_list_member_that_does_not_exist_is_refused(tmp_path):
+    def edit(d):
+        d["directory"]["lists"][0]["members"] = ["nobody.stnmt@daknong.gov.vn"]
+
+    [p] = problems(copy_province(tmp_path, "thainguyen" if False else "daknong", edit=edit))
+    assert p.path == "directory.lists[0].members[0]"
+    assert "'nobody.stnmt@daknong.gov.vn' is not a mailbox or list" in p.message
+
+
+def test_person_of_an_unknown_agency_is_refused(tmp_path):
+    def edit(d):
+        d["directory"]["people"][2]["agency"] = "sxyz"
+
+    [p] = problems(copy_province(tmp_path, "daknong", edit=edit))
+    assert p.path == "directory.people[2].agency" and "stnmt" in p.message
+
+
+def test_malformed_yaml_reports_its_line(tmp_path):
+    f = copy_province(tmp_path, "daknong", text_edit=lambda t: t.replace("  quota:\n", "  quota: [\n", 1))
+    [p] = problems(f)
+    assert "malformed YAML" in p.message and p.line is not None
+    assert abs(p.line - f.read_text().splitlines().index("  quota: [") - 1) <= 6
+
+
+def test_duplicate_yaml_key_is_refused(tmp_path):
+    f = copy_province(tmp_path, "daknong", text_edit=lambda t: t.replace("    max_mb: 500\n", "    max_mb: 500\n    max_mb: 5000\n"))
+    [p] = problems(f)
+    assert "duplicate key" in p.message and p.path == "policy.quota.max_mb"
+
+
+def test_policy_value_without_an_article_is_refused(tmp_path):
+    def edit(d):
+        d["policy"]["attachment"]["article"] = "because"
+
+    [p] = problems(copy_province(tmp_path, "daknong", edit=edit))
+    assert p.path == "policy.attachment.article" and "DN Art. 5.2" in p.message
+
+
+def test_all_problems_are_reported_at_once(tmp_path):
+    def edit(d):
+        people = d["directory"]["people"]
+        people[3]["quota_mb"] = 2048
+        people[7]["address"] = people[4]["address"]
+        people[1]["address"] = "x@gmail.com"
+        d["directory"]["lists"][0]["members"] = ["ghost@daknong.gov.vn"]
+        d["policy"]["quota"]["maxx_mb"] = 3
+
+    found = problems(copy_province(tmp_path, "daknong", edit=edit))
+    assert {p.path for p in found} >= {
+        "policy.quota.maxx_mb",
+        "directory.people[3].quota_mb", "directory.people[7].address", "directory.people[1].address",
+        "directory.lists[0].members[0]",
+    }
+
+
+def test_type_errors_are_all_reported_at_once(tmp_path):
+    def edit(d):
+        d["policy"]["quota"]["default_mb"] = "lots"
+        d["directory"]["people"][0]["role"] = "boss"
+        d["surprise"] = 1
+
+    found = problems(copy_province(tmp_path, "daknong", edit=edit))
+    paths = {p.path for p in found}
+    assert {"policy.quota.default_mb", "directory.people[0].role", "surprise"} <= paths
+    role = next(p for p in found if p.path == "directory.people[0].role")
+    assert "'user'" in role.message and "'admin'" in role.message
+
+
+def test_a_fifth_province_needs_only_a_data_file(tmp_path):
+    def edit(d):
+        d["province"] = "quangnam"
+        d["name"] = "Quảng Nam"
+        d["domain"] = "quangnam.gov.vn"
+        d["hosts"] = [{"name": "mail.quangnam.gov.vn", "roles": ["mail"]}]
+        text = yaml.safe_dump(d["directory"], allow_unicode=True)
+        d["directory"] = yaml.safe_load(text.replace("daknong.gov.vn", "quangnam.gov.vn"))
+
+    f = copy_province(tmp_path, "daknong", edit=edit, name="quangnam")
+    cfg = load_province(f)
+    assert cfg.mail_host == "mail.quangnam.gov.vn" and cfg.policy.quota.max_mb == 500
+    from govmail.render import render
+
+    assert "virtual_mailbox_domains = quangnam.gov.vn" in render("postfix/main.cf.j2", cfg)
