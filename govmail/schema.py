@@ -121,7 +121,15 @@ class ContentPolicy(Cited):
         return v
 
 
+class Clause(Cited):
+    """A requirement with no value to set: only its article, which the compliance check cites."""
+
+
 class Policy(Strict):
+    unicode: Clause = Field(description="UTF-8 (TCVN 6909:2001) content travels intact: SMTPUTF8 on.")
+    clients: Clause = Field(description="Desktop clients over IMAP, POP3 and SMTP submission, with TLS.")
+    operation: Clause = Field(description="Continuous operation: services enabled and running.")
+    secrecy: Clause = Field(description="Passwords and mailboxes protected: no authentication without TLS.")
     quota: QuotaPolicy
     attachment: AttachmentPolicy
     password: PasswordPolicy

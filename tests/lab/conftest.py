@@ -1,0 +1,143 @@
+"""Lab fixtures: boot one container per province, deploy it, hand tests a handle on it.
+
+Provinces: all data files, or those in GOVMAIL_LAB_PROVINCES (comma-separated). The lab is left
+running after the tests (so an engineer can look at it); `govmail lab down` removes it, and
+.ci/run does that itself. Without root the lab tests are skipped, unless GOVMAIL_REQUIRE_LAB=1
+(set by .ci/run), where they fail: a skipped lab test proves nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from govmail import lab
+from govmail.data import ProvinceConfig, available_provinces, load_province
+from govmail.passwords import generate
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def lab_provinces() -> list[str]:
+    env = os.environ.get("GOVMAIL_LAB_PROVINCES")
+    return [p.strip() for p in env.split(",") if p.strip()] if env else available_provinces()
+
+
+PROVINCES = lab_provinces()
+
+
+def _lab_possible() -> str | None:
+    if os.geteuid() != 0:
+        return "the lab needs root"
+    if not shutil.which("systemd-nspawn"):
+        return "systemd-nspawn is not installed"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    reason = _lab_possible()
+    if reason is None:
+        return
+    if os.environ.get("GOVMAIL_REQUIRE_LAB") == "1":
+        raise pytest.UsageError(f"GOVMAIL_REQUIRE_LAB=1 but {reason}")
+    for item in items:
+        if "tests/lab/" in str(item.fspath):
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@dataclass
+class LabHost:
+    province: str
+    cfg: ProvinceConfig
+    name: str
+    ip: str
+
+    def run(self, command: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        r = subprocess.run(
+            ["ssh", *lab.ssh_options(), f"root@{self.ip}", command], input=input, capture_output=True, text=True,
+            timeout=600,
+        )
+        if check and r.returncode != 0:
+            raise AssertionError(f"{self.name}: `{command}` failed ({r.returncode}): {r.stderr.strip()}")
+        return r
+
+    def set_password(self, address: str) -> str:
+        """Give a mailbox a fresh password through `govmail set-password`, as an operator would."""
+        acc = self.cfg.account(address)
+        pw = generate(self.cfg.policy.password, admin=acc.role == "admin")
+        r = subprocess.run(
+            ["govmail", "set-password", "--from-env", address], env=dict(os.environ, GOVMAIL_PASSWORD=pw),
+            capture_output=True, text=True,
+        )
+        assert r.returncode == 0, r.stderr
+        return pw
+
+
+def deploy_log(province: str) -> Path:
+    return lab.LAB_DIR / "logs" / f"deploy-{province}.log"
+
+
+@pytest.fixture(scope="session")
+def lab_hosts() -> dict[str, LabHost]:
+    from govmail.cli import deploy
+
+    t = time.monotonic()
+    state = lab.up(PROVINCES)
+    rc = deploy(PROVINCES)
+    assert rc == 0, "deploy failed: see " + ", ".join(str(deploy_log(p)) for p in PROVINCES)
+    print(f"\nlab up and deployed in {time.monotonic() - t:.0f} s")
+    hosts = {}
+    for p in PROVINCES:
+        cfg = load_province(p)
+        h = state["hosts"][cfg.mail_host]
+        hosts[p] = LabHost(p, cfg, cfg.mail_host, h["ip"])
+    return hosts
+
+
+@pytest.fixture(params=PROVINCES)
+def host(request, lab_hosts) -> LabHost:
+    return lab_hosts[request.param]
+
+
+@pytest.fixture
+def testinfra_host(host):
+    import testinfra
+
+    return testinfra.get_host(
+        f"ssh://root@{host.ip}",
+        ssh_identity_file=str(lab.ssh_key()),
+        ssh_extra_args="-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
+    )
+
+
+# ---------------------------------------------------------------- compliance summary
+
+_CLAUSES: list[tuple[str, str, str]] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.when != "call" and not (report.when == "setup" and report.outcome != "passed"):
+        return
+    props = dict(report.user_properties)
+    if "clause" in props:
+        _CLAUSES.append((props["province"], props["clause"], report.outcome))
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _CLAUSES:
+        return
+    tr = terminalreporter
+    tr.section("compliance: clauses checked on the lab hosts")
+    marks = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP"}
+    for province in sorted({c[0] for c in _CLAUSES}):
+        rows = [c for c in _CLAUSES if c[0] == province]
+        ok = sum(1 for r in rows if r[2] == "passed")
+        tr.write_line(f"{province}: {ok}/{len(rows)} clauses pass")
+        for _, clause, outcome in rows:
+            tr.write_line(f"  {marks.get(outcome, outcome.upper())}  {clause}")

@@ -1,0 +1,192 @@
+"""Compliance checks (testinfra) of each province's host against its regulation.
+
+Each check is named after what it verifies and carries the article it verifies, both taken from
+the province's data file, so a fifth province gets its checks without code. The run ends with a
+per-province list of clauses and PASS/FAIL (see conftest.pytest_terminal_summary).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from govmail.data import load_province
+from govmail.render import PATHS
+
+from .conftest import PROVINCES
+
+CHECKS = {}
+
+
+def check(fn):
+    CHECKS[fn.__name__] = fn
+    return fn
+
+
+def clauses(cfg):
+    """(check function name, clause text) for a province, built from its data."""
+    p = cfg.policy
+    q = p.quota
+    out = [
+        ("mail_domain", f"{cfg.model.domain_article} mail domain is {cfg.domain}, served by {cfg.mail_host}"),
+        ("directory_deliverable", f"{cfg.model.domain_article} every directory address ({len(cfg.accounts)} mailboxes) is a mailbox on the host"),
+    ]
+    if q.max_mb:
+        out.append(("quota_max", f"{q.article} mailbox quota ≤ {q.max_mb} MB"))
+    if q.min_mb:
+        out.append(("quota_min", f"{q.article} mailbox quota ≥ {q.min_mb} MB"))
+    out.append(("quota_per_mailbox", f"{q.article} each mailbox has its quota from the data (default {q.default_mb} MB)"))
+    if p.attachment.max_mb:
+        out.append(("size_limit", f"{p.attachment.article} attachments up to {p.attachment.max_mb} MB: message size limit {cfg.message_size_limit:,} bytes"))
+    else:
+        out.append(("size_limit", f"{p.attachment.article} message size limit {p.attachment.message_size_mb} MB"))
+    out += [
+        ("utf8", f"{p.unicode.article} UTF-8 mail carried intact (SMTPUTF8 on)"),
+        ("client_ports", f"{p.clients.article} IMAP 993, POP3 995, submission 587/465 listening with TLS"),
+        ("services_running", f"{p.operation.article} Postfix and Dovecot enabled and running"),
+        ("no_cleartext_auth", f"{p.secrecy.article} no authentication without TLS; TLS 1.2 or newer"),
+        ("account_store_private", f"{p.secrecy.article} password hashes readable by root and Dovecot only"),
+        ("mail_log", f"{p.logs.article} mail log written to /var/log/mail.log"),
+    ]
+    for ml in cfg.model.directory.lists:
+        if ml.article:
+            out.append(("list_members:" + ml.address, f"{ml.article} {ml.address} reaches its {len(cfg.aliases[ml.address])} members"))
+    for mb in cfg.model.directory.mailboxes:
+        if mb.article:
+            out.append(("mailbox_exists:" + mb.address, f"{mb.article} mailbox {mb.address} exists"))
+    return out
+
+
+CASES = [
+    pytest.param(p, name, text, id=f"{p}: {text}")
+    for p in PROVINCES
+    for name, text in clauses(load_province(p))
+]
+
+
+@pytest.mark.parametrize("province,check_name,clause", CASES)
+def test_clause(province, check_name, clause, lab_hosts, record_property):
+    import testinfra
+
+    from govmail import lab
+
+    record_property("province", province)
+    record_property("clause", clause)
+    h = lab_hosts[province]
+    ti = testinfra.get_host(
+        f"ssh://root@{h.ip}", ssh_identity_file=str(lab.ssh_key()),
+        ssh_extra_args="-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
+    )
+    name, _, arg = check_name.partition(":")
+    CHECKS[name](ti, h.cfg, arg)
+
+
+def postconf(ti, key):
+    return ti.check_output(f"postconf -h {key}").strip()
+
+
+def quota_limits_mib(ti) -> dict[str, int]:
+    """Effective STORAGE limit of every mailbox, as Dovecot enforces it (MiB)."""
+    out = ti.check_output("doveadm -f tab quota get -A")
+    limits = {}
+    for line in out.splitlines()[1:]:
+        user, _root, typ, _value, limit, *_ = line.split("\t")
+        if typ == "STORAGE":
+            limits[user] = int(limit) // 1024 if limit not in ("-", "") else None
+    return limits
+
+
+@check
+def mail_domain(ti, cfg, _):
+    assert postconf(ti, "virtual_mailbox_domains") == cfg.domain
+    assert postconf(ti, "myhostname") == cfg.mail_host
+    assert ti.check_output("hostname -f").strip() == cfg.mail_host
+
+
+@check
+def directory_deliverable(ti, cfg, _):
+    missing = [a.address for a in cfg.accounts
+               if ti.run(f"postmap -q {a.address} texthash:{PATHS['postfix_maps']}/mailboxes").rc != 0]
+    assert not missing, f"not accepted by Postfix: {missing}"
+    users = ti.check_output(f"doveadm user -u '*@{cfg.domain}'").split()
+    assert {a.address for a in cfg.accounts} <= set(users)
+
+
+@check
+def quota_max(ti, cfg, _):
+    limits = quota_limits_mib(ti)
+    over = {u: l for u, l in limits.items() if l is None or l > cfg.policy.quota.max_mb}
+    assert limits and not over, f"over {cfg.policy.quota.max_mb} MiB: {over}"
+
+
+@check
+def quota_min(ti, cfg, _):
+    limits = quota_limits_mib(ti)
+    under = {u: l for u, l in limits.items() if l is not None and l < cfg.policy.quota.min_mb}
+    assert limits and not under, f"under {cfg.policy.quota.min_mb} MiB: {under}"
+
+
+@check
+def quota_per_mailbox(ti, cfg, _):
+    limits = quota_limits_mib(ti)
+    wrong = {a.address: (limits.get(a.address), a.quota_mb) for a in cfg.accounts if limits.get(a.address) != a.quota_mb}
+    assert not wrong, f"(host, data) differ: {wrong}"
+
+
+@check
+def size_limit(ti, cfg, _):
+    assert int(postconf(ti, "message_size_limit")) == cfg.message_size_limit
+
+
+@check
+def utf8(ti, cfg, _):
+    assert postconf(ti, "smtputf8_enable") == "yes"
+    assert ti.check_output("doveconf -h mail_utf8_extensions").strip() == "yes"
+
+
+@check
+def client_ports(ti, cfg, _):
+    for port in (993, 995, 587, 465, 25):
+        assert ti.socket(f"tcp://0.0.0.0:{port}").is_listening, f"port {port} not listening"
+
+
+@check
+def services_running(ti, cfg, _):
+    for svc in ("postfix", "dovecot"):
+        s = ti.service(svc)
+        assert s.is_running and s.is_enabled, f"{svc} not running/enabled"
+
+
+@check
+def no_cleartext_auth(ti, cfg, _):
+    assert postconf(ti, "smtpd_tls_auth_only") == "yes"
+    assert postconf(ti, "smtpd_sasl_auth_enable") == "no", "AUTH must be offered on submission only"
+    assert ti.check_output("doveconf -h auth_allow_cleartext").strip() == "no"
+    assert ti.check_output("doveconf -h ssl").strip() == "required"
+    assert ti.check_output("doveconf -h ssl_min_protocol").strip() == "TLSv1.2"
+    assert postconf(ti, "smtpd_tls_protocols") == ">=TLSv1.2"
+
+
+@check
+def account_store_private(ti, cfg, _):
+    f = ti.file(PATHS["users"])
+    assert f.exists and f.user == "root" and f.group == "dovecot" and f.mode == 0o640
+    assert ti.file(PATHS["initial_passwords"]).mode == 0o600
+
+
+@check
+def mail_log(ti, cfg, _):
+    assert ti.service("rsyslog").is_running
+    log = ti.file("/var/log/mail.log")
+    assert log.exists and log.contains("postfix/")
+
+
+@check
+def list_members(ti, cfg, address):
+    got = ti.check_output(f"postmap -q {address} texthash:{PATHS['postfix_maps']}/aliases").strip().split(",")
+    assert sorted(got) == sorted(cfg.aliases[address])
+
+
+@check
+def mailbox_exists(ti, cfg, address):
+    assert ti.run(f"postmap -q {address} texthash:{PATHS['postfix_maps']}/mailboxes").rc == 0
+    assert ti.run(f"doveadm user {address}").rc == 0
