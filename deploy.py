@@ -24,8 +24,8 @@ base.configure(cfg)
 tls_ops = tls.configure(cfg)
 accounts.configure(cfg)
 dovecot_ops = dovecot.configure(cfg)
-postfix_ops = postfix.configure(cfg)
+postfix_reload, postfix_restart = postfix.configure(cfg)
 
 # activate
 dovecot.activate(cfg, dovecot_ops + tls_ops)
-postfix.activate(cfg, postfix_ops + tls_ops)
+postfix.activate(cfg, postfix_reload, postfix_restart + tls_ops)

@@ -106,3 +106,22 @@ def json_bytes(obj) -> bytes:
 
 def file_exists(path: str) -> bool:
     return bool(host.get_fact(File, path=path))
+
+
+class CommandSucceeds(FactBase):
+    """True when a shell command exits 0 on the host."""
+
+    def command(self, check):
+        return f"if {check} >/dev/null 2>&1; then echo yes; else echo no; fi"
+
+    def process(self, output):
+        return "".join(output).strip() == "yes"
+
+
+@operation()
+def ensure_running(check: str, start: str):
+    """Run `start` only when `check` fails: for services whose systemd unit does not tell."""
+    if host.get_fact(CommandSucceeds, check=check):
+        host.noop(f"`{check}` succeeds")
+        return
+    yield f"{start} && {check}"

@@ -8,16 +8,21 @@ from __future__ import annotations
 
 from pyinfra.operations import server, systemd
 
-from ..ops import config_file, postfix_validate
+from ..ops import config_file, ensure_running, postfix_validate
 from ..render import PATHS, render
 
 
-def configure(cfg) -> list:
+def configure(cfg) -> tuple[list, list]:
+    """Returns (files that need a reload, files that need a restart)."""
     maps = PATHS["postfix_maps"]
-    ops = [
+    reload_ops = [
         config_file(name="Postfix mailbox map", dest=f"{maps}/mailboxes", content=render("postfix/mailboxes.j2", cfg)),
         config_file(name="Postfix lists and role addresses", dest=f"{maps}/aliases", content=render("postfix/aliases.j2", cfg)),
         config_file(name="/etc/aliases (root -> postmaster)", dest="/etc/aliases", content=render("postfix/aliases.local.j2", cfg)),
+    ]
+    # Some main.cf/master.cf parameters (inet_protocols, inet_interfaces) only take effect on a
+    # restart, and a reload that meets them stops the master: restart when these change.
+    restart_ops = [
         config_file(
             name="/etc/postfix/main.cf", dest="/etc/postfix/main.cf",
             content=render("postfix/main.cf.j2", cfg), validate=postfix_validate("main.cf"),
@@ -27,13 +32,20 @@ def configure(cfg) -> list:
             content=render("postfix/master.cf.j2", cfg), validate=postfix_validate("master.cf"),
         ),
     ]
-    return ops
+    return reload_ops, restart_ops
 
 
-def activate(cfg, changed: list) -> None:
-    systemd.service(name="Postfix enabled and running", service="postfix", running=True, enabled=True)
+def activate(cfg, reload_ops: list, restart_ops: list) -> None:
+    systemd.service(name="Postfix enabled", service="postfix", enabled=True)
     server.shell(
-        name="Reload Postfix (its configuration changed)",
-        commands=["postfix check && systemctl reload-or-restart postfix"],
-        _if=lambda: any(op.did_change() for op in changed),
+        name="Restart Postfix (main.cf, master.cf or TLS changed)",
+        commands=["postfix check && systemctl restart postfix && sleep 1 && postfix status"],
+        _if=lambda: any(op.did_change() for op in restart_ops),
     )
+    server.shell(
+        name="Reload Postfix (its maps changed)",
+        commands=["postfix check && systemctl reload-or-restart postfix && sleep 1 && postfix status"],
+        _if=lambda: any(op.did_change() for op in reload_ops) and not any(op.did_change() for op in restart_ops),
+    )
+    # The postfix unit is a wrapper that stays "active" even when the master is gone: ask Postfix.
+    ensure_running(name="Postfix master is running", check="postfix status", start="systemctl restart postfix && sleep 1")
