@@ -48,7 +48,7 @@ def main() -> None:
     cold, r1 = timed(pyinfra, cwd=ROOT)
     rerun, r2 = timed(pyinfra, cwd=ROOT)
     log = Path("/tmp/govmail-bench-rerun.log")
-    log.write_text(r2.stdout)
+    log.write_text(r2.stdout + r2.stderr)
 
     print(f"\n{province} ({cfg.mail_host}), {len(cfg.accounts)} mailboxes, {len(cfg.aliases)} lists")
     print(f"  floor: apt-get install of the package set   {floor:6.1f} s")

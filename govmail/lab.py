@@ -417,6 +417,7 @@ def up(provinces: list[str], fresh: bool = False) -> dict:
         if pid_alive(h.get("pid")):
             log(f"{name}: already running (pid {h['pid']}, {h['ip']})")
             continue
+        kill_leftovers(h["netns"])
         prepare_root(root, image, name, h["ip"])
         h["pid"] = boot(name, root, h["netns"])
         save_state(state)
@@ -427,6 +428,65 @@ def up(provinces: list[str], fresh: bool = False) -> dict:
         log(f"{name}: up, ssh root@{name}")
     log(f"lab ready in {time.monotonic() - t0:.0f} s; inventory: {LAB_DIR / 'inventory.json'}")
     return state
+
+
+def container_pids(netns: str, exclude: int | None = None) -> list[int]:
+    """PIDs of processes inside the lab network namespace `netns` (through /proc/PID/ns/net).
+
+    After a crash of systemd-nspawn (or SIGKILL) the container's systemd can outlive it; these are
+    the processes `lab up` and `lab down` must stop, identified by PID, never by name. `exclude`
+    is a running nspawn whose container must be left alone.
+    """
+    try:
+        want = os.stat(f"/run/netns/{netns}").st_ino
+    except FileNotFoundError:
+        return []
+    keep = set()
+    if exclude and pid_alive(exclude):
+        keep = {exclude} | _descendants(exclude)
+    pids = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) in keep:
+            continue
+        try:
+            if os.stat(d / "ns/net").st_ino == want:
+                pids.append(int(d.name))
+        except OSError:
+            continue
+    return sorted(pids)
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d.name))
+    out, todo = set(), [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            if c not in out:
+                out.add(c)
+                todo.append(c)
+    return out
+
+
+def kill_leftovers(netns: str, exclude: int | None = None) -> None:
+    pids = container_pids(netns, exclude)
+    if not pids:
+        return
+    log(f"{netns}: stopping {len(pids)} processes left by an earlier crash")
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    end = time.monotonic() + 10
+    while time.monotonic() < end and container_pids(netns, exclude):
+        time.sleep(0.1)
 
 
 def _stop(h: dict) -> None:
@@ -457,6 +517,7 @@ def down(provinces: list[str] | None = None, keep_image: bool = True) -> None:
             continue
         log(f"{name}: stopping")
         _stop(h)
+        kill_leftovers(h["netns"])
         if link_exists(h["veth"]):
             run("ip", "link", "del", h["veth"], check=False)
         if netns_exists(h["netns"]):

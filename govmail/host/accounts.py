@@ -39,7 +39,8 @@ REASONS = {
 }
 
 
-def read_store(path=USERS):
+def read_store(path=None):
+    path = path or USERS
     store = {}
     try:
         with open(path, encoding="utf-8") as f:
