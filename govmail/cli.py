@@ -54,13 +54,31 @@ def cmd_validate(args) -> int:
 
 def _deploy_one(province: str, dry: bool, log_dir: Path) -> tuple[str, int, float, Path]:
     log = log_dir / f"deploy-{province}.log"
-    cmd = [sys.executable, "-m", "pyinfra", "-y", f"inventories/{province}.py", "deploy.py"]
-    if dry:
-        cmd.insert(3, "--dry")
+    # A dry run is pyinfra's change detection without -y: it lists what would change and stops.
+    flag = "--dry" if dry else "-y"
+    cmd = [sys.executable, "-m", "pyinfra", flag, f"inventories/{province}.py", "deploy.py"]
     t = time.monotonic()
     with open(log, "w") as f:
-        r = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+        r = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     return province, r.returncode, time.monotonic() - t, log
+
+
+def detected_changes(log: Path) -> list[str]:
+    """Operations a dry run says would change (pyinfra's "Detected changes" table)."""
+    lines = log.read_text(errors="replace").splitlines()
+    try:
+        start = next(i for i, l in enumerate(lines) if "Detected changes" in l) + 2
+    except StopIteration:
+        return []
+    out = []
+    for line in lines[start:]:
+        if not line.strip():
+            break
+        cols = [c for c in line.strip().split("  ") if c.strip()]
+        if len(cols) >= 3 and (cols[-1].strip() != "-" or cols[-2].strip() != "-"):
+            kind = "would change" if cols[-2].strip() != "-" else "would run if an earlier change happens"
+            out.append(f"{cols[0].strip()}: {kind}")
+    return out
 
 
 def summary_line(log: Path) -> str:
@@ -88,6 +106,13 @@ def deploy(provinces: list[str], dry: bool = False) -> int:
     with ThreadPoolExecutor(max_workers=len(provinces)) as ex:
         for province, code, secs, log in ex.map(lambda p: _deploy_one(p, dry, log_dir), provinces):
             mark = "✓" if code == 0 else "✗"
+            if dry and code == 0:
+                found = detected_changes(log)
+                real = [c for c in found if c.endswith(": would change")]
+                print(f"{mark} {province}: {len(real) or 'no'} operations would change", flush=True)
+                for c in found if real else []:
+                    print(f"    {c}")
+                continue
             print(f"{mark} {province}: {secs:.0f} s, {summary_line(log)}", flush=True)
             if code:
                 rc = 1

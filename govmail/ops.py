@@ -62,7 +62,7 @@ def config_file(dest: str, content: str | bytes, mode: int = 0o644, user: str = 
     if validate:
         check = validate.replace("{new}", qnew)
         yield (
-            f"if ! out=$({check} 2>&1); then rm -f {qnew}; "
+            f"if ! out=$({{ {check} ; }} 2>&1); then rm -f {qnew}; "
             f"echo \"govmail: {dest} NOT installed, the new version does not validate "
             f"(live file and service unchanged):\" >&2; echo \"$out\" >&2; exit 1; fi"
         )

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import os
+
 import jinja2
 
 from .data import ROOT, ProvinceConfig
 
-TEMPLATES = ROOT / "templates"
+# GOVMAIL_TEMPLATES points at another copy of templates/ (a province's customised templates, or a
+# test's deliberately broken one).
+TEMPLATES = Path(os.environ.get("GOVMAIL_TEMPLATES", ROOT / "templates"))
 
 # Where things live on a host. One place, used by templates, deploy and tests.
 PATHS = {

@@ -1,0 +1,44 @@
+"""A broken template never reaches a live file or stops a service."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+LIVE = "/etc/postfix/main.cf /etc/postfix/master.cf /etc/dovecot/dovecot.conf"
+
+
+@pytest.mark.parametrize(
+    "template,broken_line,live_file",
+    [
+        ("postfix/main.cf.j2", "smtpd_tls_security_levl = may", "/etc/postfix/main.cf"),
+        ("dovecot/dovecot.conf.j2", "ssl_min_protocl = TLSv1.2", "/etc/dovecot/dovecot.conf"),
+    ],
+)
+def test_a_template_that_does_not_validate_stops_the_deploy_and_changes_nothing(
+    lab_hosts, tmp_path, template, broken_line, live_file
+):
+    province, h = next(iter(lab_hosts.items()))
+    before = h.run(f"sha1sum {LIVE}").stdout
+    templates = tmp_path / "templates"
+    shutil.copytree(ROOT / "templates", templates)
+    t = templates / template
+    t.write_text(t.read_text() + f"\n# a typo an engineer might make\n{broken_line}\n")
+
+    r = subprocess.run(
+        [sys.executable, "-m", "pyinfra", "-y", f"inventories/{province}.py", "deploy.py"],
+        cwd=ROOT, env=dict(os.environ, GOVMAIL_TEMPLATES=str(templates)), capture_output=True, text=True,
+    )
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, "the deploy went on with a broken template"
+    assert f"{live_file} NOT installed" in out and broken_line.split()[0] in out, out[-3000:]
+    assert h.run(f"sha1sum {LIVE}").stdout == before, "a live configuration file changed"
+    assert h.run(f"ls {live_file}.govmail-new", check=False).returncode != 0, "staged copy left behind"
+    assert h.run("postfix status", check=False).returncode == 0
+    assert h.run("systemctl is-active dovecot").stdout.strip() == "active"
