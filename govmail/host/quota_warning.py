@@ -9,7 +9,8 @@ Python standard library only.
 
 import subprocess
 import sys
-from email.message import EmailMessage
+from email.header import Header
+from email.mime.text import MIMEText
 from email.utils import formatdate, make_msgid
 
 LDA = "/usr/lib/dovecot/dovecot-lda"
@@ -21,19 +22,21 @@ def main(argv):
         return 2
     pct, user = argv
     domain = user.rpartition("@")[2]
-    msg = EmailMessage()
-    msg["From"] = f"postmaster@{domain}"
-    msg["To"] = user
-    msg["Date"] = formatdate(localtime=True)
-    msg["Message-ID"] = make_msgid(domain=domain)
-    msg["Subject"] = f"Cảnh báo: hộp thư đã dùng {pct}% dung lượng / Mailbox {pct}% full"
-    msg["Auto-Submitted"] = "auto-generated"
-    msg.set_content(
+    body = (
         f"Hộp thư {user} đã sử dụng {pct}% dung lượng được cấp.\n"
         "Vui lòng xóa bớt thư cũ hoặc thư có tệp đính kèm lớn; khi hộp thư đầy, thư gửi đến sẽ bị từ chối.\n\n"
         f"Your mailbox {user} has used {pct}% of its quota.\n"
         "Please delete old or large messages; when it is full, incoming mail is refused.\n"
     )
+    # compat32 MIMEText + Header: RFC 2047 words each separated by folding white space, which
+    # every client decodes (the newer folder can glue encoded words together).
+    msg = MIMEText(body, "plain", "utf-8")
+    msg["From"] = f"postmaster@{domain}"
+    msg["To"] = user
+    msg["Date"] = formatdate(localtime=True)
+    msg["Message-ID"] = make_msgid(domain=domain)
+    msg["Subject"] = Header(f"Cảnh báo: hộp thư đã dùng {pct}% dung lượng / Mailbox {pct}% full", "utf-8")
+    msg["Auto-Submitted"] = "auto-generated"
     r = subprocess.run(
         [LDA, "-d", user, "-o", "quota_enforce=no"], input=msg.as_bytes(), capture_output=True
     )

@@ -180,7 +180,8 @@ def test_full_mailbox_is_refused_at_rcpt_with_a_clear_reply(host):
             # Others still receive.
             assert s.rcpt(other.address)[0] == 250
     finally:
-        host.run(f"doveadm expunge -u {target.address} mailbox INBOX header Subject filler && "
+        host.run(f"doveadm expunge -u {target.address} mailbox INBOX header Subject filler ; "
+                 f"doveadm expunge -u {target.address} mailbox INBOX header Auto-Submitted auto-generated ; "
                  f"doveadm quota recalc -u {target.address}")
 
 
@@ -239,3 +240,30 @@ def test_list_delivers_to_every_member(host, tls, sender):
             break
         time.sleep(1)
     assert not missing, f"{address}: not delivered to {' '.join(missing[1::2])}"
+
+
+def test_owner_is_warned_by_mail_when_the_mailbox_passes_a_warning_level(host):
+    cfg = host.cfg
+    target = min((a for a in cfg.accounts if a.kind == "person" and a.status == "active"), key=lambda a: a.quota_mb)
+    level = min(cfg.policy.quota.warn_percent)
+    fill_kib = target.quota_mb * 1024 * (level + 5) // 100
+    host.run(f"doveadm expunge -u {target.address} mailbox INBOX header Auto-Submitted auto-generated ; true")
+    host.run(
+        "python3 -c \"import sys; o=sys.stdout.buffer; o.write(b'Subject: filler\\n\\n'); "
+        f"[o.write(b'x'*1023+b'\\n') for _ in range({fill_kib})]\" | doveadm save -u {target.address}"
+    )
+    try:
+        end = time.monotonic() + 20
+        while True:
+            out = host.run(f"doveadm fetch -u {target.address} text mailbox INBOX header Auto-Submitted auto-generated").stdout
+            if out.strip() or time.monotonic() > end:
+                break
+            time.sleep(0.5)
+        assert out.strip(), f"no quota warning reached {target.address}"
+        warning = email.message_from_string(out.split("text:\n", 1)[1], policy=email.policy.default)
+        assert warning["Subject"] == f"Cảnh báo: hộp thư đã dùng {level}% dung lượng / Mailbox {level}% full"
+        assert f"Hộp thư {target.address} đã sử dụng {level}% dung lượng" in warning.get_content()
+    finally:
+        host.run(f"doveadm expunge -u {target.address} mailbox INBOX header Subject filler ; "
+                 f"doveadm expunge -u {target.address} mailbox INBOX header Auto-Submitted auto-generated ; "
+                 f"doveadm quota recalc -u {target.address}")
