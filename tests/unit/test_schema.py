@@ -181,3 +181,26 @@ def test_a_fifth_province_needs_only_a_data_file(tmp_path):
     from govmail.render import render
 
     assert "virtual_mailbox_domains = quangnam.gov.vn" in render("postfix/main.cf.j2", cfg)
+
+
+def test_tls_certificate_without_key_or_missing_file_is_refused(tmp_path):
+    def edit(d):
+        d["tls"] = {"certificate": "certs/mail.pem", "key": None}
+
+    found = problems(copy_province(tmp_path, "daknong", edit=edit))
+    msgs = " | ".join(f"{p.path}: {p.message}" for p in found)
+    assert "give both `certificate` and `key`" in msgs and "certs/mail.pem': no such file" in msgs
+
+
+def test_provided_tls_certificate_is_accepted_when_both_files_exist(tmp_path):
+    (tmp_path / "certs").mkdir()
+    (tmp_path / "certs" / "mail.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    (tmp_path / "certs" / "mail.key").write_text("-----BEGIN PRIVATE KEY-----\n")
+
+    def edit(d):
+        d["tls"] = {"certificate": "certs/mail.pem", "key": "certs/mail.key"}
+
+    from govmail.data import tls_path
+
+    cfg = load_province(copy_province(tmp_path, "daknong", edit=edit))
+    assert tls_path(cfg, "certificate") == tmp_path / "certs" / "mail.pem"
