@@ -1,0 +1,60 @@
+"""TLS: the host presents the certificate the data file names, checked with openssl s_client."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def s_client(host, port, cafile, starttls=None) -> subprocess.CompletedProcess:
+    cmd = ["openssl", "s_client", "-connect", f"{host.ip}:{port}", "-servername", host.name,
+           "-verify_return_error", "-verify_hostname", host.name, "-CAfile", str(cafile), "-brief"]
+    if starttls:
+        cmd += ["-starttls", starttls]
+    return subprocess.run(cmd, input="", capture_output=True, text=True, timeout=30)
+
+
+def test_a_certificate_named_in_the_data_is_installed_and_served_on_every_tls_port(lab_hosts, tmp_path):
+    province, h = next(iter(lab_hosts.items()))
+    # A provincial CA and a certificate for the mail host, as an operator would bring them.
+    ca_key, ca = tmp_path / "ca.key", tmp_path / "ca.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-days", "30", "-subj", "/CN=Lab provincial CA", "-keyout", ca_key, "-out", ca], check=True,
+                   capture_output=True)
+    data = tmp_path / "group_data"
+    shutil.copytree(ROOT / "group_data", data)
+    (data / "certs").mkdir()
+    key, csr, cert = data / "certs/mail.key", tmp_path / "mail.csr", data / "certs/mail.pem"
+    subprocess.run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-subj", f"/CN={h.name}", "-keyout", key, "-out", csr], check=True, capture_output=True)
+    ext = tmp_path / "ext"
+    ext.write_text(f"subjectAltName=DNS:{h.name}\n")
+    subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+                    "-days", "30", "-extfile", ext, "-out", cert], check=True, capture_output=True)
+    f = data / f"{province}.yml"
+    d = yaml.safe_load(f.read_text())
+    d["tls"] = {"certificate": "certs/mail.pem", "key": "certs/mail.key"}
+    f.write_text(yaml.safe_dump(d, allow_unicode=True, sort_keys=False))
+
+    try:
+        r = subprocess.run([sys.executable, "-m", "pyinfra", "-y", f"inventories/{province}.py", "deploy.py"],
+                           cwd=ROOT, env=dict(os.environ, GOVMAIL_DATA_DIR=str(data)), capture_output=True, text=True)
+        assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+        for port, starttls in ((465, None), (587, "smtp"), (25, "smtp"), (993, None), (995, None), (143, "imap")):
+            c = s_client(h, port, ca, starttls)
+            assert c.returncode == 0 and "Verification: OK" in c.stderr, f"port {port}: {c.stderr[-800:]}"
+            assert "TLSv1.3" in c.stderr or "TLSv1.2" in c.stderr
+        assert h.run("postfix status", check=False).returncode == 0
+    finally:
+        # Back to the shipped data: the host makes its own self-signed certificate again.
+        h.run("rm -f /etc/govmail/tls/fullchain.pem /etc/govmail/tls/privkey.pem")
+        r = subprocess.run([sys.executable, "-m", "pyinfra", "-y", f"inventories/{province}.py", "deploy.py"],
+                           cwd=ROOT, capture_output=True, text=True)
+        assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
