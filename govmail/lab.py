@@ -492,7 +492,7 @@ def kill_leftovers(netns: str, exclude: int | None = None) -> None:
 def _stop(h: dict) -> None:
     pid = h.get("pid")
     if pid_alive(pid):
-        # SIGRTMIN+3 asks systemd in the container to halt; nspawn exits when it has.
+        # Ask systemd in the container to power off; nspawn exits when it has. SIGKILL after 20 s.
         try:
             ip = h["ip"]
             subprocess.run(["ssh", *ssh_options(), f"root@{ip}", "systemctl poweroff"], capture_output=True, timeout=10)

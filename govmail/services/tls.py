@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shlex
 
-from pyinfra import host
 from pyinfra.operations import server
 
 from ..data import tls_path

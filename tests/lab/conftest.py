@@ -105,17 +105,6 @@ def host(request, lab_hosts) -> LabHost:
     return lab_hosts[request.param]
 
 
-@pytest.fixture
-def testinfra_host(host):
-    import testinfra
-
-    return testinfra.get_host(
-        f"ssh://root@{host.ip}",
-        ssh_identity_file=str(lab.ssh_key()),
-        ssh_extra_args="-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
-    )
-
-
 # ---------------------------------------------------------------- compliance summary
 
 _CLAUSES: list[tuple[str, str, str]] = []

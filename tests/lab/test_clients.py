@@ -51,7 +51,7 @@ def reader(host):
     return a.address, host.set_password(a.address)
 
 
-def message(frm, to, subject=SUBJECT, body=BODY, attachment_mib=0, domain="lab") -> EmailMessage:
+def message(frm, to, subject=SUBJECT, body=BODY, attachment_mib=0) -> EmailMessage:
     m = EmailMessage()
     m["From"] = frm
     m["To"] = to
