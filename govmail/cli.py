@@ -8,6 +8,9 @@
     govmail deploy PROVINCE ... [--dry-run]
                                            pyinfra inventories/<p>.py deploy.py, provinces in parallel
     govmail up PROVINCE ...                lab up + deploy: a running mail host per province
+    govmail address PROVINCE NAME [--agency A] [--department D]
+                                           the address the province's naming rule gives
+    govmail import PROVINCE FILE.csv       people (name, agency, role[, department]) -> directory entries
     govmail hash-password                  prompt for a password, print its {BLF-CRYPT} hash
     govmail set-password ADDRESS           prompt, check the province's policy, store on its host
     govmail schema                         print the data-file reference (docs/data-file.md)
@@ -42,6 +45,8 @@ def cmd_validate(args) -> int:
             bad += 1
             print(f"✗ {p}: {e}")
             continue
+        for w in cfg.warnings:
+            print(f"⚠ {w}")
         att = cfg.policy.attachment.max_mb
         print(
             f"✓ {p}: {cfg.domain}, {len(cfg.accounts)} mailboxes, {len(cfg.aliases)} lists, "
@@ -228,6 +233,55 @@ def cmd_set_password(args) -> int:
     return 0
 
 
+def cmd_address(args) -> int:
+    from .naming import NameClash, address_for, unit_of
+
+    try:
+        cfg = load_province(args.province)
+    except DataError as e:
+        err(str(e))
+        return 2
+    m = cfg.model
+    units = {u.id for u in [*m.directory.agencies, *m.directory.districts]}
+    if args.agency and args.agency not in units:
+        err(f"agency {args.agency!r} is not in the directory of {cfg.key}; known: {', '.join(sorted(units))}")
+        return 2
+    unit = unit_of(args.agency, args.department, {d.id for d in m.directory.districts})
+    taken = {a.address for a in cfg.accounts} | set(cfg.aliases)
+    try:
+        print(address_for(args.name, unit, cfg.domain, cfg.policy.naming, taken))
+    except NameClash as e:
+        err(str(e))
+        return 1
+    return 0
+
+
+def cmd_import(args) -> int:
+    import csv
+
+    from .naming import import_people, yaml_entry
+
+    try:
+        cfg = load_province(args.province)
+    except DataError as e:
+        err(str(e))
+        return 2
+    with open(args.csv, newline="", encoding="utf-8-sig") as f:
+        rows = list(csv.reader(f))
+    if rows and rows[0] and rows[0][0].strip().lower() in ("name", "full name", "họ và tên", "ho va ten"):
+        rows = rows[1:]
+    fields = ["name", "agency", "role", "department"]
+    entries, problems = import_people(cfg, [dict(zip(fields, r)) for r in rows if any(c.strip() for c in r)])
+    print(f"# {len(entries)} people for directory.people of group_data/{cfg.key}.yml "
+          f"(addresses by {cfg.policy.naming.article}); review, then paste under `people:`")
+    for e in entries:
+        print(yaml_entry(e))
+    for p in problems:
+        err(p)
+    print(f"govmail: {len(entries)} addresses assigned, {len(problems)} rows need a decision", file=sys.stderr)
+    return 1 if problems else 0
+
+
 def cmd_schema(args) -> int:
     from .docs import data_file_reference
 
@@ -280,6 +334,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("address")
     p.add_argument("--from-env", action="store_true", help="read it from GOVMAIL_PASSWORD (for scripts)")
     p.set_defaults(fn=cmd_set_password)
+
+    p = sub.add_parser("address", help="the address a person gets by the province's naming rule")
+    p.add_argument("province")
+    p.add_argument("name", help="full Vietnamese name, e.g. 'Nguyễn Văn Hậu'")
+    p.add_argument("--agency", help="agency or district id")
+    p.add_argument("--department", help="department id (district departments are part of the address)")
+    p.set_defaults(fn=cmd_address)
+
+    p = sub.add_parser("import", help="CSV of (full name, agency, role[, department]) -> directory entries")
+    p.add_argument("province")
+    p.add_argument("csv")
+    p.set_defaults(fn=cmd_import)
 
     p = sub.add_parser("schema", help="print the data-file reference")
     p.set_defaults(fn=cmd_schema)

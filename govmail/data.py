@@ -19,6 +19,8 @@ import yaml
 from pydantic import ValidationError
 
 from . import schema
+from .naming import rule_problem
+from .naming import unit_of as naming_unit
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
@@ -171,6 +173,7 @@ class ProvinceConfig:
     file: Path
     accounts: list[Account] = field(default_factory=list)
     aliases: dict[str, list[str]] = field(default_factory=dict)
+    warnings: list[Problem] = field(default_factory=list)
 
     # Shortcuts used by templates and tests.
     @property
@@ -292,7 +295,12 @@ def load_province(key_or_path: str | os.PathLike) -> ProvinceConfig:
     cfg = ProvinceConfig(model=model, file=file)
     if model.province != file.stem:
         add(("province",), f"{model.province!r} does not match the file name {file.stem!r}")
-    _build_directory(cfg, add)
+
+    def warn(path: tuple, message: str):
+        f, line = where(path)
+        cfg.warnings.append(Problem(f, line, _fmt_path(path), message))
+
+    _build_directory(cfg, add, warn)
     if problems:
         raise DataError(problems)
     return cfg
@@ -332,7 +340,7 @@ def _model_of(ann) -> Any:
     return None
 
 
-def _build_directory(cfg: ProvinceConfig, add) -> None:
+def _build_directory(cfg: ProvinceConfig, add, warn) -> None:
     """Resolve the directory into accounts and aliases, checking the cross-field rules."""
     m = cfg.model
     pol = m.policy
@@ -405,6 +413,10 @@ def _build_directory(cfg: ProvinceConfig, add) -> None:
         for j, c in enumerate(di.communes):
             unit_account(p + ("communes", j), c, f"{c.id}.{di.id}", "commune", di.id)
 
+    naming = pol.naming
+    report = {"error": add, "warning": warn, "off": None}[naming.check]
+    district_ids = {d.id for d in m.directory.districts}
+    departments = {u.id: {d.id for d in u.departments} for u in [*m.directory.agencies, *m.directory.districts]}
     for i, person in enumerate(m.directory.people):
         p = ("directory", "people", i)
         quota = check_quota(p + ("quota_mb",), person.quota_mb)
@@ -413,6 +425,9 @@ def _build_directory(cfg: ProvinceConfig, add) -> None:
                 p + ("agency",),
                 f"{person.agency!r} is not an agency or district of the directory; known: {', '.join(sorted(unit_ids)) or 'none'}",
             )
+        elif person.department and person.department not in departments.get(person.agency, set()):
+            known = ", ".join(sorted(departments.get(person.agency, set()))) or "none"
+            add(p + ("department",), f"{person.department!r} is not a department of {person.agency!r}; known: {known}")
         if check_address(p + ("address",), person.address):
             cfg.accounts.append(
                 Account(
@@ -420,6 +435,14 @@ def _build_directory(cfg: ProvinceConfig, add) -> None:
                     owner=person.agency, password_hash=person.password_hash,
                 )
             )
+            # The naming rule only where the agency/department are known and the address is sound.
+            if report and (not person.agency or person.agency in unit_ids) and (
+                not person.department or person.department in departments.get(person.agency, set())
+            ):
+                unit = naming_unit(person.agency, person.department, district_ids)
+                why = rule_problem(person.address, person.name, unit, dom, naming)
+                if why:
+                    report(p + ("address",), why)
     for i, mb in enumerate(m.directory.mailboxes):
         p = ("directory", "mailboxes", i)
         quota = check_quota(p + ("quota_mb",), mb.quota_mb)

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 LOCAL_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$")
 DOMAIN_RE = re.compile(r"^([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,}$")
-ARTICLE_RE = re.compile(r"^((BN|DN|LC|TN|TN-QLVB|[A-Z]{2,6}) Art\. [0-9][0-9a-z.]*( \S.*)?|govmail default( \S.*)?)$")
+ARTICLE_RE = re.compile(r"^((BN|DN|LC|TN|TN-QLVB|[A-Z]{2,6}) Art\. [0-9][0-9a-z.]*([ ,;(].*)?|govmail default( \S.*)?)$")
 
 
 class Strict(BaseModel):
@@ -121,6 +121,25 @@ class ContentPolicy(Cited):
         return v
 
 
+class NamingPolicy(Cited):
+    """How a person's address is formed from their name (BN Art. 4.b, DN Art. 5.1, LC Art. 5.2, TN Art. 3.5)."""
+
+    unit_suffix: bool = Field(
+        True,
+        description="Addresses end with the person's unit: `.<agency>` (or `.<department>.<district>` for "
+        "staff of a district department). False: `<given><initials>@` only (TN Art. 3.5).",
+    )
+    clash: Literal["letter", "characters", "manual"] = Field(
+        "manual",
+        description="When the address is taken: `letter` appends a, b, c ... to the name part (DN Art. 5.1.a); "
+        "`characters` appends one or two characters, 1 to 99 (TN Art. 3.5); `manual` reports it for a "
+        "decision (BN Art. 4.b, LC Art. 5.2.b).",
+    )
+    check: Literal["error", "warning", "off"] = Field(
+        "warning", description="How `govmail validate` treats a person's address that does not follow the rule."
+    )
+
+
 class Clause(Cited):
     """A requirement with no value to set: only its article, which the compliance check cites."""
 
@@ -130,6 +149,7 @@ class Policy(Strict):
     clients: Clause = Field(description="Desktop clients over IMAP, POP3 and SMTP submission, with TLS.")
     operation: Clause = Field(description="Continuous operation: services enabled and running.")
     secrecy: Clause = Field(description="Passwords and mailboxes protected: no authentication without TLS.")
+    naming: NamingPolicy = Field(description="The address rule for people, and what to do on a clash.")
     quota: QuotaPolicy
     attachment: AttachmentPolicy
     password: PasswordPolicy
@@ -196,6 +216,10 @@ class Person(Strict):
     name: str = Field(description="Full Vietnamese name, e.g. Nguyễn Văn Hậu.")
     address: str = Field(description="Full address in the province's domain.")
     agency: Optional[str] = Field(None, description="Id of the agency or district the person works for.")
+    department: Optional[str] = Field(
+        None, description="Id of the person's department in that agency or district (DN Art. 5.1.d: staff of a "
+        "district department are `<name>.<department>.<district>@`)."
+    )
     role: Literal["user", "admin"] = Field("user", description="`admin` accounts follow the administrator password rules.")
     quota_mb: Optional[int] = Field(None, description="Quota override in MiB, within the province's bounds.", gt=0)
     password_hash: Optional[str] = Field(
