@@ -41,10 +41,11 @@ def problems(password: str, policy: PasswordPolicy, admin: bool = False) -> list
         out.append(f"shorter than {need} characters ({policy.article})")
     names = {"lower": "a lower-case letter", "upper": "an upper-case letter", "digit": "a digit",
              "special": "a special character"}
+    # Unicode-aware: Vietnamese letters such as Đ or ẹ count as upper/lower case.
+    tests = {"lower": str.islower, "upper": str.isupper, "digit": str.isdigit,
+             "special": lambda c: not c.isalnum() and not c.isspace()}
     for cls in policy.require:
-        chars = CLASSES[cls]
-        ok = any(c in chars for c in password) if cls != "special" else any(not c.isalnum() for c in password)
-        if not ok:
+        if not any(tests[cls](c) for c in password):
             out.append(f"has no {names[cls]} ({policy.article})")
     return out
 
