@@ -87,17 +87,25 @@ DOVECOT_VALIDATE = "doveconf -c {new} -n >/dev/null"
 
 
 class StoredAccounts(FactBase):
-    """Addresses that have a password in the host's account store."""
+    """Addresses that have a password in the host's account store (SQLite, or the passwd-file of
+    earlier versions, which the next sync migrates)."""
 
     @staticmethod
     def default():
         return set()
 
     def command(self, path):
-        return f"cut -d: -f1 {shlex.quote(path)} 2>/dev/null || true"
+        q = shlex.quote(path)
+        legacy = shlex.quote(path.rsplit("/", 1)[0] + "/dovecot-users")
+        return (
+            f"if [ -f {q} ]; then python3 -c 'import sqlite3,sys; "
+            "[print(r[0]) for r in sqlite3.connect(\"file:\"+sys.argv[1]+\"?mode=ro\", uri=True)"
+            ".execute(\"SELECT address FROM accounts WHERE password IS NOT NULL\")]' "
+            f"{q}; elif [ -f {legacy} ]; then cut -d: -f1 {legacy} | grep -v '^#'; fi"
+        )
 
     def process(self, output):
-        return {line.strip() for line in output if line.strip() and not line.startswith("#")}
+        return {line.strip() for line in output if line.strip()}
 
 
 def json_bytes(obj) -> bytes:

@@ -27,7 +27,7 @@ PATHS = {
     "vmail": "/var/vmail",
     "tls_cert": "/etc/govmail/tls/fullchain.pem",
     "tls_key": "/etc/govmail/tls/privkey.pem",
-    "users": "/var/lib/govmail/dovecot-users",
+    "store": "/var/lib/govmail/accounts.sqlite",
     "directory": "/etc/govmail/directory.json",
     "initial_passwords": "/root/govmail-initial-passwords",
     "quota_warning": "/usr/local/lib/govmail/quota-warning",

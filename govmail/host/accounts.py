@@ -1,22 +1,22 @@
 #!/usr/bin/python3
 """govmail account store on a mail host (installed as /usr/local/lib/govmail/accounts).
 
-Runs on the host with Python's standard library only. The deploy uploads the directory
-(/etc/govmail/directory.json) and calls `sync`; the store is Dovecot's passwd-file
-(/var/lib/govmail/dovecot-users), which Dovecot re-reads when it changes.
+One SQLite database, /var/lib/govmail/accounts.sqlite, that Dovecot (passdb/userdb sql) and Postfix
+(proxy:sqlite maps) both read. The data file says who exists; this store keeps what lives on the
+host: passwords users set, when they set them, statuses. Python standard library only.
 
 Rules that keep users' data safe:
 - a password already in the store is never replaced by a sync: the data file's `password_hash`
   is an *initial* password only;
-- a mailbox that disappears from the directory is not deleted: its login is refused and its mail
-  stays on disk until an operator purges it;
+- a mailbox that disappears from the directory is not deleted: it is marked `removed`, its login
+  is refused, Postfix stops accepting mail for it, and its mail stays on disk until purged;
 - a cancelled mailbox keeps its password and mail; only its login is refused.
 
 Commands:
-  sync [--new-passwords FILE]   apply the directory; FILE holds initial passwords made by the
-                                deploy for new mailboxes ({address: {hash, password}}), which are
-                                stored, handed to the operator in /root/govmail-initial-passwords
-                                (mode 0600), and FILE is removed.
+  sync [--new-passwords FILE]   apply /etc/govmail/directory.json in one transaction; FILE holds
+                                initial passwords made by the deploy for new mailboxes
+                                ({address: {hash, password}}): stored, handed to the operator in
+                                /root/govmail-initial-passwords (0600), and FILE is removed.
   set-password ADDRESS          read a hash ({BLF-CRYPT}...) on stdin and store it for ADDRESS.
   list                          print the store as JSON (no hashes).
 """
@@ -24,138 +24,193 @@ Commands:
 import datetime
 import json
 import os
+import sqlite3
 import sys
-import tempfile
+import time
 
 DIRECTORY = "/etc/govmail/directory.json"
-USERS = "/var/lib/govmail/dovecot-users"
+DB = "/var/lib/govmail/accounts.sqlite"
+LEGACY_USERS = "/var/lib/govmail/dovecot-users"  # the passwd-file store of earlier versions
 HANDOUT = "/root/govmail-initial-passwords"
-LOCKED = "!locked"
+# Postfix daemons keep no supplementary groups, so the store's group is postfix itself; Dovecot's
+# auth service gets that group through `extra_groups`.
+GROUP = "postfix"
+SCHEMA_VERSION = 1
+
 REASONS = {
-    # passwd-file extra fields cannot hold spaces: one token each.
-    "cancelled": "Mailbox-cancelled:-mail-is-kept;-contact-the-provincial-mail-administrator",
-    "removed": "Mailbox-no-longer-in-the-directory:-contact-the-provincial-mail-administrator",
-    "nopassword": "No-password-issued-yet:-ask-the-provincial-mail-administrator",
+    "cancelled": "Hộp thư đã bị hủy; thư vẫn được lưu giữ. Mailbox cancelled: mail is kept. "
+    "Contact the provincial mail administrator.",
+    "removed": "Hộp thư không còn trong danh bạ. Mailbox no longer in the directory. "
+    "Contact the provincial mail administrator.",
+    "nopassword": "Chưa được cấp mật khẩu. No password issued yet: ask the provincial mail administrator.",
 }
 
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS accounts (
+    address      TEXT PRIMARY KEY,
+    name         TEXT NOT NULL DEFAULT '',
+    kind         TEXT NOT NULL DEFAULT 'person',
+    owner        TEXT,
+    role         TEXT NOT NULL DEFAULT 'user',
+    quota_mb     INTEGER NOT NULL,
+    -- active | cancelled | removed (the line left the data file)
+    status       TEXT NOT NULL DEFAULT 'active',
+    password     TEXT,
+    password_set INTEGER,
+    created      INTEGER NOT NULL,
+    updated      INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS aliases (
+    address TEXT PRIMARY KEY,
+    members TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+-- What Dovecot reads: NULL extra fields are not set.
+CREATE VIEW IF NOT EXISTS dovecot_passdb AS
+    SELECT address AS user, password,
+           CASE WHEN status = 'active' AND password IS NOT NULL THEN NULL ELSE 'y' END AS nologin,
+           CASE WHEN status = 'cancelled' THEN '{cancelled}'
+                WHEN status = 'removed' THEN '{removed}'
+                WHEN password IS NULL THEN '{nopassword}' END AS reason
+    FROM accounts;
+""".format(**{k: v.replace("'", "''") for k, v in REASONS.items()})
 
-def read_store(path=None):
-    path = path or USERS
-    store = {}
+
+def connect(path=None):
+    path = path or DB
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    db = sqlite3.connect(path, timeout=30, isolation_level=None)
+    db.execute("PRAGMA journal_mode=DELETE")  # readers need no write access (no -shm file)
+    db.executescript(SCHEMA)
+    os.chmod(path, 0o640)
+    try:
+        import grp
+
+        os.chown(path, 0, grp.getgrnam(GROUP).gr_gid)
+    except (KeyError, PermissionError):
+        pass
+    db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+    return db
+
+
+def legacy_hashes(path=None):
+    """Passwords of the passwd-file store of earlier versions, so that moving to SQLite loses none."""
+    path = path or LEGACY_USERS
+    out = {}
     try:
         with open(path, encoding="utf-8") as f:
             for line in f:
-                line = line.rstrip("\n")
-                if not line or line.startswith("#"):
+                if line.startswith("#") or ":" not in line:
                     continue
-                parts = line.split(":", 7)
-                parts += [""] * (8 - len(parts))
-                fields = dict(x.split("=", 1) if "=" in x else (x, "") for x in parts[7].split())
-                store[parts[0]] = {"hash": parts[1], "fields": fields}
+                addr, h = line.split(":", 2)[:2]
+                if h.startswith("{"):
+                    out[addr] = h
     except FileNotFoundError:
         pass
-    return store
+    return out
 
 
-def write_atomic(path, text, mode, group=None):
-    d = os.path.dirname(path)
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(tmp, mode)
-    if group:
-        import grp
-
-        try:
-            os.chown(tmp, 0, grp.getgrnam(group).gr_gid)
-        except KeyError:
-            pass
-    os.replace(tmp, path)
-
-
-def render_store(store):
-    lines = ["# govmail account store: managed by /usr/local/lib/govmail/accounts; do not edit by hand."]
-    for addr in sorted(store):
-        e = store[addr]
-        extra = " ".join(f"{k}={v}" if v != "" else k for k, v in sorted(e["fields"].items()))
-        lines.append(f"{addr}:{e['hash']}::::::{extra}")
-    return "\n".join(lines) + "\n"
-
-
-def sync(new_passwords_file=None):
+def sync(new_passwords_file=None, db_path=None):
     with open(DIRECTORY, encoding="utf-8") as f:
         directory = json.load(f)
     new_pw = {}
     if new_passwords_file:
         with open(new_passwords_file, encoding="utf-8") as f:
             new_pw = json.load(f)
-    old = read_store()
-    store = {}
-    report = {"added": [], "cancelled": [], "removed": [], "kept": 0}
+    db = connect(db_path)
+    now = int(time.time())
+    legacy = legacy_hashes() if db.execute("SELECT count(*) FROM accounts").fetchone()[0] == 0 else {}
+    report = {"added": [], "cancelled": [], "removed": [], "restored": [], "kept": 0, "migrated": 0}
     handout = []
-    for acc in directory["accounts"]:
-        addr = acc["address"]
-        prev = old.get(addr)
-        h = prev["hash"] if prev and prev["hash"] != LOCKED else None
-        if h is None:
-            if acc.get("password_hash"):
-                h = acc["password_hash"]
-            elif addr in new_pw:
-                h = new_pw[addr]["hash"]
-                handout.append((addr, new_pw[addr]["password"]))
-            else:
-                h = LOCKED
-            report["added"].append(addr)
-        else:
-            report["kept"] += 1
-        fields = {"userdb_quota_storage_size": f"{acc['quota_mb']}M"}
-        if acc["status"] != "active":
-            fields.update(nologin="y", reason=REASONS["cancelled"])
-            report["cancelled"].append(addr)
-        elif h == LOCKED:
-            fields.update(nologin="y", reason=REASONS["nopassword"])
-        store[addr] = {"hash": h, "fields": fields}
-    for addr, e in old.items():
-        if addr not in store:
-            fields = dict(e["fields"], nologin="y", reason=REASONS["removed"])
-            store[addr] = {"hash": e["hash"], "fields": fields}
-            report["removed"].append(addr)
-    text = render_store(store)
-    changed = True
+    db.execute("BEGIN IMMEDIATE")
     try:
-        with open(USERS, encoding="utf-8") as f:
-            changed = f.read() != text
-    except FileNotFoundError:
-        pass
-    if changed:
-        write_atomic(USERS, text, 0o640, group="dovecot")
+        old = {r[0]: r for r in db.execute("SELECT address, password, status FROM accounts")}
+        seen = set()
+        for acc in directory["accounts"]:
+            addr = acc["address"]
+            seen.add(addr)
+            status = "active" if acc["status"] == "active" else "cancelled"
+            if addr in old:
+                _, pw, old_status = old[addr]
+                if pw is None:
+                    pw = acc.get("password_hash") or (new_pw.get(addr) or {}).get("hash")
+                    if addr in new_pw:
+                        handout.append((addr, new_pw[addr]["password"]))
+                if old_status == "removed":
+                    report["restored"].append(addr)
+                db.execute(
+                    "UPDATE accounts SET name=?, kind=?, owner=?, role=?, quota_mb=?, status=?, "
+                    "password=?, password_set=COALESCE(password_set, CASE WHEN ? IS NULL THEN NULL ELSE ? END), "
+                    "updated=? WHERE address=?",
+                    (acc["name"], acc["kind"], acc["owner"], acc["role"], acc["quota_mb"], status, pw, pw, now, now,
+                     addr),
+                )
+                report["kept"] += 1
+            else:
+                pw = legacy.get(addr)
+                if pw:
+                    report["migrated"] += 1
+                else:
+                    pw = acc.get("password_hash") or (new_pw.get(addr) or {}).get("hash")
+                    if addr in new_pw:
+                        handout.append((addr, new_pw[addr]["password"]))
+                db.execute(
+                    "INSERT INTO accounts (address, name, kind, owner, role, quota_mb, status, password, "
+                    "password_set, created, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (addr, acc["name"], acc["kind"], acc["owner"], acc["role"], acc["quota_mb"], status, pw,
+                     now if pw else None, now, now),
+                )
+                report["added"].append(addr)
+            if status == "cancelled":
+                report["cancelled"].append(addr)
+        for addr, (_, _, old_status) in old.items():
+            if addr not in seen and old_status != "removed":
+                db.execute("UPDATE accounts SET status='removed', updated=? WHERE address=?", (now, addr))
+                report["removed"].append(addr)
+        db.execute("DELETE FROM aliases")
+        db.executemany(
+            "INSERT INTO aliases VALUES (?, ?)", [(a, ",".join(m)) for a, m in directory["lists"].items()]
+        )
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    if report["migrated"]:
+        os.unlink(LEGACY_USERS)  # every hash is in the database now
     if handout:
-        now = datetime.datetime.now().isoformat(timespec="seconds")
+        stamp = datetime.datetime.now().isoformat(timespec="seconds")
         fd = os.open(HANDOUT, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         with os.fdopen(fd, "a", encoding="utf-8") as f:
             for addr, pw in handout:
-                f.write(f"{addr}\t{pw}\t{now}\n")
+                f.write(f"{addr}\t{pw}\t{stamp}\n")
         os.chmod(HANDOUT, 0o600)
     if new_passwords_file:
         os.unlink(new_passwords_file)
-    report["changed"] = changed
-    print(json.dumps(report))
+    print(json.dumps({k: (len(v) if isinstance(v, list) else v) for k, v in report.items()}))
 
 
-def set_password(address, hashed):
-    if not hashed.startswith("{") or ":" in hashed or "\n" in hashed:
+def set_password(address, hashed, db_path=None):
+    if not hashed.startswith("{") or "\n" in hashed:
         sys.exit("accounts: refusing a malformed hash")
-    store = read_store()
-    if address not in store:
+    db = connect(db_path)
+    cur = db.execute(
+        "UPDATE accounts SET password=?, password_set=?, updated=? WHERE address=?",
+        (hashed, int(time.time()), int(time.time()), address),
+    )
+    if cur.rowcount != 1:
         sys.exit(f"accounts: {address} is not in the account store")
-    store[address]["hash"] = hashed
-    f = store[address]["fields"]
-    if f.get("reason") == REASONS["nopassword"]:
-        f.pop("nologin", None)
-        f.pop("reason", None)
-    write_atomic(USERS, render_store(store), 0o640, group="dovecot")
     print(json.dumps({"address": address, "password": "set"}))
+
+
+def list_store(db_path=None):
+    db = connect(db_path)
+    rows = db.execute("SELECT address, kind, role, quota_mb, status, password IS NOT NULL, password_set FROM accounts "
+                      "ORDER BY address")
+    keys = ("kind", "role", "quota_mb", "status", "has_password", "password_set")
+    print(json.dumps({r[0]: dict(zip(keys, r[1:])) for r in rows}, indent=1))
 
 
 def main(argv):
@@ -169,7 +224,7 @@ def main(argv):
     elif cmd == "set-password" and len(args) == 1:
         set_password(args[0].lower(), sys.stdin.read().strip())
     elif cmd == "list":
-        print(json.dumps({a: {k: v for k, v in e["fields"].items()} for a, e in read_store().items()}, indent=1))
+        list_store()
     else:
         print(__doc__, file=sys.stderr)
         return 2

@@ -25,7 +25,7 @@ def directory_document(cfg) -> dict:
         "province": cfg.key,
         "domain": cfg.domain,
         "accounts": [a.as_dict() for a in cfg.accounts],
-        "lists": cfg.aliases,
+        "lists": {f"postmaster@{cfg.domain}": [cfg.postmaster], f"abuse@{cfg.domain}": [cfg.postmaster], **cfg.aliases},
     }
 
 
@@ -35,7 +35,7 @@ def configure(cfg) -> None:
         name=f"Directory: {len(cfg.accounts)} mailboxes, {len(cfg.aliases)} lists",
         dest=PATHS["directory"], content=json_bytes(directory_document(cfg)), mode=0o640,
     )
-    stored = host.get_fact(StoredAccounts, path=PATHS["users"])
+    stored = host.get_fact(StoredAccounts, path=PATHS["store"])
     new = [a for a in cfg.accounts if a.address not in stored and not a.password_hash]
     cmd = f"{PATHS['lib']}/accounts sync"
     if new:

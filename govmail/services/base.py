@@ -15,6 +15,9 @@ PACKAGES = [
     "dovecot-imapd",
     "dovecot-pop3d",
     "dovecot-lmtpd",
+    # The account store: SQLite, read by Dovecot and Postfix.
+    "dovecot-sqlite",
+    "postfix-sqlite",
     "openssl",
     "ca-certificates",
     # Mail logs to /var/log/mail.log (kept for the province's retention period).
@@ -35,5 +38,6 @@ def configure(cfg) -> None:
     )
     files.directory(name="Mailbox root", path=PATHS["vmail"], user="vmail", group="vmail", mode="750")
     files.directory(name="govmail configuration", path=PATHS["etc"], mode="755")
-    files.directory(name="govmail state (Dovecot auth reads the account store)", path=PATHS["state"], user="root", group="dovecot", mode="750")
+    # Traversable so Dovecot and Postfix reach the store; the store itself is root:postfix 0640.
+    files.directory(name="govmail state", path=PATHS["state"], user="root", group="root", mode="711")
     files.directory(name="govmail programs", path=PATHS["lib"], mode="755")

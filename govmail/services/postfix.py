@@ -16,8 +16,10 @@ def configure(cfg) -> tuple[list, list]:
     """Returns (files that need a reload, files that need a restart)."""
     maps = PATHS["postfix_maps"]
     reload_ops = [
-        config_file(name="Postfix mailbox map", dest=f"{maps}/mailboxes", content=render("postfix/mailboxes.j2", cfg)),
-        config_file(name="Postfix lists and role addresses", dest=f"{maps}/aliases", content=render("postfix/aliases.j2", cfg)),
+        config_file(name="Postfix mailbox map (account store)", dest=f"{maps}/mailboxes.cf",
+                    content=render("postfix/sqlite-mailboxes.cf.j2", cfg), group="postfix", mode=0o640),
+        config_file(name="Postfix lists and role addresses (account store)", dest=f"{maps}/aliases.cf",
+                    content=render("postfix/sqlite-aliases.cf.j2", cfg), group="postfix", mode=0o640),
         config_file(name="/etc/aliases (root -> postmaster)", dest="/etc/aliases", content=render("postfix/aliases.local.j2", cfg)),
     ]
     # Some main.cf/master.cf parameters (inet_protocols, inet_interfaces) only take effect on a

@@ -44,7 +44,7 @@ def clauses(cfg):
         ("client_ports", f"{p.clients.article} IMAP 993, POP3 995, submission 587/465 listening with TLS"),
         ("services_running", f"{p.operation.article} Postfix and Dovecot enabled and running"),
         ("no_cleartext_auth", f"{p.secrecy.article} no authentication without TLS; TLS 1.2 or newer"),
-        ("account_store_private", f"{p.secrecy.article} password hashes readable by root and Dovecot only"),
+        ("account_store_private", f"{p.secrecy.article} password hashes readable by root, Dovecot auth and Postfix only"),
         ("mail_log", f"{p.logs.article} mail log written to /var/log/mail.log"),
     ]
     for ml in cfg.model.directory.lists:
@@ -104,8 +104,8 @@ def mail_domain(ti, cfg, _):
 
 @check
 def directory_deliverable(ti, cfg, _):
-    missing = [a.address for a in cfg.accounts
-               if ti.run(f"postmap -q {a.address} texthash:{PATHS['postfix_maps']}/mailboxes").rc != 0]
+    maps = postconf(ti, "virtual_mailbox_maps")
+    missing = [a.address for a in cfg.accounts if ti.run(f"postmap -q {a.address} {maps}").rc != 0]
     assert not missing, f"not accepted by Postfix: {missing}"
     users = ti.check_output(f"doveadm user -u '*@{cfg.domain}'").split()
     assert {a.address for a in cfg.accounts} <= set(users)
@@ -170,8 +170,8 @@ def no_cleartext_auth(ti, cfg, _):
 
 @check
 def account_store_private(ti, cfg, _):
-    f = ti.file(PATHS["users"])
-    assert f.exists and f.user == "root" and f.group == "dovecot" and f.mode == 0o640
+    f = ti.file(PATHS["store"])
+    assert f.exists and f.user == "root" and f.group == "postfix" and f.mode == 0o640
     assert ti.file(PATHS["initial_passwords"]).mode == 0o600
 
 
@@ -184,11 +184,11 @@ def mail_log(ti, cfg, _):
 
 @check
 def list_members(ti, cfg, address):
-    got = ti.check_output(f"postmap -q {address} texthash:{PATHS['postfix_maps']}/aliases").strip().split(",")
+    got = ti.check_output(f"postmap -q {address} {postconf(ti, 'virtual_alias_maps')}").strip().split(",")
     assert sorted(got) == sorted(cfg.aliases[address])
 
 
 @check
 def mailbox_exists(ti, cfg, address):
-    assert ti.run(f"postmap -q {address} texthash:{PATHS['postfix_maps']}/mailboxes").rc == 0
+    assert ti.run(f"postmap -q {address} {postconf(ti, 'virtual_mailbox_maps')}").rc == 0
     assert ti.run(f"doveadm user {address}").rc == 0

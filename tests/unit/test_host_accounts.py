@@ -1,6 +1,7 @@
-"""The host's account tool never loses a password or a mailbox (run locally on temp files)."""
+"""The host's account store never loses a password or a mailbox (run locally on temp files)."""
 
 import json
+import sqlite3
 
 import pytest
 
@@ -10,33 +11,43 @@ from govmail.host import accounts
 @pytest.fixture
 def store(tmp_path, monkeypatch):
     monkeypatch.setattr(accounts, "DIRECTORY", str(tmp_path / "directory.json"))
-    monkeypatch.setattr(accounts, "USERS", str(tmp_path / "users"))
+    monkeypatch.setattr(accounts, "DB", str(tmp_path / "accounts.sqlite"))
+    monkeypatch.setattr(accounts, "LEGACY_USERS", str(tmp_path / "dovecot-users"))
     monkeypatch.setattr(accounts, "HANDOUT", str(tmp_path / "handout"))
+    db = sqlite3.connect(tmp_path / "accounts.sqlite")
 
-    def sync(accs, new=None):
-        (tmp_path / "directory.json").write_text(json.dumps({"accounts": accs}))
+    def sync(accs, lists=None, new=None):
+        (tmp_path / "directory.json").write_text(json.dumps({"accounts": accs, "lists": lists or {}}))
         f = None
         if new:
             f = tmp_path / "new.json"
             f.write_text(json.dumps(new))
         accounts.sync(str(f) if f else None)
-        return accounts.read_store(str(tmp_path / "users"))
+        return {r[0]: r for r in db.execute("SELECT user, password, nologin, reason FROM dovecot_passdb")}
 
+    sync.db = db
     return sync, tmp_path
 
 
 def acc(address, quota=500, status="active", password_hash=None):
-    return {"address": address, "quota_mb": quota, "status": status, "password_hash": password_hash}
+    return {"address": address, "name": "Tên", "kind": "person", "owner": "stnmt", "role": "user",
+            "quota_mb": quota, "status": status, "password_hash": password_hash}
 
 
 def test_new_mailbox_gets_its_initial_password_and_the_operator_gets_the_clear_text(store):
     sync, tmp = store
     s = sync([acc("a@x.gov.vn")], new={"a@x.gov.vn": {"hash": "{BLF-CRYPT}$2b$h1", "password": "Pw-1"}})
-    assert s["a@x.gov.vn"]["hash"] == "{BLF-CRYPT}$2b$h1"
-    assert s["a@x.gov.vn"]["fields"] == {"userdb_quota_storage_size": "500M"}
+    assert s["a@x.gov.vn"] == ("a@x.gov.vn", "{BLF-CRYPT}$2b$h1", None, None)
     assert (tmp / "handout").read_text().startswith("a@x.gov.vn\tPw-1\t")
     assert (tmp / "handout").stat().st_mode & 0o777 == 0o600
+    assert (tmp / "accounts.sqlite").stat().st_mode & 0o777 == 0o640
     assert not (tmp / "new.json").exists()
+
+
+def test_a_mailbox_without_a_password_cannot_log_in_and_says_why(store):
+    sync, _ = store
+    s = sync([acc("a@x.gov.vn")])
+    assert s["a@x.gov.vn"][2] == "y" and "No password issued" in s["a@x.gov.vn"][3]
 
 
 def test_a_changed_password_survives_every_later_sync(store):
@@ -44,29 +55,47 @@ def test_a_changed_password_survives_every_later_sync(store):
     sync([acc("a@x.gov.vn", password_hash="{BLF-CRYPT}$2b$initial")])
     accounts.set_password("a@x.gov.vn", "{BLF-CRYPT}$2b$changed-by-user")
     s = sync([acc("a@x.gov.vn", quota=400, password_hash="{BLF-CRYPT}$2b$initial")])
-    assert s["a@x.gov.vn"]["hash"] == "{BLF-CRYPT}$2b$changed-by-user"
-    assert s["a@x.gov.vn"]["fields"]["userdb_quota_storage_size"] == "400M"
+    assert s["a@x.gov.vn"][1] == "{BLF-CRYPT}$2b$changed-by-user"
+    assert sync.db.execute("SELECT quota_mb FROM accounts").fetchone() == (400,)
 
 
-def test_a_line_that_leaves_the_data_file_only_refuses_login(store):
+def test_a_line_that_leaves_the_data_file_only_refuses_login_and_comes_back_intact(store):
     sync, _ = store
-    sync([acc("a@x.gov.vn", password_hash="{BLF-CRYPT}$2b$a"), acc("b@x.gov.vn", password_hash="{BLF-CRYPT}$2b$b")])
-    s = sync([acc("a@x.gov.vn", password_hash="{BLF-CRYPT}$2b$a")])
-    assert s["b@x.gov.vn"]["hash"] == "{BLF-CRYPT}$2b$b"
-    assert s["b@x.gov.vn"]["fields"]["nologin"] == "y"
-    assert "a@x.gov.vn" in s and "nologin" not in s["a@x.gov.vn"]["fields"]
+    both = [acc("a@x.gov.vn", password_hash="{BLF-CRYPT}$2b$a"), acc("b@x.gov.vn", password_hash="{BLF-CRYPT}$2b$b")]
+    sync(both)
+    s = sync(both[:1])
+    assert s["b@x.gov.vn"][1:3] == ("{BLF-CRYPT}$2b$b", "y") and "no longer in the directory" in s["b@x.gov.vn"][3]
+    assert s["a@x.gov.vn"][2] is None
+    s = sync(both)
+    assert s["b@x.gov.vn"] == ("b@x.gov.vn", "{BLF-CRYPT}$2b$b", None, None)
 
 
 def test_a_cancelled_mailbox_keeps_its_password_and_cannot_log_in(store):
     sync, _ = store
     sync([acc("a@x.gov.vn", password_hash="{BLF-CRYPT}$2b$a")])
     s = sync([acc("a@x.gov.vn", status="cancelled", password_hash="{BLF-CRYPT}$2b$a")])
-    assert s["a@x.gov.vn"]["hash"] == "{BLF-CRYPT}$2b$a"
-    assert s["a@x.gov.vn"]["fields"]["nologin"] == "y" and " " not in s["a@x.gov.vn"]["fields"]["reason"]
+    assert s["a@x.gov.vn"][1:3] == ("{BLF-CRYPT}$2b$a", "y") and "Mailbox cancelled" in s["a@x.gov.vn"][3]
 
 
-def test_set_password_refuses_a_malformed_hash(store):
+def test_lists_are_replaced_by_each_sync(store):
+    sync, _ = store
+    sync([acc("a@x.gov.vn")], lists={"l@x.gov.vn": ["a@x.gov.vn"], "old@x.gov.vn": ["a@x.gov.vn"]})
+    sync([acc("a@x.gov.vn")], lists={"l@x.gov.vn": ["a@x.gov.vn", "b@x.gov.vn"]})
+    assert sync.db.execute("SELECT * FROM aliases").fetchall() == [("l@x.gov.vn", "a@x.gov.vn,b@x.gov.vn")]
+
+
+def test_passwords_of_the_earlier_passwd_file_store_are_migrated(store):
+    sync, tmp = store
+    (tmp / "dovecot-users").write_text("# header\na@x.gov.vn:{BLF-CRYPT}$2b$old::::::userdb_quota_storage_size=500M\n")
+    s = sync([acc("a@x.gov.vn", password_hash="{BLF-CRYPT}$2b$data")])
+    assert s["a@x.gov.vn"][1] == "{BLF-CRYPT}$2b$old"
+    assert not (tmp / "dovecot-users").exists()
+
+
+def test_set_password_refuses_a_malformed_hash_and_an_unknown_address(store):
     sync, _ = store
     sync([acc("a@x.gov.vn", password_hash="{BLF-CRYPT}$2b$a")])
     with pytest.raises(SystemExit):
-        accounts.set_password("a@x.gov.vn", "plain:text")
+        accounts.set_password("a@x.gov.vn", "plain")
+    with pytest.raises(SystemExit):
+        accounts.set_password("z@x.gov.vn", "{BLF-CRYPT}$2b$z")

@@ -35,6 +35,7 @@ def test_postfix_main_cf_carries_domain_size_limit_and_tls_only_auth(key):
     assert f"message_size_limit = {cfg.message_size_limit}\n" in main
     assert "smtputf8_enable = yes" in main and "smtpd_tls_auth_only = yes" in main
     assert "check_policy_service unix:private/quota-status" in main
+    assert "virtual_mailbox_maps = proxy:sqlite:" in main
     master = render("postfix/master.cf.j2", cfg)
     assert "submission inet" in master and "smtpd_tls_wrappermode=yes" in master
 
@@ -50,12 +51,16 @@ def test_dovecot_conf_carries_the_default_quota_and_refuses_cleartext(key):
 
 
 @pytest.mark.parametrize("key", PROVINCES)
-def test_every_list_member_is_in_the_alias_map(key):
+def test_the_directory_sent_to_the_host_carries_every_list_and_the_role_addresses(key):
+    from govmail.services.accounts import directory_document
+
     cfg = load_province(key)
-    aliases = render("postfix/aliases.j2", cfg)
+    doc = directory_document(cfg)
     for address, members in cfg.aliases.items():
-        line = next(l for l in aliases.splitlines() if l.startswith(address + " "))
-        assert line.split(" ", 1)[1].split(",") == members
+        assert doc["lists"][address] == members
+    assert doc["lists"][f"postmaster@{cfg.domain}"] == [cfg.postmaster]
+    assert doc["lists"][f"abuse@{cfg.domain}"] == [cfg.postmaster]
+    assert [a["address"] for a in doc["accounts"]] == [a.address for a in cfg.accounts]
 
 
 def test_dak_nong_internal_list_reaches_every_active_person():
