@@ -42,7 +42,7 @@ def configure(cfg) -> None:
         made = {}
         for a in new:
             pw = passwords.generate(cfg.policy.password, admin=a.role == "admin")
-            made[a.address] = {"hash": passwords.hash_password(pw), "password": pw}
+            made[a.address] = {"hash": passwords.hash_password(pw, rounds=passwords.INITIAL_ROUNDS), "password": pw}
         config_file(
             name=f"Initial passwords for {len(new)} new mailboxes (handed out in {PATHS['initial_passwords']})",
             dest=NEW_PASSWORDS, content=json_bytes(made), mode=0o600,

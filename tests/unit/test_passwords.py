@@ -44,3 +44,14 @@ def test_hash_is_bcrypt_in_dovecot_form_and_verifies():
     h = hash_password("Thử-nghiệm-1")
     assert h.startswith("{BLF-CRYPT}$2b$")
     assert verify("Thử-nghiệm-1", h) and not verify("thử-nghiệm-1", h)
+
+
+def test_initial_passwords_are_random_enough_for_the_minimum_hash_cost():
+    from govmail.passwords import INITIAL_ROUNDS, SPECIAL
+
+    p = policy("daknong")
+    pw = generate(p)
+    alphabet = 26 + 26 + 10 + len(SPECIAL)
+    assert len(pw) >= 14 and len(pw) * __import__("math").log2(alphabet) > 80
+    h = hash_password(pw, rounds=INITIAL_ROUNDS)
+    assert h.startswith("{BLF-CRYPT}$2b$04$") and verify(pw, h)
