@@ -67,6 +67,9 @@ def _fmt_path(path: tuple) -> str:
     return out
 
 
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 class _Doc:
     """A YAML document and the line of every key path in it."""
 
@@ -84,9 +87,12 @@ class _Doc:
         except UnicodeDecodeError as e:
             self.problems.append(Problem(display, None, "", f"not UTF-8 text ({e.reason})"))
             return
+        # One parse (libyaml's C parser where PyYAML has it): the node tree gives every key's line,
+        # and the data is constructed from the same nodes.
+        loader = _Loader(text)
         try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
-            self.data = yaml.safe_load(text)
+            node = loader.get_single_node()
+            self.data = loader.construct_document(node) if node is not None else None
         except yaml.MarkedYAMLError as e:
             mark = e.problem_mark or e.context_mark
             line = mark.line + 1 if mark else None
