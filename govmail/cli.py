@@ -224,8 +224,10 @@ def cmd_set_password(args) -> int:
         dest = ["ssh", *lab.ssh_options(), f"root@{h['ip']}"]
     else:
         dest = ["ssh", f"{os.environ.get('GOVMAIL_SSH_USER', 'root')}@{cfg.mail_host}"]
-    r = subprocess.run([*dest, f"/usr/local/lib/govmail/accounts set-password {address}"], input=hashed, text=True,
-                       capture_output=True)
+    from .services.accounts import operator
+
+    r = subprocess.run([*dest, f"GOVMAIL_ACTOR={operator()} /usr/local/lib/govmail/accounts set-password {address}"],
+                       input=hashed, text=True, capture_output=True)
     if r.returncode != 0:
         err(r.stderr.strip() or "could not store the password")
         return 1

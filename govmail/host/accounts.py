@@ -19,12 +19,21 @@ Commands:
                                 /root/govmail-initial-passwords (0600), and FILE is removed.
   set-password ADDRESS          read a hash ({BLF-CRYPT}...) on stdin and store it for ADDRESS.
   list                          print the store as JSON (no hashes).
+  daily [--dry-run] [--now T]   the daily job (govmail-daily.timer): mail a warning 14 days before
+                                a password expires (LC Art. 4.2), once per password. T: unix time
+                                or ISO date, to run as if it were then. --dry-run: list, do nothing.
+  audit [--limit N]             the latest account actions: when, who, what, which mailbox.
 """
 
 import datetime
+import hashlib
 import json
 import os
+import pwd
+import shutil
+import socket
 import sqlite3
+import subprocess
 import sys
 import time
 
@@ -43,6 +52,7 @@ REASONS = {
     "removed": "Hộp thư không còn trong danh bạ. Mailbox no longer in the directory. "
     "Contact the provincial mail administrator.",
     "nopassword": "Chưa được cấp mật khẩu. No password issued yet: ask the provincial mail administrator.",
+    "expired": "Mật khẩu đã hết hạn. Password expired: ask the provincial mail administrator to reset it.",
 }
 
 SCHEMA = """
@@ -68,14 +78,49 @@ CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
--- What Dovecot reads: NULL extra fields are not set.
-CREATE VIEW IF NOT EXISTS dovecot_passdb AS
-    SELECT address AS user, password,
-           CASE WHEN status = 'active' AND password IS NOT NULL THEN NULL ELSE 'y' END AS nologin,
-           CASE WHEN status = 'cancelled' THEN '{cancelled}'
-                WHEN status = 'removed' THEN '{removed}'
-                WHEN password IS NULL THEN '{nopassword}' END AS reason
-    FROM accounts;
+CREATE TABLE IF NOT EXISTS audit (
+    ts      INTEGER NOT NULL,
+    actor   TEXT NOT NULL,
+    action  TEXT NOT NULL,
+    address TEXT,
+    detail  TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS notices (
+    address TEXT NOT NULL,
+    kind    TEXT NOT NULL,
+    key     TEXT NOT NULL,
+    ts      INTEGER NOT NULL,
+    PRIMARY KEY (address, kind, key)
+);
+"""
+
+# Views are re-created only when this text changes (its hash is kept in meta): re-creating them
+# changes the schema under Dovecot's prepared statements, so it must not happen on every call.
+VIEWS = """
+-- Password age limit of each account, from the province's policy (meta), in seconds or NULL.
+DROP VIEW IF EXISTS password_limits;
+CREATE VIEW password_limits AS
+    SELECT a.address,
+           COALESCE(86400 * CAST((SELECT value FROM meta WHERE key =
+               CASE a.role WHEN 'admin' THEN 'admin_max_age_days' ELSE 'user_max_age_days' END) AS INTEGER), 0)
+               AS max_age
+    FROM accounts a;
+-- What Dovecot reads: NULL extra fields are not set. An expired password is refused like a
+-- cancelled mailbox, with its own reason (LC Art. 4.2).
+DROP VIEW IF EXISTS dovecot_passdb;
+CREATE VIEW dovecot_passdb AS
+    SELECT a.address AS user, a.password,
+           CASE WHEN a.status = 'active' AND a.password IS NOT NULL
+                     AND NOT (l.max_age > 0 AND a.password_set IS NOT NULL
+                              AND CAST(strftime('%s','now') AS INTEGER) - a.password_set > l.max_age)
+                THEN NULL ELSE 'y' END AS nologin,
+           CASE WHEN a.status = 'cancelled' THEN '{cancelled}'
+                WHEN a.status = 'removed' THEN '{removed}'
+                WHEN a.password IS NULL THEN '{nopassword}'
+                WHEN l.max_age > 0 AND a.password_set IS NOT NULL
+                     AND CAST(strftime('%s','now') AS INTEGER) - a.password_set > l.max_age THEN '{expired}'
+           END AS reason
+    FROM accounts a JOIN password_limits l ON l.address = a.address;
 """.format(**{k: v.replace("'", "''") for k, v in REASONS.items()})
 
 
@@ -85,6 +130,14 @@ def connect(path=None):
     db = sqlite3.connect(path, timeout=30, isolation_level=None)
     db.execute("PRAGMA journal_mode=DELETE")  # readers need no write access (no -shm file)
     db.executescript(SCHEMA)
+    want = hashlib.sha256(VIEWS.encode()).hexdigest()
+    have = db.execute("SELECT value FROM meta WHERE key = 'views'").fetchone()
+    if not have or have[0] != want:
+        db.executescript("BEGIN;" + VIEWS + f"INSERT OR REPLACE INTO meta VALUES ('views', '{want}'); COMMIT;")
+        if shutil.which("doveadm"):
+            # Dovecot's auth workers keep statements prepared on the old views and do not re-prepare
+            # them ("database schema has changed"): restart them. Harmless when Dovecot is not running.
+            subprocess.run(["doveadm", "reload"], capture_output=True)
     os.chmod(path, 0o640)
     try:
         import grp
@@ -94,6 +147,15 @@ def connect(path=None):
         pass
     db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
     return db
+
+
+def actor():
+    """Who acts: GOVMAIL_ACTOR (the deploy passes the operator's user@machine) or the local user."""
+    return os.environ.get("GOVMAIL_ACTOR") or f"{pwd.getpwuid(os.getuid()).pw_name}@{socket.gethostname()}"
+
+
+def audit(db, action, address=None, detail="", ts=None):
+    db.execute("INSERT INTO audit VALUES (?,?,?,?,?)", (int(ts or time.time()), actor(), action, address, detail))
 
 
 def legacy_hashes(path=None):
@@ -127,6 +189,11 @@ def sync(new_passwords_file=None, db_path=None):
     handout = []
     db.execute("BEGIN IMMEDIATE")
     try:
+        for key, value in (directory.get("policy") or {}).items():
+            if value is None:
+                db.execute("DELETE FROM meta WHERE key=?", (key,))
+            else:
+                db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, str(value)))
         old = {r[0]: r for r in db.execute("SELECT address, password, status FROM accounts")}
         seen = set()
         for acc in directory["accounts"]:
@@ -170,6 +237,9 @@ def sync(new_passwords_file=None, db_path=None):
             if addr not in seen and old_status != "removed":
                 db.execute("UPDATE accounts SET status='removed', updated=? WHERE address=?", (now, addr))
                 report["removed"].append(addr)
+        for action in ("added", "cancelled", "removed", "restored"):
+            for addr in report[action]:
+                audit(db, action, addr, "sync from the data file", now)
         db.execute("DELETE FROM aliases")
         db.executemany(
             "INSERT INTO aliases VALUES (?, ?)", [(a, ",".join(m)) for a, m in directory["lists"].items()]
@@ -202,6 +272,7 @@ def set_password(address, hashed, db_path=None):
     )
     if cur.rowcount != 1:
         sys.exit(f"accounts: {address} is not in the account store")
+    audit(db, "password-set", address)
     print(json.dumps({"address": address, "password": "set"}))
 
 
@@ -211,6 +282,72 @@ def list_store(db_path=None):
                       "ORDER BY address")
     keys = ("kind", "role", "quota_mb", "status", "has_password", "password_set")
     print(json.dumps({r[0]: dict(zip(keys, r[1:])) for r in rows}, indent=1))
+
+
+WARN_DAYS = 14
+
+
+def send_mail(to, subject, body, sender):
+    """Hand a notice to the local Postfix (sendmail), which delivers it like any mail."""
+    from email.header import Header
+    from email.mime.text import MIMEText
+    from email.utils import formatdate, make_msgid
+
+    msg = MIMEText(body, "plain", "utf-8")
+    msg["From"] = sender
+    msg["To"] = to
+    msg["Date"] = formatdate(localtime=True)
+    msg["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2])
+    msg["Subject"] = Header(subject, "utf-8")
+    msg["Auto-Submitted"] = "auto-generated"
+    subprocess.run(["/usr/sbin/sendmail", "-i", "-f", sender, to], input=msg.as_bytes(), check=True)
+
+
+def daily(now=None, dry_run=False, db_path=None):
+    """The daily job: warn by mail before a password expires (LC Art. 4.2). Idempotent: one
+    warning per password. `now` (unix time) lets tests move the clock."""
+    now = int(now or time.time())
+    db = connect(db_path)
+    with open(DIRECTORY, encoding="utf-8") as f:
+        domain = json.load(f)["domain"]
+    due = db.execute(
+        "SELECT a.address, a.password_set + l.max_age AS expires FROM accounts a "
+        "JOIN password_limits l ON l.address = a.address "
+        "WHERE a.status = 'active' AND a.password_set IS NOT NULL AND l.max_age > 0 "
+        "AND ? >= a.password_set + l.max_age - ? AND ? < a.password_set + l.max_age "
+        "AND NOT EXISTS (SELECT 1 FROM notices n WHERE n.address = a.address AND n.kind = 'expiry' "
+        "                AND n.key = CAST(a.password_set AS TEXT))",
+        (now, WARN_DAYS * 86400, now),
+    ).fetchall()
+    actions = []
+    for address, expires in due:
+        day = datetime.datetime.fromtimestamp(expires).strftime("%d/%m/%Y")
+        actions.append({"action": "warn-expiry", "address": address, "expires": day})
+        if dry_run:
+            continue
+        send_mail(
+            address,
+            f"Mật khẩu hộp thư sắp hết hạn ({day}) / Your mail password expires on {day}",
+            f"Mật khẩu của hộp thư {address} sẽ hết hạn ngày {day}. Hãy đổi mật khẩu trước ngày đó; "
+            "sau ngày đó việc đăng nhập sẽ bị từ chối.\n\n"
+            f"The password of {address} expires on {day}. Change it before then; after that day, "
+            "login is refused.\n",
+            f"postmaster@{domain}",
+        )
+        db.execute("INSERT INTO notices VALUES (?, 'expiry', ?, ?)",
+                   (address, str(db.execute("SELECT password_set FROM accounts WHERE address=?",
+                                            (address,)).fetchone()[0]), now))
+        audit(db, "warn-expiry", address, f"password expires {day}")  # real time: when it was sent
+    print(json.dumps({"dry_run": dry_run, "now": now, "actions": actions}, ensure_ascii=False))
+
+
+def show_audit(limit=50, db_path=None):
+    db = connect(db_path)
+    for ts, who, action, address, detail in db.execute(
+        "SELECT ts, actor, action, address, detail FROM audit ORDER BY rowid DESC LIMIT ?", (limit,)
+    ):
+        stamp = datetime.datetime.fromtimestamp(ts).isoformat(timespec="seconds")
+        print(f"{stamp}\t{who}\t{action}\t{address or ''}\t{detail}")
 
 
 def main(argv):
@@ -225,6 +362,14 @@ def main(argv):
         set_password(args[0].lower(), sys.stdin.read().strip())
     elif cmd == "list":
         list_store()
+    elif cmd == "daily":
+        now = None
+        if "--now" in args:
+            v = args[args.index("--now") + 1]
+            now = int(v) if v.isdigit() else int(datetime.datetime.fromisoformat(v).timestamp())
+        daily(now=now, dry_run="--dry-run" in args)
+    elif cmd == "audit":
+        show_audit(int(args[args.index("--limit") + 1]) if "--limit" in args else 50)
     else:
         print(__doc__, file=sys.stderr)
         return 2

@@ -7,17 +7,25 @@ command, only when something changed. Passwords already in the store are never t
 
 from __future__ import annotations
 
+import getpass
+import shlex
+import socket
 from pathlib import Path
 
 from pyinfra import host
-from pyinfra.operations import server
+from pyinfra.operations import server, systemd
 
 from .. import passwords
 from ..ops import StoredAccounts, config_file, json_bytes
-from ..render import PATHS
+from ..render import PATHS, render
 
 HOST_TOOL = Path(__file__).resolve().parent.parent / "host" / "accounts.py"
 NEW_PASSWORDS = PATHS["state"] + "/new-passwords.json"
+
+
+def operator() -> str:
+    """Who deploys, for the host's audit log: user@machine of the controller."""
+    return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
 def directory_document(cfg) -> dict:
@@ -25,6 +33,11 @@ def directory_document(cfg) -> dict:
         "province": cfg.key,
         "domain": cfg.domain,
         "accounts": [a.as_dict() for a in cfg.accounts],
+        # Password age limits the store enforces at login (LC Art. 4.2); null: no limit.
+        "policy": {
+            "user_max_age_days": cfg.policy.password.user_max_age_days,
+            "admin_max_age_days": cfg.policy.password.admin_max_age_days,
+        },
         "lists": {f"postmaster@{cfg.domain}": [cfg.postmaster], f"abuse@{cfg.domain}": [cfg.postmaster], **cfg.aliases},
     }
 
@@ -37,7 +50,7 @@ def configure(cfg) -> None:
     )
     stored = host.get_fact(StoredAccounts, path=PATHS["store"])
     new = [a for a in cfg.accounts if a.address not in stored and not a.password_hash]
-    cmd = f"{PATHS['lib']}/accounts sync"
+    cmd = f"GOVMAIL_ACTOR={shlex.quote(operator())} {PATHS['lib']}/accounts sync"
     if new:
         made = {}
         for a in new:
@@ -48,6 +61,14 @@ def configure(cfg) -> None:
             dest=NEW_PASSWORDS, content=json_bytes(made), mode=0o600,
         )
         cmd += f" --new-passwords {NEW_PASSWORDS}"
+    units = [
+        config_file(name="Daily account job (service)", dest="/etc/systemd/system/govmail-daily.service",
+                    content=render("systemd/govmail-daily.service.j2", cfg)),
+        config_file(name="Daily account job (timer)", dest="/etc/systemd/system/govmail-daily.timer",
+                    content=render("systemd/govmail-daily.timer.j2", cfg)),
+    ]
+    systemd.daemon_reload(name="systemd picks up the daily job", _if=lambda: any(u.did_change() for u in units))
+    systemd.service(name="Daily account job timer enabled", service="govmail-daily.timer", running=True, enabled=True)
     server.shell(
         name="Sync the account store with the directory (existing passwords kept)",
         commands=[cmd],

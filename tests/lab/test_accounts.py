@@ -8,8 +8,10 @@ import shutil
 import smtplib
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,3 +81,46 @@ def test_cancelling_or_dropping_a_mailbox_refuses_login_keeps_its_mail_and_resto
         deploy_with(province, None)
     assert imap_login(h, person.address, pw) == "OK"
     assert h.run(f"doveadm search -u {person.address} mailbox INBOX header Subject 'giữ lại'").stdout.strip()
+
+
+def rotation_provinces():
+    from govmail.data import load_province
+
+    from .conftest import PROVINCES
+
+    return [p for p in PROVINCES if load_province(p).policy.password.user_max_age_days]
+
+
+@pytest.mark.parametrize("province", rotation_provinces())
+def test_password_rotation_warns_by_mail_before_expiry_then_refuses_login_until_reset(province, lab_hosts):
+    h = lab_hosts[province]
+    pol = h.cfg.policy.password
+    person = [a for a in h.cfg.accounts if a.kind == "person" and a.status == "active" and a.role == "user"][3]
+    pw = h.set_password(person.address)
+    sql = ("python3 -c \"import sqlite3,sys; db=sqlite3.connect('/var/lib/govmail/accounts.sqlite'); "
+           "print(db.execute(sys.argv[1]).fetchone()[0]); db.commit()\"")
+    t0 = int(h.run(f"{sql} \"SELECT password_set FROM accounts WHERE address='{person.address}'\"").stdout)
+
+    # The daily job, run as if it were 10 days before expiry, mails one warning (and only one).
+    when = t0 + (pol.user_max_age_days - 10) * 86400
+    out = h.run(f"/usr/local/lib/govmail/accounts daily --now {when}").stdout
+    assert person.address in out
+    assert person.address not in h.run(f"/usr/local/lib/govmail/accounts daily --now {when + 86400}").stdout
+    found = ""
+    for _ in range(40):
+        found = h.run(f"doveadm search -u {person.address} mailbox INBOX header Auto-Submitted auto-generated").stdout
+        if found.strip():
+            break
+        time.sleep(0.5)
+    assert found.strip(), "no expiry warning delivered"
+
+    # Past the limit: login refused with the reason.
+    h.run(f"{sql} \"UPDATE accounts SET password_set = password_set - {(pol.user_max_age_days + 1) * 86400} "
+          f"WHERE address = '{person.address}' RETURNING 1\"")
+    refused = imap_login(h, person.address, pw)
+    assert refused != "OK" and "Password expired" in refused, refused
+    # An operator's reset restores it; the audit log says who did what.
+    pw2 = h.set_password(person.address)
+    assert imap_login(h, person.address, pw2) == "OK"
+    log = h.run("/usr/local/lib/govmail/accounts audit --limit 1000").stdout
+    assert f"password-set\t{person.address}" in log and f"warn-expiry\t{person.address}" in log

@@ -7,6 +7,8 @@ per-province list of clauses and PASS/FAIL (see conftest.pytest_terminal_summary
 
 from __future__ import annotations
 
+import ast
+
 import pytest
 
 from govmail.data import load_province
@@ -47,6 +49,10 @@ def clauses(cfg):
         ("account_store_private", f"{p.secrecy.article} password hashes readable by root, Dovecot auth and Postfix only"),
         ("mail_log", f"{p.logs.article} mail log written to /var/log/mail.log"),
     ]
+    pw = p.password
+    if pw.user_max_age_days or pw.admin_max_age_days:
+        out.append(("password_rotation", f"{pw.article} passwords expire after {pw.user_max_age_days} days "
+                    f"(administrators {pw.admin_max_age_days}); daily warning job enabled"))
     for ml in cfg.model.directory.lists:
         if ml.article:
             out.append(("list_members:" + ml.address, f"{ml.article} {ml.address} reaches its {len(cfg.aliases[ml.address])} members"))
@@ -180,6 +186,17 @@ def mail_log(ti, cfg, _):
     assert ti.service("rsyslog").is_running
     log = ti.file("/var/log/mail.log")
     assert log.exists and log.contains("postfix/")
+
+
+@check
+def password_rotation(ti, cfg, _):
+    pw = cfg.policy.password
+    q = "python3 -c \"import sqlite3; print(dict(sqlite3.connect('file:{}?mode=ro', uri=True).execute('SELECT key, value FROM meta')))\""
+    meta = ast.literal_eval(ti.check_output(q.format(PATHS["store"])))  # a dict printed by the host
+    assert meta.get("user_max_age_days") == str(pw.user_max_age_days)
+    assert meta.get("admin_max_age_days") == str(pw.admin_max_age_days)
+    timer = ti.service("govmail-daily.timer")
+    assert timer.is_enabled and timer.is_running
 
 
 @check

@@ -16,8 +16,9 @@ def store(tmp_path, monkeypatch):
     monkeypatch.setattr(accounts, "HANDOUT", str(tmp_path / "handout"))
     db = sqlite3.connect(tmp_path / "accounts.sqlite")
 
-    def sync(accs, lists=None, new=None):
-        (tmp_path / "directory.json").write_text(json.dumps({"accounts": accs, "lists": lists or {}}))
+    def sync(accs, lists=None, new=None, policy=None):
+        (tmp_path / "directory.json").write_text(json.dumps(
+            {"domain": "x.gov.vn", "accounts": accs, "lists": lists or {}, "policy": policy or {}}))
         f = None
         if new:
             f = tmp_path / "new.json"
@@ -29,8 +30,8 @@ def store(tmp_path, monkeypatch):
     return sync, tmp_path
 
 
-def acc(address, quota=500, status="active", password_hash=None):
-    return {"address": address, "name": "Tên", "kind": "person", "owner": "stnmt", "role": "user",
+def acc(address, quota=500, status="active", password_hash=None, role="user"):
+    return {"address": address, "name": "Tên", "kind": "person", "owner": "stnmt", "role": role,
             "quota_mb": quota, "status": status, "password_hash": password_hash}
 
 
@@ -99,3 +100,71 @@ def test_set_password_refuses_a_malformed_hash_and_an_unknown_address(store):
         accounts.set_password("a@x.gov.vn", "plain")
     with pytest.raises(SystemExit):
         accounts.set_password("z@x.gov.vn", "{BLF-CRYPT}$2b$z")
+
+
+LC = {"user_max_age_days": 183, "admin_max_age_days": 92}
+DAY = 86400
+
+
+def test_a_password_past_its_age_limit_is_refused_at_login_with_the_reason(store):
+    sync, _ = store
+    both = [acc("u@x.gov.vn", password_hash="{BLF-CRYPT}$2b$u"), acc("a@x.gov.vn", password_hash="{BLF-CRYPT}$2b$a", role="admin")]
+    sync(both, policy=LC)
+    sync.db.execute("UPDATE accounts SET password_set = CAST(strftime('%s','now') AS INTEGER) - 100 * 86400")
+    sync.db.commit()
+    s = sync(both, policy=LC)
+    assert s["u@x.gov.vn"][2] is None  # a user's password lasts 183 days
+    assert s["a@x.gov.vn"][2] == "y" and "Password expired" in s["a@x.gov.vn"][3]  # an admin's 92
+    accounts.set_password("a@x.gov.vn", "{BLF-CRYPT}$2b$new")
+    assert sync.db.execute("SELECT nologin FROM dovecot_passdb WHERE user='a@x.gov.vn'").fetchone() == (None,)
+    s = sync(both, policy={"user_max_age_days": None, "admin_max_age_days": None})
+    assert all(r[2] is None for r in s.values())
+
+
+def test_daily_job_warns_once_14_days_before_expiry_with_an_injected_clock(store, monkeypatch):
+    sync, _ = store
+    sent = []
+    monkeypatch.setattr(accounts, "send_mail", lambda to, subject, body, sender: sent.append((to, subject)))
+    sync([acc("u@x.gov.vn", password_hash="{BLF-CRYPT}$2b$u")], policy=LC)
+    t0 = sync.db.execute("SELECT password_set FROM accounts").fetchone()[0]
+    accounts.daily(now=t0 + 100 * DAY)
+    assert sent == []
+    accounts.daily(now=t0 + 175 * DAY, dry_run=True)
+    assert sent == []
+    accounts.daily(now=t0 + 175 * DAY)
+    assert len(sent) == 1 and sent[0][0] == "u@x.gov.vn" and "expires" in sent[0][1]
+    accounts.daily(now=t0 + 176 * DAY)
+    assert len(sent) == 1  # once per password
+    accounts.set_password("u@x.gov.vn", "{BLF-CRYPT}$2b$new")
+    t1 = t0 + 180 * DAY  # the user changed it on day 180
+    sync.db.execute("UPDATE accounts SET password_set = ?", (t1,))
+    sync.db.commit()
+    accounts.daily(now=t1 + 175 * DAY)
+    assert len(sent) == 2  # the new password gets its own warning
+
+
+def test_every_account_action_is_in_the_audit_log(store, monkeypatch, capsys):
+    sync, _ = store
+    monkeypatch.setenv("GOVMAIL_ACTOR", "ops@controller")
+    sync([acc("a@x.gov.vn", password_hash="{BLF-CRYPT}$2b$a"), acc("b@x.gov.vn", password_hash="{BLF-CRYPT}$2b$b")])
+    sync([acc("a@x.gov.vn", status="cancelled", password_hash="{BLF-CRYPT}$2b$a")])
+    accounts.set_password("a@x.gov.vn", "{BLF-CRYPT}$2b$x")
+    rows = sync.db.execute("SELECT actor, action, address FROM audit ORDER BY rowid").fetchall()
+    assert rows == [
+        ("ops@controller", "added", "a@x.gov.vn"), ("ops@controller", "added", "b@x.gov.vn"),
+        ("ops@controller", "cancelled", "a@x.gov.vn"), ("ops@controller", "removed", "b@x.gov.vn"),
+        ("ops@controller", "password-set", "a@x.gov.vn"),
+    ]
+    capsys.readouterr()
+    accounts.show_audit()
+    assert "ops@controller\tpassword-set\ta@x.gov.vn" in capsys.readouterr().out
+
+
+def test_the_schema_does_not_change_under_dovecot_on_every_call(store):
+    # Re-creating views on each call broke Dovecot's prepared statements ("schema has changed").
+    sync, _ = store
+    sync([acc("a@x.gov.vn", password_hash="{BLF-CRYPT}$2b$a")])
+    before = sync.db.execute("PRAGMA schema_version").fetchone()
+    sync([acc("a@x.gov.vn", password_hash="{BLF-CRYPT}$2b$a")])
+    accounts.set_password("a@x.gov.vn", "{BLF-CRYPT}$2b$b")
+    assert sync.db.execute("PRAGMA schema_version").fetchone() == before
