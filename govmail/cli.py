@@ -13,6 +13,7 @@
     govmail import PROVINCE FILE.csv       people (name, agency, role[, department]) -> directory entries
     govmail hash-password                  prompt for a password, print its {BLF-CRYPT} hash
     govmail set-password ADDRESS           prompt, check the province's policy, store on its host
+    govmail restore ADDRESS                lift a mailbox's suspension for inactivity (LC Art. 8.3)
     govmail schema                         print the data-file reference (docs/data-file.md)
     govmail test [PYTEST ARGS]             unit tests, then the lab tests (boots the lab)
 """
@@ -189,19 +190,41 @@ def cmd_hash_password(args) -> int:
     return 0
 
 
+def _mailbox_host(address: str):
+    """(province config, account, ssh command prefix for its host) or an error message."""
+    domain = address.rpartition("@")[2]
+    cfg = next((c for c in map(load_province, available_provinces()) if c.domain == domain), None)
+    if cfg is None:
+        return f"no province has the domain {domain!r}"
+    acc = next((a for a in cfg.accounts if a.address == address), None)
+    if acc is None:
+        return f"{address} is not in the directory of {cfg.key}"
+    if os.environ.get("GOVMAIL_TARGET", "lab") == "lab":
+        from . import lab
+
+        h = lab.load_state()["hosts"].get(cfg.mail_host)
+        if not h:
+            return f"{cfg.mail_host} is not in the lab"
+        return cfg, acc, ["ssh", *lab.ssh_options(), f"root@{h['ip']}"]
+    return cfg, acc, ["ssh", f"{os.environ.get('GOVMAIL_SSH_USER', 'root')}@{cfg.mail_host}"]
+
+
+def _account_tool(ssh: list[str], args: str, input: str | None = None) -> subprocess.CompletedProcess:
+    from .services.accounts import operator
+
+    return subprocess.run([*ssh, f"GOVMAIL_ACTOR={operator()} /usr/local/lib/govmail/accounts {args}"],
+                          input=input, text=True, capture_output=True)
+
+
 def cmd_set_password(args) -> int:
     from . import passwords
 
     address = args.address.lower()
-    domain = address.rpartition("@")[2]
-    cfg = next((load_province(p) for p in available_provinces() if load_province(p).domain == domain), None)
-    if cfg is None:
-        err(f"no province has the domain {domain!r}")
+    found = _mailbox_host(address)
+    if isinstance(found, str):
+        err(found)
         return 2
-    acc = next((a for a in cfg.accounts if a.address == address), None)
-    if acc is None:
-        err(f"{address} is not in the directory of {cfg.key}")
-        return 2
+    cfg, acc, ssh = found
     pw = os.environ.get("GOVMAIL_PASSWORD") if args.from_env else None
     if pw is None:
         pw = getpass.getpass(f"New password for {address}: ")
@@ -212,26 +235,26 @@ def cmd_set_password(args) -> int:
     if bad:
         err("password refused: " + "; ".join(bad))
         return 1
-    hashed = passwords.hash_password(pw)
-    target = os.environ.get("GOVMAIL_TARGET", "lab")
-    if target == "lab":
-        from . import lab
-
-        h = lab.load_state()["hosts"].get(cfg.mail_host)
-        if not h:
-            err(f"{cfg.mail_host} is not in the lab")
-            return 2
-        dest = ["ssh", *lab.ssh_options(), f"root@{h['ip']}"]
-    else:
-        dest = ["ssh", f"{os.environ.get('GOVMAIL_SSH_USER', 'root')}@{cfg.mail_host}"]
-    from .services.accounts import operator
-
-    r = subprocess.run([*dest, f"GOVMAIL_ACTOR={operator()} /usr/local/lib/govmail/accounts set-password {address}"],
-                       input=hashed, text=True, capture_output=True)
+    r = _account_tool(ssh, f"set-password {address}", input=passwords.hash_password(pw))
     if r.returncode != 0:
         err(r.stderr.strip() or "could not store the password")
         return 1
     print(f"password of {address} changed on {cfg.mail_host}")
+    return 0
+
+
+def cmd_restore(args) -> int:
+    address = args.address.lower()
+    found = _mailbox_host(address)
+    if isinstance(found, str):
+        err(found)
+        return 2
+    cfg, _, ssh = found
+    r = _account_tool(ssh, f"restore {address}")
+    if r.returncode != 0:
+        err(r.stderr.strip() or "could not restore the mailbox")
+        return 1
+    print(f"{address} restored on {cfg.mail_host}: login works again, its mail is as it was")
     return 0
 
 
@@ -348,6 +371,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("province")
     p.add_argument("csv")
     p.set_defaults(fn=cmd_import)
+
+    p = sub.add_parser("restore", help="lift the suspension of an inactive mailbox (LC Art. 8.3)")
+    p.add_argument("address")
+    p.set_defaults(fn=cmd_restore)
 
     p = sub.add_parser("schema", help="print the data-file reference")
     p.set_defaults(fn=cmd_schema)

@@ -94,7 +94,11 @@ class InactivityPolicy(Cited):
     )
     after_months: Optional[int] = Field(None, description="Months without login before `action`.", gt=0)
     delete_after_notice_months: Optional[int] = Field(
-        None, description="Months after a suspension notice before the mailbox is deleted (LC Art. 8.1).", gt=0
+        None, description="Months after a suspension notice before the mailbox is deleted (LC Art. 8.1). "
+        "Not applied yet: suspended mailboxes are kept until an operator acts.", gt=0
+    )
+    notify_agency: bool = Field(
+        False, description="Mail the managing agency's mailbox when one of its mailboxes is suspended (LC Art. 8.1)."
     )
 
 

@@ -20,8 +20,11 @@ Commands:
   set-password ADDRESS          read a hash ({BLF-CRYPT}...) on stdin and store it for ADDRESS.
   list                          print the store as JSON (no hashes).
   daily [--dry-run] [--now T]   the daily job (govmail-daily.timer): mail a warning 14 days before
-                                a password expires (LC Art. 4.2), once per password. T: unix time
-                                or ISO date, to run as if it were then. --dry-run: list, do nothing.
+                                a password expires (LC Art. 4.2), once per password; suspend
+                                mailboxes without login for the province's period and notify the
+                                managing agency (DN Art. 7.3, LC Art. 8.1). T: unix time or ISO
+                                date, to run as if it were then. --dry-run: list, do nothing.
+  restore ADDRESS               lift the suspension of an inactive mailbox (LC Art. 8.3).
   audit [--limit N]             the latest account actions: when, who, what, which mailbox.
 """
 
@@ -53,7 +56,12 @@ REASONS = {
     "Contact the provincial mail administrator.",
     "nopassword": "Chưa được cấp mật khẩu. No password issued yet: ask the provincial mail administrator.",
     "expired": "Mật khẩu đã hết hạn. Password expired: ask the provincial mail administrator to reset it.",
+    "suspended": "Hộp thư bị tạm khóa do lâu không sử dụng; thư vẫn được lưu giữ. Mailbox suspended after a long "
+    "time without login: mail is kept. Your agency can ask for it to be restored.",
 }
+HOMES = "/var/vmail"
+STAMP = ".govmail-last-login"
+MONTH = 30.44 * 86400
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
@@ -63,7 +71,7 @@ CREATE TABLE IF NOT EXISTS accounts (
     owner        TEXT,
     role         TEXT NOT NULL DEFAULT 'user',
     quota_mb     INTEGER NOT NULL,
-    -- active | cancelled | removed (the line left the data file)
+    -- active | cancelled | removed (the line left the data file) | suspended (inactivity)
     status       TEXT NOT NULL DEFAULT 'active',
     password     TEXT,
     password_set INTEGER,
@@ -116,6 +124,7 @@ CREATE VIEW dovecot_passdb AS
                 THEN NULL ELSE 'y' END AS nologin,
            CASE WHEN a.status = 'cancelled' THEN '{cancelled}'
                 WHEN a.status = 'removed' THEN '{removed}'
+                WHEN a.status = 'suspended' THEN '{suspended}'
                 WHEN a.password IS NULL THEN '{nopassword}'
                 WHEN l.max_age > 0 AND a.password_set IS NOT NULL
                      AND CAST(strftime('%s','now') AS INTEGER) - a.password_set > l.max_age THEN '{expired}'
@@ -202,6 +211,8 @@ def sync(new_passwords_file=None, db_path=None):
             status = "active" if acc["status"] == "active" else "cancelled"
             if addr in old:
                 _, pw, old_status = old[addr]
+                if old_status == "suspended" and status == "active":
+                    status = "suspended"  # only `accounts restore` lifts a suspension
                 if pw is None:
                     pw = acc.get("password_hash") or (new_pw.get(addr) or {}).get("hash")
                     if addr in new_pw:
@@ -338,7 +349,68 @@ def daily(now=None, dry_run=False, db_path=None):
                    (address, str(db.execute("SELECT password_set FROM accounts WHERE address=?",
                                             (address,)).fetchone()[0]), now))
         audit(db, "warn-expiry", address, f"password expires {day}")  # real time: when it was sent
+    actions += inactivity(db, domain, now, dry_run)
     print(json.dumps({"dry_run": dry_run, "now": now, "actions": actions}, ensure_ascii=False))
+
+
+def last_login(address, created):
+    """Unix time of the mailbox's last IMAP/POP3 login (its post-login stamp), or its creation."""
+    local, _, dom = address.partition("@")
+    try:
+        return max(created, int(os.stat(os.path.join(HOMES, dom, local, STAMP)).st_mtime))
+    except FileNotFoundError:
+        return created
+
+
+def inactivity(db, domain, now, dry_run):
+    """Suspend mailboxes without login for the province's period (DN Art. 7.3, LC Art. 8.1) and notify."""
+    meta = dict(db.execute("SELECT key, value FROM meta"))
+    action, months = meta.get("inactivity_action", "none"), meta.get("inactivity_after_months")
+    if action == "none" or not months:
+        return []
+    limit = float(months) * MONTH
+    out = []
+    rows = db.execute("SELECT address, owner, created, kind FROM accounts WHERE status = 'active'").fetchall()
+    for address, owner, created, kind in rows:
+        last = last_login(address, created)
+        if now - last <= limit:
+            continue
+        since = datetime.datetime.fromtimestamp(last).strftime("%d/%m/%Y")
+        item = {"action": "suspend", "address": address, "last_login": since}
+        notify = f"{owner}@{domain}" if owner and meta.get("inactivity_notify_agency") == "1" else None
+        if notify and notify != address:
+            item["notify"] = notify
+        out.append(item)
+        if dry_run:
+            continue
+        db.execute("UPDATE accounts SET status = 'suspended', updated = ? WHERE address = ?", (int(time.time()), address))
+        audit(db, "suspended", address, f"no login since {since} ({months} months: {meta.get('inactivity_article', '')})")
+        if item.get("notify"):
+            send_mail(
+                item["notify"],
+                f"Thông báo tạm khóa hộp thư {address} / Mailbox {address} suspended",
+                f"Hộp thư {address} không được đăng nhập từ ngày {since} (quá {months} tháng) nên đã bị tạm khóa "
+                f"theo {meta.get('inactivity_article', 'quy chế')}. Thư vẫn được lưu giữ. Cơ quan có thể đề nghị "
+                "khôi phục hộp thư.\n\n"
+                f"The mailbox {address} has had no login since {since} (over {months} months) and is suspended "
+                f"under {meta.get('inactivity_article', 'the regulation')}. Its mail is kept. The agency may ask "
+                "for it to be restored.\n",
+                f"postmaster@{domain}",
+            )
+            audit(db, "notice-sent", address, f"suspension notice to {item['notify']}")
+    return out
+
+
+def restore(address, db_path=None):
+    """Lift a suspension (LC Art. 8.3): login works again; the last-login clock starts from now."""
+    db = connect(db_path)
+    cur = db.execute("UPDATE accounts SET status = 'active', created = MAX(created, ?), updated = ? "
+                     "WHERE address = ? AND status = 'suspended'", (int(time.time()), int(time.time()), address))
+    if cur.rowcount != 1:
+        row = db.execute("SELECT status FROM accounts WHERE address = ?", (address,)).fetchone()
+        sys.exit(f"accounts: {address} is {'not in the account store' if not row else row[0] + ', not suspended'}")
+    audit(db, "restored", address, "suspension lifted")
+    print(json.dumps({"address": address, "status": "active"}))
 
 
 def show_audit(limit=50, db_path=None):
@@ -368,6 +440,8 @@ def main(argv):
             v = args[args.index("--now") + 1]
             now = int(v) if v.isdigit() else int(datetime.datetime.fromisoformat(v).timestamp())
         daily(now=now, dry_run="--dry-run" in args)
+    elif cmd == "restore" and len(args) == 1:
+        restore(args[0].lower())
     elif cmd == "audit":
         show_audit(int(args[args.index("--limit") + 1]) if "--limit" in args else 50)
     else:

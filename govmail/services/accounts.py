@@ -37,6 +37,11 @@ def directory_document(cfg) -> dict:
         "policy": {
             "user_max_age_days": cfg.policy.password.user_max_age_days,
             "admin_max_age_days": cfg.policy.password.admin_max_age_days,
+            # Inactivity rule the daily job applies (DN Art. 7.3, LC Art. 8.1).
+            "inactivity_action": cfg.policy.inactivity.action,
+            "inactivity_after_months": cfg.policy.inactivity.after_months,
+            "inactivity_notify_agency": 1 if cfg.policy.inactivity.notify_agency else 0,
+            "inactivity_article": cfg.policy.inactivity.article,
         },
         "lists": {f"postmaster@{cfg.domain}": [cfg.postmaster], f"abuse@{cfg.domain}": [cfg.postmaster], **cfg.aliases},
     }

@@ -14,10 +14,13 @@ from ..ops import DOVECOT_VALIDATE, config_file
 from ..render import PATHS, render
 
 QUOTA_WARNING = Path(__file__).resolve().parent.parent / "host" / "quota_warning.py"
+POSTLOGIN = Path(__file__).resolve().parent.parent / "host" / "postlogin.sh"
 
 
 def configure(cfg) -> list:
     config_file(name="Quota warning program", dest=PATHS["quota_warning"], content=QUOTA_WARNING.read_bytes(), mode=0o755)
+    config_file(name="Post-login program (last-login stamp)", dest=f"{PATHS['lib']}/postlogin",
+                content=POSTLOGIN.read_bytes(), mode=0o755)
     conf = config_file(
         name="/etc/dovecot/dovecot.conf", dest="/etc/dovecot/dovecot.conf",
         content=render("dovecot/dovecot.conf.j2", cfg), validate=DOVECOT_VALIDATE,

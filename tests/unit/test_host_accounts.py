@@ -1,6 +1,7 @@
 """The host's account store never loses a password or a mailbox (run locally on temp files)."""
 
 import json
+import os
 import sqlite3
 
 import pytest
@@ -168,3 +169,49 @@ def test_the_schema_does_not_change_under_dovecot_on_every_call(store):
     sync([acc("a@x.gov.vn", password_hash="{BLF-CRYPT}$2b$a")])
     accounts.set_password("a@x.gov.vn", "{BLF-CRYPT}$2b$b")
     assert sync.db.execute("PRAGMA schema_version").fetchone() == before
+
+
+LC_INACTIVITY = {"inactivity_action": "suspend", "inactivity_after_months": 6, "inactivity_notify_agency": 1,
+                 "inactivity_article": "LC Art. 8.1"}
+
+
+def test_six_months_without_login_suspends_notifies_the_agency_and_restore_brings_it_back(store, monkeypatch):
+    sync, tmp = store
+    monkeypatch.setattr(accounts, "HOMES", str(tmp / "vmail"))
+    sent = []
+    monkeypatch.setattr(accounts, "send_mail", lambda to, subject, body, sender: sent.append((to, subject, body)))
+    people = [acc("idle@x.gov.vn", password_hash="{BLF-CRYPT}$2b$i"), acc("busy@x.gov.vn", password_hash="{BLF-CRYPT}$2b$b")]
+    sync(people, policy=LC_INACTIVITY)
+    t0 = sync.db.execute("SELECT created FROM accounts").fetchone()[0]
+    seven_months = t0 + int(7 * accounts.MONTH)
+    stamp = tmp / "vmail" / "x.gov.vn" / "busy" / accounts.STAMP
+    stamp.parent.mkdir(parents=True)
+    stamp.touch()
+    os.utime(stamp, (seven_months - 86400, seven_months - 86400))  # busy logged in yesterday
+
+    accounts.daily(now=t0 + int(5 * accounts.MONTH))
+    assert sent == [] and sync.db.execute("SELECT count(*) FROM accounts WHERE status='suspended'").fetchone() == (0,)
+    accounts.daily(now=seven_months, dry_run=True)
+    assert sent == []
+    accounts.daily(now=seven_months)
+    s = sync(people, policy=LC_INACTIVITY)  # a sync (active in the data) does not lift a suspension
+    assert s["idle@x.gov.vn"][2] == "y" and "suspended" in s["idle@x.gov.vn"][3]
+    assert s["busy@x.gov.vn"][2] is None
+    [(to, subject, body)] = sent
+    assert to == "stnmt@x.gov.vn" and "idle@x.gov.vn" in subject and "LC Art. 8.1" in body
+
+    accounts.restore("idle@x.gov.vn")
+    s = sync(people, policy=LC_INACTIVITY)
+    assert s["idle@x.gov.vn"][2] is None and s["idle@x.gov.vn"][1] == "{BLF-CRYPT}$2b$i"
+    accounts.daily(now=int(accounts.time.time()) + 86400)  # not suspended again at once
+    assert len(sent) == 1
+    with pytest.raises(SystemExit):
+        accounts.restore("busy@x.gov.vn")  # not suspended
+
+
+def test_no_inactivity_rule_suspends_nobody(store, monkeypatch):
+    sync, tmp = store
+    monkeypatch.setattr(accounts, "HOMES", str(tmp / "vmail"))
+    sync([acc("idle@x.gov.vn", password_hash="{BLF-CRYPT}$2b$i")], policy={"inactivity_action": "none"})
+    accounts.daily(now=int(accounts.time.time()) + 3 * 365 * 86400)
+    assert sync.db.execute("SELECT status FROM accounts").fetchone() == ("active",)
