@@ -36,6 +36,15 @@ def err(msg: str) -> None:
     print(f"govmail: {msg}", file=sys.stderr)
 
 
+def _province(key: str):
+    """The province's config, or None after printing every problem of its data."""
+    try:
+        return load_province(key)
+    except DataError as e:
+        err(str(e))
+        return None
+
+
 def cmd_validate(args) -> int:
     provinces = args.provinces or available_provinces()
     bad = 0
@@ -97,12 +106,8 @@ def summary_line(log: Path) -> str:
 
 
 def deploy(provinces: list[str], dry: bool = False) -> int:
-    for p in provinces:
-        try:
-            load_province(p)
-        except DataError as e:
-            err(str(e))
-            return 2
+    if any(_province(p) is None for p in provinces):
+        return 2
     from .lab import LAB_DIR
 
     log_dir = Path(os.environ.get("GOVMAIL_LOG_DIR", LAB_DIR / "logs" if os.geteuid() == 0 else "/tmp"))
@@ -134,12 +139,8 @@ def cmd_deploy(args) -> int:
 def cmd_up(args) -> int:
     from . import lab
 
-    for p in args.provinces:
-        try:
-            load_province(p)
-        except DataError as e:
-            err(str(e))
-            return 2
+    if any(_province(p) is None for p in args.provinces):
+        return 2
     lab.up(args.provinces, fresh=args.fresh)
     rc = deploy(args.provinces)
     if rc == 0:
@@ -261,10 +262,8 @@ def cmd_restore(args) -> int:
 def cmd_address(args) -> int:
     from .naming import NameClash, address_for, unit_of
 
-    try:
-        cfg = load_province(args.province)
-    except DataError as e:
-        err(str(e))
+    cfg = _province(args.province)
+    if cfg is None:
         return 2
     m = cfg.model
     units = {u.id for u in [*m.directory.agencies, *m.directory.districts]}
@@ -286,10 +285,8 @@ def cmd_import(args) -> int:
 
     from .naming import import_people, yaml_entry
 
-    try:
-        cfg = load_province(args.province)
-    except DataError as e:
-        err(str(e))
+    cfg = _province(args.province)
+    if cfg is None:
         return 2
     with open(args.csv, newline="", encoding="utf-8-sig") as f:
         rows = list(csv.reader(f))

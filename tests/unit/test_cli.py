@@ -1,0 +1,43 @@
+"""The govmail command line, as an engineer types it (no host involved)."""
+
+import shutil
+from pathlib import Path
+
+from govmail.cli import main
+
+DATA = Path(__file__).resolve().parents[2] / "group_data"
+
+
+def test_validate_all_shipped_provinces(capsys):
+    assert main(["validate"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("✓") == 4 and "DN Art. 5.2" in out
+
+
+def test_validate_reports_a_bad_file_and_fails(tmp_path, capsys):
+    shutil.copy(DATA / "defaults.yml", tmp_path)
+    text = (DATA / "daknong.yml").read_text().replace("max_mb: 500", "max_mb: lots")
+    (tmp_path / "daknong.yml").write_text(text)
+    assert main(["validate", str(tmp_path / "daknong.yml")]) == 1
+    assert "policy.quota.max_mb: 'lots'" in capsys.readouterr().out
+
+
+def test_address_prints_the_rule_address(capsys):
+    assert main(["address", "bacninh", "Trần Văn Minh", "--agency", "stnmt"]) == 0
+    assert capsys.readouterr().out.strip() == "minhtv.stnmt@bacninh.gov.vn"
+
+
+def test_address_refuses_an_unknown_agency(capsys):
+    assert main(["address", "bacninh", "Trần Văn Minh", "--agency", "nowhere"]) == 2
+    assert "'nowhere' is not in the directory" in capsys.readouterr().err
+
+
+def test_import_prints_directory_lines_and_exits_1_when_a_row_needs_a_decision(tmp_path, capsys):
+    csv = tmp_path / "people.csv"
+    csv.write_text("Họ và tên,agency,role\nNguyễn Văn Hậu,stnmt,user\nĐỗ Thị Đào,stnmt,admin\n")
+    assert main(["import", "bacninh", str(csv)]) == 1  # Nguyễn Văn Hậu clashes: BN decides by hand
+    out, errs = capsys.readouterr()
+    assert "- {name: Đỗ Thị Đào, address: daodt.stnmt@bacninh.gov.vn, agency: stnmt, role: admin}" in out
+    assert "BN Art. 4.b" in errs
+    assert main(["import", "daknong", str(csv)]) == 0
+    assert "haunvb.stnmt@daknong.gov.vn" in capsys.readouterr().out
