@@ -243,9 +243,24 @@ def _display(p: Path) -> str:
         return str(p)
 
 
+_CACHE: dict[tuple, ProvinceConfig] = {}
+
+
 def load_province(key_or_path: str | os.PathLike) -> ProvinceConfig:
+    """Load and validate a province (memoised per file state: the inventory and deploy.py of one
+    pyinfra run validate a 50,000-mailbox file once, not twice)."""
     p = Path(key_or_path)
     file = p if (p.suffix in (".yml", ".yaml") or os.sep in str(key_or_path)) else province_file(str(key_or_path))
+    key = tuple((str(f.resolve()), f.stat().st_mtime_ns, f.stat().st_size) if f.exists() else (str(f), None, None)
+                for f in (file, file.parent / "defaults.yml"))
+    if key not in _CACHE:
+        if len(_CACHE) >= 16:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = _load_province(file)
+    return _CACHE[key]
+
+
+def _load_province(file: Path) -> ProvinceConfig:
     defaults_file = file.parent / "defaults.yml"
     prov = _Doc(file, _display(file))
     problems = list(prov.problems)
