@@ -88,7 +88,7 @@ DOVECOT_VALIDATE = "doveconf -c {new} -n >/dev/null"
 
 class StoredAccounts(FactBase):
     """Addresses that have a password in the host's account store (SQLite, or the passwd-file of
-    earlier versions, which the next sync migrates)."""
+    earlier versions, which the next sync migrates), and deleted ones (no password to issue)."""
 
     @staticmethod
     def default():
@@ -100,8 +100,8 @@ class StoredAccounts(FactBase):
         return (
             f"if [ -f {q} ]; then python3 -c 'import sqlite3,sys; "
             "[print(r[0]) for r in sqlite3.connect(\"file:\"+sys.argv[1]+\"?mode=ro\", uri=True)"
-            ".execute(\"SELECT address FROM accounts WHERE password IS NOT NULL\")]' "
-            f"{q}; elif [ -f {legacy} ]; then cut -d: -f1 {legacy} | grep -v '^#'; fi"
+            ".execute(\"SELECT address FROM accounts WHERE password IS NOT NULL OR status = ?\", (sys.argv[2],))]' "
+            f"{q} deleted; elif [ -f {legacy} ]; then cut -d: -f1 {legacy} | grep -v '^#'; fi"
         )
 
     def process(self, output):

@@ -11,6 +11,7 @@ import string
 
 from passlib.hash import bcrypt
 
+from .host.accounts import password_problems
 from .schema import PasswordPolicy
 
 SPECIAL = "!#%&*+-=?@^_~"
@@ -38,20 +39,10 @@ def verify(password: str, hashed: str) -> bool:
 
 
 def problems(password: str, policy: PasswordPolicy, admin: bool = False) -> list[str]:
-    """Why `password` breaks the province's rule (empty list: it is acceptable)."""
-    out = []
+    """Why `password` breaks the province's rule (empty list: it is acceptable). The same check the
+    host's password service applies when a user changes their own password."""
     need = policy.admin_min_length if admin else policy.min_length
-    if len(password) < need:
-        out.append(f"shorter than {need} characters ({policy.article})")
-    names = {"lower": "a lower-case letter", "upper": "an upper-case letter", "digit": "a digit",
-             "special": "a special character"}
-    # Unicode-aware: Vietnamese letters such as Đ or ẹ count as upper/lower case.
-    tests = {"lower": str.islower, "upper": str.isupper, "digit": str.isdigit,
-             "special": lambda c: not c.isalnum() and not c.isspace()}
-    for cls in policy.require:
-        if not any(tests[cls](c) for c in password):
-            out.append(f"has no {names[cls]} ({policy.article})")
-    return out
+    return password_problems(password, need, policy.require, policy.article)
 
 
 def generate(policy: PasswordPolicy, admin: bool = False) -> str:

@@ -17,13 +17,24 @@ Commands:
                                 initial passwords made by the deploy for new mailboxes
                                 ({address: {hash, password}}): stored, handed to the operator in
                                 /root/govmail-initial-passwords (0600), and FILE is removed.
-  set-password ADDRESS          read a hash ({BLF-CRYPT}...) on stdin and store it for ADDRESS.
+  set-password ADDRESS          read a hash ({BLF-CRYPT}...) on stdin and store it for ADDRESS: an
+                                administrator's reset. Where the province requires it (DN Art.
+                                12.1, LC Art. 7.3, TN Art. 9.1) the user must change it before
+                                logging in; open sessions of the mailbox are ended.
+  hand-over ADDRESS --to NAME   hand a unit's mailbox to a new head (DN Art. 13.2, TN Art. 10.2):
+                                like set-password (hash on stdin), content kept, recorded.
+  change-password ADDRESS       the user's own change: the current password then the new one, one
+                                per line on stdin; checked against the province's policy.
+                                (The password service, govmail-passwd, does the same over HTTPS.)
   list                          print the store as JSON (no hashes).
   daily [--dry-run] [--now T]   the daily job (govmail-daily.timer): mail a warning 14 days before
                                 a password expires (LC Art. 4.2), once per password; suspend
                                 mailboxes without login for the province's period and notify the
-                                managing agency (DN Art. 7.3, LC Art. 8.1). T: unix time or ISO
-                                date, to run as if it were then. --dry-run: list, do nothing.
+                                managing agency (DN Art. 7.3, LC Art. 8.1); delete suspended
+                                mailboxes the province's period after the notice and notify the
+                                agency and its superior (LC Art. 8.1); purge cancelled mailboxes
+                                after the province's retention. T: unix time or ISO date, to run
+                                as if it were then. --dry-run: list, do nothing.
   restore ADDRESS               lift the suspension of an inactive mailbox (LC Art. 8.3).
   audit [--limit N]             the latest account actions: when, who, what, which mailbox.
 """
@@ -47,7 +58,7 @@ HANDOUT = "/root/govmail-initial-passwords"
 # Postfix daemons keep no supplementary groups, so the store's group is postfix itself; Dovecot's
 # auth service gets that group through `extra_groups`.
 GROUP = "postfix"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 REASONS = {
     "cancelled": "Hộp thư đã bị hủy; thư vẫn được lưu giữ. Mailbox cancelled: mail is kept. "
@@ -55,7 +66,9 @@ REASONS = {
     "removed": "Hộp thư không còn trong danh bạ. Mailbox no longer in the directory. "
     "Contact the provincial mail administrator.",
     "nopassword": "Chưa được cấp mật khẩu. No password issued yet: ask the provincial mail administrator.",
-    "expired": "Mật khẩu đã hết hạn. Password expired: ask the provincial mail administrator to reset it.",
+    "expired": "Mật khẩu đã hết hạn, hãy đổi mật khẩu tại / Password expired, change it at ",
+    "mustchange": "Hãy đổi mật khẩu trước khi dùng hộp thư, tại / Change your password before first use, at ",
+    "deleted": "Hộp thư đã bị xóa. Mailbox deleted. Contact the provincial mail administrator.",
     "suspended": "Hộp thư bị tạm khóa do lâu không sử dụng; thư vẫn được lưu giữ. Mailbox suspended after a long "
     "time without login: mail is kept. Your agency can ask for it to be restored.",
 }
@@ -72,11 +85,19 @@ CREATE TABLE IF NOT EXISTS accounts (
     role         TEXT NOT NULL DEFAULT 'user',
     quota_mb     INTEGER NOT NULL,
     -- active | cancelled | removed (the line left the data file) | suspended (inactivity)
+    -- | deleted (its mail purged by the daily job after the province's period; the row stays)
     status       TEXT NOT NULL DEFAULT 'active',
     password     TEXT,
     password_set INTEGER,
     created      INTEGER NOT NULL,
-    updated      INTEGER NOT NULL
+    updated      INTEGER NOT NULL,
+    -- 1: the password was issued or reset by an administrator; the user must change it first.
+    must_change  INTEGER NOT NULL DEFAULT 0,
+    -- when the current status began (the period before deletion or purge counts from it)
+    status_since INTEGER,
+    -- mailboxes of the managing unit and of its superior: who is told of a suspension or deletion
+    manager      TEXT,
+    superior     TEXT
 );
 CREATE TABLE IF NOT EXISTS aliases (
     address TEXT PRIMARY KEY,
@@ -113,24 +134,47 @@ CREATE VIEW password_limits AS
                CASE a.role WHEN 'admin' THEN 'admin_max_age_days' ELSE 'user_max_age_days' END) AS INTEGER), 0)
                AS max_age
     FROM accounts a;
--- What Dovecot reads: NULL extra fields are not set. An expired password is refused like a
--- cancelled mailbox, with its own reason (LC Art. 4.2).
+-- Why each account may not log in now, or NULL: the one rule Dovecot (below) and the password
+-- service both apply.
+DROP VIEW IF EXISTS login_blocks;
+CREATE VIEW login_blocks AS
+    SELECT a.address,
+           CASE WHEN a.status != 'active' THEN a.status
+                WHEN a.password IS NULL THEN 'nopassword'
+                WHEN l.max_age > 0 AND a.password_set IS NOT NULL
+                     AND CAST(strftime('%s','now') AS INTEGER) - a.password_set > l.max_age THEN 'expired'
+                WHEN a.must_change = 1
+                     AND (SELECT value FROM meta WHERE key = 'change_at_first_login') = '1' THEN 'mustchange'
+           END AS block
+    FROM accounts a JOIN password_limits l ON l.address = a.address;
+-- What Dovecot reads: NULL extra fields are not set. A refused login carries its reason; an expired
+-- password (LC Art. 4.2) and a first login (DN Art. 12.1, LC Art. 6.3, TN Art. 9.1) say where the
+-- user changes it.
 DROP VIEW IF EXISTS dovecot_passdb;
 CREATE VIEW dovecot_passdb AS
     SELECT a.address AS user, a.password,
-           CASE WHEN a.status = 'active' AND a.password IS NOT NULL
-                     AND NOT (l.max_age > 0 AND a.password_set IS NOT NULL
-                              AND CAST(strftime('%s','now') AS INTEGER) - a.password_set > l.max_age)
-                THEN NULL ELSE 'y' END AS nologin,
-           CASE WHEN a.status = 'cancelled' THEN '{cancelled}'
-                WHEN a.status = 'removed' THEN '{removed}'
-                WHEN a.status = 'suspended' THEN '{suspended}'
-                WHEN a.password IS NULL THEN '{nopassword}'
-                WHEN l.max_age > 0 AND a.password_set IS NOT NULL
-                     AND CAST(strftime('%s','now') AS INTEGER) - a.password_set > l.max_age THEN '{expired}'
+           CASE WHEN b.block IS NULL THEN NULL ELSE 'y' END AS nologin,
+           CASE b.block
+                WHEN 'cancelled' THEN '{cancelled}'
+                WHEN 'removed' THEN '{removed}'
+                WHEN 'suspended' THEN '{suspended}'
+                WHEN 'deleted' THEN '{deleted}'
+                WHEN 'nopassword' THEN '{nopassword}'
+                WHEN 'expired' THEN '{expired}' || {url}
+                WHEN 'mustchange' THEN '{mustchange}' || {url}
            END AS reason
-    FROM accounts a JOIN password_limits l ON l.address = a.address;
-""".format(**{k: v.replace("'", "''") for k, v in REASONS.items()})
+    FROM accounts a JOIN login_blocks b ON b.address = a.address;
+""".format(
+    url="COALESCE((SELECT value FROM meta WHERE key = 'password_url'), 'govmail passwd')",
+    **{k: v.replace("'", "''") for k, v in REASONS.items()},
+)
+# Columns added since the first release: (name, declaration). Added in place on upgrade.
+ADDED_COLUMNS = [
+    ("must_change", "INTEGER NOT NULL DEFAULT 0"),
+    ("status_since", "INTEGER"),
+    ("manager", "TEXT"),
+    ("superior", "TEXT"),
+]
 
 
 def connect(path=None):
@@ -139,9 +183,15 @@ def connect(path=None):
     db = sqlite3.connect(path, timeout=30, isolation_level=None)
     db.execute("PRAGMA journal_mode=DELETE")  # readers need no write access (no -shm file)
     db.executescript(SCHEMA)
+    have_cols = {r[1] for r in db.execute("PRAGMA table_info(accounts)")}
+    missing = [(c, decl) for c, decl in ADDED_COLUMNS if c not in have_cols]
+    for col, decl in missing:
+        db.execute(f"ALTER TABLE accounts ADD COLUMN {col} {decl}")
+    if missing:
+        db.execute("UPDATE accounts SET status_since = updated WHERE status_since IS NULL AND status != 'active'")
     want = hashlib.sha256(VIEWS.encode()).hexdigest()
     have = db.execute("SELECT value FROM meta WHERE key = 'views'").fetchone()
-    if not have or have[0] != want:
+    if missing or not have or have[0] != want:
         db.executescript("BEGIN;" + VIEWS + f"INSERT OR REPLACE INTO meta VALUES ('views', '{want}'); COMMIT;")
         if shutil.which("doveadm"):
             # Dovecot's auth workers keep statements prepared on the old views and do not re-prepare
@@ -154,7 +204,7 @@ def connect(path=None):
         os.chown(path, 0, grp.getgrnam(GROUP).gr_gid)
     except (KeyError, PermissionError):
         pass
-    db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+    db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
     return db
 
 
@@ -163,8 +213,9 @@ def actor():
     return os.environ.get("GOVMAIL_ACTOR") or f"{pwd.getpwuid(os.getuid()).pw_name}@{socket.gethostname()}"
 
 
-def audit(db, action, address=None, detail="", ts=None):
-    db.execute("INSERT INTO audit VALUES (?,?,?,?,?)", (int(ts or time.time()), actor(), action, address, detail))
+def audit(db, action, address=None, detail="", ts=None, who=None):
+    db.execute("INSERT INTO audit VALUES (?,?,?,?,?)",
+               (int(ts or time.time()), who or actor(), action, address, detail))
 
 
 def legacy_hashes(path=None):
@@ -205,48 +256,61 @@ def sync(new_passwords_file=None, db_path=None):
                 db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, str(value)))
         old = {r[0]: r for r in db.execute("SELECT address, password, status FROM accounts")}
         seen = set()
+
+        def issued(addr):
+            """An initial password the operator issued (data file hash or made by the deploy)."""
+            if addr in new_pw:
+                handout.append((addr, new_pw[addr]["password"]))
+            return acc.get("password_hash") or (new_pw.get(addr) or {}).get("hash")
+
         for acc in directory["accounts"]:
             addr = acc["address"]
             seen.add(addr)
             status = "active" if acc["status"] == "active" else "cancelled"
             if addr in old:
                 _, pw, old_status = old[addr]
-                if old_status == "suspended" and status == "active":
-                    status = "suspended"  # only `accounts restore` lifts a suspension
-                if pw is None:
-                    pw = acc.get("password_hash") or (new_pw.get(addr) or {}).get("hash")
-                    if addr in new_pw:
-                        handout.append((addr, new_pw[addr]["password"]))
+                if old_status == "deleted" or (old_status == "suspended" and status == "active"):
+                    # Only `accounts restore` lifts a suspension or re-creates a deleted mailbox: a
+                    # line still in the data file must not silently undo the daily job's work.
+                    status = old_status
+                must_change = None
+                if pw is None and status != "deleted":
+                    pw = issued(addr)
+                    must_change = 1 if pw else None
                 if old_status == "removed":
                     report["restored"].append(addr)
+                if status == "cancelled" and old_status != "cancelled":
+                    report["cancelled"].append(addr)
                 db.execute(
-                    "UPDATE accounts SET name=?, kind=?, owner=?, role=?, quota_mb=?, status=?, "
+                    "UPDATE accounts SET name=?, kind=?, owner=?, role=?, quota_mb=?, manager=?, superior=?, "
+                    "status_since=CASE WHEN status = ? THEN status_since ELSE ? END, status=?, "
                     "password=?, password_set=COALESCE(password_set, CASE WHEN ? IS NULL THEN NULL ELSE ? END), "
-                    "updated=? WHERE address=?",
-                    (acc["name"], acc["kind"], acc["owner"], acc["role"], acc["quota_mb"], status, pw, pw, now, now,
-                     addr),
+                    "must_change=COALESCE(?, must_change), updated=? WHERE address=?",
+                    (acc["name"], acc["kind"], acc["owner"], acc["role"], acc["quota_mb"], acc.get("manager"),
+                     acc.get("superior"), status, now, status, pw, pw, now, must_change, now, addr),
                 )
                 report["kept"] += 1
             else:
                 pw = legacy.get(addr)
                 if pw:
-                    report["migrated"] += 1
+                    report["migrated"] += 1  # in use before this store existed: no forced change
                 else:
-                    pw = acc.get("password_hash") or (new_pw.get(addr) or {}).get("hash")
-                    if addr in new_pw:
-                        handout.append((addr, new_pw[addr]["password"]))
+                    pw = issued(addr)
                 db.execute(
                     "INSERT INTO accounts (address, name, kind, owner, role, quota_mb, status, password, "
-                    "password_set, created, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    "password_set, created, updated, must_change, status_since, manager, superior) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (addr, acc["name"], acc["kind"], acc["owner"], acc["role"], acc["quota_mb"], status, pw,
-                     now if pw else None, now, now),
+                     now if pw else None, now, now, 0 if addr in legacy else 1, now, acc.get("manager"),
+                     acc.get("superior")),
                 )
                 report["added"].append(addr)
-            if status == "cancelled":
-                report["cancelled"].append(addr)
+                if status == "cancelled":
+                    report["cancelled"].append(addr)
         for addr, (_, _, old_status) in old.items():
-            if addr not in seen and old_status != "removed":
-                db.execute("UPDATE accounts SET status='removed', updated=? WHERE address=?", (now, addr))
+            if addr not in seen and old_status not in ("removed", "deleted"):
+                db.execute("UPDATE accounts SET status='removed', status_since=?, updated=? WHERE address=?",
+                           (now, now, addr))
                 report["removed"].append(addr)
         for action in ("added", "cancelled", "removed", "restored"):
             for addr in report[action]:
@@ -273,18 +337,122 @@ def sync(new_passwords_file=None, db_path=None):
     print(json.dumps({k: (len(v) if isinstance(v, list) else v) for k, v in report.items()}))
 
 
-def set_password(address, hashed, db_path=None):
+def kick(address):
+    """End the open IMAP/POP3 sessions of a mailbox (after a reset or hand-over)."""
+    if shutil.which("doveadm"):
+        subprocess.run(["doveadm", "kick", address], capture_output=True)
+
+
+def set_password(address, hashed, db_path=None, action="password-reset", detail=""):
+    """An administrator sets a password: the user must change it at first login where the province
+    says so (the store's view enforces that only when the policy is on)."""
     if not hashed.startswith("{") or "\n" in hashed:
         sys.exit("accounts: refusing a malformed hash")
     db = connect(db_path)
-    cur = db.execute(
-        "UPDATE accounts SET password=?, password_set=?, updated=? WHERE address=?",
-        (hashed, int(time.time()), int(time.time()), address),
-    )
-    if cur.rowcount != 1:
+    now = int(time.time())
+    row = db.execute("SELECT status FROM accounts WHERE address=?", (address,)).fetchone()
+    if row is None:
         sys.exit(f"accounts: {address} is not in the account store")
-    audit(db, "password-set", address)
-    print(json.dumps({"address": address, "password": "set"}))
+    if row[0] == "deleted":
+        sys.exit(f"accounts: {address} was deleted; put it back in the data file as active to re-create it")
+    db.execute("UPDATE accounts SET password=?, password_set=?, must_change=1, updated=? WHERE address=?",
+               (hashed, now, now, address))
+    audit(db, action, address, detail)
+    kick(address)
+    must = meta_value(db, "change_at_first_login") == "1"
+    print(json.dumps({"address": address, "password": "set", "must_change": must}))
+
+
+def hand_over(address, hashed, to, db_path=None):
+    """DN Art. 13.2, TN Art. 10.2: a unit's mailbox passes, with all of its content, to the new head."""
+    db = connect(db_path)
+    row = db.execute("SELECT kind FROM accounts WHERE address=?", (address,)).fetchone()
+    if row and row[0] == "person":
+        sys.exit(f"accounts: {address} is a personal mailbox; only a unit's mailbox is handed over "
+                 "(use set-password to reset a person's password)")
+    set_password(address, hashed, db_path, action="hand-over", detail=f"to {to}; content kept")
+
+
+def meta_value(db, key, default=None):
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return row[0] if row else default
+
+
+SPECIAL_NAMES = {"lower": "a lower-case letter", "upper": "an upper-case letter", "digit": "a digit",
+                 "special": "a special character"}
+
+
+def password_problems(password, min_length, require, article=""):
+    """Why `password` breaks the province's rule (empty: acceptable). Unicode-aware: Vietnamese
+    letters such as Đ or ẹ count as upper/lower case. The one implementation: the operator's CLI
+    (govmail.passwords) and the host's password service both use it."""
+    cite = f" ({article})" if article else ""
+    out = []
+    if len(password) < min_length:
+        out.append(f"shorter than {min_length} characters{cite}")
+    tests = {"lower": str.islower, "upper": str.isupper, "digit": str.isdigit,
+             "special": lambda c: not c.isalnum() and not c.isspace()}
+    for cls in require:
+        if not any(tests[cls](c) for c in password):
+            out.append(f"has no {SPECIAL_NAMES[cls]}{cite}")
+    if any(c in password for c in "\r\n\0"):
+        out.append("contains a line break or NUL")
+    return out
+
+
+def doveadm_verify(password, hashed):
+    """Dovecot's own check of a password against a stored hash (any scheme Dovecot accepts)."""
+    r = subprocess.run(["doveadm", "pw", "-t", hashed], input=(password + "\n").encode(), capture_output=True)
+    return r.returncode == 0
+
+
+def doveadm_hash(password, rounds=11):
+    r = subprocess.run(["doveadm", "pw", "-s", "BLF-CRYPT", "-r", str(rounds)], input=(password + "\n").encode(),
+                       capture_output=True, check=True)
+    return r.stdout.decode().strip()
+
+
+class ChangeRefused(Exception):
+    """A user's password change refused; the message is safe to show the user."""
+
+
+# Statuses whose owner may still change the password (an expired or issued password is changed
+# exactly this way); the others say why not.
+CHANGE_BLOCKED = {
+    "cancelled": REASONS["cancelled"], "removed": REASONS["removed"], "suspended": REASONS["suspended"],
+    "deleted": REASONS["deleted"], "nopassword": REASONS["nopassword"],
+}
+
+
+def change_password(address, current, new, source="", db_path=None, verify=None, make_hash=None):
+    """The user changes their own password: the current one proves who they are. Raises
+    ChangeRefused with a message for the user. Used by `accounts change-password` and by the
+    password service (govmail-passwd)."""
+    verify = verify or doveadm_verify
+    make_hash = make_hash or doveadm_hash
+    address = address.strip().lower()
+    db = connect(db_path)
+    row = db.execute("SELECT a.password, a.role, b.block FROM accounts a JOIN login_blocks b ON b.address = a.address "
+                     "WHERE a.address = ?", (address,)).fetchone()
+    if row is None or row[0] is None or not verify(current, row[0]):
+        raise ChangeRefused("Sai địa chỉ hoặc mật khẩu hiện tại. Wrong address or current password.")
+    hashed, role, block = row
+    if block in CHANGE_BLOCKED:
+        raise ChangeRefused(CHANGE_BLOCKED[block])
+    admin = role == "admin"
+    need = int(meta_value(db, "password_admin_min_length" if admin else "password_min_length", "8"))
+    require = [c for c in meta_value(db, "password_require", "").split(",") if c]
+    problems = password_problems(new, need, require, meta_value(db, "password_article", ""))
+    if new == current:
+        problems.append("is the same as the current password")
+    if problems:
+        raise ChangeRefused("Mật khẩu mới không đạt yêu cầu / The new password " + "; ".join(problems) + ".")
+    now = int(time.time())
+    db.execute("UPDATE accounts SET password=?, password_set=?, must_change=0, updated=? WHERE address=?",
+               (make_hash(new), now, now, address))
+    audit(db, "password-changed", address, "by the user" + (f" from {source}" if source else ""),
+          who=f"{address} (self)")
+    return {"address": address, "password": "changed", "was": block or "active"}
 
 
 def list_store(db_path=None):
@@ -342,7 +510,8 @@ def daily(now=None, dry_run=False, db_path=None):
             f"Mật khẩu của hộp thư {address} sẽ hết hạn ngày {day}. Hãy đổi mật khẩu trước ngày đó; "
             "sau ngày đó việc đăng nhập sẽ bị từ chối.\n\n"
             f"The password of {address} expires on {day}. Change it before then; after that day, "
-            "login is refused.\n",
+            "login is refused.\n\n"
+            f"Đổi mật khẩu / Change it at: {meta_value(db, 'password_url', 'govmail passwd')}\n",
             f"postmaster@{domain}",
         )
         db.execute("INSERT INTO notices VALUES (?, 'expiry', ?, ?)",
@@ -350,6 +519,12 @@ def daily(now=None, dry_run=False, db_path=None):
                                             (address,)).fetchone()[0]), now))
         audit(db, "warn-expiry", address, f"password expires {day}")  # real time: when it was sent
     actions += inactivity(db, domain, now, dry_run)
+    actions += lifecycle(db, domain, now, dry_run)
+    if actions and not dry_run:
+        lines = "\n".join(f"{a['action']}\t{a['address']}" for a in actions)
+        send_mail(f"postmaster@{domain}", f"govmail: {len(actions)} account actions today / hôm nay",
+                  f"Việc đã làm / Done by the daily account job:\n\n{lines}\n\n"
+                  "Nhật ký / Audit log: /usr/local/lib/govmail/accounts audit\n", f"postmaster@{domain}")
     print(json.dumps({"dry_run": dry_run, "now": now, "actions": actions}, ensure_ascii=False))
 
 
@@ -362,55 +537,134 @@ def last_login(address, created):
         return created
 
 
+def notify(to, subject, body, domain):
+    for addr in dict.fromkeys(a for a in to if a):  # each once, in order
+        send_mail(addr, subject, body, f"postmaster@{domain}")
+
+
 def inactivity(db, domain, now, dry_run):
-    """Suspend mailboxes without login for the province's period (DN Art. 7.3, LC Art. 8.1) and notify."""
+    """Suspend mailboxes without login for the province's period (DN Art. 7.3, LC Art. 8.1) and
+    notify the managing unit (LC Art. 8.1)."""
     meta = dict(db.execute("SELECT key, value FROM meta"))
     action, months = meta.get("inactivity_action", "none"), meta.get("inactivity_after_months")
     if action == "none" or not months:
         return []
+    article = meta.get("inactivity_article", "")
+    verb = {"revoke": ("thu hồi", "revoked"), "suspend": ("tạm khóa", "suspended")}.get(action, ("tạm khóa", "suspended"))
     limit = float(months) * MONTH
     out = []
-    rows = db.execute("SELECT address, owner, created, kind FROM accounts WHERE status = 'active'").fetchall()
-    for address, owner, created, kind in rows:
+    rows = db.execute("SELECT address, manager, created FROM accounts WHERE status = 'active'").fetchall()
+    for address, manager, created in rows:
         last = last_login(address, created)
         if now - last <= limit:
             continue
         since = datetime.datetime.fromtimestamp(last).strftime("%d/%m/%Y")
-        item = {"action": "suspend", "address": address, "last_login": since}
-        notify = f"{owner}@{domain}" if owner and meta.get("inactivity_notify_agency") == "1" else None
-        if notify and notify != address:
-            item["notify"] = notify
+        item = {"action": action, "address": address, "last_login": since}
+        if manager and manager != address and meta.get("inactivity_notify_agency") == "1":
+            item["notify"] = [manager]
         out.append(item)
         if dry_run:
             continue
-        db.execute("UPDATE accounts SET status = 'suspended', updated = ? WHERE address = ?", (int(time.time()), address))
-        audit(db, "suspended", address, f"no login since {since} ({months} months: {meta.get('inactivity_article', '')})")
+        db.execute("UPDATE accounts SET status = 'suspended', status_since = ?, updated = ? WHERE address = ?",
+                   (now, int(time.time()), address))
+        audit(db, "suspended", address, f"{verb[1]}: no login since {since} ({months} months: {article})")
         if item.get("notify"):
-            send_mail(
+            later = meta.get("inactivity_delete_after_months")
+            notify(
                 item["notify"],
-                f"Thông báo tạm khóa hộp thư {address} / Mailbox {address} suspended",
-                f"Hộp thư {address} không được đăng nhập từ ngày {since} (quá {months} tháng) nên đã bị tạm khóa "
-                f"theo {meta.get('inactivity_article', 'quy chế')}. Thư vẫn được lưu giữ. Cơ quan có thể đề nghị "
-                "khôi phục hộp thư.\n\n"
-                f"The mailbox {address} has had no login since {since} (over {months} months) and is suspended "
-                f"under {meta.get('inactivity_article', 'the regulation')}. Its mail is kept. The agency may ask "
-                "for it to be restored.\n",
-                f"postmaster@{domain}",
+                f"Thông báo {verb[0]} hộp thư {address} / Mailbox {address} {verb[1]}",
+                f"Hộp thư {address} không được đăng nhập từ ngày {since} (quá {months} tháng) nên đã bị {verb[0]} "
+                f"theo {article or 'quy chế'}. Thư vẫn được lưu giữ"
+                + (f"; sau {later} tháng kể từ thông báo này, hộp thư sẽ bị xóa" if later else "")
+                + ". Cơ quan có thể đề nghị khôi phục hộp thư.\n\n"
+                f"The mailbox {address} has had no login since {since} (over {months} months) and is {verb[1]} "
+                f"under {article or 'the regulation'}. Its mail is kept"
+                + (f"; {later} months after this notice the mailbox is deleted" if later else "")
+                + ". The agency may ask for it to be restored.\n",
+                domain,
             )
-            audit(db, "notice-sent", address, f"suspension notice to {item['notify']}")
+            audit(db, "notice-sent", address, f"{verb[1]} notice to {', '.join(item['notify'])}")
+    return out
+
+
+def home_of(address):
+    local, _, dom = address.partition("@")
+    if not local or not dom or "/" in address or local.startswith("."):
+        raise ValueError(f"unsafe address {address!r}")
+    return os.path.join(HOMES, dom, local)
+
+
+def delete_mail(db, address, now, why):
+    """Remove the mailbox's mail and mark it deleted; the row stays, so the audit log and a later
+    re-creation know it existed."""
+    home = home_of(address)
+    kick(address)
+    if os.path.isdir(home):
+        shutil.rmtree(home)
+    db.execute("UPDATE accounts SET status = 'deleted', status_since = ?, password = NULL, password_set = NULL, "
+               "updated = ? WHERE address = ?", (now, int(time.time()), address))
+    audit(db, "deleted", address, why)
+
+
+def lifecycle(db, domain, now, dry_run):
+    """Delete what the province's periods say may go: suspended mailboxes the set number of months
+    after the notice (LC Art. 8.1, with the agency and its superior notified; DN Art. 7.3), and
+    cancelled or dropped mailboxes after the retention of cancelled mail (policy.cancellation)."""
+    meta = dict(db.execute("SELECT key, value FROM meta"))
+    out = []
+    rules = []
+    if meta.get("inactivity_delete_after_months"):
+        rules.append(("suspended", float(meta["inactivity_delete_after_months"]), meta.get("inactivity_article", "")))
+    if meta.get("cancelled_keep_months"):
+        keep = float(meta["cancelled_keep_months"])
+        rules += [("cancelled", keep, meta.get("cancelled_article", "")), ("removed", keep, meta.get("cancelled_article", ""))]
+    for status, months, article in rules:
+        rows = db.execute("SELECT address, manager, superior, COALESCE(status_since, updated) FROM accounts "
+                          "WHERE status = ? AND ? - COALESCE(status_since, updated) > ?",
+                          (status, now, months * MONTH)).fetchall()
+        for address, manager, superior, since_ts in rows:
+            since = datetime.datetime.fromtimestamp(since_ts).strftime("%d/%m/%Y")
+            item = {"action": "delete", "address": address, "was": status, "since": since}
+            to = []
+            if status == "suspended":
+                if meta.get("inactivity_notify_agency") == "1" and manager and manager != address:
+                    to.append(manager)
+                if meta.get("inactivity_notify_superior") == "1" and superior and superior != address:
+                    to.append(superior)
+            if to:
+                item["notify"] = to
+            out.append(item)
+            if dry_run:
+                continue
+            delete_mail(db, address, now, f"{status} since {since}, kept {months:g} months ({article})")
+            if to:
+                notify(
+                    to,
+                    f"Thông báo xóa hộp thư {address} / Mailbox {address} deleted",
+                    f"Hộp thư {address} đã bị tạm khóa từ ngày {since} do lâu không sử dụng và sau {months:g} "
+                    f"tháng kể từ thông báo đã bị xóa khỏi hệ thống theo {article or 'quy chế'}.\n\n"
+                    f"The mailbox {address}, suspended on {since} for lack of use, has been deleted "
+                    f"{months:g} months after the notice, under {article or 'the regulation'}.\n",
+                    domain,
+                )
+                audit(db, "notice-sent", address, f"deletion notice to {', '.join(to)}")
     return out
 
 
 def restore(address, db_path=None):
-    """Lift a suspension (LC Art. 8.3): login works again; the last-login clock starts from now."""
+    """Lift a suspension (LC Art. 8.3): login works again; the last-login clock starts from now.
+    A deleted mailbox is re-created, empty and without a password (set one, or the next deploy
+    issues one)."""
     db = connect(db_path)
-    cur = db.execute("UPDATE accounts SET status = 'active', created = MAX(created, ?), updated = ? "
-                     "WHERE address = ? AND status = 'suspended'", (int(time.time()), int(time.time()), address))
-    if cur.rowcount != 1:
-        row = db.execute("SELECT status FROM accounts WHERE address = ?", (address,)).fetchone()
-        sys.exit(f"accounts: {address} is {'not in the account store' if not row else row[0] + ', not suspended'}")
-    audit(db, "restored", address, "suspension lifted")
-    print(json.dumps({"address": address, "status": "active"}))
+    now = int(time.time())
+    row = db.execute("SELECT status FROM accounts WHERE address = ?", (address,)).fetchone()
+    if row is None or row[0] not in ("suspended", "deleted"):
+        sys.exit(f"accounts: {address} is {'not in the account store' if not row else row[0] + ', not suspended or deleted'}")
+    db.execute("UPDATE accounts SET status = 'active', status_since = NULL, created = MAX(created, ?), updated = ? "
+               "WHERE address = ?", (now, now, address))
+    audit(db, "restored" if row[0] == "suspended" else "re-created", address,
+          "suspension lifted" if row[0] == "suspended" else "re-created empty after deletion")
+    print(json.dumps({"address": address, "status": "active", "was": row[0]}))
 
 
 def show_audit(limit=50, db_path=None):
@@ -432,6 +686,16 @@ def main(argv):
         sync(f)
     elif cmd == "set-password" and len(args) == 1:
         set_password(args[0].lower(), sys.stdin.read().strip())
+    elif cmd == "hand-over" and len(args) == 3 and args[1] == "--to":
+        hand_over(args[0].lower(), sys.stdin.read().strip(), args[2])
+    elif cmd == "change-password" and len(args) == 1:
+        lines = sys.stdin.read().split("\n")
+        if len(lines) < 2:
+            sys.exit("accounts: give the current password and the new one on two lines of stdin")
+        try:
+            print(json.dumps(change_password(args[0], lines[0], lines[1], source="command line")))
+        except ChangeRefused as e:
+            sys.exit(f"accounts: {e}")
     elif cmd == "list":
         list_store()
     elif cmd == "daily":

@@ -33,7 +33,8 @@ def store(tmp_path, monkeypatch):
 
 def acc(address, quota=500, status="active", password_hash=None, role="user"):
     return {"address": address, "name": "Tên", "kind": "person", "owner": "stnmt", "role": role,
-            "quota_mb": quota, "status": status, "password_hash": password_hash}
+            "quota_mb": quota, "status": status, "password_hash": password_hash,
+            "manager": "stnmt@x.gov.vn", "superior": "ubnd@x.gov.vn"}
 
 
 def test_new_mailbox_gets_its_initial_password_and_the_operator_gets_the_clear_text(store):
@@ -133,15 +134,17 @@ def test_daily_job_warns_once_14_days_before_expiry_with_an_injected_clock(store
     accounts.daily(now=t0 + 175 * DAY, dry_run=True)
     assert sent == []
     accounts.daily(now=t0 + 175 * DAY)
-    assert len(sent) == 1 and sent[0][0] == "u@x.gov.vn" and "expires" in sent[0][1]
+    assert sent[0][0] == "u@x.gov.vn" and "expires" in sent[0][1]
+    assert sent[1][0] == "postmaster@x.gov.vn"  # the day's summary for the operators
+    sent.clear()
     accounts.daily(now=t0 + 176 * DAY)
-    assert len(sent) == 1  # once per password
+    assert sent == []  # once per password
     accounts.set_password("u@x.gov.vn", "{BLF-CRYPT}$2b$new")
     t1 = t0 + 180 * DAY  # the user changed it on day 180
     sync.db.execute("UPDATE accounts SET password_set = ?", (t1,))
     sync.db.commit()
     accounts.daily(now=t1 + 175 * DAY)
-    assert len(sent) == 2  # the new password gets its own warning
+    assert sent[0][0] == "u@x.gov.vn"  # the new password gets its own warning
 
 
 def test_every_account_action_is_in_the_audit_log(store, monkeypatch, capsys):
@@ -154,11 +157,11 @@ def test_every_account_action_is_in_the_audit_log(store, monkeypatch, capsys):
     assert rows == [
         ("ops@controller", "added", "a@x.gov.vn"), ("ops@controller", "added", "b@x.gov.vn"),
         ("ops@controller", "cancelled", "a@x.gov.vn"), ("ops@controller", "removed", "b@x.gov.vn"),
-        ("ops@controller", "password-set", "a@x.gov.vn"),
+        ("ops@controller", "password-reset", "a@x.gov.vn"),
     ]
     capsys.readouterr()
     accounts.show_audit()
-    assert "ops@controller\tpassword-set\ta@x.gov.vn" in capsys.readouterr().out
+    assert "ops@controller\tpassword-reset\ta@x.gov.vn" in capsys.readouterr().out
 
 
 def test_the_schema_does_not_change_under_dovecot_on_every_call(store):
@@ -197,14 +200,15 @@ def test_six_months_without_login_suspends_notifies_the_agency_and_restore_bring
     s = sync(people, policy=LC_INACTIVITY)  # a sync (active in the data) does not lift a suspension
     assert s["idle@x.gov.vn"][2] == "y" and "suspended" in s["idle@x.gov.vn"][3]
     assert s["busy@x.gov.vn"][2] is None
-    [(to, subject, body)] = sent
+    [(to, subject, body), (summary_to, _, summary)] = sent
     assert to == "stnmt@x.gov.vn" and "idle@x.gov.vn" in subject and "LC Art. 8.1" in body
+    assert summary_to == "postmaster@x.gov.vn" and "suspend\tidle@x.gov.vn" in summary
 
     accounts.restore("idle@x.gov.vn")
     s = sync(people, policy=LC_INACTIVITY)
     assert s["idle@x.gov.vn"][2] is None and s["idle@x.gov.vn"][1] == "{BLF-CRYPT}$2b$i"
     accounts.daily(now=int(accounts.time.time()) + 86400)  # not suspended again at once
-    assert len(sent) == 1
+    assert len(sent) == 2
     with pytest.raises(SystemExit):
         accounts.restore("busy@x.gov.vn")  # not suspended
 
@@ -215,3 +219,169 @@ def test_no_inactivity_rule_suspends_nobody(store, monkeypatch):
     sync([acc("idle@x.gov.vn", password_hash="{BLF-CRYPT}$2b$i")], policy={"inactivity_action": "none"})
     accounts.daily(now=int(accounts.time.time()) + 3 * 365 * 86400)
     assert sync.db.execute("SELECT status FROM accounts").fetchone() == ("active",)
+
+
+# ---------------------------------------------------------------- first login, own change, hand-over
+
+FIRST_LOGIN = {"change_at_first_login": 1, "password_url": "https://mail.x.gov.vn:8443/",
+               "password_min_length": 8, "password_admin_min_length": 10, "password_require": "lower,upper,digit,special",
+               "password_article": "LC Art. 4.1"}
+
+
+def fake_crypto(monkeypatch):
+    """Hash = '{PLAIN}' + password, so tests run without doveadm; the lab runs the real thing."""
+    monkeypatch.setattr(accounts, "doveadm_verify", lambda pw, h: h == "{PLAIN}" + pw)
+    monkeypatch.setattr(accounts, "doveadm_hash", lambda pw, rounds=11: "{PLAIN}" + pw)
+    monkeypatch.setattr(accounts, "kick", lambda address: None)
+
+
+def test_an_issued_password_must_be_changed_before_login_and_the_reason_says_where(store, monkeypatch):
+    sync, _ = store
+    fake_crypto(monkeypatch)
+    s = sync([acc("a@x.gov.vn", password_hash="{PLAIN}Initial-1")], policy=FIRST_LOGIN)
+    assert s["a@x.gov.vn"][2] == "y" and "https://mail.x.gov.vn:8443/" in s["a@x.gov.vn"][3]
+    assert "Change your password before first use" in s["a@x.gov.vn"][3]
+    result = accounts.change_password("a@x.gov.vn", "Initial-1", "Mới-đổi-2", source="10.0.0.9")
+    assert result["was"] == "mustchange"
+    s = sync([acc("a@x.gov.vn", password_hash="{PLAIN}Initial-1")], policy=FIRST_LOGIN)
+    assert s["a@x.gov.vn"][1:] == ("{PLAIN}Mới-đổi-2", None, None)  # and a re-deploy keeps it
+    who = sync.db.execute("SELECT actor, action FROM audit ORDER BY rowid DESC LIMIT 1").fetchone()
+    assert who == ("a@x.gov.vn (self)", "password-changed")
+    # An administrator's reset asks for a change again (LC Art. 7.3).
+    accounts.set_password("a@x.gov.vn", "{PLAIN}Reset-3")
+    assert sync.db.execute("SELECT nologin FROM dovecot_passdb").fetchone() == ("y",)
+
+
+def test_without_a_first_login_rule_an_issued_password_works_at_once(store):
+    sync, _ = store
+    s = sync([acc("a@x.gov.vn", password_hash="{PLAIN}Initial-1")], policy={"change_at_first_login": 0})
+    assert s["a@x.gov.vn"][2] is None
+
+
+def test_a_users_change_is_refused_with_the_reason_when_it_breaks_the_policy(store, monkeypatch):
+    sync, _ = store
+    fake_crypto(monkeypatch)
+    sync([acc("a@x.gov.vn", password_hash="{PLAIN}Initial-1"), acc("b@x.gov.vn", role="admin",
+          password_hash="{PLAIN}Initial-1")], policy=FIRST_LOGIN)
+    with pytest.raises(accounts.ChangeRefused, match="Wrong address or current password"):
+        accounts.change_password("a@x.gov.vn", "wrong", "Good-pass-1")
+    with pytest.raises(accounts.ChangeRefused, match="Wrong address or current password"):
+        accounts.change_password("nobody@x.gov.vn", "Initial-1", "Good-pass-1")
+    with pytest.raises(accounts.ChangeRefused, match=r"has no a digit \(LC Art. 4.1\)"):
+        accounts.change_password("a@x.gov.vn", "Initial-1", "Good-pass!")
+    with pytest.raises(accounts.ChangeRefused, match="shorter than 10 characters"):
+        accounts.change_password("b@x.gov.vn", "Initial-1", "Adm-pas-1")  # administrators: 10
+    with pytest.raises(accounts.ChangeRefused, match="same as the current"):
+        accounts.change_password("a@x.gov.vn", "Initial-1", "Initial-1")
+    assert sync.db.execute("SELECT password FROM accounts WHERE address='a@x.gov.vn'").fetchone() == ("{PLAIN}Initial-1",)
+
+
+def test_an_expired_password_is_changed_by_its_user_but_a_cancelled_mailbox_cannot(store, monkeypatch):
+    sync, _ = store
+    fake_crypto(monkeypatch)
+    pol = {**FIRST_LOGIN, "user_max_age_days": 183}
+    people = [acc("a@x.gov.vn", password_hash="{PLAIN}Initial-1"), acc("c@x.gov.vn", password_hash="{PLAIN}Initial-1")]
+    sync(people, policy=pol)
+    sync.db.execute("UPDATE accounts SET must_change = 0, password_set = password_set - 200 * 86400")
+    sync.db.commit()
+    s = sync([people[0], {**people[1], "status": "cancelled"}], policy=pol)
+    assert "Password expired, change it at https://mail.x.gov.vn:8443/" in s["a@x.gov.vn"][3]
+    assert accounts.change_password("a@x.gov.vn", "Initial-1", "Mới-đổi-2")["was"] == "expired"
+    with pytest.raises(accounts.ChangeRefused, match="Mailbox cancelled"):
+        accounts.change_password("c@x.gov.vn", "Initial-1", "Mới-đổi-2")
+
+
+def test_hand_over_resets_a_units_mailbox_keeps_it_and_refuses_a_persons(store, monkeypatch):
+    sync, _ = store
+    fake_crypto(monkeypatch)
+    kicked = []
+    monkeypatch.setattr(accounts, "kick", kicked.append)
+    unit = {**acc("stnmt@x.gov.vn", password_hash="{PLAIN}Old-head-1"), "kind": "agency"}
+    sync([unit, acc("a@x.gov.vn")], policy=FIRST_LOGIN)
+    accounts.change_password("stnmt@x.gov.vn", "Old-head-1", "Old-head-2")
+    accounts.hand_over("stnmt@x.gov.vn", "{PLAIN}New-head-1", "Trần Văn Mới")
+    assert kicked == ["stnmt@x.gov.vn"]  # the old head's open sessions end
+    row = sync.db.execute("SELECT password, must_change FROM accounts WHERE address='stnmt@x.gov.vn'").fetchone()
+    assert row == ("{PLAIN}New-head-1", 1)
+    assert sync.db.execute("SELECT action, detail FROM audit ORDER BY rowid DESC LIMIT 1").fetchone() == (
+        "hand-over", "to Trần Văn Mới; content kept")
+    with pytest.raises(SystemExit, match="personal mailbox"):
+        accounts.hand_over("a@x.gov.vn", "{PLAIN}X-1", "Ai đó")
+
+
+# ---------------------------------------------------------------- deletion after the province's periods
+
+LC_LIFECYCLE = {**LC_INACTIVITY, "inactivity_delete_after_months": 12, "inactivity_notify_superior": 1,
+                "cancelled_keep_months": 12, "cancelled_article": "govmail default"}
+
+
+def test_a_suspended_mailbox_is_deleted_12_months_after_the_notice_and_agency_and_superior_are_told(store, monkeypatch):
+    sync, tmp = store
+    monkeypatch.setattr(accounts, "HOMES", str(tmp / "vmail"))
+    monkeypatch.setattr(accounts, "kick", lambda a: None)
+    sent = []
+    monkeypatch.setattr(accounts, "send_mail", lambda to, subject, body, sender: sent.append((to, subject)))
+    people = [acc("idle@x.gov.vn", password_hash="{BLF-CRYPT}$2b$i")]
+    sync(people, policy=LC_LIFECYCLE)
+    mail = tmp / "vmail" / "x.gov.vn" / "idle" / "Maildir" / "cur" / "1.eml"
+    mail.parent.mkdir(parents=True)
+    mail.write_text("thư")
+    t0 = sync.db.execute("SELECT created FROM accounts").fetchone()[0]
+    suspended_at = t0 + int(7 * accounts.MONTH)
+    accounts.daily(now=suspended_at)
+    sent.clear()
+    accounts.daily(now=suspended_at + int(11 * accounts.MONTH))
+    assert sent == [] and mail.exists()
+    accounts.daily(now=suspended_at + int(12.5 * accounts.MONTH), dry_run=True)
+    assert sent == [] and mail.exists()
+    accounts.daily(now=suspended_at + int(12.5 * accounts.MONTH))
+    assert not mail.parent.parent.parent.exists()
+    assert [t for t, _ in sent] == ["stnmt@x.gov.vn", "ubnd@x.gov.vn", "postmaster@x.gov.vn"]
+    assert "deleted" in sent[0][1]
+    s = sync(people, policy=LC_LIFECYCLE)
+    assert s["idle@x.gov.vn"][1:3] == (None, "y") and "Mailbox deleted" in s["idle@x.gov.vn"][3]
+    # Still in the data file as active: a deploy does not undo the deletion; `restore` re-creates
+    # it empty, and the next sync issues it a new initial password.
+    accounts.restore("idle@x.gov.vn")
+    s = sync(people, policy=LC_LIFECYCLE, new={"idle@x.gov.vn": {"hash": "{BLF-CRYPT}$2b$n", "password": "n"}})
+    assert s["idle@x.gov.vn"][1:3] == ("{BLF-CRYPT}$2b$i", None)  # the data file's initial hash
+
+
+def test_cancelled_and_dropped_mailboxes_are_purged_after_the_retention_not_before(store, monkeypatch):
+    sync, tmp = store
+    monkeypatch.setattr(accounts, "HOMES", str(tmp / "vmail"))
+    monkeypatch.setattr(accounts, "kick", lambda a: None)
+    monkeypatch.setattr(accounts, "send_mail", lambda *a: None)
+    homes = {}
+    for local in ("gone", "dropped", "stays"):
+        homes[local] = tmp / "vmail" / "x.gov.vn" / local
+        homes[local].mkdir(parents=True)
+    everyone = [acc("gone@x.gov.vn"), acc("dropped@x.gov.vn"), acc("stays@x.gov.vn")]
+    keep = {"cancelled_keep_months": 12, "cancelled_article": "govmail default"}
+    sync(everyone, policy=keep)
+    sync([{**everyone[0], "status": "cancelled"}, everyone[2]], policy=keep)
+    t0 = int(accounts.time.time())
+    accounts.daily(now=t0 + int(11 * accounts.MONTH))
+    assert all(h.exists() for h in homes.values())
+    accounts.daily(now=t0 + int(12.2 * accounts.MONTH))
+    assert not homes["gone"].exists() and not homes["dropped"].exists() and homes["stays"].exists()
+    rows = dict(sync.db.execute("SELECT address, status FROM accounts"))
+    assert rows == {"gone@x.gov.vn": "deleted", "dropped@x.gov.vn": "deleted", "stays@x.gov.vn": "active"}
+
+
+def test_a_store_of_the_first_release_is_upgraded_without_forcing_anyone_to_change(tmp_path, monkeypatch):
+    path = tmp_path / "accounts.sqlite"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE accounts (address TEXT PRIMARY KEY, name TEXT NOT NULL DEFAULT '', kind TEXT NOT NULL "
+        "DEFAULT 'person', owner TEXT, role TEXT NOT NULL DEFAULT 'user', quota_mb INTEGER NOT NULL, status TEXT "
+        "NOT NULL DEFAULT 'active', password TEXT, password_set INTEGER, created INTEGER NOT NULL, updated INTEGER "
+        "NOT NULL);"
+        "INSERT INTO accounts VALUES ('a@x.gov.vn','','person','stnmt','user',500,'active','{BLF-CRYPT}$2b$a',1,1,1);"
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "INSERT INTO meta VALUES ('change_at_first_login', '1');")
+    old.commit()
+    db = accounts.connect(str(path))
+    assert db.execute("SELECT user, password, nologin FROM dovecot_passdb").fetchall() == [
+        ("a@x.gov.vn", "{BLF-CRYPT}$2b$a", None)]
+    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("2",)
