@@ -12,7 +12,7 @@ changed.
 from pyinfra import host
 
 from govmail.data import load_province
-from govmail.services import accounts, base, dovecot, postfix, tls
+from govmail.services import accounts, base, dovecot, passwd, postfix, tls
 
 cfg = load_province(host.data.province)
 
@@ -25,7 +25,9 @@ tls_ops = tls.configure(cfg)
 accounts.configure(cfg)
 dovecot_ops = dovecot.configure(cfg)
 postfix_reload, postfix_restart = postfix.configure(cfg)
+passwd_ops = passwd.configure(cfg)
 
 # activate
 dovecot.activate(cfg, dovecot_ops + tls_ops)
 postfix.activate(cfg, postfix_reload, postfix_restart + tls_ops)
+passwd.activate(cfg, passwd_ops + tls_ops)

@@ -12,8 +12,13 @@
                                            the address the province's naming rule gives
     govmail import PROVINCE FILE.csv       people (name, agency, role[, department]) -> directory entries
     govmail hash-password                  prompt for a password, print its {BLF-CRYPT} hash
-    govmail set-password ADDRESS           prompt, check the province's policy, store on its host
-    govmail restore ADDRESS                lift a mailbox's suspension for inactivity (LC Art. 8.3)
+    govmail set-password ADDRESS           administrator's reset: prompt, check the province's policy,
+                                           store on its host (the user changes it at first login)
+    govmail hand-over ADDRESS --to NAME    a unit's mailbox to its new head (DN Art. 13.2, TN Art. 10.2)
+    govmail passwd ADDRESS                 a user changes their own password (the host's password
+                                           service, HTTPS); no administrator needed
+    govmail restore ADDRESS                lift a mailbox's suspension for inactivity (LC Art. 8.3),
+                                           or re-create a deleted one
     govmail schema                         print the data-file reference (docs/data-file.md)
     govmail test [PYTEST ARGS]             unit tests, then the lab tests (boots the lab)
 """
@@ -217,6 +222,33 @@ def _account_tool(ssh: list[str], args: str, input: str | None = None) -> subpro
                           input=input, text=True, capture_output=True)
 
 
+def _new_password(args, cfg, acc, prompt: str) -> str | None:
+    """A password for an administrator's reset (prompted, or GOVMAIL_PASSWORD with --from-env),
+    checked against the province's policy; None after saying what is wrong."""
+    from . import passwords
+
+    pw = os.environ.get("GOVMAIL_PASSWORD") if args.from_env else None
+    if pw is None:
+        pw = getpass.getpass(prompt)
+        if pw != getpass.getpass("Again: "):
+            err("the two entries differ")
+            return None
+    bad = passwords.problems(pw, cfg.policy.password, admin=acc.role == "admin")
+    if bad:
+        err("password refused: " + "; ".join(bad))
+        return None
+    return pw
+
+
+def _first_login_note(cfg) -> str:
+    from .services.accounts import password_url
+
+    if not cfg.policy.password.change_at_first_login:
+        return ""
+    return (f"; the user must change it before first use ({cfg.policy.password.article}) at "
+            f"{password_url(cfg)} or with `govmail passwd`")
+
+
 def cmd_set_password(args) -> int:
     from . import passwords
 
@@ -226,21 +258,99 @@ def cmd_set_password(args) -> int:
         err(found)
         return 2
     cfg, acc, ssh = found
-    pw = os.environ.get("GOVMAIL_PASSWORD") if args.from_env else None
+    pw = _new_password(args, cfg, acc, f"New password for {address}: ")
     if pw is None:
-        pw = getpass.getpass(f"New password for {address}: ")
-        if pw != getpass.getpass("Again: "):
-            err("the two entries differ")
-            return 1
-    bad = passwords.problems(pw, cfg.policy.password, admin=acc.role == "admin")
-    if bad:
-        err("password refused: " + "; ".join(bad))
         return 1
     r = _account_tool(ssh, f"set-password {address}", input=passwords.hash_password(pw))
     if r.returncode != 0:
         err(r.stderr.strip() or "could not store the password")
         return 1
-    print(f"password of {address} changed on {cfg.mail_host}")
+    print(f"password of {address} set on {cfg.mail_host}{_first_login_note(cfg)}")
+    return 0
+
+
+def cmd_hand_over(args) -> int:
+    import shlex
+
+    from . import passwords
+
+    address = args.address.lower()
+    found = _mailbox_host(address)
+    if isinstance(found, str):
+        err(found)
+        return 2
+    cfg, acc, ssh = found
+    if acc.kind == "person":
+        err(f"{address} is a personal mailbox; hand-over is for a unit's mailbox ({cfg.domain} agencies, "
+            "departments, districts, communes). To reset a person's password: govmail set-password")
+        return 2
+    pw = _new_password(args, cfg, acc, f"Password for {args.to}, new holder of {address}: ")
+    if pw is None:
+        return 1
+    r = _account_tool(ssh, f"hand-over {address} --to {shlex.quote(args.to)}", input=passwords.hash_password(pw))
+    if r.returncode != 0:
+        err(r.stderr.strip() or "could not hand the mailbox over")
+        return 1
+    print(f"{address} handed over to {args.to} on {cfg.mail_host}: all of its mail kept, the former holder's "
+          f"sessions ended, password reset{_first_login_note(cfg)}")
+    return 0
+
+
+def cmd_passwd(args) -> int:
+    import json
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    from . import passwords
+    from .services.accounts import password_url
+
+    address = args.address.strip().lower()
+    domain = address.rpartition("@")[2]
+    cfg = next((c for c in map(load_province, available_provinces()) if c.domain == domain), None)
+    url = args.server or (password_url(cfg) if cfg else None)
+    if not url:
+        err(f"no province data for {domain!r} here: give the password page with --server https://HOST:PORT/")
+        return 2
+    if args.from_env:
+        current, new = os.environ.get("GOVMAIL_PASSWORD"), os.environ.get("GOVMAIL_NEW_PASSWORD")
+        if not current or not new:
+            err("--from-env needs GOVMAIL_PASSWORD (current) and GOVMAIL_NEW_PASSWORD (new)")
+            return 2
+    else:
+        current = getpass.getpass(f"Current password of {address}: ")
+        new = getpass.getpass("New password: ")
+        if new != getpass.getpass("New password again: "):
+            err("the two entries differ")
+            return 1
+    acc = cfg.account(address) if cfg and address in {a.address for a in cfg.accounts} else None
+    if cfg and acc:
+        bad = passwords.problems(new, cfg.policy.password, admin=acc.role == "admin")
+        if bad:
+            err("new password refused: " + "; ".join(bad))
+            return 1
+    ctx = ssl.create_default_context(cafile=args.cafile)
+    if args.insecure:
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    req = urllib.request.Request(
+        url.rstrip("/") + "/api/password", method="POST", headers={"Content-Type": "application/json"},
+        data=json.dumps({"user": address, "password": current, "new_password": new}).encode(),
+    )
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=60) as r:
+            result = json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        try:
+            result = json.loads(e.read())
+        except ValueError:
+            result = {"ok": False, "error": f"HTTP {e.code}"}
+    except (urllib.error.URLError, OSError) as e:
+        err(f"cannot reach the password service at {url}: {getattr(e, 'reason', e)}")
+        return 1
+    if not result.get("ok"):
+        err(result.get("error", "refused"))
+        return 1
+    print(f"password of {address} changed")
     return 0
 
 
@@ -255,7 +365,14 @@ def cmd_restore(args) -> int:
     if r.returncode != 0:
         err(r.stderr.strip() or "could not restore the mailbox")
         return 1
-    print(f"{address} restored on {cfg.mail_host}: login works again, its mail is as it was")
+    import json
+
+    was = json.loads(r.stdout or "{}").get("was")
+    if was == "deleted":
+        print(f"{address} re-created on {cfg.mail_host}, empty and without a password: "
+              f"govmail set-password {address} (or the next deploy issues one)")
+    else:
+        print(f"{address} restored on {cfg.mail_host}: login works again, its mail is as it was")
     return 0
 
 
@@ -357,6 +474,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--from-env", action="store_true", help="read it from GOVMAIL_PASSWORD (for scripts)")
     p.set_defaults(fn=cmd_set_password)
 
+    p = sub.add_parser("hand-over", help="hand a unit's mailbox to its new head: password reset, mail kept")
+    p.add_argument("address")
+    p.add_argument("--to", required=True, help="full name of the new head (recorded in the audit log)")
+    p.add_argument("--from-env", action="store_true", help="read the password from GOVMAIL_PASSWORD")
+    p.set_defaults(fn=cmd_hand_over)
+
+    p = sub.add_parser("passwd", help="change your own mail password (the host's password service)")
+    p.add_argument("address")
+    p.add_argument("--server", help="the password page, e.g. https://mail.laichau.gov.vn:8443/ (default: "
+                   "from the province's data)")
+    p.add_argument("--cafile", help="CA certificate(s) to trust (a self-signed host's certificate)")
+    p.add_argument("--insecure", action="store_true", help="do not verify the server's certificate")
+    p.add_argument("--from-env", action="store_true",
+                   help="read GOVMAIL_PASSWORD (current) and GOVMAIL_NEW_PASSWORD (for scripts)")
+    p.set_defaults(fn=cmd_passwd)
+
     p = sub.add_parser("address", help="the address a person gets by the province's naming rule")
     p.add_argument("province")
     p.add_argument("name", help="full Vietnamese name, e.g. 'Nguyễn Văn Hậu'")
@@ -369,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("csv")
     p.set_defaults(fn=cmd_import)
 
-    p = sub.add_parser("restore", help="lift the suspension of an inactive mailbox (LC Art. 8.3)")
+    p = sub.add_parser("restore", help="lift an inactive mailbox's suspension (LC Art. 8.3), re-create a deleted one")
     p.add_argument("address")
     p.set_defaults(fn=cmd_restore)
 

@@ -159,6 +159,11 @@ class Account:
     status: str = "active"
     owner: Optional[str] = None  # agency/district id
     password_hash: Optional[str] = None
+    # Mailboxes told of a suspension (manager: the managing unit) and of a deletion (manager and
+    # its superior), LC Art. 8.1. Resolved after the directory is read.
+    manager: Optional[str] = None
+    superior: Optional[str] = None
+    unit: Optional[tuple] = None  # (agency/district id, department/commune id or None): where it sits
 
     def as_dict(self) -> dict:
         return {
@@ -170,6 +175,8 @@ class Account:
             "status": self.status,
             "owner": self.owner,
             "password_hash": self.password_hash,
+            "manager": self.manager,
+            "superior": self.superior,
         }
 
 
@@ -408,11 +415,14 @@ def _build_directory(cfg: ProvinceConfig, add, warn) -> None:
         seen[address] = path
         return True
 
-    def unit_account(path, unit, default_local, kind, owner):
+    unit_address: dict[tuple, str] = {}
+
+    def unit_account(path, unit, default_local, kind, owner, sub=None):
         addr = unit.address or f"{default_local}@{dom}"
+        unit_address[(owner, sub)] = addr
         quota = check_quota(path + ("quota_mb",), unit.quota_mb)
         if check_address(path + (("address",) if unit.address else ("id",)), addr):
-            cfg.accounts.append(Account(addr, unit.name, kind, quota, owner=owner))
+            cfg.accounts.append(Account(addr, unit.name, kind, quota, owner=owner, unit=(owner, sub)))
 
     unit_ids: dict[str, tuple] = {}
     for i, ag in enumerate(m.directory.agencies):
@@ -422,7 +432,7 @@ def _build_directory(cfg: ProvinceConfig, add, warn) -> None:
         unit_ids[ag.id] = p
         unit_account(p, ag, ag.id, "agency", ag.id)
         for j, d in enumerate(ag.departments):
-            unit_account(p + ("departments", j), d, f"{d.id}.{ag.id}", "department", ag.id)
+            unit_account(p + ("departments", j), d, f"{d.id}.{ag.id}", "department", ag.id, d.id)
     for i, di in enumerate(m.directory.districts):
         p = ("directory", "districts", i)
         if di.id in unit_ids:
@@ -430,9 +440,9 @@ def _build_directory(cfg: ProvinceConfig, add, warn) -> None:
         unit_ids[di.id] = p
         unit_account(p, di, di.id, "district", di.id)
         for j, d in enumerate(di.departments):
-            unit_account(p + ("departments", j), d, f"{d.id}.{di.id}", "department", di.id)
+            unit_account(p + ("departments", j), d, f"{d.id}.{di.id}", "department", di.id, d.id)
         for j, c in enumerate(di.communes):
-            unit_account(p + ("communes", j), c, f"{c.id}.{di.id}", "commune", di.id)
+            unit_account(p + ("communes", j), c, f"{c.id}.{di.id}", "commune", di.id, c.id)
 
     naming = pol.naming
     report = {"error": add, "warning": warn, "off": None}[naming.check]
@@ -454,6 +464,7 @@ def _build_directory(cfg: ProvinceConfig, add, warn) -> None:
                 Account(
                     person.address, person.name, "person", quota, role=person.role, status=person.status,
                     owner=person.agency, password_hash=person.password_hash,
+                    unit=(person.agency, person.department) if person.agency else None,
                 )
             )
             # The naming rule only where the agency/department are known and the address is sound.
@@ -496,6 +507,23 @@ def _build_directory(cfg: ProvinceConfig, add, warn) -> None:
         if not members and ml.address in list_addrs:
             add(p, "the list has no members (give `members`, `include_all_people` or `include_agency_people`)")
         cfg.aliases[ml.address] = list(dict.fromkeys(members))
+
+    # Who is told of a suspension or deletion (LC Art. 8.1): the unit that manages the mailbox, and
+    # that unit's superior; above agencies and districts, `policy.inactivity.superior`.
+    top = pol.inactivity.superior
+    if top and top not in mailbox_addrs and top not in list_addrs:
+        add(("policy", "inactivity", "superior"), f"{top!r} is not a mailbox or list of the directory")
+        top = None
+    for a in cfg.accounts:
+        if a.unit is None:
+            continue
+        agency, sub = a.unit
+        if a.kind == "person" and sub:  # staff of a department: the department, then its agency
+            a.manager, a.superior = unit_address.get((agency, sub)), unit_address.get((agency, None))
+        elif a.kind == "person" or sub:  # staff of an agency, or a department's own mailbox
+            a.manager, a.superior = unit_address.get((agency, None)), top
+        else:  # an agency's or district's own mailbox
+            a.manager, a.superior = top, None
 
     if m.postmaster and m.postmaster not in mailbox_addrs:
         add(("postmaster",), f"{m.postmaster!r} is not a mailbox of the directory")

@@ -94,11 +94,29 @@ class InactivityPolicy(Cited):
     )
     after_months: Optional[int] = Field(None, description="Months without login before `action`.", gt=0)
     delete_after_notice_months: Optional[int] = Field(
-        None, description="Months after a suspension notice before the mailbox is deleted (LC Art. 8.1). "
-        "Not applied yet: suspended mailboxes are kept until an operator acts.", gt=0
+        None, description="Months after the suspension (and its notice) before the daily job deletes the "
+        "mailbox and its mail (LC Art. 8.1: 12). Null: suspended mailboxes are kept until an operator acts.", gt=0
     )
     notify_agency: bool = Field(
-        False, description="Mail the managing agency's mailbox when one of its mailboxes is suspended (LC Art. 8.1)."
+        False, description="Mail the managing unit's mailbox (the person's department or agency) when one of "
+        "its mailboxes is suspended or deleted (LC Art. 8.1)."
+    )
+    notify_superior: bool = Field(
+        False, description="Also mail the managing unit's superior when a mailbox is deleted (LC Art. 8.1)."
+    )
+    superior: Optional[str] = Field(
+        None, description="Address told as the superior of agencies and districts (usually the provincial "
+        "People's Committee's mailbox); a department's superior is its agency. Must be in the directory.",
+    )
+
+
+class CancellationPolicy(Cited):
+    """What becomes of a cancelled mailbox (retirement, transfer: BN Art. 6, DN Art. 7.2.b, LC Art. 8.2,
+    TN Art. 8.2.b), and of one whose line left the data file, which is treated the same way."""
+
+    keep_months: Optional[int] = Field(
+        12, description="Months a cancelled mailbox's mail is kept (login refused, mail still received) before "
+        "the daily job purges it. Null: kept until an operator acts.", gt=0, le=1200,
     )
 
 
@@ -158,6 +176,7 @@ class Policy(Strict):
     attachment: AttachmentPolicy
     password: PasswordPolicy
     inactivity: InactivityPolicy
+    cancellation: CancellationPolicy = Field(description="How long a cancelled mailbox's mail is kept.")
     logs: LogPolicy
     content: ContentPolicy
 
@@ -172,6 +191,15 @@ class TLS(Strict):
         "install. Null: a self-signed certificate for the host names is generated on the host once.",
     )
     key: Optional[str] = Field(None, description="Path of the matching PEM private key (with `certificate`).")
+
+
+class PasswordChange(Strict):
+    """The password service on the mail host: users change their own password there (first login:
+    DN Art. 12.1, LC Art. 6.3/7.3, TN Art. 9.1; expiry: LC Art. 4.2), over HTTPS, in a browser or with
+    `govmail passwd`. Login refusals point to it."""
+
+    port: int = Field(8443, description="HTTPS port of the password page (`https://<mail host>:<port>/`).",
+                      ge=1, le=65535)
 
 
 class Host(Strict):
@@ -288,7 +316,8 @@ class Province(Strict):
     domain_article: str = Field(description="Article that fixes the domain.")
     hosts: list[Host] = Field(description="Hosts of the province; exactly one with role `mail` for now.")
     postmaster: Optional[str] = Field(None, description="Address that receives postmaster@/abuse@ mail (default: first admin).")
-    tls: TLS = TLS()
+    tls: TLS = Field(TLS(), description="The certificate of the mail services (self-signed unless given).")
+    password_change: PasswordChange = Field(PasswordChange(), description="Where users change their password.")
     policy: Policy
     directory: Directory
 

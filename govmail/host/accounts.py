@@ -378,25 +378,26 @@ def meta_value(db, key, default=None):
     return row[0] if row else default
 
 
-SPECIAL_NAMES = {"lower": "a lower-case letter", "upper": "an upper-case letter", "digit": "a digit",
-                 "special": "a special character"}
+CLASS_NAMES = {"lower": "lower-case letter", "upper": "upper-case letter", "digit": "digit",
+               "special": "special character"}
 
 
 def password_problems(password, min_length, require, article=""):
-    """Why `password` breaks the province's rule (empty: acceptable). Unicode-aware: Vietnamese
-    letters such as Đ or ẹ count as upper/lower case. The one implementation: the operator's CLI
-    (govmail.passwords) and the host's password service both use it."""
-    cite = f" ({article})" if article else ""
+    """Why `password` breaks the province's rule (empty: acceptable), the article cited once at the
+    end. Unicode-aware: Vietnamese letters such as Đ or ẹ count as upper/lower case. The one
+    implementation: the operator's CLI (govmail.passwords) and the host's password service use it."""
     out = []
     if len(password) < min_length:
-        out.append(f"shorter than {min_length} characters{cite}")
+        out.append(f"is shorter than {min_length} characters")
     tests = {"lower": str.islower, "upper": str.isupper, "digit": str.isdigit,
              "special": lambda c: not c.isalnum() and not c.isspace()}
-    for cls in require:
-        if not any(tests[cls](c) for c in password):
-            out.append(f"has no {SPECIAL_NAMES[cls]}{cite}")
+    missing = [CLASS_NAMES[c] for c in require if not any(tests[c](ch) for ch in password)]
+    if missing:
+        out.append("has no " + ", no ".join(missing))
     if any(c in password for c in "\r\n\0"):
         out.append("contains a line break or NUL")
+    if out and article:
+        out[-1] += f" ({article})"
     return out
 
 
@@ -407,9 +408,14 @@ def doveadm_verify(password, hashed):
 
 
 def doveadm_hash(password, rounds=11):
-    r = subprocess.run(["doveadm", "pw", "-s", "BLF-CRYPT", "-r", str(rounds)], input=(password + "\n").encode(),
-                       capture_output=True, check=True)
-    return r.stdout.decode().strip()
+    """Dovecot's bcrypt hash of `password`, checked by Dovecot before it is returned. Without a
+    terminal, `doveadm pw` reads the password and its confirmation as two lines of stdin."""
+    line = (password + "\n").encode()
+    r = subprocess.run(["doveadm", "pw", "-s", "BLF-CRYPT", "-r", str(rounds)], input=line * 2, capture_output=True)
+    hashed = r.stdout.decode().strip()
+    if r.returncode != 0 or r.stderr.strip() or not hashed.startswith("{BLF-CRYPT}$") or not doveadm_verify(password, hashed):
+        raise RuntimeError(f"doveadm pw could not hash the password: {r.stderr.decode().strip()[:200]}")
+    return hashed
 
 
 class ChangeRefused(Exception):
@@ -444,9 +450,9 @@ def change_password(address, current, new, source="", db_path=None, verify=None,
     require = [c for c in meta_value(db, "password_require", "").split(",") if c]
     problems = password_problems(new, need, require, meta_value(db, "password_article", ""))
     if new == current:
-        problems.append("is the same as the current password")
+        problems.insert(0, "is the same as the current password")
     if problems:
-        raise ChangeRefused("Mật khẩu mới không đạt yêu cầu / The new password " + "; ".join(problems) + ".")
+        raise ChangeRefused("Mật khẩu mới không đạt yêu cầu. The new password " + "; ".join(problems) + ".")
     now = int(time.time())
     db.execute("UPDATE accounts SET password=?, password_set=?, must_change=0, updated=? WHERE address=?",
                (make_hash(new), now, now, address))

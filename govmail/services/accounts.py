@@ -28,6 +28,11 @@ def operator() -> str:
     return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
+def password_url(cfg) -> str:
+    port = cfg.model.password_change.port
+    return f"https://{cfg.mail_host}{'' if port == 443 else f':{port}'}/"
+
+
 def directory_document(cfg) -> dict:
     return {
         "province": cfg.key,
@@ -41,7 +46,19 @@ def directory_document(cfg) -> dict:
             "inactivity_action": cfg.policy.inactivity.action,
             "inactivity_after_months": cfg.policy.inactivity.after_months,
             "inactivity_notify_agency": 1 if cfg.policy.inactivity.notify_agency else 0,
+            "inactivity_notify_superior": 1 if cfg.policy.inactivity.notify_superior else 0,
+            "inactivity_delete_after_months": cfg.policy.inactivity.delete_after_notice_months,
             "inactivity_article": cfg.policy.inactivity.article,
+            # Purge of cancelled (and dropped) mailboxes after the retention.
+            "cancelled_keep_months": cfg.policy.cancellation.keep_months,
+            "cancelled_article": cfg.policy.cancellation.article,
+            # First login and the user's own change (DN Art. 12.1, LC Art. 4.1/6.3/7.3, TN Art. 9.1).
+            "change_at_first_login": 1 if cfg.policy.password.change_at_first_login else 0,
+            "password_min_length": cfg.policy.password.min_length,
+            "password_admin_min_length": cfg.policy.password.admin_min_length,
+            "password_require": ",".join(cfg.policy.password.require),
+            "password_article": cfg.policy.password.article,
+            "password_url": password_url(cfg),
         },
         "lists": {f"postmaster@{cfg.domain}": [cfg.postmaster], f"abuse@{cfg.domain}": [cfg.postmaster], **cfg.aliases},
     }

@@ -19,6 +19,8 @@ PACKAGES = [
     "dovecot-sqlite",
     "postfix-sqlite",
     "openssl",
+    # The host's own tools (account store, daily job, password service): standard library only.
+    "python3",
     "ca-certificates",
     # Mail logs to /var/log/mail.log (kept for the province's retention period).
     "rsyslog",

@@ -67,8 +67,8 @@ class LabHost:
             raise AssertionError(f"{self.name}: `{command}` failed ({r.returncode}): {r.stderr.strip()}")
         return r
 
-    def set_password(self, address: str) -> str:
-        """Give a mailbox a fresh password through `govmail set-password`, as an operator would."""
+    def admin_reset(self, address: str) -> str:
+        """An operator's reset through `govmail set-password`: returns the issued password."""
         acc = self.cfg.account(address)
         pw = generate(self.cfg.policy.password, admin=acc.role == "admin")
         r = subprocess.run(
@@ -77,6 +77,44 @@ class LabHost:
         )
         assert r.returncode == 0, r.stderr
         return pw
+
+    def set_password(self, address: str) -> str:
+        """A usable password, the way a user gets one: the operator issues it, the user changes it on
+        the host's password page (the first-login rule of DN/LC/TN). Returns the user's password."""
+        issued = self.admin_reset(address)
+        acc = self.cfg.account(address)
+        own = generate(self.cfg.policy.password, admin=acc.role == "admin") + "-Đổi"
+        status, result = self.change_own_password(address, issued, own)
+        assert status == 200 and result["ok"], result
+        return own
+
+    @property
+    def cafile(self) -> str:
+        """The host's (self-signed) certificate, fetched once, for clients that verify it."""
+        path = lab.LAB_DIR / f"{self.name}.pem"
+        if not path.exists():
+            path.write_text(self.run("cat /etc/govmail/tls/fullchain.pem").stdout)
+        return str(path)
+
+    def change_own_password(self, address: str, current: str, new: str) -> tuple[int, dict]:
+        """POST to the host's password service, as `govmail passwd` and web mail do."""
+        import json
+        import ssl
+        import urllib.error
+        import urllib.request
+
+        from govmail.services.accounts import password_url
+
+        req = urllib.request.Request(
+            password_url(self.cfg) + "api/password", method="POST", headers={"Content-Type": "application/json"},
+            data=json.dumps({"user": address, "password": current, "new_password": new}).encode(),
+        )
+        ctx = ssl.create_default_context(cafile=self.cafile)
+        try:
+            with urllib.request.urlopen(req, context=ctx, timeout=60) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
 
 
 def deploy_log(province: str) -> Path:

@@ -123,4 +123,4 @@ def test_password_rotation_warns_by_mail_before_expiry_then_refuses_login_until_
     pw2 = h.set_password(person.address)
     assert imap_login(h, person.address, pw2) == "OK"
     log = h.run("/usr/local/lib/govmail/accounts audit --limit 1000").stdout
-    assert f"password-set\t{person.address}" in log and f"warn-expiry\t{person.address}" in log
+    assert f"password-reset\t{person.address}" in log and f"warn-expiry\t{person.address}" in log

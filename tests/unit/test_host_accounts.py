@@ -267,7 +267,7 @@ def test_a_users_change_is_refused_with_the_reason_when_it_breaks_the_policy(sto
         accounts.change_password("a@x.gov.vn", "wrong", "Good-pass-1")
     with pytest.raises(accounts.ChangeRefused, match="Wrong address or current password"):
         accounts.change_password("nobody@x.gov.vn", "Initial-1", "Good-pass-1")
-    with pytest.raises(accounts.ChangeRefused, match=r"has no a digit \(LC Art. 4.1\)"):
+    with pytest.raises(accounts.ChangeRefused, match=r"has no digit \(LC Art. 4.1\)"):
         accounts.change_password("a@x.gov.vn", "Initial-1", "Good-pass!")
     with pytest.raises(accounts.ChangeRefused, match="shorter than 10 characters"):
         accounts.change_password("b@x.gov.vn", "Initial-1", "Adm-pas-1")  # administrators: 10
