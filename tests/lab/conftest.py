@@ -83,17 +83,17 @@ class LabHost:
         the host's password page (the first-login rule of DN/LC/TN). Returns the user's password."""
         issued = self.admin_reset(address)
         acc = self.cfg.account(address)
-        own = generate(self.cfg.policy.password, admin=acc.role == "admin") + "-Đổi"
+        own = generate(self.cfg.policy.password, admin=acc.role == "admin") + "-Doi"  # ASCII: smtplib.login
         status, result = self.change_own_password(address, issued, own)
         assert status == 200 and result["ok"], result
         return own
 
     @property
     def cafile(self) -> str:
-        """The host's (self-signed) certificate, fetched once, for clients that verify it."""
+        """The host's (self-signed) certificate, for clients that verify it. Fetched each time: a test
+        may install another certificate."""
         path = lab.LAB_DIR / f"{self.name}.pem"
-        if not path.exists():
-            path.write_text(self.run("cat /etc/govmail/tls/fullchain.pem").stdout)
+        path.write_text(self.run("cat /etc/govmail/tls/fullchain.pem").stdout)
         return str(path)
 
     def change_own_password(self, address: str, current: str, new: str) -> tuple[int, dict]:

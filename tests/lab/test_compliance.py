@@ -13,6 +13,7 @@ import pytest
 
 from govmail.data import load_province
 from govmail.render import PATHS
+from govmail.services.accounts import password_url
 
 from .conftest import PROVINCES
 
@@ -53,6 +54,18 @@ def clauses(cfg):
     if pw.user_max_age_days or pw.admin_max_age_days:
         out.append(("password_rotation", f"{pw.article} passwords expire after {pw.user_max_age_days} days "
                     f"(administrators {pw.admin_max_age_days}); daily warning job enabled"))
+    if pw.change_at_first_login:
+        out.append(("first_login_change", f"{pw.article} issued and reset passwords must be changed by the user "
+                    f"before first use, at {password_url(cfg)} (service running)"))
+    ina = p.inactivity
+    if ina.action != "none":
+        text = f"{ina.article} mailboxes without login for {ina.after_months} months are {ina.action}d"
+        if ina.delete_after_notice_months:
+            text += f", deleted {ina.delete_after_notice_months} months later"
+        out.append(("inactivity_rule", text + " (daily job enabled)"))
+    if p.cancellation.keep_months:
+        out.append(("cancelled_retention", f"{p.cancellation.article}: cancelled mailboxes' mail kept "
+                    f"{p.cancellation.keep_months} months, then purged"))
     for ml in cfg.model.directory.lists:
         if ml.article:
             out.append(("list_members:" + ml.address, f"{ml.article} {ml.address} reaches its {len(cfg.aliases[ml.address])} members"))
@@ -197,6 +210,35 @@ def password_rotation(ti, cfg, _):
     assert meta.get("admin_max_age_days") == str(pw.admin_max_age_days)
     timer = ti.service("govmail-daily.timer")
     assert timer.is_enabled and timer.is_running
+
+
+def store_meta(ti) -> dict:
+    q = "python3 -c \"import sqlite3; print(dict(sqlite3.connect('file:{}?mode=ro', uri=True).execute('SELECT key, value FROM meta')))\""
+    return ast.literal_eval(ti.check_output(q.format(PATHS["store"])))  # a dict printed by the host
+
+
+@check
+def first_login_change(ti, cfg, _):
+    meta = store_meta(ti)
+    assert meta.get("change_at_first_login") == "1" and meta.get("password_url") == password_url(cfg)
+    svc = ti.service("govmail-passwd")
+    assert svc.is_running and svc.is_enabled
+    assert ti.socket(f"tcp://0.0.0.0:{cfg.model.password_change.port}").is_listening
+
+
+@check
+def inactivity_rule(ti, cfg, _):
+    ina, meta = cfg.policy.inactivity, store_meta(ti)
+    assert meta.get("inactivity_action") == ina.action and meta.get("inactivity_after_months") == str(ina.after_months)
+    assert meta.get("inactivity_delete_after_months") == (str(ina.delete_after_notice_months)
+                                                          if ina.delete_after_notice_months else None)
+    timer = ti.service("govmail-daily.timer")
+    assert timer.is_enabled and timer.is_running
+
+
+@check
+def cancelled_retention(ti, cfg, _):
+    assert store_meta(ti).get("cancelled_keep_months") == str(cfg.policy.cancellation.keep_months)
 
 
 @check

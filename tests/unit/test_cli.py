@@ -41,3 +41,20 @@ def test_import_prints_directory_lines_and_exits_1_when_a_row_needs_a_decision(t
     assert "BN Art. 4.b" in errs
     assert main(["import", "daknong", str(csv)]) == 0
     assert "haunvb.stnmt@daknong.gov.vn" in capsys.readouterr().out
+
+
+def test_passwd_needs_a_server_for_a_domain_it_has_no_data_for(capsys, monkeypatch):
+    monkeypatch.setenv("GOVMAIL_PASSWORD", "x")
+    monkeypatch.setenv("GOVMAIL_NEW_PASSWORD", "y")
+    assert main(["passwd", "--from-env", "someone@elsewhere.gov.vn"]) == 2
+    assert "--server https://HOST:PORT/" in capsys.readouterr().err
+
+
+def test_passwd_checks_the_provinces_rule_before_sending_anything(capsys, monkeypatch):
+    monkeypatch.setenv("GOVMAIL_PASSWORD", "Khởi-tạo-123")
+    monkeypatch.setenv("GOVMAIL_NEW_PASSWORD", "yeu")
+    # --server points nowhere: the refusal must come before any connection.
+    assert main(["passwd", "--from-env", "--server", "https://127.0.0.1:9/", "haunv.stnmt@laichau.gov.vn"]) == 1
+    err = capsys.readouterr().err
+    assert "shorter than 8 characters" in err and "no upper-case letter, no digit, no special character" in err
+    assert "LC Art. 4.1" in err
