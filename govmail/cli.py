@@ -5,6 +5,7 @@
     govmail lab down [PROVINCE ...]        stop them and remove everything the lab made
     govmail lab status                     what runs in the lab
     govmail lab ssh HOST [COMMAND]         a shell (or a command) on a lab host
+    govmail lab rebuild HOST               destroy a lab host, boot a bare one in its place (DR drill)
     govmail deploy PROVINCE ... [--dry-run]
                                            pyinfra inventories/<p>.py deploy.py, provinces in parallel
     govmail up PROVINCE ...                lab up + deploy: a running mail host per province
@@ -19,6 +20,13 @@
                                            service, HTTPS); no administrator needed
     govmail restore ADDRESS                lift a mailbox's suspension for inactivity (LC Art. 8.3),
                                            or re-create a deleted one
+    govmail backup run PROVINCE            back the mail host up now (the timer does it daily)
+    govmail backup status [PROVINCE ...]   age and size of the last good backup, per mail host
+    govmail backup list PROVINCE           the archives
+    govmail backup restore-mailbox ADDRESS [--at TIME] [--folder NAME]
+                                           one mailbox (or folder) as it was, merged into the live one
+    govmail backup restore-host PROVINCE [--at TIME]
+                                           after a rebuild: store, passwords, TLS, logs, all mail
     govmail schema                         print the data-file reference (docs/data-file.md)
     govmail test [PYTEST ARGS]             unit tests, then the lab tests (boots the lab)
 """
@@ -172,6 +180,8 @@ def cmd_lab(args) -> int:
                 print("the lab is not running")
             for r in rows:
                 print(f"{r['host']:32} {r['province']:12} {r['ip']:12} {'running' if r['running'] else 'STOPPED'}")
+        elif args.lab_cmd == "rebuild":
+            lab.rebuild(args.host)
         elif args.lab_cmd == "ssh":
             state = lab.load_state()
             h = state["hosts"].get(args.host)
@@ -421,6 +431,81 @@ def cmd_import(args) -> int:
     return 1 if problems else 0
 
 
+def _host_ssh(name: str) -> list[str]:
+    if os.environ.get("GOVMAIL_TARGET", "lab") == "lab":
+        from . import lab
+
+        h = lab.load_state()["hosts"].get(name)
+        if not h:
+            raise SystemExit(f"govmail: {name} is not in the lab (govmail lab up ...)")
+        return ["ssh", *lab.ssh_options(), f"root@{h['ip']}"]
+    return ["ssh", f"{os.environ.get('GOVMAIL_SSH_USER', 'root')}@{name}"]
+
+
+def _backup_tool(cfg, args: str, stream: bool = False) -> subprocess.CompletedProcess:
+    from .services.accounts import operator
+
+    cmd = [*_host_ssh(cfg.mail_host), f"GOVMAIL_ACTOR={operator()} /usr/local/lib/govmail/backup {args}"]
+    if stream:
+        return subprocess.run(cmd, text=True)
+    return subprocess.run(cmd, text=True, capture_output=True)
+
+
+def cmd_backup(args) -> int:
+    import json
+    import shlex
+
+    if args.backup_cmd == "restore-mailbox":
+        address = args.address.lower()
+        found = _mailbox_host(address)
+        if isinstance(found, str):
+            err(found)
+            return 2
+        cfg = found[0]
+        extra = (f" --at {shlex.quote(args.at)}" if args.at else "") + (
+            f" --folder {shlex.quote(args.folder)}" if args.folder else "")
+        r = _backup_tool(cfg, f"restore-mailbox {address}{extra}")
+        if r.returncode != 0:
+            err(r.stderr.strip() or "restore failed")
+            return 1
+        done = json.loads(r.stdout)
+        print(f"{address}: {done['folder']} restored from {done['archive']}, merged with its current mail")
+        return 0
+    provinces = args.provinces or ([] if args.backup_cmd != "status" else available_provinces())
+    rc = 0
+    for p in provinces:
+        cfg = _province(p)
+        if cfg is None:
+            return 2
+        if not cfg.backup_host:
+            print(f"{p}: no backup host in the data ({cfg.file.name}: hosts[].roles: [backup])")
+            rc = 1
+            continue
+        if args.backup_cmd == "status":
+            r = _backup_tool(cfg, "status")
+            try:
+                st = json.loads(r.stdout)
+            except ValueError:
+                print(f"{cfg.mail_host:28} UNKNOWN  {r.stderr.strip()[-200:]}")
+                rc = 1
+                continue
+            size = f"{st['original_size'] / 2**20:,.1f} MiB" if st.get("original_size") else "-"
+            age = f"{st['age_hours']} h ago" if st.get("age_hours") is not None else "never"
+            flag = "LATE" if st["late"] else "ok"
+            print(f"{cfg.mail_host:28} {flag:4}  last good {st['last_ok']} ({age}), {size} of data, "
+                  f"{st.get('archives')} archives on {cfg.backup_host}"
+                  + (f"; last error {st['last_error']}: {st['error'][:120]}" if st.get("last_error") else ""))
+            rc |= 1 if st["late"] else 0
+        elif args.backup_cmd == "run":
+            rc |= _backup_tool(cfg, "run", stream=True).returncode
+        elif args.backup_cmd == "list":
+            rc |= _backup_tool(cfg, "list", stream=True).returncode
+        elif args.backup_cmd == "restore-host":
+            at = f" --at {shlex.quote(args.at)}" if args.at else ""
+            rc |= _backup_tool(cfg, f"restore-host{at}", stream=True).returncode
+    return rc
+
+
 def cmd_schema(args) -> int:
     from .docs import data_file_reference
 
@@ -461,6 +546,8 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("provinces", nargs="*")
     q.add_argument("--image", action="store_true", help="also delete the cached Debian image")
     lsub.add_parser("status")
+    q = lsub.add_parser("rebuild", help="destroy a lab host and boot a bare one in its place")
+    q.add_argument("host")
     q = lsub.add_parser("ssh")
     q.add_argument("host")
     q.add_argument("command", nargs=argparse.REMAINDER)
@@ -505,6 +592,23 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("restore", help="lift an inactive mailbox's suspension (LC Art. 8.3), re-create a deleted one")
     p.add_argument("address")
     p.set_defaults(fn=cmd_restore)
+
+    p = sub.add_parser("backup", help="backups on the province's backup host: run, status, list, restore")
+    bsub = p.add_subparsers(dest="backup_cmd", required=True)
+    q = bsub.add_parser("run", help="back a province's mail host up now")
+    q.add_argument("provinces", nargs="+")
+    q = bsub.add_parser("status", help="age and size of the last good backup (all provinces by default)")
+    q.add_argument("provinces", nargs="*")
+    q = bsub.add_parser("list", help="the archives of a province's mail host")
+    q.add_argument("provinces", nargs="+")
+    q = bsub.add_parser("restore-mailbox", help="one mailbox (or folder) as it was, merged into the live one")
+    q.add_argument("address")
+    q.add_argument("--at", help="ISO time, e.g. 2026-11-20T12:00 (default: the last archive)")
+    q.add_argument("--folder", help="only this folder, e.g. INBOX or Sent")
+    q = bsub.add_parser("restore-host", help="after a rebuild: store, TLS, logs and all mail from the archive")
+    q.add_argument("provinces", nargs=1)
+    q.add_argument("--at", help="ISO time (default: the last archive)")
+    p.set_defaults(fn=cmd_backup)
 
     p = sub.add_parser("schema", help="print the data-file reference")
     p.set_defaults(fn=cmd_schema)

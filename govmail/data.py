@@ -206,6 +206,10 @@ class ProvinceConfig:
         return next(h.name for h in self.model.hosts if "mail" in h.roles)
 
     @property
+    def backup_host(self) -> Optional[str]:
+        return next((h.name for h in self.model.hosts if "backup" in h.roles), None)
+
+    @property
     def message_size_limit(self) -> int:
         """SMTP message size limit in bytes.
 
@@ -530,6 +534,14 @@ def _build_directory(cfg: ProvinceConfig, add, warn) -> None:
     mail_hosts = [h for h in m.hosts if "mail" in h.roles]
     if len(mail_hosts) != 1:
         add(("hosts",), f"{len(mail_hosts)} hosts have role 'mail'; exactly one is supported")
+    backup_hosts = [h for h in m.hosts if "backup" in h.roles]
+    if len(backup_hosts) > 1:
+        add(("hosts",), f"{len(backup_hosts)} hosts have role 'backup'; at most one is supported")
+    for i, h in enumerate(m.hosts):
+        if "mail" in h.roles and "backup" in h.roles:
+            add(("hosts", i, "roles"), "a host cannot back itself up: give `backup` to another host")
+    if len({h.name for h in m.hosts}) != len(m.hosts):
+        add(("hosts",), "host names must be unique")
     if bool(m.tls.certificate) != bool(m.tls.key):
         add(("tls",), "give both `certificate` and `key`, or neither (self-signed)")
     for k in ("certificate", "key"):

@@ -33,7 +33,7 @@ def province_hosts(province: str) -> list:
     data = {"province": province}
     if target == "hosts":
         user = os.environ.get("GOVMAIL_SSH_USER", "root")
-        return [(h.name, dict(data, ssh_user=user)) for h in cfg.model.hosts]
+        return [(h.name, dict(data, roles=list(h.roles), ssh_user=user)) for h in cfg.model.hosts]
     if target != "lab":
         _fail(f"GOVMAIL_TARGET={target!r}: allowed values are 'lab' and 'hosts'")
     from .lab import LAB_DIR
@@ -56,6 +56,7 @@ def province_hosts(province: str) -> list:
                 h.name,
                 dict(
                     data,
+                    roles=list(h.roles),
                     ssh_hostname=lab["ip"],
                     ssh_user="root",
                     ssh_key=inv["ssh_key"],

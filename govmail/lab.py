@@ -222,6 +222,28 @@ table inet {NFT_TABLE} {{
     run("nft", "-f", "-", input=rules)
 
 
+def rebuild(hostname: str) -> None:
+    """Destroy one lab host and boot a bare Debian 13 container in its place (same name, address
+    and network): a disaster-recovery drill. Its province's other hosts keep running."""
+    state = load_state()
+    h = state["hosts"].get(hostname)
+    if h is None:
+        raise LabError(f"no lab host {hostname!r}; running: {', '.join(state['hosts']) or 'none'}")
+    image = build_image()
+    log(f"{hostname}: destroying (everything on it is lost)")
+    _stop(h)
+    kill_leftovers(h["netns"])
+    root = LAB_DIR / "machines" / hostname
+    if root.exists():
+        shutil.rmtree(root)
+    ensure_netns(h["netns"], h["veth"], h["ip"])
+    prepare_root(root, image, hostname, h["ip"])
+    h["pid"] = boot(hostname, root, h["netns"])
+    save_state(state)
+    wait_ssh(h["ip"])
+    log(f"{hostname}: a bare Debian 13 host again at {h['ip']} (pid {h['pid']})")
+
+
 def ensure_netns(name: str, veth_host: str, ip: str) -> None:
     if not netns_exists(name):
         run("ip", "netns", "add", name)
@@ -247,7 +269,8 @@ def dns_records(state: dict) -> list[str]:
     lines = []
     for name, h in sorted(state["hosts"].items()):
         lines.append(f"host-record={name},{h['ip']}")
-        lines.append(f"mx-host={h['domain']},{name},10")
+        if "mail" in h.get("roles", ["mail"]):
+            lines.append(f"mx-host={h['domain']},{name},10")
         lines.append(f"ptr-record={ipaddress.ip_address(h['ip']).reverse_pointer},{name}")
     return lines
 
@@ -377,18 +400,24 @@ def ssh_options() -> list[str]:
     ]
 
 
-def host_entry(state: dict, province: str) -> tuple[str, dict]:
+def host_entries(state: dict, province: str) -> list[tuple[str, dict]]:
+    """The lab entries of a province's hosts (mail host first), created on first use: one container,
+    network namespace and address each."""
     cfg = load_province(province)
-    name = cfg.mail_host
-    h = state["hosts"].get(name)
-    if h is None:
-        used = {x["ip"] for x in state["hosts"].values()}
-        ip = next(str(a) for a in list(SUBNET.hosts())[9:] if str(a) not in used)
-        octet = ip.rsplit(".", 1)[1]
-        h = {"ip": ip, "province": province, "domain": cfg.domain, "netns": f"gml-{province}"[:15],
-             "veth": f"gmv{octet}", "pid": None}
-        state["hosts"][name] = h
-    return name, h
+    out = []
+    for host in sorted(cfg.model.hosts, key=lambda x: "mail" not in x.roles):
+        name = host.name
+        h = state["hosts"].get(name)
+        if h is None:
+            used = {x["ip"] for x in state["hosts"].values()}
+            ip = next(str(a) for a in list(SUBNET.hosts())[9:] if str(a) not in used)
+            octet = ip.rsplit(".", 1)[1]
+            prefix = "gml" if "mail" in host.roles else "gmb"
+            h = {"ip": ip, "province": province, "domain": cfg.domain, "netns": f"{prefix}-{province}"[:15],
+                 "veth": f"gmv{octet}", "pid": None, "roles": list(host.roles)}
+            state["hosts"][name] = h
+        out.append((name, h))
+    return out
 
 
 def up(provinces: list[str], fresh: bool = False) -> dict:
@@ -401,7 +430,7 @@ def up(provinces: list[str], fresh: bool = False) -> dict:
     mirrors = mirror_addresses()
     ensure_bridge()
     ensure_firewall(mirrors)
-    names = [host_entry(state, p) for p in provinces]
+    names = [e for p in provinces for e in host_entries(state, p)]
     save_state(state)
     ensure_dns(state, mirrors)
     save_state(state)

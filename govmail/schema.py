@@ -121,7 +121,34 @@ class CancellationPolicy(Cited):
 
 
 class LogPolicy(Cited):
+    """Mail logs (delivery, rejection, authentication, errors) in /var/log/mail.log, rotated monthly,
+    compressed, kept `retention_months` (DN Art. 11.2.e: 12), and part of every backup."""
+
     retention_months: int = Field(12, description="Months the mail logs are kept (DN Art. 11.2.e: 12).", ge=1, le=120)
+
+
+class BackupPolicy(Cited):
+    """Backups of mailbox content and of everything a rebuild needs (BN Art. 13, DN Art. 11.2.b, LC Art.
+    13.5, TN Art. 16.2): to the province's `backup` host, with borgbackup over SSH, encrypted,
+    deduplicated and append-only (the mail host cannot delete its own history)."""
+
+    schedule: str = Field(
+        "*-*-* 02:30:00", description="When the backup runs: a systemd OnCalendar expression (daily at 02:30)."
+    )
+    keep_daily: int = Field(7, description="Daily archives kept by the backup host's pruning.", ge=1, le=366)
+    keep_weekly: int = Field(4, description="Weekly archives kept.", ge=0, le=520)
+    keep_monthly: int = Field(12, description="Monthly archives kept.", ge=0, le=240)
+    max_age_hours: int = Field(
+        26, description="A last good backup older than this is late: the administrators are mailed (hourly check).",
+        ge=1, le=24 * 14,
+    )
+
+    @field_validator("schedule")
+    @classmethod
+    def _calendar(cls, v):
+        if not re.fullmatch(r"[0-9A-Za-z*:/,.~ -]+", v):
+            raise ValueError("must be a systemd OnCalendar expression such as '*-*-* 02:30:00' or 'daily'")
+        return v
 
 
 class ContentPolicy(Cited):
@@ -178,6 +205,7 @@ class Policy(Strict):
     inactivity: InactivityPolicy
     cancellation: CancellationPolicy = Field(description="How long a cancelled mailbox's mail is kept.")
     logs: LogPolicy
+    backup: BackupPolicy = Field(description="Schedule and retention of the backups.")
     content: ContentPolicy
 
 
@@ -204,7 +232,10 @@ class PasswordChange(Strict):
 
 class Host(Strict):
     name: str = Field(description="Fully qualified host name, e.g. mail.daknong.gov.vn.")
-    roles: list[Literal["mail"]] = Field(["mail"], description="What the host serves.")
+    roles: list[Literal["mail", "backup"]] = Field(
+        ["mail"], description="What the host does: `mail` (exactly one host), `backup` (at most one: receives "
+        "the mail host's backups)."
+    )
 
     @field_validator("name")
     @classmethod

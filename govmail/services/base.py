@@ -32,6 +32,10 @@ def install(cfg) -> None:
     apt.packages(name="Install the mail packages", packages=PACKAGES, no_recommends=True)
 
 
+def install_backup_host(cfg) -> None:
+    apt.update(name="Refresh the package index (at most hourly)", cache_time=3600)
+
+
 def configure(cfg) -> None:
     server.group(name="Group vmail", group="vmail", gid=VMAIL_UID, system=True)
     server.user(

@@ -49,7 +49,14 @@ def clauses(cfg):
         ("no_cleartext_auth", f"{p.secrecy.article} no authentication without TLS; TLS 1.2 or newer"),
         ("account_store_private", f"{p.secrecy.article} password hashes readable by root, Dovecot auth and Postfix only"),
         ("mail_log", f"{p.logs.article} mail log written to /var/log/mail.log"),
+        ("mail_log_retention", f"{p.logs.article} mail logs rotated monthly, compressed, kept "
+                               f"{p.logs.retention_months} months"),
     ]
+    if cfg.backup_host:
+        b = p.backup
+        out.append(("backups", f"{b.article} mailboxes and account store backed up ({b.schedule}) to "
+                    f"{cfg.backup_host}, encrypted, append-only; kept {b.keep_daily} daily, {b.keep_weekly} weekly, "
+                    f"{b.keep_monthly} monthly"))
     pw = p.password
     if pw.user_max_age_days or pw.admin_max_age_days:
         out.append(("password_rotation", f"{pw.article} passwords expire after {pw.user_max_age_days} days "
@@ -96,6 +103,7 @@ def test_clause(province, check_name, clause, lab_hosts, record_property):
         ssh_extra_args="-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
     )
     name, _, arg = check_name.partition(":")
+    ti.lab_host = h
     CHECKS[name](ti, h.cfg, arg)
 
 
@@ -199,6 +207,34 @@ def mail_log(ti, cfg, _):
     assert ti.service("rsyslog").is_running
     log = ti.file("/var/log/mail.log")
     assert log.exists and log.contains("postfix/")
+
+
+@check
+def mail_log_retention(ti, cfg, _):
+    conf = ti.file("/etc/logrotate.d/govmail-mail")
+    assert conf.exists and conf.contains(r"^\s*monthly$") and conf.contains(r"^\s*compress$")
+    rotate = int(next(l.split()[1] for l in conf.content_string.splitlines() if l.strip().startswith("rotate ")))
+    # `rotate N` keeps N old monthly files beside the current one: N months at least.
+    assert rotate >= cfg.policy.logs.retention_months
+    assert not ti.file("/etc/logrotate.d/rsyslog").contains(r"^/var/log/mail\.log$"), "Debian's weekly x4 still applies"
+    assert ti.run("logrotate -d /etc/logrotate.d/govmail-mail").rc == 0
+
+
+@check
+def backups(ti, cfg, _):
+    for t in ("govmail-backup.timer", "govmail-backup-check.timer"):
+        assert ti.service(t).is_enabled and ti.service(t).is_running, t
+    assert ti.file("/etc/govmail/backup/passphrase").mode == 0o600
+    bh = ti.lab_host.backup_run
+    keys = bh("cat /srv/govmail-backup/.ssh/authorized_keys").stdout
+    assert keys.startswith('command="borg serve --append-only --restrict-to-repository ') and ",restrict " in keys
+    assert "repokey" in bh(f"grep -c . /srv/govmail-backup/{cfg.mail_host}/config && "
+                           f"runuser -u govmail-backup -- env BORG_PASSCOMMAND='cat /etc/govmail/backup/{cfg.mail_host}.passphrase' "
+                           f"BORG_BASE_DIR=/srv/govmail-backup/.borg borg info --json /srv/govmail-backup/{cfg.mail_host}").stdout
+    unit = bh("systemctl cat govmail-prune.service").stdout
+    b = cfg.policy.backup
+    assert f"--keep-daily {b.keep_daily} --keep-weekly {b.keep_weekly} --keep-monthly {b.keep_monthly}" in unit
+    assert bh("systemctl is-enabled govmail-prune.timer").stdout.strip() == "enabled"
 
 
 @check

@@ -204,3 +204,39 @@ def test_provided_tls_certificate_is_accepted_when_both_files_exist(tmp_path):
 
     cfg = load_province(copy_province(tmp_path, "daknong", edit=edit))
     assert tls_path(cfg, "certificate") == tmp_path / "certs" / "mail.pem"
+
+
+def test_a_host_cannot_back_itself_up_and_there_is_at_most_one_backup_host(tmp_path):
+    def edit(d):
+        d["hosts"][0]["roles"] = ["mail", "backup"]
+        d["hosts"].append({"name": "backup2.daknong.gov.vn", "roles": ["backup"]})
+
+    found = {(p.path, p.message) for p in problems(copy_province(tmp_path, "daknong", edit))}
+    assert ("hosts", "3 hosts have role 'backup'; at most one is supported") in found
+    assert ("hosts[0].roles", "a host cannot back itself up: give `backup` to another host") in found
+
+
+def test_a_backup_schedule_must_be_a_systemd_calendar_expression(tmp_path):
+    def edit(d):
+        d["policy"]["backup"]["schedule"] = "02:30; rm -rf /"
+
+    [p] = problems(copy_province(tmp_path, "daknong", edit))
+    assert p.path == "policy.backup.schedule" and "OnCalendar" in p.message
+
+
+def test_the_superior_told_of_deletions_must_be_in_the_directory(tmp_path):
+    def edit(d):
+        d["policy"]["inactivity"]["superior"] = "nobody@laichau.gov.vn"
+
+    [p] = problems(copy_province(tmp_path, "laichau", edit))
+    assert p.path == "policy.inactivity.superior" and "not a mailbox or list" in p.message
+
+
+def test_managers_and_superiors_follow_the_directory():
+    cfg = load_province("laichau")
+    person = cfg.account("haunv.stnmt@laichau.gov.vn")
+    assert (person.manager, person.superior) == ("stnmt@laichau.gov.vn", "ubnd@laichau.gov.vn")
+    dept = cfg.account("ttqt.stnmt@laichau.gov.vn")
+    assert (dept.manager, dept.superior) == ("stnmt@laichau.gov.vn", "ubnd@laichau.gov.vn")
+    agency = cfg.account("stnmt@laichau.gov.vn")
+    assert (agency.manager, agency.superior) == ("ubnd@laichau.gov.vn", None)

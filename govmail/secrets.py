@@ -1,0 +1,53 @@
+"""Secrets a province's hosts need and no repository may hold: the backup passphrase and the SSH key
+the mail host uses to reach its backup host.
+
+They live on the controller, outside the repository, one directory per province:
+
+    $GOVMAIL_SECRETS/<province>/backup-passphrase     (0600)
+    $GOVMAIL_SECRETS/<province>/backup-ssh-key[.pub]  (0600 / 0644)
+
+GOVMAIL_SECRETS defaults to /var/lib/govmail-lab/secrets for the lab target and to
+~/.config/govmail/secrets for real hosts. A deploy creates them the first time and uploads them
+from then on, so a rebuilt host gets the same ones. The operator keeps a copy of this directory in
+the organisation's password vault: without the passphrase no backup can be read, and a
+disaster-recovery rebuild starts by putting the directory back on the controller.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets as _random
+import subprocess
+from pathlib import Path
+
+
+def secrets_dir(province: str) -> Path:
+    base = os.environ.get("GOVMAIL_SECRETS")
+    if not base:
+        if os.environ.get("GOVMAIL_TARGET", "lab") == "lab":
+            from .lab import LAB_DIR
+
+            base = str(LAB_DIR / "secrets")
+        else:
+            base = str(Path.home() / ".config" / "govmail" / "secrets")
+    return Path(base) / province
+
+
+def backup_secrets(province: str, comment: str) -> dict[str, bytes]:
+    """The province's backup passphrase and SSH key pair, made on first use."""
+    d = secrets_dir(province)
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(d, 0o700)
+    pp = d / "backup-passphrase"
+    if not pp.exists():
+        fd = os.open(pp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(_random.token_urlsafe(32) + "\n")
+    key = d / "backup-ssh-key"
+    if not key.exists():
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(key)], check=True)
+    return {
+        "passphrase": pp.read_bytes(),
+        "ssh_key": key.read_bytes(),
+        "ssh_public": (d / "backup-ssh-key.pub").read_bytes(),
+    }
