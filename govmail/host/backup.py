@@ -55,6 +55,7 @@ HOMES = "/var/vmail"
 STAMP = ".govmail-last-login"
 LOCK = "/run/govmail-backup.lock"
 VMAIL = "vmail"
+HOST_KEYS = ("tls", "dkim")  # directories of /etc/govmail made on the host, put back by restore-host
 
 
 def conf() -> dict:
@@ -383,19 +384,23 @@ def restore_host(at: str | None) -> int:
         os.utime(p, (ts, ts))
         shutil.chown(p, VMAIL, VMAIL)
     done["last_logins"] = len(stamps)
-    # 2. TLS key and certificate: the same ones as before the disaster.
-    tls_src = os.path.join(work, "etc/govmail/tls")
-    if os.path.isdir(tls_src):
-        changed = False
-        for fn in os.listdir(tls_src):
-            a, b = os.path.join(tls_src, fn), os.path.join("/etc/govmail/tls", fn)
-            if not os.path.exists(b) or open(a, "rb").read() != open(b, "rb").read():
+    # 2. Keys made on the host (TLS now; DKIM keys go to /etc/govmail/dkim): the same as before
+    #    the disaster, so certificates and published DNS keys stay valid.
+    changed = False
+    for sub in HOST_KEYS:
+        src_dir = os.path.join(work, "etc/govmail", sub)
+        if not os.path.isdir(src_dir):
+            continue
+        os.makedirs(os.path.join("/etc/govmail", sub), exist_ok=True)
+        for fn in os.listdir(src_dir):
+            a, b = os.path.join(src_dir, fn), os.path.join("/etc/govmail", sub, fn)
+            if os.path.isfile(a) and (not os.path.exists(b) or open(a, "rb").read() != open(b, "rb").read()):
                 shutil.copy2(a, b)
                 changed = True
-        if changed:
-            for svc in ("postfix", "dovecot", "govmail-passwd"):
-                subprocess.run(["systemctl", "try-restart", svc], capture_output=True)
-        done["tls"] = "restored" if changed else "unchanged"
+    if changed:
+        for svc in ("postfix", "dovecot", "govmail-passwd"):
+            subprocess.run(["systemctl", "try-restart", svc], capture_output=True)
+    done["keys"] = "restored" if changed else "unchanged"
     # 3. Mail logs of before the disaster, beside the current ones.
     logs = 0
     for p in sorted(glob.glob(os.path.join(work, "var/log/mail.log*"))):
