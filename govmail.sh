@@ -5,7 +5,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 venv="${GOVMAIL_VENV:-$here/.venv}"
-host_pkgs=(debootstrap systemd-container nftables iproute2 dnsmasq-base openssh-client openssl swaks python3-venv)
+host_pkgs=(debootstrap systemd-container nftables iproute2 dnsmasq-base openssh-client openssl swaks testssl.sh python3-venv)
 
 missing=()
 for p in "${host_pkgs[@]}"; do

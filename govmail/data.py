@@ -186,6 +186,8 @@ class ProvinceConfig:
     file: Path
     accounts: list[Account] = field(default_factory=list)
     aliases: dict[str, list[str]] = field(default_factory=dict)
+    # Lists -> the mailboxes that may send as them (authenticated submission).
+    list_senders: dict[str, list[str]] = field(default_factory=dict)
     warnings: list[Problem] = field(default_factory=list)
 
     # Shortcuts used by templates and tests.
@@ -511,6 +513,12 @@ def _build_directory(cfg: ProvinceConfig, add, warn) -> None:
         if not members and ml.address in list_addrs:
             add(p, "the list has no members (give `members`, `include_all_people` or `include_agency_people`)")
         cfg.aliases[ml.address] = list(dict.fromkeys(members))
+        for j, who in enumerate(ml.senders):
+            if who not in mailbox_addrs:
+                add(p + ("senders", j), f"{who!r} is not a mailbox of the directory; only a mailbox's user can "
+                    "be allowed to send as a list")
+        if ml.senders:
+            cfg.list_senders[ml.address] = list(dict.fromkeys(ml.senders))
 
     # Who is told of a suspension or deletion (LC Art. 8.1): the unit that manages the mailbox, and
     # that unit's superior; above agencies and districts, `policy.inactivity.superior`.

@@ -311,6 +311,10 @@ class MailingList(Strict):
     members: list[str] = Field([], description="Addresses of members (mailboxes or other lists of the directory).")
     include_all_people: bool = Field(False, description="Every active person of the province (DN `internal@`).")
     include_agency_people: Optional[str] = Field(None, description="Every active person of this agency (DN `internal.<agency>@`).")
+    senders: list[str] = Field(
+        [], description="Mailboxes whose users may send *as* the list (authenticated submission); nobody else "
+        "may use the list's address as sender.",
+    )
 
 
 class Mailbox(Strict):

@@ -103,6 +103,10 @@ CREATE TABLE IF NOT EXISTS aliases (
     address TEXT PRIMARY KEY,
     members TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS senders (
+    address TEXT PRIMARY KEY,   -- a list's address
+    logins  TEXT NOT NULL       -- comma-separated mailboxes that may send as it
+);
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -318,6 +322,10 @@ def sync(new_passwords_file=None, db_path=None):
         db.execute("DELETE FROM aliases")
         db.executemany(
             "INSERT INTO aliases VALUES (?, ?)", [(a, ",".join(m)) for a, m in directory["lists"].items()]
+        )
+        db.execute("DELETE FROM senders")
+        db.executemany(
+            "INSERT INTO senders VALUES (?, ?)", [(a, ",".join(m)) for a, m in directory.get("senders", {}).items()]
         )
         db.execute("COMMIT")
     except BaseException:

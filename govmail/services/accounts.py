@@ -61,6 +61,9 @@ def directory_document(cfg) -> dict:
             "password_url": password_url(cfg),
         },
         "lists": {f"postmaster@{cfg.domain}": [cfg.postmaster], f"abuse@{cfg.domain}": [cfg.postmaster], **cfg.aliases},
+        # Who may send as a list (Postfix smtpd_sender_login_maps); a mailbox sends as itself only.
+        "senders": {f"postmaster@{cfg.domain}": [cfg.postmaster], f"abuse@{cfg.domain}": [cfg.postmaster],
+                    **cfg.list_senders},
     }
 
 

@@ -20,6 +20,8 @@ def configure(cfg) -> tuple[list, list]:
                     content=render("postfix/sqlite-mailboxes.cf.j2", cfg), group="postfix", mode=0o640),
         config_file(name="Postfix lists and role addresses (account store)", dest=f"{maps}/aliases.cf",
                     content=render("postfix/sqlite-aliases.cf.j2", cfg), group="postfix", mode=0o640),
+        config_file(name="Postfix sender ownership (account store)", dest=f"{maps}/senders.cf",
+                    content=render("postfix/sqlite-senders.cf.j2", cfg), group="postfix", mode=0o640),
         config_file(name="/etc/aliases (root -> postmaster)", dest="/etc/aliases", content=render("postfix/aliases.local.j2", cfg)),
     ]
     # Some main.cf/master.cf parameters (inet_protocols, inet_interfaces) only take effect on a

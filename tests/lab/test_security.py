@@ -1,0 +1,113 @@
+"""Access hardening with real clients: who may send as whom, no open relay, TLS as testssl.sh sees it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import smtplib
+import ssl
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from .conftest import PROVINCES
+
+INSECURE = ssl._create_unverified_context()
+
+
+def submission(h, user, pw):
+    s = smtplib.SMTP(h.name, 587, timeout=30)
+    s.starttls(context=INSECURE)
+    s.login(user, pw)
+    return s
+
+
+def sender_reply(s, sender, rcpt) -> tuple[int, str]:
+    """The reply to RCPT after MAIL FROM:<sender> (Postfix judges the sender at RCPT)."""
+    s.rset()
+    code, msg = s.mail(sender)
+    if code != 250:
+        return code, msg.decode()
+    code, msg = s.rcpt(rcpt)
+    return code, msg.decode()
+
+
+def test_an_authenticated_user_sends_only_as_their_own_address_or_a_list_that_allows_them(host):
+    h = host
+    people = [a.address for a in h.cfg.accounts if a.kind == "person" and a.status == "active"]
+    me, other = people[12], people[13]
+    pw = h.set_password(me)
+    with submission(h, me, pw) as s:
+        assert sender_reply(s, me, other)[0] == 250
+        code, msg = sender_reply(s, other, other)
+        assert code == 553 and "not owned by user" in msg, msg
+        assert sender_reply(s, "someone@outside.example", other)[0] == 553
+        assert sender_reply(s, f"postmaster@{h.cfg.domain}", other)[0] == 553
+    admin = h.cfg.postmaster
+    with submission(h, admin, h.set_password(admin)) as s:
+        assert sender_reply(s, f"postmaster@{h.cfg.domain}", other)[0] == 250  # allowed for the postmaster
+
+
+RELAY_TRICKS = [
+    "user@outside.example",
+    "user%outside.example@{domain}",
+    "outside.example!user@{domain}",
+    '"user@outside.example"@{domain}',
+    "<@{domain}:user@outside.example>",
+    "user@[192.0.2.1]",
+    "user@outside.example.",
+    "user@outside.example@{domain}",
+]
+
+
+@pytest.mark.parametrize("sender", ["", "postmaster@{domain}", "someone@outside.example"])
+def test_no_open_relay_whatever_the_address_trick(host, sender):
+    h = host
+    refused = {}
+    with smtplib.SMTP(h.name, 25, timeout=30) as s:
+        s.ehlo("relay-test.lab.test")
+        for trick in RELAY_TRICKS:
+            rcpt = trick.format(domain=h.cfg.domain)
+            s.rset()
+            code, _ = s.mail(sender.format(domain=h.cfg.domain) if sender else "<>")
+            if code != 250:
+                refused[rcpt] = code
+                continue
+            cmd = rcpt if rcpt.startswith("<") else f"<{rcpt}>"
+            code, msg = s.docmd("RCPT", f"TO:{cmd}")
+            refused[rcpt] = code
+    assert all(code >= 500 for code in refused.values()), refused
+    assert h.run("postqueue -j", check=False).stdout.count("outside.example") == 0
+
+
+@pytest.mark.skipif(not shutil.which("testssl"), reason="testssl.sh is not installed (./govmail.sh installs it)")
+def test_testssl_finds_no_weak_protocol_or_cipher_on_any_tls_port(lab_hosts, tmp_path):
+    h = lab_hosts[PROVINCES[0]]
+    ports = {465: [], 587: ["--starttls", "smtp"], 993: [], 995: [], h.cfg.model.password_change.port: []}
+
+    def run(port):
+        out = tmp_path / f"{port}.json"
+        subprocess.run(["testssl", "--quiet", "--color", "0", "--warnings", "off", "-p", "-s", "-f", "-U",
+                        "--jsonfile", str(out), *ports[port], f"{h.ip}:{port}"], capture_output=True, text=True,
+                       timeout=900)
+        return port, json.loads(out.read_text())
+
+    with ThreadPoolExecutor(len(ports)) as ex:
+        results = dict(ex.map(run, ports))
+    bad = {}
+    for port, findings in results.items():
+        by_id = {f["id"]: f for f in findings}
+        for proto in ("SSLv2", "SSLv3", "TLS1", "TLS1_1"):
+            assert proto in by_id, f"port {port}: testssl did not test {proto}"
+            if "not offered" not in by_id[proto]["finding"]:
+                bad.setdefault(port, []).append(f"{proto}: {by_id[proto]['finding']}")
+        assert "offered" in by_id["TLS1_2"]["finding"] or "offered" in by_id.get("TLS1_3", {}).get("finding", "")
+        for f in findings:
+            if f["severity"] in ("HIGH", "CRITICAL") or (
+                    f["id"].startswith("cipherlist_") and f["id"] in ("cipherlist_NULL", "cipherlist_aNULL",
+                                                                      "cipherlist_EXPORT", "cipherlist_LOW",
+                                                                      "cipherlist_3DES_IDEA")
+                    and "not offered" not in f["finding"]):
+                bad.setdefault(port, []).append(f"{f['id']}: {f['finding']}")
+    assert not bad, bad
