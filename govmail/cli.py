@@ -27,6 +27,7 @@
                                            one mailbox (or folder) as it was, merged into the live one
     govmail backup restore-host PROVINCE [--at TIME]
                                            after a rebuild: store, passwords, TLS, logs, all mail
+    govmail dns PROVINCE                   the DNS records to publish (zone-file format)
     govmail schema                         print the data-file reference (docs/data-file.md)
     govmail test [PYTEST ARGS]             unit tests, then the lab tests (boots the lab)
 """
@@ -506,6 +507,22 @@ def cmd_backup(args) -> int:
     return rc
 
 
+def cmd_dns(args) -> int:
+    from .dns import zone_text
+
+    cfg = _province(args.province)
+    if cfg is None:
+        return 2
+    host = next(h for h in cfg.model.hosts if h.name == cfg.mail_host)
+    address = host.address
+    if address is None and os.environ.get("GOVMAIL_TARGET", "lab") == "lab":
+        from . import lab
+
+        address = (lab.load_state()["hosts"].get(cfg.mail_host) or {}).get("ip")
+    print(zone_text(cfg, address), end="")
+    return 0
+
+
 def cmd_schema(args) -> int:
     from .docs import data_file_reference
 
@@ -609,6 +626,10 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("provinces", nargs=1)
     q.add_argument("--at", help="ISO time (default: the last archive)")
     p.set_defaults(fn=cmd_backup)
+
+    p = sub.add_parser("dns", help="the DNS records a province publishes (zone-file format)")
+    p.add_argument("province")
+    p.set_defaults(fn=cmd_dns)
 
     p = sub.add_parser("schema", help="print the data-file reference")
     p.set_defaults(fn=cmd_schema)

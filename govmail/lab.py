@@ -266,7 +266,11 @@ def ensure_netns(name: str, veth_host: str, ip: str) -> None:
 
 
 def dns_records(state: dict) -> list[str]:
+    from .dns import dnsmasq_lines
+
     lines = []
+    for province in sorted({h["province"] for h in state["hosts"].values()}):
+        lines += dnsmasq_lines(load_province(province))  # SPF, DMARC, TLS-RPT, SRV: as published
     for name, h in sorted(state["hosts"].items()):
         lines.append(f"host-record={name},{h['ip']}")
         if "mail" in h.get("roles", ["mail"]):

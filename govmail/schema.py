@@ -232,10 +232,26 @@ class PasswordChange(Strict):
 
 class Host(Strict):
     name: str = Field(description="Fully qualified host name, e.g. mail.daknong.gov.vn.")
+    address: Optional[str] = Field(
+        None, description="Public IPv4 address, for the A record `govmail dns` prints (the lab uses its own)."
+    )
     roles: list[Literal["mail", "backup"]] = Field(
         ["mail"], description="What the host does: `mail` (exactly one host), `backup` (at most one: receives "
         "the mail host's backups)."
     )
+
+    @field_validator("address")
+    @classmethod
+    def _ipv4(cls, v):
+        if v is None:
+            return v
+        import ipaddress
+
+        try:
+            ipaddress.IPv4Address(v)
+        except ValueError:
+            raise ValueError("must be an IPv4 address such as 203.0.113.25") from None
+        return v
 
     @field_validator("name")
     @classmethod

@@ -1,0 +1,85 @@
+"""The DNS records a province publishes for its mail, from its data file.
+
+`govmail dns PROVINCE` prints them in zone-file format for the province's DNS operator; the lab
+resolver (govmail/lab.py) serves the same records for the lab zones, so lab hosts see what real
+senders would see.
+
+- MX and A: the mail host (the A address from `hosts[].address`, or the lab's address);
+- SPF `v=spf1 mx -all`: only the mail host sends for the domain;
+- DMARC `p=reject`, strict alignment, aggregate reports to postmaster@: a state domain is a prime
+  target for forgery, and all of its mail leaves through the one mail host;
+- TLS-RPT: reports of TLS failures to postmaster@;
+- SRV (RFC 6186, RFC 8314): submission 465 (implicit TLS) and 587, IMAP 993, POP3 995, so mail
+  clients configure themselves;
+- DKIM and MTA-STS are added when the host signs mail and serves a policy (their issues).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class Record:
+    name: str  # relative to the domain; "@" for the domain itself
+    type: str
+    value: str
+    comment: str = ""
+
+
+def records(cfg, address: Optional[str] = None) -> list[Record]:
+    d, mx = cfg.domain, cfg.mail_host
+    host_label = mx[: -len(d) - 1] if mx.endswith("." + d) else None
+    pm = f"postmaster@{d}"
+    out = [Record("@", "MX", f"10 {mx}.", "the one mail host receives for the domain")]
+    if host_label:
+        out.append(Record(host_label, "A", address or "<IPv4 address of the mail host>", "also its PTR record"))
+    out += [
+        Record("@", "TXT", "v=spf1 mx -all", "SPF: only the mail host sends"),
+        Record("_dmarc", "TXT", f"v=DMARC1; p=reject; adkim=s; aspf=s; rua=mailto:{pm}",
+               "DMARC: refuse forged mail, reports to postmaster@"),
+        Record("_smtp._tls", "TXT", f"v=TLSRPTv1; rua=mailto:{pm}", "TLS-RPT: TLS failure reports"),
+        Record("_submissions._tcp", "SRV", f"0 1 465 {mx}.", "RFC 8314: submission over TLS"),
+        Record("_submission._tcp", "SRV", f"10 1 587 {mx}.", "submission with STARTTLS"),
+        Record("_imaps._tcp", "SRV", f"0 1 993 {mx}.", "IMAP over TLS"),
+        Record("_pop3s._tcp", "SRV", f"10 1 995 {mx}.", "POP3 over TLS"),
+        Record("_imap._tcp", "SRV", "0 0 0 .", "RFC 6186: no cleartext IMAP offered to clients"),
+        Record("_pop3._tcp", "SRV", "0 0 0 .", "no cleartext POP3 offered to clients"),
+    ]
+    return out
+
+
+def _quote_txt(value: str) -> str:
+    # Strings of at most 255 bytes each (long DKIM keys are split).
+    raw = value.encode()
+    parts = [raw[i:i + 255].decode() for i in range(0, len(raw), 255)] or [""]
+    return " ".join(f'"{p}"' for p in parts)
+
+
+def zone_text(cfg, address: Optional[str] = None) -> str:
+    lines = [
+        f"; DNS records for {cfg.domain} ({cfg.model.name}), from group_data/{cfg.key}.yml",
+        f"; Mail host: {cfg.mail_host}. Made by `govmail dns {cfg.key}`; publish them in the {cfg.domain} zone.",
+        f"$ORIGIN {cfg.domain}.",
+    ]
+    for r in records(cfg, address):
+        value = _quote_txt(r.value) if r.type == "TXT" else r.value
+        lines.append(f"{r.name:<20} 3600 IN {r.type:<5} {value}" + (f"  ; {r.comment}" if r.comment else ""))
+    return "\n".join(lines) + "\n"
+
+
+def dnsmasq_lines(cfg) -> list[str]:
+    """The TXT and SRV records for the lab resolver (A, MX and PTR come from the lab's own state)."""
+    out = []
+    for r in records(cfg):
+        fqdn = cfg.domain if r.name == "@" else f"{r.name}.{cfg.domain}"
+        if r.type == "TXT":
+            out.append(f'txt-record={fqdn},"{r.value}"')
+        elif r.type == "SRV":
+            prio, weight, port, target = r.value.split()
+            if target == ".":
+                out.append(f"srv-host={fqdn}")  # "no such service"
+            else:
+                out.append(f"srv-host={fqdn},{target.rstrip('.')},{port},{prio},{weight}")
+    return out

@@ -1,0 +1,29 @@
+"""The DNS records a province publishes, and the lab resolver's copy of them."""
+
+from govmail.data import load_province
+from govmail.dns import _quote_txt, dnsmasq_lines, zone_text
+
+
+def test_the_zone_names_the_mail_host_and_refuses_forgery():
+    z = zone_text(load_province("daknong"), "203.0.113.25")
+    assert "$ORIGIN daknong.gov.vn." in z
+    assert "@                    3600 IN MX    10 mail.daknong.gov.vn." in z
+    assert "mail                 3600 IN A     203.0.113.25" in z
+    assert '"v=spf1 mx -all"' in z
+    assert '_dmarc               3600 IN TXT   "v=DMARC1; p=reject; adkim=s; aspf=s; rua=mailto:postmaster@daknong.gov.vn"' in z
+    assert "_submissions._tcp    3600 IN SRV   0 1 465 mail.daknong.gov.vn." in z
+
+
+def test_without_an_address_the_zone_says_what_to_fill_in():
+    assert "<IPv4 address of the mail host>" in zone_text(load_province("thainguyen"))
+
+
+def test_long_txt_values_are_split_into_255_byte_strings():
+    assert _quote_txt("a" * 300) == '"' + "a" * 255 + '" "' + "a" * 45 + '"'
+
+
+def test_the_lab_resolver_serves_the_same_txt_and_srv_records():
+    lines = dnsmasq_lines(load_province("laichau"))
+    assert 'txt-record=laichau.gov.vn,"v=spf1 mx -all"' in lines
+    assert "srv-host=_imaps._tcp.laichau.gov.vn,mail.laichau.gov.vn,993,0,1" in lines
+    assert "srv-host=_imap._tcp.laichau.gov.vn" in lines
