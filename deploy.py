@@ -12,7 +12,7 @@ only when their files changed.
 from pyinfra import host
 
 from govmail.data import load_province
-from govmail.services import accounts, backup, base, dovecot, passwd, postfix, tls
+from govmail.services import accounts, backup, base, dovecot, fail2ban, passwd, postfix, tls
 
 cfg = load_province(host.data.province)
 roles = host.data.get("roles", ["mail"])
@@ -21,6 +21,7 @@ if "mail" in roles:
     # install
     base.install(cfg)
     backup.install(cfg)
+    fail2ban.install(cfg)
 
     # configure
     base.configure(cfg)
@@ -30,11 +31,13 @@ if "mail" in roles:
     postfix_reload, postfix_restart = postfix.configure(cfg)
     passwd_ops = passwd.configure(cfg)
     backup.configure_mail(cfg)
+    fail2ban_ops = fail2ban.configure(cfg)
 
     # activate
     dovecot.activate(cfg, dovecot_ops + tls_ops)
     postfix.activate(cfg, postfix_reload, postfix_restart + tls_ops)
     passwd.activate(cfg, passwd_ops + tls_ops)
+    fail2ban.activate(cfg, fail2ban_ops)
 
 if "backup" in roles:
     base.install_backup_host(cfg)

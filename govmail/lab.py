@@ -376,6 +376,8 @@ def boot(hostname: str, root: Path, netns: str) -> int:
             "systemd-nspawn", "-D", str(root), "-b", "--register=no", "--keep-unit",
             f"--network-namespace-path=/run/netns/{netns}", f"--machine={hostname.replace('.', '-')}",
             f"--hostname={hostname}", "--console=passive", "--resolv-conf=off",
+            # Its own network namespace only: fail2ban may ban with nftables there, as on a VM.
+            "--capability=CAP_NET_ADMIN",
         ],
         stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env,
     )

@@ -127,6 +127,16 @@ class LogPolicy(Cited):
     retention_months: int = Field(12, description="Months the mail logs are kept (DN Art. 11.2.e: 12).", ge=1, le=120)
 
 
+class BruteForcePolicy(Cited):
+    """fail2ban bans a client that keeps failing to log in (SMTP AUTH, IMAP, POP3, the password page)
+    from the mail ports, with nftables. Protects the passwords the regulations make users keep secret."""
+
+    maxretry: int = Field(5, description="Failed logins allowed within `findtime_minutes` before a ban.", ge=2, le=100)
+    findtime_minutes: int = Field(10, description="Window in which failures are counted.", ge=1, le=1440)
+    bantime_minutes: int = Field(60, description="How long a ban lasts.", ge=1, le=60 * 24 * 30)
+    ignore: list[str] = Field([], description="Addresses or networks never banned (an agency's NAT gateway, say).")
+
+
 class BackupPolicy(Cited):
     """Backups of mailbox content and of everything a rebuild needs (BN Art. 13, DN Art. 11.2.b, LC Art.
     13.5, TN Art. 16.2): to the province's `backup` host, with borgbackup over SSH, encrypted,
@@ -206,6 +216,7 @@ class Policy(Strict):
     cancellation: CancellationPolicy = Field(description="How long a cancelled mailbox's mail is kept.")
     logs: LogPolicy
     backup: BackupPolicy = Field(description="Schedule and retention of the backups.")
+    bruteforce: BruteForcePolicy = Field(description="Bans of clients that keep failing to log in.")
     content: ContentPolicy
 
 

@@ -67,11 +67,11 @@ class LabHost:
             raise AssertionError(f"{self.name}: `{command}` failed ({r.returncode}): {r.stderr.strip()}")
         return r
 
-    def backup_run(self, command: str, check: bool = True) -> subprocess.CompletedProcess:
+    def backup_run(self, command: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
         """Run a command on the province's backup host."""
         h = lab.load_state()["hosts"][self.cfg.backup_host]
         r = subprocess.run(["ssh", *lab.ssh_options(), f"root@{h['ip']}", command], capture_output=True, text=True,
-                           timeout=600)
+                           timeout=600, input=input)
         if check and r.returncode != 0:
             raise AssertionError(f"{self.cfg.backup_host}: `{command}` failed ({r.returncode}): {r.stderr.strip()}")
         return r

@@ -52,6 +52,9 @@ def clauses(cfg):
         ("mail_log_retention", f"{p.logs.article} mail logs rotated monthly, compressed, kept "
                                f"{p.logs.retention_months} months"),
     ]
+    bf = p.bruteforce
+    out.append(("bruteforce", f"{bf.article}: {bf.maxretry} failed logins in {bf.findtime_minutes} min (SMTP AUTH, "
+                f"IMAP, POP3, password page) ban the client for {bf.bantime_minutes} min"))
     if cfg.backup_host:
         b = p.backup
         out.append(("backups", f"{b.article} mailboxes and account store backed up ({b.schedule}) to "
@@ -218,6 +221,16 @@ def mail_log_retention(ti, cfg, _):
     assert rotate >= cfg.policy.logs.retention_months
     assert not ti.file("/etc/logrotate.d/rsyslog").contains(r"^/var/log/mail\.log$"), "Debian's weekly x4 still applies"
     assert ti.run("logrotate -d /etc/logrotate.d/govmail-mail").rc == 0
+
+
+@check
+def bruteforce(ti, cfg, _):
+    assert ti.service("fail2ban").is_running and ti.service("fail2ban").is_enabled
+    jails = ti.check_output("fail2ban-client status")
+    for jail in ("postfix-sasl", "govmail-dovecot", "govmail-passwd"):
+        assert jail in jails, f"jail {jail} not running"
+        got = [ti.check_output(f"fail2ban-client get {jail} {k}").strip() for k in ("maxretry", "bantime")]
+        assert got == [str(cfg.policy.bruteforce.maxretry), str(cfg.policy.bruteforce.bantime_minutes * 60)], got
 
 
 @check

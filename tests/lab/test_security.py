@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import time
 import shutil
 import smtplib
 import ssl
@@ -111,3 +113,57 @@ def test_testssl_finds_no_weak_protocol_or_cipher_on_any_tls_port(lab_hosts, tmp
                     and "not offered" not in f["finding"]):
                 bad.setdefault(port, []).append(f"{f['id']}: {f['finding']}")
     assert not bad, bad
+
+
+ATTACK = """
+import imaplib, ssl, sys
+host, user, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+ctx = ssl._create_unverified_context()
+for i in range(n):
+    try:
+        m = imaplib.IMAP4_SSL(host, 993, ssl_context=ctx, timeout=15)
+    except OSError as e:
+        print("blocked after", i, e)
+        break
+    try:
+        m.login(user, "wrong-password-%d" % i)
+    except (imaplib.IMAP4.error, OSError) as e:  # refused, or cut off by the ban
+        print("attempt", i, e)
+    try:
+        m.logout()
+    except Exception:
+        pass
+"""
+PROBE = "python3 -c \"import socket,sys; socket.create_connection((sys.argv[1], 993), timeout=5)\" {host}"
+
+
+def test_repeated_failed_logins_get_the_client_banned_from_the_mail_ports_until_the_ban_expires(lab_hosts):
+    h = lab_hosts[PROVINCES[0]]
+    bf = h.cfg.policy.bruteforce
+    from govmail import lab
+
+    attacker_ip = lab.load_state()["hosts"][h.cfg.backup_host]["ip"]  # another lab host attacks
+    victim = next(a.address for a in h.cfg.accounts if a.kind == "person")
+    jail = "govmail-dovecot"
+    # The data's ban lasts bf.bantime_minutes; shortened here to see it end. (fail2ban counts a ban from
+    # the time of the last failure in the log, so it must outlast the journal reader's lag.)
+    h.run(f"fail2ban-client set {jail} bantime 60")
+    try:
+        h.backup_run(f"python3 - {h.name} {victim} {bf.maxretry + 1}", input=ATTACK)
+        for _ in range(30):
+            if attacker_ip in h.run(f"fail2ban-client status {jail}").stdout:
+                break
+            time.sleep(1)
+        assert attacker_ip in h.run(f"fail2ban-client status {jail}").stdout, "not banned"
+        assert h.backup_run(PROBE.format(host=h.name), check=False).returncode != 0  # IMAPS closed to it
+        # The machine the operator works from is not affected.
+        assert socket.create_connection((h.name, 993), timeout=5)
+        for _ in range(120):
+            if attacker_ip not in h.run(f"fail2ban-client status {jail}").stdout:
+                break
+            time.sleep(1)
+        assert attacker_ip not in h.run(f"fail2ban-client status {jail}").stdout, "the ban did not expire"
+        assert h.backup_run(PROBE.format(host=h.name), check=False).returncode == 0
+    finally:
+        h.run(f"fail2ban-client set {jail} unbanip {attacker_ip}", check=False)
+        h.run(f"fail2ban-client set {jail} bantime {bf.bantime_minutes * 60}", check=False)

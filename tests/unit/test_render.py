@@ -81,3 +81,11 @@ def test_data_file_reference_is_current():
     assert (ROOT / "docs" / "data-file.md").read_text() == data_file_reference(), (
         "docs/data-file.md is stale: run `govmail schema > docs/data-file.md`"
     )
+
+
+def test_fail2ban_never_bans_the_lab_controller_but_bans_everyone_else_on_real_hosts():
+    cfg = load_province("daknong")
+    lab = render("fail2ban/jail.d/govmail.local.j2", cfg, lab_controller="10.77.0.1")
+    real = render("fail2ban/jail.d/govmail.local.j2", cfg, lab_controller=None)
+    assert "ignoreip = 127.0.0.1/8 ::1 10.77.0.1\n" in lab and "ignoreip = 127.0.0.1/8 ::1\n" in real
+    assert "maxretry = 5" in real and "bantime = 60m" in real and "ssh" not in real.split("[DEFAULT]")[1]
