@@ -12,7 +12,7 @@ only when their files changed.
 from pyinfra import host
 
 from govmail.data import load_province
-from govmail.services import accounts, backup, base, dovecot, fail2ban, passwd, postfix, tls
+from govmail.services import accounts, backup, base, dovecot, fail2ban, passwd, postfix, rspamd, tls
 
 cfg = load_province(host.data.province)
 roles = host.data.get("roles", ["mail"])
@@ -22,6 +22,7 @@ if "mail" in roles:
     base.install(cfg)
     backup.install(cfg)
     fail2ban.install(cfg)
+    rspamd.install(cfg)
 
     # configure
     base.configure(cfg)
@@ -32,9 +33,11 @@ if "mail" in roles:
     passwd_ops = passwd.configure(cfg)
     backup.configure_mail(cfg)
     fail2ban_ops = fail2ban.configure(cfg)
+    rspamd_ops = rspamd.configure(cfg)
 
     # activate
     dovecot.activate(cfg, dovecot_ops + tls_ops)
+    rspamd.activate(cfg, rspamd_ops)
     postfix.activate(cfg, postfix_reload, postfix_restart + tls_ops)
     passwd.activate(cfg, passwd_ops + tls_ops)
     fail2ban.activate(cfg, fail2ban_ops)

@@ -35,7 +35,7 @@ class FileMeta(FactBase):
 
 @operation()
 def config_file(dest: str, content: str | bytes, mode: int = 0o644, user: str = "root", group: str = "root",
-                validate: str | None = None):
+                validate: str | None = None, pending: str | None = None):
     """Install `content` at `dest` if it differs, after `validate` accepts it.
 
     + dest: path on the host
@@ -43,6 +43,9 @@ def config_file(dest: str, content: str | bytes, mode: int = 0o644, user: str = 
     + mode, user, group: ownership of the installed file
     + validate: shell command run on the staged copy; `{new}` is replaced by its path. A non-zero
       exit stops the deploy and the live file stays as it was.
+    + pending: name of the service action this file needs (e.g. `dovecot`); a marker is left in
+      PENDING_DIR when the file changes, and the service's activate step acts on it and removes it.
+      So a deploy that stops between writing a file and the reload reloads on the next run.
     """
     data = content.encode() if isinstance(content, str) else content
     want_sha = hashlib.sha1(data).hexdigest()
@@ -66,7 +69,21 @@ def config_file(dest: str, content: str | bytes, mode: int = 0o644, user: str = 
             f"echo \"govmail: {dest} NOT installed, the new version does not validate "
             f"(live file and service unchanged):\" >&2; echo \"$out\" >&2; exit 1; fi"
         )
+    if pending:
+        yield f"mkdir -p {PENDING_DIR} && touch {PENDING_DIR}/{pending}"
     yield f"mv -f {qnew} {qdest}"
+
+
+PENDING_DIR = "/var/lib/govmail/pending"
+
+
+def pending(action: str) -> bool:
+    """A reload/restart left undone by an earlier deploy that stopped before its activate step."""
+    return file_exists(f"{PENDING_DIR}/{action}")
+
+
+def done(action: str) -> str:
+    return f"rm -f {PENDING_DIR}/{action}"
 
 
 def postfix_validate(which: str) -> str:

@@ -127,6 +127,14 @@ class LogPolicy(Cited):
     retention_months: int = Field(12, description="Months the mail logs are kept (DN Art. 11.2.e: 12).", ge=1, le=120)
 
 
+class SpamPolicy(Cited):
+    """Spam scoring by rspamd at SMTP time (LC Art. 4.4, 4.5, 13.4; TN Art. 4.1-4.2; BN Art. 15.2; DN Art. 8.3;
+    anti-spam decree 90/2008/NĐ-CP)."""
+
+    reject_score: float = Field(15, description="Score at which a message is refused at SMTP time.", gt=0)
+    add_header_score: float = Field(6, description="Score at which a message is delivered marked as spam.", gt=0)
+
+
 class BruteForcePolicy(Cited):
     """fail2ban bans a client that keeps failing to log in (SMTP AUTH, IMAP, POP3, the password page)
     from the mail ports, with nftables. Protects the passwords the regulations make users keep secret."""
@@ -217,6 +225,7 @@ class Policy(Strict):
     logs: LogPolicy
     backup: BackupPolicy = Field(description="Schedule and retention of the backups.")
     bruteforce: BruteForcePolicy = Field(description="Bans of clients that keep failing to log in.")
+    spam: SpamPolicy = Field(description="Spam scores: refuse, or deliver marked.")
     content: ContentPolicy
 
 

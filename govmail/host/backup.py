@@ -398,8 +398,10 @@ def restore_host(at: str | None) -> int:
                 shutil.copy2(a, b)
                 changed = True
     if changed:
-        for svc in ("postfix", "dovecot", "govmail-passwd"):
-            subprocess.run(["systemctl", "try-restart", svc], capture_output=True)
+        # Reloads, not restarts: sessions in progress (mail arriving during the restore) finish.
+        for svc in ("postfix", "dovecot"):
+            subprocess.run(["systemctl", "try-reload-or-restart", svc], capture_output=True)
+        subprocess.run(["systemctl", "try-restart", "govmail-passwd"], capture_output=True)
     done["keys"] = "restored" if changed else "unchanged"
     # 3. Mail logs of before the disaster, beside the current ones.
     logs = 0

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pyinfra.operations import server, systemd
 
-from ..ops import DOVECOT_VALIDATE, config_file
+from ..ops import DOVECOT_VALIDATE, config_file, done, pending
 from ..render import PATHS, render
 
 QUOTA_WARNING = Path(__file__).resolve().parent.parent / "host" / "quota_warning.py"
@@ -23,15 +23,16 @@ def configure(cfg) -> list:
                 content=POSTLOGIN.read_bytes(), mode=0o755)
     conf = config_file(
         name="/etc/dovecot/dovecot.conf", dest="/etc/dovecot/dovecot.conf",
-        content=render("dovecot/dovecot.conf.j2", cfg), validate=DOVECOT_VALIDATE,
+        content=render("dovecot/dovecot.conf.j2", cfg), validate=DOVECOT_VALIDATE, pending="dovecot",
     )
     return [conf]
 
 
 def activate(cfg, changed: list) -> None:
     systemd.service(name="Dovecot enabled and running", service="dovecot", running=True, enabled=True)
+    left = pending("dovecot")  # an earlier deploy wrote the file but stopped before reloading
     server.shell(
         name="Reload Dovecot (its configuration changed)",
-        commands=["systemctl reload-or-restart dovecot"],
-        _if=lambda: any(op.did_change() for op in changed),
+        commands=[f"systemctl reload-or-restart dovecot && {done('dovecot')}"],
+        _if=lambda: left or any(op.did_change() for op in changed),
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pyinfra import host
 from pyinfra.operations import apt, server, systemd
 
-from ..ops import config_file
+from ..ops import config_file, done, pending
 from ..render import render
 
 # The staged file is tested inside a copy of /etc/fail2ban, under its real name.
@@ -35,15 +35,16 @@ def configure(cfg) -> list:
     return [
         config_file(name=f"/etc/fail2ban/{rel}", dest=f"/etc/fail2ban/{rel}",
                     content=render(tpl, cfg, lab_controller=host.data.get("lab_controller")),
-                    validate=VALIDATE + rel)
+                    validate=VALIDATE + rel, pending="fail2ban")
         for rel, tpl in files
     ]
 
 
 def activate(cfg, changed: list) -> None:
     systemd.service(name="fail2ban enabled and running", service="fail2ban", running=True, enabled=True)
+    left = pending("fail2ban")
     server.shell(
         name="Reload fail2ban (its jails or filters changed)",
-        commands=["fail2ban-client reload"],
-        _if=lambda: any(op.did_change() for op in changed),
+        commands=[f"fail2ban-client reload && {done('fail2ban')}"],
+        _if=lambda: left or any(op.did_change() for op in changed),
     )

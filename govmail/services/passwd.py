@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pyinfra.operations import server, systemd
 
-from ..ops import config_file, ensure_running
+from ..ops import config_file, done, ensure_running, pending
 from ..render import PATHS, render
 
 SERVICE = Path(__file__).resolve().parent.parent / "host" / "passwd_service.py"
@@ -19,20 +19,22 @@ SERVICE = Path(__file__).resolve().parent.parent / "host" / "passwd_service.py"
 
 def configure(cfg) -> list:
     program = config_file(name="Password service program", dest=f"{PATHS['lib']}/passwd-service",
-                          content=SERVICE.read_bytes(), mode=0o755)
+                          content=SERVICE.read_bytes(), mode=0o755, pending="govmail-passwd")
     unit = config_file(name="Password service unit", dest="/etc/systemd/system/govmail-passwd.service",
-                       content=render("systemd/govmail-passwd.service.j2", cfg))
-    systemd.daemon_reload(name="systemd picks up the password service", _if=unit.did_change)
+                       content=render("systemd/govmail-passwd.service.j2", cfg), pending="govmail-passwd")
+    left = pending("govmail-passwd")
+    systemd.daemon_reload(name="systemd picks up the password service", _if=lambda: left or unit.did_change())
     return [program, unit]
 
 
 def activate(cfg, changed: list) -> None:
     port = cfg.model.password_change.port
     systemd.service(name="Password service enabled and running", service="govmail-passwd", running=True, enabled=True)
+    left = pending("govmail-passwd")
     server.shell(
         name="Restart the password service (its program, unit or certificate changed)",
-        commands=["systemctl restart govmail-passwd"],
-        _if=lambda: any(op.did_change() for op in changed),
+        commands=[f"systemctl restart govmail-passwd && {done('govmail-passwd')}"],
+        _if=lambda: left or any(op.did_change() for op in changed),
     )
     # The service is up when it answers on its port (systemd says "running" before it listens).
     ensure_running(

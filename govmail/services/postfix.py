@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pyinfra.operations import server, systemd
 
-from ..ops import config_file, ensure_running, postfix_validate
+from ..ops import config_file, done, ensure_running, pending, postfix_validate
 from ..render import PATHS, render
 
 
@@ -17,11 +17,14 @@ def configure(cfg) -> tuple[list, list]:
     maps = PATHS["postfix_maps"]
     reload_ops = [
         config_file(name="Postfix mailbox map (account store)", dest=f"{maps}/mailboxes.cf",
-                    content=render("postfix/sqlite-mailboxes.cf.j2", cfg), group="postfix", mode=0o640),
+                    content=render("postfix/sqlite-mailboxes.cf.j2", cfg), group="postfix", mode=0o640,
+                    pending="postfix-reload"),
         config_file(name="Postfix lists and role addresses (account store)", dest=f"{maps}/aliases.cf",
-                    content=render("postfix/sqlite-aliases.cf.j2", cfg), group="postfix", mode=0o640),
+                    content=render("postfix/sqlite-aliases.cf.j2", cfg), group="postfix", mode=0o640,
+                    pending="postfix-reload"),
         config_file(name="Postfix sender ownership (account store)", dest=f"{maps}/senders.cf",
-                    content=render("postfix/sqlite-senders.cf.j2", cfg), group="postfix", mode=0o640),
+                    content=render("postfix/sqlite-senders.cf.j2", cfg), group="postfix", mode=0o640,
+                    pending="postfix-reload"),
         config_file(name="/etc/aliases (root -> postmaster)", dest="/etc/aliases", content=render("postfix/aliases.local.j2", cfg)),
     ]
     # Some main.cf/master.cf parameters (inet_protocols, inet_interfaces) only take effect on a
@@ -29,11 +32,11 @@ def configure(cfg) -> tuple[list, list]:
     restart_ops = [
         config_file(
             name="/etc/postfix/main.cf", dest="/etc/postfix/main.cf",
-            content=render("postfix/main.cf.j2", cfg), validate=postfix_validate("main.cf"),
+            content=render("postfix/main.cf.j2", cfg), validate=postfix_validate("main.cf"), pending="postfix-restart",
         ),
         config_file(
             name="/etc/postfix/master.cf", dest="/etc/postfix/master.cf",
-            content=render("postfix/master.cf.j2", cfg), validate=postfix_validate("master.cf"),
+            content=render("postfix/master.cf.j2", cfg), validate=postfix_validate("master.cf"), pending="postfix-restart",
         ),
     ]
     return reload_ops, restart_ops
@@ -41,15 +44,23 @@ def configure(cfg) -> tuple[list, list]:
 
 def activate(cfg, reload_ops: list, restart_ops: list) -> None:
     systemd.service(name="Postfix enabled", service="postfix", enabled=True)
+    # Left pending by an earlier deploy that stopped after writing the files: done now.
+    left_restart, left_reload = pending("postfix-restart"), pending("postfix-reload")
+
+    def restart() -> bool:
+        return left_restart or any(op.did_change() for op in restart_ops)
+
     server.shell(
         name="Restart Postfix (main.cf, master.cf or TLS changed)",
-        commands=["postfix check && systemctl restart postfix && sleep 1 && postfix status"],
-        _if=lambda: any(op.did_change() for op in restart_ops),
+        commands=["postfix check && systemctl restart postfix && sleep 1 && postfix status && "
+                  f"{done('postfix-restart')} && {done('postfix-reload')}"],
+        _if=restart,
     )
     server.shell(
         name="Reload Postfix (its maps changed)",
-        commands=["postfix check && systemctl reload-or-restart postfix && sleep 1 && postfix status"],
-        _if=lambda: any(op.did_change() for op in reload_ops) and not any(op.did_change() for op in restart_ops),
+        commands=["postfix check && systemctl reload-or-restart postfix && sleep 1 && postfix status && "
+                  f"{done('postfix-reload')}"],
+        _if=lambda: (left_reload or any(op.did_change() for op in reload_ops)) and not restart(),
     )
     # The postfix unit is a wrapper that stays "active" even when the master is gone: ask Postfix.
     ensure_running(name="Postfix master is running", check="postfix status", start="systemctl restart postfix && sleep 1")

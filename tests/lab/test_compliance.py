@@ -52,6 +52,9 @@ def clauses(cfg):
         ("mail_log_retention", f"{p.logs.article} mail logs rotated monthly, compressed, kept "
                                f"{p.logs.retention_months} months"),
     ]
+    sp = p.spam
+    out.append(("spam_filter", f"{sp.article}: every message scored by rspamd; refused at {sp.reject_score:g}, "
+                f"marked at {sp.add_header_score:g}"))
     bf = p.bruteforce
     out.append(("bruteforce", f"{bf.article}: {bf.maxretry} failed logins in {bf.findtime_minutes} min (SMTP AUTH, "
                 f"IMAP, POP3, password page) ban the client for {bf.bantime_minutes} min"))
@@ -221,6 +224,17 @@ def mail_log_retention(ti, cfg, _):
     assert rotate >= cfg.policy.logs.retention_months
     assert not ti.file("/etc/logrotate.d/rsyslog").contains(r"^/var/log/mail\.log$"), "Debian's weekly x4 still applies"
     assert ti.run("logrotate -d /etc/logrotate.d/govmail-mail").rc == 0
+
+
+@check
+def spam_filter(ti, cfg, _):
+    assert ti.service("rspamd").is_running and ti.service("rspamd").is_enabled
+    assert postconf(ti, "smtpd_milters") == "inet:127.0.0.1:11332"
+    assert postconf(ti, "milter_default_action") == "tempfail"
+    actions = ti.check_output("rspamadm configdump actions")
+    sp = cfg.policy.spam
+    assert f"reject = {sp.reject_score:g}" in actions.replace(".0;", ";").replace(";", ""), actions
+    assert f"add_header = {sp.add_header_score:g}" in actions.replace(".0;", ";").replace(";", ""), actions
 
 
 @check

@@ -42,3 +42,39 @@ def test_a_template_that_does_not_validate_stops_the_deploy_and_changes_nothing(
     assert h.run(f"ls {live_file}.govmail-new", check=False).returncode != 0, "staged copy left behind"
     assert h.run("postfix status", check=False).returncode == 0
     assert h.run("systemctl is-active dovecot").stdout.strip() == "active"
+
+
+def test_a_deploy_that_stops_after_writing_a_file_applies_it_on_the_next_run(lab_hosts, tmp_path):
+    """dovecot.conf changes, then a later file (rspamd's) does not validate and stops the deploy
+    before Dovecot's reload; the next good deploy must reload Dovecot all the same."""
+    province, h = next(iter(lab_hosts.items()))
+    templates = tmp_path / "templates"
+    shutil.copytree(ROOT / "templates", templates)
+    dovecot = templates / "dovecot/dovecot.conf.j2"
+    dovecot.write_text(dovecot.read_text() + '\nlogin_greeting = govmail pending-reload test\n')
+    rspamd = templates / "rspamd/local.d/actions.conf.j2"
+    good_rspamd = rspamd.read_text()
+    rspamd.write_text(good_rspamd + "\nreject = {\n")
+
+    def deploy():
+        return subprocess.run(
+            [sys.executable, "-m", "pyinfra", "-y", f"inventories/{province}.py", "deploy.py"],
+            cwd=ROOT, env=dict(os.environ, GOVMAIL_TEMPLATES=str(templates)), capture_output=True, text=True)
+
+    try:
+        r = deploy()
+        assert r.returncode != 0 and "actions.conf NOT installed" in r.stdout + r.stderr
+        assert "pending-reload test" in h.run("cat /etc/dovecot/dovecot.conf").stdout  # written, not reloaded
+        assert h.run("ls /var/lib/govmail/pending/").stdout.split() == ["dovecot"]
+        rspamd.write_text(good_rspamd)
+        r = deploy()
+        assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+        lines = (r.stdout + r.stderr).splitlines()
+        start = next(i for i, x in enumerate(lines) if "Starting operation: Reload Dovecot" in x)
+        result = next(x for x in lines[start:] if f"[{h.name}]" in x)
+        assert "Success" in result, result  # reloaded although dovecot.conf had not changed in this run
+        assert h.run("ls /var/lib/govmail/pending/").stdout.strip() == ""
+    finally:
+        r = subprocess.run([sys.executable, "-m", "pyinfra", "-y", f"inventories/{province}.py", "deploy.py"],
+                           cwd=ROOT, capture_output=True, text=True)
+        assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
