@@ -20,6 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchlib import timed  # noqa: E402
 from govmail import lab  # noqa: E402
 from govmail.data import load_province  # noqa: E402
 
@@ -41,14 +42,6 @@ while n * size < total:
     n += 1
 print(n)
 """
-
-
-def timed(cmd: list[str], **kw) -> tuple[float, subprocess.CompletedProcess]:
-    t = time.monotonic()
-    r = subprocess.run(cmd, capture_output=True, text=True, **kw)
-    if r.returncode != 0:
-        sys.exit(f"failed: {' '.join(cmd)}\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
-    return time.monotonic() - t, r
 
 
 def main() -> None:
@@ -83,7 +76,7 @@ def main() -> None:
     t_deploy, _ = timed(pyinfra, cwd=ROOT)
     t_restore, _ = timed(gm + ["backup", "restore-host", province], cwd=ROOT)
     rebuild = time.monotonic() - t0
-    served = int(subprocess.run(ssh + [f"doveadm search -A mailbox INBOX header Subject Bench | wc -l"],
+    served = int(subprocess.run(ssh + ["doveadm search -A mailbox INBOX header Subject Bench | wc -l"],
                                 capture_output=True, text=True).stdout.strip() or 0)
 
     print(f"\n{province}: {gb:g} GB of mail, {messages:,} messages in {len(users)} mailboxes "

@@ -11,26 +11,17 @@ Each fresh container is booted from the cached image; the boot itself is not cou
 
 from __future__ import annotations
 
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchlib import timed  # noqa: E402
 from govmail import lab  # noqa: E402
 from govmail.cli import summary_line  # noqa: E402
 from govmail.data import load_province  # noqa: E402
 from govmail.services.base import PACKAGES  # noqa: E402
-
-
-def timed(cmd: list[str], **kw) -> tuple[float, subprocess.CompletedProcess]:
-    t = time.monotonic()
-    r = subprocess.run(cmd, capture_output=True, text=True, **kw)
-    if r.returncode != 0:
-        sys.exit(f"failed: {' '.join(cmd)}\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
-    return time.monotonic() - t, r
 
 
 def main() -> None:

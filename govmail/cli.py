@@ -207,23 +207,32 @@ def cmd_hash_password(args) -> int:
     return 0
 
 
-def _mailbox_host(address: str):
-    """(province config, account, ssh command prefix for its host) or an error message."""
-    domain = address.rpartition("@")[2]
-    cfg = next((c for c in map(load_province, available_provinces()) if c.domain == domain), None)
-    if cfg is None:
-        return f"no province has the domain {domain!r}"
-    acc = next((a for a in cfg.accounts if a.address == address), None)
-    if acc is None:
-        return f"{address} is not in the directory of {cfg.key}"
+def _host_ssh(name: str) -> list[str]:
+    """The ssh command prefix for a host: the lab's key and address, or the real host by name."""
     if os.environ.get("GOVMAIL_TARGET", "lab") == "lab":
         from . import lab
 
-        h = lab.load_state()["hosts"].get(cfg.mail_host)
+        h = lab.load_state()["hosts"].get(name)
         if not h:
-            return f"{cfg.mail_host} is not in the lab"
-        return cfg, acc, ["ssh", *lab.ssh_options(), f"root@{h['ip']}"]
-    return cfg, acc, ["ssh", f"{os.environ.get('GOVMAIL_SSH_USER', 'root')}@{cfg.mail_host}"]
+            raise LookupError(f"{name} is not in the lab (govmail lab up ...)")
+        return ["ssh", *lab.ssh_options(), f"root@{h['ip']}"]
+    return ["ssh", f"{os.environ.get('GOVMAIL_SSH_USER', 'root')}@{name}"]
+
+
+def _mailbox_host(address: str):
+    """(province config, account, ssh command prefix for its host), or None after saying why not."""
+    domain = address.rpartition("@")[2]
+    cfg = next((c for c in map(load_province, available_provinces()) if c.domain == domain), None)
+    acc = next((a for a in cfg.accounts if a.address == address), None) if cfg else None
+    try:
+        if cfg is None:
+            raise LookupError(f"no province has the domain {domain!r}")
+        if acc is None:
+            raise LookupError(f"{address} is not in the directory of {cfg.key}")
+        return cfg, acc, _host_ssh(cfg.mail_host)
+    except LookupError as e:
+        err(str(e))
+        return None
 
 
 def _account_tool(ssh: list[str], args: str, input: str | None = None) -> subprocess.CompletedProcess:
@@ -265,8 +274,7 @@ def cmd_set_password(args) -> int:
 
     address = args.address.lower()
     found = _mailbox_host(address)
-    if isinstance(found, str):
-        err(found)
+    if found is None:
         return 2
     cfg, acc, ssh = found
     pw = _new_password(args, cfg, acc, f"New password for {address}: ")
@@ -287,8 +295,7 @@ def cmd_hand_over(args) -> int:
 
     address = args.address.lower()
     found = _mailbox_host(address)
-    if isinstance(found, str):
-        err(found)
+    if found is None:
         return 2
     cfg, acc, ssh = found
     if acc.kind == "person":
@@ -368,8 +375,7 @@ def cmd_passwd(args) -> int:
 def cmd_restore(args) -> int:
     address = args.address.lower()
     found = _mailbox_host(address)
-    if isinstance(found, str):
-        err(found)
+    if found is None:
         return 2
     cfg, _, ssh = found
     r = _account_tool(ssh, f"restore {address}")
@@ -432,17 +438,6 @@ def cmd_import(args) -> int:
     return 1 if problems else 0
 
 
-def _host_ssh(name: str) -> list[str]:
-    if os.environ.get("GOVMAIL_TARGET", "lab") == "lab":
-        from . import lab
-
-        h = lab.load_state()["hosts"].get(name)
-        if not h:
-            raise SystemExit(f"govmail: {name} is not in the lab (govmail lab up ...)")
-        return ["ssh", *lab.ssh_options(), f"root@{h['ip']}"]
-    return ["ssh", f"{os.environ.get('GOVMAIL_SSH_USER', 'root')}@{name}"]
-
-
 def _backup_tool(cfg, args: str, stream: bool = False) -> subprocess.CompletedProcess:
     from .services.accounts import operator
 
@@ -453,14 +448,21 @@ def _backup_tool(cfg, args: str, stream: bool = False) -> subprocess.CompletedPr
 
 
 def cmd_backup(args) -> int:
+    try:
+        return _backup(args)
+    except LookupError as e:  # a host not in the lab
+        err(str(e))
+        return 2
+
+
+def _backup(args) -> int:
     import json
     import shlex
 
     if args.backup_cmd == "restore-mailbox":
         address = args.address.lower()
         found = _mailbox_host(address)
-        if isinstance(found, str):
-            err(found)
+        if found is None:
             return 2
         cfg = found[0]
         extra = (f" --at {shlex.quote(args.at)}" if args.at else "") + (

@@ -86,6 +86,16 @@ def done(action: str) -> str:
     return f"rm -f {PENDING_DIR}/{action}"
 
 
+def reload_when(name: str, command: str, action: str, changed: list, also=lambda: True) -> None:
+    """Run `command` when one of `changed` changed now, or an earlier deploy left `action` pending
+    (see config_file's `pending`); clear the marker once it succeeded. `also`: an extra condition."""
+    from pyinfra.operations import server
+
+    left = pending(action)
+    server.shell(name=name, commands=[f"{command} && {done(action)}"],
+                 _if=lambda: (left or any(op.did_change() for op in changed)) and also())
+
+
 def postfix_validate(which: str) -> str:
     """Validator for a Postfix main.cf/master.cf: postconf on a copy of the config directory.
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pyinfra.operations import server, systemd
+from pyinfra.operations import systemd
 
-from ..ops import DOVECOT_VALIDATE, config_file, done, pending
+from ..ops import DOVECOT_VALIDATE, config_file, reload_when
 from ..render import PATHS, render
 
 QUOTA_WARNING = Path(__file__).resolve().parent.parent / "host" / "quota_warning.py"
@@ -30,9 +30,4 @@ def configure(cfg) -> list:
 
 def activate(cfg, changed: list) -> None:
     systemd.service(name="Dovecot enabled and running", service="dovecot", running=True, enabled=True)
-    left = pending("dovecot")  # an earlier deploy wrote the file but stopped before reloading
-    server.shell(
-        name="Reload Dovecot (its configuration changed)",
-        commands=[f"systemctl reload-or-restart dovecot && {done('dovecot')}"],
-        _if=lambda: left or any(op.did_change() for op in changed),
-    )
+    reload_when("Reload Dovecot (its configuration changed)", "systemctl reload-or-restart dovecot", "dovecot", changed)

@@ -9,9 +9,9 @@ AUTH, IMAP/POP3 and the password page; times from `policy.bruteforce`), and the 
 from __future__ import annotations
 
 from pyinfra import host
-from pyinfra.operations import apt, server, systemd
+from pyinfra.operations import apt, systemd
 
-from ..ops import config_file, done, pending
+from ..ops import config_file, reload_when
 from ..render import render
 
 # The staged file is tested inside a copy of /etc/fail2ban, under its real name.
@@ -42,9 +42,4 @@ def configure(cfg) -> list:
 
 def activate(cfg, changed: list) -> None:
     systemd.service(name="fail2ban enabled and running", service="fail2ban", running=True, enabled=True)
-    left = pending("fail2ban")
-    server.shell(
-        name="Reload fail2ban (its jails or filters changed)",
-        commands=[f"fail2ban-client reload && {done('fail2ban')}"],
-        _if=lambda: left or any(op.did_change() for op in changed),
-    )
+    reload_when("Reload fail2ban (its jails or filters changed)", "fail2ban-client reload", "fail2ban", changed)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pyinfra.operations import server, systemd
+from pyinfra.operations import systemd
 
-from ..ops import config_file, done, ensure_running, pending
+from ..ops import config_file, ensure_running, pending, reload_when
 from ..render import PATHS, render
 
 SERVICE = Path(__file__).resolve().parent.parent / "host" / "passwd_service.py"
@@ -30,12 +30,8 @@ def configure(cfg) -> list:
 def activate(cfg, changed: list) -> None:
     port = cfg.model.password_change.port
     systemd.service(name="Password service enabled and running", service="govmail-passwd", running=True, enabled=True)
-    left = pending("govmail-passwd")
-    server.shell(
-        name="Restart the password service (its program, unit or certificate changed)",
-        commands=[f"systemctl restart govmail-passwd && {done('govmail-passwd')}"],
-        _if=lambda: left or any(op.did_change() for op in changed),
-    )
+    reload_when("Restart the password service (its program, unit or certificate changed)",
+                "systemctl restart govmail-passwd", "govmail-passwd", changed)
     # The service is up when it answers on its port (systemd says "running" before it listens).
     ensure_running(
         name=f"Password service answers on port {port}",

@@ -6,9 +6,9 @@ templates/postfix/<file>.j2 -> /etc/postfix/<file>; main.cf and master.cf are va
 
 from __future__ import annotations
 
-from pyinfra.operations import server, systemd
+from pyinfra.operations import systemd
 
-from ..ops import config_file, done, ensure_running, pending, postfix_validate
+from ..ops import config_file, done, ensure_running, pending, postfix_validate, reload_when
 from ..render import PATHS, render
 
 
@@ -44,23 +44,14 @@ def configure(cfg) -> tuple[list, list]:
 
 def activate(cfg, reload_ops: list, restart_ops: list) -> None:
     systemd.service(name="Postfix enabled", service="postfix", enabled=True)
-    # Left pending by an earlier deploy that stopped after writing the files: done now.
-    left_restart, left_reload = pending("postfix-restart"), pending("postfix-reload")
-
-    def restart() -> bool:
-        return left_restart or any(op.did_change() for op in restart_ops)
-
-    server.shell(
-        name="Restart Postfix (main.cf, master.cf or TLS changed)",
-        commands=["postfix check && systemctl restart postfix && sleep 1 && postfix status && "
-                  f"{done('postfix-restart')} && {done('postfix-reload')}"],
-        _if=restart,
-    )
-    server.shell(
-        name="Reload Postfix (its maps changed)",
-        commands=["postfix check && systemctl reload-or-restart postfix && sleep 1 && postfix status && "
-                  f"{done('postfix-reload')}"],
-        _if=lambda: (left_reload or any(op.did_change() for op in reload_ops)) and not restart(),
-    )
+    # A restart also does what a reload would: it clears both markers; a reload only when no restart.
+    left_restart = pending("postfix-restart")
+    reload_when("Restart Postfix (main.cf, master.cf or TLS changed)",
+                f"postfix check && systemctl restart postfix && sleep 1 && postfix status && {done('postfix-reload')}",
+                "postfix-restart", restart_ops)
+    reload_when("Reload Postfix (its maps changed)",
+                "postfix check && systemctl reload-or-restart postfix && sleep 1 && postfix status",
+                "postfix-reload", reload_ops,
+                also=lambda: not (left_restart or any(op.did_change() for op in restart_ops)))
     # The postfix unit is a wrapper that stays "active" even when the master is gone: ask Postfix.
     ensure_running(name="Postfix master is running", check="postfix status", start="systemctl restart postfix && sleep 1")

@@ -8,9 +8,9 @@ when rspamd does not answer, Postfix answers 4xx (the sender retries: no mail is
 
 from __future__ import annotations
 
-from pyinfra.operations import apt, server, systemd
+from pyinfra.operations import apt, systemd
 
-from ..ops import config_file, done, ensure_running, pending
+from ..ops import config_file, ensure_running, reload_when
 from ..render import render
 
 VALIDATE = (
@@ -34,10 +34,7 @@ def configure(cfg) -> list:
 
 def activate(cfg, changed: list) -> None:
     systemd.service(name="rspamd enabled and running", service="rspamd", running=True, enabled=True)
-    left = pending("rspamd")
-    server.shell(name="Reload rspamd (its configuration changed)",
-                 commands=[f"systemctl reload-or-restart rspamd && {done('rspamd')}"],
-                 _if=lambda: left or any(op.did_change() for op in changed))
+    reload_when("Reload rspamd (its configuration changed)", "systemctl reload-or-restart rspamd", "rspamd", changed)
     ensure_running(name="rspamd's milter answers on localhost:11332",
                    check="timeout 20 bash -c 'until echo > /dev/tcp/127.0.0.1/11332; do sleep 0.3; done' 2>/dev/null",
                    start="systemctl restart rspamd")
