@@ -12,7 +12,7 @@ only when their files changed.
 from pyinfra import host
 
 from govmail.data import load_province
-from govmail.services import accounts, backup, base, dovecot, fail2ban, passwd, postfix, rspamd, tls
+from govmail.services import accounts, backup, base, clamav, dovecot, fail2ban, passwd, postfix, rspamd, tls
 
 cfg = load_province(host.data.province)
 roles = host.data.get("roles", ["mail"])
@@ -23,6 +23,7 @@ if "mail" in roles:
     backup.install(cfg)
     fail2ban.install(cfg)
     rspamd.install(cfg)
+    clamav.install(cfg)
 
     # configure
     base.configure(cfg)
@@ -33,10 +34,12 @@ if "mail" in roles:
     passwd_ops = passwd.configure(cfg)
     backup.configure_mail(cfg)
     fail2ban_ops = fail2ban.configure(cfg)
+    clamav_ops = clamav.configure(cfg)
     rspamd_ops = rspamd.configure(cfg)
 
     # activate
     dovecot.activate(cfg, dovecot_ops + tls_ops)
+    clamav.activate(cfg, clamav_ops)
     rspamd.activate(cfg, rspamd_ops)
     postfix.activate(cfg, postfix_reload, postfix_restart + tls_ops)
     passwd.activate(cfg, passwd_ops + tls_ops)

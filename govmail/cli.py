@@ -505,8 +505,31 @@ def _backup(args) -> int:
             rc |= _backup_tool(cfg, "list", stream=True).returncode
         elif args.backup_cmd == "restore-host":
             at = f" --at {shlex.quote(args.at)}" if args.at else ""
-            rc |= _backup_tool(cfg, f"restore-host{at}", stream=True).returncode
+            code = _backup_tool(cfg, f"restore-host{at}", stream=True).returncode
+            rc |= code
+            if code == 0:
+                _refetch_dkim(cfg)
     return rc
+
+
+def _refetch_dkim(cfg) -> None:
+    """After restore-host the host signs with its restored DKIM key again: keep the controller's copy
+    of the record (what `govmail dns` prints and the lab resolver serves) the same as the host's."""
+    from .services.rspamd import dkim_paths, dkim_record_on_controller
+
+    r = subprocess.run([*_host_ssh(cfg.mail_host), f"cat {dkim_paths(cfg)[1]}"], capture_output=True, text=True)
+    if r.returncode != 0 or not r.stdout.startswith("v=DKIM1"):
+        return
+    path = dkim_record_on_controller(cfg)
+    if path.exists() and path.read_text() == r.stdout:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(r.stdout)
+    print(f"govmail: DKIM record of {cfg.domain} is the restored key's again (`govmail dns {cfg.key}`)")
+    if os.environ.get("GOVMAIL_TARGET", "lab") == "lab":
+        from . import lab
+
+        lab.refresh_dns()
 
 
 def cmd_dns(args) -> int:
@@ -533,8 +556,15 @@ def cmd_schema(args) -> int:
 
 
 def cmd_test(args) -> int:
+    from .lab import LAB_DIR
+
     env = dict(os.environ)
+    failure = LAB_DIR / "logs" / "lab-deploy-failed.txt"  # written by tests/lab/conftest.py
+    failure.unlink(missing_ok=True)
     r = subprocess.run([sys.executable, "-m", "pytest", "tests", *args.pytest_args], cwd=ROOT, env=env)
+    if failure.exists():
+        print("\ngovmail test: the lab deploy failed; the end of each province's deploy log:\n")
+        print(failure.read_text())
     return r.returncode
 
 

@@ -498,7 +498,16 @@ def _build_directory(cfg: ProvinceConfig, add, warn) -> None:
         p = ("directory", "lists", i)
         members: list[str] = []
         for j, mem in enumerate(ml.members):
-            if mem not in mailbox_addrs and mem not in list_addrs:
+            fwd = m.policy.forwarding
+            outside = "@" in mem and not mem.endswith("@" + m.domain)
+            if outside and fwd.refuse_outbound and not fwd.is_state(mem.rsplit("@", 1)[1]):
+                add(p + ("members", j),
+                    f"{mem!r} is not in a state domain ({', '.join(fwd.state_domains)}): a list forwards "
+                    f"automatically, and automatic forwarding out of the state mail system is forbidden "
+                    f"({fwd.article}; policy.forwarding)")
+            elif outside:
+                members.append(mem)  # a mailbox of another state domain: the forward is allowed
+            elif mem not in mailbox_addrs and mem not in list_addrs:
                 add(p + ("members", j), f"{mem!r} is not a mailbox or list of the directory")
             elif mem == ml.address:
                 add(p + ("members", j), "a list cannot be a member of itself")

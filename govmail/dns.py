@@ -11,7 +11,12 @@ senders would see.
 - TLS-RPT: reports of TLS failures to postmaster@;
 - SRV (RFC 6186, RFC 8314): submission 465 (implicit TLS) and 587, IMAP 993, POP3 995, so mail
   clients configure themselves;
-- DKIM and MTA-STS are added when the host signs mail and serves a policy (their issues).
+- DKIM: the record of the key the mail host generated (fetched by every deploy); before the first
+  deploy there is no key and the zone says so;
+- MTA-STS (RFC 8461): the TXT record and the policy to serve at
+  https://mta-sts.<domain>/.well-known/mta-sts.txt; `mode: enforce` only with a certificate from a
+  CA (`tls.certificate`), `testing` with the self-signed one (senders would otherwise refuse to deliver);
+- autoconfig/autodiscover names for mail clients (the SRV records already configure most).
 """
 
 from __future__ import annotations
@@ -28,7 +33,25 @@ class Record:
     comment: str = ""
 
 
+def dkim_value(cfg) -> Optional[str]:
+    """The published DKIM record, as the last deploy fetched it from the mail host (None before)."""
+    from .services.rspamd import dkim_record_on_controller
+
+    path = dkim_record_on_controller(cfg)
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def mta_sts_policy(cfg) -> str:
+    mode = "enforce" if cfg.model.tls.certificate else "testing"
+    return f"version: STSv1\nmode: {mode}\nmx: {cfg.mail_host}\nmax_age: 604800\n"
+
+
 def records(cfg, address: Optional[str] = None) -> list[Record]:
+    import hashlib
+
     d, mx = cfg.domain, cfg.mail_host
     host_label = mx[: -len(d) - 1] if mx.endswith("." + d) else None
     pm = f"postmaster@{d}"
@@ -40,6 +63,8 @@ def records(cfg, address: Optional[str] = None) -> list[Record]:
         Record("_dmarc", "TXT", f"v=DMARC1; p=reject; adkim=s; aspf=s; rua=mailto:{pm}",
                "DMARC: refuse forged mail, reports to postmaster@"),
         Record("_smtp._tls", "TXT", f"v=TLSRPTv1; rua=mailto:{pm}", "TLS-RPT: TLS failure reports"),
+        Record("_mta-sts", "TXT", "v=STSv1; id=" + hashlib.sha256(mta_sts_policy(cfg).encode()).hexdigest()[:16],
+               "MTA-STS: policy at https://mta-sts." + d + "/.well-known/mta-sts.txt (below)"),
         Record("_submissions._tcp", "SRV", f"0 1 465 {mx}.", "RFC 8314: submission over TLS"),
         Record("_submission._tcp", "SRV", f"10 1 587 {mx}.", "submission with STARTTLS"),
         Record("_imaps._tcp", "SRV", f"0 1 993 {mx}.", "IMAP over TLS"),
@@ -47,6 +72,11 @@ def records(cfg, address: Optional[str] = None) -> list[Record]:
         Record("_imap._tcp", "SRV", "0 0 0 .", "RFC 6186: no cleartext IMAP offered to clients"),
         Record("_pop3._tcp", "SRV", "0 0 0 .", "no cleartext POP3 offered to clients"),
     ]
+    for name in ("mta-sts", "autoconfig", "autodiscover"):
+        out.append(Record(name, "CNAME", f"{mx}.", "the mail host; served over HTTPS (443) once web mail is installed"))
+    dkim = dkim_value(cfg)
+    if dkim:
+        out.append(Record(f"{cfg.model.dkim.selector}._domainkey", "TXT", dkim, "DKIM: the mail host's signing key"))
     return out
 
 
@@ -66,6 +96,11 @@ def zone_text(cfg, address: Optional[str] = None) -> str:
     for r in records(cfg, address):
         value = _quote_txt(r.value) if r.type == "TXT" else r.value
         lines.append(f"{r.name:<20} 3600 IN {r.type:<5} {value}" + (f"  ; {r.comment}" if r.comment else ""))
+    if not dkim_value(cfg):
+        lines.append(f"; DKIM ({cfg.model.dkim.selector}._domainkey): no key known yet. The mail host generates it "
+                     f"on the first deploy; run `govmail dns {cfg.key}` again after it.")
+    lines.append(f"; MTA-STS policy, to serve as https://mta-sts.{cfg.domain}/.well-known/mta-sts.txt:")
+    lines += [f";   {line}" for line in mta_sts_policy(cfg).splitlines()]
     return "\n".join(lines) + "\n"
 
 
@@ -75,7 +110,11 @@ def dnsmasq_lines(cfg) -> list[str]:
     for r in records(cfg):
         fqdn = cfg.domain if r.name == "@" else f"{r.name}.{cfg.domain}"
         if r.type == "TXT":
-            out.append(f'txt-record={fqdn},"{r.value}"')
+            # Long values (DKIM keys) as several strings of at most 255 bytes.
+            chunks = [r.value[i:i + 255] for i in range(0, len(r.value), 255)] or [""]
+            out.append(f"txt-record={fqdn}," + ",".join(f'"{c}"' for c in chunks))
+        elif r.type == "CNAME":
+            out.append(f"cname={fqdn},{r.value.rstrip('.')}")
         elif r.type == "SRV":
             prio, weight, port, target = r.value.split()
             if target == ".":

@@ -265,6 +265,9 @@ def ensure_netns(name: str, veth_host: str, ip: str) -> None:
 # ---------------------------------------------------------------------------- DNS
 
 
+OUTSIDE_DOMAIN = "outside.test"
+
+
 def dns_records(state: dict) -> list[str]:
     from .dns import dnsmasq_lines
 
@@ -276,6 +279,9 @@ def dns_records(state: dict) -> list[str]:
         if "mail" in h.get("roles", ["mail"]):
             lines.append(f"mx-host={h['domain']},{name},10")
         lines.append(f"ptr-record={ipaddress.ip_address(h['ip']).reverse_pointer},{name}")
+    # A stand-in for the world outside the state mail system (`.test` is reserved, RFC 2606): tests
+    # use it as a sender domain that resolves. Nothing listens for mail there and no test sends any.
+    lines += [f"host-record=mx.{OUTSIDE_DOMAIN},{GATEWAY}", f"mx-host={OUTSIDE_DOMAIN},mx.{OUTSIDE_DOMAIN},10"]
     return lines
 
 
@@ -291,6 +297,9 @@ def ensure_dns(state: dict, mirrors: list[str]) -> None:
             "no-poll",
             "log-facility=" + str(LAB_DIR / "dnsmasq.log"),
             *[f"address=/{MIRROR}/{ip}" for ip in mirrors],
+            # The lab zones are answered here only: an unknown name in them does not exist.
+            "local=/gov.vn/",
+            f"local=/{OUTSIDE_DOMAIN}/",
             *dns_records(state),
             "",
         ]
@@ -310,6 +319,20 @@ def ensure_dns(state: dict, mirrors: list[str]) -> None:
             break
         time.sleep(0.1)
     state["dnsmasq_pid"] = int(pidfile.read_text().strip())
+
+
+def refresh_dns() -> None:
+    """Restart the lab resolver with the records as they are now (e.g. a DKIM key a deploy just
+    fetched). Deploys of several provinces run in parallel: one at a time, under a lock."""
+    import fcntl
+
+    with open(LAB_DIR / "dns.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        state = load_state()
+        if not state.get("hosts"):
+            return
+        ensure_dns(state, mirror_addresses())
+        save_state(state)
 
 
 def _wait_gone(pid: int, timeout: float = 10) -> None:
@@ -353,6 +376,12 @@ def prepare_root(root: Path, image: Path, hostname: str, ip: str) -> None:
     (root / "etc/hostname").write_text(hostname + "\n")
     short = hostname.split(".")[0]
     (root / "etc/hosts").write_text(f"127.0.0.1\tlocalhost\n{ip}\t{hostname} {short}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+    # A lab-only bound on how long systemd waits for a stopping service. systemd in a container
+    # occasionally misses that a stopped service's cgroup became empty and waits the full default
+    # 90 s; 20 s keeps such a miss from stalling a deploy (real hosts keep Debian's default).
+    conf = root / "etc/systemd/system.conf.d"
+    conf.mkdir(parents=True, exist_ok=True)
+    (conf / "govmail-lab.conf").write_text("[Manager]\nDefaultTimeoutStopSec=20s\n")
     resolv = root / "etc/resolv.conf"
     if resolv.is_symlink():
         resolv.unlink()

@@ -177,6 +177,14 @@ class ContentPolicy(Cited):
         None, description="If set, only these attachment formats are accepted (BN Art. 11 allow-list)."
     )
 
+    encrypted_archives: Literal["allow", "flag", "refuse"] = Field(
+        "flag", description="A password-protected archive (.zip, .rar, .7z), whose content cannot be checked: "
+        "`allow`, `flag` (delivered with the header X-Govmail-Encrypted-Archive and spam score 3) or `refuse`."
+    )
+    inspect_archives: bool = Field(
+        True, description="Apply the extension rules to the files inside .zip, .rar, .7z and .gz attachments too."
+    )
+
     @field_validator("blocked_extensions", "allowed_extensions")
     @classmethod
     def _exts(cls, v):
@@ -186,6 +194,64 @@ class ContentPolicy(Cited):
             if not re.fullmatch(r"[a-z0-9]{1,10}", e):
                 raise ValueError(f"extension {e!r} must be lower-case letters/digits without a dot")
         return v
+
+
+class AntivirusPolicy(Cited):
+    """Virus scanning with ClamAV (clamd), asked by rspamd for every message (LC Art. 4.4, 4.5, 13.4;
+    TN Art. 4.1-4.2; BN Art. 15.2; DN Art. 8.3)."""
+
+    enabled: bool = Field(
+        True, description="Scan every message; an infected one is refused at SMTP time. `false`: no scanner is "
+        "installed, and the deploy and the compliance report say so."
+    )
+    freshclam: bool = Field(
+        True, description="Update the signatures from ClamAV's mirror (freshclam). The lab has no such access "
+        "and always uses govmail's local test signature only."
+    )
+
+
+class OutboundPolicy(Cited):
+    """Limits on what one authenticated user may send, so that a stolen password cannot turn the
+    host into a spam source (rspamd ratelimit, counted in Redis)."""
+
+    messages_per_hour: int = Field(
+        100, description="Messages one authenticated user may submit per hour (sustained rate).", ge=1, le=100000
+    )
+    burst: int = Field(
+        100, description="Messages one user may submit at once before the hourly rate applies.", ge=1, le=100000
+    )
+
+
+class ForwardingPolicy(Cited):
+    """Automatic forwarding out of, and into, the state mail system (LC Art. 12.5)."""
+
+    state_domains: list[str] = Field(
+        ["*.gov.vn", "gov.vn"], description="Domains of mailboxes issued by state agencies: exact names, or "
+        "`*.suffix` for every subdomain. Forwards between them keep working."
+    )
+    refuse_outbound: bool = Field(
+        True, description="Refuse an automatic forward (Sieve redirect, list member) from a mailbox here to a "
+        "domain that is not a state domain."
+    )
+    refuse_inbound: bool = Field(
+        False, description="Refuse mail automatically forwarded into this domain from a mailbox outside the "
+        "state domains (recognised by its forwarding headers and SRS envelope)."
+    )
+
+    @field_validator("state_domains")
+    @classmethod
+    def _domains(cls, v):
+        for d in v:
+            if not DOMAIN_RE.match(d.removeprefix("*.")):
+                raise ValueError(f"{d!r} must be a lower-case domain such as gov.vn, or *.gov.vn")
+        return v
+
+    def is_state(self, domain: str) -> bool:
+        domain = domain.lower()
+        for d in self.state_domains:
+            if d.startswith("*.") and domain.endswith(d[1:]) or domain == d:
+                return True
+        return False
 
 
 class NamingPolicy(Cited):
@@ -226,7 +292,10 @@ class Policy(Strict):
     backup: BackupPolicy = Field(description="Schedule and retention of the backups.")
     bruteforce: BruteForcePolicy = Field(description="Bans of clients that keep failing to log in.")
     spam: SpamPolicy = Field(description="Spam scores: refuse, or deliver marked.")
-    content: ContentPolicy
+    content: ContentPolicy = Field(description="Attachment rules: blocked and allowed formats, archives.")
+    antivirus: AntivirusPolicy = Field(description="Virus scanning with ClamAV.")
+    outbound: OutboundPolicy = Field(description="Sending limits per authenticated user.")
+    forwarding: ForwardingPolicy = Field(description="Automatic forwarding out of and into the state mail system.")
 
 
 # ---------------------------------------------------------------------------- hosts and TLS
@@ -248,6 +317,22 @@ class PasswordChange(Strict):
 
     port: int = Field(8443, description="HTTPS port of the password page (`https://<mail host>:<port>/`).",
                       ge=1, le=65535)
+
+
+class DKIM(Strict):
+    """DKIM signing of every message sent from the province's domain (rspamd). The key is generated on
+    the mail host once (/etc/govmail/dkim/), kept across deploys and restored by `govmail backup
+    restore-host`; `govmail dns` prints the record to publish."""
+
+    selector: str = Field("govmail", description="DKIM selector: the record is `<selector>._domainkey.<domain>`.")
+    bits: Literal[2048, 3072, 4096] = Field(2048, description="RSA key size of a newly generated key.")
+
+    @field_validator("selector")
+    @classmethod
+    def _selector(cls, v):
+        if not LABEL_RE.match(v):
+            raise ValueError("must be lower-case ASCII letters, digits or '-'")
+        return v
 
 
 class Host(Strict):
@@ -389,6 +474,7 @@ class Province(Strict):
     postmaster: Optional[str] = Field(None, description="Address that receives postmaster@/abuse@ mail (default: first admin).")
     tls: TLS = Field(TLS(), description="The certificate of the mail services (self-signed unless given).")
     password_change: PasswordChange = Field(PasswordChange(), description="Where users change their password.")
+    dkim: DKIM = Field(DKIM(), description="DKIM signing of outgoing mail.")
     policy: Policy
     directory: Directory
 

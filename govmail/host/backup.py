@@ -12,7 +12,9 @@ What one archive holds:
   var/backups/govmail/state/accounts.sqlite   the account store (passwords, statuses, audit log),
                                               copied with SQLite's online backup
   var/backups/govmail/state/last-logins.json  last-login stamps
-  etc/govmail/                                TLS keys and certificates, directory, settings
+  var/vmail/<domain>/<user>/sieve/, .dovecot.sieve
+                                              each user's Sieve filters and which one is active
+  etc/govmail/                                TLS and DKIM keys, certificates, directory, settings
   var/log/mail.log*                           the mail logs (DN Art. 11.2.e)
 
 Commands:
@@ -184,7 +186,7 @@ def run() -> int:
         n = stage_mail(addresses)
         stage_state(addresses)
         name = f"{socket.gethostname()}-{datetime.datetime.now().strftime('%Y-%m-%dT%H:%M:%S')}"
-        paths = [STAGE, "/etc/govmail", *sorted(glob.glob("/var/log/mail.log*"))]
+        paths = [STAGE, "/etc/govmail", *sieve_paths(), *sorted(glob.glob("/var/log/mail.log*"))]
         r = borg(c, "create", "--json", "--compression", "zstd,6", f"{c['repo']}::{name}", *paths)
         stats = json.loads(r.stdout)["archive"]["stats"]
         st.update({
@@ -352,6 +354,33 @@ def restore_mailbox(address: str, at: str | None, folder: str | None) -> int:
     return 0
 
 
+def sieve_paths() -> list[str]:
+    """Users' Sieve scripts (small files beside the Maildir, outside what `doveadm backup` copies)."""
+    return sorted(glob.glob(os.path.join(HOMES, "*", "*", "sieve"))
+                  + [p for p in glob.glob(os.path.join(HOMES, "*", "*", ".dovecot.sieve")) if os.path.islink(p)])
+
+
+def restore_sieve(work: str) -> int:
+    """Put back each user's Sieve scripts; a script the user saved since the rebuild is kept."""
+    n = 0
+    for d in glob.glob(os.path.join(work, HOMES.lstrip("/"), "*", "*")):
+        dom, local = d.split("/")[-2:]
+        h = os.path.join(HOMES, dom, local)
+        src = os.path.join(d, "sieve")
+        if os.path.isdir(src):
+            os.makedirs(os.path.join(h, "sieve"), exist_ok=True)
+            for fn in os.listdir(src):
+                dest = os.path.join(h, "sieve", fn)
+                if os.path.isfile(os.path.join(src, fn)) and not os.path.exists(dest):
+                    shutil.copy2(os.path.join(src, fn), dest)
+                    n += 1
+        link = os.path.join(d, ".dovecot.sieve")
+        if os.path.islink(link) and not os.path.lexists(os.path.join(h, ".dovecot.sieve")):
+            os.symlink(os.readlink(link), os.path.join(h, ".dovecot.sieve"))
+        subprocess.run(["chown", "-R", "-h", f"{VMAIL}:{VMAIL}", h], capture_output=True)
+    return n
+
+
 def restore_host(at: str | None) -> int:
     """After a rebuild (deploy on a bare host): bring back what lives only on the host."""
     c = conf()
@@ -384,7 +413,7 @@ def restore_host(at: str | None) -> int:
         os.utime(p, (ts, ts))
         shutil.chown(p, VMAIL, VMAIL)
     done["last_logins"] = len(stamps)
-    # 2. Keys made on the host (TLS now; DKIM keys go to /etc/govmail/dkim): the same as before
+    # 2. Keys made on the host (TLS, DKIM): the same as before
     #    the disaster, so certificates and published DNS keys stay valid.
     changed = False
     for sub in HOST_KEYS:
@@ -396,10 +425,12 @@ def restore_host(at: str | None) -> int:
             a, b = os.path.join(src_dir, fn), os.path.join("/etc/govmail", sub, fn)
             if os.path.isfile(a) and (not os.path.exists(b) or open(a, "rb").read() != open(b, "rb").read()):
                 shutil.copy2(a, b)
+                if sub == "dkim":  # rspamd reads the key through its group
+                    shutil.chown(b, "root", "_rspamd")
                 changed = True
     if changed:
         # Reloads, not restarts: sessions in progress (mail arriving during the restore) finish.
-        for svc in ("postfix", "dovecot"):
+        for svc in ("postfix", "dovecot", "rspamd"):
             subprocess.run(["systemctl", "try-reload-or-restart", svc], capture_output=True)
         subprocess.run(["systemctl", "try-restart", "govmail-passwd"], capture_output=True)
     done["keys"] = "restored" if changed else "unchanged"
@@ -421,6 +452,7 @@ def restore_host(at: str | None) -> int:
             msgs += merge_mailbox(f"{local}@{dom}", os.path.join(d, "Maildir"))
             n += 1
     done["mailboxes"], done["messages"] = n, msgs
+    done["sieve_scripts"] = restore_sieve(work)
     shutil.rmtree(work)
     audit("restored-host", None, f"from archive {name}: {msgs} messages in {n} mailboxes")
     print(json.dumps(done))

@@ -17,8 +17,9 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations import files, server, systemd
 
+from . import base
 from ..ops import config_file, file_exists, json_bytes
 from ..render import PATHS, render
 from ..secrets import backup_secrets
@@ -38,7 +39,7 @@ def repo_url(cfg) -> str:
 
 
 def install(cfg) -> None:
-    apt.packages(name="Install borgbackup and logrotate", packages=["borgbackup", "logrotate"], no_recommends=True)
+    base.packages("Install borgbackup and logrotate", ["borgbackup", "logrotate"])
 
 
 def _timers(cfg, units: list[tuple[str, str]]) -> None:

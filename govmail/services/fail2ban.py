@@ -9,8 +9,9 @@ AUTH, IMAP/POP3 and the password page; times from `policy.bruteforce`), and the 
 from __future__ import annotations
 
 from pyinfra import host
-from pyinfra.operations import apt, systemd
+from pyinfra.operations import systemd
 
+from . import base
 from ..ops import config_file, reload_when
 from ..render import render
 
@@ -22,8 +23,7 @@ VALIDATE = (
 
 
 def install(cfg) -> None:
-    apt.packages(name="Install fail2ban (nftables, journal reader)",
-                 packages=["fail2ban", "nftables", "python3-systemd"], no_recommends=True)
+    base.packages("Install fail2ban (nftables, journal reader)", ["fail2ban", "nftables", "python3-systemd"])
 
 
 def configure(cfg) -> list:
@@ -42,4 +42,7 @@ def configure(cfg) -> list:
 
 def activate(cfg, changed: list) -> None:
     systemd.service(name="fail2ban enabled and running", service="fail2ban", running=True, enabled=True)
-    reload_when("Reload fail2ban (its jails or filters changed)", "fail2ban-client reload", "fail2ban", changed)
+    # Just started (first deploy), the server needs a moment before it takes commands.
+    reload_when("Reload fail2ban (its jails or filters changed)",
+                "timeout 60 sh -c 'until fail2ban-client ping >/dev/null 2>&1; do sleep 0.5; done' && fail2ban-client reload",
+                "fail2ban", changed)

@@ -25,6 +25,9 @@ def configure(cfg) -> tuple[list, list]:
         config_file(name="Postfix sender ownership (account store)", dest=f"{maps}/senders.cf",
                     content=render("postfix/sqlite-senders.cf.j2", cfg), group="postfix", mode=0o640,
                     pending="postfix-reload"),
+        config_file(name="Postfix: where Sieve redirects may go (state domains)", dest=f"{maps}/state-domains.pcre",
+                    content=render("postfix/state-domains.pcre.j2", cfg, state_domains=cfg.policy.forwarding.state_domains),
+                    pending="postfix-reload"),
         config_file(name="/etc/aliases (root -> postmaster)", dest="/etc/aliases", content=render("postfix/aliases.local.j2", cfg)),
     ]
     # Some main.cf/master.cf parameters (inet_protocols, inet_interfaces) only take effect on a

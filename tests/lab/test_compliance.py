@@ -55,6 +55,27 @@ def clauses(cfg):
     sp = p.spam
     out.append(("spam_filter", f"{sp.article}: every message scored by rspamd; refused at {sp.reject_score:g}, "
                 f"marked at {sp.add_header_score:g}"))
+    c = p.content
+    text = f"{c.article}: attachments refused: " + " ".join("." + e for e in c.blocked_extensions)
+    if c.allowed_extensions is not None:
+        text += "; only " + " ".join("." + e for e in c.allowed_extensions) + " accepted"
+    if c.inspect_archives:
+        text += "; also inside .zip/.rar/.7z/.gz"
+    out.append(("attachment_rules", text + f"; password-protected archives: {c.encrypted_archives}"))
+    av = p.antivirus
+    out.append(("antivirus", f"{av.article}: every message scanned by ClamAV, infected ones refused"
+                if av.enabled else f"{av.article}: virus scanning is OFF in the data (policy.antivirus.enabled)"))
+    ob = p.outbound
+    out.append(("outbound_limit", f"{ob.article}: one authenticated user sends at most {ob.burst} messages at once, "
+                f"{ob.messages_per_hour} an hour"))
+    out.append(("dkim_signing", f"{cfg.model.domain_article} mail from {cfg.domain} DKIM-signed (selector "
+                f"{cfg.model.dkim.selector}), the record published; SPF, DKIM, DMARC checked on received mail"))
+    fw = p.forwarding
+    if fw.refuse_outbound:
+        out.append(("forwarding_out", f"{fw.article}: automatic forwards (Sieve redirect, lists) only to "
+                    + ", ".join(fw.state_domains)))
+    if fw.refuse_inbound:
+        out.append(("forwarding_in", f"{fw.article}: mail forwarded automatically from outside the state domains refused"))
     bf = p.bruteforce
     out.append(("bruteforce", f"{bf.article}: {bf.maxretry} failed logins in {bf.findtime_minutes} min (SMTP AUTH, "
                 f"IMAP, POP3, password page) ban the client for {bf.bantime_minutes} min"))
@@ -235,6 +256,61 @@ def spam_filter(ti, cfg, _):
     sp = cfg.policy.spam
     assert f"reject = {sp.reject_score:g}" in actions.replace(".0;", ";").replace(";", ""), actions
     assert f"add_header = {sp.add_header_score:g}" in actions.replace(".0;", ";").replace(";", ""), actions
+
+
+@check
+def attachment_rules(ti, cfg, _):
+    rules = ti.file("/etc/rspamd/lua.local.d/govmail.lua").content_string
+    for e in cfg.policy.content.blocked_extensions:
+        assert f'["{e}"] = true' in rules, f".{e} not in the blocked list"
+    assert f'local ENCRYPTED = "{cfg.policy.content.encrypted_archives}"' in rules
+    assert "GOVMAIL_ATTACHMENT" in rules and ti.service("rspamd").is_running
+
+
+@check
+def antivirus(ti, cfg, _):
+    assert cfg.policy.antivirus.enabled, "virus scanning is disabled in the province's data"
+    assert ti.service("clamav-daemon").is_running and ti.service("clamav-daemon").is_enabled
+    assert ti.file("/run/clamav/clamd.ctl").is_socket
+    dump = ti.check_output("rspamadm configdump antivirus")
+    assert "clamd.ctl" in dump and "reject" in dump, dump
+
+
+@check
+def outbound_limit(ti, cfg, _):
+    assert ti.service("redis-server").is_running
+    dump = ti.check_output("rspamadm configdump ratelimit")
+    ob = cfg.policy.outbound
+    assert f"{ob.messages_per_hour} / 1h" in dump and f"burst = {ob.burst}" in dump, dump
+
+
+@check
+def dkim_signing(ti, cfg, _):
+    from govmail.services.rspamd import dkim_paths
+
+    key, record = dkim_paths(cfg)
+    k = ti.file(key)
+    assert k.exists and k.mode == 0o640 and k.group == "_rspamd"
+    from .test_dns import txt_records
+
+    want = ti.file(record).content_string.strip()
+    assert want.startswith("v=DKIM1; k=rsa; p=")
+    published = txt_records(f"{cfg.model.dkim.selector}._domainkey.{cfg.domain}")
+    assert published == [want], f"the resolver serves {published!r}, the host signs with {want!r}"
+    assert cfg.domain in ti.check_output("rspamadm configdump dkim_signing")
+
+
+@check
+def forwarding_out(ti, cfg, _):
+    assert "127.0.0.1:10027" in ti.check_output("postconf -M")
+    assert ti.check_output("doveconf -h submission_host") == "127.0.0.1:10027"
+    assert ti.check_output("postmap -q someone@outside.example pcre:/etc/postfix/govmail/state-domains.pcre").startswith("REJECT")
+    assert ti.check_output("postmap -q someone@bacninh.gov.vn pcre:/etc/postfix/govmail/state-domains.pcre") == "OK"
+
+
+@check
+def forwarding_in(ti, cfg, _):
+    assert "GOVMAIL_FORWARD_IN" in ti.file("/etc/rspamd/lua.local.d/govmail.lua").content_string
 
 
 @check

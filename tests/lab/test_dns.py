@@ -51,3 +51,59 @@ def test_the_lab_resolver_serves_spf_and_dmarc_as_govmail_dns_prints_them(lab_ho
         [dmarc] = txt_records("_dmarc." + cfg.domain)
         assert dmarc.startswith("v=DMARC1; p=reject") and dmarc in zone
     assert txt_records("gmail.com") == []  # nothing outside the lab zones
+
+
+def test_mail_between_two_provinces_arrives_with_dkim_spf_and_dmarc_passing(lab_hosts):
+    import re
+    import time
+
+    from .test_filtering import delivered
+    from .test_security import submission
+
+    if len(PROVINCES) < 2:
+        import pytest
+
+        pytest.skip("needs two provinces in the lab (GOVMAIL_LAB_PROVINCES)")
+    a = lab_hosts.get("bacninh") or lab_hosts[PROVINCES[0]]
+    b = lab_hosts.get("daknong") if a is not lab_hosts.get("daknong") else None
+    b = b or next(h for h in lab_hosts.values() if h is not a)
+    sender = [x.address for x in a.cfg.accounts if x.kind == "person" and x.status == "active"][5]
+    to = [x.address for x in b.cfg.accounts if x.kind == "person" and x.status == "active"][5]
+    subject = f"Thư liên tỉnh {int(time.time())}"
+    with submission(a, sender, a.set_password(sender)) as s:
+        s.sendmail(sender, [to], (f"From: {sender}\r\nTo: {to}\r\nSubject: {subject}\r\n"
+                                  "Content-Type: text/plain; charset=utf-8\r\n\r\nKính gửi Sở bạn.\r\n").encode())
+    got = delivered(b, to, subject, timeout=60)
+    assert got, f"not delivered from {a.name} to {b.name}"
+    results = " ".join(re.findall(r"^Authentication-Results:.*(?:\n[ \t].*)*", got, re.M))
+    for check in ("dkim=pass", "spf=pass", "dmarc=pass"):
+        assert check in results, f"{check} missing: {results}"
+    assert f"header.d={a.cfg.domain}" in results
+
+
+def test_a_forged_sender_of_a_province_domain_is_refused_by_its_dmarc_policy(lab_hosts):
+    import smtplib
+
+    h = lab_hosts[PROVINCES[0]]
+    other = next((x for x in lab_hosts.values() if x is not h), h)
+    to = [x.address for x in h.cfg.accounts if x.kind == "person" and x.status == "active"][5]
+    forged = f"giamdoc@{other.cfg.domain}"  # sent from the lab controller, not from that domain's MX
+    with smtplib.SMTP(h.name, 25, timeout=60) as s:
+        s.ehlo("mx.outside.test")
+        try:
+            s.sendmail(forged, [to], f"From: {forged}\r\nTo: {to}\r\nSubject: Chuyển tiền gấp\r\n\r\nChuyển ngay.\r\n".encode())
+            refused = None
+        except smtplib.SMTPDataError as e:
+            refused = e
+    assert refused is not None and refused.smtp_code == 554, "forged mail accepted"
+
+
+def test_govmail_dns_prints_the_dkim_key_the_host_signs_with(lab_hosts):
+    from govmail.services.rspamd import dkim_paths
+
+    for p in PROVINCES:
+        h = lab_hosts[p]
+        want = h.run(f"cat {dkim_paths(h.cfg)[1]}").stdout.strip()
+        zone = subprocess.run(["govmail", "dns", p], capture_output=True, text=True, check=True).stdout
+        assert f"{h.cfg.model.dkim.selector}._domainkey" in zone and want[:200] in zone.replace('" "', "")
+        assert txt_records(f"{h.cfg.model.dkim.selector}._domainkey.{h.cfg.domain}") == [want]

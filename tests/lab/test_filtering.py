@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+import gzip
+import io
+import os
 import smtplib
 import time
+import zipfile
 from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+
+from govmail.lab import OUTSIDE_DOMAIN
+
+from .conftest import PROVINCES
+from .test_security import submission
 
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 
 
+# Mail from another server comes from outside the province's domain: a sender claiming the
+# province's own domain from a host that is not its mail host is refused by DMARC (p=reject).
+OUTSIDE_SENDER = f"canbo@{OUTSIDE_DOMAIN}"
+
+
 def message(h, to, subject, body) -> EmailMessage:
     m = EmailMessage()
-    m["From"], m["To"], m["Subject"] = f"postmaster@{h.cfg.domain}", to, subject
+    m["From"], m["To"], m["Subject"] = OUTSIDE_SENDER, to, subject
+    m["Date"], m["Message-ID"] = formatdate(localtime=True), make_msgid(domain=OUTSIDE_DOMAIN)
     m.set_content(body)
     return m
 
@@ -35,3 +51,151 @@ def test_the_gtube_spam_test_message_is_refused_at_smtp_time_and_ordinary_mail_p
         time.sleep(0.5)
     assert h.run(f"doveadm search -u {to} mailbox INBOX header Subject 'Thư thường {stamp}'").stdout.strip()
     assert not h.run(f"doveadm search -u {to} mailbox INBOX header Subject 'Quảng cáo {stamp}'", check=False).stdout.strip()
+
+
+# ---------------------------------------------------------------- attachments, viruses, sending limits
+
+ELF = b"\x7fELF\x02\x01\x01" + b"\0" * 57 + b"\x02\x00\x3e\x00" + b"\0" * 200  # a Linux program's header
+EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+
+
+def zip_of(name: str, data: bytes, encrypted: bool = False) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr(name, data)
+    raw = bytearray(buf.getvalue())
+    if encrypted:
+        # Python writes no encrypted zip; set the "encrypted" flag (bit 0) in the local and the
+        # central header, which is what a password-protected archive declares.
+        raw[6] |= 1
+        cd = raw.rfind(b"PK\x01\x02")
+        raw[cd + 8] |= 1
+    return bytes(raw)
+
+
+def gz_of(name: str, data: bytes) -> bytes:
+    buf = io.BytesIO()
+    with gzip.GzipFile(filename=name, mode="wb", fileobj=buf, mtime=0) as g:
+        g.write(data)
+    return buf.getvalue()
+
+
+def with_attachment(h, to, subject, filename, data, ctype="application/octet-stream") -> EmailMessage:
+    m = message(h, to, subject, "Kính gửi, xin gửi tài liệu đính kèm.\n")
+    maintype, subtype = ctype.split("/")
+    m.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
+    return m
+
+
+def send_25(h, m) -> tuple[int, str]:
+    """Send over port 25 as another server would: (0, '') when accepted, else the refusal."""
+    with smtplib.SMTP(h.name, 25, timeout=120) as s:
+        s.ehlo("client.lab.test")
+        try:
+            s.send_message(m)
+            return 0, ""
+        except smtplib.SMTPDataError as e:
+            return e.smtp_code, e.smtp_error.decode(errors="replace")
+
+
+def delivered(h, to, subject, timeout=30) -> str:
+    """The delivered message's text ('' if it never arrived)."""
+    for _ in range(int(timeout * 2)):
+        uid = h.run(f"doveadm search -u {to} mailbox INBOX header Subject '{subject}'", check=False).stdout.split()
+        if uid:
+            return h.run(f"doveadm fetch -u {to} text mailbox INBOX uid {uid[-1]}").stdout
+        time.sleep(0.5)
+    return ""
+
+
+def test_programs_are_refused_by_name_by_content_and_inside_archives_with_the_rule_named(host):
+    h = host
+    c = h.cfg.policy.content
+    to = next(a.address for a in h.cfg.accounts if a.kind == "person" and a.status == "active")
+    ext = c.blocked_extensions[0]
+    stamp = str(int(time.time()))
+    cases = {
+        f"setup.{ext}": (f"setup.{ext}", b"MZ harmless bytes", f".{ext} files are not accepted"),
+        "disguised": ("bao-cao.pdf", ELF, "is a program"),
+        "zip": ("tai-lieu.zip", zip_of(f"tai-lieu/cai-dat.{ext}", b"MZ"), f'inside "tai-lieu.zip"'),
+        "gz": ("cong-cu.gz", gz_of(f"cong-cu.{ext}", b"MZ"), 'inside "cong-cu.gz"'),
+    }
+    for case, (fname, data, why) in cases.items():
+        code, text = send_25(h, with_attachment(h, to, f"Tệp {case} {stamp}", fname, data))
+        assert code == 554, f"{case}: accepted"
+        assert why in text and c.article in text, f"{case}: reply does not name the rule: {text}"
+    # An ordinary document still passes, and so does an archive of documents.
+    pdf = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
+    assert send_25(h, with_attachment(h, to, f"Kế hoạch {stamp}", "ke-hoach.pdf", pdf, "application/pdf")) == (0, "")
+    assert send_25(h, with_attachment(h, to, f"Hồ sơ {stamp}", "ho-so.zip", zip_of("ho-so.pdf", pdf), "application/zip")) == (0, "")
+    assert delivered(h, to, f"Kế hoạch {stamp}") and delivered(h, to, f"Hồ sơ {stamp}")
+    for case in cases:
+        assert not delivered(h, to, f"Tệp {case} {stamp}", timeout=0.5)
+
+
+def test_a_password_protected_archive_is_refused_or_flagged_as_the_province_says(host):
+    h = host
+    c = h.cfg.policy.content
+    to = next(a.address for a in h.cfg.accounts if a.kind == "person" and a.status == "active")
+    subject = f"Tài liệu mật khẩu {int(time.time())}"
+    code, text = send_25(h, with_attachment(h, to, subject, "bang-luong.zip",
+                                            zip_of("bang-luong.pdf", b"%PDF-1.4 secret", encrypted=True), "application/zip"))
+    if c.encrypted_archives == "refuse":
+        assert code == 554 and "password-protected" in text and c.article in text, text
+        assert not delivered(h, to, subject, timeout=1)
+    else:
+        assert code == 0, text
+        got = delivered(h, to, subject)
+        if c.encrypted_archives == "flag":
+            assert "X-Govmail-Encrypted-Archive: bang-luong.zip" in got, got[:2000]
+
+
+def test_a_virus_is_refused_at_smtp_time_with_its_name(host):
+    h = host
+    if not h.cfg.policy.antivirus.enabled:
+        assert not h.run("systemctl is-active clamav-daemon", check=False).stdout.strip() == "active"
+        return
+    to = next(a.address for a in h.cfg.accounts if a.kind == "person" and a.status == "active")
+    subject = f"Công văn {int(time.time())}"
+    code, text = send_25(h, with_attachment(h, to, subject, "cong-van.txt", EICAR))
+    assert code == 554 and "Eicar-Test-Signature" in text and h.cfg.policy.antivirus.article in text, (code, text)
+    assert not delivered(h, to, subject, timeout=1)
+    # clamd stopped: mail waits (4xx, the sender retries), it is never delivered unscanned. (A new
+    # attachment: rspamd remembers verdicts of content it has scanned.)
+    h.run("systemctl stop clamav-daemon")
+    try:
+        code, text = send_25(h, with_attachment(h, to, subject + " lại", "cong-van.txt", os.urandom(2000)))
+        assert 400 <= code < 500, (code, text)
+    finally:
+        h.run("systemctl start clamav-daemon && timeout 60 sh -c 'until [ -S /run/clamav/clamd.ctl ]; do sleep 0.5; done'")
+
+
+def test_a_user_who_sends_past_the_hourly_limit_is_told_to_wait(lab_hosts):
+    h = lab_hosts[PROVINCES[0]]
+    ob = h.cfg.policy.outbound
+    people = [a.address for a in h.cfg.accounts if a.kind == "person" and a.status == "active"]
+    me, other = people[-2], people[-1]
+    pw = h.set_password(me)
+    # Start from an empty bucket (an earlier run of this test in the same hour filled it).
+    h.run("redis-cli --scan --pattern 'RL*' | xargs -r redis-cli del >/dev/null")
+    accepted, refusal = 0, None
+    with submission(h, me, pw) as s:
+        for i in range(ob.burst + 1):
+            m = EmailMessage()
+            m["From"], m["To"], m["Subject"] = me, me, f"Thư số {i}"
+            m.set_content("Nội dung.\n")
+            try:
+                s.send_message(m)
+                accepted += 1
+            except smtplib.SMTPDataError as e:
+                refusal = e
+                break
+        # Someone else on the same host is not affected.
+    assert accepted == ob.burst and refusal is not None, (accepted, refusal)
+    assert 400 <= refusal.smtp_code < 500 and b"Sending limit reached" in refusal.smtp_error, refusal
+    pw2 = h.set_password(other)
+    with submission(h, other, pw2) as s:
+        m = EmailMessage()
+        m["From"], m["To"], m["Subject"] = other, other, "Không bị ảnh hưởng"
+        m.set_content("Nội dung.\n")
+        s.send_message(m)

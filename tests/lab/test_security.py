@@ -113,6 +113,11 @@ def test_testssl_finds_no_weak_protocol_or_cipher_on_any_tls_port(lab_hosts, tmp
                     and "not offered" not in f["finding"]):
                 bad.setdefault(port, []).append(f"{f['id']}: {f['finding']}")
     assert not bad, bad
+    # ManageSieve (4190; this testssl has no STARTTLS for sieve): openssl s_client, old protocols refused.
+    for proto, ok in (("-tls1_2", True), ("-tls1_1", False), ("-tls1", False)):
+        r = subprocess.run(["openssl", "s_client", "-starttls", "sieve", proto, "-connect", f"{h.ip}:4190"],
+                           input="", capture_output=True, text=True, timeout=60)
+        assert ("BEGIN CERTIFICATE" in r.stdout or "Server certificate" in r.stdout) == ok, (proto, r.stdout[-500:])
 
 
 ATTACK = """

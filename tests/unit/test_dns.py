@@ -27,3 +27,21 @@ def test_the_lab_resolver_serves_the_same_txt_and_srv_records():
     assert 'txt-record=laichau.gov.vn,"v=spf1 mx -all"' in lines
     assert "srv-host=_imaps._tcp.laichau.gov.vn,mail.laichau.gov.vn,993,0,1" in lines
     assert "srv-host=_imap._tcp.laichau.gov.vn" in lines
+
+
+def test_the_dkim_record_the_deploy_fetched_is_published_split_for_the_lab_resolver(tmp_path, monkeypatch):
+    monkeypatch.setenv("GOVMAIL_SECRETS", str(tmp_path))
+    cfg = load_province("bacninh")
+    assert "no key known yet" in zone_text(cfg)
+    value = "v=DKIM1; k=rsa; p=" + "A" * 392
+    (tmp_path / "bacninh" / "dkim").mkdir(parents=True)
+    (tmp_path / "bacninh" / "dkim" / "bacninh.gov.vn.govmail.txt").write_text(value + "\n")
+    z = zone_text(cfg)
+    assert "govmail._domainkey   3600 IN TXT   " + _quote_txt(value) in z and "no key known yet" not in z
+    [line] = [x for x in dnsmasq_lines(cfg) if x.startswith("txt-record=govmail._domainkey.")]
+    assert line == f'txt-record=govmail._domainkey.bacninh.gov.vn,"{value[:255]}","{value[255:]}"'
+
+
+def test_mta_sts_is_only_enforced_with_a_certificate_from_a_ca():
+    z = zone_text(load_province("daknong"))
+    assert "_mta-sts             3600 IN TXT   \"v=STSv1; id=" in z and ";   mode: testing" in z

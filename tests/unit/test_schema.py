@@ -240,3 +240,28 @@ def test_managers_and_superiors_follow_the_directory():
     assert (dept.manager, dept.superior) == ("stnmt@laichau.gov.vn", "ubnd@laichau.gov.vn")
     agency = cfg.account("stnmt@laichau.gov.vn")
     assert (agency.manager, agency.superior) == ("ubnd@laichau.gov.vn", None)
+
+
+def test_a_list_member_outside_the_state_domains_is_refused_with_the_forwarding_article(tmp_path):
+    def edit(d):
+        d["directory"]["lists"][0]["members"].append("canbo@gmail.com")
+
+    [p] = problems(copy_province(tmp_path, "laichau", edit=edit))
+    assert p.path.startswith("directory.lists[0].members[")
+    assert "'canbo@gmail.com' is not in a state domain" in p.message and "LC Art. 12.5" in p.message
+
+
+def test_a_list_member_in_another_state_domain_is_a_forward_that_is_allowed(tmp_path):
+    def edit(d):
+        d["directory"]["lists"][0]["members"].append("vanphong@bacninh.gov.vn")
+
+    cfg = load_province(copy_province(tmp_path, "laichau", edit=edit))
+    assert "vanphong@bacninh.gov.vn" in cfg.aliases[cfg.model.directory.lists[0].address]
+
+
+def test_state_domains_accept_exact_names_and_wildcards_only(tmp_path):
+    def edit(d):
+        d["policy"]["forwarding"]["state_domains"] = ["*.gov.vn", "Gmail.com"]
+
+    [p] = problems(copy_province(tmp_path, "laichau", edit=edit))
+    assert p.path == "policy.forwarding.state_domains" and "lower-case domain" in p.message
