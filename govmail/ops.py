@@ -86,14 +86,25 @@ def done(action: str) -> str:
     return f"rm -f {PENDING_DIR}/{action}"
 
 
-def reload_when(name: str, command: str, action: str, changed: list, also=lambda: True) -> None:
+def reload_when(name: str, command: str, action: str, changed: list, also=lambda: True, started=None) -> None:
     """Run `command` when one of `changed` changed now, or an earlier deploy left `action` pending
-    (see config_file's `pending`); clear the marker once it succeeded. `also`: an extra condition."""
+    (see config_file's `pending`); clear the marker once it succeeded. `also`: an extra condition.
+    `started`: the operation that starts the service; when it did (first deploy), the service read
+    the new files as it started, and only the marker is cleared."""
     from pyinfra.operations import server
 
     left = pending(action)
-    server.shell(name=name, commands=[f"{command} && {done(action)}"],
-                 _if=lambda: (left or any(op.did_change() for op in changed)) and also())
+
+    def needed() -> bool:
+        return (left or any(op.did_change() for op in changed)) and also()
+
+    def fresh() -> bool:
+        return started is not None and started.did_change()
+
+    server.shell(name=name, commands=[f"{command} && {done(action)}"], _if=lambda: needed() and not fresh())
+    if started is not None:
+        server.shell(name=f"{name}: not needed, it has just started", commands=[done(action)],
+                     _if=lambda: needed() and fresh())
 
 
 def postfix_validate(which: str) -> str:

@@ -69,6 +69,6 @@ def activate(cfg, changed: list) -> None:
                     service="clamav-freshclam", running=on, enabled=on)
     systemd.service(name="clamd enabled and running", service="clamav-daemon", running=True, enabled=True)
     reload_when("clamd reloads its signatures", "systemctl reload-or-restart clamav-daemon", "clamav", changed)
-    ensure_running(name=f"clamd answers on {SOCKET}",
-                   check=f"timeout 60 sh -c 'until [ -S {SOCKET} ]; do sleep 0.5; done'",
-                   start="systemctl restart clamav-daemon")
+    up = f"sh -c 'until [ -S {SOCKET} ]; do sleep 0.5; done'"
+    ensure_running(name=f"clamd answers on {SOCKET}", check=f"timeout 2 {up}",
+                   start=f"systemctl start clamav-daemon && timeout 180 {up}")

@@ -113,8 +113,12 @@ def _refresh_lab_dns() -> None:
 
 def activate(cfg, changed: list) -> None:
     systemd.service(name="Redis enabled and running", service="redis-server", running=True, enabled=True)
-    systemd.service(name="rspamd enabled and running", service="rspamd", running=True, enabled=True)
-    reload_when("Reload rspamd (its configuration changed)", "systemctl reload-or-restart rspamd", "rspamd", changed)
-    ensure_running(name="rspamd's milter answers on localhost:11332",
-                   check="timeout 20 bash -c 'until echo > /dev/tcp/127.0.0.1/11332; do sleep 0.3; done' 2>/dev/null",
-                   start="systemctl restart rspamd")
+    started = systemd.service(name="rspamd enabled and running", service="rspamd", running=True, enabled=True)
+    # Just started (first deploy): it read the new files already; a reload would redo its start-up.
+    reload_when("Reload rspamd (its configuration changed)", "systemctl reload-or-restart rspamd", "rspamd", changed,
+                started=started)
+    # The check is quick (it also runs when the deploy is prepared); a first start compiles rspamd's
+    # regular expressions and may take a minute on a busy host: the start waits up to 3 minutes.
+    milter_up = "bash -c 'until echo > /dev/tcp/127.0.0.1/11332; do sleep 0.5; done' 2>/dev/null"
+    ensure_running(name="rspamd's milter answers on localhost:11332", check=f"timeout 5 {milter_up}",
+                   start=f"systemctl start rspamd && timeout 180 {milter_up}")

@@ -199,3 +199,33 @@ def test_a_user_who_sends_past_the_hourly_limit_is_told_to_wait(lab_hosts):
         m["From"], m["To"], m["Subject"] = other, other, "Không bị ảnh hưởng"
         m.set_content("Nội dung.\n")
         s.send_message(m)
+
+
+def test_the_bac_ninh_allow_list_refuses_other_formats_when_a_province_turns_it_on(lab_hosts):
+    """No shipped province enforces an allow-list (Bắc Ninh's Decision 20/2008 list is ready in its
+    data file, commented). Here the rule is rendered with that list from the template, installed on a
+    lab host for the duration of the test, and exercised with real mail."""
+    import copy
+
+    from govmail.render import render
+
+    h = lab_hosts.get("bacninh") or lab_hosts[PROVINCES[0]]
+    allowed = ["txt", "rtf", "pdf", "doc", "odt", "csv", "xls", "ods", "ppt", "odp", "zip", "gz"]
+    cfg = copy.copy(h.cfg)
+    policy = h.cfg.policy.model_copy(update={"content": h.cfg.policy.content.model_copy(
+        update={"allowed_extensions": allowed})})
+    cfg.model = h.cfg.model.model_copy(update={"policy": policy})
+    lua = render("rspamd/lua.local.d/govmail.lua.j2", cfg, state_domains=policy.forwarding.state_domains)
+    live = "/etc/rspamd/lua.local.d/govmail.lua"
+    h.run(f"cp -p {live} {live}.test-saved && cat > {live} && systemctl reload rspamd && sleep 2", input=lua)
+    try:
+        to = next(a.address for a in h.cfg.accounts if a.kind == "person" and a.status == "active")
+        stamp = str(int(time.time()))
+        code, text = send_25(h, with_attachment(h, to, f"Tờ trình {stamp}", "to-trinh.docx", b"PK\x03\x04docx"))
+        assert code == 554 and "only these formats are accepted" in text and ".docx" not in allowed, text
+        pdf = b"%PDF-1.4\n%%EOF\n"
+        assert send_25(h, with_attachment(h, to, f"Tờ trình PDF {stamp}", "to-trinh.pdf", pdf, "application/pdf")) == (0, "")
+        assert send_25(h, with_attachment(h, to, f"Hồ sơ nén {stamp}", "ho-so.zip", zip_of("ho-so.odt", b"odt"),
+                                          "application/zip")) == (0, "")
+    finally:
+        h.run(f"mv -f {live}.test-saved {live} && systemctl reload rspamd && sleep 2")
