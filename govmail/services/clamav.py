@@ -46,10 +46,29 @@ def install(cfg) -> None:
     base.packages("Install ClamAV (clamd, freshclam)", ["clamav-daemon", "clamav-freshclam"])
 
 
+def stream_max_mb(cfg) -> int:
+    """clamd's largest scannable stream: the biggest message the host accepts (Debian's 25 MB would
+    make every larger attachment wait with 4xx, unscanned)."""
+    return -(-cfg.message_size_limit // 2**20) + 1
+
+
 def configure(cfg) -> list:
     if not cfg.policy.antivirus.enabled:
         return []
-    return [
+    from pyinfra.operations import server
+
+    from ..ops import CommandSucceeds
+
+    conf, want = "/etc/clamav/clamd.conf", f"StreamMaxLength {stream_max_mb(cfg)}M"
+    # Re-applied by every deploy (a package upgrade may rewrite clamd.conf from debconf).
+    set_already = host.get_fact(CommandSucceeds, check=f"grep -qx '{want}' {conf}")
+    limit = server.shell(
+        name=f"clamd scans streams up to {stream_max_mb(cfg)} MiB (the message size limit)",
+        commands=[f"if grep -q '^StreamMaxLength' {conf}; then sed -i 's/^StreamMaxLength .*/{want}/' {conf}; "
+                  f"else echo '{want}' >> {conf}; fi"],
+        _if=lambda: not set_already,
+    )
+    return [limit,
         config_file(name="ClamAV: govmail's local test signature (EICAR)", dest="/var/lib/clamav/govmail-test.hdb",
                     content=EICAR_SIGNATURE, user="clamav", group="clamav", pending="clamav"),
         config_file(name="clamd starts without a downloaded database",
@@ -63,12 +82,16 @@ def activate(cfg, changed: list) -> None:
         return
     from ..ops import reload_when
 
-    reload_when("systemd picks up clamd's drop-in", "systemctl daemon-reload", "clamav-units", changed[1:])
+    reload_when("systemd picks up clamd's drop-in", "systemctl daemon-reload", "clamav-units", changed[2:])
     on = freshclam(cfg)
     systemd.service(name=f"freshclam {'enabled' if on else 'off (no signature mirror)'}",
                     service="clamav-freshclam", running=on, enabled=on)
     systemd.service(name="clamd enabled and running", service="clamav-daemon", running=True, enabled=True)
-    reload_when("clamd reloads its signatures", "systemctl reload-or-restart clamav-daemon", "clamav", changed)
+    reload_when("clamd reloads its signatures", "systemctl reload-or-restart clamav-daemon", "clamav", changed[1:2])
+    from pyinfra.operations import server
+
+    server.shell(name="clamd restarts for its new stream limit", _if=changed[0].did_change,
+                 commands=[f"systemctl restart clamav-daemon && timeout 180 sh -c 'until [ -S {SOCKET} ]; do sleep 0.5; done'"])
     up = f"sh -c 'until [ -S {SOCKET} ]; do sleep 0.5; done'"
     ensure_running(name=f"clamd answers on {SOCKET}", check=f"timeout 2 {up}",
                    start=f"systemctl start clamav-daemon && timeout 180 {up}")
