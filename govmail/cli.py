@@ -556,10 +556,9 @@ def cmd_schema(args) -> int:
 
 
 def cmd_test(args) -> int:
-    from .lab import LAB_DIR
+    from .lab import DEPLOY_FAILURE as failure
 
     env = dict(os.environ)
-    failure = LAB_DIR / "logs" / "lab-deploy-failed.txt"  # written by tests/lab/conftest.py
     failure.unlink(missing_ok=True)
     r = subprocess.run([sys.executable, "-m", "pytest", "tests", *args.pytest_args], cwd=ROOT, env=env)
     if failure.exists():

@@ -80,11 +80,14 @@ def records(cfg, address: Optional[str] = None) -> list[Record]:
     return out
 
 
-def _quote_txt(value: str) -> str:
-    # Strings of at most 255 bytes each (long DKIM keys are split).
+def _txt_strings(value: str) -> list[str]:
+    """A TXT value as DNS carries it: strings of at most 255 bytes each (long DKIM keys are split)."""
     raw = value.encode()
-    parts = [raw[i:i + 255].decode() for i in range(0, len(raw), 255)] or [""]
-    return " ".join(f'"{p}"' for p in parts)
+    return [raw[i:i + 255].decode() for i in range(0, len(raw), 255)] or [""]
+
+
+def _quote_txt(value: str) -> str:
+    return " ".join(f'"{p}"' for p in _txt_strings(value))
 
 
 def zone_text(cfg, address: Optional[str] = None) -> str:
@@ -110,9 +113,7 @@ def dnsmasq_lines(cfg) -> list[str]:
     for r in records(cfg):
         fqdn = cfg.domain if r.name == "@" else f"{r.name}.{cfg.domain}"
         if r.type == "TXT":
-            # Long values (DKIM keys) as several strings of at most 255 bytes.
-            chunks = [r.value[i:i + 255] for i in range(0, len(r.value), 255)] or [""]
-            out.append(f"txt-record={fqdn}," + ",".join(f'"{c}"' for c in chunks))
+            out.append(f"txt-record={fqdn}," + ",".join(f'"{c}"' for c in _txt_strings(r.value)))
         elif r.type == "CNAME":
             out.append(f"cname={fqdn},{r.value.rstrip('.')}")
         elif r.type == "SRV":

@@ -266,6 +266,8 @@ def ensure_netns(name: str, veth_host: str, ip: str) -> None:
 
 
 OUTSIDE_DOMAIN = "outside.test"
+# Written by the lab tests when their deploy fails; `govmail test` prints it after pytest's summary.
+DEPLOY_FAILURE = LAB_DIR / "logs" / "lab-deploy-failed.txt"
 
 
 def dns_records(state: dict) -> list[str]:

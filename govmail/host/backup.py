@@ -39,6 +39,7 @@ import fcntl
 import glob
 import json
 import os
+import pwd
 import shutil
 import socket
 import sqlite3
@@ -368,16 +369,21 @@ def restore_sieve(work: str) -> int:
         h = os.path.join(HOMES, dom, local)
         src = os.path.join(d, "sieve")
         if os.path.isdir(src):
-            os.makedirs(os.path.join(h, "sieve"), exist_ok=True)
+            for path in (h, os.path.join(h, "sieve")):
+                if not os.path.isdir(path):
+                    os.makedirs(path)
+                    shutil.chown(path, VMAIL, VMAIL)
             for fn in os.listdir(src):
                 dest = os.path.join(h, "sieve", fn)
                 if os.path.isfile(os.path.join(src, fn)) and not os.path.exists(dest):
                     shutil.copy2(os.path.join(src, fn), dest)
+                    shutil.chown(dest, VMAIL, VMAIL)
                     n += 1
-        link = os.path.join(d, ".dovecot.sieve")
-        if os.path.islink(link) and not os.path.lexists(os.path.join(h, ".dovecot.sieve")):
-            os.symlink(os.readlink(link), os.path.join(h, ".dovecot.sieve"))
-        subprocess.run(["chown", "-R", "-h", f"{VMAIL}:{VMAIL}", h], capture_output=True)
+        link, dest = os.path.join(d, ".dovecot.sieve"), os.path.join(h, ".dovecot.sieve")
+        if os.path.islink(link) and not os.path.lexists(dest):
+            os.symlink(os.readlink(link), dest)
+            pw = pwd.getpwnam(VMAIL)
+            os.lchown(dest, pw.pw_uid, pw.pw_gid)
     return n
 
 

@@ -17,14 +17,15 @@ deploy warns and the compliance report shows the clause as off.
 from __future__ import annotations
 
 from pyinfra import host, logger
-from pyinfra.operations import systemd
+from pyinfra.operations import server, systemd
 
 from . import base
-from ..ops import config_file, ensure_running
+from ..ops import CommandSucceeds, config_file, ensure_running, reload_when
 
 # EICAR's standard anti-virus test file (68 bytes): MD5 and size, as a ClamAV hash signature.
 EICAR_SIGNATURE = "44d88612fea8a8f36de82e1278abb02f:68:Eicar-Test-Signature\n"
 SOCKET = "/run/clamav/clamd.ctl"
+SOCKET_UP = f"sh -c 'until [ -S {SOCKET} ]; do sleep 0.5; done'"
 
 DROP_IN = """# Managed by govmail (govmail/services/clamav.py); edits here are overwritten by the next deploy.
 # Debian starts clamd only once freshclam has downloaded the main database. govmail's local
@@ -52,13 +53,10 @@ def stream_max_mb(cfg) -> int:
     return -(-cfg.message_size_limit // 2**20) + 1
 
 
-def configure(cfg) -> list:
+def configure(cfg) -> dict:
+    """The operations activate() acts on, by name: limit (clamd restart), signature (reload), unit."""
     if not cfg.policy.antivirus.enabled:
-        return []
-    from pyinfra.operations import server
-
-    from ..ops import CommandSucceeds
-
+        return {}
     conf, want = "/etc/clamav/clamd.conf", f"StreamMaxLength {stream_max_mb(cfg)}M"
     # Re-applied by every deploy (a package upgrade may rewrite clamd.conf from debconf).
     set_already = host.get_fact(CommandSucceeds, check=f"grep -qx '{want}' {conf}")
@@ -68,30 +66,27 @@ def configure(cfg) -> list:
                   f"else echo '{want}' >> {conf}; fi"],
         _if=lambda: not set_already,
     )
-    return [limit,
-        config_file(name="ClamAV: govmail's local test signature (EICAR)", dest="/var/lib/clamav/govmail-test.hdb",
-                    content=EICAR_SIGNATURE, user="clamav", group="clamav", pending="clamav"),
-        config_file(name="clamd starts without a downloaded database",
-                    dest="/etc/systemd/system/clamav-daemon.service.d/govmail.conf", content=DROP_IN,
-                    pending="clamav-units"),
-    ]
+    return {
+        "limit": limit,
+        "signature": config_file(name="ClamAV: govmail's local test signature (EICAR)",
+                                 dest="/var/lib/clamav/govmail-test.hdb", content=EICAR_SIGNATURE, user="clamav",
+                                 group="clamav", pending="clamav"),
+        "unit": config_file(name="clamd starts without a downloaded database",
+                            dest="/etc/systemd/system/clamav-daemon.service.d/govmail.conf", content=DROP_IN,
+                            pending="clamav-units"),
+    }
 
 
-def activate(cfg, changed: list) -> None:
+def activate(cfg, ops: dict) -> None:
     if not cfg.policy.antivirus.enabled:
         return
-    from ..ops import reload_when
-
-    reload_when("systemd picks up clamd's drop-in", "systemctl daemon-reload", "clamav-units", changed[2:])
+    reload_when("systemd picks up clamd's drop-in", "systemctl daemon-reload", "clamav-units", [ops["unit"]])
     on = freshclam(cfg)
     systemd.service(name=f"freshclam {'enabled' if on else 'off (no signature mirror)'}",
                     service="clamav-freshclam", running=on, enabled=on)
     systemd.service(name="clamd enabled and running", service="clamav-daemon", running=True, enabled=True)
-    reload_when("clamd reloads its signatures", "systemctl reload-or-restart clamav-daemon", "clamav", changed[1:2])
-    from pyinfra.operations import server
-
-    server.shell(name="clamd restarts for its new stream limit", _if=changed[0].did_change,
-                 commands=[f"systemctl restart clamav-daemon && timeout 180 sh -c 'until [ -S {SOCKET} ]; do sleep 0.5; done'"])
-    up = f"sh -c 'until [ -S {SOCKET} ]; do sleep 0.5; done'"
-    ensure_running(name=f"clamd answers on {SOCKET}", check=f"timeout 2 {up}",
-                   start=f"systemctl start clamav-daemon && timeout 180 {up}")
+    reload_when("clamd reloads its signatures", "systemctl reload-or-restart clamav-daemon", "clamav", [ops["signature"]])
+    server.shell(name="clamd restarts for its new stream limit", _if=ops["limit"].did_change,
+                 commands=[f"systemctl restart clamav-daemon && timeout 180 {SOCKET_UP}"])
+    ensure_running(name=f"clamd answers on {SOCKET}", check=f"timeout 2 {SOCKET_UP}",
+                   start=f"systemctl start clamav-daemon && timeout 180 {SOCKET_UP}")

@@ -126,9 +126,6 @@ class LabHost:
             return e.code, json.loads(e.read())
 
 
-DEPLOY_FAILURE = lab.LAB_DIR / "logs" / "lab-deploy-failed.txt"
-
-
 def deploy_log(province: str) -> Path:
     return lab.LAB_DIR / "logs" / f"deploy-{province}.log"
 
@@ -144,7 +141,7 @@ def lab_hosts() -> dict[str, LabHost]:
         # `govmail test` prints this after pytest's summary, where CI output is read.
         report = [f"== {deploy_log(p)} (last 60 lines)\n" + "\n".join(
             deploy_log(p).read_text(errors="replace").splitlines()[-60:]) for p in PROVINCES]
-        DEPLOY_FAILURE.write_text("\n".join(report) + "\n")
+        lab.DEPLOY_FAILURE.write_text("\n".join(report) + "\n")
     assert rc == 0, "deploy failed: see " + ", ".join(str(deploy_log(p)) for p in PROVINCES)
     print(f"\nlab up and deployed in {time.monotonic() - t:.0f} s")
     hosts = {}

@@ -68,7 +68,7 @@ def clauses(cfg):
     ob = p.outbound
     out.append(("outbound_limit", f"{ob.article}: one authenticated user sends at most {ob.burst} messages at once, "
                 f"{ob.messages_per_hour} an hour"))
-    out.append(("dkim_signing", f"{cfg.model.domain_article} mail from {cfg.domain} DKIM-signed (selector "
+    out.append(("dkim_signing", f"{sp.article}: mail from {cfg.domain} DKIM-signed (selector "
                 f"{cfg.model.dkim.selector}), the record published; SPF, DKIM, DMARC checked on received mail"))
     fw = p.forwarding
     if fw.refuse_outbound:

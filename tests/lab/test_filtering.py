@@ -98,12 +98,12 @@ def send_25(h, m) -> tuple[int, str]:
             return e.smtp_code, e.smtp_error.decode(errors="replace")
 
 
-def delivered(h, to, subject, timeout=30) -> str:
+def delivered(h, to, subject, timeout=30, mailbox="INBOX") -> str:
     """The delivered message's text ('' if it never arrived)."""
     for _ in range(int(timeout * 2)):
-        uid = h.run(f"doveadm search -u {to} mailbox INBOX header Subject '{subject}'", check=False).stdout.split()
+        uid = h.run(f"doveadm search -u {to} mailbox '{mailbox}' header Subject '{subject}'", check=False).stdout.split()
         if uid:
-            return h.run(f"doveadm fetch -u {to} text mailbox INBOX uid {uid[-1]}").stdout
+            return h.run(f"doveadm fetch -u {to} text mailbox '{mailbox}' uid {uid[-1]}").stdout
         time.sleep(0.5)
     return ""
 
@@ -117,7 +117,7 @@ def test_programs_are_refused_by_name_by_content_and_inside_archives_with_the_ru
     cases = {
         f"setup.{ext}": (f"setup.{ext}", b"MZ harmless bytes", f".{ext} files are not accepted"),
         "disguised": ("bao-cao.pdf", ELF, "is a program"),
-        "zip": ("tai-lieu.zip", zip_of(f"tai-lieu/cai-dat.{ext}", b"MZ"), f'inside "tai-lieu.zip"'),
+        "zip": ("tai-lieu.zip", zip_of(f"tai-lieu/cai-dat.{ext}", b"MZ"), 'inside "tai-lieu.zip"'),
         "gz": ("cong-cu.gz", gz_of(f"cong-cu.{ext}", b"MZ"), 'inside "cong-cu.gz"'),
     }
     for case, (fname, data, why) in cases.items():

@@ -26,6 +26,7 @@ from .conftest import PROVINCES, ROOT
 from .managesieve import ManageSieve
 from .test_accounts import imap_login
 from .test_dns import txt_records
+from .test_filtering import delivered
 from .test_security import submission
 
 HASHES = """
@@ -159,18 +160,14 @@ def test_a_destroyed_mail_host_is_rebuilt_from_its_data_and_last_backup_with_not
     assert imap_login(h, user.address, pw) == "OK"  # the user's own password
     refused = imap_login(h, idle.address, "any")
     assert refused != "OK"
-    assert h.run(f"/usr/local/lib/govmail/accounts list").stdout.count('"suspended"') >= 1
+    assert h.run("/usr/local/lib/govmail/accounts list").stdout.count('"suspended"') >= 1
     assert h.run("sha256sum /etc/govmail/tls/fullchain.pem").stdout.split()[0] == cert
     assert h.run(f"doveadm -f tab quota get -u {user.address}").stdout.splitlines()[1:] == quota
     assert "restored-host" in h.run("/usr/local/lib/govmail/accounts audit --limit 5").stdout
 
     # The user's Sieve filter is back and files mail as before.
     send(h, user.address, f"[Báo cáo] tuần {run}")
-    for _ in range(40):
-        if h.run(f"doveadm search -u {user.address} mailbox 'Bao cao' header Subject 'tuần {run}'", check=False).stdout.strip():
-            break
-        time.sleep(0.5)
-    assert h.run(f"doveadm search -u {user.address} mailbox 'Bao cao' header Subject 'tuần {run}'").stdout.strip()
+    assert delivered(h, user.address, f"tuần {run}", timeout=20, mailbox="Bao cao")
 
     # The DKIM key is the published one: DNS unchanged, and what the host signs now verifies
     # against it (rspamd checks a signed copy as if it came from elsewhere).
@@ -179,15 +176,8 @@ def test_a_destroyed_mail_host_is_rebuilt_from_its_data_and_last_backup_with_not
         s.sendmail(user.address, [reader.address],
                    f"From: {user.address}\r\nTo: {reader.address}\r\nSubject: Ký sau khôi phục {run}\r\n"
                    "Content-Type: text/plain; charset=utf-8\r\n\r\nNội dung.\r\n".encode())
-    uid = ""
-    for _ in range(40):
-        uid = h.run(f"doveadm search -u {reader.address} mailbox INBOX header Subject 'Ký sau khôi phục {run}'",
-                    check=False).stdout.split()
-        if uid:
-            break
-        time.sleep(0.5)
-    assert uid, "the signed message did not arrive"
-    raw = h.run(f"doveadm fetch -u {reader.address} text mailbox INBOX uid {uid[-1]}").stdout
+    raw = delivered(h, reader.address, f"Ký sau khôi phục {run}", timeout=20)
+    assert raw, "the signed message did not arrive"
     assert "DKIM-Signature:" in raw and f"d={h.cfg.domain}" in raw
     verdict = h.run(f"rspamc -i 198.51.100.7 -F {user.address} -r {reader.address} symbols", input=raw).stdout
     assert "R_DKIM_ALLOW" in verdict, verdict
