@@ -457,6 +457,18 @@ def host_entries(state: dict, province: str) -> list[tuple[str, dict]]:
     return out
 
 
+def forget_dkim_record(province: str) -> None:
+    """A new lab mail host (made from the image, unlike `lab rebuild`) makes its own DKIM key; the
+    record kept for the province's previous lab host belongs to a key that no longer exists, and a
+    deploy would otherwise wait for a restore that will never bring it back."""
+    from .secrets import secrets_dir
+
+    d = secrets_dir(province) / "dkim"
+    if d.exists():
+        log(f"{province}: forgetting the DKIM record of its previous lab mail host")
+        shutil.rmtree(d)
+
+
 def up(provinces: list[str], fresh: bool = False) -> dict:
     check_host()
     t0 = time.monotonic()
@@ -484,6 +496,8 @@ def up(provinces: list[str], fresh: bool = False) -> dict:
             log(f"{name}: already running (pid {h['pid']}, {h['ip']})")
             continue
         kill_leftovers(h["netns"])
+        if "mail" in h.get("roles", []) and not root.exists():
+            forget_dkim_record(h["province"])
         prepare_root(root, image, name, h["ip"])
         h["pid"] = boot(name, root, h["netns"])
         save_state(state)

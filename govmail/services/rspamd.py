@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pyinfra import host
+from pyinfra import host, logger
 from pyinfra.operations import files, python, server, systemd
 
 from . import base
@@ -77,25 +77,37 @@ def configure(cfg) -> list:
     key, record = dkim_paths(cfg)
     files.directory(name="DKIM keys (readable by rspamd only)", path=DKIM_DIR, user="root", group="_rspamd",
                     mode="750")
-    # Generated once: a deploy never replaces the key the province has published. A rebuilt host
-    # gets it back from the backup (`govmail backup restore-host`).
-    bits = cfg.model.dkim.bits
-    server.shell(
-        name=f"DKIM key for {cfg.domain} (selector {cfg.model.dkim.selector}), generated once",
-        commands=[
-            f"umask 077 && openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:{bits} -out {key}.new 2>/dev/null "
-            f"&& chgrp _rspamd {key}.new && chmod 640 {key}.new && mv {key}.new {key}",
-            f"printf 'v=DKIM1; k=rsa; p=%s\\n' \"$(openssl pkey -in {key} -pubout -outform DER | base64 -w0)\" "
-            f"> {record}.new && chmod 644 {record}.new && mv {record}.new {record}",
-        ],
-        _if=lambda: not file_exists(key),
-    )
-    fetched = files.get(name="DKIM record to the controller (for `govmail dns`)", src=record,
-                        dest=str(dkim_record_on_controller(cfg)), create_local_dir=True)
-    if host.data.get("lab_controller"):
-        # The lab resolver publishes what `govmail dns` prints, so lab hosts verify each other's DKIM.
-        python.call(name="Lab resolver publishes the DKIM record", function=_refresh_lab_dns,
-                    _if=fetched.did_change)
+    published = dkim_record_on_controller(cfg)
+    if published.exists() and not file_exists(key):
+        # A rebuilt (or replaced) host: the province has published this selector's key, and only the
+        # backup has its private half. A new key here would sign mail that fails against DNS and
+        # overwrite the record `govmail dns` prints, so the host signs nothing until
+        # `govmail backup restore-host` puts the key back (DMARC still passes on SPF meanwhile).
+        logger.warning(
+            f"{cfg.mail_host}: no DKIM key for {cfg.domain} (selector {cfg.model.dkim.selector}) on the host, "
+            f"but its record is published ({published}): mail leaves unsigned until "
+            f"`govmail backup restore-host {cfg.key}` brings the key back. To start a new key instead, "
+            f"set a new `dkim.selector` in the data file, deploy, and publish the record `govmail dns` prints."
+        )
+    else:
+        # Generated once: a deploy never replaces the key the province has published.
+        bits = cfg.model.dkim.bits
+        server.shell(
+            name=f"DKIM key for {cfg.domain} (selector {cfg.model.dkim.selector}), generated once",
+            commands=[
+                f"umask 077 && openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:{bits} -out {key}.new "
+                f"2>/dev/null && chgrp _rspamd {key}.new && chmod 640 {key}.new && mv {key}.new {key}",
+                f"printf 'v=DKIM1; k=rsa; p=%s\\n' \"$(openssl pkey -in {key} -pubout -outform DER | base64 -w0)\" "
+                f"> {record}.new && chmod 644 {record}.new && mv {record}.new {record}",
+            ],
+            _if=lambda: not file_exists(key),
+        )
+        fetched = files.get(name="DKIM record to the controller (for `govmail dns`)", src=record,
+                            dest=str(published), create_local_dir=True)
+        if host.data.get("lab_controller"):
+            # The lab resolver publishes what `govmail dns` prints, so lab hosts verify each other's DKIM.
+            python.call(name="Lab resolver publishes the DKIM record", function=_refresh_lab_dns,
+                        _if=fetched.did_change)
 
     ctx = dict(dkim_key=key, state_domains=cfg.policy.forwarding.state_domains)
     return [

@@ -109,6 +109,11 @@ def test_a_destroyed_mail_host_is_rebuilt_from_its_data_and_last_backup_with_not
     r = subprocess.run([sys.executable, "-m", "pyinfra", "-y", f"inventories/{province}.py", "deploy.py"],
                        cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    # The rebuild makes no DKIM key of its own: the published one waits for the restore, and DNS
+    # (what `govmail dns` prints) keeps it meanwhile.
+    assert "DKIM key" in r.stdout + r.stderr and "restore-host" in r.stdout + r.stderr
+    assert h.run("ls /etc/govmail/dkim").stdout.strip() == ""
+    assert txt_records(selector) == [published_dkim]
     during, errors = [], []
     run = int(time.time())  # this run's subjects only
 
