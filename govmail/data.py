@@ -24,6 +24,9 @@ from .naming import unit_of as naming_unit
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
+# Addresses that reach the postmaster on every province domain (RFC 2142 roles, and root@ for the
+# host's own system mail); no mailbox or list may take them.
+ROLE_LOCAL_PARTS = ("postmaster", "abuse", "root")
 
 
 def data_dir() -> Path:
@@ -413,6 +416,10 @@ def _build_directory(cfg: ProvinceConfig, add, warn) -> None:
             return False
         if not schema.LOCAL_RE.match(local) or ".." in local:
             add(path, f"{address!r}: local part must be lower-case ASCII letters, digits, '.', '-' or '_' (no diacritics)")
+            return False
+        if local in ROLE_LOCAL_PARTS:
+            add(path, f"{address!r} is a role address govmail gives to the postmaster (`postmaster:`); "
+                f"reserved: {', '.join(p + '@' for p in ROLE_LOCAL_PARTS)}")
             return False
         if address in seen:
             first = _fmt_path(seen[address])

@@ -471,7 +471,7 @@ class Province(Strict):
     domain: str = Field(description="Mail domain, e.g. daknong.gov.vn.")
     domain_article: str = Field(description="Article that fixes the domain.")
     hosts: list[Host] = Field(description="Hosts of the province; exactly one with role `mail` for now.")
-    postmaster: Optional[str] = Field(None, description="Address that receives postmaster@/abuse@ mail (default: first admin).")
+    postmaster: Optional[str] = Field(None, description="Address that receives postmaster@/abuse@/root@ mail, the host's own system mail included (default: first admin).")
     tls: TLS = Field(TLS(), description="The certificate of the mail services (self-signed unless given).")
     password_change: PasswordChange = Field(PasswordChange(), description="Where users change their password.")
     dkim: DKIM = Field(DKIM(), description="DKIM signing of outgoing mail.")

@@ -16,6 +16,7 @@ from pyinfra import host
 from pyinfra.operations import server, systemd
 
 from .. import passwords
+from ..data import ROLE_LOCAL_PARTS
 from ..ops import StoredAccounts, config_file, json_bytes
 from ..render import PATHS, render
 
@@ -60,7 +61,10 @@ def directory_document(cfg) -> dict:
             "password_article": cfg.policy.password.article,
             "password_url": password_url(cfg),
         },
-        "lists": {f"postmaster@{cfg.domain}": [cfg.postmaster], f"abuse@{cfg.domain}": [cfg.postmaster], **cfg.aliases},
+        # Role addresses reach the postmaster; root@ too, so the host's own system mail (`sendmail
+        # root` is qualified with the province domain) is read rather than bounced.
+        "lists": {**{f"{role}@{cfg.domain}": [cfg.postmaster] for role in ROLE_LOCAL_PARTS},
+                  **cfg.aliases},
         # Who may send as a list (Postfix smtpd_sender_login_maps); a mailbox sends as itself only.
         "senders": {f"postmaster@{cfg.domain}": [cfg.postmaster], f"abuse@{cfg.domain}": [cfg.postmaster],
                     **cfg.list_senders},

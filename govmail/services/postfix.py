@@ -6,9 +6,10 @@ templates/postfix/<file>.j2 -> /etc/postfix/<file>; main.cf and master.cf are va
 
 from __future__ import annotations
 
-from pyinfra.operations import systemd
+from pyinfra import host
+from pyinfra.operations import server, systemd
 
-from ..ops import config_file, done, ensure_running, pending, postfix_validate, reload_when
+from ..ops import CommandSucceeds, config_file, done, ensure_running, pending, postfix_validate, reload_when
 from ..render import PATHS, render
 
 
@@ -28,8 +29,14 @@ def configure(cfg) -> tuple[list, list]:
         config_file(name="Postfix: where Sieve redirects may go (state domains)", dest=f"{maps}/state-domains.pcre",
                     content=render("postfix/state-domains.pcre.j2", cfg, state_domains=cfg.policy.forwarding.state_domains),
                     pending="postfix-reload"),
-        config_file(name="/etc/aliases (root -> postmaster)", dest="/etc/aliases", content=render("postfix/aliases.local.j2", cfg)),
     ]
+    # /etc/aliases in the aliases format ("name: value"), compiled to the hash map main.cf names;
+    # compiled again whenever the map is older than the file (a deploy stopped in between).
+    aliases = config_file(name="/etc/aliases (root -> postmaster)", dest="/etc/aliases",
+                          content=render("postfix/aliases.local.j2", cfg))
+    compiled = host.get_fact(CommandSucceeds, check="test -e /etc/aliases.db && ! test /etc/aliases -nt /etc/aliases.db")
+    server.shell(name="postalias (/etc/aliases -> /etc/aliases.db)", commands=["postalias hash:/etc/aliases"],
+                 _if=lambda: aliases.did_change() or not compiled)
     # Some main.cf/master.cf parameters (inet_protocols, inet_interfaces) only take effect on a
     # restart, and a reload that meets them stops the master: restart when these change.
     restart_ops = [

@@ -267,3 +267,18 @@ def test_owner_is_warned_by_mail_when_the_mailbox_passes_a_warning_level(host):
         host.run(f"doveadm expunge -u {target.address} mailbox INBOX header Subject filler ; "
                  f"doveadm expunge -u {target.address} mailbox INBOX header Auto-Submitted auto-generated ; "
                  f"doveadm quota recalc -u {target.address}")
+
+
+def test_the_hosts_own_mail_to_root_reaches_the_postmaster(host):
+    """System mail (`sendmail root`, as cron or unattended-upgrades send it) is read, not bounced."""
+    subject = f"system notice {uuid.uuid4().hex[:8]}"
+    host.run(f"printf 'Subject: {subject}\\n\\nfrom the host\\n' | /usr/sbin/sendmail -i root")
+    end = time.monotonic() + 20
+    while True:
+        found = host.run(f"doveadm search -u {host.cfg.postmaster} mailbox INBOX header Subject '{subject}'",
+                         check=False).stdout.strip()
+        if found or time.monotonic() > end:
+            break
+        time.sleep(0.5)
+    assert found, f"mail to root did not reach {host.cfg.postmaster}: " + host.run(
+        "grep -F 'orig_to=<root>' /var/log/mail.log | tail -3", check=False).stdout

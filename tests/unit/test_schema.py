@@ -81,6 +81,15 @@ def test_duplicate_address_is_refused_naming_the_first_use(tmp_path):
     assert "duplicate address" in p.message and "directory.people[4].address" in p.message
 
 
+def test_a_list_may_not_take_a_role_address_of_the_postmaster(tmp_path):
+    def edit(d):
+        d["directory"]["lists"][0]["address"] = "root@daknong.gov.vn"
+
+    [p] = problems(copy_province(tmp_path, "daknong", edit=edit))
+    assert p.path == "directory.lists[0].address"
+    assert "role address" in p.message and "postmaster@, abuse@, root@" in p.message
+
+
 def test_address_outside_the_domain_is_refused(tmp_path):
     def edit(d):
         d["directory"]["people"][1]["address"] = "haunv.stnmt@gmail.com"
