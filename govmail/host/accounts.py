@@ -34,7 +34,9 @@ Commands:
                                 mailboxes the province's period after the notice and notify the
                                 agency and its superior (LC Art. 8.1); purge cancelled mailboxes
                                 after the province's retention. T: unix time or ISO date, to run
-                                as if it were then. --dry-run: list, do nothing.
+                                as if it were then (without --now, the environment variable
+                                GOVMAIL_CLOCK does the same, so a test can run the timer's own
+                                unit at another date). --dry-run: list, do nothing.
   restore ADDRESS               lift the suspension of an inactive mailbox (LC Art. 8.3).
   audit [--limit N]             the latest account actions: when, who, what, which mailbox.
 """
@@ -713,9 +715,9 @@ def main(argv):
     elif cmd == "list":
         list_store()
     elif cmd == "daily":
+        v = args[args.index("--now") + 1] if "--now" in args else os.environ.get("GOVMAIL_CLOCK")
         now = None
-        if "--now" in args:
-            v = args[args.index("--now") + 1]
+        if v:
             now = int(v) if v.isdigit() else int(datetime.datetime.fromisoformat(v).timestamp())
         daily(now=now, dry_run="--dry-run" in args)
     elif cmd == "restore" and len(args) == 1:

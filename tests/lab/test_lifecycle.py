@@ -202,6 +202,20 @@ def test_hand_over_gives_an_agency_mailbox_with_all_its_mail_to_the_new_head_and
 
 
 MONTH = 30.44 * 86400
+UNIT = "govmail-daily.service"
+
+
+def run_daily_unit_at(h, when: int):
+    """Start the daily timer's service as systemd runs it, its clock set to `when` by a runtime drop-in."""
+    dropin = f"/run/systemd/system/{UNIT}.d"
+    assert h.run("systemctl is-enabled govmail-daily.timer").stdout.strip() == "enabled"
+    h.run(f"mkdir -p {dropin} && printf '[Service]\\nEnvironment=GOVMAIL_CLOCK={when}\\n' > {dropin}/clock.conf"
+          " && systemctl daemon-reload")
+    try:
+        r = h.run(f"systemctl start {UNIT}", check=False)
+        assert r.returncode == 0, h.run(f"journalctl -u {UNIT} -n 30 --no-pager", check=False).stdout
+    finally:
+        h.run(f"rm -rf {dropin} && systemctl daemon-reload")
 
 
 @pytest.mark.skipif("laichau" not in PROVINCES, reason="Lai Châu's rule (LC Art. 8.1) is not in this lab run")
@@ -228,8 +242,9 @@ def test_lai_chau_daily_job_suspends_after_6_months_notifies_then_deletes_12_mon
     assert idle.address in listing and busy.address not in listing
     assert imap_login(h, idle.address, pw_idle) == "OK"  # a dry run changes nothing
 
-    # 7 months: suspended, the managing unit told (LC Art. 8.1); an active mailbox still logs in.
-    h.run(f"{TOOL} daily --now {suspend_at}")
+    # 7 months: the timer's own unit, started with its clock 7 months ahead, suspends the idle mailbox
+    # and tells the managing unit (LC Art. 8.1); an active mailbox still logs in.
+    run_daily_unit_at(h, suspend_at)
     refused = imap_login(h, idle.address, pw_idle)
     assert refused != "OK" and "suspended" in refused
     assert imap_login(h, busy.address, pw_busy) == "OK"
@@ -246,6 +261,7 @@ def test_lai_chau_daily_job_suspends_after_6_months_notifies_then_deletes_12_mon
     assert imap_login(h, busy.address, pw_busy) == "OK"
     log = h.run(f"{TOOL} audit --limit 50").stdout
     assert f"suspended\t{idle.address}" in log and f"deleted\t{idle.address}" in log
+    assert f"govmail-daily.timer\tsuspended\t{idle.address}" in log, log
 
     # A deploy does not bring it back (still in the data file); `govmail restore` re-creates it.
     r = subprocess.run(["govmail", "restore", idle.address], capture_output=True, text=True)
