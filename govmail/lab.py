@@ -22,6 +22,9 @@ removes all of it, stopping only the processes whose PIDs the lab recorded.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import functools
 import ipaddress
 import json
 import os
@@ -58,6 +61,39 @@ HOST_TOOLS = {
 
 class LabError(Exception):
     pass
+
+
+@contextlib.contextmanager
+def lab_lock(what: str):
+    """One lab change at a time (up, down, rebuild, resolver refresh): two of them at once would
+    each save their own view of state.json. A second command waits and says for whom."""
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root (network namespaces, nspawn, nftables)")
+    LAB_DIR.mkdir(parents=True, exist_ok=True)
+    with open(LAB_DIR / "lab.lock", "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            log(f"waiting for another lab command: {f.read().strip() or 'unknown'}")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        f.truncate(0)
+        f.write(f"{what} (pid {os.getpid()})\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.truncate(0)
+
+
+def locked(what: str):
+    def wrap(fn):
+        @functools.wraps(fn)
+        def inner(*a, **kw):
+            with lab_lock(what):
+                return fn(*a, **kw)
+        return inner
+    return wrap
 
 
 def log(msg: str) -> None:
@@ -222,6 +258,7 @@ table inet {NFT_TABLE} {{
     run("nft", "-f", "-", input=rules)
 
 
+@locked("lab rebuild")
 def rebuild(hostname: str) -> None:
     """Destroy one lab host and boot a bare Debian 13 container in its place (same name, address
     and network): a disaster-recovery drill. Its province's other hosts keep running."""
@@ -325,11 +362,8 @@ def ensure_dns(state: dict, mirrors: list[str]) -> None:
 
 def refresh_dns() -> None:
     """Restart the lab resolver with the records as they are now (e.g. a DKIM key a deploy just
-    fetched). Deploys of several provinces run in parallel: one at a time, under a lock."""
-    import fcntl
-
-    with open(LAB_DIR / "dns.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    fetched). Deploys of several provinces run in parallel: one at a time, under the lab's lock."""
+    with lab_lock("refreshing the lab resolver"):
         state = load_state()
         if not state.get("hosts"):
             return
@@ -469,6 +503,7 @@ def forget_dkim_record(province: str) -> None:
         shutil.rmtree(d)
 
 
+@locked("lab up")
 def up(provinces: list[str], fresh: bool = False) -> dict:
     check_host()
     t0 = time.monotonic()
@@ -587,6 +622,7 @@ def _stop(h: dict) -> None:
     h["pid"] = None
 
 
+@locked("lab down")
 def down(provinces: list[str] | None = None, keep_image: bool = True) -> None:
     """Stop containers and remove what the lab made. With provinces: just those hosts."""
     if os.geteuid() != 0:
