@@ -1,5 +1,11 @@
 """Pieces of the host's backup tool that need no host (the lab tests run the rest for real)."""
 
+import os
+import shutil
+
+import pytest
+
+from govmail.host import backup
 from govmail.host.backup import uid_ranges
 
 
@@ -8,3 +14,73 @@ def test_uids_are_sent_to_doveadm_as_compact_imap_sets_in_bounded_chunks():
     assert uid_ranges([5]) == ["5"] and uid_ranges([]) == []
     sets = uid_ranges(list(range(1, 3001, 2)))  # 1500 single UIDs
     assert len(sets) == 3 and all(s.count(",") == 499 for s in sets)
+
+
+def _maildir(root, address, folders=("",)):
+    local, dom = address.split("@")
+    md = root / "vmail" / dom / local / "Maildir"
+    for f in folders:
+        for sub in ("cur", "new", "tmp"):
+            (md / f / sub).mkdir(parents=True, exist_ok=True)
+    return md
+
+
+def _bump(path, ns):
+    os.utime(path, ns=(ns, ns))
+
+
+def test_backup_copies_only_mailboxes_that_changed_and_each_one_weekly(tmp_path, monkeypatch):
+    monkeypatch.setattr(backup, "HOMES", str(tmp_path / "vmail"))
+    monkeypatch.setattr(backup, "MAIL_STAGE", str(tmp_path / "stage"))
+    monkeypatch.setattr(backup, "SYNCED", str(tmp_path / "synced.json"))
+    quiet, busy = "a@x.gov.vn", "b@x.gov.vn"
+    md_quiet = _maildir(tmp_path, quiet, ("", ".Sent", ".Sent.2026"))
+    md_busy = _maildir(tmp_path, busy)
+    copied = []
+
+    def dsync(address):  # stands in for doveadm backup: makes the mirror
+        copied.append(address)
+        os.makedirs(os.path.join(backup.staged(address), "Maildir"), exist_ok=True)
+
+    t = 1_700_000_000
+    assert backup.stage_mail([quiet, busy, "nomail@x.gov.vn"], now=t, dsync=dsync) == (2, 0)
+    assert sorted(copied) == [quiet, busy]
+
+    copied.clear()
+    _bump(md_busy / "new", 1_800_000_000 * 10**9)  # a delivery
+    _bump(md_quiet / ".Sent.2026" / "cur", 1_800_000_000 * 10**9)  # a flag changed in a nested folder
+    assert backup.stage_mail([quiet, busy], now=t + 60, dsync=dsync) == (2, 0)
+
+    copied.clear()
+    assert backup.stage_mail([quiet, busy], now=t + 120, dsync=dsync) == (0, 2)  # nothing changed
+    (md_quiet / "dovecot.index.log").write_bytes(b"x")  # a reader's traces: index, lock file
+    (md_quiet / "dovecot-uidlist.lock").write_bytes(b"")
+    assert backup.stage_mail([quiet, busy], now=t + 150, dsync=dsync) == (0, 2)
+    (md_busy / ".Archive" / "cur").mkdir(parents=True)  # a folder created
+    assert backup.stage_mail([quiet, busy], now=t + 180, dsync=dsync) == (1, 1) and copied == [busy]
+    copied.clear()
+    (md_busy / "dovecot-uidlist").write_bytes(b"3 V1 N2")  # UIDs given out
+    assert backup.stage_mail([quiet, busy], now=t + 190, dsync=dsync) == (1, 1) and copied == [busy]
+
+    copied.clear()
+    assert backup.stage_mail([quiet, busy], now=t + 8 * 86400, dsync=dsync) == (2, 0)  # the weekly copy
+
+    # A mirror lost from the staging area is made again; a mailbox gone from the store leaves it.
+    shutil.rmtree(backup.staged(quiet))
+    copied.clear()
+    assert backup.stage_mail([quiet, busy], now=t + 8 * 86400 + 60, dsync=dsync) == (1, 1) and copied == [quiet]
+    assert backup.stage_mail([busy], now=t + 8 * 86400 + 120, dsync=dsync) == (0, 1)
+    assert not os.path.exists(backup.staged(quiet))
+
+
+def test_a_failed_copy_is_reported_and_tried_again_next_time(tmp_path, monkeypatch):
+    monkeypatch.setattr(backup, "HOMES", str(tmp_path / "vmail"))
+    monkeypatch.setattr(backup, "MAIL_STAGE", str(tmp_path / "stage"))
+    monkeypatch.setattr(backup, "SYNCED", str(tmp_path / "synced.json"))
+    _maildir(tmp_path, "a@x.gov.vn")
+    with pytest.raises(RuntimeError, match="doveadm backup of a@x.gov.vn failed"):
+        backup.stage_mail(["a@x.gov.vn"], now=1, dsync=lambda a: f"doveadm backup of {a} failed: disk full")
+    tried = []
+    backup.stage_mail(["a@x.gov.vn"], now=2, dsync=lambda a: tried.append(a)
+                      or os.makedirs(os.path.join(backup.staged(a), "Maildir")))
+    assert tried == ["a@x.gov.vn"]
