@@ -10,7 +10,8 @@ What one archive holds:
   var/backups/govmail/mail/<domain>/<user>/   every mailbox, copied by `doveadm backup` (dsync:
                                               consistent while mail keeps arriving, incremental);
                                               only mailboxes that changed since their last copy
-                                              (change_signature), each at least weekly
+                                              (change_signature, taken once Dovecot has taken in
+                                              new mail), each at least weekly
   var/backups/govmail/state/accounts.sqlite   the account store (passwords, statuses, audit log),
                                               copied with SQLite's online backup
   var/backups/govmail/state/last-logins.json  last-login stamps
@@ -169,20 +170,20 @@ def change_signature(maildir: str) -> list | None:
     return sig
 
 
-def stage_mail(addresses: list[str], now: float | None = None, dsync=None) -> tuple[int, int]:
+def stage_mail(addresses: list[str], now: float | None = None, dsync=None, settle=None) -> tuple[int, int]:
     """dsync into the staging mirror every mailbox that changed since its last copy (incremental);
     returns (copied, unchanged). Unchanged mailboxes cost a few stat calls, not a doveadm process:
     a province of 50,000 mostly quiet mailboxes backs up in minutes."""
     from concurrent.futures import ThreadPoolExecutor
 
     now = now or time.time()
-    dsync = dsync or _dsync
+    dsync, settle = dsync or _dsync, settle or _settle
     try:
         with open(SYNCED) as f:
             synced = json.load(f)
     except (FileNotFoundError, ValueError):
         synced = {}
-    todo, unchanged = [], 0
+    changed, unchanged = [], 0
     for address in addresses:
         sig = change_signature(os.path.join(home(address), "Maildir"))
         if sig is None:
@@ -192,14 +193,33 @@ def stage_mail(addresses: list[str], now: float | None = None, dsync=None) -> tu
                 and os.path.isdir(os.path.join(staged(address), "Maildir"))):
             unchanged += 1
             continue
-        # The signature is taken before the copy: a change during it shows at the next backup.
-        todo.append((address, sig))
+        changed.append(address)
+    # The first reader of new mail changes the mailbox itself (Dovecot moves it from new/ to cur/ and
+    # gives it a UID). One doveadm process does that for every changed mailbox first, so the
+    # signature taken next is the one the copy will leave.
+    if changed:
+        settle(changed)
+    todo = [(a, change_signature(os.path.join(home(a), "Maildir"))) for a in changed]
+
+    def copy(item) -> tuple[str | None, list | None]:
+        """(error, the signature the copy covers; None when the mailbox changed during the copy:
+        then the next backup copies it again)."""
+        address, before = item
+        error = dsync(address)
+        if error:
+            return error, None
+        return None, before if change_signature(os.path.join(home(address), "Maildir")) == before else None
+
     with ThreadPoolExecutor(PARALLEL) as pool:
-        errors = [e for e in pool.map(lambda t: dsync(t[0]), todo) if e]
+        results = list(pool.map(copy, todo))
+    errors = [e for e, _ in results if e]
     if errors:
         raise RuntimeError("; ".join(errors[:5]) + (f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""))
-    for address, sig in todo:
-        synced[address] = {"sig": sig, "at": int(now)}
+    for (address, _), (_, sig) in zip(todo, results):
+        if sig is None:
+            synced.pop(address, None)
+        else:
+            synced[address] = {"sig": sig, "at": int(now)}
     # Mirrors of mailboxes deleted since (purged by the daily job) leave the staging area too.
     keep = {staged(a) for a in addresses}
     for d in glob.glob(MAIL_STAGE + "/*/*"):
@@ -211,6 +231,15 @@ def stage_mail(addresses: list[str], now: float | None = None, dsync=None) -> tu
         json.dump(synced, f)
     os.replace(tmp, SYNCED)
     return len(todo), unchanged
+
+
+def _settle(addresses: list[str]) -> None:
+    """Have Dovecot take in new mail of these mailboxes (one process for all; only a speed-up, so
+    its errors are not the backup's)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".users") as f:
+        f.write("\n".join(addresses) + "\n")
+        f.flush()
+        subprocess.run(["doveadm", "mailbox", "status", "-F", f.name, "messages", "*"], capture_output=True)
 
 
 def _dsync(address: str) -> str | None:
