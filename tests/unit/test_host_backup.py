@@ -19,6 +19,14 @@ def test_uids_are_sent_to_doveadm_as_compact_imap_sets_in_bounded_chunks():
 NOOP = lambda addresses: None  # noqa: E731
 
 
+@pytest.fixture
+def staging(tmp_path, monkeypatch):
+    """The backup tool's mail homes, staging mirror and copy record, in a temporary directory."""
+    monkeypatch.setattr(backup, "HOMES", str(tmp_path / "vmail"))
+    monkeypatch.setattr(backup, "MAIL_STAGE", str(tmp_path / "stage"))
+    monkeypatch.setattr(backup, "SYNCED", str(tmp_path / "synced.json"))
+
+
 def _maildir(root, address, folders=("",)):
     local, dom = address.split("@")
     md = root / "vmail" / dom / local / "Maildir"
@@ -32,10 +40,7 @@ def _bump(path, ns):
     os.utime(path, ns=(ns, ns))
 
 
-def test_backup_copies_only_mailboxes_that_changed_and_each_one_weekly(tmp_path, monkeypatch):
-    monkeypatch.setattr(backup, "HOMES", str(tmp_path / "vmail"))
-    monkeypatch.setattr(backup, "MAIL_STAGE", str(tmp_path / "stage"))
-    monkeypatch.setattr(backup, "SYNCED", str(tmp_path / "synced.json"))
+def test_backup_copies_only_mailboxes_that_changed_and_each_one_weekly(tmp_path, staging):
     quiet, busy = "a@x.gov.vn", "b@x.gov.vn"
     md_quiet = _maildir(tmp_path, quiet, ("", ".Sent", ".Sent.2026"))
     md_busy = _maildir(tmp_path, busy)
@@ -76,10 +81,7 @@ def test_backup_copies_only_mailboxes_that_changed_and_each_one_weekly(tmp_path,
     assert not os.path.exists(backup.staged(quiet))
 
 
-def test_a_failed_copy_is_reported_and_tried_again_next_time(tmp_path, monkeypatch):
-    monkeypatch.setattr(backup, "HOMES", str(tmp_path / "vmail"))
-    monkeypatch.setattr(backup, "MAIL_STAGE", str(tmp_path / "stage"))
-    monkeypatch.setattr(backup, "SYNCED", str(tmp_path / "synced.json"))
+def test_a_failed_copy_is_reported_and_tried_again_next_time(tmp_path, staging):
     _maildir(tmp_path, "a@x.gov.vn")
     with pytest.raises(RuntimeError, match="doveadm backup of a@x.gov.vn failed"):
         backup.stage_mail(["a@x.gov.vn"], now=1, dsync=lambda a: f"doveadm backup of {a} failed: disk full",
@@ -90,10 +92,7 @@ def test_a_failed_copy_is_reported_and_tried_again_next_time(tmp_path, monkeypat
     assert tried == ["a@x.gov.vn"]
 
 
-def test_new_mail_is_settled_before_the_copy_and_a_change_during_it_is_copied_next_time(tmp_path, monkeypatch):
-    monkeypatch.setattr(backup, "HOMES", str(tmp_path / "vmail"))
-    monkeypatch.setattr(backup, "MAIL_STAGE", str(tmp_path / "stage"))
-    monkeypatch.setattr(backup, "SYNCED", str(tmp_path / "synced.json"))
+def test_new_mail_is_settled_before_the_copy_and_a_change_during_it_is_copied_next_time(tmp_path, staging):
     md = _maildir(tmp_path, "a@x.gov.vn")
     clock = iter(range(10**18, 2 * 10**18, 10**9))
     settled, copies = [], []
