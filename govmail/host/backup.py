@@ -50,6 +50,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 
 CONF = "/etc/govmail/backup/backup.json"
 STATUS = "/var/lib/govmail/backup-status.json"
@@ -218,8 +219,11 @@ def stage_mail(addresses: list[str], now: float | None = None, dsync=None, settl
     for (address, _), (_, sig) in zip(todo, results):
         if sig is None:
             synced.pop(address, None)
-        else:
+        elif address in synced:
             synced[address] = {"sig": sig, "at": int(now)}
+        else:  # a first copy is dated back by a fixed share of the week, so the weekly copies of a
+            # province's mailboxes spread over the nights instead of all falling on one
+            synced[address] = {"sig": sig, "at": int(now) - zlib.crc32(address.encode()) % RESYNC_EVERY}
     # Mirrors of mailboxes deleted since (purged by the daily job) leave the staging area too.
     keep = {staged(a) for a in addresses}
     for d in glob.glob(MAIL_STAGE + "/*/*"):

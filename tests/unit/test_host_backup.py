@@ -120,3 +120,19 @@ def test_new_mail_is_settled_before_the_copy_and_a_change_during_it_is_copied_ne
     assert backup.stage_mail(["a@x.gov.vn"], now=3, dsync=dsync_meanwhile, settle=settle) == (1, 0)
     assert backup.stage_mail(["a@x.gov.vn"], now=4, dsync=dsync, settle=settle) == (1, 0)  # copied again
     assert backup.stage_mail(["a@x.gov.vn"], now=5, dsync=dsync, settle=settle) == (0, 1)
+
+
+def test_weekly_copies_of_quiet_mailboxes_spread_over_the_nights(tmp_path, staging):
+    people = [f"u{i}@x.gov.vn" for i in range(700)]
+    for a in people:
+        _maildir(tmp_path, a)
+
+    def dsync(address):
+        os.makedirs(os.path.join(backup.staged(address), "Maildir"), exist_ok=True)
+
+    t, day = 1_700_000_000, 86400
+    assert backup.stage_mail(people, now=t, dsync=dsync, settle=NOOP) == (700, 0)
+    per_night = [backup.stage_mail(people, now=t + n * day, dsync=dsync, settle=NOOP)[0] for n in range(1, 8)]
+    assert sum(per_night) == 700  # each mailbox once in the week
+    assert max(per_night) < 160, per_night  # about a seventh a night, not all on one
+    assert backup.stage_mail(people, now=t + 7 * day + 3600, dsync=dsync, settle=NOOP) == (0, 700)
