@@ -171,6 +171,10 @@ def change_signature(maildir: str) -> list | None:
     return sig
 
 
+def mailbox_signature(address: str) -> list | None:
+    return change_signature(os.path.join(home(address), "Maildir"))
+
+
 def stage_mail(addresses: list[str], now: float | None = None, dsync=None, settle=None) -> tuple[int, int]:
     """dsync into the staging mirror every mailbox that changed since its last copy (incremental);
     returns (copied, unchanged). Unchanged mailboxes cost a few stat calls, not a doveadm process:
@@ -186,7 +190,7 @@ def stage_mail(addresses: list[str], now: float | None = None, dsync=None, settl
         synced = {}
     changed, unchanged = [], 0
     for address in addresses:
-        sig = change_signature(os.path.join(home(address), "Maildir"))
+        sig = mailbox_signature(address)
         if sig is None:
             continue
         last = synced.get(address)
@@ -200,7 +204,7 @@ def stage_mail(addresses: list[str], now: float | None = None, dsync=None, settl
     # signature taken next is the one the copy will leave.
     if changed:
         settle(changed)
-    todo = [(a, change_signature(os.path.join(home(a), "Maildir"))) for a in changed]
+    todo = [(a, mailbox_signature(a)) for a in changed]
 
     def copy(item) -> tuple[str | None, list | None]:
         """(error, the signature the copy covers; None when the mailbox changed during the copy:
@@ -209,7 +213,7 @@ def stage_mail(addresses: list[str], now: float | None = None, dsync=None, settl
         error = dsync(address)
         if error:
             return error, None
-        return None, before if change_signature(os.path.join(home(address), "Maildir")) == before else None
+        return None, before if mailbox_signature(address) == before else None
 
     with ThreadPoolExecutor(PARALLEL) as pool:
         results = list(pool.map(copy, todo))
