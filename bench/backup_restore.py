@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchlib import timed  # noqa: E402
 from govmail import lab  # noqa: E402
+from govmail.targets import lab as lab_target  # noqa: E402
 from govmail.data import load_province  # noqa: E402
 
 GENERATE = r"""
@@ -56,7 +57,7 @@ def main() -> None:
     pyinfra = [sys.executable, "-m", "pyinfra", "-y", f"inventories/{province}.py", "deploy.py"]
     gm = [sys.executable, "-m", "govmail.cli"]
 
-    state = lab.up([province], fresh=True)
+    state = lab_target().up([province], fresh=True)
     ip = state["hosts"][cfg.mail_host]["ip"]
     ssh = ["ssh", *lab.ssh_options(), f"root@{ip}"]
     cold, _ = timed(pyinfra, cwd=ROOT)

@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from benchlib import timed  # noqa: E402
 from directory_scale import big_data, deploy  # noqa: E402
 from govmail import lab  # noqa: E402
+from govmail.targets import lab as lab_target  # noqa: E402
 from govmail.data import load_province  # noqa: E402
 
 FILL = r"""
@@ -55,7 +56,7 @@ def main() -> None:
     big_data(n, data)
     os.environ["GOVMAIL_DATA_DIR"] = str(data)
     cfg = load_province("daknong")
-    state = lab.up(["daknong"], fresh=True)
+    state = lab_target().up(["daknong"], fresh=True)
     deploy(data)
     ssh = ["ssh", *lab.ssh_options(), f"root@{state['hosts'][cfg.mail_host]['ip']}"]
     gm = [sys.executable, "-m", "govmail.cli"]

@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchlib import timed  # noqa: E402
 from govmail import lab  # noqa: E402
+from govmail.targets import lab as lab_target  # noqa: E402
 from govmail.data import load_province  # noqa: E402
 
 BYPASS = ("2525/inet=2525 inet n - y - - smtpd -o syslog_name=postfix/bench-bypass -o smtpd_milters= "
@@ -47,9 +48,9 @@ def main() -> None:
     cfg = load_province(a.province)
     state = lab.load_state()
     if cfg.mail_host not in state.get("hosts", {}):
-        from govmail.cli import deploy
+        from govmail.runner import deploy
 
-        lab.up([a.province])
+        lab_target().up([a.province])
         if deploy([a.province]):
             sys.exit("deploy failed")
         state = lab.load_state()

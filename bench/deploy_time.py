@@ -19,7 +19,8 @@ sys.path.insert(0, str(ROOT))
 
 from benchlib import timed  # noqa: E402
 from govmail import lab  # noqa: E402
-from govmail.cli import summary_line  # noqa: E402
+from govmail.targets import lab as lab_target  # noqa: E402
+from govmail.runner import summary_line  # noqa: E402
 from govmail.data import load_province  # noqa: E402
 from govmail.services.base import PACKAGES  # noqa: E402
 
@@ -29,13 +30,13 @@ def main() -> None:
     cfg = load_province(province)
     pyinfra = [sys.executable, "-m", "pyinfra", "-y", f"inventories/{province}.py", "deploy.py"]
 
-    state = lab.up([province], fresh=True)
+    state = lab_target().up([province], fresh=True)
     ip = state["hosts"][cfg.mail_host]["ip"]
     ssh = ["ssh", *lab.ssh_options(), f"root@{ip}"]
     floor, _ = timed(ssh + ["DEBIAN_FRONTEND=noninteractive apt-get update -q && DEBIAN_FRONTEND=noninteractive "
                             f"apt-get install -y -q --no-install-recommends {' '.join(PACKAGES)}"])
 
-    lab.up([province], fresh=True)
+    lab_target().up([province], fresh=True)
     cold, r1 = timed(pyinfra, cwd=ROOT)
     rerun, r2 = timed(pyinfra, cwd=ROOT)
     log = Path("/tmp/govmail-bench-rerun.log")

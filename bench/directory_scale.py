@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from govmail import lab  # noqa: E402
-from govmail.cli import summary_line  # noqa: E402
+from govmail.targets import lab as lab_target  # noqa: E402
+from govmail.runner import summary_line  # noqa: E402
 from govmail.data import load_province  # noqa: E402
 from govmail.naming import address_for  # noqa: E402
 
@@ -86,7 +87,7 @@ def main() -> None:
     validate = time.monotonic() - t
     assert r.returncode == 0, r.stdout + r.stderr
 
-    lab.up(["daknong"], fresh=True)
+    lab_target().up(["daknong"], fresh=True)
     small_cold, _ = deploy(None)
     small_rerun, small_sum = deploy(None)
     big_cold, big_sum = deploy(data)

@@ -33,23 +33,14 @@ class Record:
     comment: str = ""
 
 
-def dkim_value(cfg) -> Optional[str]:
-    """The published DKIM record, as the last deploy fetched it from the mail host (None before)."""
-    from .services.rspamd import dkim_record_on_controller
-
-    path = dkim_record_on_controller(cfg)
-    try:
-        return path.read_text().strip() or None
-    except OSError:
-        return None
-
-
 def mta_sts_policy(cfg) -> str:
     mode = "enforce" if cfg.model.tls.certificate else "testing"
     return f"version: STSv1\nmode: {mode}\nmx: {cfg.mail_host}\nmax_age: 604800\n"
 
 
-def records(cfg, address: Optional[str] = None) -> list[Record]:
+def records(cfg, address: Optional[str] = None, dkim: Optional[str] = None) -> list[Record]:
+    """The records to publish. `address`: the mail host's IPv4 address; `dkim`: the DKIM record
+    of its key, as the last deploy fetched it (None before the first deploy)."""
     import hashlib
 
     d, mx = cfg.domain, cfg.mail_host
@@ -74,7 +65,6 @@ def records(cfg, address: Optional[str] = None) -> list[Record]:
     ]
     for name in ("mta-sts", "autoconfig", "autodiscover"):
         out.append(Record(name, "CNAME", f"{mx}.", "the mail host; served over HTTPS (443) once web mail is installed"))
-    dkim = dkim_value(cfg)
     if dkim:
         out.append(Record(f"{cfg.model.dkim.selector}._domainkey", "TXT", dkim, "DKIM: the mail host's signing key"))
     return out
@@ -90,16 +80,16 @@ def _quote_txt(value: str) -> str:
     return " ".join(f'"{p}"' for p in _txt_strings(value))
 
 
-def zone_text(cfg, address: Optional[str] = None) -> str:
+def zone_text(cfg, address: Optional[str] = None, dkim: Optional[str] = None) -> str:
     lines = [
         f"; DNS records for {cfg.domain} ({cfg.model.name}), from group_data/{cfg.key}.yml",
         f"; Mail host: {cfg.mail_host}. Made by `govmail dns {cfg.key}`; publish them in the {cfg.domain} zone.",
         f"$ORIGIN {cfg.domain}.",
     ]
-    for r in records(cfg, address):
+    for r in records(cfg, address, dkim):
         value = _quote_txt(r.value) if r.type == "TXT" else r.value
         lines.append(f"{r.name:<20} 3600 IN {r.type:<5} {value}" + (f"  ; {r.comment}" if r.comment else ""))
-    if not dkim_value(cfg):
+    if not dkim:
         lines.append(f"; DKIM ({cfg.model.dkim.selector}._domainkey): no key known yet. The mail host generates it "
                      f"on the first deploy; run `govmail dns {cfg.key}` again after it.")
     lines.append(f"; MTA-STS policy, to serve as https://mta-sts.{cfg.domain}/.well-known/mta-sts.txt:")
@@ -107,10 +97,10 @@ def zone_text(cfg, address: Optional[str] = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def dnsmasq_lines(cfg) -> list[str]:
+def dnsmasq_lines(cfg, dkim: Optional[str] = None) -> list[str]:
     """The TXT and SRV records for the lab resolver (A, MX and PTR come from the lab's own state)."""
     out = []
-    for r in records(cfg):
+    for r in records(cfg, dkim=dkim):
         fqdn = cfg.domain if r.name == "@" else f"{r.name}.{cfg.domain}"
         if r.type == "TXT":
             out.append(f"txt-record={fqdn}," + ",".join(f'"{c}"' for c in _txt_strings(r.value)))

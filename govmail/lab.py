@@ -36,6 +36,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Callable
 
 from .data import load_province
 
@@ -127,6 +128,13 @@ def save_state(state: dict) -> None:
     tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
     tmp.replace(state_file())
     write_inventory(state)
+
+
+def load_inventory() -> dict:
+    try:
+        return json.loads((LAB_DIR / "inventory.json").read_text())
+    except FileNotFoundError:
+        return {"hosts": {}, "ssh_key": str(ssh_key())}
 
 
 def write_inventory(state: dict) -> None:
@@ -307,12 +315,14 @@ OUTSIDE_DOMAIN = "outside.test"
 DEPLOY_FAILURE = LAB_DIR / "logs" / "lab-deploy-failed.txt"
 
 
-def dns_records(state: dict) -> list[str]:
-    from .dns import dnsmasq_lines
+# What the provinces in the lab publish (SPF, DMARC, TLS-RPT, SRV, DKIM), as dnsmasq lines, for a
+# list of provinces. Given by the target layer (govmail/targets.py), which knows the records.
+Records = Callable[[list[str]], list[str]]
 
-    lines = []
-    for province in sorted({h["province"] for h in state["hosts"].values()}):
-        lines += dnsmasq_lines(load_province(province))  # SPF, DMARC, TLS-RPT, SRV: as published
+
+def dns_records(state: dict, records: Records | None = None) -> list[str]:
+    provinces = sorted({h["province"] for h in state["hosts"].values()})
+    lines = list(records(provinces)) if records else []
     for name, h in sorted(state["hosts"].items()):
         lines.append(f"host-record={name},{h['ip']}")
         if "mail" in h.get("roles", ["mail"]):
@@ -324,7 +334,7 @@ def dns_records(state: dict) -> list[str]:
     return lines
 
 
-def ensure_dns(state: dict, mirrors: list[str]) -> None:
+def ensure_dns(state: dict, mirrors: list[str], records: Records | None = None) -> None:
     conf = LAB_DIR / "dnsmasq.conf"
     text = "\n".join(
         [
@@ -339,7 +349,7 @@ def ensure_dns(state: dict, mirrors: list[str]) -> None:
             # The lab zones are answered here only: an unknown name in them does not exist.
             "local=/gov.vn/",
             f"local=/{OUTSIDE_DOMAIN}/",
-            *dns_records(state),
+            *dns_records(state, records),
             "",
         ]
     )
@@ -360,14 +370,14 @@ def ensure_dns(state: dict, mirrors: list[str]) -> None:
     state["dnsmasq_pid"] = int(pidfile.read_text().strip())
 
 
-def refresh_dns() -> None:
+def refresh_dns(records: Records | None = None) -> None:
     """Restart the lab resolver with the records as they are now (e.g. a DKIM key a deploy just
     fetched). Deploys of several provinces run in parallel: one at a time, under the lab's lock."""
     with lab_lock("refreshing the lab resolver"):
         state = load_state()
         if not state.get("hosts"):
             return
-        ensure_dns(state, mirror_addresses())
+        ensure_dns(state, mirror_addresses(), records)
         save_state(state)
 
 
@@ -491,20 +501,11 @@ def host_entries(state: dict, province: str) -> list[tuple[str, dict]]:
     return out
 
 
-def forget_dkim_record(province: str) -> None:
-    """A new lab mail host (made from the image, unlike `lab rebuild`) makes its own DKIM key; the
-    record kept for the province's previous lab host belongs to a key that no longer exists, and a
-    deploy would otherwise wait for a restore that will never bring it back."""
-    from .secrets import secrets_dir
-
-    d = secrets_dir(province) / "dkim"
-    if d.exists():
-        log(f"{province}: forgetting the DKIM record of its previous lab mail host")
-        shutil.rmtree(d)
-
-
 @locked("lab up")
-def up(provinces: list[str], fresh: bool = False) -> dict:
+def up(provinces: list[str], fresh: bool = False, records: Records | None = None,
+       new_mail_host: Callable[[str], None] | None = None) -> dict:
+    """Boot the provinces' hosts. `records`: what the resolver serves for them; `new_mail_host`:
+    called with the province when its mail host is made anew from the image."""
     check_host()
     t0 = time.monotonic()
     LAB_DIR.mkdir(parents=True, exist_ok=True)
@@ -516,7 +517,7 @@ def up(provinces: list[str], fresh: bool = False) -> dict:
     ensure_firewall(mirrors)
     names = [e for p in provinces for e in host_entries(state, p)]
     save_state(state)
-    ensure_dns(state, mirrors)
+    ensure_dns(state, mirrors, records)
     save_state(state)
     update_etc_hosts(state)
     booted = []
@@ -531,8 +532,8 @@ def up(provinces: list[str], fresh: bool = False) -> dict:
             log(f"{name}: already running (pid {h['pid']}, {h['ip']})")
             continue
         kill_leftovers(h["netns"])
-        if "mail" in h.get("roles", []) and not root.exists():
-            forget_dkim_record(h["province"])
+        if "mail" in h.get("roles", []) and not root.exists() and new_mail_host:
+            new_mail_host(h["province"])
         prepare_root(root, image, name, h["ip"])
         h["pid"] = boot(name, root, h["netns"])
         save_state(state)
@@ -623,7 +624,7 @@ def _stop(h: dict) -> None:
 
 
 @locked("lab down")
-def down(provinces: list[str] | None = None, keep_image: bool = True) -> None:
+def down(provinces: list[str] | None = None, keep_image: bool = True, records: Records | None = None) -> None:
     """Stop containers and remove what the lab made. With provinces: just those hosts."""
     state = load_state()
     for name, h in list(state["hosts"].items()):
@@ -642,7 +643,7 @@ def down(provinces: list[str] | None = None, keep_image: bool = True) -> None:
         del state["hosts"][name]
         save_state(state)
     if state["hosts"]:
-        ensure_dns(state, mirror_addresses())
+        ensure_dns(state, mirror_addresses(), records)
         save_state(state)
         update_etc_hosts(state)
         return

@@ -6,8 +6,9 @@ They live on the controller, outside the repository, one directory per province:
     $GOVMAIL_SECRETS/<province>/backup-passphrase     (0600)
     $GOVMAIL_SECRETS/<province>/backup-ssh-key[.pub]  (0600 / 0644)
 
-GOVMAIL_SECRETS defaults to /var/lib/govmail-lab/secrets for the lab target and to
-~/.config/govmail/secrets for real hosts. A deploy creates them the first time and uploads them
+GOVMAIL_SECRETS overrides the base directory; by default the target chooses it
+(govmail/targets.py: /var/lib/govmail-lab/secrets for the lab, ~/.config/govmail/secrets for real
+hosts). A deploy creates them the first time and uploads them
 from then on, so a rebuilt host gets the same ones. The operator keeps a copy of this directory in
 the organisation's password vault: without the passphrase no backup can be read, and a
 disaster-recovery rebuild starts by putting the directory back on the controller.
@@ -21,21 +22,9 @@ import subprocess
 from pathlib import Path
 
 
-def secrets_dir(province: str) -> Path:
-    base = os.environ.get("GOVMAIL_SECRETS")
-    if not base:
-        if os.environ.get("GOVMAIL_TARGET", "lab") == "lab":
-            from .lab import LAB_DIR
-
-            base = str(LAB_DIR / "secrets")
-        else:
-            base = str(Path.home() / ".config" / "govmail" / "secrets")
-    return Path(base) / province
-
-
-def backup_secrets(province: str, comment: str) -> dict[str, bytes]:
-    """The province's backup passphrase and SSH key pair, made on first use."""
-    d = secrets_dir(province)
+def backup_secrets(d: Path, comment: str) -> dict[str, bytes]:
+    """The province's backup passphrase and SSH key pair in its secrets directory `d` (given by the
+    target), made on first use."""
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(d, 0o700)
     pp = d / "backup-passphrase"

@@ -1,8 +1,9 @@
 """The directory on the host and the account store Dovecot authenticates against.
 
-configure: upload the account tool and the directory (JSON), make initial passwords (passlib,
-bcrypt) for mailboxes the store has never seen, and run `accounts sync` on the host, in one
-command, only when something changed. Passwords already in the store are never touched.
+The account tool (govmail/host/accounts.py) and the directory (JSON) go to the host; initial
+passwords (passlib, bcrypt) are made for mailboxes the store has never seen; `accounts sync` runs
+on the host, in one transaction, whenever one of them changed. Passwords already in the store are
+never touched. The daily job (govmail-daily.timer) applies the life-cycle rules.
 """
 
 from __future__ import annotations
@@ -12,13 +13,10 @@ import shlex
 import socket
 from pathlib import Path
 
-from pyinfra import host
-from pyinfra.operations import server, systemd
-
 from .. import passwords
 from ..data import ROLE_LOCAL_PARTS
-from ..ops import StoredAccounts, config_file, json_bytes
 from ..render import PATHS, render
+from ..service import Ensure, File, Service, Unit, json_bytes
 
 HOST_TOOL = Path(__file__).resolve().parent.parent / "host" / "accounts.py"
 NEW_PASSWORDS = PATHS["state"] + "/new-passwords.json"
@@ -71,35 +69,45 @@ def directory_document(cfg) -> dict:
     }
 
 
-def configure(cfg) -> None:
-    tool = config_file(name="Account tool", dest=f"{PATHS['lib']}/accounts", content=HOST_TOOL.read_bytes(), mode=0o755)
-    directory = config_file(
-        name=f"Directory: {len(cfg.accounts)} mailboxes, {len(cfg.aliases)} lists",
-        dest=PATHS["directory"], content=json_bytes(directory_document(cfg)), mode=0o640,
-    )
-    stored = host.get_fact(StoredAccounts, path=PATHS["store"])
+def probes(cfg) -> dict[str, str]:
+    """Addresses that have a password in the host's account store (SQLite, or the passwd-file of
+    earlier versions, which the next sync migrates), and deleted ones (no password to issue)."""
+    q = shlex.quote(PATHS["store"])
+    legacy = shlex.quote(PATHS["state"] + "/dovecot-users")
+    return {"stored_accounts": (
+        f"if [ -f {q} ]; then python3 -c 'import sqlite3,sys; "
+        "[print(r[0]) for r in sqlite3.connect(\"file:\"+sys.argv[1]+\"?mode=ro\", uri=True)"
+        ".execute(\"SELECT address FROM accounts WHERE password IS NOT NULL OR status = ?\", (sys.argv[2],))]' "
+        f"{q} deleted; elif [ -f {legacy} ]; then cut -d: -f1 {legacy} | grep -v '^#'; fi"
+    )}
+
+
+def service(ctx) -> Service:
+    cfg = ctx.cfg
+    stored = {line.strip() for line in ctx.probes.get("stored_accounts", "").splitlines() if line.strip()}
     new = [a for a in cfg.accounts if a.address not in stored and not a.password_hash]
-    cmd = f"GOVMAIL_ACTOR={shlex.quote(operator())} {PATHS['lib']}/accounts sync"
+    sync = f"GOVMAIL_ACTOR={shlex.quote(operator())} {PATHS['lib']}/accounts sync"
+    files = [
+        File(f"{PATHS['lib']}/accounts", HOST_TOOL.read_bytes(), mode=0o755, action="sync"),
+        File(PATHS["directory"], json_bytes(directory_document(cfg)), mode=0o640, action="sync"),
+        File("/etc/systemd/system/govmail-daily.service", render("systemd/govmail-daily.service.j2", cfg), action=None),
+        File("/etc/systemd/system/govmail-daily.timer", render("systemd/govmail-daily.timer.j2", cfg), action=None),
+    ]
     if new:
+        # Initial passwords for mailboxes the store has never seen: random, so hashed at bcrypt's
+        # minimum cost; the sync stores them, hands them out in PATHS["initial_passwords"] and
+        # removes this file.
         made = {}
         for a in new:
             pw = passwords.generate(cfg.policy.password, admin=a.role == "admin")
             made[a.address] = {"hash": passwords.hash_password(pw, rounds=passwords.INITIAL_ROUNDS), "password": pw}
-        config_file(
-            name=f"Initial passwords for {len(new)} new mailboxes (handed out in {PATHS['initial_passwords']})",
-            dest=NEW_PASSWORDS, content=json_bytes(made), mode=0o600,
-        )
-        cmd += f" --new-passwords {NEW_PASSWORDS}"
-    units = [
-        config_file(name="Daily account job (service)", dest="/etc/systemd/system/govmail-daily.service",
-                    content=render("systemd/govmail-daily.service.j2", cfg)),
-        config_file(name="Daily account job (timer)", dest="/etc/systemd/system/govmail-daily.timer",
-                    content=render("systemd/govmail-daily.timer.j2", cfg)),
-    ]
-    systemd.daemon_reload(name="systemd picks up the daily job", _if=lambda: any(u.did_change() for u in units))
-    systemd.service(name="Daily account job timer enabled", service="govmail-daily.timer", running=True, enabled=True)
-    server.shell(
-        name="Sync the account store with the directory (existing passwords kept)",
-        commands=[cmd],
-        _if=lambda: bool(new) or directory.did_change() or tool.did_change() or not stored,
+        files.append(File(NEW_PASSWORDS, json_bytes(made), mode=0o600, action="sync", secret=True))
+        sync += f" --new-passwords {NEW_PASSWORDS}"
+    return Service(
+        name="accounts",
+        ensures=[Ensure("the account store exists", f"test -f {PATHS['store']}", "true", action="sync")],
+        files=files,
+        units=[Unit("govmail-daily.timer")],
+        # One transaction; passwords already in the store are never touched.
+        actions={"sync": sync},
     )

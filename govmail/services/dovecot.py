@@ -1,33 +1,36 @@
-"""Dovecot: IMAP, POP3, LMTP, SASL for Postfix, quota, quota-status, quota warnings.
+"""Dovecot: IMAP, POP3, LMTP, SASL for Postfix, quota, quota-status, quota warnings, Sieve.
 
-templates/dovecot/dovecot.conf.j2 -> /etc/dovecot/dovecot.conf, validated by `doveconf` before it
-replaces the live file; Dovecot is reloaded only when it changed.
+templates/dovecot/dovecot.conf.j2 -> /etc/dovecot/dovecot.conf, checked by `doveconf` on a copy
+of /etc/dovecot before it replaces the live file; Dovecot reloads when it (or the certificate)
+changed. The quota-warning and post-login programs are the host tools of govmail/host/.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pyinfra.operations import systemd
-
-from ..ops import DOVECOT_VALIDATE, config_file, reload_when
 from ..render import PATHS, render
+from ..service import File, Service, Unit, Validator, directory
 
-QUOTA_WARNING = Path(__file__).resolve().parent.parent / "host" / "quota_warning.py"
-POSTLOGIN = Path(__file__).resolve().parent.parent / "host" / "postlogin.sh"
+HOST = Path(__file__).resolve().parent.parent / "host"
 
 
-def configure(cfg) -> list:
-    config_file(name="Quota warning program", dest=PATHS["quota_warning"], content=QUOTA_WARNING.read_bytes(), mode=0o755)
-    config_file(name="Post-login program (last-login stamp)", dest=f"{PATHS['lib']}/postlogin",
-                content=POSTLOGIN.read_bytes(), mode=0o755)
-    conf = config_file(
-        name="/etc/dovecot/dovecot.conf", dest="/etc/dovecot/dovecot.conf",
-        content=render("dovecot/dovecot.conf.j2", cfg), validate=DOVECOT_VALIDATE, pending="dovecot",
+def service(ctx) -> Service:
+    return Service(
+        name="dovecot",
+        packages=("dovecot-core", "dovecot-imapd", "dovecot-pop3d", "dovecot-lmtpd",
+                  # the account store (SQLite), Sieve filters and ManageSieve
+                  "dovecot-sqlite", "dovecot-sieve", "dovecot-managesieved"),
+        # Dovecot puts its sockets for Postfix (auth, LMTP, quota-status) here; Postfix would make it
+        # on its first start, which comes after Dovecot's.
+        ensures=[directory("/var/spool/postfix/private", 0o700, "postfix", "root")],
+        files=[
+            File(PATHS["quota_warning"], (HOST / "quota_warning.py").read_bytes(), mode=0o755, action=None),
+            File(f"{PATHS['lib']}/postlogin", (HOST / "postlogin.sh").read_bytes(), mode=0o755, action=None),
+            File("/etc/dovecot/dovecot.conf", render("dovecot/dovecot.conf.j2", ctx.cfg)),
+        ],
+        validator=Validator("/etc/dovecot", "doveconf -c {dir}/dovecot.conf -n >/dev/null"),
+        units=[Unit("dovecot")],
+        actions={"reload": "systemctl reload dovecot"},
+        reacts={"tls": "reload"},
     )
-    return [conf]
-
-
-def activate(cfg, changed: list) -> None:
-    systemd.service(name="Dovecot enabled and running", service="dovecot", running=True, enabled=True)
-    reload_when("Reload Dovecot (its configuration changed)", "systemctl reload-or-restart dovecot", "dovecot", changed)

@@ -1,67 +1,76 @@
-"""Postfix: SMTP for the province's domain, submission (587 STARTTLS, 465 TLS), size limit.
+"""Postfix: SMTP for the province's domain, submission (587 STARTTLS, 465 TLS), size limit, maps.
 
-templates/postfix/<file>.j2 -> /etc/postfix/<file>; main.cf and master.cf are validated with
-`postconf` on a copy before they replace the live files; Postfix reloads only when a file changed.
+templates/postfix/<file>.j2 -> /etc/postfix/<file>; main.cf and master.cf are checked with
+`postconf` on a copy of /etc/postfix before they replace the live files (any warning fails).
+
+A change is applied with `postfix reload`: the master re-reads its configuration and replaces its
+daemons as they finish their sessions, so no SMTP session is cut and no message accepted twice.
+Only the parameters a reload cannot apply (`inet_interfaces`, `inet_protocols`) make a change
+restart Postfix; the host's live values are read in the deploy's first round trip to tell.
 """
 
 from __future__ import annotations
 
-from pyinfra import host
-from pyinfra.operations import server, systemd
+import re
 
-from ..ops import CommandSucceeds, config_file, done, ensure_running, pending, postfix_validate, reload_when
 from ..render import PATHS, render
+from ..service import Ensure, File, Service, Unit, Validator
+
+RESTART_ONLY = ("inet_interfaces", "inet_protocols")
+# The copy's main.cf and master.cf are pointed at the copy's maps (they name /etc/postfix/...),
+# so the maps are checked as they will be; any warning fails.
+VALIDATE = (
+    "sed -i 's#/etc/postfix/#{dir}/#g' {dir}/main.cf {dir}/master.cf && "
+    "err=$(postconf -c {dir} -n 2>&1 >/dev/null) && [ -z \"$err\" ] && "
+    "err=$(postconf -c {dir} -M 2>&1 >/dev/null) && [ -z \"$err\" ] || { echo \"$err\"; exit 1; }"
+)
 
 
-def configure(cfg) -> tuple[list, list]:
-    """Returns (files that need a reload, files that need a restart)."""
-    maps = PATHS["postfix_maps"]
-    reload_ops = [
-        config_file(name="Postfix mailbox map (account store)", dest=f"{maps}/mailboxes.cf",
-                    content=render("postfix/sqlite-mailboxes.cf.j2", cfg), group="postfix", mode=0o640,
-                    pending="postfix-reload"),
-        config_file(name="Postfix lists and role addresses (account store)", dest=f"{maps}/aliases.cf",
-                    content=render("postfix/sqlite-aliases.cf.j2", cfg), group="postfix", mode=0o640,
-                    pending="postfix-reload"),
-        config_file(name="Postfix sender ownership (account store)", dest=f"{maps}/senders.cf",
-                    content=render("postfix/sqlite-senders.cf.j2", cfg), group="postfix", mode=0o640,
-                    pending="postfix-reload"),
-        config_file(name="Postfix: where Sieve redirects may go (state domains)", dest=f"{maps}/state-domains.pcre",
-                    content=render("postfix/state-domains.pcre.j2", cfg, state_domains=cfg.policy.forwarding.state_domains),
-                    pending="postfix-reload"),
-    ]
-    # /etc/aliases in the aliases format ("name: value"), compiled to the hash map main.cf names;
-    # compiled again whenever the map is older than the file (a deploy stopped in between).
-    aliases = config_file(name="/etc/aliases (root -> postmaster)", dest="/etc/aliases",
-                          content=render("postfix/aliases.local.j2", cfg))
-    compiled = host.get_fact(CommandSucceeds, check="test -e /etc/aliases.db && ! test /etc/aliases -nt /etc/aliases.db")
-    server.shell(name="postalias (/etc/aliases -> /etc/aliases.db)", commands=["postalias hash:/etc/aliases"],
-                 _if=lambda: aliases.did_change() or not compiled)
-    # Some main.cf/master.cf parameters (inet_protocols, inet_interfaces) only take effect on a
-    # restart, and a reload that meets them stops the master: restart when these change.
-    restart_ops = [
-        config_file(
-            name="/etc/postfix/main.cf", dest="/etc/postfix/main.cf",
-            content=render("postfix/main.cf.j2", cfg), validate=postfix_validate("main.cf"), pending="postfix-restart",
-        ),
-        config_file(
-            name="/etc/postfix/master.cf", dest="/etc/postfix/master.cf",
-            content=render("postfix/master.cf.j2", cfg), validate=postfix_validate("master.cf"), pending="postfix-restart",
-        ),
-    ]
-    return reload_ops, restart_ops
+def probes(cfg) -> dict[str, str]:
+    return {"postfix_restart_only": f"postconf -h {' '.join(RESTART_ONLY)}"}
 
 
-def activate(cfg, reload_ops: list, restart_ops: list) -> None:
-    systemd.service(name="Postfix enabled", service="postfix", enabled=True)
-    # A restart also does what a reload would: it clears both markers; a reload only when no restart.
-    left_restart = pending("postfix-restart")
-    reload_when("Restart Postfix (main.cf, master.cf or TLS changed)",
-                f"postfix check && systemctl restart postfix && sleep 1 && postfix status && {done('postfix-reload')}",
-                "postfix-restart", restart_ops)
-    reload_when("Reload Postfix (its maps changed)",
-                "postfix check && systemctl reload-or-restart postfix && sleep 1 && postfix status",
-                "postfix-reload", reload_ops,
-                also=lambda: not (left_restart or any(op.did_change() for op in restart_ops)))
-    # The postfix unit is a wrapper that stays "active" even when the master is gone: ask Postfix.
-    ensure_running(name="Postfix master is running", check="postfix status", start="systemctl restart postfix && sleep 1")
+def restart_only_values(main_cf: str) -> list[str]:
+    """The values main.cf gives the parameters a reload cannot apply (Postfix's default: all)."""
+    out = []
+    for name in RESTART_ONLY:
+        m = re.search(rf"^{name}\s*=\s*(.*)$", main_cf, re.M)
+        out.append(m.group(1).strip() if m else "all")
+    return out
+
+
+def service(ctx) -> Service:
+    cfg, maps = ctx.cfg, PATHS["postfix_maps"]
+    main_cf = render("postfix/main.cf.j2", cfg)
+    live = [v.strip() for v in ctx.probes.get("postfix_restart_only", "").splitlines()]
+    conf_action = "restart" if live and live != restart_only_values(main_cf) else "reload"
+    return Service(
+        name="postfix",
+        packages=("postfix", "postfix-sqlite", "postfix-pcre"),
+        ensures=[
+            # /etc/aliases is compiled again whenever the map is older (a deploy stopped in between).
+            Ensure("/etc/aliases.db is compiled from /etc/aliases",
+                   "test -e /etc/aliases.db && ! test /etc/aliases -nt /etc/aliases.db", "true", action="postalias"),
+        ],
+        files=[
+            File(f"{maps}/mailboxes.cf", render("postfix/sqlite-mailboxes.cf.j2", cfg), group="postfix", mode=0o640),
+            File(f"{maps}/aliases.cf", render("postfix/sqlite-aliases.cf.j2", cfg), group="postfix", mode=0o640),
+            File(f"{maps}/senders.cf", render("postfix/sqlite-senders.cf.j2", cfg), group="postfix", mode=0o640),
+            # Where Sieve redirects may go (state domains).
+            File(f"{maps}/state-domains.pcre", render("postfix/state-domains.pcre.j2", cfg,
+                                                      state_domains=cfg.policy.forwarding.state_domains)),
+            # root -> postmaster, in the aliases format, compiled to the hash map main.cf names.
+            File("/etc/aliases", render("postfix/aliases.local.j2", cfg), action="postalias"),
+            File("/etc/postfix/main.cf", main_cf, action=conf_action),
+            File("/etc/postfix/master.cf", render("postfix/master.cf.j2", cfg)),
+        ],
+        validator=Validator("/etc/postfix", VALIDATE),
+        # The postfix unit is a wrapper that stays "active" when the master is gone: ask Postfix.
+        units=[Unit("postfix", ready="postfix status", ready_timeout=30)],
+        actions={
+            "postalias": "postalias hash:/etc/aliases",
+            "reload": "postfix check && postfix reload 2>/dev/null",
+            "restart": "postfix check && systemctl restart postfix",
+        },
+        reacts={"tls": "reload"},
+    )

@@ -132,10 +132,11 @@ def deploy_log(province: str) -> Path:
 
 @pytest.fixture(scope="session")
 def lab_hosts() -> dict[str, LabHost]:
-    from govmail.cli import deploy
+    from govmail.runner import deploy
+    from govmail.targets import lab as lab_target
 
     t = time.monotonic()
-    state = lab.up(PROVINCES)
+    state = lab_target().up(PROVINCES)
     rc = deploy(PROVINCES)
     if rc:
         # `govmail test` prints this after pytest's summary, where CI output is read.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import imaplib
 import ssl
 
-from govmail.cli import deploy, summary_line
+from govmail.runner import deploy, summary_line
 from govmail.render import PATHS
 
 from .conftest import deploy_log

@@ -2,6 +2,7 @@
 
 from govmail.data import load_province
 from govmail.dns import _quote_txt, dnsmasq_lines, zone_text
+from govmail.targets import RealHosts
 
 
 def test_the_zone_names_the_mail_host_and_refuses_forgery():
@@ -31,14 +32,16 @@ def test_the_lab_resolver_serves_the_same_txt_and_srv_records():
 
 def test_the_dkim_record_the_deploy_fetched_is_published_split_for_the_lab_resolver(tmp_path, monkeypatch):
     monkeypatch.setenv("GOVMAIL_SECRETS", str(tmp_path))
+    published = RealHosts().published  # where the controller keeps it: the province's secrets directory
     cfg = load_province("bacninh")
-    assert "no key known yet" in zone_text(cfg)
+    assert published.dkim_record(cfg) is None and "no key known yet" in zone_text(cfg)
     value = "v=DKIM1; k=rsa; p=" + "A" * 392
-    (tmp_path / "bacninh" / "dkim").mkdir(parents=True)
-    (tmp_path / "bacninh" / "dkim" / "bacninh.gov.vn.govmail.txt").write_text(value + "\n")
-    z = zone_text(cfg)
+    assert published.set_dkim_record(cfg, value + "\n") is True
+    assert (tmp_path / "bacninh" / "dkim" / "bacninh.gov.vn.govmail.txt").read_text() == value + "\n"
+    assert published.set_dkim_record(cfg, value) is False  # unchanged: nothing to publish
+    z = zone_text(cfg, dkim=published.dkim_record(cfg))
     assert "govmail._domainkey   3600 IN TXT   " + _quote_txt(value) in z and "no key known yet" not in z
-    [line] = [x for x in dnsmasq_lines(cfg) if x.startswith("txt-record=govmail._domainkey.")]
+    [line] = [x for x in dnsmasq_lines(cfg, published.dkim_record(cfg)) if x.startswith("txt-record=govmail._domainkey.")]
     assert line == f'txt-record=govmail._domainkey.bacninh.gov.vn,"{value[:255]}","{value[255:]}"'
 
 

@@ -84,8 +84,17 @@ def test_data_file_reference_is_current():
 
 
 def test_fail2ban_never_bans_the_lab_controller_but_bans_everyone_else_on_real_hosts():
+    from govmail.service import Context
+    from govmail.services import fail2ban
+    from govmail.targets import LabTarget, RealHosts
+
     cfg = load_province("daknong")
-    lab = render("fail2ban/jail.d/govmail.local.j2", cfg, lab_controller="10.77.0.1")
-    real = render("fail2ban/jail.d/govmail.local.j2", cfg, lab_controller=None)
+
+    def jail(target) -> str:
+        ctx = Context(cfg, cfg.mail_host, ("mail",), {}, trusted_clients=target.trusted_clients)
+        [f] = [f for f in fail2ban.service(ctx).files if f.dest.endswith("jail.d/govmail.local")]
+        return f.content.decode()
+
+    lab, real = jail(LabTarget()), jail(RealHosts())
     assert "ignoreip = 127.0.0.1/8 ::1 10.77.0.1\n" in lab and "ignoreip = 127.0.0.1/8 ::1\n" in real
     assert "maxretry = 5" in real and "bantime = 60m" in real and "ssh" not in real.split("[DEFAULT]")[1]

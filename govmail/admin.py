@@ -1,0 +1,299 @@
+"""Remote administration: what `govmail` does on a province's hosts over SSH, through the host tools.
+
+Accounts (govmail/host/accounts.py on the mail host): an administrator's password reset, the
+hand-over of a unit's mailbox, lifting a suspension; the user's own password change goes to the
+host's password service over HTTPS. Backups (govmail/host/backup.py): run, status, list, restore a
+mailbox, restore a whole host after a rebuild. How a host is reached is the target's answer
+(govmail/targets.py).
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import subprocess
+
+from .data import available_provinces, load_province
+from .render import PATHS
+from .targets import TargetError, current
+
+
+def err(msg: str) -> None:
+    import sys
+
+    print(f"govmail: {msg}", file=sys.stderr)
+
+
+def _province(key: str):
+    from .data import DataError
+
+    try:
+        return load_province(key)
+    except DataError as e:
+        err(str(e))
+        return None
+
+
+def _host_ssh(name: str) -> list[str]:
+    """The ssh command prefix for a host of the current target."""
+    return current().ssh(name)
+
+
+def _mailbox_host(address: str):
+    """(province config, account, ssh command prefix for its host), or None after saying why not."""
+    domain = address.rpartition("@")[2]
+    cfg = next((c for c in map(load_province, available_provinces()) if c.domain == domain), None)
+    acc = next((a for a in cfg.accounts if a.address == address), None) if cfg else None
+    try:
+        if cfg is None:
+            raise LookupError(f"no province has the domain {domain!r}")
+        if acc is None:
+            raise LookupError(f"{address} is not in the directory of {cfg.key}")
+        return cfg, acc, _host_ssh(cfg.mail_host)
+    except (LookupError, TargetError) as e:
+        err(str(e))
+        return None
+
+
+def _account_tool(ssh: list[str], args: str, input: str | None = None) -> subprocess.CompletedProcess:
+    from .services.accounts import operator
+
+    return subprocess.run([*ssh, f"GOVMAIL_ACTOR={operator()} {PATHS['lib']}/accounts {args}"],
+                          input=input, text=True, capture_output=True)
+
+
+def _new_password(args, cfg, acc, prompt: str) -> str | None:
+    """A password for an administrator's reset (prompted, or GOVMAIL_PASSWORD with --from-env),
+    checked against the province's policy; None after saying what is wrong."""
+    from . import passwords
+
+    pw = os.environ.get("GOVMAIL_PASSWORD") if args.from_env else None
+    if pw is None:
+        pw = getpass.getpass(prompt)
+        if pw != getpass.getpass("Again: "):
+            err("the two entries differ")
+            return None
+    bad = passwords.problems(pw, cfg.policy.password, admin=acc.role == "admin")
+    if bad:
+        err("password refused: " + "; ".join(bad))
+        return None
+    return pw
+
+
+def _first_login_note(cfg) -> str:
+    from .services.accounts import password_url
+
+    if not cfg.policy.password.change_at_first_login:
+        return ""
+    return (f"; the user must change it before first use ({cfg.policy.password.article}) at "
+            f"{password_url(cfg)} or with `govmail passwd`")
+
+
+def cmd_set_password(args) -> int:
+    from . import passwords
+
+    address = args.address.lower()
+    found = _mailbox_host(address)
+    if found is None:
+        return 2
+    cfg, acc, ssh = found
+    pw = _new_password(args, cfg, acc, f"New password for {address}: ")
+    if pw is None:
+        return 1
+    r = _account_tool(ssh, f"set-password {address}", input=passwords.hash_password(pw))
+    if r.returncode != 0:
+        err(r.stderr.strip() or "could not store the password")
+        return 1
+    print(f"password of {address} set on {cfg.mail_host}{_first_login_note(cfg)}")
+    return 0
+
+
+def cmd_hand_over(args) -> int:
+    import shlex
+
+    from . import passwords
+
+    address = args.address.lower()
+    found = _mailbox_host(address)
+    if found is None:
+        return 2
+    cfg, acc, ssh = found
+    if acc.kind == "person":
+        err(f"{address} is a personal mailbox; hand-over is for a unit's mailbox ({cfg.domain} agencies, "
+            "departments, districts, communes). To reset a person's password: govmail set-password")
+        return 2
+    pw = _new_password(args, cfg, acc, f"Password for {args.to}, new holder of {address}: ")
+    if pw is None:
+        return 1
+    r = _account_tool(ssh, f"hand-over {address} --to {shlex.quote(args.to)}", input=passwords.hash_password(pw))
+    if r.returncode != 0:
+        err(r.stderr.strip() or "could not hand the mailbox over")
+        return 1
+    print(f"{address} handed over to {args.to} on {cfg.mail_host}: all of its mail kept, the former holder's "
+          f"sessions ended, password reset{_first_login_note(cfg)}")
+    return 0
+
+
+def cmd_passwd(args) -> int:
+    import json
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    from . import passwords
+    from .services.accounts import password_url
+
+    address = args.address.strip().lower()
+    domain = address.rpartition("@")[2]
+    cfg = next((c for c in map(load_province, available_provinces()) if c.domain == domain), None)
+    url = args.server or (password_url(cfg) if cfg else None)
+    if not url:
+        err(f"no province data for {domain!r} here: give the password page with --server https://HOST:PORT/")
+        return 2
+    if args.from_env:
+        current, new = os.environ.get("GOVMAIL_PASSWORD"), os.environ.get("GOVMAIL_NEW_PASSWORD")
+        if not current or not new:
+            err("--from-env needs GOVMAIL_PASSWORD (current) and GOVMAIL_NEW_PASSWORD (new)")
+            return 2
+    else:
+        current = getpass.getpass(f"Current password of {address}: ")
+        new = getpass.getpass("New password: ")
+        if new != getpass.getpass("New password again: "):
+            err("the two entries differ")
+            return 1
+    acc = cfg.account(address) if cfg and address in {a.address for a in cfg.accounts} else None
+    if cfg and acc:
+        bad = passwords.problems(new, cfg.policy.password, admin=acc.role == "admin")
+        if bad:
+            err("new password refused: " + "; ".join(bad))
+            return 1
+    ctx = ssl.create_default_context(cafile=args.cafile)
+    if args.insecure:
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    req = urllib.request.Request(
+        url.rstrip("/") + "/api/password", method="POST", headers={"Content-Type": "application/json"},
+        data=json.dumps({"user": address, "password": current, "new_password": new}).encode(),
+    )
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=60) as r:
+            result = json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        try:
+            result = json.loads(e.read())
+        except ValueError:
+            result = {"ok": False, "error": f"HTTP {e.code}"}
+    except (urllib.error.URLError, OSError) as e:
+        err(f"cannot reach the password service at {url}: {getattr(e, 'reason', e)}")
+        return 1
+    if not result.get("ok"):
+        err(result.get("error", "refused"))
+        return 1
+    print(f"password of {address} changed")
+    return 0
+
+
+def cmd_restore(args) -> int:
+    address = args.address.lower()
+    found = _mailbox_host(address)
+    if found is None:
+        return 2
+    cfg, _, ssh = found
+    r = _account_tool(ssh, f"restore {address}")
+    if r.returncode != 0:
+        err(r.stderr.strip() or "could not restore the mailbox")
+        return 1
+    import json
+
+    was = json.loads(r.stdout or "{}").get("was")
+    if was == "deleted":
+        print(f"{address} re-created on {cfg.mail_host}, empty and without a password: "
+              f"govmail set-password {address} (or the next deploy issues one)")
+    else:
+        print(f"{address} restored on {cfg.mail_host}: login works again, its mail is as it was")
+    return 0
+
+
+def _backup_tool(cfg, args: str, stream: bool = False) -> subprocess.CompletedProcess:
+    from .services.accounts import operator
+
+    cmd = [*_host_ssh(cfg.mail_host), f"GOVMAIL_ACTOR={operator()} {PATHS['lib']}/backup {args}"]
+    if stream:
+        return subprocess.run(cmd, text=True)
+    return subprocess.run(cmd, text=True, capture_output=True)
+
+
+def cmd_backup(args) -> int:
+    try:
+        return _backup(args)
+    except (LookupError, TargetError) as e:  # a host not in the lab
+        err(str(e))
+        return 2
+
+
+def _backup(args) -> int:
+    import json
+    import shlex
+
+    if args.backup_cmd == "restore-mailbox":
+        address = args.address.lower()
+        found = _mailbox_host(address)
+        if found is None:
+            return 2
+        cfg = found[0]
+        extra = (f" --at {shlex.quote(args.at)}" if args.at else "") + (
+            f" --folder {shlex.quote(args.folder)}" if args.folder else "")
+        r = _backup_tool(cfg, f"restore-mailbox {address}{extra}")
+        if r.returncode != 0:
+            err(r.stderr.strip() or "restore failed")
+            return 1
+        done = json.loads(r.stdout)
+        print(f"{address}: {done['folder']} restored from {done['archive']}, merged with its current mail")
+        return 0
+    provinces = args.provinces or ([] if args.backup_cmd != "status" else available_provinces())
+    rc = 0
+    for p in provinces:
+        cfg = _province(p)
+        if cfg is None:
+            return 2
+        if not cfg.backup_host:
+            print(f"{p}: no backup host in the data ({cfg.file.name}: hosts[].roles: [backup])")
+            rc = 1
+            continue
+        if args.backup_cmd == "status":
+            r = _backup_tool(cfg, "status")
+            try:
+                st = json.loads(r.stdout)
+            except ValueError:
+                print(f"{cfg.mail_host:28} UNKNOWN  {r.stderr.strip()[-200:]}")
+                rc = 1
+                continue
+            size = f"{st['original_size'] / 2**20:,.1f} MiB" if st.get("original_size") else "-"
+            age = f"{st['age_hours']} h ago" if st.get("age_hours") is not None else "never"
+            flag = "LATE" if st["late"] else "ok"
+            print(f"{cfg.mail_host:28} {flag:4}  last good {st['last_ok']} ({age}), {size} of data, "
+                  f"{st.get('archives')} archives on {cfg.backup_host}"
+                  + (f"; last error {st['last_error']}: {st['error'][:120]}" if st.get("last_error") else ""))
+            rc |= 1 if st["late"] else 0
+        elif args.backup_cmd == "run":
+            rc |= _backup_tool(cfg, "run", stream=True).returncode
+        elif args.backup_cmd == "list":
+            rc |= _backup_tool(cfg, "list", stream=True).returncode
+        elif args.backup_cmd == "restore-host":
+            at = f" --at {shlex.quote(args.at)}" if args.at else ""
+            code = _backup_tool(cfg, f"restore-host{at}", stream=True).returncode
+            rc |= code
+            if code == 0:
+                _refetch_dkim(cfg)
+    return rc
+
+
+def _refetch_dkim(cfg) -> None:
+    """After restore-host the host signs with its restored DKIM key again: keep the controller's copy
+    of the record (what `govmail dns` prints, and the lab resolver serves) the same as the host's."""
+    from .services.rspamd import dkim_paths
+
+    r = subprocess.run([*_host_ssh(cfg.mail_host), f"cat {dkim_paths(cfg)[1]}"], capture_output=True, text=True)
+    if r.returncode != 0 or not r.stdout.startswith("v=DKIM1"):
+        return
+    if current().published.set_dkim_record(cfg, r.stdout):
+        print(f"govmail: DKIM record of {cfg.domain} is the restored key's again (`govmail dns {cfg.key}`)")

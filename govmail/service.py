@@ -1,0 +1,168 @@
+"""The service contract: what a service module declares, and nothing about how it is carried out.
+
+A service module in govmail/services/ has one function, `service(ctx) -> Service`, and may have a
+`probes(cfg) -> dict` of read-only shell commands whose output it needs (read in the deploy's first
+round trip and handed back as `ctx.probes`). It declares:
+
+- `packages`: Debian packages (installed with every other service's, in one apt transaction);
+- `ensures`: conditions on the host with the commands that make them true (users, directories,
+  keys made once); checked in the one state read, fixed only where they do not hold;
+- `files`: rendered on the controller, sent in one transfer with every other service's, validated
+  on the host by the service's `validator` on a copy of its configuration, and only then swapped in;
+- `units`: systemd units to enable and keep running (or off);
+- `actions`: what a change needs (`reload`, `restart`, or a named step such as `sync`), as commands;
+  each changed file or fixed ensure names the action it needs, and a pending marker on the host
+  remembers it until it has run, so a deploy that stops half-way applies it on the next run;
+- `reacts`: another service whose change needs one of ours (`{"tls": "reload"}`).
+
+govmail/engine.py carries all of this out for a host. Services never touch pyinfra, the lab or
+another service's internals.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+
+@dataclass(frozen=True)
+class File:
+    """A file the service owns on the host: `content` at `dest`, with owner and mode."""
+
+    dest: str
+    content: bytes
+    mode: int = 0o644
+    user: str = "root"
+    group: str = "root"
+    # The service action a change of this file needs (a key of Service.actions), or None.
+    action: Optional[str] = "reload"
+    # Secrets (keys, passphrases, initial passwords) are never shown in a diff.
+    secret: bool = False
+
+    def __post_init__(self):
+        if isinstance(self.content, str):
+            object.__setattr__(self, "content", self.content.encode())
+
+
+@dataclass(frozen=True)
+class Ensure:
+    """A condition on the host: `check` exits 0 when it holds; otherwise `fix` makes it hold.
+
+    `action`: the service action to run when it was fixed. `after_files`: fixed once the files are
+    in place (a repository initialised with a passphrase file the deploy sends), not before."""
+
+    name: str
+    check: str
+    fix: str
+    action: Optional[str] = None
+    after_files: bool = False
+
+
+@dataclass(frozen=True)
+class Validator:
+    """How the host checks the service's new files before they replace the live ones.
+
+    `copy`: a directory copied to a scratch directory with the new files laid over it (those of
+    the service's files that live under it); `command` runs with `{dir}` replaced by that copy."""
+
+    copy: str
+    command: str
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A systemd unit the service keeps enabled and running (or disabled and stopped).
+
+    `ready`: a quick shell check that the daemon serves (a port answers, a socket exists); the
+    engine waits for it after a start, up to `ready_timeout` seconds. `slow`: started first, without
+    waiting, so its start-up overlaps the other services'; waited for at the end."""
+
+    name: str
+    running: bool = True
+    ready: Optional[str] = None
+    ready_timeout: int = 60
+    slow: bool = False
+    # How to (re)start it when it is not running or not ready (default: systemctl start).
+    start: Optional[str] = None
+
+
+@dataclass
+class Service:
+    name: str
+    packages: tuple[str, ...] = ()
+    ensures: list[Ensure] = field(default_factory=list)
+    files: list[File] = field(default_factory=list)
+    validator: Optional[Validator] = None
+    units: list[Unit] = field(default_factory=list)
+    # action name -> shell command. `reload` and `restart` act on a running daemon and are not
+    # needed when the engine has just started it; other actions (e.g. `sync`) always run, in order.
+    actions: dict[str, str] = field(default_factory=dict)
+    # another service's name -> the action of ours that its change needs
+    reacts: dict[str, str] = field(default_factory=dict)
+    # said to the engineer during the deploy (pyinfra's warning log)
+    warnings: list[str] = field(default_factory=list)
+    # Steps that run on the controller after the host's changes (e.g. fetch a public key the host
+    # made and publish it): (name, function(host_output) -> None, shell command whose output it
+    # receives). Only emitted when `needed` is true.
+    fetches: list["Fetch"] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Fetch:
+    """Read something the host made (a command's output) back to the controller after the deploy."""
+
+    name: str
+    command: str
+    receive: Callable[[str], None]
+
+
+@dataclass
+class Context:
+    """What a service knows when it declares itself: the province, the host, what the host told
+    the first round trip (`probes`), and the target's answers to target-neutral questions."""
+
+    cfg: object  # govmail.data.ProvinceConfig
+    host_name: str
+    roles: tuple[str, ...]
+    probes: dict[str, str]
+    # Addresses never banned by fail2ban (the machine running a lab's tests).
+    trusted_clients: tuple[str, ...] = ()
+    # Whether the host can reach ClamAV's signature mirror (freshclam).
+    signature_mirror: bool = True
+    # Where the controller keeps what a province publishes (the DKIM record), and how it tells the
+    # world (a lab resolver refresh; nothing on real hosts, where the operator publishes the zone).
+    published: Optional["Published"] = None
+    # The controller's directory of this province's secrets (backup passphrase and SSH key).
+    secrets_dir: Optional[Path] = None
+
+
+class Published:
+    """The controller's copy of what a province publishes in DNS; given by the target layer."""
+
+    def dkim_record(self, cfg) -> Optional[str]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def set_dkim_record(self, cfg, value: str) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+def json_bytes(obj) -> bytes:
+    return (json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+
+def directory(path: str, mode: int, user: str = "root", group: str = "root") -> Ensure:
+    """A directory with its mode and owner."""
+    want, q = f"{mode:o} {user} {group}", shlex.quote(path)
+    return Ensure(
+        name=f"directory {path} ({want})",
+        check=f"[ \"$(stat -c '%a %U %G' {q} 2>/dev/null)\" = '{want}' ]",
+        fix=f"install -d -m {mode:o} -o {user} -g {group} {q}",
+    )
+
+
+def made_once(name: str, path: str, commands: str, action: Optional[str] = None, after_files: bool = False) -> Ensure:
+    """Something the host makes once and keeps (a key, a repository): made only while `path` is missing."""
+    return Ensure(name=name, check=f"test -e {shlex.quote(path)}", fix=commands, action=action, after_files=after_files)

@@ -1,0 +1,218 @@
+"""Targets: the one place that knows whether a province's hosts are lab containers or real machines.
+
+`current()` reads the environment variable GOVMAIL_TARGET (nowhere else reads it):
+
+- `lab` (default): the containers `govmail lab up` boots (govmail/lab.py), reached by address on
+  the lab bridge with the lab's SSH key; the controller's own lab address is never banned by
+  fail2ban; ClamAV's signature mirror is out of reach; what a province publishes in DNS is served
+  by the lab resolver, refreshed whenever it changes;
+- `hosts`: the host names of the data file (`hosts[].name`), reached by SSH as GOVMAIL_SSH_USER
+  (default root) with the operator's SSH configuration; the operator publishes the zone that
+  `govmail dns` prints.
+
+A target answers: which hosts a province has and how pyinfra reaches them (`inventory`), the ssh
+command for one host (`ssh`), where the controller keeps a province's secrets and published
+records, where deploy logs go, the mail host's public address, and target-neutral facts the
+services need (`trusted_clients`, `signature_mirror`). Services receive these answers through
+the engine's Context; they never import this module or the lab.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+from .data import ProvinceConfig, load_province
+from .service import Published
+
+ENV = "GOVMAIL_TARGET"
+
+
+class TargetError(Exception):
+    pass
+
+
+class ControllerRecords(Published):
+    """What a province publishes, as the controller keeps it: the DKIM record its mail host made,
+    in the province's secrets directory (not secret: it is published)."""
+
+    def __init__(self, target: "Target"):
+        self.target = target
+
+    def path(self, cfg) -> Path:
+        return self.target.secrets_dir(cfg.key) / "dkim" / f"{cfg.domain}.{cfg.model.dkim.selector}.txt"
+
+    def dkim_record(self, cfg) -> Optional[str]:
+        try:
+            return self.path(cfg).read_text().strip() or None
+        except OSError:
+            return None
+
+    def set_dkim_record(self, cfg, value: str) -> bool:
+        """Keep `value` as the province's record; True when it changed (then the target publishes)."""
+        value = value.strip()
+        if not value.startswith("v=DKIM1"):
+            raise TargetError(f"{cfg.mail_host}: not a DKIM record: {value[:60]!r}")
+        if self.dkim_record(cfg) == value:
+            return False
+        p = self.path(cfg)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(value + "\n")
+        self.target.records_changed(cfg)
+        return True
+
+    def forget(self, province: str) -> None:
+        import shutil
+
+        d = self.target.secrets_dir(province) / "dkim"
+        if d.exists():
+            shutil.rmtree(d)
+
+
+class Target:
+    name = ""
+    trusted_clients: tuple[str, ...] = ()
+    signature_mirror = True
+
+    def __init__(self):
+        self.published = ControllerRecords(self)
+
+    def inventory(self, cfg: ProvinceConfig) -> list[tuple[str, dict]]:
+        raise NotImplementedError
+
+    def ssh(self, host_name: str) -> list[str]:
+        raise NotImplementedError
+
+    def secrets_base(self) -> Path:
+        raise NotImplementedError
+
+    def secrets_dir(self, province: str) -> Path:
+        base = os.environ.get("GOVMAIL_SECRETS")
+        return Path(base or self.secrets_base()) / province
+
+    def log_dir(self) -> Path:
+        return Path(os.environ.get("GOVMAIL_LOG_DIR") or "/tmp")
+
+    def host_address(self, cfg: ProvinceConfig) -> Optional[str]:
+        host = next(h for h in cfg.model.hosts if h.name == cfg.mail_host)
+        return host.address
+
+    def records_changed(self, cfg: ProvinceConfig) -> None:
+        """A record the province publishes changed on the controller."""
+
+
+class RealHosts(Target):
+    name = "hosts"
+
+    def inventory(self, cfg):
+        user = os.environ.get("GOVMAIL_SSH_USER", "root")
+        return [(h.name, {"province": cfg.key, "roles": list(h.roles), "ssh_user": user}) for h in cfg.model.hosts]
+
+    def ssh(self, host_name):
+        return ["ssh", f"{os.environ.get('GOVMAIL_SSH_USER', 'root')}@{host_name}"]
+
+    def secrets_base(self):
+        return Path.home() / ".config" / "govmail" / "secrets"
+
+
+class LabTarget(Target):
+    """The lab of systemd-nspawn containers (govmail/lab.py)."""
+
+    name = "lab"
+    signature_mirror = False  # lab hosts reach the Debian mirror only
+
+    def __init__(self):
+        super().__init__()
+        from . import lab
+
+        self.lab = lab
+        self.trusted_clients = (lab.GATEWAY,)
+
+    def inventory(self, cfg):
+        inv = self.lab.load_inventory()
+        out = []
+        for h in cfg.model.hosts:
+            entry = inv["hosts"].get(h.name)
+            if entry is None:
+                raise TargetError(
+                    f"{h.name} is not in the lab ({self.lab.LAB_DIR / 'inventory.json'}). Start it with "
+                    f"`govmail lab up {cfg.key}`, or deploy to the real hosts with {ENV}=hosts.")
+            out.append((h.name, {
+                "province": cfg.key, "roles": list(h.roles), "ssh_hostname": entry["ip"], "ssh_user": "root",
+                "ssh_key": inv["ssh_key"], "ssh_known_hosts_file": "/dev/null",
+                "ssh_strict_host_key_checking": "no",
+            }))
+        return out
+
+    def ssh(self, host_name):
+        h = self.lab.load_state()["hosts"].get(host_name)
+        if not h:
+            raise TargetError(f"{host_name} is not in the lab (govmail lab up ...)")
+        return ["ssh", *self.lab.ssh_options(), f"root@{h['ip']}"]
+
+    def secrets_base(self):
+        return self.lab.LAB_DIR / "secrets"
+
+    def log_dir(self):
+        if os.environ.get("GOVMAIL_LOG_DIR"):
+            return Path(os.environ["GOVMAIL_LOG_DIR"])
+        return self.lab.LAB_DIR / "logs" if os.geteuid() == 0 else Path("/tmp")
+
+    def host_address(self, cfg):
+        return super().host_address(cfg) or (self.lab.load_state()["hosts"].get(cfg.mail_host) or {}).get("ip")
+
+    def records_changed(self, cfg):
+        # The lab resolver serves what `govmail dns` prints, so lab hosts verify each other's DKIM.
+        self.lab.refresh_dns(records=self.dns_lines)
+
+    def dns_lines(self, provinces: list[str]) -> list[str]:
+        from .dns import dnsmasq_lines
+
+        out = []
+        for p in provinces:
+            cfg = load_province(p)
+            out += dnsmasq_lines(cfg, self.published.dkim_record(cfg))
+        return out
+
+    # The lab's life cycle, with the province records the resolver serves.
+    def up(self, provinces: list[str], fresh: bool = False) -> dict:
+        return self.lab.up(provinces, fresh=fresh, records=self.dns_lines, new_mail_host=self._new_mail_host)
+
+    def down(self, provinces: Optional[list[str]] = None, keep_image: bool = True) -> None:
+        self.lab.down(provinces, keep_image=keep_image, records=self.dns_lines)
+
+    def rebuild(self, host_name: str) -> None:
+        self.lab.rebuild(host_name)
+
+    def _new_mail_host(self, province: str) -> None:
+        """A new lab mail host (made from the image, unlike `lab rebuild`) makes its own DKIM key;
+        the record kept for the province's previous lab host belongs to a key that no longer
+        exists, and a deploy would otherwise wait for a restore that will never bring it back."""
+        if (self.secrets_dir(province) / "dkim").exists():
+            self.lab.log(f"{province}: forgetting the DKIM record of its previous lab mail host")
+            self.published.forget(province)
+
+
+_TARGETS = {"lab": LabTarget, "hosts": RealHosts}
+_current: dict[str, Target] = {}
+
+
+def current() -> Target:
+    name = os.environ.get(ENV, "lab")
+    if name not in _TARGETS:
+        raise TargetError(f"{ENV}={name!r}: allowed values are {', '.join(repr(k) for k in _TARGETS)}")
+    if name not in _current:
+        _current[name] = _TARGETS[name]()
+    return _current[name]
+
+
+def lab() -> LabTarget:
+    """The lab target, whatever GOVMAIL_TARGET says (for `govmail lab ...` and the lab tests)."""
+    if "lab" not in _current:
+        _current["lab"] = LabTarget()
+    return _current["lab"]  # type: ignore[return-value]
+
+
+def is_lab() -> bool:
+    return current().name == "lab"
