@@ -21,9 +21,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchlib import timed  # noqa: E402
+
 from govmail import lab  # noqa: E402
-from govmail.targets import lab as lab_target  # noqa: E402
 from govmail.data import load_province  # noqa: E402
+from govmail.targets import lab as lab_target  # noqa: E402
 
 GENERATE = r"""
 import os, sys, base64, time, random

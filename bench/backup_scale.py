@@ -25,9 +25,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from benchlib import timed  # noqa: E402
 from directory_scale import big_data, deploy  # noqa: E402
+
 from govmail import lab  # noqa: E402
-from govmail.targets import lab as lab_target  # noqa: E402
 from govmail.data import load_province  # noqa: E402
+from govmail.targets import lab as lab_target  # noqa: E402
 
 FILL = r"""
 import os, sys, time, random, pwd

@@ -28,9 +28,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchlib import timed  # noqa: E402
+
 from govmail import lab  # noqa: E402
-from govmail.targets import lab as lab_target  # noqa: E402
 from govmail.data import load_province  # noqa: E402
+from govmail.targets import lab as lab_target  # noqa: E402
 
 BYPASS = ("2525/inet=2525 inet n - y - - smtpd -o syslog_name=postfix/bench-bypass -o smtpd_milters= "
           "-o smtpd_recipient_restrictions=permit_mynetworks,reject_unauth_destination")

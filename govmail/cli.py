@@ -184,7 +184,7 @@ def cmd_import(args) -> int:
     if rows and rows[0] and rows[0][0].strip().lower() in ("name", "full name", "họ và tên", "ho va ten"):
         rows = rows[1:]
     fields = ["name", "agency", "role", "department"]
-    entries, problems = import_people(cfg, [dict(zip(fields, r)) for r in rows if any(c.strip() for c in r)])
+    entries, problems = import_people(cfg, [dict(zip(fields, r, strict=False)) for r in rows if any(c.strip() for c in r)])
     print(f"# {len(entries)} people for directory.people of group_data/{cfg.key}.yml "
           f"(addresses by {cfg.policy.naming.article}); review, then paste under `people:`")
     for e in entries:

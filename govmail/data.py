@@ -327,7 +327,7 @@ def _load_province(file: Path) -> ProvinceConfig:
             except ValidationError:
                 model = None
         if model is None:
-            raise DataError(problems)
+            raise DataError(problems) from None
 
     cfg = ProvinceConfig(model=model, file=file)
     if model.province != file.stem:

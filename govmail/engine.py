@@ -24,29 +24,18 @@ no data change runs nothing after step 1.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import io
 import shlex
-import tarfile
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from pyinfra import logger
 from pyinfra.api import FactBase, FileUploadCommand, FunctionCommand, StringCommand, operation
 from pyinfra.facts.files import FileContents
 
+from .plan import LEGACY_MARKERS, PENDING, HostState, Plan, bundle, make_plan, probe_script, sections, state_script
 from .service import Context, Ensure, File, Service
 
-PENDING = "/var/lib/govmail/pending"
 STAGE = "/var/lib/govmail-stage"  # 0700: the bundle holds secrets
-APPLY = Path(__file__).resolve().parent / "host" / "apply.py"
-DAEMON_RELOAD = "systemd-daemon-reload"
-# Marker names of govmail 0.1 (before the service contract) -> today's.
-LEGACY_MARKERS = {
-    "dovecot": "dovecot-reload", "rspamd": "rspamd-reload", "fail2ban": "fail2ban-reload",
-    "govmail-passwd": "passwd-restart", "clamav": "clamav-reload", "clamav-units": DAEMON_RELOAD,
-}
 
 # Debian starts a service as soon as its package is installed, with Debian's default
 # configuration, and restarts it on every plugin trigger. govmail installs with GOVMAIL_INSTALLING
@@ -70,247 +59,10 @@ class ShellReport(FactBase):
         return script
 
     def process(self, output):
-        sections: dict[str, list[str]] = {}
-        current = sections.setdefault("", [])
-        for line in output:
-            if line.startswith("@@govmail "):
-                current = sections.setdefault(line[len("@@govmail "):].strip(), [])
-            else:
-                current.append(line)
-        return sections
-
-
-def probe_script(probes: dict[str, str]) -> str:
-    parts = []
-    for name, command in probes.items():
-        parts.append(f"echo '@@govmail {name}'; ( {command} ) 2>/dev/null </dev/null")
-    return "\n".join(parts + ["true"])
-
-
-def state_script(files: list[str], packages: list[str], units: list[str], checks: list[str]) -> str:
-    lines = [
-        "f() { if [ -f \"$1\" ]; then s=$(sha1sum < \"$1\"); printf '%s %s\\n' \"${s%% *}\" "
-        "\"$(stat -c '%a %U %G' \"$1\")\"; else echo -; fi; }",
-        "echo '@@govmail files'",
-        *[f"f {shlex.quote(p)}" for p in files],
-        "echo '@@govmail packages'",
-    ]
-    if packages:
-        lines.append("dpkg-query -W -f='${Package} ${db:Status-Abbrev}\\n' "
-                     + " ".join(shlex.quote(p) for p in packages) + " 2>/dev/null")
-    lines.append("echo '@@govmail units'")
-    if units:
-        lines.append("systemctl show -p Id,ActiveState,UnitFileState "
-                     + " ".join(shlex.quote(u) for u in units) + " 2>/dev/null")
-    lines.append("echo '@@govmail checks'")
-    for c in checks:
-        lines.append(f"if ( {c} ) >/dev/null 2>&1 </dev/null; then echo 1; else echo 0; fi")
-    lines += ["echo '@@govmail pending'", f"ls -1 {PENDING} 2>/dev/null", "true"]
-    return "\n".join(lines)
-
-
-@dataclass
-class HostState:
-    files: dict[str, tuple[str, int, str, str] | None]
-    installed: set[str]
-    units: dict[str, tuple[str, str]]  # name -> (UnitFileState, ActiveState)
-    checks: dict[str, bool]
-    pending: set[str]
-
-    @classmethod
-    def parse(cls, sections: dict, files: list[str], units: list[str], checks: list[str]) -> "HostState":
-        fl = {}
-        for path, line in zip(files, sections.get("files", [])):
-            parts = line.split()
-            fl[path] = (parts[0], int(parts[1], 8), parts[2], parts[3]) if len(parts) == 4 else None
-        installed = set()
-        for line in sections.get("packages", []):
-            parts = line.split()
-            if len(parts) >= 2 and parts[1].startswith("ii"):
-                installed.add(parts[0].split(":")[0])
-        records, cur = [], {}
-        for line in sections.get("units", []):
-            key, _, value = line.partition("=")
-            if not key:
-                continue
-            if key in cur:
-                records.append(cur)
-                cur = {}
-            cur[key] = value.strip()
-        if cur:
-            records.append(cur)
-        un = {}
-        for name, rec in zip(units, records):
-            un[name] = (rec.get("UnitFileState", ""), rec.get("ActiveState", ""))
-        ck = {c: line.strip() == "1" for c, line in zip(checks, sections.get("checks", []))}
-        pending = {line.strip() for line in sections.get("pending", []) if line.strip()}
-        pending = {LEGACY_MARKERS.get(m, m) for m in pending} | ({"legacy"} if pending & set(LEGACY_MARKERS) else set())
-        return cls(fl, installed, un, ck, pending)
-
-
-# ---------------------------------------------------------------------------- the plan
-
-
-@dataclass
-class Plan:
-    missing_packages: list[str] = field(default_factory=list)
-    fixes: list[tuple[Ensure, list[str]]] = field(default_factory=list)  # before the files
-    late_fixes: list[tuple[Ensure, list[str]]] = field(default_factory=list)
-    changed: list[tuple[Service, list[tuple[File, list[str], bool]]]] = field(default_factory=list)
-    meta_only: list[File] = field(default_factory=list)  # same bytes, other owner or mode
-    activate: list[str] = field(default_factory=list)  # shell lines
-    activate_what: list[str] = field(default_factory=list)  # for the operation's name
-    fetches: list = field(default_factory=list)
-    legacy_markers: bool = False
-
-
-def markers_for(svc: Service, action: str | None, reactors: dict[str, list[tuple[str, str]]]) -> list[str]:
-    # A service's own marker only for an action it has; any change tells the services reacting to it.
-    out = [f"{svc.name}-{action}"] if action and action in svc.actions else []
-    out += [f"{other}-{theirs}" for other, theirs in reactors.get(svc.name, [])]
-    return out
-
-
-def _wait(check: str, timeout: int) -> str:
-    return f"timeout {timeout} sh -c {shlex.quote(f'until {check}; do sleep 0.5; done')} >/dev/null 2>&1"
-
-
-def make_plan(services: list[Service], state: HostState) -> Plan:
-    plan = Plan(legacy_markers="legacy" in state.pending)
-    reactors: dict[str, list[tuple[str, str]]] = {}
-    for s in services:
-        for other, action in s.reacts.items():
-            reactors.setdefault(other, []).append((s.name, action))
-    wanted = [p for s in services for p in s.packages]
-    plan.missing_packages = list(dict.fromkeys(p for p in wanted if p not in state.installed))
-    will_set: set[str] = set()
-    for s in services:
-        for e in s.ensures:
-            if not state.checks.get(e.check, False):
-                marks = markers_for(s, e.action, reactors) if e.action else []
-                (plan.late_fixes if e.after_files else plan.fixes).append((e, marks))
-                will_set.update(marks)
-        changed = []
-        for f in s.files:
-            have = state.files.get(f.dest)
-            sha = hashlib.sha1(f.content).hexdigest()
-            if have is None or have[0] != sha:
-                marks = markers_for(s, f.action, reactors)
-                if f.dest.startswith("/etc/systemd/"):
-                    marks.append(DAEMON_RELOAD)
-                changed.append((f, marks, have is None))
-                will_set.update(marks)
-            elif have[1:] != (f.mode, f.user, f.group):
-                plan.meta_only.append(f)
-        if changed:
-            plan.changed.append((s, changed))
-    pending = state.pending | will_set
-    _activation(plan, services, state, pending)
-    return plan
-
-
-def _activation(plan: Plan, services: list[Service], state: HostState, pending: set[str]) -> None:
-    """The activate step's shell lines: late ensures, daemon-reload, then per service its named
-    actions, unit enable/start, and the reload or restart a marker asks for; slow daemons are
-    started first and every daemon this run touched is waited for at the end."""
-    lines, what, slow_starts, waits = [], [], [], []
-
-    def fail(label: str) -> str:
-        return f"{{ echo {shlex.quote(f'govmail: {label} failed')} >&2; exit 1; }}"
-
-    def marked(marker: str, command: str, label: str) -> bool:
-        if marker not in pending:
-            return False
-        lines.append(f"if [ -e {PENDING}/{marker} ]; then ( {command} ) || {fail(label)}; rm -f {PENDING}/{marker}; fi")
-        what.append(label)
-        return True
-
-    for e, _marks in plan.late_fixes:
-        lines.append(f"( {e.fix} ) || {fail(e.name)}")
-        what.append(e.name)
-    marked(DAEMON_RELOAD, "systemctl daemon-reload", "systemd reloads unit files")
-    for s in services:
-        for name, command in s.actions.items():
-            if name not in ("reload", "restart"):
-                marked(f"{s.name}-{name}", command, f"{s.name}: {name}")
-        started = touched = False
-        for u in s.units:
-            enabled, active = state.units.get(u.name, ("", ""))
-            if not u.running:
-                if enabled == "enabled" or active in ("active", "activating"):
-                    lines.append(f"systemctl disable -q --now {u.name} || true")
-                    what.append(f"stop {u.name}")
-                continue
-            if enabled not in ("enabled", "static", "indirect", "alias", "generated"):
-                lines.append(f"systemctl enable -q {u.name}")
-                what.append(f"enable {u.name}")
-            ready = u.ready is None or state.checks.get(u.ready, False)
-            if active != "active":
-                (slow_starts if u.slow else lines).append(u.start or f"systemctl start{' --no-block' if u.slow else ''} {u.name}")
-                what.append(f"start {u.name}")
-                started = touched = True
-            elif not ready:
-                if not u.slow:  # a slow daemon may still be starting: wait for it below
-                    lines.append(f"systemctl restart {u.name}")
-                    what.append(f"restart {u.name} (not answering)")
-                    started = True
-                touched = True
-            if u.ready:
-                waits.append((s.name, u, touched))
-        restart, reload = f"{s.name}-restart", f"{s.name}-reload"
-        if started:
-            gone = [m for m in (restart, reload) if m in pending]
-            if gone:
-                lines.append(f"rm -f {' '.join(f'{PENDING}/{m}' for m in gone)}  # started with the new files")
-        else:
-            how = "restart" if restart in pending else "reload" if reload in pending else None
-            if how:
-                # A service without a restart action applies everything with a reload, and vice versa.
-                cmd = s.actions.get(how) or s.actions.get("reload" if how == "restart" else "restart")
-                if cmd:
-                    marked(restart if how == "restart" else reload, cmd, f"{s.name}: {how}")
-                    if how == "restart" and reload in pending:
-                        lines.append(f"rm -f {PENDING}/{reload}")
-                    touched = True
-        waits[:] = [(n, u, t or (n == s.name and touched)) for n, u, t in waits]
-    if not lines and not slow_starts:
-        return
-    body = slow_starts + lines
-    for _n, u, touched in waits:
-        if touched:
-            body.append(f"{_wait(u.ready, u.ready_timeout)} || "
-                        f"{{ echo {shlex.quote(f'govmail: {u.name} does not answer after {u.ready_timeout} s')} >&2; exit 1; }}")
-    plan.activate = body
-    plan.activate_what = what
+        return sections(output)
 
 
 # ---------------------------------------------------------------------------- operations
-
-
-def bundle(changed: list[tuple[Service, list[tuple[File, list[str], bool]]]]) -> bytes:
-    import json
-
-    plan = {"pending": PENDING, "services": []}
-    buf = io.BytesIO()
-    n = 0
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        def add(name: str, data: bytes, mode: int = 0o600) -> None:
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), mode, 0
-            tar.addfile(info, io.BytesIO(data))
-
-        for svc, files in changed:
-            entry = {"name": svc.name, "files": [],
-                     "validator": {"copy": svc.validator.copy, "command": svc.validator.command} if svc.validator else None}
-            for f, marks, _ in files:
-                n += 1
-                add(f"files/{n}", f.content)
-                entry["files"].append({"dest": f.dest, "blob": str(n), "mode": f.mode, "user": f.user,
-                                       "group": f.group, "markers": marks})
-            plan["services"].append(entry)
-        add("plan.json", json.dumps(plan, indent=1).encode())
-        add("apply.py", APPLY.read_bytes(), 0o700)
-    return buf.getvalue()
 
 
 @operation(is_idempotent=False)
@@ -429,8 +181,8 @@ def deploy(host, cfg, names: list[str], target) -> list[Service]:
     checks = list(dict.fromkeys([e.check for s in services for e in s.ensures]
                                 + [u.ready for s in services for u in s.units if u.ready]))
     packages = list(dict.fromkeys(p for s in services for p in s.packages))
-    sections = host.get_fact(ShellReport, script=state_script(files, packages, units, checks))
-    state = HostState.parse(sections, files, units, checks)
+    read = host.get_fact(ShellReport, script=state_script(files, packages, units, checks))
+    state = HostState.parse(read, files, units, checks)
     plan = make_plan(services, state)
 
     _describe(host, plan, len(files), len(packages))
@@ -465,4 +217,32 @@ def _describe(host, plan: Plan, n_files: int, n_packages: int) -> None:
 
 def all_packages(services: list[Service]) -> list[str]:
     return list(dict.fromkeys(p for s in services for p in s.packages))
+
+
+def declared_packages(cfg, role: str, services: dict | None = None) -> list[str]:
+    """Every package a host of `role` gets (for the apt-floor bench), as the services declare them
+    for a host that has nothing yet."""
+    import ast
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from .data import ROOT
+
+    if services is None:  # deploy.py's SERVICES, read without running it (it needs pyinfra's host)
+        tree = ast.parse((ROOT / "deploy.py").read_text())
+        services = next(ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
+                        and any(getattr(t, "id", None) == "SERVICES" for t in n.targets))
+    scratch = Path(tempfile.mkdtemp(prefix="govmail-packages-"))
+    try:
+        ctx = Context(cfg=cfg, host_name=cfg.mail_host, roles=(role,), probes={}, signature_mirror=False,
+                      secrets_dir=scratch)
+        out = []
+        for name in services[role]:
+            svc = importlib.import_module(f"govmail.services.{name}").service(ctx)
+            if svc is not None:
+                out += svc.packages
+    finally:
+        shutil.rmtree(scratch)
+    return list(dict.fromkeys(out))
 

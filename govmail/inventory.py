@@ -2,7 +2,7 @@
 
 Loading an inventory validates the province's data file first, so bad data stops pyinfra before it
 connects to anything. Which hosts, and how pyinfra reaches them, is the target's answer
-(govmail/targets.py: the lab by default, GOVMAIL_TARGET=hosts for the real hosts of the data).
+(govmail/targets.py: the lab by default, or the real hosts of the data).
 """
 
 from __future__ import annotations

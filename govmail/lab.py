@@ -228,7 +228,7 @@ def mirror_addresses() -> list[str]:
     try:
         infos = socket.getaddrinfo(MIRROR, 80, socket.AF_INET, socket.SOCK_STREAM)
     except socket.gaierror as e:
-        raise LabError(f"cannot resolve the package mirror {MIRROR}: {e}")
+        raise LabError(f"cannot resolve the package mirror {MIRROR}: {e}") from None
     return sorted({i[4][0] for i in infos})
 
 

@@ -7,9 +7,8 @@ the hosts get.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import os
+from pathlib import Path
 
 import jinja2
 

@@ -283,12 +283,12 @@ class Policy(Strict):
     operation: Clause = Field(description="Continuous operation: services enabled and running.")
     secrecy: Clause = Field(description="Passwords and mailboxes protected: no authentication without TLS.")
     naming: NamingPolicy = Field(description="The address rule for people, and what to do on a clash.")
-    quota: QuotaPolicy
-    attachment: AttachmentPolicy
-    password: PasswordPolicy
-    inactivity: InactivityPolicy
+    quota: QuotaPolicy = Field(description="Mailbox sizes: the province's default, bounds, and when owners are warned.")
+    attachment: AttachmentPolicy = Field(description="Largest attachment (and so the message size limit).")
+    password: PasswordPolicy = Field(description="Password rule, first-login change and rotation.")
+    inactivity: InactivityPolicy = Field(description="What happens to a mailbox nobody logs in to.")
     cancellation: CancellationPolicy = Field(description="How long a cancelled mailbox's mail is kept.")
-    logs: LogPolicy
+    logs: LogPolicy = Field(description="How long the mail logs are kept.")
     backup: BackupPolicy = Field(description="Schedule and retention of the backups.")
     bruteforce: BruteForcePolicy = Field(description="Bans of clients that keep failing to log in.")
     spam: SpamPolicy = Field(description="Spam scores: refuse, or deliver marked.")
@@ -441,19 +441,20 @@ class MailingList(Strict):
 class Mailbox(Strict):
     """A functional mailbox not tied to a person or unit (TN `hotro@`)."""
 
-    address: str
-    name: str = ""
-    article: Optional[str] = None
-    quota_mb: Optional[int] = Field(None, gt=0)
-    password_hash: Optional[str] = None
+    address: str = Field(description="The mailbox's full address, in the province's domain.")
+    name: str = Field("", description="What it is for, shown to recipients.")
+    article: Optional[str] = Field(None, description="The article that asks for this mailbox, if one does.")
+    quota_mb: Optional[int] = Field(None, gt=0, description="Its quota in MiB (default: the province's).")
+    password_hash: Optional[str] = Field(None, description="Initial password as a Dovecot hash (`govmail hash-password`); "
+                                         "default: a random one, handed out on the host.")
 
 
 class Directory(Strict):
-    agencies: list[Agency] = []
-    districts: list[District] = []
-    people: list[Person] = []
-    mailboxes: list[Mailbox] = []
-    lists: list[MailingList] = []
+    agencies: list[Agency] = Field([], description="Provincial agencies (departments, committees); each may have a unit mailbox.")
+    districts: list[District] = Field([], description="Districts (or, after the 2025 reform, communes) and their departments.")
+    people: list[Person] = Field([], description="Officials with a personal mailbox, addressed by the province's naming rule.")
+    mailboxes: list[Mailbox] = Field([], description="Functional mailboxes not tied to a person or unit (e.g. TN `hotro@`).")
+    lists: list[MailingList] = Field([], description="Distribution lists: one address that reaches its members.")
 
 
 class Regulation(Strict):
@@ -475,8 +476,8 @@ class Province(Strict):
     tls: TLS = Field(TLS(), description="The certificate of the mail services (self-signed unless given).")
     password_change: PasswordChange = Field(PasswordChange(), description="Where users change their password.")
     dkim: DKIM = Field(DKIM(), description="DKIM signing of outgoing mail.")
-    policy: Policy
-    directory: Directory
+    policy: Policy = Field(description="What the province's regulation demands, each section with its article.")
+    directory: Directory = Field(description="Who has a mailbox: agencies, districts, people, functional mailboxes, lists.")
 
     @field_validator("domain")
     @classmethod

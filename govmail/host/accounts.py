@@ -476,7 +476,7 @@ def list_store(db_path=None):
     rows = db.execute("SELECT address, kind, role, quota_mb, status, password IS NOT NULL, password_set FROM accounts "
                       "ORDER BY address")
     keys = ("kind", "role", "quota_mb", "status", "has_password", "password_set")
-    print(json.dumps({r[0]: dict(zip(keys, r[1:])) for r in rows}, indent=1))
+    print(json.dumps({r[0]: dict(zip(keys, r[1:], strict=False)) for r in rows}, indent=1))
 
 
 WARN_DAYS = 14

@@ -220,7 +220,7 @@ def stage_mail(addresses: list[str], now: float | None = None, dsync=None, settl
     errors = [e for e, _ in results if e]
     if errors:
         raise RuntimeError("; ".join(errors[:5]) + (f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""))
-    for (address, _), (_, sig) in zip(todo, results):
+    for (address, _), (_, sig) in zip(todo, results, strict=False):
         if sig is None:
             synced.pop(address, None)
         elif address in synced:

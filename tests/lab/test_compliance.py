@@ -168,14 +168,14 @@ def directory_deliverable(ti, cfg, _):
 @check
 def quota_max(ti, cfg, _):
     limits = quota_limits_mib(ti)
-    over = {u: l for u, l in limits.items() if l is None or l > cfg.policy.quota.max_mb}
+    over = {u: ln for u, ln in limits.items() if ln is None or ln > cfg.policy.quota.max_mb}
     assert limits and not over, f"over {cfg.policy.quota.max_mb} MiB: {over}"
 
 
 @check
 def quota_min(ti, cfg, _):
     limits = quota_limits_mib(ti)
-    under = {u: l for u, l in limits.items() if l is not None and l < cfg.policy.quota.min_mb}
+    under = {u: ln for u, ln in limits.items() if ln is not None and ln < cfg.policy.quota.min_mb}
     assert limits and not under, f"under {cfg.policy.quota.min_mb} MiB: {under}"
 
 
@@ -240,7 +240,7 @@ def mail_log(ti, cfg, _):
 def mail_log_retention(ti, cfg, _):
     conf = ti.file("/etc/logrotate.d/govmail-mail")
     assert conf.exists and conf.contains(r"^\s*monthly$") and conf.contains(r"^\s*compress$")
-    rotate = int(next(l.split()[1] for l in conf.content_string.splitlines() if l.strip().startswith("rotate ")))
+    rotate = int(next(ln.split()[1] for ln in conf.content_string.splitlines() if ln.strip().startswith("rotate ")))
     # `rotate N` keeps N old monthly files beside the current one: N months at least.
     assert rotate >= cfg.policy.logs.retention_months
     assert not ti.file("/etc/logrotate.d/rsyslog").contains(r"^/var/log/mail\.log$"), "Debian's weekly x4 still applies"

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import socket
-import time
 import shutil
 import smtplib
+import socket
 import ssl
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest

@@ -121,7 +121,7 @@ def test_a_destroyed_mail_host_is_rebuilt_from_its_data_and_last_backup_with_not
         # As a sending MTA does: a transient failure (4xx, a dropped connection) is retried.
         for i in range(10):
             subject = f"Thư đến trong lúc khôi phục {run} {i}"
-            for attempt in range(5):
+            for _attempt in range(5):
                 try:
                     send(h, reader.address, subject)
                     during.append(subject)

@@ -83,6 +83,12 @@ def test_data_file_reference_is_current():
     )
 
 
+def test_every_key_of_the_data_file_reference_is_described():
+    rows = [line.split("|") for line in data_file_reference().splitlines() if line.startswith("| `")]
+    bare = [cols[1].strip() for cols in rows if not cols[4].strip()]
+    assert rows and not bare, f"keys without a description in govmail/schema.py: {bare}"
+
+
 def test_fail2ban_never_bans_the_lab_controller_but_bans_everyone_else_on_real_hosts():
     from govmail.service import Context
     from govmail.services import fail2ban

@@ -1,0 +1,213 @@
+"""The engine's rules, without a host: what a deploy installs, changes, reloads and restarts, and the
+host-side program that validates and swaps files (run here on a scratch tree)."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from govmail.data import load_province
+from govmail.plan import PENDING, HostState, bundle, make_plan, sections, state_script
+from govmail.service import Context, File, Service, Unit, Validator
+
+ROOT = Path(__file__).resolve().parents[2]
+NAMES = ["base", "tls", "accounts", "dovecot", "clamav", "rspamd", "postfix", "passwd", "fail2ban", "logs"]
+
+
+def declared(probes=None, names=NAMES, province="daknong"):
+    cfg = load_province(province)
+    ctx = Context(cfg, cfg.mail_host, ("mail",), probes or {}, trusted_clients=("10.77.0.1",))
+    return [s for s in (importlib.import_module(f"govmail.services.{n}").service(ctx) for n in names) if s]
+
+
+def bare() -> HostState:
+    return HostState(files={}, installed=set(), units={}, checks={}, pending=set())
+
+
+def up_to_date(services) -> HostState:
+    files = {f.dest: (hashlib.sha1(f.content).hexdigest(), f.mode, f.user, f.group) for s in services for f in s.files}
+    checks = {e.check: True for s in services for e in s.ensures}
+    checks.update({u.ready: True for s in services for u in s.units if u.ready})
+    units = {u.name: ("enabled" if u.running else "disabled", "active" if u.running else "inactive")
+             for s in services for u in s.units}
+    return HostState(files, {p for s in services for p in s.packages}, units, checks, set())
+
+
+def changed_files(plan) -> dict[str, list[str]]:
+    return {f.dest: marks for _, files in plan.changed for f, marks, _ in files}
+
+
+def test_a_bare_host_gets_every_package_in_one_transaction_every_file_and_every_start():
+    services = declared()
+    plan = make_plan(services, bare())
+    assert set(plan.missing_packages) == {p for s in services for p in s.packages}
+    assert len(changed_files(plan)) == sum(len(s.files) for s in services)
+    script = "\n".join(plan.activate)
+    # The slow daemons start first, without waiting; the rest after; every daemon is waited for.
+    assert plan.activate[0].startswith("systemctl start --no-block")
+    assert "systemctl start --no-block rspamd" in script and "systemctl start dovecot" in script
+    assert "11332" in script and "clamd.ctl" in script and "postfix status" in script
+    # Started with the new files: no reload on top of the start.
+    assert "systemctl reload dovecot" not in script and "postfix reload" not in script
+
+
+def test_a_host_that_has_everything_gets_nothing_to_do():
+    services = declared()
+    plan = make_plan(services, up_to_date(services))
+    assert (plan.missing_packages, plan.fixes, plan.changed, plan.meta_only, plan.activate) == ([], [], [], [], [])
+
+
+def test_a_file_with_the_same_bytes_but_another_mode_is_only_chmodded():
+    services = declared()
+    state = up_to_date(services)
+    sha, _, user, group = state.files["/etc/dovecot/dovecot.conf"]
+    state.files["/etc/dovecot/dovecot.conf"] = (sha, 0o666, user, group)
+    plan = make_plan(services, state)
+    assert [f.dest for f in plan.meta_only] == ["/etc/dovecot/dovecot.conf"] and not plan.changed and not plan.activate
+
+
+def test_a_new_certificate_reloads_postfix_and_dovecot_and_restarts_the_password_service(tmp_path, monkeypatch):
+    tls = Service("tls", files=[File("/etc/govmail/tls/fullchain.pem", b"new", action="changed")])
+    services = declared(names=["dovecot", "postfix", "passwd"])
+    state = up_to_date(services)
+    plan = make_plan([tls, *services], state)
+    assert sorted(changed_files(plan)["/etc/govmail/tls/fullchain.pem"]) == \
+        ["dovecot-reload", "passwd-restart", "postfix-reload"]
+    script = "\n".join(plan.activate)
+    assert "systemctl reload dovecot" in script and "postfix check && postfix reload" in script
+    assert "systemctl restart govmail-passwd" in script and "systemctl restart postfix" not in script
+
+
+def test_a_main_cf_change_reloads_postfix_and_only_a_restart_only_parameter_restarts_it():
+    services = declared(names=["postfix"], probes={"postfix_restart_only": "all\nall"})
+    state = up_to_date(services)
+    state.files["/etc/postfix/main.cf"] = ("0" * 40, 0o644, "root", "root")
+    plan = make_plan(services, state)
+    assert changed_files(plan)["/etc/postfix/main.cf"] == ["postfix-reload"]
+    assert "postfix reload" in "\n".join(plan.activate) and "systemctl restart postfix" not in "\n".join(plan.activate)
+
+    services = declared(names=["postfix"], probes={"postfix_restart_only": "loopback-only\nall"})
+    plan = make_plan(services, state)
+    assert changed_files(plan)["/etc/postfix/main.cf"] == ["postfix-restart"]
+    assert "postfix check && systemctl restart postfix" in "\n".join(plan.activate)
+
+
+def test_a_marker_left_by_an_interrupted_deploy_is_acted_on_with_no_file_changed():
+    services = declared(names=["dovecot"])
+    state = up_to_date(services)
+    state.pending = {"dovecot-reload"}
+    plan = make_plan(services, state)
+    assert not plan.changed
+    assert any("systemctl reload dovecot" in line and f"rm -f {PENDING}/dovecot-reload" in line for line in plan.activate)
+
+
+def test_a_daemon_found_stopped_is_started_and_its_pending_reload_dropped():
+    services = declared(names=["dovecot"])
+    state = up_to_date(services)
+    state.units["dovecot"] = ("enabled", "failed")
+    state.pending = {"dovecot-reload"}
+    script = "\n".join(make_plan(services, state).activate)
+    assert "systemctl start dovecot" in script and "systemctl reload dovecot" not in script
+    assert f"rm -f {PENDING}/dovecot-reload" in script
+
+
+def test_a_unit_file_change_reloads_systemd_before_anything_starts():
+    services = declared(names=["passwd"])
+    state = up_to_date(services)
+    state.files["/etc/systemd/system/govmail-passwd.service"] = None
+    plan = make_plan(services, state)
+    assert "systemd-daemon-reload" in changed_files(plan)["/etc/systemd/system/govmail-passwd.service"]
+    assert "systemctl daemon-reload" in plan.activate[0] or "daemon-reload" in plan.activate[1]
+
+
+def test_the_read_script_reports_files_checks_and_markers(tmp_path):
+    present = tmp_path / "a.conf"
+    present.write_text("x\n")
+    os.chmod(present, 0o640)
+    script = state_script([str(present), str(tmp_path / "missing")], [], [], ["true", "false"])
+    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True).stdout.splitlines()
+    state = HostState.parse(sections(out), [str(present), str(tmp_path / "missing")], [], ["true", "false"])
+    user = subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
+    assert state.files[str(present)][:2] == (hashlib.sha1(b"x\n").hexdigest(), 0o640)
+    assert state.files[str(present)][2] == user and state.files[str(tmp_path / "missing")] is None
+    assert state.checks == {"true": True, "false": False}
+
+
+# ---------------------------------------------------------------------------- govmail/host/apply.py
+
+
+def run_apply(tmp_path: Path, changed) -> subprocess.CompletedProcess:
+    data = bundle(changed)
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        tar.extractall(stage)
+    return subprocess.run([sys.executable, str(stage / "apply.py"), str(stage), "--root", str(tmp_path / "root")],
+                          capture_output=True, text=True)
+
+
+def owner() -> tuple[str, str]:
+    import grp
+    import pwd
+
+    return pwd.getpwuid(os.getuid()).pw_name, grp.getgrgid(os.getgid()).gr_name
+
+
+@pytest.fixture
+def live(tmp_path):
+    conf = tmp_path / "root/etc/svc"
+    conf.mkdir(parents=True)
+    (conf / "svc.conf").write_text("good = 1\n")
+    (conf / "other.conf").write_text("kept\n")
+    return conf
+
+
+def svc_with(content: bytes, name="svc") -> list:
+    user, group = owner()
+    # The validator refuses any line with "bad" in the service's configuration as it would be.
+    v = Validator("/etc/svc", "! grep -rn bad {dir} || { echo 'bad setting found'; exit 1; }")
+    s = Service(name, files=[File("/etc/svc/svc.conf", content, mode=0o640, user=user, group=group)],
+                validator=v, actions={"reload": "true"})
+    return [(s, [(f, [f"{name}-reload"], False) for f in s.files])]
+
+
+def test_apply_swaps_a_validated_file_with_its_mode_and_leaves_a_marker(tmp_path, live):
+    r = run_apply(tmp_path, svc_with(b"good = 2\n"))
+    assert r.returncode == 0, r.stderr
+    assert (live / "svc.conf").read_text() == "good = 2\n" and (live / "other.conf").read_text() == "kept\n"
+    assert oct((live / "svc.conf").stat().st_mode & 0o777) == "0o640"
+    assert (tmp_path / "root" / PENDING.lstrip("/") / "svc-reload").exists()
+    assert not list(live.glob("*.govmail-new"))
+
+
+def test_apply_refuses_a_file_that_does_not_validate_and_changes_nothing(tmp_path, live):
+    first = svc_with(b"good = 3\n", name="first")
+    first[0][0].files[0] = File("/etc/svc/first.conf", b"fine\n", user=owner()[0], group=owner()[1])
+    first[0][1][0] = (first[0][0].files[0], ["first-reload"], True)
+    r = run_apply(tmp_path, first + svc_with(b"bad = 1\n"))
+    assert r.returncode == 1
+    assert "/etc/svc/svc.conf NOT installed" in r.stderr and "bad setting found" in r.stderr
+    assert (live / "svc.conf").read_text() == "good = 1\n" and not list(live.glob("*.govmail-new"))
+    # The service before it was installed and keeps its marker: the next deploy reloads it.
+    assert (live / "first.conf").read_text() == "fine\n"
+    markers = sorted(p.name for p in (tmp_path / "root" / PENDING.lstrip("/")).iterdir())
+    assert markers == ["first-reload"]
+
+
+def test_the_bundle_holds_the_plan_the_files_and_the_program(tmp_path):
+    data = bundle(svc_with(b"good = 2\n"))
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        names = tar.getnames()
+        plan = json.load(tar.extractfile("plan.json"))
+        modes = {m.name: m.mode for m in tar.getmembers()}
+    assert sorted(names) == ["apply.py", "files/1", "plan.json"]
+    assert plan["services"][0]["files"][0]["dest"] == "/etc/svc/svc.conf" and modes["files/1"] == 0o600

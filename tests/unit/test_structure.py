@@ -1,0 +1,123 @@
+"""The project's shape, checked: no import circle, host code on the standard library only, services
+that know nothing of pyinfra or the lab, and a service = one module named in deploy.py."""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PKG = ROOT / "govmail"
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def imports(path: Path) -> set[str]:
+    """Every module `path` imports, at any depth of the file (function-level imports count)."""
+    tree = ast.parse(path.read_text())
+    me = module_name(path)
+    package = me if path.name == "__init__.py" else me.rpartition(".")[0]
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            out.add(mod)
+            # `from . import lab` imports the module govmail.lab
+            out.update(f"{mod}.{a.name}" for a in node.names)
+    return out
+
+
+def graph() -> dict[str, set[str]]:
+    mods = {module_name(p): p for p in PKG.rglob("*.py")}
+    return {m: {i for i in imports(p) if i in mods and i != m} for m, p in mods.items()}
+
+
+def test_no_import_circle_in_the_package():
+    g = graph()
+    seen, stack, cycles = set(), [], []
+
+    def visit(m):
+        if m in stack:
+            cycles.append(stack[stack.index(m):] + [m])
+            return
+        if m in seen:
+            return
+        seen.add(m)
+        stack.append(m)
+        for n in sorted(g[m]):
+            visit(n)
+        stack.pop()
+
+    for m in sorted(g):
+        visit(m)
+    assert not cycles, "import circles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_the_checker_finds_a_circle_when_there_is_one(tmp_path, monkeypatch):
+    """The circle test above can fail: two modules importing each other are found."""
+    pkg = tmp_path / "govmail"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("def f():\n    from . import b\n")
+    (pkg / "b.py").write_text("from .a import f\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    monkeypatch.setattr(sys.modules[__name__], "PKG", pkg)
+    with pytest.raises(AssertionError, match="govmail.a -> govmail.b -> govmail.a"):
+        test_no_import_circle_in_the_package()
+
+
+@pytest.mark.parametrize("path", sorted((PKG / "host").glob("*.py")), ids=lambda p: p.name)
+def test_host_code_imports_only_the_standard_library(path):
+    """Code that runs on a host has Debian's python3 and nothing else."""
+    allowed = set(sys.stdlib_module_names) | {"__future__"}
+    own = {p.stem for p in (PKG / "host").glob("*.py")}
+    bad = sorted(m for m in imports(path) if m and m.split(".")[0] not in allowed
+                 and m.split(".")[0] not in own and not m.startswith("govmail.host"))
+    assert not bad, f"{path.name} imports {bad}: host code uses the standard library only"
+
+
+SERVICES = sorted(p for p in (PKG / "services").glob("*.py") if p.name != "__init__.py")
+
+
+@pytest.mark.parametrize("path", SERVICES, ids=lambda p: p.stem)
+def test_a_service_knows_nothing_of_pyinfra_the_lab_or_the_targets(path):
+    bad = sorted(m for m in imports(path)
+                 if m.split(".")[0] == "pyinfra" or m in ("govmail.lab", "govmail.targets", "govmail.engine"))
+    assert not bad, f"{path.name} imports {bad}: a service only declares (govmail/service.py)"
+
+
+@pytest.mark.parametrize("path", SERVICES, ids=lambda p: p.stem)
+def test_every_service_module_is_named_in_deploy_py_and_declares_a_service(path):
+    deploy = (ROOT / "deploy.py").read_text()
+    assert re.search(rf'"{path.stem}"', deploy), f"{path.stem} is not in deploy.py's SERVICES"
+    assert re.search(r"^def service\(ctx\)", path.read_text(), re.M), f"{path.name} has no service(ctx)"
+
+
+def test_the_environment_chooses_the_target_in_one_place_only():
+    readers = sorted(str(p.relative_to(ROOT)) for p in PKG.rglob("*.py") if "GOVMAIL_TARGET" in p.read_text()
+                     and p.name != "targets.py")
+    readers += sorted(str(p.relative_to(ROOT)) for p in PKG.rglob("*.py") if "lab_controller" in p.read_text())
+    assert not readers, f"these modules know about targets themselves: {readers}"
+
+
+def test_no_module_is_much_over_400_lines():
+    big = {str(p.relative_to(ROOT)): n for p in PKG.rglob("*.py")
+           if (n := len(p.read_text().splitlines())) > 450}
+    assert not big, f"split these by responsibility: {big}"
