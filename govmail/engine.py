@@ -32,7 +32,18 @@ from pyinfra import logger
 from pyinfra.api import FactBase, FileUploadCommand, FunctionCommand, StringCommand, operation
 from pyinfra.facts.files import FileContents
 
-from .plan import LEGACY_MARKERS, PENDING, HostState, Plan, bundle, make_plan, probe_script, sections, state_script
+from .plan import (
+    LEGACY_MARKERS,
+    PENDING,
+    HostState,
+    Plan,
+    bundle,
+    guarded,
+    make_plan,
+    probe_script,
+    sections,
+    state_script,
+)
 from .service import Context, Ensure, File, Service
 
 STAGE = "/var/lib/govmail-stage"  # 0700: the bundle holds secrets
@@ -84,10 +95,8 @@ def run_fixes(fixes: list[tuple[Ensure, list[str]]], legacy: bool):
         moves = " ; ".join(f"[ -e {PENDING}/{old} ] && mv -f {PENDING}/{old} {PENDING}/{new}"
                            for old, new in LEGACY_MARKERS.items())
         yield StringCommand(f"{moves} ; true")
-    for e, marks in fixes:
-        if marks:
-            yield StringCommand(f"mkdir -p {PENDING} && touch " + " ".join(f"{PENDING}/{m}" for m in marks))
-        yield StringCommand(f"( {e.fix} ) || {{ echo {shlex.quote(f'govmail: {e.name} failed')} >&2; exit 1; }}")
+    if fixes:  # one command: each fix runs only if its check still fails on the host
+        yield StringCommand("\n".join(guarded(e, marks) for e, marks in fixes))
 
 
 @operation(is_idempotent=False)

@@ -18,252 +18,77 @@ machine running the lab finds lab hosts by name through a marked block in /etc/h
 
 Every step checks what is already there, so `lab up` can be run twice or after a crash; `lab down`
 removes all of it, stopping only the processes whose PIDs the lab recorded.
+
+This module: the resolver and the lab's life cycle (up, down, rebuild, status). Its parts:
+govmail/labstate.py (directory, lock, state.json), labnet.py (bridge, namespaces, firewall,
+/etc/hosts), labhost.py (image, containers, SSH), labproc.py (processes, by PID). Only the target
+layer (govmail/targets.py), the command line and the lab tests use the lab.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import functools
 import ipaddress
-import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
-import uuid
-from pathlib import Path
 from typing import Callable
 
 from .data import load_province
-
-LAB_DIR = Path(os.environ.get("GOVMAIL_LAB_DIR", "/var/lib/govmail-lab"))
-BRIDGE = "gmlab0"
-SUBNET = ipaddress.ip_network("10.77.0.0/24")
-GATEWAY = "10.77.0.1"
-NFT_TABLE = "govmail_lab"
-MIRROR = "deb.debian.org"
-SUITE = "trixie"
-IMAGE_PACKAGES = "systemd,systemd-sysv,dbus,openssh-server,python3,iproute2"
-HOSTS_BEGIN = "# BEGIN govmail-lab (managed by `govmail lab`; removed by `govmail lab down`)"
-HOSTS_END = "# END govmail-lab"
-HOST_TOOLS = {
-    "debootstrap": "debootstrap",
-    "systemd-nspawn": "systemd-container",
-    "nft": "nftables",
-    "ip": "iproute2",
-    "dnsmasq": "dnsmasq-base",
-    "ssh-keygen": "openssh-client",
-}
-
-
-class LabError(Exception):
-    pass
-
-
-@contextlib.contextmanager
-def lab_lock(what: str):
-    """One lab change at a time (up, down, rebuild, resolver refresh): two of them at once would
-    each save their own view of state.json. A second command waits and says for whom."""
-    if os.geteuid() != 0:
-        raise LabError("the lab needs root (network namespaces, nspawn, nftables)")
-    LAB_DIR.mkdir(parents=True, exist_ok=True)
-    with open(LAB_DIR / "lab.lock", "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            log(f"waiting for another lab command: {f.read().strip() or 'unknown'}")
-            fcntl.flock(f, fcntl.LOCK_EX)
-        f.truncate(0)
-        f.write(f"{what} (pid {os.getpid()})\n")
-        f.flush()
-        try:
-            yield
-        finally:
-            f.truncate(0)
-
-
-def locked(what: str):
-    def wrap(fn):
-        @functools.wraps(fn)
-        def inner(*a, **kw):
-            with lab_lock(what):
-                return fn(*a, **kw)
-        return inner
-    return wrap
-
-
-def log(msg: str) -> None:
-    print(f"[lab] {msg}", file=sys.stderr, flush=True)
-
-
-def run(*cmd: str, check: bool = True, capture: bool = False, input: str | None = None) -> subprocess.CompletedProcess:
-    r = subprocess.run(cmd, text=True, capture_output=True, input=input)
-    if check and r.returncode != 0:
-        raise LabError(f"command failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr.strip()}")
-    return r
-
+from .labhost import (  # noqa: F401
+    HOST_TOOLS,
+    IMAGE_PACKAGES,
+    SUITE,
+    _stop,
+    boot,
+    build_image,
+    check_host,
+    ensure_ssh_key,
+    kill_leftovers,
+    prepare_root,
+    ssh_options,
+    wait_ssh,
+)
+from .labnet import (  # noqa: F401 (part of the lab's interface)
+    BRIDGE,
+    GATEWAY,
+    HOSTS_BEGIN,
+    HOSTS_END,
+    MIRROR,
+    NFT_TABLE,
+    SUBNET,
+    LabError,
+    ensure_bridge,
+    ensure_firewall,
+    ensure_netns,
+    link_exists,
+    mirror_addresses,
+    netns_exists,
+    run,
+    update_etc_hosts,
+)
+from .labproc import _descendants, _wait_gone, container_pids, pid_alive  # noqa: F401
+from .labstate import (  # noqa: F401
+    LAB_DIR,
+    lab_lock,
+    load_inventory,
+    load_state,
+    locked,
+    log,
+    save_state,
+    ssh_key,
+    state_file,
+    write_inventory,
+)
 
 # ---------------------------------------------------------------------------- state
-
-
-def state_file() -> Path:
-    return LAB_DIR / "state.json"
-
-
-def load_state() -> dict:
-    try:
-        return json.loads(state_file().read_text())
-    except FileNotFoundError:
-        return {"hosts": {}}
-
-
-def save_state(state: dict) -> None:
-    LAB_DIR.mkdir(parents=True, exist_ok=True)
-    tmp = state_file().with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
-    tmp.replace(state_file())
-    write_inventory(state)
-
-
-def load_inventory() -> dict:
-    try:
-        return json.loads((LAB_DIR / "inventory.json").read_text())
-    except FileNotFoundError:
-        return {"hosts": {}, "ssh_key": str(ssh_key())}
-
-
-def write_inventory(state: dict) -> None:
-    inv = {
-        "ssh_key": str(ssh_key()),
-        "hosts": {name: {"ip": h["ip"], "province": h["province"]} for name, h in state["hosts"].items()},
-    }
-    (LAB_DIR / "inventory.json").write_text(json.dumps(inv, indent=2, sort_keys=True))
-
-
-def ssh_key() -> Path:
-    return LAB_DIR / "ssh" / "id_ed25519"
-
-
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie or a recycled PID is not ours: check the command line.
-    try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    if ") Z" in stat:
-        return False
-    return any(b"systemd-nspawn" in c or b"dnsmasq" in c for c in cmd)
 
 
 # ---------------------------------------------------------------------------- prerequisites
 
 
-def check_host() -> None:
-    if os.geteuid() != 0:
-        raise LabError("the lab needs root (network namespaces, nspawn, nftables)")
-    missing = sorted({pkg for tool, pkg in HOST_TOOLS.items() if not shutil.which(tool)})
-    if missing:
-        raise LabError(f"missing host packages: {' '.join(missing)} (apt-get install {' '.join(missing)})")
-
-
-def build_image(force: bool = False) -> Path:
-    image = LAB_DIR / "images" / SUITE
-    if image.is_dir() and (image / "usr/lib/systemd/systemd").exists() and not force:
-        return image
-    partial = image.with_name(SUITE + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
-    image.parent.mkdir(parents=True, exist_ok=True)
-    log(f"building the Debian {SUITE} image with debootstrap (about a minute, done once)")
-    t = time.monotonic()
-    r = subprocess.run(
-        ["debootstrap", "--variant=minbase", f"--include={IMAGE_PACKAGES}", SUITE, str(partial), f"http://{MIRROR}/debian"],
-        capture_output=True,
-        text=True,
-    )
-    if r.returncode != 0:
-        raise LabError(f"debootstrap failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
-    if image.exists():
-        shutil.rmtree(image)
-    partial.rename(image)
-    log(f"image ready in {time.monotonic() - t:.0f} s: {image}")
-    return image
-
-
-def ensure_ssh_key() -> Path:
-    key = ssh_key()
-    if not key.exists():
-        key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "govmail-lab", "-f", str(key))
-    return key
-
-
 # ---------------------------------------------------------------------------- network
-
-
-def link_exists(name: str, netns: str | None = None) -> bool:
-    cmd = ["ip"] + (["-n", netns] if netns else []) + ["link", "show", name]
-    return run(*cmd, check=False).returncode == 0
-
-
-def netns_exists(name: str) -> bool:
-    return Path("/run/netns", name).exists()
-
-
-def mirror_addresses() -> list[str]:
-    try:
-        infos = socket.getaddrinfo(MIRROR, 80, socket.AF_INET, socket.SOCK_STREAM)
-    except socket.gaierror as e:
-        raise LabError(f"cannot resolve the package mirror {MIRROR}: {e}") from None
-    return sorted({i[4][0] for i in infos})
-
-
-def ensure_bridge() -> None:
-    if not link_exists(BRIDGE):
-        run("ip", "link", "add", BRIDGE, "type", "bridge")
-    r = run("ip", "-4", "addr", "show", "dev", BRIDGE, capture=True)
-    if GATEWAY not in r.stdout:
-        run("ip", "addr", "add", f"{GATEWAY}/{SUBNET.prefixlen}", "dev", BRIDGE)
-    run("ip", "link", "set", BRIDGE, "up")
-    Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
-
-
-def ensure_firewall(mirrors: list[str]) -> None:
-    """(Re)load the lab's nft table: lab <-> lab, lab -> mirror:80/443, nothing else."""
-    elements = ", ".join(mirrors)
-    rules = f"""
-table inet {NFT_TABLE} {{
-  set mirror {{ type ipv4_addr; elements = {{ {elements} }} }}
-  chain forward {{
-    type filter hook forward priority -10; policy accept;
-    iifname "{BRIDGE}" oifname "{BRIDGE}" accept
-    iifname "{BRIDGE}" ip daddr @mirror tcp dport {{ 80, 443 }} accept
-    oifname "{BRIDGE}" ct state established,related accept
-    iifname "{BRIDGE}" counter drop
-    oifname "{BRIDGE}" counter drop
-  }}
-  chain postrouting {{
-    type nat hook postrouting priority 100;
-    ip saddr {SUBNET} ip daddr @mirror oifname != "{BRIDGE}" masquerade
-  }}
-}}
-"""
-    run("nft", "delete", "table", "inet", NFT_TABLE, check=False)
-    run("nft", "-f", "-", input=rules)
 
 
 @locked("lab rebuild")
@@ -287,24 +112,6 @@ def rebuild(hostname: str) -> None:
     save_state(state)
     wait_ssh(h["ip"])
     log(f"{hostname}: a bare Debian 13 host again at {h['ip']} (pid {h['pid']})")
-
-
-def ensure_netns(name: str, veth_host: str, ip: str) -> None:
-    if not netns_exists(name):
-        run("ip", "netns", "add", name)
-    if not link_exists("eth0", name):
-        if link_exists(veth_host):
-            run("ip", "link", "del", veth_host)
-        run("ip", "link", "add", veth_host, "type", "veth", "peer", "name", "eth0", "netns", name)
-    run("ip", "link", "set", veth_host, "master", BRIDGE, "up")
-    r = run("ip", "-n", name, "-4", "addr", "show", "dev", "eth0", capture=True)
-    if ip not in r.stdout:
-        run("ip", "-n", name, "addr", "add", f"{ip}/{SUBNET.prefixlen}", "dev", "eth0")
-    run("ip", "-n", name, "link", "set", "lo", "up")
-    run("ip", "-n", name, "link", "set", "eth0", "up")
-    r = run("ip", "-n", name, "route", "show", "default", capture=True)
-    if GATEWAY not in r.stdout:
-        run("ip", "-n", name, "route", "replace", "default", "via", GATEWAY)
 
 
 # ---------------------------------------------------------------------------- DNS
@@ -381,104 +188,7 @@ def refresh_dns(records: Records | None = None) -> None:
         save_state(state)
 
 
-def _wait_gone(pid: int, timeout: float = 10) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end and pid_alive(pid):
-        time.sleep(0.1)
-
-
-def update_etc_hosts(state: dict) -> None:
-    path = Path("/etc/hosts")
-    text = path.read_text()
-    if HOSTS_BEGIN in text:
-        before, _, rest = text.partition(HOSTS_BEGIN)
-        _, _, after = rest.partition(HOSTS_END)
-        text = before.rstrip("\n") + "\n" + after.lstrip("\n")
-    block = ""
-    if state["hosts"]:
-        block = HOSTS_BEGIN + "\n" + "".join(f"{h['ip']}\t{n}\n" for n, h in sorted(state["hosts"].items())) + HOSTS_END + "\n"
-    new = text.rstrip("\n") + "\n" + block
-    if new != path.read_text():
-        path.write_text(new)
-
-
 # ---------------------------------------------------------------------------- containers
-
-
-def prepare_root(root: Path, image: Path, hostname: str, ip: str) -> None:
-    if not root.exists():
-        log(f"{hostname}: copying the image")
-        partial = root.with_name(root.name + ".partial")
-        partial.parent.mkdir(parents=True, exist_ok=True)
-        if partial.exists():
-            shutil.rmtree(partial)
-        run("cp", "-a", "--reflink=auto", str(image), str(partial))
-        # Each container gets its own identity: machine id and SSH host keys.
-        (partial / "etc/machine-id").write_text(uuid.uuid4().hex + "\n")
-        for k in (partial / "etc/ssh").glob("ssh_host_*"):
-            k.unlink()
-        run("chroot", str(partial), "ssh-keygen", "-A")
-        partial.rename(root)
-    (root / "etc/hostname").write_text(hostname + "\n")
-    short = hostname.split(".")[0]
-    (root / "etc/hosts").write_text(f"127.0.0.1\tlocalhost\n{ip}\t{hostname} {short}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
-    # A lab-only bound on how long systemd waits for a stopping service. systemd in a container
-    # occasionally misses that a stopped service's cgroup became empty and waits the full default
-    # 90 s; 20 s keeps such a miss from stalling a deploy (real hosts keep Debian's default).
-    conf = root / "etc/systemd/system.conf.d"
-    conf.mkdir(parents=True, exist_ok=True)
-    (conf / "govmail-lab.conf").write_text("[Manager]\nDefaultTimeoutStopSec=20s\n")
-    resolv = root / "etc/resolv.conf"
-    if resolv.is_symlink():
-        resolv.unlink()
-    resolv.write_text(f"nameserver {GATEWAY}\n")
-    ssh = root / "root/.ssh"
-    ssh.mkdir(mode=0o700, exist_ok=True)
-    (ssh / "authorized_keys").write_text(ssh_key().with_suffix(".pub").read_text())
-    os.chmod(ssh / "authorized_keys", 0o600)
-    (root / "etc/apt/sources.list").write_text(
-        f"deb http://{MIRROR}/debian {SUITE} main\ndeb http://{MIRROR}/debian {SUITE}-updates main\n"
-    )
-
-
-def boot(hostname: str, root: Path, netns: str) -> int:
-    logs = LAB_DIR / "logs"
-    logs.mkdir(exist_ok=True)
-    out = open(logs / f"{hostname}.log", "ab")
-    env = dict(os.environ, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1")
-    p = subprocess.Popen(
-        [
-            "systemd-nspawn", "-D", str(root), "-b", "--register=no", "--keep-unit",
-            f"--network-namespace-path=/run/netns/{netns}", f"--machine={hostname.replace('.', '-')}",
-            f"--hostname={hostname}", "--console=passive", "--resolv-conf=off",
-            # Its own network namespace only: fail2ban may ban with nftables there, as on a VM.
-            "--capability=CAP_NET_ADMIN",
-        ],
-        stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env,
-    )
-    return p.pid
-
-
-def wait_ssh(ip: str, timeout: float = 90) -> None:
-    end = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < end:
-        r = subprocess.run(
-            ["ssh", *ssh_options(), f"root@{ip}", "systemctl is-system-running --wait"],
-            capture_output=True, text=True, timeout=60,
-        )
-        last = (r.stdout + r.stderr).strip()
-        if r.returncode == 0 or last in ("degraded",):
-            return
-        time.sleep(1)
-    raise LabError(f"{ip}: no SSH / systemd not running after {timeout:.0f} s: {last}")
-
-
-def ssh_options() -> list[str]:
-    return [
-        "-i", str(ssh_key()), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-        "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=3",
-    ]
 
 
 def host_entries(state: dict, province: str) -> list[tuple[str, dict]]:
@@ -544,83 +254,6 @@ def up(provinces: list[str], fresh: bool = False, records: Records | None = None
         log(f"{name}: up, ssh root@{name}")
     log(f"lab ready in {time.monotonic() - t0:.0f} s; inventory: {LAB_DIR / 'inventory.json'}")
     return state
-
-
-def container_pids(netns: str, exclude: int | None = None) -> list[int]:
-    """PIDs of processes inside the lab network namespace `netns` (through /proc/PID/ns/net).
-
-    After a crash of systemd-nspawn (or SIGKILL) the container's systemd can outlive it; these are
-    the processes `lab up` and `lab down` must stop, identified by PID, never by name. `exclude`
-    is a running nspawn whose container must be left alone.
-    """
-    try:
-        want = os.stat(f"/run/netns/{netns}").st_ino
-    except FileNotFoundError:
-        return []
-    keep = set()
-    if exclude and pid_alive(exclude):
-        keep = {exclude} | _descendants(exclude)
-    pids = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit() or int(d.name) in keep:
-            continue
-        try:
-            if os.stat(d / "ns/net").st_ino == want:
-                pids.append(int(d.name))
-        except OSError:
-            continue
-    return sorted(pids)
-
-
-def _descendants(pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(d.name))
-    out, todo = set(), [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            if c not in out:
-                out.add(c)
-                todo.append(c)
-    return out
-
-
-def kill_leftovers(netns: str, exclude: int | None = None) -> None:
-    pids = container_pids(netns, exclude)
-    if not pids:
-        return
-    log(f"{netns}: stopping {len(pids)} processes left by an earlier crash")
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    end = time.monotonic() + 10
-    while time.monotonic() < end and container_pids(netns, exclude):
-        time.sleep(0.1)
-
-
-def _stop(h: dict) -> None:
-    pid = h.get("pid")
-    if pid_alive(pid):
-        # Ask systemd in the container to power off; nspawn exits when it has. SIGKILL after 20 s.
-        try:
-            ip = h["ip"]
-            subprocess.run(["ssh", *ssh_options(), f"root@{ip}", "systemctl poweroff"], capture_output=True, timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
-        end = time.monotonic() + 20
-        while time.monotonic() < end and pid_alive(pid):
-            time.sleep(0.2)
-        if pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
-            _wait_gone(pid, 5)
-    h["pid"] = None
 
 
 @locked("lab down")

@@ -142,10 +142,14 @@ def make_plan(services: list[Service], state: HostState) -> Plan:
             reactors.setdefault(other, []).append((s.name, action))
     wanted = [p for s in services for p in s.packages]
     plan.missing_packages = list(dict.fromkeys(p for p in wanted if p not in state.installed))
+    # A host that gets packages in this run was read before they were there: what a check or a unit
+    # state said may change with the install (a file a package brings, a unit it enables). Every
+    # ensure is then planned, and each is checked again on the host right before its fix.
+    fresh = bool(plan.missing_packages)
     will_set: set[str] = set()
     for s in services:
         for e in s.ensures:
-            if not state.checks.get(e.check, False):
+            if fresh or not state.checks.get(e.check, False):
                 marks = markers_for(s, e.action, reactors) if e.action else []
                 (plan.late_fixes if e.after_files else plan.fixes).append((e, marks))
                 will_set.update(marks)
@@ -164,11 +168,19 @@ def make_plan(services: list[Service], state: HostState) -> Plan:
         if changed:
             plan.changed.append((s, changed))
     pending = state.pending | will_set
-    _activation(plan, services, state, pending)
+    _activation(plan, services, state, pending, fresh)
     return plan
 
 
-def _activation(plan: Plan, services: list[Service], state: HostState, pending: set[str]) -> None:
+def guarded(e: Ensure, marks: list[str]) -> str:
+    """An ensure's fix as the host runs it: only when its check fails at that moment; the markers of
+    the action it needs are set first (a fix that is cut short still gets its action next time)."""
+    touch = f"mkdir -p {PENDING} && touch {' '.join(f'{PENDING}/{m}' for m in marks)} && " if marks else ""
+    return (f"if ! ( {e.check} ) >/dev/null 2>&1 </dev/null; then {touch}( {e.fix} ) || "
+            f"{{ echo {shlex.quote(f'govmail: {e.name} failed')} >&2; exit 1; }}; fi")
+
+
+def _activation(plan: Plan, services: list[Service], state: HostState, pending: set[str], fresh: bool) -> None:
     """The activate step's shell lines: late ensures, daemon-reload, then per service its named
     actions, unit enable/start, and the reload or restart a marker asks for; slow daemons are
     started first and every daemon this run touched is waited for at the end."""
@@ -184,8 +196,8 @@ def _activation(plan: Plan, services: list[Service], state: HostState, pending: 
         what.append(label)
         return True
 
-    for e, _marks in plan.late_fixes:
-        lines.append(f"( {e.fix} ) || {fail(e.name)}")
+    for e, marks in plan.late_fixes:
+        lines.append(guarded(e, marks))
         what.append(e.name)
     marked(DAEMON_RELOAD, "systemctl daemon-reload", "systemd reloads unit files")
     for s in services:
@@ -196,7 +208,7 @@ def _activation(plan: Plan, services: list[Service], state: HostState, pending: 
         for u in s.units:
             enabled, active = state.units.get(u.name, ("", ""))
             if not u.running:
-                if enabled == "enabled" or active in ("active", "activating"):
+                if enabled == "enabled" or active in ("active", "activating") or fresh:
                     lines.append(f"systemctl disable -q --now {u.name} || true")
                     what.append(f"stop {u.name}")
                 continue

@@ -13,26 +13,15 @@ from pathlib import Path
 import jinja2
 
 from .data import ROOT, ProvinceConfig
+from .host import contract
 
 # GOVMAIL_TEMPLATES points at another copy of templates/ (a province's customised templates, or a
 # test's deliberately broken one).
 TEMPLATES = Path(os.environ.get("GOVMAIL_TEMPLATES", ROOT / "templates"))
 
-# Where things live on a host. One place, used by templates, deploy and tests.
-PATHS = {
-    "etc": "/etc/govmail",
-    "state": "/var/lib/govmail",
-    "lib": "/usr/local/lib/govmail",
-    "vmail": "/var/vmail",
-    "tls_cert": "/etc/govmail/tls/fullchain.pem",
-    "tls_key": "/etc/govmail/tls/privkey.pem",
-    "store": "/var/lib/govmail/accounts.sqlite",
-    "directory": "/etc/govmail/directory.json",
-    "initial_passwords": "/root/govmail-initial-passwords",
-    "quota_warning": "/usr/local/lib/govmail/quota-warning",
-    "postfix_maps": "/etc/postfix/govmail",
-}
-VMAIL_UID = 5000
+# Where things live on a host: the host contract (govmail/host/contract.py), shared with the host tools.
+PATHS = contract.PATHS
+VMAIL_UID = contract.VMAIL_UID
 
 
 def _env() -> jinja2.Environment:

@@ -13,292 +13,33 @@ from __future__ import annotations
 import re
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator  # noqa: F401 (re-exported)
 
-LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
-LOCAL_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$")
-DOMAIN_RE = re.compile(r"^([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,}$")
-ARTICLE_RE = re.compile(r"^((BN|DN|LC|TN|TN-QLVB|[A-Z]{2,6}) Art\. [0-9][0-9a-z.]*([ ,;(].*)?|govmail default( \S.*)?)$")
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-
-def _article(description: str = "") -> object:
-    return Field(
-        description=(description + " " if description else "")
-        + "Article the values come from, e.g. `DN Art. 5.2`, or `govmail default` with a reason.",
-    )
-
-
-class Cited(Strict):
-    article: str = _article()
-
-    @field_validator("article")
-    @classmethod
-    def _check_article(cls, v: str) -> str:
-        if not ARTICLE_RE.match(v):
-            raise ValueError(
-                "must cite an article as '<KEY> Art. <n>[.<k>...]' (e.g. 'DN Art. 5.2') "
-                "or start with 'govmail default'"
-            )
-        return v
-
-
-# ---------------------------------------------------------------------------- policy sections
-
-
-class QuotaPolicy(Cited):
-    """Mailbox quota (DN Art. 5.2: at most 500 MB; TN Art. 3.7: at least 1 GB)."""
-
-    default_mb: int = Field(description="Quota of a mailbox that sets none, in MiB.", gt=0)
-    min_mb: Optional[int] = Field(None, description="Smallest quota a mailbox may be given, MiB (null: no lower bound).", gt=0)
-    max_mb: Optional[int] = Field(None, description="Largest quota a mailbox may be given, MiB (null: no upper bound).", gt=0)
-    warn_percent: list[int] = Field(
-        [80, 95], description="Usage levels (percent) at which the owner is mailed a quota warning."
-    )
-
-
-class AttachmentPolicy(Cited):
-    """Largest attachment one message may carry (DN Art. 5.2: 25 MB; TN Art. 3.7: 30 MB)."""
-
-    max_mb: Optional[int] = Field(
-        None,
-        description="Largest attachment in MiB (1,048,576 bytes, as mail clients show sizes). The "
-        "SMTP message size limit is derived from it: base64 grows an attachment by 4/3 plus line "
-        "breaks, and 512 KiB is added for headers and text. Null: the regulation fixes none, "
-        "`message_size_mb` applies.",
-        gt=0,
-        le=2000,
-    )
-    message_size_mb: int = Field(
-        50, description="SMTP message size limit in MiB when `max_mb` is null.", gt=0, le=2000
-    )
-
-
-class PasswordPolicy(Cited):
-    min_length: int = Field(8, description="Shortest password a user may set.", ge=6, le=128)
-    admin_min_length: int = Field(8, description="Shortest password an administrator may set.", ge=6, le=128)
-    require: list[Literal["lower", "upper", "digit", "special"]] = Field(
-        [], description="Character classes every password must contain."
-    )
-    change_at_first_login: bool = Field(False, description="New and reset accounts must change their password first.")
-    user_max_age_days: Optional[int] = Field(None, description="A user's password expires after this many days (null: never).", gt=0)
-    admin_max_age_days: Optional[int] = Field(None, description="An administrator's password expires after this many days.", gt=0)
-
-
-class InactivityPolicy(Cited):
-    action: Literal["none", "revoke", "suspend"] = Field(
-        "none", description="What happens to a mailbox nobody logged in to for `after_months`."
-    )
-    after_months: Optional[int] = Field(None, description="Months without login before `action`.", gt=0)
-    delete_after_notice_months: Optional[int] = Field(
-        None, description="Months after the suspension (and its notice) before the daily job deletes the "
-        "mailbox and its mail (LC Art. 8.1: 12). Null: suspended mailboxes are kept until an operator acts.", gt=0
-    )
-    notify_agency: bool = Field(
-        False, description="Mail the managing unit's mailbox (the person's department or agency) when one of "
-        "its mailboxes is suspended or deleted (LC Art. 8.1)."
-    )
-    notify_superior: bool = Field(
-        False, description="Also mail the managing unit's superior when a mailbox is deleted (LC Art. 8.1)."
-    )
-    superior: Optional[str] = Field(
-        None, description="Address told as the superior of agencies and districts (usually the provincial "
-        "People's Committee's mailbox); a department's superior is its agency. Must be in the directory.",
-    )
-
-
-class CancellationPolicy(Cited):
-    """What becomes of a cancelled mailbox (retirement, transfer: BN Art. 6, DN Art. 7.2.b, LC Art. 8.2,
-    TN Art. 8.2.b), and of one whose line left the data file, which is treated the same way."""
-
-    keep_months: Optional[int] = Field(
-        12, description="Months a cancelled mailbox's mail is kept (login refused, mail still received) before "
-        "the daily job purges it. Null: kept until an operator acts.", gt=0, le=1200,
-    )
-
-
-class LogPolicy(Cited):
-    """Mail logs (delivery, rejection, authentication, errors) in /var/log/mail.log, rotated monthly,
-    compressed, kept `retention_months` (DN Art. 11.2.e: 12), and part of every backup."""
-
-    retention_months: int = Field(12, description="Months the mail logs are kept (DN Art. 11.2.e: 12).", ge=1, le=120)
-
-
-class SpamPolicy(Cited):
-    """Spam scoring by rspamd at SMTP time (LC Art. 4.4, 4.5, 13.4; TN Art. 4.1-4.2; BN Art. 15.2; DN Art. 8.3;
-    anti-spam decree 90/2008/NĐ-CP)."""
-
-    reject_score: float = Field(15, description="Score at which a message is refused at SMTP time.", gt=0)
-    add_header_score: float = Field(6, description="Score at which a message is delivered marked as spam.", gt=0)
-
-
-class BruteForcePolicy(Cited):
-    """fail2ban bans a client that keeps failing to log in (SMTP AUTH, IMAP, POP3, the password page)
-    from the mail ports, with nftables. Protects the passwords the regulations make users keep secret."""
-
-    maxretry: int = Field(5, description="Failed logins allowed within `findtime_minutes` before a ban.", ge=2, le=100)
-    findtime_minutes: int = Field(10, description="Window in which failures are counted.", ge=1, le=1440)
-    bantime_minutes: int = Field(60, description="How long a ban lasts.", ge=1, le=60 * 24 * 30)
-    ignore: list[str] = Field([], description="Addresses or networks never banned (an agency's NAT gateway, say).")
-
-
-class BackupPolicy(Cited):
-    """Backups of mailbox content and of everything a rebuild needs (BN Art. 13, DN Art. 11.2.b, LC Art.
-    13.5, TN Art. 16.2): to the province's `backup` host, with borgbackup over SSH, encrypted,
-    deduplicated and append-only (the mail host cannot delete its own history)."""
-
-    schedule: str = Field(
-        "*-*-* 02:30:00", description="When the backup runs: a systemd OnCalendar expression (daily at 02:30)."
-    )
-    keep_daily: int = Field(7, description="Daily archives kept by the backup host's pruning.", ge=1, le=366)
-    keep_weekly: int = Field(4, description="Weekly archives kept.", ge=0, le=520)
-    keep_monthly: int = Field(12, description="Monthly archives kept.", ge=0, le=240)
-    max_age_hours: int = Field(
-        26, description="A last good backup older than this is late: the administrators are mailed (hourly check).",
-        ge=1, le=24 * 14,
-    )
-
-    @field_validator("schedule")
-    @classmethod
-    def _calendar(cls, v):
-        if not re.fullmatch(r"[0-9A-Za-z*:/,.~ -]+", v):
-            raise ValueError("must be a systemd OnCalendar expression such as '*-*-* 02:30:00' or 'daily'")
-        return v
-
-
-class ContentPolicy(Cited):
-    blocked_extensions: list[str] = Field(
-        [], description="File name extensions refused as attachments (lower case, without the dot)."
-    )
-    allowed_extensions: Optional[list[str]] = Field(
-        None, description="If set, only these attachment formats are accepted (BN Art. 11 allow-list)."
-    )
-
-    encrypted_archives: Literal["allow", "flag", "refuse"] = Field(
-        "flag", description="A password-protected archive (.zip, .rar, .7z), whose content cannot be checked: "
-        "`allow`, `flag` (delivered with the header X-Govmail-Encrypted-Archive and spam score 3) or `refuse`."
-    )
-    inspect_archives: bool = Field(
-        True, description="Apply the extension rules to the files inside .zip, .rar, .7z and .gz attachments too."
-    )
-
-    @field_validator("blocked_extensions", "allowed_extensions")
-    @classmethod
-    def _exts(cls, v):
-        if v is None:
-            return v
-        for e in v:
-            if not re.fullmatch(r"[a-z0-9]{1,10}", e):
-                raise ValueError(f"extension {e!r} must be lower-case letters/digits without a dot")
-        return v
-
-
-class AntivirusPolicy(Cited):
-    """Virus scanning with ClamAV (clamd), asked by rspamd for every message (LC Art. 4.4, 4.5, 13.4;
-    TN Art. 4.1-4.2; BN Art. 15.2; DN Art. 8.3)."""
-
-    enabled: bool = Field(
-        True, description="Scan every message; an infected one is refused at SMTP time. `false`: no scanner is "
-        "installed, and the deploy and the compliance report say so."
-    )
-    freshclam: bool = Field(
-        True, description="Update the signatures from ClamAV's mirror (freshclam). The lab has no such access "
-        "and always uses govmail's local test signature only."
-    )
-
-
-class OutboundPolicy(Cited):
-    """Limits on what one authenticated user may send, so that a stolen password cannot turn the
-    host into a spam source (rspamd ratelimit, counted in Redis)."""
-
-    messages_per_hour: int = Field(
-        100, description="Messages one authenticated user may submit per hour (sustained rate).", ge=1, le=100000
-    )
-    burst: int = Field(
-        100, description="Messages one user may submit at once before the hourly rate applies.", ge=1, le=100000
-    )
-
-
-class ForwardingPolicy(Cited):
-    """Automatic forwarding out of, and into, the state mail system (LC Art. 12.5)."""
-
-    state_domains: list[str] = Field(
-        ["*.gov.vn", "gov.vn"], description="Domains of mailboxes issued by state agencies: exact names, or "
-        "`*.suffix` for every subdomain. Forwards between them keep working."
-    )
-    refuse_outbound: bool = Field(
-        True, description="Refuse an automatic forward (Sieve redirect, list member) from a mailbox here to a "
-        "domain that is not a state domain."
-    )
-    refuse_inbound: bool = Field(
-        False, description="Refuse mail automatically forwarded into this domain from a mailbox outside the "
-        "state domains (recognised by its forwarding headers and SRS envelope)."
-    )
-
-    @field_validator("state_domains")
-    @classmethod
-    def _domains(cls, v):
-        for d in v:
-            if not DOMAIN_RE.match(d.removeprefix("*.")):
-                raise ValueError(f"{d!r} must be a lower-case domain such as gov.vn, or *.gov.vn")
-        return v
-
-    def is_state(self, domain: str) -> bool:
-        domain = domain.lower()
-        for d in self.state_domains:
-            if d.startswith("*.") and domain.endswith(d[1:]) or domain == d:
-                return True
-        return False
-
-
-class NamingPolicy(Cited):
-    """How a person's address is formed from their name (BN Art. 4.b, DN Art. 5.1, LC Art. 5.2, TN Art. 3.5)."""
-
-    unit_suffix: bool = Field(
-        True,
-        description="Addresses end with the person's unit: `.<agency>` (or `.<department>.<district>` for "
-        "staff of a district department). False: `<given><initials>@` only (TN Art. 3.5).",
-    )
-    clash: Literal["letter", "characters", "manual"] = Field(
-        "manual",
-        description="When the address is taken: `letter` appends a, b, c ... to the name part (DN Art. 5.1.a); "
-        "`characters` appends one or two characters, 1 to 99 (TN Art. 3.5); `manual` reports it for a "
-        "decision (BN Art. 4.b, LC Art. 5.2.b).",
-    )
-    check: Literal["error", "warning", "off"] = Field(
-        "warning", description="How `govmail validate` treats a person's address that does not follow the rule."
-    )
-
-
-class Clause(Cited):
-    """A requirement with no value to set: only its article, which the compliance check cites."""
-
-
-class Policy(Strict):
-    unicode: Clause = Field(description="UTF-8 (TCVN 6909:2001) content travels intact: SMTPUTF8 on.")
-    clients: Clause = Field(description="Desktop clients over IMAP, POP3 and SMTP submission, with TLS.")
-    operation: Clause = Field(description="Continuous operation: services enabled and running.")
-    secrecy: Clause = Field(description="Passwords and mailboxes protected: no authentication without TLS.")
-    naming: NamingPolicy = Field(description="The address rule for people, and what to do on a clash.")
-    quota: QuotaPolicy = Field(description="Mailbox sizes: the province's default, bounds, and when owners are warned.")
-    attachment: AttachmentPolicy = Field(description="Largest attachment (and so the message size limit).")
-    password: PasswordPolicy = Field(description="Password rule, first-login change and rotation.")
-    inactivity: InactivityPolicy = Field(description="What happens to a mailbox nobody logs in to.")
-    cancellation: CancellationPolicy = Field(description="How long a cancelled mailbox's mail is kept.")
-    logs: LogPolicy = Field(description="How long the mail logs are kept.")
-    backup: BackupPolicy = Field(description="Schedule and retention of the backups.")
-    bruteforce: BruteForcePolicy = Field(description="Bans of clients that keep failing to log in.")
-    spam: SpamPolicy = Field(description="Spam scores: refuse, or deliver marked.")
-    content: ContentPolicy = Field(description="Attachment rules: blocked and allowed formats, archives.")
-    antivirus: AntivirusPolicy = Field(description="Virus scanning with ClamAV.")
-    outbound: OutboundPolicy = Field(description="Sending limits per authenticated user.")
-    forwarding: ForwardingPolicy = Field(description="Automatic forwarding out of and into the state mail system.")
-
-
-# ---------------------------------------------------------------------------- hosts and TLS
+from .policy import (  # noqa: F401 (the policy sections are part of the option set)
+    ARTICLE_RE,
+    DOMAIN_RE,
+    LABEL_RE,
+    LOCAL_RE,
+    AntivirusPolicy,
+    AttachmentPolicy,
+    BackupPolicy,
+    BruteForcePolicy,
+    CancellationPolicy,
+    Cited,
+    Clause,
+    ContentPolicy,
+    ForwardingPolicy,
+    InactivityPolicy,
+    LogPolicy,
+    NamingPolicy,
+    OutboundPolicy,
+    PasswordPolicy,
+    Policy,
+    QuotaPolicy,
+    SpamPolicy,
+    Strict,
+    _article,
+)
 
 
 class TLS(Strict):

@@ -20,19 +20,7 @@ What one archive holds:
   etc/govmail/                                TLS and DKIM keys, certificates, directory, settings
   var/log/mail.log*                           the mail logs (DN Art. 11.2.e)
 
-Commands:
-  run                          make a backup now (govmail-backup.timer runs this); a failure is
-                               mailed to postmaster@
-  check                        mail postmaster@ when the last good backup is older than allowed
-                               (govmail-backup-check.timer, hourly; once a day at most)
-  status                       JSON: last good backup (time, age, sizes), last error, archives
-  list                         the archives in the repository
-  restore-mailbox ADDRESS [--at TIME] [--folder NAME]
-                               bring back one mailbox (or one folder) as it was at TIME (default:
-                               the last archive), merged into the live one: nothing newer is lost,
-                               nothing is duplicated, other mailboxes are untouched
-  restore-host [--at TIME]     after a rebuild: account store, last logins, TLS, logs and every
-                               mailbox from the archive, merged with mail that arrived meanwhile
+The command line is govmail/host/backup_tool.py; restores are in govmail/host/restore.py.
 """
 
 from __future__ import annotations
@@ -42,7 +30,6 @@ import fcntl
 import glob
 import json
 import os
-import pwd
 import shutil
 import socket
 import sqlite3
@@ -52,14 +39,16 @@ import tempfile
 import time
 import zlib
 
-CONF = "/etc/govmail/backup/backup.json"
-STATUS = "/var/lib/govmail/backup-status.json"
-STAGE = "/var/backups/govmail"
+from . import contract, mail, store
+
+CONF = contract.PATHS["backup_conf"]
+STATUS = contract.PATHS["backup_status"]
+STAGE = contract.PATHS["backup_stage"]
 MAIL_STAGE = STAGE + "/mail"
 STATE_STAGE = STAGE + "/state"
-STORE = "/var/lib/govmail/accounts.sqlite"
-HOMES = "/var/vmail"
-STAMP = ".govmail-last-login"
+STORE = contract.PATHS["store"]
+HOMES = contract.PATHS["vmail"]
+STAMP = contract.LAST_LOGIN_STAMP
 LOCK = "/run/govmail-backup.lock"
 VMAIL = "vmail"
 HOST_KEYS = ("tls", "dkim")  # directories of /etc/govmail made on the host, put back by restore-host
@@ -107,24 +96,14 @@ def write_status(st: dict) -> None:
 
 
 def send_mail(c: dict, subject: str, body: str) -> None:
-    from email.header import Header
-    from email.mime.text import MIMEText
-    from email.utils import formatdate, make_msgid
-
+    """A report to the postmaster (never fails the backup itself)."""
     to = f"postmaster@{c['domain']}"
-    msg = MIMEText(body, "plain", "utf-8")
-    msg["From"], msg["To"] = to, to
-    msg["Date"] = formatdate(localtime=True)
-    msg["Message-ID"] = make_msgid(domain=c["domain"])
-    msg["Subject"] = Header(subject, "utf-8")
-    msg["Auto-Submitted"] = "auto-generated"
-    subprocess.run(["/usr/sbin/sendmail", "-i", "-f", to, to], input=msg.as_bytes(), check=False)
+    mail.send_mail(to, subject, body, to, check=False)
 
 
 def mailboxes() -> list[str]:
     """Addresses whose mail is on disk: every account of the store but the deleted ones."""
-    db = sqlite3.connect(f"file:{STORE}?mode=ro", uri=True)
-    return [r[0] for r in db.execute("SELECT address FROM accounts WHERE status != 'deleted' ORDER BY address")]
+    return store.mailbox_addresses(STORE)
 
 
 def home(address: str) -> str:
@@ -366,244 +345,7 @@ def status() -> int:
     return 0 if not out["late"] else 1
 
 
-def pick_archive(c: dict, at: str | None) -> str:
-    arcs = archives(c)
-    if not arcs:
-        raise RuntimeError("the repository has no archive yet")
-    if at is None:
-        return arcs[-1]["name"]
-    when = datetime.datetime.fromisoformat(at)
-    ok = [a for a in arcs if datetime.datetime.fromisoformat(a["start"]) <= when]
-    if not ok:
-        raise RuntimeError(f"no archive at or before {at}; the oldest is from {arcs[0]['start']}")
-    return ok[-1]["name"]
-
-
-def traversable(root: str, path: str) -> None:
-    """Let vmail reach `path` under `root` (borg restores the archived 0700 modes of the parents)."""
-    rel = os.path.relpath(path, root)
-    cur = root
-    for part in rel.split(os.sep):
-        cur = os.path.join(cur, part)
-        if os.path.isdir(cur):
-            os.chmod(cur, os.stat(cur).st_mode | 0o111)
-
-
-def fetch(address: str, fields: str, query: list[str], mail_path: str | None = None) -> list[list[str]]:
-    cmd = ["doveadm", "-f", "tab"]
-    if mail_path:
-        cmd += ["-o", f"mail_path={mail_path}"]
-    r = subprocess.run(cmd + ["fetch", "-u", address, fields, *query], capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError(f"doveadm fetch for {address} failed: {r.stderr.strip()[-500:]}")
-    return [line.split("\t") for line in r.stdout.splitlines()[1:] if line]
-
-
-def uid_ranges(uids: list[int]) -> list[str]:
-    """UIDs as IMAP sets ('1:3,7'), in chunks short enough for one command line each."""
-    uids, sets, chunk = sorted(uids), [], []
-    start = prev = None
-    for u in uids + [None]:
-        if u is not None and prev is not None and u == prev + 1:
-            prev = u
-            continue
-        if start is not None:
-            chunk.append(f"{start}:{prev}" if prev != start else str(start))
-            if len(chunk) >= 500:
-                sets.append(",".join(chunk))
-                chunk = []
-        start = prev = u
-    if chunk:
-        sets.append(",".join(chunk))
-    return sets
-
-
-def merge_mailbox(address: str, source_maildir: str, folder: str | None = None) -> int:
-    """Copy into the live mailbox every archived message it no longer has (by message GUID, which
-    Dovecot keeps when it copies): deleted mail comes back, newer mail stays, nothing is doubled,
-    and a message the user moved to another folder is not brought back twice. Returns the count."""
-    subprocess.run(["chown", "-R", f"{VMAIL}:{VMAIL}", os.path.dirname(source_maildir)], check=True)
-    live = {row[0] for row in fetch(address, "guid", ["ALL"])}
-    query = ["mailbox", folder, "ALL"] if folder else ["ALL"]
-    missing: dict[str, list[int]] = {}
-    for mailbox, uid, guid in fetch(address, "mailbox uid guid", query, mail_path=source_maildir):
-        if guid not in live:
-            missing.setdefault(mailbox, []).append(int(uid))
-    n = 0
-    for mailbox, uids in missing.items():
-        for uidset in uid_ranges(uids):
-            r = subprocess.run(["doveadm", "import", "-u", address, f"maildir:{source_maildir}", "",
-                                "mailbox", mailbox, "uid", uidset], capture_output=True, text=True)
-            if r.returncode != 0:
-                raise RuntimeError(f"doveadm import into {address}/{mailbox} failed: {r.stderr.strip()[-500:]}")
-        n += len(uids)
-    return n
-
-
-def audit(action: str, address: str | None, detail: str) -> None:
-    db = sqlite3.connect(STORE, timeout=30)
-    who = os.environ.get("GOVMAIL_ACTOR") or "root@" + socket.gethostname()
-    db.execute("INSERT INTO audit VALUES (?,?,?,?,?)", (int(time.time()), who, action, address, detail))
-    db.commit()
-
-
-def restore_mailbox(address: str, at: str | None, folder: str | None) -> int:
-    c = conf()
-    name = pick_archive(c, at)
-    with tempfile.TemporaryDirectory(dir="/var/backups") as tmp:
-        os.chmod(tmp, 0o711)
-        rel = staged(address).lstrip("/")
-        borg(c, "extract", f"{c['repo']}::{name}", rel, cwd=tmp)
-        src = os.path.join(tmp, rel, "Maildir")
-        if not os.path.isdir(src):
-            raise RuntimeError(f"{address} has no mail in archive {name}")
-        traversable(tmp, os.path.dirname(src))
-        n = merge_mailbox(address, src, folder)
-    audit("restored-mail", address, f"{n} messages from archive {name}" + (f", folder {folder}" if folder else ""))
-    print(json.dumps({"address": address, "archive": name, "folder": folder or "all", "messages": n}))
-    return 0
-
-
 def sieve_paths() -> list[str]:
     """Users' Sieve scripts (small files beside the Maildir, outside what `doveadm backup` copies)."""
     return sorted(glob.glob(os.path.join(HOMES, "*", "*", "sieve"))
                   + [p for p in glob.glob(os.path.join(HOMES, "*", "*", ".dovecot.sieve")) if os.path.islink(p)])
-
-
-def restore_sieve(work: str) -> int:
-    """Put back each user's Sieve scripts; a script the user saved since the rebuild is kept."""
-    n = 0
-    for d in glob.glob(os.path.join(work, HOMES.lstrip("/"), "*", "*")):
-        dom, local = d.split("/")[-2:]
-        h = os.path.join(HOMES, dom, local)
-        src = os.path.join(d, "sieve")
-        if os.path.isdir(src):
-            for path in (h, os.path.join(h, "sieve")):
-                if not os.path.isdir(path):
-                    os.makedirs(path)
-                    shutil.chown(path, VMAIL, VMAIL)
-            for fn in os.listdir(src):
-                dest = os.path.join(h, "sieve", fn)
-                if os.path.isfile(os.path.join(src, fn)) and not os.path.exists(dest):
-                    shutil.copy2(os.path.join(src, fn), dest)
-                    shutil.chown(dest, VMAIL, VMAIL)
-                    n += 1
-        link, dest = os.path.join(d, ".dovecot.sieve"), os.path.join(h, ".dovecot.sieve")
-        if os.path.islink(link) and not os.path.lexists(dest):
-            os.symlink(os.readlink(link), dest)
-            pw = pwd.getpwnam(VMAIL)
-            os.lchown(dest, pw.pw_uid, pw.pw_gid)
-    return n
-
-
-def restore_host(at: str | None) -> int:
-    """After a rebuild (deploy on a bare host): bring back what lives only on the host."""
-    c = conf()
-    name = pick_archive(c, at)
-    work = STAGE + ".restore"
-    if os.path.exists(work):
-        shutil.rmtree(work)
-    os.makedirs(work, mode=0o711)
-    borg(c, "extract", f"{c['repo']}::{name}", cwd=work)
-    done = {"archive": name}
-    # 1. The account store: passwords users set, statuses, last logins, audit log.
-    src_store = os.path.join(work, STATE_STAGE.lstrip("/"), "accounts.sqlite")
-    tmp = STORE + ".restore"
-    shutil.copy2(src_store, tmp)
-    sqlite3.connect(tmp).execute("PRAGMA integrity_check").fetchone()
-    shutil.chown(tmp, "root", "postfix")
-    os.chmod(tmp, 0o640)
-    os.replace(tmp, STORE)
-    # Mailboxes added to the data file since the archive come back from the current directory.
-    subprocess.run(["/usr/local/lib/govmail/accounts", "sync"], check=True, capture_output=True)
-    subprocess.run(["doveadm", "reload"], capture_output=True)
-    with open(os.path.join(work, STATE_STAGE.lstrip("/"), "last-logins.json"), encoding="utf-8") as f:
-        stamps = json.load(f)
-    for address, ts in stamps.items():
-        h = home(address)
-        os.makedirs(h, exist_ok=True)
-        shutil.chown(h, VMAIL, VMAIL)
-        p = os.path.join(h, STAMP)
-        open(p, "a").close()
-        os.utime(p, (ts, ts))
-        shutil.chown(p, VMAIL, VMAIL)
-    done["last_logins"] = len(stamps)
-    # 2. Keys made on the host (TLS, DKIM): the same as before
-    #    the disaster, so certificates and published DNS keys stay valid.
-    changed = False
-    for sub in HOST_KEYS:
-        src_dir = os.path.join(work, "etc/govmail", sub)
-        if not os.path.isdir(src_dir):
-            continue
-        os.makedirs(os.path.join("/etc/govmail", sub), exist_ok=True)
-        for fn in os.listdir(src_dir):
-            a, b = os.path.join(src_dir, fn), os.path.join("/etc/govmail", sub, fn)
-            if os.path.isfile(a) and (not os.path.exists(b) or open(a, "rb").read() != open(b, "rb").read()):
-                shutil.copy2(a, b)
-                if sub == "dkim":  # rspamd reads the key through its group
-                    shutil.chown(b, "root", "_rspamd")
-                changed = True
-    if changed:
-        # Reloads, not restarts: sessions in progress (mail arriving during the restore) finish.
-        for svc in ("postfix", "dovecot", "rspamd"):
-            subprocess.run(["systemctl", "try-reload-or-restart", svc], capture_output=True)
-        subprocess.run(["systemctl", "try-restart", "govmail-passwd"], capture_output=True)
-    done["keys"] = "restored" if changed else "unchanged"
-    # 3. Mail logs of before the disaster, beside the current ones.
-    logs = 0
-    for p in sorted(glob.glob(os.path.join(work, "var/log/mail.log*"))):
-        dest = os.path.join("/var/log", os.path.basename(p))
-        if os.path.exists(dest):
-            dest += f".restored-{name}"
-        shutil.copy2(p, dest)
-        logs += 1
-    done["logs"] = logs
-    # 4. Every mailbox, merged with what arrived since the rebuild.
-    n = msgs = 0
-    for d in sorted(glob.glob(os.path.join(work, MAIL_STAGE.lstrip("/"), "*", "*"))):
-        dom, local = d.split("/")[-2:]
-        if os.path.isdir(os.path.join(d, "Maildir")):
-            traversable(work, d)
-            msgs += merge_mailbox(f"{local}@{dom}", os.path.join(d, "Maildir"))
-            n += 1
-    done["mailboxes"], done["messages"] = n, msgs
-    done["sieve_scripts"] = restore_sieve(work)
-    shutil.rmtree(work)
-    audit("restored-host", None, f"from archive {name}: {msgs} messages in {n} mailboxes")
-    print(json.dumps(done))
-    return 0
-
-
-def main(argv: list[str]) -> int:
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        return 0
-    cmd, args = argv[0], argv[1:]
-
-    def opt(flag):
-        return args[args.index(flag) + 1] if flag in args else None
-
-    try:
-        if cmd == "run":
-            return run()
-        if cmd == "check":
-            return check(float(opt("--now")) if opt("--now") else None)
-        if cmd == "status":
-            return status()
-        if cmd == "list":
-            for a in archives(conf()):
-                print(f"{a['start']}\t{a['name']}")
-            return 0
-        if cmd == "restore-mailbox" and args and not args[0].startswith("-"):
-            return restore_mailbox(args[0].lower(), opt("--at"), opt("--folder"))
-        if cmd == "restore-host":
-            return restore_host(opt("--at"))
-    except RuntimeError as e:
-        print(f"backup: {e}", file=sys.stderr)
-        return 1
-    print(__doc__, file=sys.stderr)
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -22,7 +22,6 @@ import argparse
 import collections
 import html
 import json
-import os
 import socket
 import ssl
 import sys
@@ -31,23 +30,7 @@ import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-
-def _load_accounts():
-    try:
-        from govmail.host import accounts  # in the repository (tests)
-    except ImportError:  # on a host: the account tool installed beside this file
-        import importlib.machinery
-        import importlib.util
-
-        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "accounts")
-        loader = importlib.machinery.SourceFileLoader("govmail_accounts", path)
-        spec = importlib.util.spec_from_loader("govmail_accounts", loader)
-        accounts = importlib.util.module_from_spec(spec)
-        loader.exec_module(accounts)
-    return accounts
-
-
-accounts = _load_accounts()
+from . import password_change, store
 
 WINDOW = 15 * 60  # seconds over which failures are counted
 LIMITS = {"user": 5, "client": 20}  # wrong current passwords allowed per window
@@ -82,7 +65,7 @@ BAD_CREDENTIALS = "Wrong address or current password"
 def policy_text() -> tuple[str, str]:
     """The province's rules, for the form: (Vietnamese, English)."""
     try:
-        db = accounts.connect()
+        db = store.connect()
         m = dict(db.execute("SELECT key, value FROM meta WHERE key LIKE 'password_%'"))
     except Exception:
         return "", ""
@@ -128,8 +111,8 @@ def change(user: str, current: str, new: str, client: str) -> tuple[int, dict]:
         return 429, {"ok": False, "error": "Quá nhiều lần sai, hãy thử lại sau 15 phút. "
                      "Too many failed attempts: try again in 15 minutes."}
     try:
-        result = accounts.change_password(user, current, new, source=client)
-    except accounts.ChangeRefused as e:
+        result = password_change.change_password(user, current, new, source=client)
+    except password_change.ChangeRefused as e:
         msg = str(e)
         if BAD_CREDENTIALS in msg:
             THROTTLE.fail("user:" + user)

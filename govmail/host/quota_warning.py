@@ -9,9 +9,8 @@ Python standard library only.
 
 import subprocess
 import sys
-from email.header import Header
-from email.mime.text import MIMEText
-from email.utils import formatdate, make_msgid
+
+from . import mail
 
 LDA = "/usr/lib/dovecot/dovecot-lda"
 
@@ -28,18 +27,10 @@ def main(argv):
         f"Your mailbox {user} has used {pct}% of its quota.\n"
         "Please delete old or large messages; when it is full, incoming mail is refused.\n"
     )
-    # compat32 MIMEText + Header: RFC 2047 words each separated by folding white space, which
-    # every client decodes (the newer folder can glue encoded words together).
-    msg = MIMEText(body, "plain", "utf-8")
-    msg["From"] = f"postmaster@{domain}"
-    msg["To"] = user
-    msg["Date"] = formatdate(localtime=True)
-    msg["Message-ID"] = make_msgid(domain=domain)
-    msg["Subject"] = Header(f"Cảnh báo: hộp thư đã dùng {pct}% dung lượng / Mailbox {pct}% full", "utf-8")
-    msg["Auto-Submitted"] = "auto-generated"
-    r = subprocess.run(
-        [LDA, "-d", user, "-o", "quota_enforce=no"], input=msg.as_bytes(), capture_output=True
-    )
+    # Delivered by Dovecot's LDA with the quota off: the warning reaches an almost full mailbox.
+    msg = mail.message(user, f"Cảnh báo: hộp thư đã dùng {pct}% dung lượng / Mailbox {pct}% full", body,
+                       f"postmaster@{domain}")
+    r = subprocess.run([LDA, "-d", user, "-o", "quota_enforce=no"], input=msg, capture_output=True)
     if r.returncode != 0:
         print(r.stderr.decode(errors="replace"), file=sys.stderr)
     return r.returncode

@@ -9,16 +9,16 @@ never touched. The daily job (govmail-daily.timer) applies the life-cycle rules.
 from __future__ import annotations
 
 import getpass
+import json
 import shlex
 import socket
-from pathlib import Path
 
 from .. import passwords
 from ..data import ROLE_LOCAL_PARTS
+from ..host import contract
 from ..render import PATHS, render
 from ..service import Ensure, File, Service, Unit, json_bytes
 
-HOST_TOOL = Path(__file__).resolve().parent.parent / "host" / "accounts.py"
 NEW_PASSWORDS = PATHS["state"] + "/new-passwords.json"
 
 
@@ -34,6 +34,7 @@ def password_url(cfg) -> str:
 
 def directory_document(cfg) -> dict:
     return {
+        "version": contract.VERSION,
         "province": cfg.key,
         "domain": cfg.domain,
         "accounts": [a.as_dict() for a in cfg.accounts],
@@ -70,25 +71,29 @@ def directory_document(cfg) -> dict:
 
 
 def probes(cfg) -> dict[str, str]:
-    """Addresses that have a password in the host's account store (SQLite, or the passwd-file of
-    earlier versions, which the next sync migrates), and deleted ones (no password to issue)."""
-    q = shlex.quote(PATHS["store"])
-    legacy = shlex.quote(PATHS["state"] + "/dovecot-users")
+    """Addresses that have a password in the host's account store, and deleted ones (no initial
+    password to issue): `accounts stored`; a host of govmail 0.1 answers `accounts list` (JSON);
+    the passwd-file store of earlier versions, which the next sync migrates, is read as it is."""
+    tool, q = f"{PATHS['lib']}/accounts", shlex.quote(PATHS["store"])
+    legacy = shlex.quote(PATHS["legacy_users"])
     return {"stored_accounts": (
-        f"if [ -f {q} ]; then python3 -c 'import sqlite3,sys; "
-        "[print(r[0]) for r in sqlite3.connect(\"file:\"+sys.argv[1]+\"?mode=ro\", uri=True)"
-        ".execute(\"SELECT address FROM accounts WHERE password IS NOT NULL OR status = ?\", (sys.argv[2],))]' "
-        f"{q} deleted; elif [ -f {legacy} ]; then cut -d: -f1 {legacy} | grep -v '^#'; fi"
+        f"if [ -f {q} ]; then {tool} stored 2>/dev/null || {tool} list; "
+        f"elif [ -f {legacy} ]; then cut -d: -f1 {legacy} | grep -v '^#'; fi"
     )}
+
+
+def stored_addresses(answer: str) -> set[str]:
+    if answer.lstrip().startswith("{"):  # `accounts list` of govmail 0.1
+        return {a for a, row in json.loads(answer).items() if row.get("has_password") or row.get("status") == "deleted"}
+    return {line.strip() for line in answer.splitlines() if line.strip()}
 
 
 def service(ctx) -> Service:
     cfg = ctx.cfg
-    stored = {line.strip() for line in ctx.probes.get("stored_accounts", "").splitlines() if line.strip()}
+    stored = stored_addresses(ctx.probes.get("stored_accounts", ""))
     new = [a for a in cfg.accounts if a.address not in stored and not a.password_hash]
     sync = f"GOVMAIL_ACTOR={shlex.quote(operator())} {PATHS['lib']}/accounts sync"
     files = [
-        File(f"{PATHS['lib']}/accounts", HOST_TOOL.read_bytes(), mode=0o755, action="sync"),
         File(PATHS["directory"], json_bytes(directory_document(cfg)), mode=0o640, action="sync"),
         File("/etc/systemd/system/govmail-daily.service", render("systemd/govmail-daily.service.j2", cfg), action=None),
         File("/etc/systemd/system/govmail-daily.timer", render("systemd/govmail-daily.timer.j2", cfg), action=None),
@@ -110,4 +115,6 @@ def service(ctx) -> Service:
         units=[Unit("govmail-daily.timer")],
         # One transaction; passwords already in the store are never touched.
         actions={"sync": sync},
+        # New host tools (the store's code among them) sync again: a new view or column is applied.
+        reacts={"host_tools": "sync"},
     )

@@ -13,13 +13,10 @@ backup host prunes on its own schedule. (restic needs its REST server for that.)
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from ..render import PATHS, render
+from ..render import render
 from ..secrets import backup_secrets
 from ..service import File, Service, Unit, directory, json_bytes
 
-TOOL = Path(__file__).resolve().parent.parent / "host" / "backup.py"
 CONF_DIR = "/etc/govmail/backup"
 REPO_ROOT = "/srv/govmail-backup"
 BACKUP_USER = "govmail-backup"
@@ -60,7 +57,6 @@ def service(ctx) -> Service:
             File(f"{CONF_DIR}/passphrase", sec["passphrase"], mode=0o600, action=None, secret=True),
             File(f"{CONF_DIR}/id_ed25519", sec["ssh_key"], mode=0o600, action=None, secret=True),
             File(f"{CONF_DIR}/backup.json", json_bytes(settings), mode=0o600, action=None),
-            File(f"{PATHS['lib']}/backup", TOOL.read_bytes(), mode=0o755, action=None),
             *[File(f"/etc/systemd/system/{u}", render(f"systemd/{u}.j2", cfg), action=None) for u in units],
         ],
         units=[Unit("govmail-backup.timer"), Unit("govmail-backup-check.timer")],

@@ -2,17 +2,14 @@
 
 templates/dovecot/dovecot.conf.j2 -> /etc/dovecot/dovecot.conf, checked by `doveconf` on a copy
 of /etc/dovecot before it replaces the live file; Dovecot reloads when it (or the certificate)
-changed. The quota-warning and post-login programs are the host tools of govmail/host/.
+changed. The quota-warning and post-login programs it runs are govmail's host tools
+(govmail/services/host_tools.py).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from ..render import PATHS, render
+from ..render import render
 from ..service import File, Service, Unit, Validator, directory
-
-HOST = Path(__file__).resolve().parent.parent / "host"
 
 
 def service(ctx) -> Service:
@@ -25,8 +22,6 @@ def service(ctx) -> Service:
         # on its first start, which comes after Dovecot's.
         ensures=[directory("/var/spool/postfix/private", 0o700, "postfix", "root")],
         files=[
-            File(PATHS["quota_warning"], (HOST / "quota_warning.py").read_bytes(), mode=0o755, action=None),
-            File(f"{PATHS['lib']}/postlogin", (HOST / "postlogin.sh").read_bytes(), mode=0o755, action=None),
             File("/etc/dovecot/dovecot.conf", render("dovecot/dovecot.conf.j2", ctx.cfg)),
         ],
         validator=Validator("/etc/dovecot", "doveconf -c {dir}/dovecot.conf -n >/dev/null"),

@@ -7,12 +7,8 @@ templates/systemd/govmail-passwd.service.j2 -> /etc/systemd/system/govmail-passw
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from ..render import PATHS, render
+from ..render import render
 from ..service import File, Service, Unit
-
-SERVICE = Path(__file__).resolve().parent.parent / "host" / "passwd_service.py"
 
 
 def service(ctx) -> Service:
@@ -20,7 +16,6 @@ def service(ctx) -> Service:
     return Service(
         name="passwd",
         files=[
-            File(f"{PATHS['lib']}/passwd-service", SERVICE.read_bytes(), mode=0o755, action="restart"),
             File("/etc/systemd/system/govmail-passwd.service", render("systemd/govmail-passwd.service.j2", ctx.cfg),
                  action="restart"),
         ],
@@ -28,5 +23,6 @@ def service(ctx) -> Service:
         units=[Unit("govmail-passwd", ready=f"bash -c 'echo > /dev/tcp/127.0.0.1/{port}' 2>/dev/null",
                     ready_timeout=30)],
         actions={"restart": "systemctl restart govmail-passwd"},
-        reacts={"tls": "restart"},
+        # A new certificate, or new host tools (its program among them).
+        reacts={"tls": "restart", "host_tools": "restart"},
     )

@@ -17,15 +17,15 @@ import pytest
 
 from govmail.data import load_province
 from govmail.plan import PENDING, HostState, bundle, make_plan, sections, state_script
-from govmail.service import Context, File, Service, Unit, Validator
+from govmail.service import Context, File, Service, Validator
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = ["base", "tls", "accounts", "dovecot", "clamav", "rspamd", "postfix", "passwd", "fail2ban", "logs"]
 
 
-def declared(probes=None, names=NAMES, province="daknong"):
+def declared(probes=None, names=NAMES, province="daknong", mirror=True):
     cfg = load_province(province)
-    ctx = Context(cfg, cfg.mail_host, ("mail",), probes or {}, trusted_clients=("10.77.0.1",))
+    ctx = Context(cfg, cfg.mail_host, ("mail",), probes or {}, trusted_clients=("10.77.0.1",), signature_mirror=mirror)
     return [s for s in (importlib.import_module(f"govmail.services.{n}").service(ctx) for n in names) if s]
 
 
@@ -211,3 +211,32 @@ def test_the_bundle_holds_the_plan_the_files_and_the_program(tmp_path):
         modes = {m.name: m.mode for m in tar.getmembers()}
     assert sorted(names) == ["apply.py", "files/1", "plan.json"]
     assert plan["services"][0]["files"][0]["dest"] == "/etc/svc/svc.conf" and modes["files/1"] == 0o600
+
+
+def test_a_host_that_gets_packages_is_checked_again_after_they_are_installed():
+    """Read before the install, a bare host's checks and unit states say nothing of what the packages
+    bring (a vacuous `! grep` on a file not there yet, a unit a package enables): every ensure is
+    planned, each re-checked on the host, and units that must be off are turned off regardless."""
+    services = declared(probes={}, mirror=False)  # freshclam off, as in the lab
+    state = up_to_date(services)
+    state.installed.discard("rsyslog")
+    state.units.pop("clamav-freshclam")
+    plan = make_plan(services, state)
+    assert plan.missing_packages == ["rsyslog"]
+    assert len(plan.fixes) + len(plan.late_fixes) == sum(len(s.ensures) for s in services)
+    assert "systemctl disable -q --now clamav-freshclam" in "\n".join(plan.activate)
+
+
+def test_a_fix_runs_only_while_its_check_fails_and_sets_its_markers_first(tmp_path):
+    from govmail.plan import guarded
+    from govmail.service import Ensure
+
+    flag, count = tmp_path / "made", tmp_path / "count"
+    e = Ensure("made once", f"test -e {flag}", f"echo x >> {count} && touch {flag}")
+    script = guarded(e, []).replace("mkdir -p", "true")
+    for _ in range(2):
+        subprocess.run(["sh", "-c", script], check=True)
+    assert count.read_text() == "x\n"
+    failing = Ensure("broken", "false", "exit 3")
+    r = subprocess.run(["sh", "-c", guarded(failing, [])], capture_output=True, text=True)
+    assert r.returncode == 1 and "govmail: broken failed" in r.stderr

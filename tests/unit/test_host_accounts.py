@@ -1,4 +1,7 @@
-"""The host's account store never loses a password or a mailbox (run locally on temp files)."""
+"""The host's account store never loses a password or a mailbox (run locally on temp files).
+
+The store's code is govmail/host/host_store.py, the daily job lifecycle.py, the user's change
+password_change.py; each test patches the module that owns what it replaces."""
 
 import json
 import os
@@ -6,15 +9,17 @@ import sqlite3
 
 import pytest
 
-from govmail.host import accounts
+from govmail.host import lifecycle, password_change
+from govmail.host import mail as host_mail
+from govmail.host import store as host_store
 
 
 @pytest.fixture
 def store(tmp_path, monkeypatch):
-    monkeypatch.setattr(accounts, "DIRECTORY", str(tmp_path / "directory.json"))
-    monkeypatch.setattr(accounts, "DB", str(tmp_path / "accounts.sqlite"))
-    monkeypatch.setattr(accounts, "LEGACY_USERS", str(tmp_path / "dovecot-users"))
-    monkeypatch.setattr(accounts, "HANDOUT", str(tmp_path / "handout"))
+    monkeypatch.setattr(host_store, "DIRECTORY", str(tmp_path / "directory.json"))
+    monkeypatch.setattr(host_store, "DB", str(tmp_path / "accounts.sqlite"))
+    monkeypatch.setattr(host_store, "LEGACY_USERS", str(tmp_path / "dovecot-users"))
+    monkeypatch.setattr(host_store, "HANDOUT", str(tmp_path / "handout"))
     db = sqlite3.connect(tmp_path / "accounts.sqlite")
 
     def sync(accs, lists=None, new=None, policy=None):
@@ -24,7 +29,7 @@ def store(tmp_path, monkeypatch):
         if new:
             f = tmp_path / "new.json"
             f.write_text(json.dumps(new))
-        accounts.sync(str(f) if f else None)
+        host_store.sync(str(f) if f else None)
         return {r[0]: r for r in db.execute("SELECT user, password, nologin, reason FROM dovecot_passdb")}
 
     sync.db = db
@@ -56,7 +61,7 @@ def test_a_mailbox_without_a_password_cannot_log_in_and_says_why(store):
 def test_a_changed_password_survives_every_later_sync(store):
     sync, _ = store
     sync([acc("a@x.gov.vn", password_hash="{BLF-CRYPT}$2b$initial")])
-    accounts.set_password("a@x.gov.vn", "{BLF-CRYPT}$2b$changed-by-user")
+    host_store.set_password("a@x.gov.vn", "{BLF-CRYPT}$2b$changed-by-user")
     s = sync([acc("a@x.gov.vn", quota=400, password_hash="{BLF-CRYPT}$2b$initial")])
     assert s["a@x.gov.vn"][1] == "{BLF-CRYPT}$2b$changed-by-user"
     assert sync.db.execute("SELECT quota_mb FROM accounts").fetchone() == (400,)
@@ -99,9 +104,9 @@ def test_set_password_refuses_a_malformed_hash_and_an_unknown_address(store):
     sync, _ = store
     sync([acc("a@x.gov.vn", password_hash="{BLF-CRYPT}$2b$a")])
     with pytest.raises(SystemExit):
-        accounts.set_password("a@x.gov.vn", "plain")
+        host_store.set_password("a@x.gov.vn", "plain")
     with pytest.raises(SystemExit):
-        accounts.set_password("z@x.gov.vn", "{BLF-CRYPT}$2b$z")
+        host_store.set_password("z@x.gov.vn", "{BLF-CRYPT}$2b$z")
 
 
 LC = {"user_max_age_days": 183, "admin_max_age_days": 92}
@@ -117,7 +122,7 @@ def test_a_password_past_its_age_limit_is_refused_at_login_with_the_reason(store
     s = sync(both, policy=LC)
     assert s["u@x.gov.vn"][2] is None  # a user's password lasts 183 days
     assert s["a@x.gov.vn"][2] == "y" and "Password expired" in s["a@x.gov.vn"][3]  # an admin's 92
-    accounts.set_password("a@x.gov.vn", "{BLF-CRYPT}$2b$new")
+    host_store.set_password("a@x.gov.vn", "{BLF-CRYPT}$2b$new")
     assert sync.db.execute("SELECT nologin FROM dovecot_passdb WHERE user='a@x.gov.vn'").fetchone() == (None,)
     s = sync(both, policy={"user_max_age_days": None, "admin_max_age_days": None})
     assert all(r[2] is None for r in s.values())
@@ -126,24 +131,24 @@ def test_a_password_past_its_age_limit_is_refused_at_login_with_the_reason(store
 def test_daily_job_warns_once_14_days_before_expiry_with_an_injected_clock(store, monkeypatch):
     sync, _ = store
     sent = []
-    monkeypatch.setattr(accounts, "send_mail", lambda to, subject, body, sender: sent.append((to, subject)))
+    monkeypatch.setattr(host_mail, "send_mail", lambda to, subject, body, sender: sent.append((to, subject)))
     sync([acc("u@x.gov.vn", password_hash="{BLF-CRYPT}$2b$u")], policy=LC)
     t0 = sync.db.execute("SELECT password_set FROM accounts").fetchone()[0]
-    accounts.daily(now=t0 + 100 * DAY)
+    lifecycle.daily(now=t0 + 100 * DAY)
     assert sent == []
-    accounts.daily(now=t0 + 175 * DAY, dry_run=True)
+    lifecycle.daily(now=t0 + 175 * DAY, dry_run=True)
     assert sent == []
-    accounts.daily(now=t0 + 175 * DAY)
+    lifecycle.daily(now=t0 + 175 * DAY)
     assert sent[0][0] == "u@x.gov.vn" and "expires" in sent[0][1]
     assert sent[1][0] == "postmaster@x.gov.vn"  # the day's summary for the operators
     sent.clear()
-    accounts.daily(now=t0 + 176 * DAY)
+    lifecycle.daily(now=t0 + 176 * DAY)
     assert sent == []  # once per password
-    accounts.set_password("u@x.gov.vn", "{BLF-CRYPT}$2b$new")
+    host_store.set_password("u@x.gov.vn", "{BLF-CRYPT}$2b$new")
     t1 = t0 + 180 * DAY  # the user changed it on day 180
     sync.db.execute("UPDATE accounts SET password_set = ?", (t1,))
     sync.db.commit()
-    accounts.daily(now=t1 + 175 * DAY)
+    lifecycle.daily(now=t1 + 175 * DAY)
     assert sent[0][0] == "u@x.gov.vn"  # the new password gets its own warning
 
 
@@ -152,7 +157,7 @@ def test_every_account_action_is_in_the_audit_log(store, monkeypatch, capsys):
     monkeypatch.setenv("GOVMAIL_ACTOR", "ops@controller")
     sync([acc("a@x.gov.vn", password_hash="{BLF-CRYPT}$2b$a"), acc("b@x.gov.vn", password_hash="{BLF-CRYPT}$2b$b")])
     sync([acc("a@x.gov.vn", status="cancelled", password_hash="{BLF-CRYPT}$2b$a")])
-    accounts.set_password("a@x.gov.vn", "{BLF-CRYPT}$2b$x")
+    host_store.set_password("a@x.gov.vn", "{BLF-CRYPT}$2b$x")
     rows = sync.db.execute("SELECT actor, action, address FROM audit ORDER BY rowid").fetchall()
     assert rows == [
         ("ops@controller", "added", "a@x.gov.vn"), ("ops@controller", "added", "b@x.gov.vn"),
@@ -160,7 +165,7 @@ def test_every_account_action_is_in_the_audit_log(store, monkeypatch, capsys):
         ("ops@controller", "password-reset", "a@x.gov.vn"),
     ]
     capsys.readouterr()
-    accounts.show_audit()
+    host_store.show_audit()
     assert "ops@controller\tpassword-reset\ta@x.gov.vn" in capsys.readouterr().out
 
 
@@ -170,7 +175,7 @@ def test_the_schema_does_not_change_under_dovecot_on_every_call(store):
     sync([acc("a@x.gov.vn", password_hash="{BLF-CRYPT}$2b$a")])
     before = sync.db.execute("PRAGMA schema_version").fetchone()
     sync([acc("a@x.gov.vn", password_hash="{BLF-CRYPT}$2b$a")])
-    accounts.set_password("a@x.gov.vn", "{BLF-CRYPT}$2b$b")
+    host_store.set_password("a@x.gov.vn", "{BLF-CRYPT}$2b$b")
     assert sync.db.execute("PRAGMA schema_version").fetchone() == before
 
 
@@ -180,23 +185,23 @@ LC_INACTIVITY = {"inactivity_action": "suspend", "inactivity_after_months": 6, "
 
 def test_six_months_without_login_suspends_notifies_the_agency_and_restore_brings_it_back(store, monkeypatch):
     sync, tmp = store
-    monkeypatch.setattr(accounts, "HOMES", str(tmp / "vmail"))
+    monkeypatch.setattr(lifecycle, "HOMES", str(tmp / "vmail"))
     sent = []
-    monkeypatch.setattr(accounts, "send_mail", lambda to, subject, body, sender: sent.append((to, subject, body)))
+    monkeypatch.setattr(host_mail, "send_mail", lambda to, subject, body, sender: sent.append((to, subject, body)))
     people = [acc("idle@x.gov.vn", password_hash="{BLF-CRYPT}$2b$i"), acc("busy@x.gov.vn", password_hash="{BLF-CRYPT}$2b$b")]
     sync(people, policy=LC_INACTIVITY)
     t0 = sync.db.execute("SELECT created FROM accounts").fetchone()[0]
-    seven_months = t0 + int(7 * accounts.MONTH)
-    stamp = tmp / "vmail" / "x.gov.vn" / "busy" / accounts.STAMP
+    seven_months = t0 + int(7 * lifecycle.MONTH)
+    stamp = tmp / "vmail" / "x.gov.vn" / "busy" / lifecycle.STAMP
     stamp.parent.mkdir(parents=True)
     stamp.touch()
     os.utime(stamp, (seven_months - 86400, seven_months - 86400))  # busy logged in yesterday
 
-    accounts.daily(now=t0 + int(5 * accounts.MONTH))
+    lifecycle.daily(now=t0 + int(5 * lifecycle.MONTH))
     assert sent == [] and sync.db.execute("SELECT count(*) FROM accounts WHERE status='suspended'").fetchone() == (0,)
-    accounts.daily(now=seven_months, dry_run=True)
+    lifecycle.daily(now=seven_months, dry_run=True)
     assert sent == []
-    accounts.daily(now=seven_months)
+    lifecycle.daily(now=seven_months)
     s = sync(people, policy=LC_INACTIVITY)  # a sync (active in the data) does not lift a suspension
     assert s["idle@x.gov.vn"][2] == "y" and "suspended" in s["idle@x.gov.vn"][3]
     assert s["busy@x.gov.vn"][2] is None
@@ -204,20 +209,20 @@ def test_six_months_without_login_suspends_notifies_the_agency_and_restore_bring
     assert to == "stnmt@x.gov.vn" and "idle@x.gov.vn" in subject and "LC Art. 8.1" in body
     assert summary_to == "postmaster@x.gov.vn" and "suspend\tidle@x.gov.vn" in summary
 
-    accounts.restore("idle@x.gov.vn")
+    lifecycle.restore("idle@x.gov.vn")
     s = sync(people, policy=LC_INACTIVITY)
     assert s["idle@x.gov.vn"][2] is None and s["idle@x.gov.vn"][1] == "{BLF-CRYPT}$2b$i"
-    accounts.daily(now=int(accounts.time.time()) + 86400)  # not suspended again at once
+    lifecycle.daily(now=int(lifecycle.time.time()) + 86400)  # not suspended again at once
     assert len(sent) == 2
     with pytest.raises(SystemExit):
-        accounts.restore("busy@x.gov.vn")  # not suspended
+        lifecycle.restore("busy@x.gov.vn")  # not suspended
 
 
 def test_no_inactivity_rule_suspends_nobody(store, monkeypatch):
     sync, tmp = store
-    monkeypatch.setattr(accounts, "HOMES", str(tmp / "vmail"))
+    monkeypatch.setattr(lifecycle, "HOMES", str(tmp / "vmail"))
     sync([acc("idle@x.gov.vn", password_hash="{BLF-CRYPT}$2b$i")], policy={"inactivity_action": "none"})
-    accounts.daily(now=int(accounts.time.time()) + 3 * 365 * 86400)
+    lifecycle.daily(now=int(lifecycle.time.time()) + 3 * 365 * 86400)
     assert sync.db.execute("SELECT status FROM accounts").fetchone() == ("active",)
 
 
@@ -230,9 +235,9 @@ FIRST_LOGIN = {"change_at_first_login": 1, "password_url": "https://mail.x.gov.v
 
 def fake_crypto(monkeypatch):
     """Hash = '{PLAIN}' + password, so tests run without doveadm; the lab runs the real thing."""
-    monkeypatch.setattr(accounts, "doveadm_verify", lambda pw, h: h == "{PLAIN}" + pw)
-    monkeypatch.setattr(accounts, "doveadm_hash", lambda pw, rounds=11: "{PLAIN}" + pw)
-    monkeypatch.setattr(accounts, "kick", lambda address: None)
+    monkeypatch.setattr(password_change, "doveadm_verify", lambda pw, h: h == "{PLAIN}" + pw)
+    monkeypatch.setattr(password_change, "doveadm_hash", lambda pw, rounds=11: "{PLAIN}" + pw)
+    monkeypatch.setattr(host_store, "kick", lambda address: None)
 
 
 def test_an_issued_password_must_be_changed_before_login_and_the_reason_says_where(store, monkeypatch):
@@ -241,14 +246,14 @@ def test_an_issued_password_must_be_changed_before_login_and_the_reason_says_whe
     s = sync([acc("a@x.gov.vn", password_hash="{PLAIN}Initial-1")], policy=FIRST_LOGIN)
     assert s["a@x.gov.vn"][2] == "y" and "https://mail.x.gov.vn:8443/" in s["a@x.gov.vn"][3]
     assert "Change your password before first use" in s["a@x.gov.vn"][3]
-    result = accounts.change_password("a@x.gov.vn", "Initial-1", "Mới-đổi-2", source="10.0.0.9")
+    result = password_change.change_password("a@x.gov.vn", "Initial-1", "Mới-đổi-2", source="10.0.0.9")
     assert result["was"] == "mustchange"
     s = sync([acc("a@x.gov.vn", password_hash="{PLAIN}Initial-1")], policy=FIRST_LOGIN)
     assert s["a@x.gov.vn"][1:] == ("{PLAIN}Mới-đổi-2", None, None)  # and a re-deploy keeps it
     who = sync.db.execute("SELECT actor, action FROM audit ORDER BY rowid DESC LIMIT 1").fetchone()
     assert who == ("a@x.gov.vn (self)", "password-changed")
     # An administrator's reset asks for a change again (LC Art. 7.3).
-    accounts.set_password("a@x.gov.vn", "{PLAIN}Reset-3")
+    host_store.set_password("a@x.gov.vn", "{PLAIN}Reset-3")
     assert sync.db.execute("SELECT nologin FROM dovecot_passdb").fetchone() == ("y",)
 
 
@@ -263,16 +268,16 @@ def test_a_users_change_is_refused_with_the_reason_when_it_breaks_the_policy(sto
     fake_crypto(monkeypatch)
     sync([acc("a@x.gov.vn", password_hash="{PLAIN}Initial-1"), acc("b@x.gov.vn", role="admin",
           password_hash="{PLAIN}Initial-1")], policy=FIRST_LOGIN)
-    with pytest.raises(accounts.ChangeRefused, match="Wrong address or current password"):
-        accounts.change_password("a@x.gov.vn", "wrong", "Good-pass-1")
-    with pytest.raises(accounts.ChangeRefused, match="Wrong address or current password"):
-        accounts.change_password("nobody@x.gov.vn", "Initial-1", "Good-pass-1")
-    with pytest.raises(accounts.ChangeRefused, match=r"has no digit \(LC Art. 4.1\)"):
-        accounts.change_password("a@x.gov.vn", "Initial-1", "Good-pass!")
-    with pytest.raises(accounts.ChangeRefused, match="shorter than 10 characters"):
-        accounts.change_password("b@x.gov.vn", "Initial-1", "Adm-pas-1")  # administrators: 10
-    with pytest.raises(accounts.ChangeRefused, match="same as the current"):
-        accounts.change_password("a@x.gov.vn", "Initial-1", "Initial-1")
+    with pytest.raises(password_change.ChangeRefused, match="Wrong address or current password"):
+        password_change.change_password("a@x.gov.vn", "wrong", "Good-pass-1")
+    with pytest.raises(password_change.ChangeRefused, match="Wrong address or current password"):
+        password_change.change_password("nobody@x.gov.vn", "Initial-1", "Good-pass-1")
+    with pytest.raises(password_change.ChangeRefused, match=r"has no digit \(LC Art. 4.1\)"):
+        password_change.change_password("a@x.gov.vn", "Initial-1", "Good-pass!")
+    with pytest.raises(password_change.ChangeRefused, match="shorter than 10 characters"):
+        password_change.change_password("b@x.gov.vn", "Initial-1", "Adm-pas-1")  # administrators: 10
+    with pytest.raises(password_change.ChangeRefused, match="same as the current"):
+        password_change.change_password("a@x.gov.vn", "Initial-1", "Initial-1")
     assert sync.db.execute("SELECT password FROM accounts WHERE address='a@x.gov.vn'").fetchone() == ("{PLAIN}Initial-1",)
 
 
@@ -286,27 +291,27 @@ def test_an_expired_password_is_changed_by_its_user_but_a_cancelled_mailbox_cann
     sync.db.commit()
     s = sync([people[0], {**people[1], "status": "cancelled"}], policy=pol)
     assert "Password expired, change it at https://mail.x.gov.vn:8443/" in s["a@x.gov.vn"][3]
-    assert accounts.change_password("a@x.gov.vn", "Initial-1", "Mới-đổi-2")["was"] == "expired"
-    with pytest.raises(accounts.ChangeRefused, match="Mailbox cancelled"):
-        accounts.change_password("c@x.gov.vn", "Initial-1", "Mới-đổi-2")
+    assert password_change.change_password("a@x.gov.vn", "Initial-1", "Mới-đổi-2")["was"] == "expired"
+    with pytest.raises(password_change.ChangeRefused, match="Mailbox cancelled"):
+        password_change.change_password("c@x.gov.vn", "Initial-1", "Mới-đổi-2")
 
 
 def test_hand_over_resets_a_units_mailbox_keeps_it_and_refuses_a_persons(store, monkeypatch):
     sync, _ = store
     fake_crypto(monkeypatch)
     kicked = []
-    monkeypatch.setattr(accounts, "kick", kicked.append)
+    monkeypatch.setattr(host_store, "kick", kicked.append)
     unit = {**acc("stnmt@x.gov.vn", password_hash="{PLAIN}Old-head-1"), "kind": "agency"}
     sync([unit, acc("a@x.gov.vn")], policy=FIRST_LOGIN)
-    accounts.change_password("stnmt@x.gov.vn", "Old-head-1", "Old-head-2")
-    accounts.hand_over("stnmt@x.gov.vn", "{PLAIN}New-head-1", "Trần Văn Mới")
+    password_change.change_password("stnmt@x.gov.vn", "Old-head-1", "Old-head-2")
+    host_store.hand_over("stnmt@x.gov.vn", "{PLAIN}New-head-1", "Trần Văn Mới")
     assert kicked == ["stnmt@x.gov.vn"]  # the old head's open sessions end
     row = sync.db.execute("SELECT password, must_change FROM accounts WHERE address='stnmt@x.gov.vn'").fetchone()
     assert row == ("{PLAIN}New-head-1", 1)
     assert sync.db.execute("SELECT action, detail FROM audit ORDER BY rowid DESC LIMIT 1").fetchone() == (
         "hand-over", "to Trần Văn Mới; content kept")
     with pytest.raises(SystemExit, match="personal mailbox"):
-        accounts.hand_over("a@x.gov.vn", "{PLAIN}X-1", "Ai đó")
+        host_store.hand_over("a@x.gov.vn", "{PLAIN}X-1", "Ai đó")
 
 
 # ---------------------------------------------------------------- deletion after the province's periods
@@ -317,24 +322,24 @@ LC_LIFECYCLE = {**LC_INACTIVITY, "inactivity_delete_after_months": 12, "inactivi
 
 def test_a_suspended_mailbox_is_deleted_12_months_after_the_notice_and_agency_and_superior_are_told(store, monkeypatch):
     sync, tmp = store
-    monkeypatch.setattr(accounts, "HOMES", str(tmp / "vmail"))
-    monkeypatch.setattr(accounts, "kick", lambda a: None)
+    monkeypatch.setattr(lifecycle, "HOMES", str(tmp / "vmail"))
+    monkeypatch.setattr(host_store, "kick", lambda a: None)
     sent = []
-    monkeypatch.setattr(accounts, "send_mail", lambda to, subject, body, sender: sent.append((to, subject)))
+    monkeypatch.setattr(host_mail, "send_mail", lambda to, subject, body, sender: sent.append((to, subject)))
     people = [acc("idle@x.gov.vn", password_hash="{BLF-CRYPT}$2b$i")]
     sync(people, policy=LC_LIFECYCLE)
     mail = tmp / "vmail" / "x.gov.vn" / "idle" / "Maildir" / "cur" / "1.eml"
     mail.parent.mkdir(parents=True)
     mail.write_text("thư")
     t0 = sync.db.execute("SELECT created FROM accounts").fetchone()[0]
-    suspended_at = t0 + int(7 * accounts.MONTH)
-    accounts.daily(now=suspended_at)
+    suspended_at = t0 + int(7 * lifecycle.MONTH)
+    lifecycle.daily(now=suspended_at)
     sent.clear()
-    accounts.daily(now=suspended_at + int(11 * accounts.MONTH))
+    lifecycle.daily(now=suspended_at + int(11 * lifecycle.MONTH))
     assert sent == [] and mail.exists()
-    accounts.daily(now=suspended_at + int(12.5 * accounts.MONTH), dry_run=True)
+    lifecycle.daily(now=suspended_at + int(12.5 * lifecycle.MONTH), dry_run=True)
     assert sent == [] and mail.exists()
-    accounts.daily(now=suspended_at + int(12.5 * accounts.MONTH))
+    lifecycle.daily(now=suspended_at + int(12.5 * lifecycle.MONTH))
     assert not mail.parent.parent.parent.exists()
     assert [t for t, _ in sent] == ["stnmt@x.gov.vn", "ubnd@x.gov.vn", "postmaster@x.gov.vn"]
     assert "deleted" in sent[0][1]
@@ -342,16 +347,16 @@ def test_a_suspended_mailbox_is_deleted_12_months_after_the_notice_and_agency_an
     assert s["idle@x.gov.vn"][1:3] == (None, "y") and "Mailbox deleted" in s["idle@x.gov.vn"][3]
     # Still in the data file as active: a deploy does not undo the deletion; `restore` re-creates
     # it empty, and the next sync issues it a new initial password.
-    accounts.restore("idle@x.gov.vn")
+    lifecycle.restore("idle@x.gov.vn")
     s = sync(people, policy=LC_LIFECYCLE, new={"idle@x.gov.vn": {"hash": "{BLF-CRYPT}$2b$n", "password": "n"}})
     assert s["idle@x.gov.vn"][1:3] == ("{BLF-CRYPT}$2b$i", None)  # the data file's initial hash
 
 
 def test_cancelled_and_dropped_mailboxes_are_purged_after_the_retention_not_before(store, monkeypatch):
     sync, tmp = store
-    monkeypatch.setattr(accounts, "HOMES", str(tmp / "vmail"))
-    monkeypatch.setattr(accounts, "kick", lambda a: None)
-    monkeypatch.setattr(accounts, "send_mail", lambda *a: None)
+    monkeypatch.setattr(lifecycle, "HOMES", str(tmp / "vmail"))
+    monkeypatch.setattr(host_store, "kick", lambda a: None)
+    monkeypatch.setattr(host_mail, "send_mail", lambda *a: None)
     homes = {}
     for local in ("gone", "dropped", "stays"):
         homes[local] = tmp / "vmail" / "x.gov.vn" / local
@@ -360,10 +365,10 @@ def test_cancelled_and_dropped_mailboxes_are_purged_after_the_retention_not_befo
     keep = {"cancelled_keep_months": 12, "cancelled_article": "govmail default"}
     sync(everyone, policy=keep)
     sync([{**everyone[0], "status": "cancelled"}, everyone[2]], policy=keep)
-    t0 = int(accounts.time.time())
-    accounts.daily(now=t0 + int(11 * accounts.MONTH))
+    t0 = int(lifecycle.time.time())
+    lifecycle.daily(now=t0 + int(11 * lifecycle.MONTH))
     assert all(h.exists() for h in homes.values())
-    accounts.daily(now=t0 + int(12.2 * accounts.MONTH))
+    lifecycle.daily(now=t0 + int(12.2 * lifecycle.MONTH))
     assert not homes["gone"].exists() and not homes["dropped"].exists() and homes["stays"].exists()
     rows = dict(sync.db.execute("SELECT address, status FROM accounts"))
     assert rows == {"gone@x.gov.vn": "deleted", "dropped@x.gov.vn": "deleted", "stays@x.gov.vn": "active"}
@@ -381,7 +386,7 @@ def test_a_store_of_the_first_release_is_upgraded_without_forcing_anyone_to_chan
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
         "INSERT INTO meta VALUES ('change_at_first_login', '1');")
     old.commit()
-    db = accounts.connect(str(path))
+    db = host_store.connect(str(path))
     assert db.execute("SELECT user, password, nologin FROM dovecot_passdb").fetchall() == [
         ("a@x.gov.vn", "{BLF-CRYPT}$2b$a", None)]
     assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("2",)

@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from govmail.host import backup
-from govmail.host.backup import uid_ranges
+from govmail.host.restore import uid_ranges
 
 
 def test_uids_are_sent_to_doveadm_as_compact_imap_sets_in_bounded_chunks():

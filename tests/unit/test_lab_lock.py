@@ -8,13 +8,13 @@ import time
 
 import pytest
 
-from govmail import lab
+from govmail import lab, labstate
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the lab (and its lock) needs root")
 
 
 def test_a_second_lab_command_waits_for_the_first_and_names_it(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(lab, "LAB_DIR", tmp_path)
+    monkeypatch.setattr(labstate, "LAB_DIR", tmp_path)  # the lock lives in the lab's state module
     order = []
 
     def second():

@@ -1,0 +1,147 @@
+"""A province as the deploy sees it: its validated data (`model`) and what is derived from it.
+
+`ProvinceConfig` is what govmail/data.py's `load_province` returns: the typed data file
+(govmail/schema.py), the mailboxes as the host will hold them (`Account`), the lists, and the
+problems found (`Problem`, `DataError`: file, line, key path, what is allowed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from . import schema
+
+ROOT = Path(__file__).resolve().parent.parent
+MiB = 1024 * 1024
+# Addresses that reach the postmaster on every province domain (RFC 2142 roles, and root@ for the
+# host's own system mail); no mailbox or list may take them.
+ROLE_LOCAL_PARTS = ("postmaster", "abuse", "root")
+
+
+@dataclass
+class Problem:
+    file: str
+    line: Optional[int]
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.path or '(top level)'}: {self.message}"
+
+
+class DataError(Exception):
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        n = len(problems)
+        super().__init__(
+            f"{n} problem{'s' if n != 1 else ''} in the data:\n" + "\n".join(f"  {p}" for p in problems)
+        )
+
+
+def fmt_path(path: tuple) -> str:
+    out = ""
+    for p in path:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        else:
+            out += ("." if out else "") + str(p)
+    return out
+
+
+@dataclass
+class Account:
+    """A mailbox as the host sees it."""
+
+    address: str
+    name: str
+    kind: str  # person | agency | department | district | commune | mailbox
+    quota_mb: int
+    role: str = "user"
+    status: str = "active"
+    owner: Optional[str] = None  # agency/district id
+    password_hash: Optional[str] = None
+    # Mailboxes told of a suspension (manager: the managing unit) and of a deletion (manager and
+    # its superior), LC Art. 8.1. Resolved after the directory is read.
+    manager: Optional[str] = None
+    superior: Optional[str] = None
+    unit: Optional[tuple] = None  # (agency/district id, department/commune id or None): where it sits
+
+    def as_dict(self) -> dict:
+        return {
+            "address": self.address,
+            "name": self.name,
+            "kind": self.kind,
+            "quota_mb": self.quota_mb,
+            "role": self.role,
+            "status": self.status,
+            "owner": self.owner,
+            "password_hash": self.password_hash,
+            "manager": self.manager,
+            "superior": self.superior,
+        }
+
+
+@dataclass
+class ProvinceConfig:
+    model: schema.Province
+    file: Path
+    accounts: list[Account] = field(default_factory=list)
+    aliases: dict[str, list[str]] = field(default_factory=dict)
+    # Lists -> the mailboxes that may send as them (authenticated submission).
+    list_senders: dict[str, list[str]] = field(default_factory=dict)
+    warnings: list[Problem] = field(default_factory=list)
+
+    # Shortcuts used by templates and tests.
+    @property
+    def key(self) -> str:
+        return self.model.province
+
+    @property
+    def domain(self) -> str:
+        return self.model.domain
+
+    @property
+    def policy(self) -> schema.Policy:
+        return self.model.policy
+
+    @property
+    def mail_host(self) -> str:
+        return next(h.name for h in self.model.hosts if "mail" in h.roles)
+
+    @property
+    def backup_host(self) -> Optional[str]:
+        return next((h.name for h in self.model.hosts if "backup" in h.roles), None)
+
+    @property
+    def message_size_limit(self) -> int:
+        """SMTP message size limit in bytes.
+
+        An attachment of N MiB travels base64-encoded: 4 bytes per 3, plus CRLF after every 76
+        characters (78/76). 512 KiB of headroom covers headers and text. Anything larger than a
+        (N+1) MiB attachment is refused: see tests/unit/test_sizes.py.
+        """
+        att = self.policy.attachment
+        if att.max_mb is None:
+            return att.message_size_mb * MiB
+        return int(att.max_mb * MiB * 4 / 3 * 78 / 76) + 512 * 1024
+
+    @property
+    def postmaster(self) -> str:
+        if self.model.postmaster:
+            return self.model.postmaster
+        admins = [a.address for a in self.accounts if a.role == "admin" and a.kind == "person"]
+        return admins[0] if admins else self.accounts[0].address
+
+    def account(self, address: str) -> Account:
+        return next(a for a in self.accounts if a.address == address)
+
+    def cite(self, section: str) -> str:
+        return getattr(self.policy, section).article
+
+
+def tls_path(cfg: ProvinceConfig, which: str) -> Optional[Path]:
+    v = getattr(cfg.model.tls, which)
+    return (cfg.file.parent / v) if v else None

@@ -1,0 +1,271 @@
+"""The directory of a province resolved into mailboxes and lists, with the cross-field checks.
+
+`build_directory(cfg, add, warn)` fills `cfg.accounts`, `cfg.aliases` and `cfg.list_senders` from
+the typed data, in steps that each check one rule: quota bounds (`policy.quota`), addresses
+(domain, local-part syntax, reserved role addresses, uniqueness), units (agencies, districts,
+their departments and communes), people (agency, department, the province's naming rule),
+functional mailboxes, lists (members, state domains for forwarding, senders), who is told of a
+suspension (LC Art. 8.1), and the hosts and TLS files. Each problem goes to `add(path, message)`
+(or `warn` for the naming rule where the province says so) with its key path; nothing stops at
+the first problem.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from . import schema
+from .config import ROLE_LOCAL_PARTS, Account, ProvinceConfig
+from .config import fmt_path as _fmt_path
+from .naming import rule_problem
+from .naming import unit_of as naming_unit
+
+Report = Callable[[tuple, str], None]
+
+
+class DirectoryBuilder:
+    def __init__(self, cfg: ProvinceConfig, add: Report, warn: Report):
+        self.cfg, self.add, self.warn = cfg, add, warn
+        self.m = cfg.model
+        self.dom = self.m.domain
+        self.q = self.m.policy.quota
+        self.seen: dict[str, tuple] = {}  # address -> key path of its first use
+        self.unit_address: dict[tuple, str] = {}  # (agency/district, department/commune) -> address
+        self.unit_ids: dict[str, tuple] = {}  # agency/district id -> key path
+        self.list_addrs: dict[str, tuple] = {}
+
+    # ------------------------------------------------------------------ quotas (policy.quota)
+
+    def bounds(self) -> str:
+        lo = f"{self.q.min_mb}" if self.q.min_mb else "1"
+        hi = f"{self.q.max_mb}" if self.q.max_mb else "no upper bound"
+        return f"allowed: {lo}..{hi} MiB ({self.q.article})"
+
+    def check_quota_policy(self) -> None:
+        q = self.q
+        if q.min_mb and q.max_mb and q.min_mb > q.max_mb:
+            self.add(("policy", "quota"), f"min_mb {q.min_mb} is above max_mb {q.max_mb}")
+        if q.min_mb and q.default_mb < q.min_mb:
+            self.add(("policy", "quota", "default_mb"), f"{q.default_mb} is below the province's minimum; {self.bounds()}")
+        if q.max_mb and q.default_mb > q.max_mb:
+            self.add(("policy", "quota", "default_mb"), f"{q.default_mb} is above the province's maximum; {self.bounds()}")
+
+    def quota(self, path: tuple, quota) -> int:
+        """A mailbox's quota: its own within the province's bounds, or the province's default."""
+        if quota is None:
+            return self.q.default_mb
+        if self.q.max_mb and quota > self.q.max_mb:
+            self.add(path, f"{quota} is above the province's maximum mailbox quota; {self.bounds()}")
+        if self.q.min_mb and quota < self.q.min_mb:
+            self.add(path, f"{quota} is below the province's minimum mailbox quota; {self.bounds()}")
+        return quota
+
+    # ------------------------------------------------------------------ addresses
+
+    def address_ok(self, path: tuple, address: str) -> bool:
+        """In the province's domain, well-formed, not a reserved role address, not taken."""
+        dom = self.dom
+        if "@" not in address:
+            self.add(path, f"{address!r} is not an address; expected <local part>@{dom}")
+            return False
+        local, _, d = address.rpartition("@")
+        if d != dom:
+            self.add(path, f"{address!r} is outside the province's domain; allowed: addresses @{dom} "
+                     f"({self.m.domain_article})")
+            return False
+        if not schema.LOCAL_RE.match(local) or ".." in local:
+            self.add(path, f"{address!r}: local part must be lower-case ASCII letters, digits, '.', '-' or '_' "
+                     "(no diacritics)")
+            return False
+        if local in ROLE_LOCAL_PARTS:
+            self.add(path, f"{address!r} is a role address govmail gives to the postmaster (`postmaster:`); "
+                     f"reserved: {', '.join(p + '@' for p in ROLE_LOCAL_PARTS)}")
+            return False
+        if address in self.seen:
+            first = _fmt_path(self.seen[address])
+            self.add(path, f"duplicate address {address!r}, already used by {first}; addresses are unique in "
+                     "the province")
+            return False
+        self.seen[address] = path
+        return True
+
+    # ------------------------------------------------------------------ units
+
+    def unit_account(self, path, unit, default_local, kind, owner, sub=None) -> None:
+        addr = unit.address or f"{default_local}@{self.dom}"
+        self.unit_address[(owner, sub)] = addr
+        quota = self.quota(path + ("quota_mb",), unit.quota_mb)
+        if self.address_ok(path + (("address",) if unit.address else ("id",)), addr):
+            self.cfg.accounts.append(Account(addr, unit.name, kind, quota, owner=owner, unit=(owner, sub)))
+
+    def unit_id(self, path: tuple, uid: str) -> None:
+        if uid in self.unit_ids:
+            self.add(path + ("id",), f"duplicate agency/district id {uid!r}, already used by "
+                     f"{_fmt_path(self.unit_ids[uid])}")
+        self.unit_ids[uid] = path
+
+    def units(self) -> None:
+        for i, ag in enumerate(self.m.directory.agencies):
+            p = ("directory", "agencies", i)
+            self.unit_id(p, ag.id)
+            self.unit_account(p, ag, ag.id, "agency", ag.id)
+            for j, d in enumerate(ag.departments):
+                self.unit_account(p + ("departments", j), d, f"{d.id}.{ag.id}", "department", ag.id, d.id)
+        for i, di in enumerate(self.m.directory.districts):
+            p = ("directory", "districts", i)
+            self.unit_id(p, di.id)
+            self.unit_account(p, di, di.id, "district", di.id)
+            for j, d in enumerate(di.departments):
+                self.unit_account(p + ("departments", j), d, f"{d.id}.{di.id}", "department", di.id, d.id)
+            for j, c in enumerate(di.communes):
+                self.unit_account(p + ("communes", j), c, f"{c.id}.{di.id}", "commune", di.id, c.id)
+
+    # ------------------------------------------------------------------ people and mailboxes
+
+    def people(self) -> None:
+        m = self.m
+        naming = m.policy.naming
+        report = {"error": self.add, "warning": self.warn, "off": None}[naming.check]
+        district_ids = {d.id for d in m.directory.districts}
+        departments = {u.id: {d.id for d in u.departments} for u in [*m.directory.agencies, *m.directory.districts]}
+        for i, person in enumerate(m.directory.people):
+            p = ("directory", "people", i)
+            quota = self.quota(p + ("quota_mb",), person.quota_mb)
+            if person.agency and person.agency not in self.unit_ids:
+                known = ", ".join(sorted(self.unit_ids)) or "none"
+                self.add(p + ("agency",), f"{person.agency!r} is not an agency or district of the directory; known: {known}")
+            elif person.department and person.department not in departments.get(person.agency, set()):
+                known = ", ".join(sorted(departments.get(person.agency, set()))) or "none"
+                self.add(p + ("department",), f"{person.department!r} is not a department of {person.agency!r}; "
+                         f"known: {known}")
+            if not self.address_ok(p + ("address",), person.address):
+                continue
+            self.cfg.accounts.append(Account(
+                person.address, person.name, "person", quota, role=person.role, status=person.status,
+                owner=person.agency, password_hash=person.password_hash,
+                unit=(person.agency, person.department) if person.agency else None,
+            ))
+            # The naming rule only where the agency/department are known and the address is sound.
+            if report and (not person.agency or person.agency in self.unit_ids) and (
+                not person.department or person.department in departments.get(person.agency, set())
+            ):
+                unit = naming_unit(person.agency, person.department, district_ids)
+                why = rule_problem(person.address, person.name, unit, self.dom, naming)
+                if why:
+                    report(p + ("address",), why)
+
+    def mailboxes(self) -> None:
+        for i, mb in enumerate(self.m.directory.mailboxes):
+            p = ("directory", "mailboxes", i)
+            quota = self.quota(p + ("quota_mb",), mb.quota_mb)
+            if self.address_ok(p + ("address",), mb.address):
+                self.cfg.accounts.append(Account(mb.address, mb.name, "mailbox", quota, password_hash=mb.password_hash))
+
+    # ------------------------------------------------------------------ lists
+
+    def list_members(self, p: tuple, ml, mailbox_addrs: set) -> list[str]:
+        members: list[str] = []
+        fwd = self.m.policy.forwarding
+        for j, mem in enumerate(ml.members):
+            outside = "@" in mem and not mem.endswith("@" + self.dom)
+            if outside and fwd.refuse_outbound and not fwd.is_state(mem.rsplit("@", 1)[1]):
+                self.add(p + ("members", j),
+                         f"{mem!r} is not in a state domain ({', '.join(fwd.state_domains)}): a list forwards "
+                         f"automatically, and automatic forwarding out of the state mail system is forbidden "
+                         f"({fwd.article}; policy.forwarding)")
+            elif outside:
+                members.append(mem)  # a mailbox of another state domain: the forward is allowed
+            elif mem not in mailbox_addrs and mem not in self.list_addrs:
+                self.add(p + ("members", j), f"{mem!r} is not a mailbox or list of the directory")
+            elif mem == ml.address:
+                self.add(p + ("members", j), "a list cannot be a member of itself")
+            else:
+                members.append(mem)
+        return members
+
+    def lists(self) -> None:
+        cfg = self.cfg
+        for i, ml in enumerate(self.m.directory.lists):
+            p = ("directory", "lists", i)
+            if self.address_ok(p + ("address",), ml.address):
+                self.list_addrs[ml.address] = p
+        mailbox_addrs = {a.address for a in cfg.accounts}
+        active_people = [a for a in cfg.accounts if a.kind == "person" and a.status == "active"]
+        for i, ml in enumerate(self.m.directory.lists):
+            p = ("directory", "lists", i)
+            members = self.list_members(p, ml, mailbox_addrs)
+            if ml.include_all_people:
+                members += [a.address for a in active_people]
+            if ml.include_agency_people:
+                if ml.include_agency_people not in self.unit_ids:
+                    self.add(p + ("include_agency_people",),
+                             f"{ml.include_agency_people!r} is not an agency or district of the directory")
+                members += [a.address for a in active_people if a.owner == ml.include_agency_people]
+            if not members and ml.address in self.list_addrs:
+                self.add(p, "the list has no members (give `members`, `include_all_people` or `include_agency_people`)")
+            cfg.aliases[ml.address] = list(dict.fromkeys(members))
+            for j, who in enumerate(ml.senders):
+                if who not in mailbox_addrs:
+                    self.add(p + ("senders", j), f"{who!r} is not a mailbox of the directory; only a mailbox's user "
+                             "can be allowed to send as a list")
+            if ml.senders:
+                cfg.list_senders[ml.address] = list(dict.fromkeys(ml.senders))
+
+    # ------------------------------------------------------------------ who is told (LC Art. 8.1)
+
+    def managers(self) -> None:
+        """Who is told of a suspension or deletion: the unit that manages the mailbox, and that unit's
+        superior; above agencies and districts, `policy.inactivity.superior`."""
+        top = self.m.policy.inactivity.superior
+        mailbox_addrs = {a.address for a in self.cfg.accounts}
+        if top and top not in mailbox_addrs and top not in self.list_addrs:
+            self.add(("policy", "inactivity", "superior"), f"{top!r} is not a mailbox or list of the directory")
+            top = None
+        for a in self.cfg.accounts:
+            if a.unit is None:
+                continue
+            agency, sub = a.unit
+            if a.kind == "person" and sub:  # staff of a department: the department, then its agency
+                a.manager, a.superior = self.unit_address.get((agency, sub)), self.unit_address.get((agency, None))
+            elif a.kind == "person" or sub:  # staff of an agency, or a department's own mailbox
+                a.manager, a.superior = self.unit_address.get((agency, None)), top
+            else:  # an agency's or district's own mailbox
+                a.manager, a.superior = top, None
+
+    # ------------------------------------------------------------------ hosts, TLS, postmaster
+
+    def hosts_and_tls(self) -> None:
+        m, cfg = self.m, self.cfg
+        if m.postmaster and m.postmaster not in {a.address for a in cfg.accounts}:
+            self.add(("postmaster",), f"{m.postmaster!r} is not a mailbox of the directory")
+        mail_hosts = [h for h in m.hosts if "mail" in h.roles]
+        if len(mail_hosts) != 1:
+            self.add(("hosts",), f"{len(mail_hosts)} hosts have role 'mail'; exactly one is supported")
+        backup_hosts = [h for h in m.hosts if "backup" in h.roles]
+        if len(backup_hosts) > 1:
+            self.add(("hosts",), f"{len(backup_hosts)} hosts have role 'backup'; at most one is supported")
+        for i, h in enumerate(m.hosts):
+            if "mail" in h.roles and "backup" in h.roles:
+                self.add(("hosts", i, "roles"), "a host cannot back itself up: give `backup` to another host")
+        if len({h.name for h in m.hosts}) != len(m.hosts):
+            self.add(("hosts",), "host names must be unique")
+        if bool(m.tls.certificate) != bool(m.tls.key):
+            self.add(("tls",), "give both `certificate` and `key`, or neither (self-signed)")
+        for k in ("certificate", "key"):
+            v = getattr(m.tls, k)
+            if v and not (cfg.file.parent / v).is_file():
+                self.add(("tls", k), f"{v!r}: no such file (relative to {cfg.file.parent})")
+        if not cfg.accounts:
+            self.add(("directory",), "the directory has no mailboxes")
+
+
+def build_directory(cfg: ProvinceConfig, add: Report, warn: Report) -> None:
+    """Resolve the directory into accounts and aliases, checking the cross-field rules."""
+    b = DirectoryBuilder(cfg, add, warn)
+    b.check_quota_policy()
+    b.units()
+    b.people()
+    b.mailboxes()
+    b.lists()
+    b.managers()
+    b.hosts_and_tls()

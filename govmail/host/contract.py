@@ -1,0 +1,84 @@
+"""The contract between the controller and the host tools: paths, the directory document, a version.
+
+Standard library only. The controller (govmail/render.py, the services) and the host tools
+(this package, installed as /usr/local/lib/govmail/govmail_host/) read the same definitions, so a
+path or a key is written once. A host tool that finds a directory document of another version
+refuses it rather than guess.
+"""
+
+# Bumped when the directory document's shape changes in a way an older host tool cannot read.
+VERSION = 3
+
+# Where things live on a mail host.
+PATHS = {
+    "etc": "/etc/govmail",
+    "state": "/var/lib/govmail",
+    "lib": "/usr/local/lib/govmail",
+    "vmail": "/var/vmail",
+    "tls_cert": "/etc/govmail/tls/fullchain.pem",
+    "tls_key": "/etc/govmail/tls/privkey.pem",
+    "store": "/var/lib/govmail/accounts.sqlite",
+    "legacy_users": "/var/lib/govmail/dovecot-users",  # the passwd-file store of govmail before SQLite
+    "directory": "/etc/govmail/directory.json",
+    "initial_passwords": "/root/govmail-initial-passwords",
+    "quota_warning": "/usr/local/lib/govmail/quota-warning",
+    "postfix_maps": "/etc/postfix/govmail",
+    "pending": "/var/lib/govmail/pending",
+    "backup_conf": "/etc/govmail/backup/backup.json",
+    "backup_status": "/var/lib/govmail/backup-status.json",
+    "backup_stage": "/var/backups/govmail",
+}
+# The host tools' package directory and its name on the host.
+PACKAGE = "govmail_host"
+VMAIL_UID = 5000
+# Each mailbox's last IMAP/POP3 login is the modification time of this file in its home
+# (written by the post-login script, read by the daily job and the backup).
+LAST_LOGIN_STAMP = ".govmail-last-login"
+
+# The directory document (PATHS["directory"]): top-level keys the controller writes.
+DIRECTORY_KEYS = ("version", "province", "domain", "accounts", "policy", "lists", "senders")
+# Its `policy` keys, with the value a host tool assumes when a key is absent. The account store
+# keeps them in its `meta` table; null removes a key (no limit).
+POLICY_DEFAULTS = {
+    "user_max_age_days": None,  # password age limits (LC Art. 4.2)
+    "admin_max_age_days": None,
+    "inactivity_action": "none",  # none | revoke | suspend (DN Art. 7.3, LC Art. 8.1)
+    "inactivity_after_months": None,
+    "inactivity_notify_agency": 0,
+    "inactivity_notify_superior": 0,
+    "inactivity_delete_after_months": None,
+    "inactivity_article": "",
+    "cancelled_keep_months": None,  # purge of cancelled and dropped mailboxes
+    "cancelled_article": "",
+    "change_at_first_login": 0,  # DN Art. 12.1, LC Art. 4.1/6.3/7.3, TN Art. 9.1
+    "password_min_length": 8,
+    "password_admin_min_length": 8,
+    "password_require": "",
+    "password_article": "",
+    "password_url": None,
+}
+# Each account of the document's `accounts` list: keys and defaults.
+ACCOUNT_DEFAULTS = {
+    "address": None, "name": "", "kind": "person", "quota_mb": None, "role": "user", "status": "active",
+    "owner": None, "password_hash": None, "manager": None, "superior": None,
+}
+
+
+class ContractError(Exception):
+    pass
+
+
+def check_directory(doc: dict) -> dict:
+    """The directory document as the host tools read it: its version checked, absent policy keys
+    given their defaults. Raises ContractError for a document this tool cannot read."""
+    version = doc.get("version", 2)
+    if version > VERSION:
+        raise ContractError(f"directory document version {version} is newer than this tool's ({VERSION}): "
+                            "deploy again so the host gets the tools that read it")
+    unknown = sorted(set(doc) - set(DIRECTORY_KEYS))
+    if unknown:
+        raise ContractError(f"directory document has unknown keys {unknown}")
+    policy = dict(POLICY_DEFAULTS)
+    policy.update(doc.get("policy") or {})
+    accounts = [dict(ACCOUNT_DEFAULTS, **a) for a in doc.get("accounts", [])]
+    return dict(doc, policy=policy, accounts=accounts, lists=doc.get("lists", {}), senders=doc.get("senders", {}))

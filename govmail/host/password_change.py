@@ -1,0 +1,101 @@
+"""Passwords on the host: the province's rule, Dovecot's hashes, and the user's own change.
+
+`password_problems` is the one implementation of the password rule (the operator's command line,
+govmail/passwords.py, and the password service use it); `change_password` is the user's own
+change, used by `accounts change-password` and the password service (govmail-passwd).
+Standard library only.
+"""
+
+import subprocess
+import time
+
+from . import store
+from .store import REASONS
+
+CLASS_NAMES = {"lower": "lower-case letter", "upper": "upper-case letter", "digit": "digit",
+               "special": "special character"}
+
+
+def password_problems(password, min_length, require, article=""):
+    """Why `password` breaks the province's rule (empty: acceptable), the article cited once at the
+    end. Unicode-aware: Vietnamese letters such as Đ or ẹ count as upper/lower case. The one
+    implementation: the operator's CLI (govmail.passwords) and the host's password service use it."""
+    out = []
+    if len(password) < min_length:
+        out.append(f"is shorter than {min_length} characters")
+    tests = {"lower": str.islower, "upper": str.isupper, "digit": str.isdigit,
+             "special": lambda c: not c.isalnum() and not c.isspace()}
+    missing = [CLASS_NAMES[c] for c in require if not any(tests[c](ch) for ch in password)]
+    if missing:
+        out.append("has no " + ", no ".join(missing))
+    if any(c in password for c in "\r\n\0"):
+        out.append("contains a line break or NUL")
+    if out and article:
+        out[-1] += f" ({article})"
+    return out
+
+
+
+
+def doveadm_verify(password, hashed):
+    """Dovecot's own check of a password against a stored hash (any scheme Dovecot accepts)."""
+    r = subprocess.run(["doveadm", "pw", "-t", hashed], input=(password + "\n").encode(), capture_output=True)
+    return r.returncode == 0
+
+
+
+
+def doveadm_hash(password, rounds=11):
+    """Dovecot's bcrypt hash of `password`, checked by Dovecot before it is returned. Without a
+    terminal, `doveadm pw` reads the password and its confirmation as two lines of stdin."""
+    line = (password + "\n").encode()
+    r = subprocess.run(["doveadm", "pw", "-s", "BLF-CRYPT", "-r", str(rounds)], input=line * 2, capture_output=True)
+    hashed = r.stdout.decode().strip()
+    if r.returncode != 0 or r.stderr.strip() or not hashed.startswith("{BLF-CRYPT}$") or not doveadm_verify(password, hashed):
+        raise RuntimeError(f"doveadm pw could not hash the password: {r.stderr.decode().strip()[:200]}")
+    return hashed
+
+
+class ChangeRefused(Exception):
+    """A user's password change refused; the message is safe to show the user."""
+
+
+# Statuses whose owner may still change the password (an expired or issued password is changed
+# exactly this way); the others say why not.
+CHANGE_BLOCKED = {
+    "cancelled": REASONS["cancelled"], "removed": REASONS["removed"], "suspended": REASONS["suspended"],
+    "deleted": REASONS["deleted"], "nopassword": REASONS["nopassword"],
+}
+
+
+def change_password(address, current, new, source="", db_path=None, verify=None, make_hash=None):
+    """The user changes their own password: the current one proves who they are. Raises
+    ChangeRefused with a message for the user. Used by `accounts change-password` and by the
+    password service (govmail-passwd)."""
+    verify = verify or doveadm_verify
+    make_hash = make_hash or doveadm_hash
+    address = address.strip().lower()
+    db = store.connect(db_path)
+    row = db.execute("SELECT a.password, a.role, b.block FROM accounts a JOIN login_blocks b ON b.address = a.address "
+                     "WHERE a.address = ?", (address,)).fetchone()
+    if row is None or row[0] is None or not verify(current, row[0]):
+        raise ChangeRefused("Sai địa chỉ hoặc mật khẩu hiện tại. Wrong address or current password.")
+    hashed, role, block = row
+    if block in CHANGE_BLOCKED:
+        raise ChangeRefused(CHANGE_BLOCKED[block])
+    admin = role == "admin"
+    need = int(store.meta_value(db, "password_admin_min_length" if admin else "password_min_length", "8"))
+    require = [c for c in store.meta_value(db, "password_require", "").split(",") if c]
+    problems = password_problems(new, need, require, store.meta_value(db, "password_article", ""))
+    if new == current:
+        problems.insert(0, "is the same as the current password")
+    if problems:
+        raise ChangeRefused("Mật khẩu mới không đạt yêu cầu. The new password " + "; ".join(problems) + ".")
+    now = int(time.time())
+    db.execute("UPDATE accounts SET password=?, password_set=?, must_change=0, updated=? WHERE address=?",
+               (make_hash(new), now, now, address))
+    store.audit(db, "password-changed", address, "by the user" + (f" from {source}" if source else ""),
+          who=f"{address} (self)")
+    return {"address": address, "password": "changed", "was": block or "active"}
+
+

@@ -1,0 +1,419 @@
+"""The account store on a mail host: one SQLite database that Dovecot and Postfix both read.
+
+Its tables, the views Dovecot (passdb/userdb) and Postfix (mailbox, alias and sender maps) read,
+and every write to it: the sync from the directory document, an administrator's reset, a hand-over,
+the user's own change, the audit log. Nothing outside this module and its views holds SQL for the
+store. Rules that keep users' data safe:
+
+- a password already in the store is never replaced by a sync: the data file's `password_hash`
+  is an *initial* password only;
+- a mailbox that disappears from the directory is not deleted: it is marked `removed`, its login
+  is refused, Postfix stops accepting mail for it, and its mail stays on disk until purged;
+- a cancelled mailbox keeps its password and mail; only its login is refused.
+
+Standard library only.
+"""
+
+import datetime
+import hashlib
+import json
+import os
+import pwd
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+
+from . import contract
+
+DIRECTORY = contract.PATHS["directory"]
+DB = contract.PATHS["store"]
+LEGACY_USERS = contract.PATHS["legacy_users"]
+HANDOUT = contract.PATHS["initial_passwords"]
+# Postfix daemons keep no supplementary groups, so the store's group is postfix itself; Dovecot's
+# auth service gets that group through `extra_groups`.
+GROUP = "postfix"
+SCHEMA_VERSION = 2
+
+REASONS = {
+    "cancelled": "Hộp thư đã bị hủy; thư vẫn được lưu giữ. Mailbox cancelled: mail is kept. "
+    "Contact the provincial mail administrator.",
+    "removed": "Hộp thư không còn trong danh bạ. Mailbox no longer in the directory. "
+    "Contact the provincial mail administrator.",
+    "nopassword": "Chưa được cấp mật khẩu. No password issued yet: ask the provincial mail administrator.",
+    "expired": "Mật khẩu đã hết hạn, hãy đổi mật khẩu tại / Password expired, change it at ",
+    "mustchange": "Hãy đổi mật khẩu trước khi dùng hộp thư, tại / Change your password before first use, at ",
+    "deleted": "Hộp thư đã bị xóa. Mailbox deleted. Contact the provincial mail administrator.",
+    "suspended": "Hộp thư bị tạm khóa do lâu không sử dụng; thư vẫn được lưu giữ. Mailbox suspended after a long "
+    "time without login: mail is kept. Your agency can ask for it to be restored.",
+}
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS accounts (
+    address      TEXT PRIMARY KEY,
+    name         TEXT NOT NULL DEFAULT '',
+    kind         TEXT NOT NULL DEFAULT 'person',
+    owner        TEXT,
+    role         TEXT NOT NULL DEFAULT 'user',
+    quota_mb     INTEGER NOT NULL,
+    -- active | cancelled | removed (the line left the data file) | suspended (inactivity)
+    -- | deleted (its mail purged by the daily job after the province's period; the row stays)
+    status       TEXT NOT NULL DEFAULT 'active',
+    password     TEXT,
+    password_set INTEGER,
+    created      INTEGER NOT NULL,
+    updated      INTEGER NOT NULL,
+    -- 1: the password was issued or reset by an administrator; the user must change it first.
+    must_change  INTEGER NOT NULL DEFAULT 0,
+    -- when the current status began (the period before deletion or purge counts from it)
+    status_since INTEGER,
+    -- mailboxes of the managing unit and of its superior: who is told of a suspension or deletion
+    manager      TEXT,
+    superior     TEXT
+);
+CREATE TABLE IF NOT EXISTS aliases (
+    address TEXT PRIMARY KEY,
+    members TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS senders (
+    address TEXT PRIMARY KEY,   -- a list's address
+    logins  TEXT NOT NULL       -- comma-separated mailboxes that may send as it
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    ts      INTEGER NOT NULL,
+    actor   TEXT NOT NULL,
+    action  TEXT NOT NULL,
+    address TEXT,
+    detail  TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS notices (
+    address TEXT NOT NULL,
+    kind    TEXT NOT NULL,
+    key     TEXT NOT NULL,
+    ts      INTEGER NOT NULL,
+    PRIMARY KEY (address, kind, key)
+);
+"""
+
+# Views are re-created only when this text changes (its hash is kept in meta): re-creating them
+# changes the schema under Dovecot's prepared statements, so it must not happen on every call.
+VIEWS = """
+-- Password age limit of each account, from the province's policy (meta), in seconds or NULL.
+DROP VIEW IF EXISTS password_limits;
+CREATE VIEW password_limits AS
+    SELECT a.address,
+           COALESCE(86400 * CAST((SELECT value FROM meta WHERE key =
+               CASE a.role WHEN 'admin' THEN 'admin_max_age_days' ELSE 'user_max_age_days' END) AS INTEGER), 0)
+               AS max_age
+    FROM accounts a;
+-- Why each account may not log in now, or NULL: the one rule Dovecot (below) and the password
+-- service both apply.
+DROP VIEW IF EXISTS login_blocks;
+CREATE VIEW login_blocks AS
+    SELECT a.address,
+           CASE WHEN a.status != 'active' THEN a.status
+                WHEN a.password IS NULL THEN 'nopassword'
+                WHEN l.max_age > 0 AND a.password_set IS NOT NULL
+                     AND CAST(strftime('%s','now') AS INTEGER) - a.password_set > l.max_age THEN 'expired'
+                WHEN a.must_change = 1
+                     AND (SELECT value FROM meta WHERE key = 'change_at_first_login') = '1' THEN 'mustchange'
+           END AS block
+    FROM accounts a JOIN password_limits l ON l.address = a.address;
+-- What Dovecot reads: NULL extra fields are not set. A refused login carries its reason; an expired
+-- password (LC Art. 4.2) and a first login (DN Art. 12.1, LC Art. 6.3, TN Art. 9.1) say where the
+-- user changes it.
+DROP VIEW IF EXISTS dovecot_passdb;
+CREATE VIEW dovecot_passdb AS
+    SELECT a.address AS user, a.password,
+           CASE WHEN b.block IS NULL THEN NULL ELSE 'y' END AS nologin,
+           CASE b.block
+                WHEN 'cancelled' THEN '{cancelled}'
+                WHEN 'removed' THEN '{removed}'
+                WHEN 'suspended' THEN '{suspended}'
+                WHEN 'deleted' THEN '{deleted}'
+                WHEN 'nopassword' THEN '{nopassword}'
+                WHEN 'expired' THEN '{expired}' || {url}
+                WHEN 'mustchange' THEN '{mustchange}' || {url}
+           END AS reason
+    FROM accounts a JOIN login_blocks b ON b.address = a.address;
+-- What Dovecot's userdb reads: the quota of each mailbox, and the mailboxes that have mail on disk.
+DROP VIEW IF EXISTS dovecot_userdb;
+CREATE VIEW dovecot_userdb AS SELECT address AS user, quota_mb || 'M' AS quota_storage_size FROM accounts;
+DROP VIEW IF EXISTS dovecot_users;
+CREATE VIEW dovecot_users AS SELECT address AS user FROM accounts WHERE status != 'deleted';
+-- What Postfix reads (proxy:sqlite maps in /etc/postfix/govmail): mailboxes that take mail (a
+-- removed or deleted one does not), lists and their members, and who may send as an address
+-- (a mailbox as itself while active; a list as the logins the data allows).
+DROP VIEW IF EXISTS postfix_mailboxes;
+CREATE VIEW postfix_mailboxes AS
+    SELECT address FROM accounts WHERE status NOT IN ('removed', 'deleted');
+DROP VIEW IF EXISTS postfix_aliases;
+CREATE VIEW postfix_aliases AS SELECT address, members FROM aliases;
+DROP VIEW IF EXISTS postfix_senders;
+CREATE VIEW postfix_senders AS
+    SELECT address, address AS logins FROM accounts WHERE status = 'active'
+    UNION ALL SELECT address, logins FROM senders;
+""".format(
+    url="COALESCE((SELECT value FROM meta WHERE key = 'password_url'), 'govmail passwd')",
+    **{k: v.replace("'", "''") for k, v in REASONS.items()},
+)
+# Columns added since the first release: (name, declaration). Added in place on upgrade.
+ADDED_COLUMNS = [
+    ("must_change", "INTEGER NOT NULL DEFAULT 0"),
+    ("status_since", "INTEGER"),
+    ("manager", "TEXT"),
+    ("superior", "TEXT"),
+]
+
+
+def connect(path=None):
+    path = path or DB
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    db = sqlite3.connect(path, timeout=30, isolation_level=None)
+    db.execute("PRAGMA journal_mode=DELETE")  # readers need no write access (no -shm file)
+    db.executescript(SCHEMA)
+    have_cols = {r[1] for r in db.execute("PRAGMA table_info(accounts)")}
+    missing = [(c, decl) for c, decl in ADDED_COLUMNS if c not in have_cols]
+    for col, decl in missing:
+        db.execute(f"ALTER TABLE accounts ADD COLUMN {col} {decl}")
+    if missing:
+        db.execute("UPDATE accounts SET status_since = updated WHERE status_since IS NULL AND status != 'active'")
+    want = hashlib.sha256(VIEWS.encode()).hexdigest()
+    have = db.execute("SELECT value FROM meta WHERE key = 'views'").fetchone()
+    if missing or not have or have[0] != want:
+        db.executescript("BEGIN;" + VIEWS + f"INSERT OR REPLACE INTO meta VALUES ('views', '{want}'); COMMIT;")
+        if shutil.which("doveadm"):
+            # Dovecot's auth workers keep statements prepared on the old views and do not re-prepare
+            # them ("database schema has changed"): restart them. Harmless when Dovecot is not running.
+            subprocess.run(["doveadm", "reload"], capture_output=True)
+    os.chmod(path, 0o640)
+    try:
+        import grp
+
+        os.chown(path, 0, grp.getgrnam(GROUP).gr_gid)
+    except (KeyError, PermissionError):
+        pass
+    db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+    return db
+
+
+
+def actor():
+    """Who acts: GOVMAIL_ACTOR (the deploy passes the operator's user@machine) or the local user."""
+    return os.environ.get("GOVMAIL_ACTOR") or f"{pwd.getpwuid(os.getuid()).pw_name}@{socket.gethostname()}"
+
+
+
+def audit(db, action, address=None, detail="", ts=None, who=None):
+    db.execute("INSERT INTO audit VALUES (?,?,?,?,?)",
+               (int(ts or time.time()), who or actor(), action, address, detail))
+
+
+
+def legacy_hashes(path=None):
+    """Passwords of the passwd-file store of earlier versions, so that moving to SQLite loses none."""
+    path = path or LEGACY_USERS
+    out = {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("#") or ":" not in line:
+                    continue
+                addr, h = line.split(":", 2)[:2]
+                if h.startswith("{"):
+                    out[addr] = h
+    except FileNotFoundError:
+        pass
+    return out
+
+
+def read_directory():
+    with open(DIRECTORY, encoding="utf-8") as f:
+        return contract.check_directory(json.load(f))
+
+
+def sync(new_passwords_file=None, db_path=None):
+    directory = read_directory()
+    new_pw = {}
+    if new_passwords_file:
+        with open(new_passwords_file, encoding="utf-8") as f:
+            new_pw = json.load(f)
+    db = connect(db_path)
+    now = int(time.time())
+    legacy = legacy_hashes() if db.execute("SELECT count(*) FROM accounts").fetchone()[0] == 0 else {}
+    report = {"added": [], "cancelled": [], "removed": [], "restored": [], "kept": 0, "migrated": 0}
+    handout = []
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for key, value in (directory.get("policy") or {}).items():
+            if value is None:
+                db.execute("DELETE FROM meta WHERE key=?", (key,))
+            else:
+                db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, str(value)))
+        old = {r[0]: r for r in db.execute("SELECT address, password, status FROM accounts")}
+        seen = set()
+
+        def issued(addr):
+            """An initial password the operator issued (data file hash or made by the deploy)."""
+            if addr in new_pw:
+                handout.append((addr, new_pw[addr]["password"]))
+            return acc.get("password_hash") or (new_pw.get(addr) or {}).get("hash")
+
+        for acc in directory["accounts"]:
+            addr = acc["address"]
+            seen.add(addr)
+            status = "active" if acc["status"] == "active" else "cancelled"
+            if addr in old:
+                _, pw, old_status = old[addr]
+                if old_status == "deleted" or (old_status == "suspended" and status == "active"):
+                    # Only `accounts restore` lifts a suspension or re-creates a deleted mailbox: a
+                    # line still in the data file must not silently undo the daily job's work.
+                    status = old_status
+                must_change = None
+                if pw is None and status != "deleted":
+                    pw = issued(addr)
+                    must_change = 1 if pw else None
+                if old_status == "removed":
+                    report["restored"].append(addr)
+                if status == "cancelled" and old_status != "cancelled":
+                    report["cancelled"].append(addr)
+                db.execute(
+                    "UPDATE accounts SET name=?, kind=?, owner=?, role=?, quota_mb=?, manager=?, superior=?, "
+                    "status_since=CASE WHEN status = ? THEN status_since ELSE ? END, status=?, "
+                    "password=?, password_set=COALESCE(password_set, CASE WHEN ? IS NULL THEN NULL ELSE ? END), "
+                    "must_change=COALESCE(?, must_change), updated=? WHERE address=?",
+                    (acc["name"], acc["kind"], acc["owner"], acc["role"], acc["quota_mb"], acc.get("manager"),
+                     acc.get("superior"), status, now, status, pw, pw, now, must_change, now, addr),
+                )
+                report["kept"] += 1
+            else:
+                pw = legacy.get(addr)
+                if pw:
+                    report["migrated"] += 1  # in use before this store existed: no forced change
+                else:
+                    pw = issued(addr)
+                db.execute(
+                    "INSERT INTO accounts (address, name, kind, owner, role, quota_mb, status, password, "
+                    "password_set, created, updated, must_change, status_since, manager, superior) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (addr, acc["name"], acc["kind"], acc["owner"], acc["role"], acc["quota_mb"], status, pw,
+                     now if pw else None, now, now, 0 if addr in legacy else 1, now, acc.get("manager"),
+                     acc.get("superior")),
+                )
+                report["added"].append(addr)
+                if status == "cancelled":
+                    report["cancelled"].append(addr)
+        for addr, (_, _, old_status) in old.items():
+            if addr not in seen and old_status not in ("removed", "deleted"):
+                db.execute("UPDATE accounts SET status='removed', status_since=?, updated=? WHERE address=?",
+                           (now, now, addr))
+                report["removed"].append(addr)
+        for action in ("added", "cancelled", "removed", "restored"):
+            for addr in report[action]:
+                audit(db, action, addr, "sync from the data file", now)
+        db.execute("DELETE FROM aliases")
+        db.executemany(
+            "INSERT INTO aliases VALUES (?, ?)", [(a, ",".join(m)) for a, m in directory["lists"].items()]
+        )
+        db.execute("DELETE FROM senders")
+        db.executemany(
+            "INSERT INTO senders VALUES (?, ?)", [(a, ",".join(m)) for a, m in directory.get("senders", {}).items()]
+        )
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    if report["migrated"]:
+        os.unlink(LEGACY_USERS)  # every hash is in the database now
+    if handout:
+        stamp = datetime.datetime.now().isoformat(timespec="seconds")
+        fd = os.open(HANDOUT, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a", encoding="utf-8") as f:
+            for addr, pw in handout:
+                f.write(f"{addr}\t{pw}\t{stamp}\n")
+        os.chmod(HANDOUT, 0o600)
+    if new_passwords_file:
+        os.unlink(new_passwords_file)
+    print(json.dumps({k: (len(v) if isinstance(v, list) else v) for k, v in report.items()}))
+
+
+def kick(address):
+    """End the open IMAP/POP3 sessions of a mailbox (after a reset or hand-over)."""
+    if shutil.which("doveadm"):
+        subprocess.run(["doveadm", "kick", address], capture_output=True)
+
+
+
+def set_password(address, hashed, db_path=None, action="password-reset", detail=""):
+    """An administrator sets a password: the user must change it at first login where the province
+    says so (the store's view enforces that only when the policy is on)."""
+    if not hashed.startswith("{") or "\n" in hashed:
+        sys.exit("accounts: refusing a malformed hash")
+    db = connect(db_path)
+    now = int(time.time())
+    row = db.execute("SELECT status FROM accounts WHERE address=?", (address,)).fetchone()
+    if row is None:
+        sys.exit(f"accounts: {address} is not in the account store")
+    if row[0] == "deleted":
+        sys.exit(f"accounts: {address} was deleted; put it back in the data file as active to re-create it")
+    db.execute("UPDATE accounts SET password=?, password_set=?, must_change=1, updated=? WHERE address=?",
+               (hashed, now, now, address))
+    audit(db, action, address, detail)
+    kick(address)
+    must = meta_value(db, "change_at_first_login") == "1"
+    print(json.dumps({"address": address, "password": "set", "must_change": must}))
+
+
+
+def hand_over(address, hashed, to, db_path=None):
+    """DN Art. 13.2, TN Art. 10.2: a unit's mailbox passes, with all of its content, to the new head."""
+    db = connect(db_path)
+    row = db.execute("SELECT kind FROM accounts WHERE address=?", (address,)).fetchone()
+    if row and row[0] == "person":
+        sys.exit(f"accounts: {address} is a personal mailbox; only a unit's mailbox is handed over "
+                 "(use set-password to reset a person's password)")
+    set_password(address, hashed, db_path, action="hand-over", detail=f"to {to}; content kept")
+
+
+
+def meta_value(db, key, default=None):
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return row[0] if row else default
+
+
+
+def list_store(db_path=None):
+    db = connect(db_path)
+    rows = db.execute("SELECT address, kind, role, quota_mb, status, password IS NOT NULL, password_set FROM accounts "
+                      "ORDER BY address")
+    keys = ("kind", "role", "quota_mb", "status", "has_password", "password_set")
+    print(json.dumps({r[0]: dict(zip(keys, r[1:], strict=False)) for r in rows}, indent=1))
+
+
+def stored_addresses(db_path=None):
+    """Addresses that have a password, and deleted ones (no initial password to issue for them): what
+    the deploy asks before it makes initial passwords."""
+    db = connect(db_path)
+    return [r[0] for r in db.execute("SELECT address FROM accounts WHERE password IS NOT NULL OR status = 'deleted'")]
+
+
+def mailbox_addresses(db_path=None):
+    """Addresses whose mail is on disk: every account but the deleted ones (read-only)."""
+    db = sqlite3.connect(f"file:{db_path or DB}?mode=ro", uri=True)
+    return [r[0] for r in db.execute("SELECT address FROM accounts WHERE status != 'deleted' ORDER BY address")]
+
+
+def show_audit(limit=50, db_path=None):
+    db = connect(db_path)
+    for ts, who, action, address, detail in db.execute(
+        "SELECT ts, actor, action, address, detail FROM audit ORDER BY rowid DESC LIMIT ?", (limit,)
+    ):
+        stamp = datetime.datetime.fromtimestamp(ts).isoformat(timespec="seconds")
+        print(f"{stamp}\t{who}\t{action}\t{address or ''}\t{detail}")
+
+

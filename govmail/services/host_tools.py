@@ -1,0 +1,42 @@
+"""govmail's own programs on a mail host: the package govmail/host/ and its commands.
+
+govmail/host/*.py -> /usr/local/lib/govmail/govmail_host/ (standard library only; the host contract
+module among them), and one small command per tool in /usr/local/lib/govmail/:
+
+    accounts        the account store and the daily job (govmail/host/accounts.py)
+    backup          backups and restores (govmail/host/backup_tool.py)
+    passwd-service  the password page (govmail/host/passwd_service.py)
+    quota-warning   run by Dovecot when a mailbox crosses a warning level
+    postlogin       run by Dovecot after each login (stamps the last login)
+
+A change of any of them re-syncs the account store and restarts the password service (those
+services declare `reacts={"host_tools": ...}`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..host.contract import PACKAGE
+from ..render import PATHS
+from ..service import File, Service
+
+HOST = Path(__file__).resolve().parent.parent / "host"
+COMMANDS = {"accounts": "accounts", "backup": "backup_tool", "passwd-service": "passwd_service",
+            "quota-warning": "quota_warning"}
+
+
+def command(name: str, module: str) -> str:
+    return (f"#!/usr/bin/python3\n# Managed by govmail (govmail/services/host_tools.py): the {name} command,\n"
+            f"# govmail/host/{module}.py.\nimport sys\n\nsys.path.insert(0, {PATHS['lib']!r})\n"
+            f"from {PACKAGE}.{module} import main  # noqa: E402\n\nsys.exit(main(sys.argv[1:]))\n")
+
+
+def service(ctx) -> Service:
+    lib = PATHS["lib"]
+    files = [File(f"{lib}/{PACKAGE}/{p.name}", p.read_bytes(), mode=0o644, action=None)
+             for p in sorted(HOST.glob("*.py"))]
+    files += [File(f"{lib}/{name}", command(name, module), mode=0o755, action=None)
+              for name, module in COMMANDS.items()]
+    files.append(File(f"{lib}/postlogin", (HOST / "postlogin.sh").read_bytes(), mode=0o755, action=None))
+    return Service(name="host_tools", files=files)

@@ -1,0 +1,52 @@
+"""The controller and the host tools read one contract (govmail/host/contract.py)."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+
+import pytest
+
+from govmail.data import available_provinces, load_province
+from govmail.host import contract
+from govmail.render import PATHS
+from govmail.services import host_tools
+from govmail.services.accounts import directory_document
+
+
+@pytest.mark.parametrize("key", available_provinces())
+def test_the_directory_the_controller_writes_is_the_one_the_host_reads(key):
+    doc = directory_document(load_province(key))
+    assert set(doc) == set(contract.DIRECTORY_KEYS) and doc["version"] == contract.VERSION
+    assert set(doc["policy"]) == set(contract.POLICY_DEFAULTS), "a policy key without a host-side default"
+    for a in doc["accounts"]:
+        assert set(a) == set(contract.ACCOUNT_DEFAULTS)
+    assert contract.check_directory(doc)["policy"] == doc["policy"]
+
+
+def test_a_host_tool_refuses_a_directory_newer_than_itself_and_fills_defaults_of_an_older_one():
+    with pytest.raises(contract.ContractError, match="newer than this tool"):
+        contract.check_directory({"version": contract.VERSION + 1})
+    with pytest.raises(contract.ContractError, match="unknown keys"):
+        contract.check_directory({"version": contract.VERSION, "owner": "x"})
+    old = contract.check_directory({"domain": "x.gov.vn", "accounts": [{"address": "a@x.gov.vn"}]})
+    assert old["policy"]["inactivity_action"] == "none" and old["accounts"][0]["role"] == "user"
+
+
+def test_the_controller_uses_the_host_contracts_paths():
+    assert PATHS is contract.PATHS
+
+
+@pytest.mark.parametrize("name,module", sorted(host_tools.COMMANDS.items()))
+def test_every_host_command_runs_its_module_from_the_installed_package(tmp_path, name, module):
+    """The command file host_tools installs, run against a copy of the package laid out as on a host."""
+    pkg = tmp_path / contract.PACKAGE
+    pkg.mkdir()
+    for src in (host_tools.HOST).glob("*.py"):
+        (pkg / src.name).write_bytes(src.read_bytes())
+    cmd = host_tools.command(name, module).replace(repr(PATHS["lib"]), repr(str(tmp_path)))
+    (tmp_path / name).write_text(cmd)
+    r = subprocess.run([sys.executable, str(tmp_path / name), "--help"], capture_output=True, text=True, timeout=30)
+    assert r.returncode in (0, 2) and "Traceback" not in r.stderr, r.stderr
+    assert hasattr(importlib.import_module(f"govmail.host.{module}"), "main")
