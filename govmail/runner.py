@@ -8,6 +8,7 @@ that would change (secrets excepted), and changes nothing.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -32,6 +33,9 @@ def deploy_one(province: str, dry: bool, log_dir: Path) -> tuple[str, int, float
     return province, r.returncode, time.monotonic() - t, log
 
 
+READY = re.compile(r"\]\s+Ready: ")
+
+
 def planned(log: Path) -> list[str]:
     """What a dry run says each host would do, with the diffs: pyinfra's lines between loading the
     deploy and its table of detected changes (its own Loading/Ready lines left out)."""
@@ -43,7 +47,7 @@ def planned(log: Path) -> list[str]:
             continue
         if inside and line.startswith("--> "):
             break
-        if inside and line.strip() and not line.strip().startswith("Loading:") and "] Ready: " not in line:
+        if inside and line.strip() and not line.strip().startswith("Loading:") and not READY.search(line):
             out.append(line)
     return out
 

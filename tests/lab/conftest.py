@@ -41,6 +41,10 @@ def _lab_possible() -> str | None:
 
 
 def pytest_collection_modifyitems(config, items):
+    # Every test here needs the lab: marked, so `pytest -m "not lab"` runs the unit tests alone.
+    for item in items:
+        if "tests/lab/" in str(item.fspath):
+            item.add_marker(pytest.mark.lab)
     reason = _lab_possible()
     if reason is None:
         return
