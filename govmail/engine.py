@@ -33,6 +33,7 @@ from pyinfra.api import FactBase, FileUploadCommand, FunctionCommand, StringComm
 from pyinfra.facts.files import FileContents
 
 from .plan import (
+    INSTALL_DONE,
     LEGACY_MARKERS,
     PENDING,
     HostState,
@@ -43,8 +44,9 @@ from .plan import (
     probe_script,
     sections,
     state_script,
+    warm_launch,
 )
-from .service import Context, Ensure, File, Service
+from .service import Context, Ensure, File, Service, Unit
 
 STAGE = "/var/lib/govmail-stage"  # 0700: the bundle holds secrets
 
@@ -77,15 +79,19 @@ class ShellReport(FactBase):
 
 
 @operation(is_idempotent=False)
-def install_packages(packages: list[str]):
-    """All missing packages in one apt transaction, none of them started by Debian."""
+def install_packages(packages: list[str], warms: list[Unit]):
+    """All missing packages in one apt transaction, none of them started by Debian; daemons'
+    warm-ups (Unit.warm) start in the background as soon as their packages are unpacked."""
     if not packages:
         return
     q = " ".join(shlex.quote(p) for p in packages)
     yield StringCommand(f"printf %s {shlex.quote(POLICY_RC_D)} > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d")
+    for u in warms:
+        yield StringCommand(warm_launch(u))
     yield StringCommand(
         "export DEBIAN_FRONTEND=noninteractive GOVMAIL_INSTALLING=1 && apt-get update -q >/dev/null && "
         f"apt-get install -y -q --no-install-recommends {q} >/dev/null"
+        + (f"; rc=$?; touch {INSTALL_DONE}; exit $rc" if warms else "")
     )
 
 
@@ -195,7 +201,7 @@ def deploy(host, cfg, names: list[str], target) -> list[Service]:
     plan = make_plan(services, state)
 
     _describe(host, plan, len(files), len(packages))
-    install_packages(name="Packages (one apt transaction)", packages=plan.missing_packages)
+    install_packages(name="Packages (one apt transaction)", packages=plan.missing_packages, warms=plan.warms)
     run_fixes(name="Prepare (users, directories, keys made once)", fixes=plan.fixes, legacy=plan.legacy_markers)
     install_files(name="Configuration files (one transfer; validated, then swapped)", changed=plan.changed,
                   meta_only=plan.meta_only, diff=bool(pyinfra_state.config.DIFF))

@@ -16,7 +16,7 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .service import Ensure, File, Service
+from .service import Ensure, File, Service, Unit
 
 PENDING = "/var/lib/govmail/pending"
 APPLY = Path(__file__).resolve().parent / "host" / "apply.py"
@@ -117,6 +117,7 @@ class Plan:
     late_fixes: list[tuple[Ensure, list[str]]] = field(default_factory=list)
     changed: list[tuple[Service, list[tuple[File, list[str], bool]]]] = field(default_factory=list)
     meta_only: list[File] = field(default_factory=list)  # same bytes, other owner or mode
+    warms: list[Unit] = field(default_factory=list)  # started in the background during the install
     activate: list[str] = field(default_factory=list)  # shell lines
     activate_what: list[str] = field(default_factory=list)  # for the operation's name
     fetches: list = field(default_factory=list)
@@ -146,6 +147,9 @@ def make_plan(services: list[Service], state: HostState) -> Plan:
     # state said may change with the install (a file a package brings, a unit it enables). Every
     # ensure is then planned, and each is checked again on the host right before its fix.
     fresh = bool(plan.missing_packages)
+    missing = set(plan.missing_packages)
+    plan.warms = [u for s in services for u in s.units
+                  if u.warm and u.running and missing & set(u.warm_after)]
     will_set: set[str] = set()
     for s in services:
         for e in s.ensures:
@@ -184,7 +188,7 @@ def _activation(plan: Plan, services: list[Service], state: HostState, pending: 
     """The activate step's shell lines: late ensures, daemon-reload, then per service its named
     actions, unit enable/start, and the reload or restart a marker asks for; slow daemons are
     started first and every daemon this run touched is waited for at the end."""
-    lines, what, slow_starts, waits = [], [], [], []
+    lines, what, slow_starts, warmed_starts, waits = [], [], [], [], []
 
     def fail(label: str) -> str:
         return f"{{ echo {shlex.quote(f'govmail: {label} failed')} >&2; exit 1; }}"
@@ -217,7 +221,11 @@ def _activation(plan: Plan, services: list[Service], state: HostState, pending: 
                 what.append(f"enable {u.name}")
             ready = u.ready is None or state.checks.get(u.ready, False)
             if active != "active":
-                (slow_starts if u.slow else lines).append(u.start or f"systemctl start{' --no-block' if u.slow else ''} {u.name}")
+                start = u.start or f"systemctl start{' --no-block' if u.slow else ''} {u.name}"
+                if u in plan.warms:  # after the other starts: its warm-up may still be running
+                    warmed_starts.append(f"{warm_wait(u)}; {start}")
+                else:
+                    (slow_starts if u.slow else lines).append(start)
                 what.append(f"start {u.name}")
                 started = touched = True
             elif not ready:
@@ -244,9 +252,9 @@ def _activation(plan: Plan, services: list[Service], state: HostState, pending: 
                         lines.append(f"rm -f {PENDING}/{reload}")
                     touched = True
         waits[:] = [(n, u, t or (n == s.name and touched)) for n, u, t in waits]
-    if not lines and not slow_starts:
+    if not lines and not slow_starts and not warmed_starts:
         return
-    body = slow_starts + lines
+    body = slow_starts + lines + warmed_starts
     for _n, u, touched in waits:
         if touched:
             body.append(f"{_wait(u.ready, u.ready_timeout)} || "
@@ -255,6 +263,37 @@ def _activation(plan: Plan, services: list[Service], state: HostState, pending: 
     plan.activate_what = what
 
 
+
+
+WARM_TIMEOUT = 900  # a warm-up left behind by a failed install ends by itself
+
+
+def _warm_pid(u: Unit) -> str:
+    return f"/run/govmail-warm-{u.name}.pid"
+
+
+INSTALL_DONE = "/run/govmail-install.done"  # made when the deploy's apt run has ended, well or not
+
+
+def warm_launch(u: Unit) -> str:
+    """Start `u.warm` in the background (returns at once). It waits until `u.warm_after` are unpacked
+    by the install that follows, runs, and if that fails (a library not unpacked yet) runs once more
+    when the install has ended (INSTALL_DONE). Output in /var/log/govmail-warm-<unit>.log, PID in /run."""
+    pk = " ".join(shlex.quote(p) for p in u.warm_after)
+    status = "dpkg-query -W -f='${db:Status-Status}' \"$p\" 2>/dev/null"
+    script = (
+        f"for p in {pk}; do until case \"$({status})\" in unpacked|half-configured|installed|triggers-*) true;; "
+        f"*) [ -e {INSTALL_DONE} ];; esac; do sleep 0.5; done; done; ( {u.warm} ) && exit 0; "
+        f"until [ -e {INSTALL_DONE} ]; do sleep 1; done; {u.warm}"
+    )
+    return (f"rm -f {INSTALL_DONE}; nohup timeout {WARM_TIMEOUT} sh -c {shlex.quote(script)} "
+            f">/var/log/govmail-warm-{u.name}.log 2>&1 </dev/null & echo $! > {_warm_pid(u)}")
+
+
+def warm_wait(u: Unit) -> str:
+    """Wait until `u`'s warm-up (if one runs) has ended."""
+    pid = _warm_pid(u)
+    return (f"while kill -0 \"$(cat {pid} 2>/dev/null)\" 2>/dev/null; do sleep 0.5; done; rm -f {pid}")
 
 
 def bundle(changed: list[tuple[Service, list[tuple[File, list[str], bool]]]]) -> bytes:

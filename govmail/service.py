@@ -78,7 +78,7 @@ class Unit:
 
     `ready`: a quick shell check that the daemon serves (a port answers, a socket exists); the
     engine waits for it after a start, up to `ready_timeout` seconds. `slow`: started first, without
-    waiting, so its start-up overlaps the other services'; waited for at the end."""
+    waiting, so its start-up overlaps the other services'; waited for at the end. `warm`: see below."""
 
     name: str
     running: bool = True
@@ -87,6 +87,12 @@ class Unit:
     slow: bool = False
     # How to (re)start it when it is not running or not ready (default: systemctl start).
     start: Optional[str] = None
+    # Work the daemon's first start would otherwise do itself, on the critical path (rspamd compiles
+    # its URL patterns into a cache): a shell command the engine runs in the background as soon as
+    # the `warm_after` packages are unpacked, while the rest of the install goes on. Only on a run
+    # that installs one of those packages; the unit's first start then waits for it.
+    warm: Optional[str] = None
+    warm_after: tuple[str, ...] = ()
 
 
 @dataclass

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from govmail.data import load_province
-from govmail.plan import PENDING, HostState, bundle, make_plan, sections, state_script
+from govmail.plan import INSTALL_DONE, PENDING, HostState, bundle, make_plan, sections, state_script, warm_launch
 from govmail.service import Context, File, Service, Validator
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,6 +58,23 @@ def test_a_bare_host_gets_every_package_in_one_transaction_every_file_and_every_
     assert "11332" in script and "clamd.ctl" in script and "postfix status" in script
     # Started with the new files: no reload on top of the start.
     assert "systemctl reload dovecot" not in script and "postfix reload" not in script
+
+
+def test_rspamd_warms_its_cache_during_the_install_and_starts_after_the_others_once_it_is_warm():
+    services = declared()
+    plan = make_plan(services, bare())
+    assert [u.name for u in plan.warms] == ["rspamd"]
+    launch = warm_launch(plan.warms[0])
+    assert launch.startswith(f"rm -f {INSTALL_DONE}; nohup timeout") and "rspamadm lua" in launch
+    script = "\n".join(plan.activate)
+    wait_then_start = script.index("/run/govmail-warm-rspamd.pid")
+    assert script.index("systemctl start dovecot") < wait_then_start < script.index("systemctl start --no-block rspamd")
+    assert script.index("systemctl start --no-block clamav-daemon") < script.index("systemctl start dovecot")
+    # rspamd already installed (only stopped): nothing to warm, started with the other slow daemons.
+    state = up_to_date(services)
+    state.units["rspamd"] = ("enabled", "inactive")
+    plan = make_plan(services, state)
+    assert plan.warms == [] and plan.activate[0] == "systemctl start --no-block rspamd"
 
 
 def test_a_host_that_has_everything_gets_nothing_to_do():
