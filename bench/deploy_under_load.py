@@ -129,7 +129,9 @@ def main() -> None:
                            env=dict(os.environ, GOVMAIL_DATA_DIR=str(data)))
         if r.returncode:
             sys.exit(f"deploy failed:\n{r.stdout[-3000:]}")
-        reloads = [line.strip() for line in r.stdout.splitlines() if "activate:" in line]
+        # pyinfra logs each host's plan on stderr: "...; activate: postfix: reload".
+        reloads = [line.split("activate:", 1)[1].strip() for line in (r.stdout + r.stderr).splitlines()
+                   if "activate:" in line]
         deploys.append((time.monotonic() - t, reloads))
     sender.join()
     if out.get("rc"):

@@ -64,7 +64,7 @@ def cmd_validate(args) -> int:
     bad = 0
     for p in provinces:
         try:
-            cfg = load_province(p)
+            cfg = load_province(p, cache=False)  # asked to validate: validates, whatever was kept
         except DataError as e:
             bad += 1
             print(f"✗ {p}: {e}")

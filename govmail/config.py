@@ -7,7 +7,7 @@ problems found (`Problem`, `DataError`: file, line, key path, what is allowed).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Optional
 
@@ -68,6 +68,10 @@ class Account:
     manager: Optional[str] = None
     superior: Optional[str] = None
     unit: Optional[tuple] = None  # (agency/district id, department/commune id or None): where it sits
+
+    def __reduce__(self):
+        # Pickled by position (the controller's validated cache): twice as fast to load as a dict.
+        return (Account, tuple(getattr(self, f.name) for f in fields(Account)))
 
     def as_dict(self) -> dict:
         return {

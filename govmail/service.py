@@ -155,8 +155,36 @@ class Published:
         raise NotImplementedError
 
 
+def _one_line() -> Callable[[object], str]:
+    """JSON of one value on one line, keys sorted, UTF-8 kept. json.JSONEncoder.encode builds its C
+    encoder anew on every call (a third of the time for 50,000 small objects): built once here."""
+    base = json.JSONEncoder(sort_keys=True, ensure_ascii=False)
+    make = getattr(json.encoder, "c_make_encoder", None)
+    try:
+        enc = make(None, base.default, json.encoder.encode_basestring, None, ": ", ", ", True, False, True)
+    except TypeError:  # no C accelerator (make is None) or another signature: the plain way
+        return base.encode
+    return lambda value: "".join(enc(value, 0))
+
+
 def json_bytes(obj) -> bytes:
-    return (json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode()
+    """A JSON document for a host: keys sorted, one line per top-level key and, inside a top-level
+    list or mapping, one line per item (readable, diffable), each line by json's C encoder (an
+    indented dump goes through the pure-Python one: 5 s for a 50,000-mailbox directory)."""
+    one = _one_line()
+    if not isinstance(obj, dict):
+        return (one(obj) + "\n").encode()
+    out = []
+    for k in sorted(obj):
+        v = obj[k]
+        if isinstance(v, list) and v:
+            body = "[\n  " + ",\n  ".join(one(x) for x in v) + "\n ]"
+        elif isinstance(v, dict) and v:
+            body = "{\n  " + ",\n  ".join(f"{one(str(x))}: {one(v[x])}" for x in sorted(v)) + "\n }"
+        else:
+            body = one(v)
+        out.append(f" {one(str(k))}: {body}")
+    return ("{\n" + ",\n".join(out) + "\n}\n").encode()
 
 
 def directory(path: str, mode: int, user: str = "root", group: str = "root") -> Ensure:

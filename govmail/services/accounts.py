@@ -8,7 +8,9 @@ never touched. The daily job (govmail-daily.timer) applies the life-cycle rules.
 
 from __future__ import annotations
 
+import base64
 import getpass
+import gzip
 import json
 import shlex
 import socket
@@ -76,16 +78,18 @@ def probes(cfg) -> dict[str, str]:
     the passwd-file store of earlier versions, which the next sync migrates, is read as it is."""
     tool, q = f"{PATHS['lib']}/accounts", shlex.quote(PATHS["store"])
     legacy = shlex.quote(PATHS["legacy_users"])
+    # Compressed to one line: 50,000 addresses are 1.4 MB, a second of a no-change deploy to read.
     return {"stored_accounts": (
-        f"if [ -f {q} ]; then {tool} stored 2>/dev/null || {tool} list; "
-        f"elif [ -f {legacy} ]; then cut -d: -f1 {legacy} | grep -v '^#'; fi"
+        f"{{ if [ -f {q} ]; then {tool} stored 2>/dev/null || {tool} list; "
+        f"elif [ -f {legacy} ]; then cut -d: -f1 {legacy} | grep -v '^#'; fi; }} | gzip -1 | base64 -w0; echo"
     )}
 
 
 def stored_addresses(answer: str) -> set[str]:
+    answer = gzip.decompress(base64.b64decode(answer.strip())).decode() if answer.strip() else ""
     if answer.lstrip().startswith("{"):  # `accounts list` of govmail 0.1
         return {a for a, row in json.loads(answer).items() if row.get("has_password") or row.get("status") == "deleted"}
-    return {line.strip() for line in answer.splitlines() if line.strip()}
+    return set(answer.split())
 
 
 def service(ctx) -> Service:

@@ -16,7 +16,17 @@ from pathlib import Path
 import pytest
 
 from govmail.data import load_province
-from govmail.plan import INSTALL_DONE, PENDING, HostState, bundle, make_plan, sections, state_script, warm_launch
+from govmail.plan import (
+    INSTALL_DONE,
+    PENDING,
+    HostState,
+    bundle,
+    make_plan,
+    probe_script,
+    sections,
+    state_script,
+    warm_launch,
+)
 from govmail.service import Context, File, Service, Validator
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -257,3 +267,18 @@ def test_a_fix_runs_only_while_its_check_fails_and_sets_its_markers_first(tmp_pa
     failing = Ensure("broken", "false", "exit 3")
     r = subprocess.run(["sh", "-c", guarded(failing, [])], capture_output=True, text=True)
     assert r.returncode == 1 and "govmail: broken failed" in r.stderr
+
+
+def test_the_stored_accounts_probe_reads_back_every_address_beside_the_next_probe(tmp_path, monkeypatch):
+    from govmail.services import accounts
+
+    users = tmp_path / "dovecot-users"
+    addresses = [f"user{i}@daknong.gov.vn" for i in range(2000)]
+    users.write_text("# header\n" + "".join(f"{a}:{{BLF-CRYPT}}x\n" for a in addresses))
+    monkeypatch.setitem(accounts.PATHS, "store", str(tmp_path / "absent.sqlite"))
+    monkeypatch.setitem(accounts.PATHS, "legacy_users", str(users))
+    script = probe_script({**accounts.probes(load_province("daknong")), "next": "echo after"})
+    out = sections(subprocess.run(["sh", "-c", script], capture_output=True, text=True).stdout.splitlines())
+    assert accounts.stored_addresses("\n".join(out["stored_accounts"])) == set(addresses)
+    assert out["next"] == ["after"]
+    assert accounts.stored_addresses("") == set()

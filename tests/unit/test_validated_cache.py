@@ -1,0 +1,63 @@
+"""The controller keeps the results of validations that passed: used only for the same bytes and code."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from govmail import data
+from govmail.data import DataError, load_province
+
+
+@pytest.fixture
+def province(tmp_path, monkeypatch):
+    shutil.copytree(data.ROOT / "group_data", tmp_path / "group_data")
+    monkeypatch.setenv("GOVMAIL_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(data, "_CACHE", {})
+    calls = []
+    real = data._load_province
+    monkeypatch.setattr(data, "_load_province", lambda f: calls.append(f) or real(f))
+    return tmp_path / "group_data" / "daknong.yml", calls
+
+
+def again(file):
+    data._CACHE.clear()  # a new run: only the kept result remains
+    return load_province(file)
+
+
+def test_a_data_file_validated_before_is_not_validated_again(province):
+    file, calls = province
+    first = load_province(file)
+    second = again(file)
+    assert len(calls) == 1 and [a.address for a in second.accounts] == [a.address for a in first.accounts]
+    assert [w.message for w in second.warnings] == [w.message for w in first.warnings]
+
+
+def test_one_changed_byte_is_validated_again_and_its_error_reported(province):
+    file, calls = province
+    load_province(file)
+    file.write_text(file.read_text().replace("quota_mb: 100}", "quota_mb: 1000}", 1) + "\n")
+    with pytest.raises(DataError):
+        again(file)
+    with pytest.raises(DataError):  # a failure is never kept
+        again(file)
+    assert len(calls) == 3
+
+
+def test_other_govmail_code_validates_again(province, monkeypatch):
+    file, calls = province
+    load_province(file)
+    monkeypatch.setitem(data.validated_cache.__dict__, "_code", b"other code")
+    again(file)
+    assert len(calls) == 2
+
+
+def test_validate_always_validates_and_the_cache_can_be_turned_off(province, monkeypatch):
+    file, calls = province
+    load_province(file)
+    data._CACHE.clear()
+    load_province(file, cache=False)
+    monkeypatch.setenv("GOVMAIL_CACHE_DIR", "off")
+    again(file)
+    assert len(calls) == 3
