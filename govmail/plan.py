@@ -293,7 +293,8 @@ def warm_launch(u: Unit) -> str:
 def warm_wait(u: Unit) -> str:
     """Wait until `u`'s warm-up (if one runs) has ended."""
     pid = _warm_pid(u)
-    return (f"while kill -0 \"$(cat {pid} 2>/dev/null)\" 2>/dev/null; do sleep 0.5; done; rm -f {pid}")
+    return (f"n=0; while kill -0 \"$(cat {pid} 2>/dev/null)\" 2>/dev/null && [ $n -lt {WARM_TIMEOUT * 2} ]; "
+            f"do sleep 0.5; n=$((n+1)); done; rm -f {pid}")
 
 
 def bundle(changed: list[tuple[Service, list[tuple[File, list[str], bool]]]]) -> bytes:
