@@ -86,7 +86,10 @@ def probes(cfg) -> dict[str, str]:
 
 
 def stored_addresses(answer: str) -> set[str]:
-    answer = gzip.decompress(base64.b64decode(answer.strip())).decode() if answer.strip() else ""
+    try:
+        answer = gzip.decompress(base64.b64decode(answer.strip())).decode() if answer.strip() else ""
+    except (ValueError, OSError, EOFError) as e:  # binascii.Error is a ValueError
+        raise RuntimeError(f"the host's list of stored accounts came back unreadable ({e}); nothing was changed") from None
     if answer.lstrip().startswith("{"):  # `accounts list` of govmail 0.1
         return {a for a, row in json.loads(answer).items() if row.get("has_password") or row.get("status") == "deleted"}
     return set(answer.split())

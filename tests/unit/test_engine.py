@@ -282,3 +282,5 @@ def test_the_stored_accounts_probe_reads_back_every_address_beside_the_next_prob
     assert accounts.stored_addresses("\n".join(out["stored_accounts"])) == set(addresses)
     assert out["next"] == ["after"]
     assert accounts.stored_addresses("") == set()
+    with pytest.raises(RuntimeError, match="unreadable"):  # a garbled answer stops the deploy, no guess
+        accounts.stored_addresses("not base64 !")
