@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 import yaml
-from pydantic import ValidationError
 
-from . import schema
 from .config import ROLE_LOCAL_PARTS, ROOT, Account, DataError, MiB, Problem, ProvinceConfig, tls_path
 from .config import fmt_path as _fmt_path
 from .directory import build_directory
+from .typecheck import validate_all
+from .yamldoc import Doc
 
 # Re-exported: the rest of the package and the tests import these from here.
 __all__ = ["MiB", "ROLE_LOCAL_PARTS", "ROOT", "Account", "DataError", "Problem", "ProvinceConfig", "tls_path",
@@ -39,74 +39,6 @@ def data_dir() -> Path:
 
 
 # ---------------------------------------------------------------------------- YAML with lines
-
-
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class _Doc:
-    """A YAML document and the line of every key path in it."""
-
-    def __init__(self, file: Path, display: str):
-        self.file = file
-        self.display = display
-        self.lines: dict[tuple, int] = {}
-        self.problems: list[Problem] = []
-        self.data: Any = None
-        try:
-            text = file.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            self.problems.append(Problem(display, None, "", "file not found"))
-            return
-        except UnicodeDecodeError as e:
-            self.problems.append(Problem(display, None, "", f"not UTF-8 text ({e.reason})"))
-            return
-        # One parse (libyaml's C parser where PyYAML has it): the node tree gives every key's line,
-        # and the data is constructed from the same nodes.
-        loader = _Loader(text)
-        try:
-            node = loader.get_single_node()
-            self.data = loader.construct_document(node) if node is not None else None
-        except yaml.MarkedYAMLError as e:
-            mark = e.problem_mark or e.context_mark
-            line = mark.line + 1 if mark else None
-            msg = " ".join(x for x in (e.context, e.problem) if x)
-            self.problems.append(Problem(display, line, "", f"malformed YAML: {msg}"))
-            return
-        if node is not None:
-            self._walk(node, ())
-
-    def _walk(self, node, path):
-        self.lines.setdefault(path, node.start_mark.line + 1)
-        if isinstance(node, yaml.MappingNode):
-            seen: dict[str, int] = {}
-            for k, v in node.value:
-                key = k.value
-                if key in seen:
-                    self.problems.append(
-                        Problem(
-                            self.display,
-                            k.start_mark.line + 1,
-                            _fmt_path(path + (key,)),
-                            f"duplicate key (first at line {seen[key]}); YAML would silently keep the last",
-                        )
-                    )
-                seen[key] = k.start_mark.line + 1
-                self.lines[path + (key,)] = k.start_mark.line + 1
-                self._walk(v, path + (key,))
-        elif isinstance(node, yaml.SequenceNode):
-            for i, v in enumerate(node.value):
-                self._walk(v, path + (i,))
-
-    def line(self, path: tuple) -> Optional[int]:
-        while path:
-            if path in self.lines:
-                return self.lines[path]
-            path = path[:-1]
-        return None
-
-    def has(self, path: tuple) -> bool:
-        return path in self.lines
 
 
 def _deep_merge(base: Any, over: Any) -> Any:
@@ -239,9 +171,9 @@ validated_cache = _ValidatedCache()
 
 def _load_province(file: Path) -> ProvinceConfig:
     defaults_file = file.parent / "defaults.yml"
-    prov = _Doc(file, _display(file))
+    prov = Doc(file, _display(file))
     problems = list(prov.problems)
-    defaults = _Doc(defaults_file, _display(defaults_file)) if defaults_file.exists() else None
+    defaults = Doc(defaults_file, _display(defaults_file)) if defaults_file.exists() else None
     if defaults:
         problems += defaults.problems
     if problems:
@@ -255,41 +187,28 @@ def _load_province(file: Path) -> ProvinceConfig:
             return prov.display, prov.line(path)
         return defaults.display, defaults.line(path)
 
+    remap: dict[tuple, list[int]] = {}  # list path -> original index of each item left (see _validate_all)
+
+    def original(path: tuple) -> tuple:
+        out: tuple = ()
+        for part in path:
+            if isinstance(part, int) and out in remap:
+                part = remap[out][part]
+            out += (part,)
+        return out
+
+    schema_paths: set[tuple] = set()
+
     def add(path: tuple, message: str):
+        path = original(path)
+        if any(path[: len(q)] == q for q in schema_paths):
+            return  # a consequence of a problem already reported there (its value was set aside)
         f, line = where(path)
         problems.append(Problem(f, line, _fmt_path(path), message))
 
-    model = None
-    try:
-        model = schema.Province.model_validate(merged)
-    except ValidationError as e:
-        errors = e.errors()
-        for err in errors:
-            loc = tuple(err["loc"])
-            value = err.get("input")
-            msg = err["msg"]
-            if err["type"] == "extra_forbidden":
-                parent = loc[:-1]
-                allowed = _allowed_keys(parent)
-                msg = f"unknown key {loc[-1]!r}" + (f"; allowed here: {', '.join(allowed)}" if allowed else "")
-            elif err["type"] == "missing":
-                msg = "required key is missing"
-            else:
-                shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
-                msg = f"{shown}: {msg}"
-            add(loc, msg)
-        # Unknown keys alone do not stop the checks that follow: drop them, validate again, and
-        # report the cross-field problems too, so one run shows everything.
-        if all(err["type"] == "extra_forbidden" for err in errors):
-            for err in errors:
-                _drop(merged, tuple(err["loc"]))
-            try:
-                model = schema.Province.model_validate(merged)
-            except ValidationError:
-                model = None
-        if model is None:
-            raise DataError(problems) from None
-
+    model = validate_all(merged, add, original, remap, defaults.data if defaults else None, schema_paths)
+    if model is None:
+        raise DataError(problems)
     cfg = ProvinceConfig(model=model, file=file)
     if model.province != file.stem:
         add(("province",), f"{model.province!r} does not match the file name {file.stem!r}")
@@ -307,39 +226,3 @@ def _load_province(file: Path) -> ProvinceConfig:
     d = model.directory
     cfg.model = model.model_copy(update={"directory": d.model_copy(update={"people": []})})
     return cfg
-
-
-def _drop(data: Any, loc: tuple) -> None:
-    for part in loc[:-1]:
-        data = data[part]
-    data.pop(loc[-1], None)
-
-
-def _allowed_keys(loc: tuple) -> list[str]:
-    """Names of the fields allowed at a location of the schema."""
-    model: Any = schema.Province
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        f = model.model_fields.get(part)
-        if f is None:
-            return []
-        ann = f.annotation
-        model = _model_of(ann)
-        if model is None:
-            return []
-    return list(model.model_fields)
-
-
-def _model_of(ann) -> Any:
-    import typing
-
-    if isinstance(ann, type) and issubclass(ann, schema.BaseModel):
-        return ann
-    for a in typing.get_args(ann):
-        m = _model_of(a)
-        if m is not None:
-            return m
-    return None
-
-

@@ -11,14 +11,25 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
-LOCAL_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$")
-DOMAIN_RE = re.compile(r"^([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,}$")
-ARTICLE_RE = re.compile(r"^((BN|DN|LC|TN|TN-QLVB|[A-Z]{2,6}) Art\. [0-9][0-9a-z.]*([ ,;(].*)?|govmail default( \S.*)?)$")
+from .text import (  # noqa: F401 (re-exported: schema and data import them from here)
+    ARTICLE_RE,
+    DOMAIN_RE,
+    LABEL_RE,
+    LOCAL_RE,
+    Article,
+    Calendar,
+    DisplayText,
+    Network,
+)
+
+# The largest quota a mailbox may have, MiB: 16 TiB, well inside what the account store (SQLite
+# integer) and Dovecot (64-bit byte counts) hold, and far above any regulation's figure.
+QUOTA_MAX_MB = 16 * 1024 * 1024
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    # strict: `yes` is not the number 1 and `"5"` is not 5; a value has the type the key says.
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, strict=True)
 
 
 def _article(description: str = "") -> object:
@@ -29,17 +40,7 @@ def _article(description: str = "") -> object:
 
 
 class Cited(Strict):
-    article: str = _article()
-
-    @field_validator("article")
-    @classmethod
-    def _check_article(cls, v: str) -> str:
-        if not ARTICLE_RE.match(v):
-            raise ValueError(
-                "must cite an article as '<KEY> Art. <n>[.<k>...]' (e.g. 'DN Art. 5.2') "
-                "or start with 'govmail default'"
-            )
-        return v
+    article: Article = _article()
 
 
 # ---------------------------------------------------------------------------- policy sections
@@ -48,12 +49,24 @@ class Cited(Strict):
 class QuotaPolicy(Cited):
     """Mailbox quota (DN Art. 5.2: at most 500 MB; TN Art. 3.7: at least 1 GB)."""
 
-    default_mb: int = Field(description="Quota of a mailbox that sets none, in MiB.", gt=0)
-    min_mb: Optional[int] = Field(None, description="Smallest quota a mailbox may be given, MiB (null: no lower bound).", gt=0)
-    max_mb: Optional[int] = Field(None, description="Largest quota a mailbox may be given, MiB (null: no upper bound).", gt=0)
+    default_mb: int = Field(description="Quota of a mailbox that sets none, in MiB.", gt=0, le=QUOTA_MAX_MB)
+    min_mb: Optional[int] = Field(None, description="Smallest quota a mailbox may be given, MiB (null: no lower bound).",
+                                  gt=0, le=QUOTA_MAX_MB)
+    max_mb: Optional[int] = Field(None, description="Largest quota a mailbox may be given, MiB (null: no upper bound).",
+                                  gt=0, le=QUOTA_MAX_MB)
     warn_percent: list[int] = Field(
-        [80, 95], description="Usage levels (percent) at which the owner is mailed a quota warning."
+        [80, 95], description="Usage levels (percent, 1..99, ascending) at which the owner is mailed a quota warning.",
+        max_length=10,
     )
+
+    @field_validator("warn_percent")
+    @classmethod
+    def _levels(cls, v):
+        if any(not 1 <= x <= 99 for x in v):
+            raise ValueError("levels are percentages of the quota: each from 1 to 99")
+        if v != sorted(set(v)):
+            raise ValueError("levels must be ascending and each given once, e.g. [80, 95]")
+        return v
 
 
 class AttachmentPolicy(Cited):
@@ -127,8 +140,9 @@ class SpamPolicy(Cited):
     """Spam scoring by rspamd at SMTP time (LC Art. 4.4, 4.5, 13.4; TN Art. 4.1-4.2; BN Art. 15.2; DN Art. 8.3;
     anti-spam decree 90/2008/NĐ-CP)."""
 
-    reject_score: float = Field(15, description="Score at which a message is refused at SMTP time.", gt=0)
-    add_header_score: float = Field(6, description="Score at which a message is delivered marked as spam.", gt=0)
+    reject_score: float = Field(15, description="Score at which a message is refused at SMTP time (above "
+                                "`add_header_score`).", gt=0, le=1000)
+    add_header_score: float = Field(6, description="Score at which a message is delivered marked as spam.", gt=0, le=1000)
 
 
 class BruteForcePolicy(Cited):
@@ -138,7 +152,8 @@ class BruteForcePolicy(Cited):
     maxretry: int = Field(5, description="Failed logins allowed within `findtime_minutes` before a ban.", ge=2, le=100)
     findtime_minutes: int = Field(10, description="Window in which failures are counted.", ge=1, le=1440)
     bantime_minutes: int = Field(60, description="How long a ban lasts.", ge=1, le=60 * 24 * 30)
-    ignore: list[str] = Field([], description="Addresses or networks never banned (an agency's NAT gateway, say).")
+    ignore: list[Network] = Field([], description="Addresses or networks never banned (an agency's NAT gateway, say).",
+                                  max_length=100)
 
 
 class BackupPolicy(Cited):
@@ -146,7 +161,7 @@ class BackupPolicy(Cited):
     13.5, TN Art. 16.2): to the province's `backup` host, with borgbackup over SSH, encrypted,
     deduplicated and append-only (the mail host cannot delete its own history)."""
 
-    schedule: str = Field(
+    schedule: Calendar = Field(
         "*-*-* 02:30:00", description="When the backup runs: a systemd OnCalendar expression (daily at 02:30)."
     )
     keep_daily: int = Field(7, description="Daily archives kept by the backup host's pruning.", ge=1, le=366)
@@ -156,13 +171,6 @@ class BackupPolicy(Cited):
         26, description="A last good backup older than this is late: the administrators are mailed (hourly check).",
         ge=1, le=24 * 14,
     )
-
-    @field_validator("schedule")
-    @classmethod
-    def _calendar(cls, v):
-        if not re.fullmatch(r"[0-9A-Za-z*:/,.~ -]+", v):
-            raise ValueError("must be a systemd OnCalendar expression such as '*-*-* 02:30:00' or 'daily'")
-        return v
 
 
 class ContentPolicy(Cited):
@@ -221,7 +229,7 @@ class OutboundPolicy(Cited):
 class ForwardingPolicy(Cited):
     """Automatic forwarding out of, and into, the state mail system (LC Art. 12.5)."""
 
-    state_domains: list[str] = Field(
+    state_domains: list[str] = Field(  # each checked below: a domain, or *.domain
         ["*.gov.vn", "gov.vn"], description="Domains of mailboxes issued by state agencies: exact names, or "
         "`*.suffix` for every subdomain. Forwards between them keep working."
     )
@@ -237,8 +245,10 @@ class ForwardingPolicy(Cited):
     @field_validator("state_domains")
     @classmethod
     def _domains(cls, v):
+        from .text import domain_problem
+
         for d in v:
-            if not DOMAIN_RE.match(d.removeprefix("*.")):
+            if domain_problem(d.removeprefix("*.")):
                 raise ValueError(f"{d!r} must be a lower-case domain such as gov.vn, or *.gov.vn")
         return v
 

@@ -3,6 +3,11 @@
 Templates mirror their target paths (templates/postfix/main.cf.j2 -> /etc/postfix/main.cf).
 The same rendering is used by the deploy and by the unit tests, so what the tests check is what
 the hosts get.
+
+Every value a template writes goes through the filter of the syntax it lands in (govmail/text.py:
+`comment`, `postconf`, `pcre`, `dovecot`, `ucl`, `lua`, `fail2ban`, `systemd`); a string that
+reaches the output without one stops the render (`UnsafeValue`). govmail's own constants (paths,
+the banner) are `Trusted`.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import jinja2
 
 from .data import ROOT, ProvinceConfig
 from .host import contract
+from .text import FILTERS, Trusted, finalize
 
 # GOVMAIL_TEMPLATES points at another copy of templates/ (a province's customised templates, or a
 # test's deliberately broken one).
@@ -21,6 +27,7 @@ TEMPLATES = Path(os.environ.get("GOVMAIL_TEMPLATES", ROOT / "templates"))
 
 # Where things live on a host: the host contract (govmail/host/contract.py), shared with the host tools.
 PATHS = contract.PATHS
+_TRUSTED_PATHS = {k: Trusted(v) for k, v in PATHS.items()}
 VMAIL_UID = contract.VMAIL_UID
 
 
@@ -31,7 +38,9 @@ def _env() -> jinja2.Environment:
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=finalize,
     )
+    env.filters.update(FILTERS)
     return env
 
 
@@ -44,9 +53,9 @@ def render(template: str, cfg: ProvinceConfig, **extra) -> str:
         _ENV = _env()
     ctx = {
         "cfg": cfg,
-        "paths": PATHS,
+        "paths": _TRUSTED_PATHS,
         "vmail_uid": VMAIL_UID,
-        "managed": f"Managed by govmail from {template}; edits here are overwritten by the next deploy.",
+        "managed": Trusted(f"Managed by govmail from {template}; edits here are overwritten by the next deploy."),
     }
     ctx.update(extra)
     return _ENV.get_template(template).render(**ctx)

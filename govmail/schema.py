@@ -10,16 +10,17 @@ exist, ...) are checked in `govmail.data`, after these models accept the shapes 
 
 from __future__ import annotations
 
-import re
 from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator  # noqa: F401 (re-exported)
 
+from .hashes import hash_problem
 from .policy import (  # noqa: F401 (the policy sections are part of the option set)
     ARTICLE_RE,
     DOMAIN_RE,
     LABEL_RE,
     LOCAL_RE,
+    QUOTA_MAX_MB,
     AntivirusPolicy,
     AttachmentPolicy,
     BackupPolicy,
@@ -40,15 +41,17 @@ from .policy import (  # noqa: F401 (the policy sections are part of the option 
     Strict,
     _article,
 )
+from .text import Address, Article, DisplayText, Domain, HostName, Identifier, ISODate, RelPath  # noqa: F401
 
 
 class TLS(Strict):
-    certificate: Optional[str] = Field(
+    certificate: Optional[RelPath] = Field(
         None,
-        description="Path on the controller (relative to the data file) of a PEM certificate chain to "
-        "install. Null: a self-signed certificate for the host names is generated on the host once.",
+        description="Path on the controller, relative to the data file's directory and inside it, of a PEM "
+        "certificate chain to install: parsed, matching `key`, covering the mail host's name, not expired. Null: a self-signed certificate for the host names is generated on the host once.",
     )
-    key: Optional[str] = Field(None, description="Path of the matching PEM private key (with `certificate`).")
+    key: Optional[RelPath] = Field(None, description="Path of the matching PEM private key (with `certificate`), "
+                                   "inside the data file's directory too.")
 
 
 class PasswordChange(Strict):
@@ -65,20 +68,22 @@ class DKIM(Strict):
     the mail host once (/etc/govmail/dkim/), kept across deploys and restored by `govmail backup
     restore-host`; `govmail dns` prints the record to publish."""
 
-    selector: str = Field("govmail", description="DKIM selector: the record is `<selector>._domainkey.<domain>`.")
+    selector: Identifier = Field("govmail", description="DKIM selector: the record is `<selector>._domainkey.<domain>`.")
     bits: Literal[2048, 3072, 4096] = Field(2048, description="RSA key size of a newly generated key.")
 
-    @field_validator("selector")
-    @classmethod
-    def _selector(cls, v):
-        if not LABEL_RE.match(v):
-            raise ValueError("must be lower-case ASCII letters, digits or '-'")
-        return v
+
+
+def _checked_hash(v):
+    if v is not None:
+        why = hash_problem(v)
+        if why:
+            raise ValueError(why)
+    return v
 
 
 class Host(Strict):
-    name: str = Field(description="Fully qualified host name, e.g. mail.daknong.gov.vn.")
-    address: Optional[str] = Field(
+    name: HostName = Field(description="Fully qualified host name, e.g. mail.daknong.gov.vn.")
+    address: Optional[str] = Field(  # checked below: an IPv4 address
         None, description="Public IPv4 address, for the A record `govmail dns` prints (the lab uses its own)."
     )
     roles: list[Literal["mail", "backup"]] = Field(
@@ -99,29 +104,22 @@ class Host(Strict):
             raise ValueError("must be an IPv4 address such as 203.0.113.25") from None
         return v
 
-    @field_validator("name")
-    @classmethod
-    def _fqdn(cls, v):
-        if not DOMAIN_RE.match(v):
-            raise ValueError("must be a lower-case fully qualified host name")
-        return v
 
 
 # ---------------------------------------------------------------------------- directory
 
 
 class Unit(Strict):
-    id: str = Field(description="Abbreviation used in addresses (lower-case ASCII, no dots).")
-    name: str = Field(description="Full Vietnamese name.")
-    address: Optional[str] = Field(None, description="Override of the unit's mailbox address (default by the naming rule).")
-    quota_mb: Optional[int] = Field(None, description="Quota of the unit's mailbox in MiB (default: the province's).", gt=0)
+    id: Identifier = Field(description="Abbreviation used in addresses (lower-case ASCII, no dots).")
+    name: DisplayText = Field(description="Full Vietnamese name.")
+    address: Optional[Address] = Field(None, description="Override of the unit's mailbox address (default by the naming rule).")
+    quota_mb: Optional[int] = Field(None, description="Quota of the unit's mailbox in MiB (default: the province's).", gt=0,
+                                    le=QUOTA_MAX_MB)
+    senders: list[Address] = Field(
+        [], description="Mailboxes whose users may send as the unit's mailbox (its head's or clerk's, say): in the "
+        "envelope and in the header `From:` of authenticated submissions.", max_length=100,
+    )
 
-    @field_validator("id")
-    @classmethod
-    def _id(cls, v):
-        if not LABEL_RE.match(v):
-            raise ValueError("must be lower-case ASCII letters, digits or '-'")
-        return v
 
 
 class Agency(Unit):
@@ -138,19 +136,21 @@ class District(Unit):
 
 
 class Person(Strict):
-    name: str = Field(description="Full Vietnamese name, e.g. Nguyễn Văn Hậu.")
-    address: str = Field(description="Full address in the province's domain.")
-    agency: Optional[str] = Field(None, description="Id of the agency or district the person works for.")
-    department: Optional[str] = Field(
+    name: DisplayText = Field(description="Full Vietnamese name, e.g. Nguyễn Văn Hậu.")
+    address: Address = Field(description="Full address in the province's domain.")
+    agency: Optional[Identifier] = Field(None, description="Id of the agency or district the person works for.")
+    department: Optional[Identifier] = Field(
         None, description="Id of the person's department in that agency or district (DN Art. 5.1.d: staff of a "
         "district department are `<name>.<department>.<district>@`)."
     )
     role: Literal["user", "admin"] = Field("user", description="`admin` accounts follow the administrator password rules.")
-    quota_mb: Optional[int] = Field(None, description="Quota override in MiB, within the province's bounds.", gt=0)
-    password_hash: Optional[str] = Field(
+    quota_mb: Optional[int] = Field(None, description="Quota override in MiB, within the province's bounds.", gt=0,
+                                    le=QUOTA_MAX_MB)
+    password_hash: Optional[str] = Field(  # checked by govmail.passwords.hash_problem
         None,
-        description="Initial password hash (`{SHA512-CRYPT}$6$...` or `{BLF-CRYPT}$2y$...`, from "
-        "`govmail hash-password`). Used only when the mailbox is created; a password the user changed "
+        description="Initial password hash, in a strong scheme Dovecot verifies: `{BLF-CRYPT}$2y$...` (bcrypt, cost "
+        "10 or more; `govmail hash-password` makes one), `{ARGON2ID}$argon2id$...` or `{SHA512-CRYPT}$6$rounds=N$...` "
+        "(N 5000 or more). Never `{PLAIN}`, `{CLEAR}`, MD5 or SHA1. Used only when the mailbox is created; a password the user changed "
         "on the host is never overwritten. Null: a random initial password is generated and left "
         "for the operator in /root/govmail-initial-passwords on the host.",
     )
@@ -159,21 +159,18 @@ class Person(Strict):
     @field_validator("password_hash")
     @classmethod
     def _hash(cls, v):
-        if v is None:
-            return v
-        if not re.match(r"^\{(SHA512-CRYPT|SHA256-CRYPT|BLF-CRYPT|ARGON2ID)\}\$\S+$", v):
-            raise ValueError("must be a hash such as '{SHA512-CRYPT}$6$...' made by `govmail hash-password`")
-        return v
+        return _checked_hash(v)
 
 
 class MailingList(Strict):
-    address: str = Field(description="Full address of the list.")
-    name: str = Field("", description="What the list is for.")
-    article: Optional[str] = Field(None, description="Article that asks for this list, e.g. `DN Art. 5.1.e`.")
-    members: list[str] = Field([], description="Addresses of members (mailboxes or other lists of the directory).")
+    address: Address = Field(description="Full address of the list.")
+    name: DisplayText = Field("", description="What the list is for.")
+    article: Optional[Article] = Field(None, description="Article that asks for this list, e.g. `DN Art. 5.1.e`.")
+    members: list[Address] = Field([], description="Addresses of members, one address each (mailboxes or other lists of the "
+                                   "directory, or mailboxes of other state domains).", max_length=100000)
     include_all_people: bool = Field(False, description="Every active person of the province (DN `internal@`).")
-    include_agency_people: Optional[str] = Field(None, description="Every active person of this agency (DN `internal.<agency>@`).")
-    senders: list[str] = Field(
+    include_agency_people: Optional[Identifier] = Field(None, description="Every active person of this agency (DN `internal.<agency>@`).")
+    senders: list[Address] = Field(
         [], description="Mailboxes whose users may send *as* the list (authenticated submission); nobody else "
         "may use the list's address as sender.",
     )
@@ -182,12 +179,20 @@ class MailingList(Strict):
 class Mailbox(Strict):
     """A functional mailbox not tied to a person or unit (TN `hotro@`)."""
 
-    address: str = Field(description="The mailbox's full address, in the province's domain.")
-    name: str = Field("", description="What it is for, shown to recipients.")
-    article: Optional[str] = Field(None, description="The article that asks for this mailbox, if one does.")
-    quota_mb: Optional[int] = Field(None, gt=0, description="Its quota in MiB (default: the province's).")
-    password_hash: Optional[str] = Field(None, description="Initial password as a Dovecot hash (`govmail hash-password`); "
-                                         "default: a random one, handed out on the host.")
+    address: Address = Field(description="The mailbox's full address, in the province's domain.")
+    name: DisplayText = Field("", description="What it is for, shown to recipients.")
+    article: Optional[Article] = Field(None, description="The article that asks for this mailbox, if one does.")
+    quota_mb: Optional[int] = Field(None, gt=0, le=QUOTA_MAX_MB, description="Its quota in MiB (default: the province's).")
+    password_hash: Optional[str] = Field(None, description="Initial password as a Dovecot hash, in a strong scheme "
+                                         "(see `directory.people[].password_hash`); default: a random one, handed out "
+                                         "on the host.")
+    senders: list[Address] = Field([], description="Mailboxes whose users may send as this mailbox (envelope and "
+                                   "header `From:`).", max_length=100)
+
+    @field_validator("password_hash")
+    @classmethod
+    def _hash(cls, v):
+        return _checked_hash(v)
 
 
 class Directory(Strict):
@@ -199,30 +204,23 @@ class Directory(Strict):
 
 
 class Regulation(Strict):
-    key: str = Field(description="Short key used in citations, e.g. `DN`.")
-    decision: str = Field(description="The decision, e.g. `Quyết định 12/2012/QĐ-UBND`.")
-    date: str = Field(description="Date of the decision, ISO format.")
+    key: str = Field(description="Short key used in citations, e.g. `DN`.", pattern=r"^[A-Z]{2,6}(-[A-Z]{2,6})?$")
+    decision: DisplayText = Field(description="The decision, e.g. `Quyết định 12/2012/QĐ-UBND`.")
+    date: ISODate = Field(description="Date of the decision, ISO format (quoted: `\"2012-08-17\"`).")
 
 
 class Province(Strict):
     """Top level of `group_data/<province>.yml`."""
 
-    province: str = Field(description="Key of the province (file name without .yml), e.g. `daknong`.")
-    name: str = Field(description="Vietnamese name, e.g. Đắk Nông.")
+    province: Identifier = Field(description="Key of the province (file name without .yml), e.g. `daknong`.")
+    name: DisplayText = Field(description="Vietnamese name, e.g. Đắk Nông.")
     regulations: list[Regulation] = Field(description="Decisions this province's values cite.")
-    domain: str = Field(description="Mail domain, e.g. daknong.gov.vn.")
-    domain_article: str = Field(description="Article that fixes the domain.")
+    domain: Domain = Field(description="Mail domain, e.g. daknong.gov.vn.")
+    domain_article: Article = Field(description="Article that fixes the domain.")
     hosts: list[Host] = Field(description="Hosts of the province; exactly one with role `mail` for now.")
-    postmaster: Optional[str] = Field(None, description="Address that receives postmaster@/abuse@/root@ mail, the host's own system mail included (default: first admin).")
+    postmaster: Optional[Address] = Field(None, description="Address that receives postmaster@/abuse@/root@ mail, the host's own system mail included (default: first admin).")
     tls: TLS = Field(TLS(), description="The certificate of the mail services (self-signed unless given).")
     password_change: PasswordChange = Field(PasswordChange(), description="Where users change their password.")
     dkim: DKIM = Field(DKIM(), description="DKIM signing of outgoing mail.")
     policy: Policy = Field(description="What the province's regulation demands, each section with its article.")
     directory: Directory = Field(description="Who has a mailbox: agencies, districts, people, functional mailboxes, lists.")
-
-    @field_validator("domain")
-    @classmethod
-    def _domain(cls, v):
-        if not DOMAIN_RE.match(v):
-            raise ValueError("must be a lower-case domain name such as daknong.gov.vn")
-        return v
