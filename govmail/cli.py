@@ -50,6 +50,37 @@ def err(msg: str) -> None:
     print(f"govmail: {msg}", file=sys.stderr)
 
 
+def province_key(value: str) -> str:
+    """An argument naming a province: a key of group_data/ (`daknong`), never a path."""
+    import re
+
+    known = available_provinces()
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", value):
+        raise argparse.ArgumentTypeError(
+            f"{value[:80]!r} is not a province key; a key is the name of a data file in the data directory "
+            f"without .yml (lower-case letters, digits, '-'), one of: {', '.join(known) or 'none'}")
+    if value not in known:
+        raise argparse.ArgumentTypeError(f"no province {value!r} in the data directory; known: {', '.join(known) or 'none'}")
+    return value
+
+
+def mail_address(value: str) -> str:
+    from .text import address_problem
+
+    why = address_problem(value.lower())
+    if why:
+        raise argparse.ArgumentTypeError(f"{value[:80]!r} is not a mail address: {why}")
+    return value.lower()
+
+
+def host_name(value: str) -> str:
+    from .text import domain_problem
+
+    if domain_problem(value):
+        raise argparse.ArgumentTypeError(f"{value[:80]!r} is not a host name such as mail.daknong.gov.vn")
+    return value
+
+
 def _province(key: str):
     """The province's config, or None after printing every problem of its data."""
     try:
@@ -172,27 +203,29 @@ def cmd_address(args) -> int:
 
 
 def cmd_import(args) -> int:
-    import csv
-
+    from .csvimport import CsvError, read_people
     from .naming import import_people, yaml_entry
 
     cfg = _province(args.province)
     if cfg is None:
         return 2
-    with open(args.csv, newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.reader(f))
-    if rows and rows[0] and rows[0][0].strip().lower() in ("name", "full name", "họ và tên", "ho va ten"):
-        rows = rows[1:]
-    fields = ["name", "agency", "role", "department"]
-    entries, problems = import_people(cfg, [dict(zip(fields, r, strict=False)) for r in rows if any(c.strip() for c in r)])
+    try:
+        rows, refused, cleaned = read_people(args.csv)
+    except CsvError as e:
+        err(str(e))
+        return 2
+    entries, problems = import_people(cfg, [r for _, r in rows], lines=[n for n, _ in rows], source=args.csv)
     print(f"# {len(entries)} people for directory.people of group_data/{cfg.key}.yml "
           f"(addresses by {cfg.policy.naming.article}); review, then paste under `people:`")
     for e in entries:
         print(yaml_entry(e))
-    for p in problems:
+    for w in cleaned:
+        err(f"warning: {w}")
+    for p in refused + problems:
         err(p)
-    print(f"govmail: {len(entries)} addresses assigned, {len(problems)} rows need a decision", file=sys.stderr)
-    return 1 if problems else 0
+    n = len(refused) + len(problems)
+    print(f"govmail: {len(entries)} addresses assigned, {n} rows need a decision", file=sys.stderr)
+    return 1 if n else 0
 
 
 def cmd_dns(args) -> int:
@@ -230,32 +263,32 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     p = sub.add_parser("validate", help="check province data files; touches no host")
-    p.add_argument("provinces", nargs="*")
+    p.add_argument("provinces", nargs="*", type=province_key)
     p.set_defaults(fn=cmd_validate)
 
     p = sub.add_parser("deploy", help="deploy provinces (pyinfra), in parallel")
-    p.add_argument("provinces", nargs="+")
+    p.add_argument("provinces", nargs="+", type=province_key)
     p.add_argument("--dry-run", action="store_true", help="show what would change, change nothing")
     p.set_defaults(fn=cmd_deploy)
 
     p = sub.add_parser("up", help="boot the lab for provinces and deploy them")
-    p.add_argument("provinces", nargs="+")
+    p.add_argument("provinces", nargs="+", type=province_key)
     p.add_argument("--fresh", action="store_true", help="new containers from the image (drops their state)")
     p.set_defaults(fn=cmd_up)
 
     p = sub.add_parser("lab", help="the local lab of containers")
     lsub = p.add_subparsers(dest="lab_cmd", required=True)
     q = lsub.add_parser("up")
-    q.add_argument("provinces", nargs="+")
+    q.add_argument("provinces", nargs="+", type=province_key)
     q.add_argument("--fresh", action="store_true")
     q = lsub.add_parser("down")
-    q.add_argument("provinces", nargs="*")
+    q.add_argument("provinces", nargs="*", type=province_key)
     q.add_argument("--image", action="store_true", help="also delete the cached Debian image")
     lsub.add_parser("status")
     q = lsub.add_parser("rebuild", help="destroy a lab host and boot a bare one in its place")
-    q.add_argument("host")
+    q.add_argument("host", type=host_name)
     q = lsub.add_parser("ssh")
-    q.add_argument("host")
+    q.add_argument("host", type=host_name)
     q.add_argument("command", nargs=argparse.REMAINDER)
     p.set_defaults(fn=cmd_lab)
 
@@ -263,18 +296,18 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_hash_password)
 
     p = sub.add_parser("set-password", help="set a mailbox's password on its host (prompted)")
-    p.add_argument("address")
+    p.add_argument("address", type=mail_address)
     p.add_argument("--from-env", action="store_true", help="read it from GOVMAIL_PASSWORD (for scripts)")
     p.set_defaults(fn=admin.cmd_set_password)
 
     p = sub.add_parser("hand-over", help="hand a unit's mailbox to its new head: password reset, mail kept")
-    p.add_argument("address")
+    p.add_argument("address", type=mail_address)
     p.add_argument("--to", required=True, help="full name of the new head (recorded in the audit log)")
     p.add_argument("--from-env", action="store_true", help="read the password from GOVMAIL_PASSWORD")
     p.set_defaults(fn=admin.cmd_hand_over)
 
     p = sub.add_parser("passwd", help="change your own mail password (the host's password service)")
-    p.add_argument("address")
+    p.add_argument("address", type=mail_address)
     p.add_argument("--server", help="the password page, e.g. https://mail.laichau.gov.vn:8443/ (default: "
                    "from the province's data)")
     p.add_argument("--cafile", help="CA certificate(s) to trust (a self-signed host's certificate)")
@@ -284,40 +317,40 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=admin.cmd_passwd)
 
     p = sub.add_parser("address", help="the address a person gets by the province's naming rule")
-    p.add_argument("province")
+    p.add_argument("province", type=province_key)
     p.add_argument("name", help="full Vietnamese name, e.g. 'Nguyễn Văn Hậu'")
     p.add_argument("--agency", help="agency or district id")
     p.add_argument("--department", help="department id (district departments are part of the address)")
     p.set_defaults(fn=cmd_address)
 
     p = sub.add_parser("import", help="CSV of (full name, agency, role[, department]) -> directory entries")
-    p.add_argument("province")
+    p.add_argument("province", type=province_key)
     p.add_argument("csv")
     p.set_defaults(fn=cmd_import)
 
     p = sub.add_parser("restore", help="lift an inactive mailbox's suspension (LC Art. 8.3), re-create a deleted one")
-    p.add_argument("address")
+    p.add_argument("address", type=mail_address)
     p.set_defaults(fn=admin.cmd_restore)
 
     p = sub.add_parser("backup", help="backups on the province's backup host: run, status, list, restore")
     bsub = p.add_subparsers(dest="backup_cmd", required=True)
     q = bsub.add_parser("run", help="back a province's mail host up now")
-    q.add_argument("provinces", nargs="+")
+    q.add_argument("provinces", nargs="+", type=province_key)
     q = bsub.add_parser("status", help="age and size of the last good backup (all provinces by default)")
-    q.add_argument("provinces", nargs="*")
+    q.add_argument("provinces", nargs="*", type=province_key)
     q = bsub.add_parser("list", help="the archives of a province's mail host")
-    q.add_argument("provinces", nargs="+")
+    q.add_argument("provinces", nargs="+", type=province_key)
     q = bsub.add_parser("restore-mailbox", help="one mailbox (or folder) as it was, merged into the live one")
-    q.add_argument("address")
+    q.add_argument("address", type=mail_address)
     q.add_argument("--at", help="ISO time, e.g. 2026-11-20T12:00 (default: the last archive)")
     q.add_argument("--folder", help="only this folder, e.g. INBOX or Sent")
     q = bsub.add_parser("restore-host", help="after a rebuild: store, TLS, logs and all mail from the archive")
-    q.add_argument("provinces", nargs=1)
+    q.add_argument("provinces", nargs=1, type=province_key)
     q.add_argument("--at", help="ISO time (default: the last archive)")
     p.set_defaults(fn=admin.cmd_backup)
 
     p = sub.add_parser("dns", help="the DNS records a province publishes (zone-file format)")
-    p.add_argument("province")
+    p.add_argument("province", type=province_key)
     p.set_defaults(fn=cmd_dns)
 
     p = sub.add_parser("schema", help="print the data-file reference")
@@ -335,6 +368,20 @@ def main(argv: list[str] | None = None) -> int:
     except TargetError as e:
         err(str(e))
         return 2
+    except DataError as e:
+        err(str(e))
+        return 2
+    except KeyboardInterrupt:
+        err("interrupted")
+        return 130
+    except OSError as e:
+        err(f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}")
+        return 1
+    except Exception as e:  # a bug of govmail, not of the input: one line, the traceback on request
+        if os.environ.get("GOVMAIL_DEBUG"):
+            raise
+        err(f"internal error: {type(e).__name__}: {e} (GOVMAIL_DEBUG=1 shows where)")
+        return 70
 
 
 if __name__ == "__main__":

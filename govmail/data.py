@@ -23,6 +23,7 @@ import yaml
 from .config import ROLE_LOCAL_PARTS, ROOT, Account, DataError, MiB, Problem, ProvinceConfig, tls_path
 from .config import fmt_path as _fmt_path
 from .directory import build_directory
+from .rules import check_policy, check_tls
 from .typecheck import validate_all
 from .yamldoc import Doc
 
@@ -218,6 +219,8 @@ def _load_province(file: Path) -> ProvinceConfig:
         cfg.warnings.append(Problem(f, line, _fmt_path(path), message))
 
     build_directory(cfg, add, warn)
+    check_policy(cfg, add)
+    check_tls(cfg, add)
     if problems:
         raise DataError(problems)
     # The people are now cfg.accounts (with addresses, quotas and statuses resolved), the one list

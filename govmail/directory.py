@@ -19,6 +19,7 @@ from .config import ROLE_LOCAL_PARTS, Account, ProvinceConfig
 from .config import fmt_path as _fmt_path
 from .naming import rule_problem
 from .naming import unit_of as naming_unit
+from .text import MAX_ADDRESS, MAX_LOCAL
 
 Report = Callable[[tuple, str], None]
 
@@ -33,6 +34,7 @@ class DirectoryBuilder:
         self.unit_address: dict[tuple, str] = {}  # (agency/district, department/commune) -> address
         self.unit_ids: dict[str, tuple] = {}  # agency/district id -> key path
         self.list_addrs: dict[str, tuple] = {}
+        self.delegated: list[tuple] = []  # (key path, address, senders) of units and functional mailboxes
 
     # ------------------------------------------------------------------ quotas (policy.quota)
 
@@ -95,8 +97,14 @@ class DirectoryBuilder:
         addr = unit.address or f"{default_local}@{self.dom}"
         self.unit_address[(owner, sub)] = addr
         quota = self.quota(path + ("quota_mb",), unit.quota_mb)
-        if self.address_ok(path + (("address",) if unit.address else ("id",)), addr):
+        if len(addr) > MAX_ADDRESS or len(addr.rpartition("@")[0]) > MAX_LOCAL:
+            self.add(path + (("address",) if unit.address else ("id",)),
+                     f"{addr!r}: the unit's address is longer than RFC 5321 allows (local part at most {MAX_LOCAL}, "
+                     f"address at most {MAX_ADDRESS} characters)")
+        elif self.address_ok(path + (("address",) if unit.address else ("id",)), addr):
             self.cfg.accounts.append(Account(addr, unit.name, kind, quota, owner=owner, unit=(owner, sub)))
+            if unit.senders:
+                self.delegated.append((path, addr, unit.senders))
 
     def unit_id(self, path: tuple, uid: str) -> None:
         if uid in self.unit_ids:
@@ -160,6 +168,8 @@ class DirectoryBuilder:
             quota = self.quota(p + ("quota_mb",), mb.quota_mb)
             if self.address_ok(p + ("address",), mb.address):
                 self.cfg.accounts.append(Account(mb.address, mb.name, "mailbox", quota, password_hash=mb.password_hash))
+                if mb.senders:
+                    self.delegated.append((p, mb.address, mb.senders))
 
     # ------------------------------------------------------------------ lists
 
@@ -167,6 +177,7 @@ class DirectoryBuilder:
         members: list[str] = []
         fwd = self.m.policy.forwarding
         for j, mem in enumerate(ml.members):
+            mem = mem.lower()  # the type admits lower case only; compared so in any case
             outside = "@" in mem and not mem.endswith("@" + self.dom)
             if outside and fwd.refuse_outbound and not fwd.is_state(mem.rsplit("@", 1)[1]):
                 self.add(p + ("members", j),
@@ -210,6 +221,45 @@ class DirectoryBuilder:
                              "can be allowed to send as a list")
             if ml.senders:
                 cfg.list_senders[ml.address] = list(dict.fromkeys(ml.senders))
+        self.list_cycles()
+
+    def list_cycles(self) -> None:
+        """No list may reach itself through other lists (mail to it would loop until Postfix gives up)."""
+        graph = {a: [m for m in self.cfg.aliases.get(a, []) if m in self.list_addrs] for a in self.list_addrs}
+        done: set[str] = set()
+        for start in graph:
+            if start in done:
+                continue
+            stack, path, on_path = [(start, iter(graph[start]))], [start], {start}
+            while stack:
+                node, it = stack[-1]
+                nxt = next(it, None)
+                if nxt is None:
+                    stack.pop()
+                    path.pop()
+                    on_path.discard(node)
+                    done.add(node)
+                elif nxt in on_path:
+                    loop = path[path.index(nxt):] + [nxt]
+                    self.add(self.list_addrs[nxt] + ("members",),
+                             f"the lists contain each other: {' -> '.join(loop)}; a list may not reach itself")
+                    return
+                elif nxt not in done:
+                    stack.append((nxt, iter(graph[nxt])))
+                    path.append(nxt)
+                    on_path.add(nxt)
+
+    def senders(self) -> None:
+        """Mailboxes that may send as a unit's or a functional mailbox's address (`senders:`)."""
+        mailbox_addrs = {a.address for a in self.cfg.accounts}
+        for path, addr, who in self.delegated:
+            for j, login in enumerate(who):
+                if login not in mailbox_addrs:
+                    self.add(path + ("senders", j), f"{login!r} is not a mailbox of the directory; only a mailbox's "
+                             "user can be allowed to send as another address")
+                elif login == addr:
+                    self.add(path + ("senders", j), "a mailbox's own user always sends as it; list others here")
+            self.cfg.list_senders[addr] = list(dict.fromkeys(w for w in who if w in mailbox_addrs and w != addr))
 
     # ------------------------------------------------------------------ who is told (LC Art. 8.1)
 
@@ -249,12 +299,6 @@ class DirectoryBuilder:
                 self.add(("hosts", i, "roles"), "a host cannot back itself up: give `backup` to another host")
         if len({h.name for h in m.hosts}) != len(m.hosts):
             self.add(("hosts",), "host names must be unique")
-        if bool(m.tls.certificate) != bool(m.tls.key):
-            self.add(("tls",), "give both `certificate` and `key`, or neither (self-signed)")
-        for k in ("certificate", "key"):
-            v = getattr(m.tls, k)
-            if v and not (cfg.file.parent / v).is_file():
-                self.add(("tls", k), f"{v!r}: no such file (relative to {cfg.file.parent})")
         if not cfg.accounts:
             self.add(("directory",), "the directory has no mailboxes")
 
@@ -267,5 +311,6 @@ def build_directory(cfg: ProvinceConfig, add: Report, warn: Report) -> None:
     b.people()
     b.mailboxes()
     b.lists()
+    b.senders()
     b.managers()
     b.hosts_and_tls()

@@ -110,7 +110,8 @@ def rule_problem(address: str, full_name: str, unit: str, domain: str, policy: N
     return f"{address!r} does not follow the naming rule: expected {allowed[0]}{how} ({policy.article})"
 
 
-def import_people(cfg, rows: Iterable[dict]) -> tuple[list[dict], list[str]]:
+def import_people(cfg, rows: Iterable[dict], lines: Optional[list[int]] = None,
+                  source: str = "") -> tuple[list[dict], list[str]]:
     """Directory entries for CSV rows of (name, agency, role[, department]).
 
     Returns (entries ready for `directory.people`, problems). Addresses already in the directory,
@@ -127,7 +128,7 @@ def import_people(cfg, rows: Iterable[dict]) -> tuple[list[dict], list[str]]:
         agency = (row.get("agency") or "").strip().lower() or None
         department = (row.get("department") or "").strip().lower() or None
         role = (row.get("role") or "user").strip().lower() or "user"
-        where = f"row {n} ({name or 'no name'})"
+        where = (f"{source}:{lines[n - 1]}" if lines else f"row {n}") + f" ({name or 'no name'})"
         if not name:
             problems.append(f"{where}: no name")
             continue
@@ -158,5 +159,8 @@ def import_people(cfg, rows: Iterable[dict]) -> tuple[list[dict], list[str]]:
 
 
 def yaml_entry(entry: dict) -> str:
-    """One `directory.people` line in the flow style the data files use."""
-    return "    - {" + ", ".join(f"{k}: {v}" for k, v in entry.items()) + "}"
+    """One `directory.people` line in the flow style the data files use. Every value is written as
+    a double-quoted scalar (JSON's string syntax is YAML's): a name can never become a key."""
+    import json
+
+    return "    - {" + ", ".join(f"{k}: {json.dumps(v, ensure_ascii=False)}" for k, v in entry.items()) + "}"

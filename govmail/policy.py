@@ -288,6 +288,9 @@ class Policy(Strict):
     clients: Clause = Field(description="Desktop clients over IMAP, POP3 and SMTP submission, with TLS.")
     operation: Clause = Field(description="Continuous operation: services enabled and running.")
     secrecy: Clause = Field(description="Passwords and mailboxes protected: no authentication without TLS.")
+    sender: Clause = Field(description="A message says truly who sent it: an authenticated user sends only as their own "
+                           "address, a list they may send for, or an address delegated to them (`senders:`), in the "
+                           "envelope and in the header `From:`.")
     naming: NamingPolicy = Field(description="The address rule for people, and what to do on a clash.")
     quota: QuotaPolicy = Field(description="Mailbox sizes: the province's default, bounds, and when owners are warned.")
     attachment: AttachmentPolicy = Field(description="Largest attachment (and so the message size limit).")

@@ -16,12 +16,24 @@ def test_validate_all_shipped_provinces(capsys):
     assert out.count("✓") == len(available_provinces()) and "DN Art. 5.2" in out
 
 
-def test_validate_reports_a_bad_file_and_fails(tmp_path, capsys):
+def test_validate_reports_a_bad_file_and_fails(tmp_path, capsys, monkeypatch):
     shutil.copy(DATA / "defaults.yml", tmp_path)
     text = (DATA / "daknong.yml").read_text().replace("max_mb: 500", "max_mb: lots")
     (tmp_path / "daknong.yml").write_text(text)
-    assert main(["validate", str(tmp_path / "daknong.yml")]) == 1
+    monkeypatch.setenv("GOVMAIL_DATA_DIR", str(tmp_path))
+    assert main(["validate", "daknong"]) == 1
     assert "policy.quota.max_mb: 'lots'" in capsys.readouterr().out
+
+
+def test_a_province_argument_is_a_key_of_the_data_directory_never_a_path(capsys):
+    import pytest
+
+    for arg in ("group_data/", "../../etc/passwd", str(DATA / "daknong.yml"), "DakNong", "nowhere"):
+        with pytest.raises(SystemExit) as e:
+            main(["validate", arg])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and "bacninh, daknong" in err and arg[:40] in err
 
 
 def test_address_prints_the_rule_address(capsys):
@@ -39,7 +51,7 @@ def test_import_prints_directory_lines_and_exits_1_when_a_row_needs_a_decision(t
     csv.write_text("Họ và tên,agency,role\nNguyễn Văn Hậu,stnmt,user\nĐỗ Thị Đào,stnmt,admin\n")
     assert main(["import", "bacninh", str(csv)]) == 1  # Nguyễn Văn Hậu clashes: BN decides by hand
     out, errs = capsys.readouterr()
-    assert "- {name: Đỗ Thị Đào, address: daodt.stnmt@bacninh.gov.vn, agency: stnmt, role: admin}" in out
+    assert '- {name: "Đỗ Thị Đào", address: "daodt.stnmt@bacninh.gov.vn", agency: "stnmt", role: "admin"}' in out
     assert "BN Art. 4.b" in errs
     assert main(["import", "daknong", str(csv)]) == 0
     assert "haunvb.stnmt@daknong.gov.vn" in capsys.readouterr().out
@@ -60,3 +72,42 @@ def test_passwd_checks_the_provinces_rule_before_sending_anything(capsys, monkey
     err = capsys.readouterr().err
     assert "shorter than 8 characters" in err and "no upper-case letter, no digit, no special character" in err
     assert "LC Art. 4.1" in err
+
+
+def test_import_refuses_hostile_cells_and_cleans_stray_spaces(tmp_path, capsys):
+    """HR spreadsheets are hostile input: a cell with a line break, quotes, markup or a formula gets
+    its row refused with file:line and column; stray spaces are cleaned with a warning; no value can
+    become YAML syntax in the printed entries."""
+    csv = tmp_path / "people.csv"
+    csv.write_text(
+        "Họ và tên,agency,role\n"
+        '"Nguyễn Văn\nHậu",stnmt,user\n'                       # lines 2-3: a line break inside a cell
+        '"Trần ""Văn"" An",stnmt,user\n'                      # 4: quotes
+        "<script>alert(1)</script>,stnmt,user\n"               # 5: markup
+        "=HYPERLINK(\"http://x\"),stnmt,user\n"                # 6: a formula
+        "Lê Thị Hoa,stnmt,admin; password_hash: x\n"          # 7: symbols in the role
+        "  Phạm   Văn  Bình ,stnmt,user\n"                    # 8: stray spaces: cleaned
+        "Hoàng Thị Mai,stnmt,user,,,,extra\n",                # 9: too many columns
+        encoding="utf-8")
+    assert main(["import", "daknong", str(csv)]) == 1
+    out, errs = capsys.readouterr()
+    assert f"{csv}:3: column name: holds a line break" in errs
+    assert f"{csv}:4: column name:" in errs and "holds '\"'" in errs
+    assert f"{csv}:5: column name:" in errs and f"{csv}:6: column name:" in errs and "formula" in errs
+    assert f"{csv}:7: column role:" in errs
+    assert f"{csv}:9: 7 columns" in errs
+    assert f"warning: {csv}:8: column name: spaces cleaned" in errs
+    entries = [line for line in out.splitlines() if line.startswith("    - {")]
+    assert entries == ['    - {name: "Phạm Văn Bình", address: "binhpv.stnmt@daknong.gov.vn", agency: "stnmt"}']
+    assert "Traceback" not in errs
+
+
+def test_import_refuses_a_file_that_is_not_csv_text_with_one_message(tmp_path, capsys):
+    for name, data, expect in (("nul.csv", b"ab,c\n\0x,y\n", ":2: holds a NUL byte"),
+                               ("latin1.csv", b"name\nL\xea Th\xe9,stnmt\n", ":2: not UTF-8 text"),
+                               ("quote.csv", b'"unterminated,stnmt\n', "malformed CSV")):
+        f = tmp_path / name
+        f.write_bytes(data)
+        assert main(["import", "daknong", str(f)]) == 2
+        errs = capsys.readouterr().err
+        assert expect in errs and "Traceback" not in errs, errs

@@ -201,10 +201,34 @@ def test_tls_certificate_without_key_or_missing_file_is_refused(tmp_path):
     assert "give both `certificate` and `key`" in msgs and "certs/mail.pem': no such file" in msgs
 
 
-def test_provided_tls_certificate_is_accepted_when_both_files_exist(tmp_path):
-    (tmp_path / "certs").mkdir()
-    (tmp_path / "certs" / "mail.pem").write_text("-----BEGIN CERTIFICATE-----\n")
-    (tmp_path / "certs" / "mail.key").write_text("-----BEGIN PRIVATE KEY-----\n")
+def make_certificate(directory: Path, names, days=30, other_key=False):
+    """A self-signed certificate and its key as PEM files in `directory` (cert.pem, key.pem)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key, wrong = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    start, end = (now - datetime.timedelta(days=1), now + datetime.timedelta(days=days)) if days > 0 else (
+        now - datetime.timedelta(days=60), now + datetime.timedelta(days=days))
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+            .sign(key, hashes.SHA256()))
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (directory / "key.pem").write_bytes((wrong if other_key else key).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+
+
+def test_provided_tls_certificate_is_accepted_when_it_parses_matches_its_key_and_covers_the_host(tmp_path):
+    make_certificate(tmp_path / "certs", ["mail.daknong.gov.vn"])
+    (tmp_path / "certs" / "cert.pem").rename(tmp_path / "certs" / "mail.pem")
+    (tmp_path / "certs" / "key.pem").rename(tmp_path / "certs" / "mail.key")
 
     def edit(d):
         d["tls"] = {"certificate": "certs/mail.pem", "key": "certs/mail.key"}
