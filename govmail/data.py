@@ -200,14 +200,16 @@ def _load_province(file: Path) -> ProvinceConfig:
 
     schema_paths: set[tuple] = set()
 
+    set_aside: set[str] = set()
+
     def add(path: tuple, message: str):
         path = original(path)
-        if any(path[: len(q)] == q for q in schema_paths):
+        if any(_related(path, q) for q in schema_paths):
             return  # a consequence of a problem already reported there (its value was set aside)
         f, line = where(path)
         problems.append(Problem(f, line, _fmt_path(path), message))
 
-    model = validate_all(merged, add, original, remap, defaults.data if defaults else None, schema_paths)
+    model = validate_all(merged, add, original, remap, defaults.data if defaults else None, schema_paths, set_aside)
     if model is None:
         raise DataError(problems)
     cfg = ProvinceConfig(model=model, file=file)
@@ -218,7 +220,7 @@ def _load_province(file: Path) -> ProvinceConfig:
         f, line = where(path)
         cfg.warnings.append(Problem(f, line, _fmt_path(path), message))
 
-    build_directory(cfg, add, warn)
+    build_directory(cfg, add, warn, set_aside)
     check_policy(cfg, add)
     check_tls(cfg, add)
     if problems:
@@ -229,3 +231,12 @@ def _load_province(file: Path) -> ProvinceConfig:
     d = model.directory
     cfg.model = model.model_copy(update={"directory": d.model_copy(update={"people": []})})
     return cfg
+
+
+def _related(path: tuple, bad: tuple) -> bool:
+    """Whether a later problem at `path` follows from the schema problem at `bad`: one holds the
+    other, or both are in one policy section (a bad `action` leaves its `after_months` meaningless)."""
+    n = min(len(path), len(bad))
+    if path[:n] == bad[:n]:
+        return True
+    return len(path) >= 2 and path[0] == "policy" and path[:2] == bad[:2]

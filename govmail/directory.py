@@ -34,6 +34,7 @@ class DirectoryBuilder:
         self.unit_address: dict[tuple, str] = {}  # (agency/district, department/commune) -> address
         self.unit_ids: dict[str, tuple] = {}  # agency/district id -> key path
         self.list_addrs: dict[str, tuple] = {}
+        self.set_aside: frozenset = frozenset()
         self.delegated: list[tuple] = []  # (key path, address, senders) of units and functional mailboxes
 
     # ------------------------------------------------------------------ quotas (policy.quota)
@@ -46,7 +47,9 @@ class DirectoryBuilder:
     def check_quota_policy(self) -> None:
         q = self.q
         if q.min_mb and q.max_mb and q.min_mb > q.max_mb:
-            self.add(("policy", "quota"), f"min_mb {q.min_mb} is above max_mb {q.max_mb}")
+            self.add(("policy", "quota", "min_mb"), f"{q.min_mb} is above max_mb {q.max_mb}; allowed: min_mb <= "
+                     f"default_mb <= max_mb ({q.article})")
+            return
         if q.min_mb and q.default_mb < q.min_mb:
             self.add(("policy", "quota", "default_mb"), f"{q.default_mb} is below the province's minimum; {self.bounds()}")
         if q.max_mb and q.default_mb > q.max_mb:
@@ -139,7 +142,9 @@ class DirectoryBuilder:
         for i, person in enumerate(m.directory.people):
             p = ("directory", "people", i)
             quota = self.quota(p + ("quota_mb",), person.quota_mb)
-            if person.agency and person.agency not in self.unit_ids:
+            if person.agency and person.agency in self.set_aside and person.agency not in self.unit_ids:
+                pass  # its agency was refused by the schema check: reported there
+            elif person.agency and person.agency not in self.unit_ids:
                 known = ", ".join(sorted(self.unit_ids)) or "none"
                 self.add(p + ("agency",), f"{person.agency!r} is not an agency or district of the directory; known: {known}")
             elif person.department and person.department not in departments.get(person.agency, set()):
@@ -186,6 +191,8 @@ class DirectoryBuilder:
                          f"({fwd.article}; policy.forwarding)")
             elif outside:
                 members.append(mem)  # a mailbox of another state domain: the forward is allowed
+            elif mem not in mailbox_addrs and mem not in self.list_addrs and mem in self.set_aside:
+                continue  # its mailbox was refused by the schema check: reported there
             elif mem not in mailbox_addrs and mem not in self.list_addrs:
                 self.add(p + ("members", j), f"{mem!r} is not a mailbox or list of the directory")
             elif mem == ml.address:
@@ -212,11 +219,11 @@ class DirectoryBuilder:
                     self.add(p + ("include_agency_people",),
                              f"{ml.include_agency_people!r} is not an agency or district of the directory")
                 members += [a.address for a in active_people if a.owner == ml.include_agency_people]
-            if not members and ml.address in self.list_addrs:
+            if not members and ml.address in self.list_addrs and not (set(ml.members) & self.set_aside):
                 self.add(p, "the list has no members (give `members`, `include_all_people` or `include_agency_people`)")
             cfg.aliases[ml.address] = list(dict.fromkeys(members))
             for j, who in enumerate(ml.senders):
-                if who not in mailbox_addrs:
+                if who not in mailbox_addrs and who not in self.set_aside:
                     self.add(p + ("senders", j), f"{who!r} is not a mailbox of the directory; only a mailbox's user "
                              "can be allowed to send as a list")
             if ml.senders:
@@ -254,7 +261,7 @@ class DirectoryBuilder:
         mailbox_addrs = {a.address for a in self.cfg.accounts}
         for path, addr, who in self.delegated:
             for j, login in enumerate(who):
-                if login not in mailbox_addrs:
+                if login not in mailbox_addrs and login not in self.set_aside:
                     self.add(path + ("senders", j), f"{login!r} is not a mailbox of the directory; only a mailbox's "
                              "user can be allowed to send as another address")
                 elif login == addr:
@@ -286,7 +293,7 @@ class DirectoryBuilder:
 
     def hosts_and_tls(self) -> None:
         m, cfg = self.m, self.cfg
-        if m.postmaster and m.postmaster not in {a.address for a in cfg.accounts}:
+        if m.postmaster and m.postmaster not in {a.address for a in cfg.accounts} and m.postmaster not in self.set_aside:
             self.add(("postmaster",), f"{m.postmaster!r} is not a mailbox of the directory")
         mail_hosts = [h for h in m.hosts if "mail" in h.roles]
         if len(mail_hosts) != 1:
@@ -303,9 +310,12 @@ class DirectoryBuilder:
             self.add(("directory",), "the directory has no mailboxes")
 
 
-def build_directory(cfg: ProvinceConfig, add: Report, warn: Report) -> None:
-    """Resolve the directory into accounts and aliases, checking the cross-field rules."""
+def build_directory(cfg: ProvinceConfig, add: Report, warn: Report, set_aside: frozenset = frozenset()) -> None:
+    """Resolve the directory into accounts and aliases, checking the cross-field rules. `set_aside`:
+    texts of entries the schema check refused (already reported): a reference to one of them is not
+    reported again as missing."""
     b = DirectoryBuilder(cfg, add, warn)
+    b.set_aside = set_aside
     b.check_quota_policy()
     b.units()
     b.people()

@@ -28,8 +28,8 @@ def check_policy(cfg, add) -> None:
             f"marked as spam before it is refused; allowed: reject_score > add_header_score ({pol.spam.article})")
     ina = pol.inactivity
     if ina.action != "none" and ina.after_months is None:
-        add(("policy", "inactivity", "after_months"),
-            f"action {ina.action!r} needs after_months (the months without login before it); without it the rule "
+        add(("policy", "inactivity", "action"),
+            f"{ina.action!r} needs after_months (the months without login before it); without it the rule "
             f"would never apply ({ina.article})")
     if ina.action == "none":
         for k in ("after_months", "delete_after_notice_months"):
@@ -47,7 +47,7 @@ def check_policy(cfg, add) -> None:
             key = ("policy", "attachment", "max_mb" if pol.attachment.max_mb else "message_size_mb")
             add(key, f"the message size limit ({limit:,} bytes) is larger than the smallest mailbox ({who}, "
                 f"{smallest} MiB): it could never receive a message of the allowed size; allowed: attachment limit "
-                f"<= message limit <= every mailbox's quota ({pol.attachment.article}; {pol.quota.article})")
+                f"<= message limit <= every mailbox's quota ({'; '.join(dict.fromkeys([pol.attachment.article, pol.quota.article]))})")
 
 
 def check_tls(cfg, add) -> None:
@@ -62,9 +62,9 @@ def check_tls(cfg, add) -> None:
             continue
         f = (base / v).resolve()
         if not f.is_relative_to(base):
-            add(("tls", k), f"{v!r} leads outside the data file's directory ({base}); keep the files beside it")
+            add(("tls", k), f"{v!r} leads outside the data file's directory (a link?); keep the files beside it")
         elif not f.is_file():
-            add(("tls", k), f"{v!r}: no such file (relative to {base})")
+            add(("tls", k), f"{v!r}: no such file in the data file's directory")
         elif f.stat().st_size > 1024 * 1024:
             add(("tls", k), f"{v!r} is {f.stat().st_size:,} bytes; a PEM file is far smaller")
         else:

@@ -39,18 +39,24 @@ def _yaml_type(value) -> str:
         return "a boolean: yes/no/true/false/on/off are booleans in YAML; quote them for text"
     if value is None:
         return "null"
+    import datetime
+
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return 'a date: quote it to keep it as text, e.g. "2012-08-17"'
+
     return {int: "an integer", float: "a number", str: "text", list: "a list", dict: "a mapping"}.get(
         type(value), type(value).__name__)
 
 
-def validate_all(merged: dict, add, original, remap: dict, fallback: Any, reported: set) -> Any:
+def validate_all(merged: dict, add, original, remap: dict, fallback: Any, reported: set, set_aside: set) -> Any:
     """The typed model of `merged`, after reporting every schema problem through `add`. So that the
     cross-field checks still run (and report) after a type error elsewhere, a bad optional key is
     dropped (its default applies), a bad required key takes the national default's value
     (`fallback`: defaults.yml) where it has one, and an item of a list whose required key is bad
     or missing is left out (the others are checked); `remap` keeps each list's original indices so
     that later messages name the original item. None when nothing can stand in for a bad key.
-    `reported` collects the (original) paths of the problems found."""
+    `reported` collects the (original) paths of the problems found, `set_aside` every text inside
+    a value set aside (addresses, ids), so that a later check does not report them missing."""
     for _ in range(8):
         try:
             return schema.Province.model_validate(merged)
@@ -66,14 +72,17 @@ def validate_all(merged: dict, add, original, remap: dict, fallback: Any, report
                 cut = _cut_point(loc, err["type"])
                 if cut is not None:
                     cuts.append(cut)
-                elif not _replace(merged, loc, fallback):
-                    stuck = True
+                else:
+                    set_aside.update(_texts(_get(merged, loc)))
+                    if not _replace(merged, loc, fallback):
+                        stuck = True
             if stuck:
                 return None
             for cut in sorted(set(cuts), reverse=True):
                 parent = merged
                 for part in cut[:-1]:
                     parent = parent[part]
+                set_aside.update(_texts(_get(parent, cut[-1:])))
                 if isinstance(parent, list):
                     key = original(cut[:-1])
                     remap.setdefault(key, list(range(len(parent))))
@@ -82,6 +91,29 @@ def validate_all(merged: dict, add, original, remap: dict, fallback: Any, report
                 elif isinstance(parent, dict):
                     parent.pop(cut[-1], None)
     return None
+
+
+def _get(data: Any, loc: tuple) -> Any:
+    for part in loc:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def _texts(value: Any) -> set:
+    """Every string inside a value (iteratively: the value passed the bounds of govmail/yamldoc.py)."""
+    out, stack = set(), [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            out.add(v)
+        elif isinstance(v, dict):
+            stack += list(v.values())
+        elif isinstance(v, list):
+            stack += v
+    return out
 
 
 def _replace(data: Any, loc: tuple, fallback: Any) -> bool:

@@ -298,3 +298,37 @@ def test_state_domains_accept_exact_names_and_wildcards_only(tmp_path):
 
     [p] = problems(copy_province(tmp_path, "laichau", edit=edit))
     assert p.path == "policy.forwarding.state_domains" and "lower-case domain" in p.message
+
+
+def test_a_yaml_merge_brings_in_keys_and_keys_beside_it_override_them(tmp_path):
+    """`<<: *base` then a key is valid YAML (the key overrides the merged one), not a duplicate key."""
+    logs = "  logs:\n    article: DN Art. 11.2.e\n    retention_months: 12\n"
+
+    def text_edit(t):
+        assert logs in t
+        return t.replace(logs, "  logs:\n    <<: *twice\n    retention_months: 12\n").replace(
+            "policy:\n", "policy:\n  cancellation: &twice\n    article: DN Art. 11.2.e\n    keep_months: 24\n", 1)
+
+    f = copy_province(tmp_path, "daknong", text_edit=text_edit)
+    found = [f"{p.path}: {p.message}" for p in problems(f)]
+    # The merge brought `keep_months` into logs, where it is not a key: reported at the merging line.
+    assert found == ["policy.logs.keep_months: unknown key 'keep_months'; allowed here: article, retention_months"]
+    f.write_text(f.read_text().replace("    keep_months: 24\n", "", 1))
+    cfg = load_province(f, cache=False)
+    assert cfg.policy.logs.article == "DN Art. 11.2.e" and cfg.policy.logs.retention_months == 12
+
+
+@pytest.mark.parametrize("fault,expect", [
+    (dict(other_key=True), "tls.key: does not match the certificate"),
+    (dict(days=-1), "tls.certificate: expired on"),
+    (dict(names=["mail.elsewhere.gov.vn"]), "tls.certificate: does not cover the mail host mail.daknong.gov.vn"),
+])
+def test_a_tls_certificate_that_does_not_fit_the_host_is_refused(tmp_path, fault, expect):
+    names = fault.pop("names", ["mail.daknong.gov.vn"])
+    make_certificate(tmp_path / "certs", names, **fault)
+
+    def edit(d):
+        d["tls"] = {"certificate": "certs/cert.pem", "key": "certs/key.pem"}
+
+    found = [f"{p.path}: {p.message}" for p in problems(copy_province(tmp_path, "daknong", edit=edit))]
+    assert len(found) == 1 and found[0].startswith(expect), found
