@@ -139,6 +139,14 @@ class ProvinceConfig:
         admins = [a.address for a in self.accounts if a.role == "admin" and a.kind == "person"]
         return admins[0] if admins else self.accounts[0].address
 
+    @property
+    def senders(self) -> dict[str, list[str]]:
+        """Who, besides an address's own user, may send as it (envelope: Postfix's
+        smtpd_sender_login_maps; header From:, rspamd's GOVMAIL_FROM): the postmaster for the role
+        addresses, a list's `senders`, a unit's or functional mailbox's `senders`."""
+        pm = self.postmaster
+        return {f"postmaster@{self.domain}": [pm], f"abuse@{self.domain}": [pm], **self.list_senders}
+
     def account(self, address: str) -> Account:
         return next(a for a in self.accounts if a.address == address)
 

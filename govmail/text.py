@@ -188,10 +188,20 @@ def comment(v) -> Escaped:
     return Escaped(CONTROL_RE.sub(" ", str(v)))
 
 
-def postconf(v) -> Escaped:
+def _one_word(s: str, syntax: str) -> str:
+    if re.search(r"[\s,]", s):
+        raise UnsafeValue(f"{s[:60]!r}: a space or comma would split this {syntax} value into several")
+    return s
+
+
+def postconf(v, word: bool = False) -> Escaped:
     """A Postfix main.cf/master.cf value, or a table's result text: one line; `$` is written `$$`
-    (Postfix expands `$name`)."""
-    return Escaped(_refuse_control(str(v), "a Postfix setting").replace("$", "$$"))
+    (Postfix expands `$name`). `word=True`: one item of a list-valued parameter (a domain, a host
+    name), where a space or comma would start another item."""
+    s = _refuse_control(str(v), "a Postfix setting")
+    if word:
+        _one_word(s, "Postfix")
+    return Escaped(s.replace("$", "$$"))
 
 
 def pcre(v) -> Escaped:
@@ -235,15 +245,32 @@ def lua(v) -> Escaped:
     return Escaped("".join(out))
 
 
-def fail2ban(v) -> Escaped:
+def fail2ban(v, word: bool = False) -> Escaped:
     """A fail2ban .conf/.local value (Python configparser with interpolation): one line, `%` as
-    `%%`; a value that would continue on the next line cannot exist."""
-    return Escaped(_refuse_control(str(v), "a fail2ban setting").replace("%", "%%"))
+    `%%`; a value that would continue on the next line cannot exist. `word=True`: one item of a
+    list (`ignoreip`), where a space or comma would start another."""
+    s = _refuse_control(str(v), "a fail2ban setting")
+    if word:
+        _one_word(s, "fail2ban")
+    return Escaped(s.replace("%", "%%"))
 
 
 def systemd(v) -> Escaped:
-    """A systemd unit value: one line, `%` specifiers written `%%`, backslash doubled."""
-    return Escaped(_refuse_control(str(v), "a systemd unit").replace("\\", "\\\\").replace("%", "%%"))
+    """A systemd unit value: one line, `%` specifiers written `%%`; a backslash (an escape, or at
+    the end of a line a continuation) is refused."""
+    s = _refuse_control(str(v), "a systemd unit")
+    if "\\" in s:
+        raise UnsafeValue(f"{s[:60]!r}: a backslash cannot be written into a systemd unit")
+    return Escaped(s.replace("%", "%%"))
+
+
+def authorized_keys_command(v) -> Escaped:
+    """The inside of an OpenSSH authorized_keys `command="..."` option: one line, no double quote
+    or backslash (the file has no other escaping)."""
+    s = _refuse_control(str(v), "an authorized_keys line")
+    if '"' in s or "\\" in s:
+        raise UnsafeValue(f"{s[:60]!r}: a double quote or backslash cannot be written into an authorized_keys option")
+    return Escaped(s)
 
 
 FILTERS = {f.__name__: f for f in (comment, postconf, pcre, dovecot, ucl, lua, fail2ban, systemd)}

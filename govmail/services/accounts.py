@@ -66,9 +66,9 @@ def directory_document(cfg) -> dict:
         # root` is qualified with the province domain) is read rather than bounced.
         "lists": {**{f"{role}@{cfg.domain}": [cfg.postmaster] for role in ROLE_LOCAL_PARTS},
                   **cfg.aliases},
-        # Who may send as a list (Postfix smtpd_sender_login_maps); a mailbox sends as itself only.
-        "senders": {f"postmaster@{cfg.domain}": [cfg.postmaster], f"abuse@{cfg.domain}": [cfg.postmaster],
-                    **cfg.list_senders},
+        # Who may send as a list or a delegated address (Postfix smtpd_sender_login_maps); a mailbox
+        # sends as itself. The same table rspamd checks the header From: against (GOVMAIL_FROM).
+        "senders": cfg.senders,
     }
 
 

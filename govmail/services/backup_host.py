@@ -13,6 +13,7 @@ import shlex
 from ..render import render
 from ..secrets import backup_secrets
 from ..service import Ensure, File, Service, Unit, directory, made_once
+from ..text import authorized_keys_command
 from .backup import BACKUP_USER, CONF_DIR, REPO_ROOT, repo_path
 
 
@@ -23,7 +24,7 @@ def service(ctx) -> Service:
     passphrase = f"{CONF_DIR}/{cfg.mail_host}.passphrase"
     # The mail host's key may only run borg, append-only, in its own repository.
     key = sec["ssh_public"].decode().strip()
-    forced = f"borg serve --append-only --restrict-to-repository {repo}"
+    forced = authorized_keys_command(f"borg serve --append-only --restrict-to-repository {shlex.quote(repo)}")
     extra = {"repo": repo, "repo_root": REPO_ROOT, "passphrase": passphrase}
     u = BACKUP_USER
     return Service(
@@ -36,8 +37,8 @@ def service(ctx) -> Service:
             directory(f"{REPO_ROOT}/.ssh", 0o700, u, u),
             directory(CONF_DIR, 0o755),
             made_once(f"encrypted repository for {cfg.mail_host} (made once)", f"{repo}/config",
-                      f"runuser -u {u} -- env BORG_PASSCOMMAND={shlex.quote('cat ' + passphrase)} "
-                      f"BORG_BASE_DIR={REPO_ROOT}/.borg borg init --encryption=repokey-blake2 {repo}",
+                      f"runuser -u {u} -- env BORG_PASSCOMMAND={shlex.quote('cat ' + shlex.quote(passphrase))} "
+                      f"BORG_BASE_DIR={REPO_ROOT}/.borg borg init --encryption=repokey-blake2 {shlex.quote(repo)}",
                       after_files=True),
         ],
         files=[

@@ -13,6 +13,9 @@ What it does for the province, each with its data key and article:
   fetched to the controller for `govmail dns` (and published by the target: the lab resolver);
 - SPF, DKIM, DMARC checks on received mail (rspamd's modules; DMARC reject honoured), shown to the
   recipient in Authentication-Results;
+- the header `From:` of an authenticated submission names the login's own address, a list it may
+  send for or an address delegated to it (`senders:`; `policy.sender`): GOVMAIL_FROM, from the same
+  table Postfix binds the envelope sender with;
 - forwards into the state system from outside (`policy.forwarding.refuse_inbound`, LC Art. 12.5):
   GOVMAIL_FORWARD_IN.
 
@@ -22,6 +25,8 @@ reloads only when a file changed. When rspamd does not answer, Postfix answers 4
 """
 
 from __future__ import annotations
+
+import shlex
 
 from ..render import render
 from ..service import Fetch, File, Service, Unit, Validator, directory, made_once
@@ -63,7 +68,7 @@ def dkim_paths(cfg) -> tuple[str, str]:
 
 
 def probes(cfg) -> dict[str, str]:
-    return {"dkim_record": f"cat {dkim_paths(cfg)[1]}"}
+    return {"dkim_record": f"cat {shlex.quote(dkim_paths(cfg)[1])}"}
 
 
 def _dkim(ctx) -> tuple[list, list, list]:
@@ -83,9 +88,10 @@ def _dkim(ctx) -> tuple[list, list, list]:
             f"To start a new key instead, set a new `dkim.selector` in the data file, deploy, and publish the "
             f"record `govmail dns` prints."]
     bits = cfg.model.dkim.bits
+    key, record = shlex.quote(key), shlex.quote(record)  # data-derived names: quoted for the shell
     # Generated once: a deploy never replaces the key the province has published.
     ensures = [made_once(
-        f"DKIM key for {cfg.domain} (selector {cfg.model.dkim.selector}), generated once", key,
+        f"DKIM key for {cfg.domain} (selector {cfg.model.dkim.selector}), generated once", dkim_paths(cfg)[0],
         f"umask 077 && openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:{bits} -out {key}.new "
         f"2>/dev/null && chgrp _rspamd {key}.new && chmod 640 {key}.new && mv {key}.new {key} && "
         f"printf 'v=DKIM1; k=rsa; p=%s\\n' \"$(openssl pkey -in {key} -pubout -outform DER | base64 -w0)\" "
@@ -102,7 +108,7 @@ def service(ctx) -> Service:
     cfg = ctx.cfg
     key, _ = dkim_paths(cfg)
     ensures, fetches, warnings = _dkim(ctx)
-    extra = dict(dkim_key=key, state_domains=cfg.policy.forwarding.state_domains)
+    extra = dict(dkim_key=key, state_domains=cfg.policy.forwarding.state_domains, senders=cfg.senders)
     return Service(
         name="rspamd",
         packages=("rspamd", "redis-server"),

@@ -24,12 +24,17 @@ def service(ctx) -> Service:
             File(PATHS["tls_key"], key.read_bytes(), mode=0o600, action="changed", secret=True),
         ])
     name = cfg.mail_host
-    subj = shlex.quote(f"/O=govmail {cfg.model.name}/CN={name}")
+    # openssl -subj: '/' and '=' separate its fields, so a backslash escapes them in a value.
+    def field(v: str) -> str:
+        return v.replace("\\", "\\\\").replace("/", "\\/").replace("=", "\\=").replace("+", "\\+")
+
+    subj = shlex.quote(f"/O=govmail {field(cfg.model.name)}/CN={field(name)}")
+    san = shlex.quote(f"subjectAltName=DNS:{name},DNS:{cfg.domain}")
     return Service(name="tls", ensures=[made_once(
         f"self-signed TLS certificate for {name} (made once)", PATHS["tls_cert"],
         f"install -d -m 755 {PATHS['etc']}/tls && "
         "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 "
-        f"-subj {subj} -addext subjectAltName=DNS:{name},DNS:{cfg.domain} "
+        f"-subj {subj} -addext {san} "
         f"-keyout {PATHS['tls_key']} -out {PATHS['tls_cert']} 2>/dev/null && "
         f"chmod 600 {PATHS['tls_key']} && chmod 644 {PATHS['tls_cert']}",
         action="changed",

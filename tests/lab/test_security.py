@@ -51,6 +51,37 @@ def test_an_authenticated_user_sends_only_as_their_own_address_or_a_list_that_al
         assert sender_reply(s, f"postmaster@{h.cfg.domain}", other)[0] == 250  # allowed for the postmaster
 
 
+def test_the_header_from_is_bound_to_the_login_too_refusals_name_the_rule_and_article(host):
+    """The envelope sender is bound by Postfix; the `From:` a recipient reads is bound by rspamd's
+    GOVMAIL_FROM: the login's own address, or one the data delegates to it (the postmaster's role
+    addresses here; a list's or a unit's `senders:` alike). Anything else is refused at SMTP time."""
+    from email.message import EmailMessage
+
+    h = host
+    people = [a.address for a in h.cfg.accounts if a.kind == "person" and a.status == "active"]
+    me, director = people[14], people[0]
+    admin = h.cfg.postmaster
+
+    def send(login, pw, header_from) -> tuple[int, str]:
+        m = EmailMessage()
+        m["From"], m["To"], m["Subject"] = header_from, login, "Kiểm tra người gửi"
+        m.set_content("Nội dung thử.")
+        with submission(h, login, pw) as s:
+            try:
+                s.send_message(m, from_addr=login, to_addrs=[login])
+                return 250, ""
+            except smtplib.SMTPDataError as e:
+                return e.smtp_code, e.smtp_error.decode()
+
+    pw, apw = h.set_password(me), h.set_password(admin)
+    assert send(me, pw, f"Người thử <{me}>")[0] == 250
+    code, msg = send(me, pw, f"Giám đốc Sở <{director}>")
+    assert code == 554 and f"From: <{director}>" in msg and h.cfg.cite("sender") in msg, (code, msg)
+    assert send(me, pw, f"{me}, {director}")[0] == 554  # a second author slipped in beside the login's own
+    assert send(me, pw, f"postmaster@{h.cfg.domain}")[0] == 554
+    assert send(admin, apw, f"Quản trị <postmaster@{h.cfg.domain}>")[0] == 250  # delegated by the data
+
+
 RELAY_TRICKS = [
     "user@outside.example",
     "user%outside.example@{domain}",
