@@ -186,7 +186,24 @@ class ContentPolicy(Cited):
         "`allow`, `flag` (delivered with the header X-Govmail-Encrypted-Archive and spam score 3) or `refuse`."
     )
     inspect_archives: bool = Field(
-        True, description="Apply the extension rules to the files inside .zip, .rar, .7z and .gz attachments too."
+        True, description="Look inside archives (.zip, .gz, .bz2, .xz, .tar; names of .rar and .7z): the extension "
+        "rules and the program check apply to the files inside, and to archives inside those, `archive_depth` deep."
+    )
+    archive_depth: int = Field(
+        3, description="How many archives deep the attachment inspector looks (an archive inside an archive inside "
+        "the attachment is 3).", ge=1, le=10,
+    )
+    too_deep: Literal["refuse", "flag"] = Field(
+        "refuse", description="An archive nested deeper than `archive_depth`, whose content is not checked: `refuse`, "
+        "or `flag` (delivered with the header X-Govmail-Attachment and spam score 3)."
+    )
+    unreadable_archives: Literal["allow", "flag", "refuse"] = Field(
+        "flag", description="An archive that cannot be opened here (.rar, .7z, corrupt, or unpacking past 256 MiB or "
+        "10,000 files): `allow`, `flag` or `refuse`."
+    )
+    office_macros: Literal["allow", "flag", "refuse"] = Field(
+        "refuse", description="An Office document with macros (programs inside .docm/.xlsm/.doc/.xls...): `refuse`, "
+        "`flag` or `allow`."
     )
 
     @field_validator("blocked_extensions", "allowed_extensions")

@@ -7,6 +7,7 @@ module among them), and one small command per tool in /usr/local/lib/govmail/:
     backup          backups and restores (govmail/host/backup_tool.py)
     passwd-service  the password page (govmail/host/passwd_service.py)
     quota-warning   run by Dovecot when a mailbox crosses a warning level
+    inspector       the attachment inspector rspamd asks (govmail/host/inspector.py)
     postlogin       run by Dovecot after each login (stamps the last login)
 
 A change of any of them re-syncs the account store and restarts the password service (those
@@ -23,7 +24,7 @@ from ..service import File, Service
 
 HOST = Path(__file__).resolve().parent.parent / "host"
 COMMANDS = {"accounts": "accounts", "backup": "backup_tool", "passwd-service": "passwd_service",
-            "quota-warning": "quota_warning"}
+            "quota-warning": "quota_warning", "inspector": "inspector"}
 
 
 def command(name: str, module: str) -> str:

@@ -30,6 +30,7 @@ import shlex
 
 from ..render import render
 from ..service import Fetch, File, Service, Unit, Validator, directory, made_once
+from .attachments import PORT as INSPECTOR_PORT
 
 VALIDATE = (
     "rspamadm --var=CONFDIR={dir} --var=LOCAL_CONFDIR={dir} configtest -c {dir}/rspamd.conf >/dev/null"
@@ -108,7 +109,8 @@ def service(ctx) -> Service:
     cfg = ctx.cfg
     key, _ = dkim_paths(cfg)
     ensures, fetches, warnings = _dkim(ctx)
-    extra = dict(dkim_key=key, state_domains=cfg.policy.forwarding.state_domains, senders=cfg.senders)
+    extra = dict(dkim_key=key, state_domains=cfg.policy.forwarding.state_domains, senders=cfg.senders,
+                 inspector_port=INSPECTOR_PORT)
     return Service(
         name="rspamd",
         packages=("rspamd", "redis-server"),
