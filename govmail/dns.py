@@ -77,12 +77,38 @@ def _txt_strings(value: str) -> list[str]:
 
 
 def _quote_txt(value: str) -> str:
-    return " ".join(f'"{p}"' for p in _txt_strings(value))
+    """A TXT value in zone-file syntax: each string quoted, `"` and `\\` escaped, any other byte
+    outside printable ASCII written `\\DDD` (RFC 1035 5.1)."""
+    def esc(part: str) -> str:
+        out = []
+        for b in part.encode():
+            c = chr(b)
+            out.append("\\" + c if c in '"\\' else c if 0x20 <= b < 0x7F else f"\\{b:03d}")
+        return '"' + "".join(out) + '"'
+
+    return " ".join(esc(p) for p in _txt_strings(value))
+
+
+def _zone_names(cfg) -> None:
+    """Every name a zone line is made of is a domain name (a hostile one would be zone syntax)."""
+    from .text import UnsafeValue, domain_problem
+
+    for what, name in (("domain", cfg.domain), ("mail host", cfg.mail_host),
+                       ("DKIM selector", f"{cfg.model.dkim.selector}.x.vn")):
+        if domain_problem(name):
+            raise UnsafeValue(f"{name[:60]!r}: the {what} is not a domain name; it cannot be written into a zone")
 
 
 def zone_text(cfg, address: Optional[str] = None, dkim: Optional[str] = None) -> str:
+    from .text import comment
+
+    _zone_names(cfg)
+    if address is not None:
+        import ipaddress
+
+        ipaddress.IPv4Address(address)  # a ValueError for anything else
     lines = [
-        f"; DNS records for {cfg.domain} ({cfg.model.name}), from group_data/{cfg.key}.yml",
+        f"; DNS records for {cfg.domain} ({comment(cfg.model.name)}), from group_data/{cfg.key}.yml",
         f"; Mail host: {cfg.mail_host}. Made by `govmail dns {cfg.key}`; publish them in the {cfg.domain} zone.",
         f"$ORIGIN {cfg.domain}.",
     ]
@@ -103,6 +129,10 @@ def dnsmasq_lines(cfg, dkim: Optional[str] = None) -> list[str]:
     for r in records(cfg, dkim=dkim):
         fqdn = cfg.domain if r.name == "@" else f"{r.name}.{cfg.domain}"
         if r.type == "TXT":
+            from .text import CONTROL_RE, UnsafeValue
+
+            if CONTROL_RE.search(r.value) or '"' in r.value or "\\" in r.value:
+                raise UnsafeValue(f"{r.value[:60]!r}: not a TXT value dnsmasq's configuration can carry")
             out.append(f"txt-record={fqdn}," + ",".join(f'"{c}"' for c in _txt_strings(r.value)))
         elif r.type == "CNAME":
             out.append(f"cname={fqdn},{r.value.rstrip('.')}")

@@ -48,3 +48,33 @@ def test_the_dkim_record_the_deploy_fetched_is_published_split_for_the_lab_resol
 def test_mta_sts_is_only_enforced_with_a_certificate_from_a_ca():
     z = zone_text(load_province("daknong"))
     assert "_mta-sts             3600 IN TXT   \"v=STSv1; id=" in z and ";   mode: testing" in z
+
+
+def test_the_zone_file_parses_and_hostile_text_never_becomes_a_record():
+    """Checked with a real zone-file parser (dnspython): a DKIM record as a compromised host might
+    answer it (quotes, a line break, a record after it) stays one TXT value, byte for byte; a
+    province name with a line break stays a comment; a domain that is not a name refuses."""
+    import dns.rdatatype
+    import dns.zone
+    import pytest
+
+    from govmail.text import UnsafeValue
+
+    cfg = load_province("daknong")
+    dkim = 'v=DKIM1; k=rsa; p=AB"CD\n@ 3600 IN MX 0 evil.example.\n\\'
+
+    def parse(text):
+        z = dns.zone.from_text(text, origin=cfg.domain + ".", check_origin=False)
+        return {(str(n), dns.rdatatype.to_text(r.rdtype)): r for n, r in z.iterate_rdatasets()}
+
+    clean = parse(zone_text(cfg, "203.0.113.25", "v=DKIM1; k=rsa; p=ABCD"))
+    named = cfg.model.model_copy(update={"name": "Đắk Nông\n@ 3600 IN MX 0 evil.example."})
+    bad_cfg = type(cfg)(**{**cfg.__dict__, "model": named})
+    hostile = parse(zone_text(bad_cfg, "203.0.113.25", dkim))
+    assert set(hostile) == set(clean)
+    assert [str(x.exchange) for x in hostile[("@", "MX")]] == ["mail"]  # mail.daknong.gov.vn., relative
+    txt = hostile[("govmail._domainkey", "TXT")]
+    assert b"".join(next(iter(txt)).strings).decode() == dkim
+    evil = cfg.model.model_copy(update={"domain": "daknong.gov.vn. IN NS evil.example"})
+    with pytest.raises(UnsafeValue):
+        zone_text(type(cfg)(**{**cfg.__dict__, "model": evil}))
