@@ -73,6 +73,16 @@ def mail_address(value: str) -> str:
     return value.lower()
 
 
+def iso_time(value: str) -> str:
+    import datetime
+
+    try:
+        datetime.datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value[:40]!r} is not an ISO time such as 2026-11-20T12:00") from None
+    return value
+
+
 def host_name(value: str) -> str:
     from .text import domain_problem
 
@@ -342,11 +352,11 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("provinces", nargs="+", type=province_key)
     q = bsub.add_parser("restore-mailbox", help="one mailbox (or folder) as it was, merged into the live one")
     q.add_argument("address", type=mail_address)
-    q.add_argument("--at", help="ISO time, e.g. 2026-11-20T12:00 (default: the last archive)")
+    q.add_argument("--at", type=iso_time, help="ISO time, e.g. 2026-11-20T12:00 (default: the last archive)")
     q.add_argument("--folder", help="only this folder, e.g. INBOX or Sent")
     q = bsub.add_parser("restore-host", help="after a rebuild: store, TLS, logs and all mail from the archive")
     q.add_argument("provinces", nargs=1, type=province_key)
-    q.add_argument("--at", help="ISO time (default: the last archive)")
+    q.add_argument("--at", type=iso_time, help="ISO time (default: the last archive)")
     p.set_defaults(fn=admin.cmd_backup)
 
     p = sub.add_parser("dns", help="the DNS records a province publishes (zone-file format)")

@@ -62,6 +62,12 @@ def clauses(cfg):
     if c.inspect_archives:
         text += "; also inside .zip/.rar/.7z/.gz"
     out.append(("attachment_rules", text + f"; password-protected archives: {c.encrypted_archives}"))
+    if c.inspect_archives:
+        out.append(("archive_inspection", f"{c.article}: archives opened {c.archive_depth} deep, programs found by "
+                    f"content (a program renamed .pdf in a zip in a zip is refused); deeper: {c.too_deep}, "
+                    f"Office macros: {c.office_macros}"))
+    out.append(("sender_bound", f"{p.sender.article}: an authenticated user sends only as their own address or "
+                "one delegated to them, in the envelope and in the header From:"))
     av = p.antivirus
     out.append(("antivirus", f"{av.article}: every message scanned by ClamAV, infected ones refused"
                 if av.enabled else f"{av.article}: virus scanning is OFF in the data (policy.antivirus.enabled)"))
@@ -265,6 +271,36 @@ def attachment_rules(ti, cfg, _):
         assert f'["{e}"] = true' in rules, f".{e} not in the blocked list"
     assert f'local ENCRYPTED = "{cfg.policy.content.encrypted_archives}"' in rules
     assert "GOVMAIL_ATTACHMENT" in rules and ti.service("rspamd").is_running
+
+
+@check
+def archive_inspection(ti, cfg, _):
+    import json
+
+    c = cfg.policy.content
+    svc = ti.service("govmail-inspect")
+    assert svc.is_running and svc.is_enabled and ti.socket("tcp://127.0.0.1:11339").is_listening
+    rules = json.loads(ti.file("/etc/govmail/inspector/inspect.json").content_string)
+    assert rules["depth"] == c.archive_depth and rules["blocked"] == c.blocked_extensions
+    # The inspector the host runs, on a program renamed .pdf inside a zip inside a zip, made on the host.
+    make = ("python3 -c \"import io,zipfile;i=io.BytesIO();zipfile.ZipFile(i,'w').writestr('huong-dan.pdf',"
+            "b'\\x7fELF'+bytes(60));o=io.BytesIO();zipfile.ZipFile(o,'w').writestr('tai-lieu.zip',i.getvalue());"
+            "open('/tmp/govmail-check.zip','wb').write(o.getvalue())\"")
+    ti.check_output(make)
+    verdict = json.loads(ti.check_output("python3 /usr/local/lib/govmail/inspector file /tmp/govmail-check.zip"))
+    ti.run("rm -f /tmp/govmail-check.zip")
+    assert verdict["verdict"] == "refuse" and verdict["path"] == "govmail-check.zip/tai-lieu.zip/huong-dan.pdf", verdict
+
+
+@check
+def sender_bound(ti, cfg, _):
+    master = ti.check_output("postconf -P")
+    for service in ("submission/inet", "submissions/inet"):
+        assert f"{service}/smtpd_sender_restrictions = reject_non_fqdn_sender,reject_sender_login_mismatch" in master
+    rules = ti.file("/etc/rspamd/lua.local.d/govmail.lua").content_string
+    assert 'name = "GOVMAIL_FROM"' in rules and ti.service("rspamd").is_running
+    for address, logins in cfg.senders.items():
+        assert f'["{address}"] = {{ ' + "".join(f'["{x}"] = true, ' for x in logins) + "}" in rules, address
 
 
 @check
