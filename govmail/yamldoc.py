@@ -8,6 +8,7 @@ YAML says), then builds the data. Problems go to `doc.problems`; nothing raises.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Optional
 
@@ -26,6 +27,10 @@ MAX_BYTES = 64 * 1024 * 1024
 MAX_DEPTH = 24
 MAX_NODES = 4_000_000  # nodes once every alias is expanded
 MERGE_TAG = "tag:yaml.org,2002:merge"
+# Where an alias could be (`*name` after a space, a bracket, a comma or a colon): a file with none
+# is a tree, whose size and depth the key walk bounds on its way; only one with aliases needs the
+# graph check below (a 50,000-mailbox file has none: 2 s saved).
+_MAYBE_ALIAS = re.compile(r"(^|[\s\[{,:])\*[^\s*]", re.M)
 
 
 class Doc:
@@ -62,12 +67,12 @@ class Doc:
         try:
             node = loader.get_single_node()
             if node is not None:
-                problem = _bounds_problem(node)
+                problem = _bounds_problem(node) if _MAYBE_ALIAS.search(text) else None
+                problem = problem or self._walk(node)
                 if problem:
                     line, msg = problem
                     self.problems.append(Problem(display, line, "", msg))
                     return
-                self._walk(node)
             self.data = loader.construct_document(node) if node is not None else None
         except yaml.MarkedYAMLError as e:
             mark = e.problem_mark or e.context_mark
@@ -83,11 +88,18 @@ class Doc:
 
     def _walk(self, root):
         """Every key path's line, and duplicate keys. A merge (`<<: *base`) brings in the base's
-        keys; keys written beside it override them, as YAML says (not a duplicate)."""
+        keys; keys written beside it override them, as YAML says (not a duplicate). Returns (line,
+        message) when the tree is deeper or larger than a data file may be, else None."""
         stack = [(root, (), False)]
+        seen_nodes = 0
         while stack:
             node, path, merged = stack.pop()
             line = node.start_mark.line + 1
+            seen_nodes += 1
+            if len(path) >= MAX_DEPTH:
+                return line, f"nested more than {MAX_DEPTH} levels deep; a data file is at most {MAX_DEPTH} levels deep"
+            if seen_nodes > MAX_NODES:
+                return line, f"holds more than {MAX_NODES:,} values; a data file is at most that large"
             if merged:
                 self.lines.setdefault(path, line)
             else:
@@ -112,6 +124,7 @@ class Doc:
                 stack[:0] = later
             elif isinstance(node, yaml.SequenceNode):
                 stack += [(v, path + (i,), merged) for i, v in enumerate(node.value)]
+        return None
 
     def line(self, path: tuple) -> Optional[int]:
         while path:
@@ -142,7 +155,7 @@ def _bounds_problem(root) -> Optional[tuple[int, str]]:
             depth[key] = 1 + max((depth[id(c)] for c in children), default=0)
             line = node.start_mark.line + 1
             if depth[key] > MAX_DEPTH:
-                return line, f"nested {depth[key]} levels deep; a data file is at most {MAX_DEPTH} levels deep"
+                return line, f"nested more than {MAX_DEPTH} levels deep; a data file is at most {MAX_DEPTH} levels deep"
             if size[key] > MAX_NODES:
                 return line, (f"expands to more than {MAX_NODES:,} values once its aliases (*name) are expanded; "
                               "a data file may reuse a block with an alias, not multiply it")
