@@ -18,7 +18,6 @@ import io
 import shlex
 import sys
 import tarfile
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -78,9 +77,9 @@ def _tar(files: dict) -> bytes:
 
 
 @pytest.mark.parametrize("payload", list(PAYLOADS), ids=list(PAYLOADS))
-def test_hostile_text_in_every_field_renders_inert_or_is_refused_before_the_host(lab_hosts, payload):
+def test_hostile_text_in_every_field_renders_inert_or_is_refused_before_the_host(lab_hosts, payload, tmp_path):
     h = lab_hosts.get("daknong") or next(iter(lab_hosts.values()))
-    secrets = Path(tempfile.mkdtemp())
+    secrets = tmp_path / "secrets"
     clean, services = rendered(h.cfg, ("mail",), secrets_dir=secrets)
     hostile, _ = rendered(poisoned(h.cfg, PAYLOADS[payload]), ("mail",), secrets_dir=secrets)
     assert REFUSED not in clean.values()

@@ -6,7 +6,6 @@ tests/lab/test_hostile_values.py checks the same renderings with each file's own
 """
 
 import sys
-import tempfile
 from pathlib import Path
 
 import jinja2
@@ -85,14 +84,14 @@ def test_a_string_that_reaches_a_template_without_a_filter_stops_the_render():
 
 @pytest.mark.parametrize("payload", list(PAYLOADS))
 @pytest.mark.parametrize("key", available_provinces())
-def test_every_file_renders_hostile_values_inert_or_refuses_them(key, payload):
+def test_every_file_renders_hostile_values_inert_or_refuses_them(key, payload, tmp_path):
     """Every file of every service, with every text of the data poisoned: either it renders - and
     the payload's line break, if any, never starts a line of a configuration file - or it refuses
     with UnsafeValue (no other exception)."""
     cfg = load_province(key)
     bad = poisoned(cfg, PAYLOADS[payload])
     for roles in (("mail",), ("backup",)):
-        files, _ = rendered(bad, roles, secrets_dir=Path(tempfile.mkdtemp()))
+        files, _ = rendered(bad, roles, secrets_dir=tmp_path)
         for dest, data in files.items():
             if data == REFUSED or dest.endswith(".json"):
                 continue
@@ -102,8 +101,8 @@ def test_every_file_renders_hostile_values_inert_or_refuses_them(key, payload):
                     (dest, line)
 
 
-def test_the_shipped_data_renders_every_file_of_every_province():
+def test_the_shipped_data_renders_every_file_of_every_province(tmp_path):
     for key in available_provinces():
         for roles in (("mail",), ("backup",)):
-            files, _ = rendered(load_province(key), roles, secrets_dir=Path(tempfile.mkdtemp()))
+            files, _ = rendered(load_province(key), roles, secrets_dir=tmp_path / key)
             assert files and REFUSED not in files.values()
