@@ -25,6 +25,9 @@ ALLOWED = ("{BLF-CRYPT}$2b$<cost>$... (cost >= 10, `govmail hash-password`), {AR
            "(m >= 19456, t >= 2) or {SHA512-CRYPT}$6$rounds=<n>$... (n >= 5000)")
 CLEAR = {"PLAIN", "CLEAR", "CLEARTEXT", "PLAIN-TRUNC", "PLAIN-MD5", "PLAIN-MD4", "LDAP-MD5", "CRAM-MD5", "DIGEST-MD5",
          "HEX", "BASE64"}
+# scheme -> (passlib handler, name, least cost, what the cost is called)
+_CRYPT = {"BLF-CRYPT": (bcrypt, "bcrypt", BCRYPT_MIN_COST, "cost"),
+          "SHA512-CRYPT": (sha512_crypt, "SHA512-crypt", SHA512_MIN_ROUNDS, "rounds")}
 _ARGON2 = re.compile(r"^\$argon2(id|i)\$v=19\$m=(\d{1,8}),t=(\d{1,4}),p=(\d{1,3})\$[A-Za-z0-9+/]{11,}\$[A-Za-z0-9+/]{16,}\Z")
 
 
@@ -36,21 +39,14 @@ def hash_problem(value: str) -> Optional[str]:
     if scheme in CLEAR:
         return (f"{{{scheme}}} keeps the password itself (or an unsalted digest) in the data file; "
                 f"allowed: {ALLOWED}")
-    if scheme == "BLF-CRYPT":
+    if scheme in _CRYPT:
+        handler, label, floor, unit = _CRYPT[scheme]
         try:
-            h = bcrypt.from_string(body)
+            h = handler.from_string(body)
         except ValueError as e:
-            return f"not a bcrypt hash ({e}); allowed: {ALLOWED}"
-        if h.rounds < BCRYPT_MIN_COST:
-            return f"bcrypt cost {h.rounds} is below {BCRYPT_MIN_COST}; allowed: {ALLOWED}"
-        return None
-    if scheme == "SHA512-CRYPT":
-        try:
-            h = sha512_crypt.from_string(body)
-        except ValueError as e:
-            return f"not a SHA512-crypt hash ({e}); allowed: {ALLOWED}"
-        if h.rounds < SHA512_MIN_ROUNDS:
-            return f"SHA512-crypt with {h.rounds} rounds is below {SHA512_MIN_ROUNDS}; allowed: {ALLOWED}"
+            return f"not a {label} hash ({e}); allowed: {ALLOWED}"
+        if h.rounds < floor:
+            return f"{label} {unit} {h.rounds} is below {floor}; allowed: {ALLOWED}"
         return None
     if scheme in ("ARGON2ID", "ARGON2I"):
         a = _ARGON2.match(body)

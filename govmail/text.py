@@ -80,11 +80,15 @@ def domain_problem(v: str) -> str | None:
     return None
 
 
-def _domain(v: str) -> str:
-    why = domain_problem(v)
-    if why:
-        raise ValueError(why)
-    return v
+def _checked(problem):
+    """A pydantic validator from a `..._problem` function (None, or why the value is refused)."""
+    def check(v: str) -> str:
+        why = problem(v)
+        if why:
+            raise ValueError(why)
+        return v
+
+    return check
 
 
 def address_problem(v: str) -> str | None:
@@ -105,13 +109,6 @@ def address_problem(v: str) -> str | None:
     if len(v) > MAX_ADDRESS:
         return f"is {len(v)} characters; an address is at most {MAX_ADDRESS} (RFC 5321)"
     return None
-
-
-def _address(v: str) -> str:
-    why = address_problem(v)
-    if why:
-        raise ValueError(why)
-    return v
 
 
 def _article(v: str) -> str:
@@ -147,9 +144,9 @@ def _network(v: str) -> str:
 
 Identifier = Annotated[str, StringConstraints(max_length=63), AfterValidator(_identifier)]
 LocalPart = Annotated[str, AfterValidator(_local)]
-Domain = Annotated[str, AfterValidator(_domain)]
-HostName = Annotated[str, AfterValidator(_domain)]
-Address = Annotated[str, AfterValidator(_address)]
+Domain = Annotated[str, AfterValidator(_checked(domain_problem))]
+HostName = Annotated[str, AfterValidator(_checked(domain_problem))]
+Address = Annotated[str, AfterValidator(_checked(address_problem))]
 Article = Annotated[str, StringConstraints(max_length=300), AfterValidator(_article)]
 DisplayText = Annotated[str, StringConstraints(max_length=200), AfterValidator(_no_control)]
 RelPath = Annotated[str, StringConstraints(max_length=255), AfterValidator(_relpath)]
