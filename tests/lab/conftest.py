@@ -183,7 +183,17 @@ def pytest_terminal_summary(terminalreporter):
     marks = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP"}
     for province in sorted({c[0] for c in _CLAUSES}):
         rows = [c for c in _CLAUSES if c[0] == province]
-        ok = sum(1 for r in rows if r[2] == "passed")
-        tr.write_line(f"{province}: {ok}/{len(rows)} clauses pass")
-        for _, clause, outcome in rows:
+        # A clause that cites a govmail default is not the province's own: its decision fixes no
+        # value there. Counted and listed apart, so a decision that is silent does not look complete.
+        own = [r for r in rows if not r[1].startswith("govmail default")]
+        defaults = [r for r in rows if r[1].startswith("govmail default")]
+        ok = sum(1 for r in own if r[2] == "passed")
+        dok = sum(1 for r in defaults if r[2] == "passed")
+        tr.write_line(f"{province}: {ok}/{len(own)} of the province's own clauses pass; "
+                      f"{dok}/{len(defaults)} govmail defaults (no article of its decision) pass")
+        for _, clause, outcome in own:
             tr.write_line(f"  {marks.get(outcome, outcome.upper())}  {clause}")
+        if defaults:
+            tr.write_line("  govmail defaults, where the province's decision fixes no value:")
+            for _, clause, outcome in defaults:
+                tr.write_line(f"  {marks.get(outcome, outcome.upper())}  {clause}")
