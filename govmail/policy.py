@@ -186,7 +186,7 @@ class ContentPolicy(Cited):
         "`allow`, `flag` (delivered with the header X-Govmail-Encrypted-Archive and spam score 3) or `refuse`."
     )
     inspect_archives: bool = Field(
-        True, description="Look inside archives (.zip, .gz, .bz2, .xz, .tar; names of .rar and .7z): the extension "
+        True, description="Look inside archives (.zip, .gz, .bz2, .xz, .tar, .7z; names in .rar): the extension "
         "rules and the program check apply to the files inside, and to archives inside those, `archive_depth` deep."
     )
     archive_depth: int = Field(
@@ -198,7 +198,7 @@ class ContentPolicy(Cited):
         "or `flag` (delivered with the header X-Govmail-Attachment and spam score 3)."
     )
     unreadable_archives: Literal["allow", "flag", "refuse"] = Field(
-        "flag", description="An archive that cannot be opened here (.rar, .7z, corrupt, or unpacking past 256 MiB or "
+        "flag", description="An archive that cannot be opened here (.rar, corrupt, or unpacking past 256 MiB or "
         "10,000 files): `allow`, `flag` or `refuse`."
     )
     office_macros: Literal["allow", "flag", "refuse"] = Field(

@@ -39,6 +39,7 @@ def service(ctx) -> Service:
     cfg = ctx.cfg
     return Service(
         name="attachments",
+        packages=("7zip",),  # 7z archives (the inspector's `7z`); Debian's has no RAR unpacker (not free)
         files=[
             File(f"{CONF_DIR}/inspect.json", json_bytes(rules(cfg))),
             File("/etc/systemd/system/govmail-inspect.service", render("systemd/govmail-inspect.service.j2", cfg,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import io
 import os
@@ -156,9 +157,15 @@ def test_programs_deep_inside_archives_and_renamed_are_refused_naming_the_file_i
     for level in range(c.archive_depth):
         deep = zip_files({f"cap-{level}.zip": deep})
     docm = zip_files({"[Content_Types].xml": b"<Types/>", "word/document.xml": b"<w/>", "word/vbaProject.bin": b"\xd0\xcf\x11\xe0"})
+    # A 7z archive (made on the host with Debian's 7z: nothing here writes one) inside a zip.
+    seven = base64.b64decode(h.run(
+        "d=$(mktemp -d) && cd $d && printf '\\177ELF\\002\\001\\001' > huong-dan.pdf && "
+        "7z a -bd -y -mx=1 s.7z huong-dan.pdf >/dev/null && base64 -w0 s.7z && rm -rf $d").stdout)
     cases = {
         "zip-in-zip": ("ho-so.zip", zip_files({"tai-lieu.zip": zip_files({"huong-dan.pdf": ELF})}),
                        "ho-so.zip/tai-lieu.zip/huong-dan.pdf", "Linux program"),
+        "7z-in-zip": ("ho-so-7z.zip", zip_files({"tai-lieu.7z": seven}), "ho-so-7z.zip/tai-lieu.7z/huong-dan.pdf",
+                      "Linux program"),
         "renamed-txt": ("bao-cao.zip", zip_files({"ghi-chu.txt": PE}), "bao-cao.zip/ghi-chu.txt", "Windows program"),
     }
     if c.too_deep == "refuse":
