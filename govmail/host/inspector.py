@@ -81,6 +81,12 @@ def archive_kind(data: bytes):
     return None
 
 
+def shown(name: str) -> str:
+    """A file name from the mail, as the verdict (and so the SMTP reply) may carry it: one line of
+    at most 200 characters, no control character, quote or backslash."""
+    return "".join("?" if ord(c) < 32 or c in '"\\\x7f' or 0x80 <= ord(c) < 0xA0 else c for c in name)[:200]
+
+
 def ext_of(name: str) -> str:
     base = name.rsplit("/", 1)[-1]
     return base.rsplit(".", 1)[-1].lower() if "." in base else ""
@@ -241,7 +247,7 @@ class Inspector:
                         flags.append(str(e))
                     continue
                 for mname, mdata, encrypted in members:
-                    mpath = f"{path}/{mname}"
+                    mpath = f"{path}/{shown(mname)}"
                     if encrypted:
                         # The attachment's own archive is rspamd's to judge (GOVMAIL_ENCRYPTED_ARCHIVE):
                         # only a password-protected file deeper down is the inspector's.
@@ -303,7 +309,7 @@ class Handler(BaseHTTPRequestHandler):
             name = base64.b64decode(self.headers.get("X-Filename-B64", "")).decode("utf-8", "replace")[:255]
         except ValueError:
             name = ""
-        name = name or "attachment"
+        name = shown(name) or "attachment"
         verdict = Inspector(Handler.conf).inspect(name, data)
         body = json.dumps(verdict, ensure_ascii=False).encode()
         self.send_response(200)
@@ -337,7 +343,8 @@ def main(argv):
         return 0
     if argv and argv[0] == "file":  # inspect a file by hand: inspect file PATH
         with open(argv[1], "rb") as f:
-            print(json.dumps(Inspector(load_config()).inspect(argv[1].rsplit("/", 1)[-1], f.read()), ensure_ascii=False))
+            print(json.dumps(Inspector(load_config()).inspect(shown(argv[1].rsplit("/", 1)[-1]), f.read()),
+                             ensure_ascii=False))
         return 0
     import signal
 

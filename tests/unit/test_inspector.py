@@ -94,3 +94,10 @@ def test_a_password_protected_file_deep_inside_follows_the_encrypted_rule(rule, 
     # The attachment's own encryption is judged by rspamd; one level down, by the inspector.
     assert verdict("kin.zip", bytes(raw), encrypted=rule)["verdict"] == "ok"
     assert verdict("ngoai.zip", zip_of(kin__zip=bytes(raw)), encrypted=rule)["verdict"] == expect
+
+
+def test_a_hostile_member_name_reaches_the_verdict_as_one_clean_line():
+    """Names inside an archive come from the sender; the verdict becomes the SMTP reply text."""
+    v = verdict("a.zip", zip_of(**{'x\r\n250 OK"\\__exe': b"MZ"}))
+    assert v["verdict"] == "refuse" and "\r" not in v["reason"] and "\n" not in v["reason"]
+    assert "a.zip/x??250 OK??.exe" in v["reason"]
