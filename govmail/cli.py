@@ -245,7 +245,8 @@ def cmd_dns(args) -> int:
     if cfg is None:
         return 2
     target = current()
-    print(zone_text(cfg, target.host_address(cfg), target.published.dkim_record(cfg)), end="")
+    keys = {d: target.published.dkim_record(cfg, d) for d, _ in cfg.dkim_keys}
+    print(zone_text(cfg, target.host_address(cfg), keys), end="")
     return 0
 
 

@@ -96,6 +96,8 @@ class ProvinceConfig:
     aliases: dict[str, list[str]] = field(default_factory=dict)
     # Lists -> the mailboxes that may send as them (authenticated submission).
     list_senders: dict[str, list[str]] = field(default_factory=dict)
+    # Old addresses (a predecessor's, or given up in a readdressing) -> the address they reach now.
+    former: dict[str, str] = field(default_factory=dict)
     warnings: list[Problem] = field(default_factory=list)
 
     # Shortcuts used by templates and tests.
@@ -110,6 +112,18 @@ class ProvinceConfig:
     @property
     def policy(self) -> schema.Policy:
         return self.model.policy
+
+    @property
+    def domains(self) -> list[str]:
+        """The province's domain, then its predecessors' (all accepted by the mail host)."""
+        return [self.domain, *(p.domain for p in self.model.predecessors)]
+
+    @property
+    def dkim_keys(self) -> list[tuple[str, str]]:
+        """(domain, selector) of every DKIM key the mail host signs with: the province's, then one per
+        predecessor domain (selector: `predecessors[].dkim_selector`, default the province's key)."""
+        return [(self.domain, self.model.dkim.selector),
+                *((p.domain, p.dkim_selector or self.key) for p in self.model.predecessors)]
 
     @property
     def mail_host(self) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from . import schema
+from . import merger, schema
 from .config import ROLE_LOCAL_PARTS, Account, ProvinceConfig
 from .config import fmt_path as _fmt_path
 from .naming import rule_problem
@@ -36,6 +36,7 @@ class DirectoryBuilder:
         self.list_addrs: dict[str, tuple] = {}
         self.set_aside: frozenset = frozenset()
         self.delegated: list[tuple] = []  # (key path, address, senders) of units and functional mailboxes
+        self.formers: list[tuple] = []  # (key path, address, former addresses) of every entry that has some
 
     # ------------------------------------------------------------------ quotas (policy.quota)
 
@@ -108,6 +109,8 @@ class DirectoryBuilder:
             self.cfg.accounts.append(Account(addr, unit.name, kind, quota, owner=owner, unit=(owner, sub)))
             if unit.senders:
                 self.delegated.append((path, addr, unit.senders))
+            if unit.former:
+                self.formers.append((path, addr, unit.former))
 
     def unit_id(self, path: tuple, uid: str) -> None:
         if uid in self.unit_ids:
@@ -158,6 +161,8 @@ class DirectoryBuilder:
                 owner=person.agency, password_hash=person.password_hash,
                 unit=(person.agency, person.department) if person.agency else None,
             ))
+            if person.former:
+                self.formers.append((p, person.address, person.former))
             # The naming rule only where the agency/department are known and the address is sound.
             if report and (not person.agency or person.agency in self.unit_ids) and (
                 not person.department or person.department in departments.get(person.agency, set())
@@ -175,6 +180,8 @@ class DirectoryBuilder:
                 self.cfg.accounts.append(Account(mb.address, mb.name, "mailbox", quota, password_hash=mb.password_hash))
                 if mb.senders:
                     self.delegated.append((p, mb.address, mb.senders))
+                if mb.former:
+                    self.formers.append((p, mb.address, mb.former))
 
     # ------------------------------------------------------------------ lists
 
@@ -207,6 +214,8 @@ class DirectoryBuilder:
             p = ("directory", "lists", i)
             if self.address_ok(p + ("address",), ml.address):
                 self.list_addrs[ml.address] = p
+                if ml.former:
+                    self.formers.append((p, ml.address, ml.former))
         mailbox_addrs = {a.address for a in cfg.accounts}
         active_people = [a for a in cfg.accounts if a.kind == "person" and a.status == "active"]
         for i, ml in enumerate(self.m.directory.lists):
@@ -324,3 +333,4 @@ def build_directory(cfg: ProvinceConfig, add: Report, warn: Report, set_aside: f
     b.senders()
     b.managers()
     b.hosts_and_tls()
+    merger.check(b)

@@ -38,12 +38,21 @@ def mta_sts_policy(cfg) -> str:
     return f"version: STSv1\nmode: {mode}\nmx: {cfg.mail_host}\nmax_age: 604800\n"
 
 
-def records(cfg, address: Optional[str] = None, dkim: Optional[str] = None) -> list[Record]:
-    """The records to publish. `address`: the mail host's IPv4 address; `dkim`: the DKIM record
-    of its key, as the last deploy fetched it (None before the first deploy)."""
+def _keys(cfg, dkim) -> dict:
+    """The DKIM records by domain: `dkim` is one record (the province's domain) or {domain: record}."""
+    return dkim if isinstance(dkim, dict) else {cfg.domain: dkim}
+
+
+def records(cfg, address: Optional[str] = None, dkim=None, domain: Optional[str] = None) -> list[Record]:
+    """The records to publish for `domain` (default the province's; a predecessor's domain of a merged
+    province is served by the same mail host). `address`: the mail host's IPv4 address; `dkim`: the
+    DKIM record of its key, as the last deploy fetched it (None before the first deploy), or
+    {domain: record}."""
     import hashlib
 
-    d, mx = cfg.domain, cfg.mail_host
+    d, mx = domain or cfg.domain, cfg.mail_host
+    dkim = _keys(cfg, dkim).get(d)
+    selector = dict(cfg.dkim_keys)[d]
     host_label = mx[: -len(d) - 1] if mx.endswith("." + d) else None
     pm = f"postmaster@{d}"
     out = [Record("@", "MX", f"10 {mx}.", "the one mail host receives for the domain")]
@@ -66,7 +75,7 @@ def records(cfg, address: Optional[str] = None, dkim: Optional[str] = None) -> l
     for name in ("mta-sts", "autoconfig", "autodiscover"):
         out.append(Record(name, "CNAME", f"{mx}.", "the mail host; served over HTTPS (443) once web mail is installed"))
     if dkim:
-        out.append(Record(f"{cfg.model.dkim.selector}._domainkey", "TXT", dkim, "DKIM: the mail host's signing key"))
+        out.append(Record(f"{selector}._domainkey", "TXT", dkim, "DKIM: the mail host's signing key"))
     return out
 
 
@@ -93,13 +102,17 @@ def _zone_names(cfg) -> None:
     """Every name a zone line is made of is a domain name (a hostile one would be zone syntax)."""
     from .text import UnsafeValue, domain_problem
 
-    for what, name in (("domain", cfg.domain), ("mail host", cfg.mail_host),
-                       ("DKIM selector", f"{cfg.model.dkim.selector}.x.vn")):
+    names = [("domain", cfg.domain), ("mail host", cfg.mail_host)]
+    names += [("DKIM selector", f"{sel}.x.vn") for _, sel in cfg.dkim_keys]
+    names += [("predecessor domain", p.domain) for p in cfg.model.predecessors]
+    for what, name in names:
         if domain_problem(name):
             raise UnsafeValue(f"{name[:60]!r}: the {what} is not a domain name; it cannot be written into a zone")
 
 
-def zone_text(cfg, address: Optional[str] = None, dkim: Optional[str] = None) -> str:
+def zone_text(cfg, address: Optional[str] = None, dkim=None) -> str:
+    """The zone lines of the province's domain and, for a merged province, of each predecessor's
+    domain (served by the merged host once the zone is published: the runbook's DNS switch)."""
     from .text import comment
 
     _zone_names(cfg)
@@ -107,39 +120,58 @@ def zone_text(cfg, address: Optional[str] = None, dkim: Optional[str] = None) ->
         import ipaddress
 
         ipaddress.IPv4Address(address)  # a ValueError for anything else
-    lines = [
-        f"; DNS records for {cfg.domain} ({comment(cfg.model.name)}), from group_data/{cfg.key}.yml",
-        f"; Mail host: {cfg.mail_host}. Made by `govmail dns {cfg.key}`; publish them in the {cfg.domain} zone.",
-        f"$ORIGIN {cfg.domain}.",
-    ]
-    for r in records(cfg, address, dkim):
-        value = _quote_txt(r.value) if r.type == "TXT" else r.value
-        lines.append(f"{r.name:<20} 3600 IN {r.type:<5} {value}" + (f"  ; {r.comment}" if r.comment else ""))
-    if not dkim:
-        lines.append(f"; DKIM ({cfg.model.dkim.selector}._domainkey): no key known yet. The mail host generates it "
-                     f"on the first deploy; run `govmail dns {cfg.key}` again after it.")
-    lines.append(f"; MTA-STS policy, to serve as https://mta-sts.{cfg.domain}/.well-known/mta-sts.txt:")
-    lines += [f";   {line}" for line in mta_sts_policy(cfg).splitlines()]
-    return "\n".join(lines) + "\n"
-
-
-def dnsmasq_lines(cfg, dkim: Optional[str] = None) -> list[str]:
-    """The TXT and SRV records for the lab resolver (A, MX and PTR come from the lab's own state)."""
+    keys = _keys(cfg, dkim)
     out = []
-    for r in records(cfg, dkim=dkim):
-        fqdn = cfg.domain if r.name == "@" else f"{r.name}.{cfg.domain}"
-        if r.type == "TXT":
-            from .text import CONTROL_RE, UnsafeValue
+    for d, selector in cfg.dkim_keys:
+        pred = next((p for p in cfg.model.predecessors if p.domain == d), None)
+        lines = [
+            f"; DNS records for {d} ({comment(pred.name if pred else cfg.model.name)}), from group_data/{cfg.key}.yml",
+            f"; Mail host: {cfg.mail_host}. Made by `govmail dns {cfg.key}`; publish them in the {d} zone.",
+        ]
+        if pred:
+            lines.append(f"; {comment(pred.name)} is merged into {comment(cfg.model.name)}: publish this zone when the "
+                         f"merged host takes the domain's mail (the runbook's DNS switch); transition until "
+                         f"{pred.transition_until}.")
+        lines.append(f"$ORIGIN {d}.")
+        for r in records(cfg, address, keys, d):
+            value = _quote_txt(r.value) if r.type == "TXT" else r.value
+            lines.append(f"{r.name:<20} 3600 IN {r.type:<5} {value}" + (f"  ; {r.comment}" if r.comment else ""))
+        if not keys.get(d):
+            lines.append(f"; DKIM ({selector}._domainkey): no key known yet. The mail host generates it "
+                         f"on the first deploy; run `govmail dns {cfg.key}` again after it.")
+        lines.append(f"; MTA-STS policy, to serve as https://mta-sts.{d}/.well-known/mta-sts.txt:")
+        lines += [f";   {line}" for line in mta_sts_policy(cfg).splitlines()]
+        out.append("\n".join(lines) + "\n")
+    return "\n".join(out)
 
-            if CONTROL_RE.search(r.value) or '"' in r.value or "\\" in r.value:
-                raise UnsafeValue(f"{r.value[:60]!r}: not a TXT value dnsmasq's configuration can carry")
-            out.append(f"txt-record={fqdn}," + ",".join(f'"{c}"' for c in _txt_strings(r.value)))
-        elif r.type == "CNAME":
-            out.append(f"cname={fqdn},{r.value.rstrip('.')}")
-        elif r.type == "SRV":
-            prio, weight, port, target = r.value.split()
-            if target == ".":
-                out.append(f"srv-host={fqdn}")  # "no such service"
-            else:
-                out.append(f"srv-host={fqdn},{target.rstrip('.')},{port},{prio},{weight}")
+
+def dnsmasq_lines(cfg, dkim=None, elsewhere: frozenset = frozenset()) -> list[str]:
+    """The TXT, SRV and CNAME records for the lab resolver (A and PTR come from the lab's own state,
+    and so does the MX of the province's domain). A predecessor's domain gets its MX here, unless it
+    is in `elsewhere` (its old host still takes its mail): then only the merged host's DKIM key is
+    served for it, beside the old host's own records."""
+    from .text import CONTROL_RE, UnsafeValue
+
+    keys = _keys(cfg, dkim)
+    out = []
+    for d, selector in cfg.dkim_keys:
+        for r in records(cfg, dkim=keys, domain=d):
+            fqdn = d if r.name == "@" else f"{r.name}.{d}"
+            if d in elsewhere and r.name != f"{selector}._domainkey":
+                continue
+            if r.type == "TXT":
+                if CONTROL_RE.search(r.value) or '"' in r.value or "\\" in r.value:
+                    raise UnsafeValue(f"{r.value[:60]!r}: not a TXT value dnsmasq's configuration can carry")
+                out.append(f"txt-record={fqdn}," + ",".join(f'"{c}"' for c in _txt_strings(r.value)))
+            elif r.type == "MX" and d != cfg.domain:
+                prio, target = r.value.split()
+                out.append(f"mx-host={fqdn},{target.rstrip('.')},{prio}")
+            elif r.type == "CNAME":
+                out.append(f"cname={fqdn},{r.value.rstrip('.')}")
+            elif r.type == "SRV":
+                prio, weight, port, target = r.value.split()
+                if target == ".":
+                    out.append(f"srv-host={fqdn}")  # "no such service"
+                else:
+                    out.append(f"srv-host={fqdn},{target.rstrip('.')},{port},{prio},{weight}")
     return out

@@ -130,9 +130,11 @@ Records = Callable[[list[str]], list[str]]
 def dns_records(state: dict, records: Records | None = None) -> list[str]:
     provinces = sorted({h["province"] for h in state["hosts"].values()})
     lines = list(records(provinces)) if records else []
+    # A domain whose MX the records give (a merged province that took it over) is not its old host's.
+    taken = {line.split("=", 1)[1].split(",", 1)[0] for line in lines if line.startswith("mx-host=")}
     for name, h in sorted(state["hosts"].items()):
         lines.append(f"host-record={name},{h['ip']}")
-        if "mail" in h.get("roles", ["mail"]):
+        if "mail" in h.get("roles", ["mail"]) and h["domain"] not in taken:
             lines.append(f"mx-host={h['domain']},{name},10")
         lines.append(f"ptr-record={ipaddress.ip_address(h['ip']).reverse_pointer},{name}")
     # A stand-in for the world outside the state mail system (`.test` is reserved, RFC 2606): tests

@@ -119,6 +119,11 @@ class Unit(Strict):
         [], description="Mailboxes whose users may send as the unit's mailbox (its head's or clerk's, say): in the "
         "envelope and in the header `From:` of authenticated submissions.", max_length=100,
     )
+    former: list[Address] = Field(
+        [], description="Addresses this entry had before: in a predecessor province's domain (`predecessors`), or in "
+        "this domain before a readdressing (`govmail readdress`). Each reaches this entry one to one (never a catch-all); "
+        "see `predecessors[]` for how long.", max_length=20,
+    )
 
 
 
@@ -155,6 +160,11 @@ class Person(Strict):
         "for the operator in /root/govmail-initial-passwords on the host.",
     )
     status: Literal["active", "cancelled"] = Field("active", description="`cancelled`: login refused, mail kept.")
+    former: list[Address] = Field(
+        [], description="Addresses this entry had before: in a predecessor province's domain (`predecessors`), or in "
+        "this domain before a readdressing (`govmail readdress`). Each reaches this entry one to one (never a catch-all); "
+        "see `predecessors[]` for how long.", max_length=20,
+    )
 
     @field_validator("password_hash")
     @classmethod
@@ -174,6 +184,11 @@ class MailingList(Strict):
         [], description="Mailboxes whose users may send *as* the list (authenticated submission); nobody else "
         "may use the list's address as sender.",
     )
+    former: list[Address] = Field(
+        [], description="Addresses this entry had before: in a predecessor province's domain (`predecessors`), or in "
+        "this domain before a readdressing (`govmail readdress`). Each reaches this entry one to one (never a catch-all); "
+        "see `predecessors[]` for how long.", max_length=20,
+    )
 
 
 class Mailbox(Strict):
@@ -188,6 +203,11 @@ class Mailbox(Strict):
                                          "on the host.")
     senders: list[Address] = Field([], description="Mailboxes whose users may send as this mailbox (envelope and "
                                    "header `From:`).", max_length=100)
+    former: list[Address] = Field(
+        [], description="Addresses this entry had before: in a predecessor province's domain (`predecessors`), or in "
+        "this domain before a readdressing (`govmail readdress`). Each reaches this entry one to one (never a catch-all); "
+        "see `predecessors[]` for how long.", max_length=20,
+    )
 
     @field_validator("password_hash")
     @classmethod
@@ -209,6 +229,33 @@ class Regulation(Strict):
     date: ISODate = Field(description="Date of the decision, ISO format (quoted: `\"2012-08-17\"`).")
 
 
+class Predecessor(Strict):
+    """A province merged into this one (Resolution 202/2025/QH15; Notice 318/TB-VPCP asks for one shared
+    system): its domain stays in service. Each old address named in a `former:` list reaches its owner's
+    new address one to one. Until `transition_until` the owner also logs in and sends with it (mail from
+    the old domain is signed with the old domain's DKIM key made on this host); after it, mail to an old
+    address is refused with `550 5.1.6` naming the new address, or forwarded until `forward_until`."""
+
+    key: Identifier = Field(description="The old province's key, e.g. `daknong` (its data file, when it ran govmail, is "
+                            "`group_data/<key>.yml`: what `govmail migrate` reads).")
+    name: DisplayText = Field(description="Its Vietnamese name, e.g. Đắk Nông.")
+    domain: Domain = Field(description="Its mail domain, e.g. daknong.gov.vn: published by `govmail dns` for the merged "
+                           "host, and accepted there.")
+    regulations: list[Regulation] = Field([], description="The decisions that governed its mail system. The merged "
+                                          "province's `policy` may cite them until the new province issues its own.")
+    mail_host: Optional[HostName] = Field(None, description="Its mail server's name: put on the merged host's certificate "
+                                          "(clients set up with it keep working once the name points there) and the "
+                                          "host `govmail migrate` copies from.")
+    transition_until: ISODate = Field(description="First day after the transition (00:00, Vietnam time, UTC+7), e.g. "
+                                      "`\"2026-07-01\"`: before it the old addresses receive, log in and send.")
+    forward_until: Optional[ISODate] = Field(None, description="After the transition, mail to an old address is still "
+                                             "forwarded to the new one until this day, then refused `5.1.6`; null: "
+                                             "refused from the end of the transition.")
+    dkim_selector: Optional[Identifier] = Field(None, description="Selector the merged host signs the old domain's mail "
+                                                "with (default: the merged province's key, so it never collides with "
+                                                "the old host's own key while both run).")
+
+
 class Province(Strict):
     """Top level of `group_data/<province>.yml`."""
 
@@ -222,5 +269,7 @@ class Province(Strict):
     tls: TLS = Field(TLS(), description="The certificate of the mail services (self-signed unless given).")
     password_change: PasswordChange = Field(PasswordChange(), description="Where users change their password.")
     dkim: DKIM = Field(DKIM(), description="DKIM signing of outgoing mail.")
+    predecessors: list[Predecessor] = Field([], description="Provinces merged into this one (2025 reform): their domains "
+                                            "and the end of their transition.", max_length=5)
     policy: Policy = Field(description="What the province's regulation demands, each section with its article.")
     directory: Directory = Field(description="Who has a mailbox: agencies, districts, people, functional mailboxes, lists.")

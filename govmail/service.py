@@ -148,10 +148,10 @@ class Context:
 class Published:
     """The controller's copy of what a province publishes in DNS; given by the target layer."""
 
-    def dkim_record(self, cfg) -> Optional[str]:  # pragma: no cover - interface
+    def dkim_record(self, cfg, domain: Optional[str] = None) -> Optional[str]:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def set_dkim_record(self, cfg, value: str) -> None:  # pragma: no cover - interface
+    def set_dkim_record(self, cfg, value: str, domain: Optional[str] = None) -> None:  # pragma: no cover
         raise NotImplementedError
 
 

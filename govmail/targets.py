@@ -40,23 +40,26 @@ class ControllerRecords(Published):
     def __init__(self, target: "Target"):
         self.target = target
 
-    def path(self, cfg) -> Path:
-        return self.target.secrets_dir(cfg.key) / "dkim" / f"{cfg.domain}.{cfg.model.dkim.selector}.txt"
+    def path(self, cfg, domain: Optional[str] = None) -> Path:
+        domain = domain or cfg.domain
+        selector = dict(cfg.dkim_keys)[domain]
+        return self.target.secrets_dir(cfg.key) / "dkim" / f"{domain}.{selector}.txt"
 
-    def dkim_record(self, cfg) -> Optional[str]:
+    def dkim_record(self, cfg, domain: Optional[str] = None) -> Optional[str]:
         try:
-            return self.path(cfg).read_text().strip() or None
+            return self.path(cfg, domain).read_text().strip() or None
         except OSError:
             return None
 
-    def set_dkim_record(self, cfg, value: str) -> bool:
-        """Keep `value` as the province's record; True when it changed (then the target publishes)."""
+    def set_dkim_record(self, cfg, value: str, domain: Optional[str] = None) -> bool:
+        """Keep `value` as the record of the domain's key (default: the province's domain); True when
+        it changed (then the target publishes)."""
         value = value.strip()
         if not value.startswith("v=DKIM1"):
             raise TargetError(f"{cfg.mail_host}: not a DKIM record: {value[:60]!r}")
-        if self.dkim_record(cfg) == value:
+        if self.dkim_record(cfg, domain) == value:
             return False
-        p = self.path(cfg)
+        p = self.path(cfg, domain)
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(value + "\n")
         self.target.records_changed(cfg)
@@ -170,9 +173,18 @@ class LabTarget(Target):
         from .dns import dnsmasq_lines
 
         out = []
-        for p in provinces:
-            cfg = load_province(p)
-            out += dnsmasq_lines(cfg, self.published.dkim_record(cfg))
+        running = set(provinces)
+        switched = set(self.lab.load_state().get("dns_switched", []))
+        cfgs = {p: load_province(p) for p in provinces}
+        # Domains a merged province in the lab has taken over (`govmail lab dns-switch`, the
+        # runbook's DNS step): its old host no longer publishes them, only its DKIM key.
+        taken = {x.domain for p in switched & running for x in cfgs[p].model.predecessors}
+        for p, cfg in cfgs.items():
+            # A predecessor whose own (old) lab host runs keeps its domain's mail until the switch.
+            elsewhere = frozenset(x.domain for x in cfg.model.predecessors if x.key in running and p not in switched)
+            if p not in switched:
+                elsewhere |= {cfg.domain} & taken
+            out += dnsmasq_lines(cfg, {d: self.published.dkim_record(cfg, d) for d, _ in cfg.dkim_keys}, elsewhere)
         return out
 
     # The lab's life cycle, with the province records the resolver serves.

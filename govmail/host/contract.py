@@ -7,7 +7,7 @@ refuses it rather than guess.
 """
 
 # Bumped when the directory document's shape changes in a way an older host tool cannot read.
-VERSION = 3
+VERSION = 4
 
 # Where things live on a mail host.
 PATHS = {
@@ -36,7 +36,9 @@ VMAIL_UID = 5000
 LAST_LOGIN_STAMP = ".govmail-last-login"
 
 # The directory document (PATHS["directory"]): top-level keys the controller writes.
-DIRECTORY_KEYS = ("version", "province", "domain", "accounts", "policy", "lists", "senders")
+DIRECTORY_KEYS = ("version", "province", "domain", "accounts", "policy", "lists", "senders", "former")
+# `former`: [old address, new address, end of its transition, end of its forwarding] (unix seconds or
+# null): govmail/merger.py.
 # Its `policy` keys, with the value a host tool assumes when a key is absent. The account store
 # keeps them in its `meta` table; null removes a key (no limit).
 POLICY_DEFAULTS = {
@@ -81,4 +83,5 @@ def check_directory(doc: dict) -> dict:
     policy = dict(POLICY_DEFAULTS)
     policy.update(doc.get("policy") or {})
     accounts = [dict(ACCOUNT_DEFAULTS, **a) for a in doc.get("accounts", [])]
-    return dict(doc, policy=policy, accounts=accounts, lists=doc.get("lists", {}), senders=doc.get("senders", {}))
+    return dict(doc, policy=policy, accounts=accounts, lists=doc.get("lists", {}), senders=doc.get("senders", {}),
+                former=doc.get("former", []))

@@ -37,138 +37,7 @@ HANDOUT = contract.PATHS["initial_passwords"]
 GROUP = "postfix"
 SCHEMA_VERSION = 2
 
-REASONS = {
-    "cancelled": "Hộp thư đã bị hủy; thư vẫn được lưu giữ. Mailbox cancelled: mail is kept. "
-    "Contact the provincial mail administrator.",
-    "removed": "Hộp thư không còn trong danh bạ. Mailbox no longer in the directory. "
-    "Contact the provincial mail administrator.",
-    "nopassword": "Chưa được cấp mật khẩu. No password issued yet: ask the provincial mail administrator.",
-    "expired": "Mật khẩu đã hết hạn, hãy đổi mật khẩu tại / Password expired, change it at ",
-    "mustchange": "Hãy đổi mật khẩu trước khi dùng hộp thư, tại / Change your password before first use, at ",
-    "deleted": "Hộp thư đã bị xóa. Mailbox deleted. Contact the provincial mail administrator.",
-    "suspended": "Hộp thư bị tạm khóa do lâu không sử dụng; thư vẫn được lưu giữ. Mailbox suspended after a long "
-    "time without login: mail is kept. Your agency can ask for it to be restored.",
-}
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS accounts (
-    address      TEXT PRIMARY KEY,
-    name         TEXT NOT NULL DEFAULT '',
-    kind         TEXT NOT NULL DEFAULT 'person',
-    owner        TEXT,
-    role         TEXT NOT NULL DEFAULT 'user',
-    quota_mb     INTEGER NOT NULL,
-    -- active | cancelled | removed (the line left the data file) | suspended (inactivity)
-    -- | deleted (its mail purged by the daily job after the province's period; the row stays)
-    status       TEXT NOT NULL DEFAULT 'active',
-    password     TEXT,
-    password_set INTEGER,
-    created      INTEGER NOT NULL,
-    updated      INTEGER NOT NULL,
-    -- 1: the password was issued or reset by an administrator; the user must change it first.
-    must_change  INTEGER NOT NULL DEFAULT 0,
-    -- when the current status began (the period before deletion or purge counts from it)
-    status_since INTEGER,
-    -- mailboxes of the managing unit and of its superior: who is told of a suspension or deletion
-    manager      TEXT,
-    superior     TEXT
-);
-CREATE TABLE IF NOT EXISTS aliases (
-    address TEXT PRIMARY KEY,
-    members TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS senders (
-    address TEXT PRIMARY KEY,   -- a list's address
-    logins  TEXT NOT NULL       -- comma-separated mailboxes that may send as it
-);
-CREATE TABLE IF NOT EXISTS meta (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS audit (
-    ts      INTEGER NOT NULL,
-    actor   TEXT NOT NULL,
-    action  TEXT NOT NULL,
-    address TEXT,
-    detail  TEXT NOT NULL DEFAULT ''
-);
-CREATE TABLE IF NOT EXISTS notices (
-    address TEXT NOT NULL,
-    kind    TEXT NOT NULL,
-    key     TEXT NOT NULL,
-    ts      INTEGER NOT NULL,
-    PRIMARY KEY (address, kind, key)
-);
-"""
-
-# Views are re-created only when this text changes (its hash is kept in meta): re-creating them
-# changes the schema under Dovecot's prepared statements, so it must not happen on every call.
-VIEWS = """
--- Password age limit of each account, from the province's policy (meta), in seconds or NULL.
-DROP VIEW IF EXISTS password_limits;
-CREATE VIEW password_limits AS
-    SELECT a.address,
-           COALESCE(86400 * CAST((SELECT value FROM meta WHERE key =
-               CASE a.role WHEN 'admin' THEN 'admin_max_age_days' ELSE 'user_max_age_days' END) AS INTEGER), 0)
-               AS max_age
-    FROM accounts a;
--- Why each account may not log in now, or NULL: the one rule Dovecot (below) and the password
--- service both apply.
-DROP VIEW IF EXISTS login_blocks;
-CREATE VIEW login_blocks AS
-    SELECT a.address,
-           CASE WHEN a.status != 'active' THEN a.status
-                WHEN a.password IS NULL THEN 'nopassword'
-                WHEN l.max_age > 0 AND a.password_set IS NOT NULL
-                     AND CAST(strftime('%s','now') AS INTEGER) - a.password_set > l.max_age THEN 'expired'
-                WHEN a.must_change = 1
-                     AND (SELECT value FROM meta WHERE key = 'change_at_first_login') = '1' THEN 'mustchange'
-           END AS block
-    FROM accounts a JOIN password_limits l ON l.address = a.address;
--- What Dovecot reads: NULL extra fields are not set. A refused login carries its reason; an expired
--- password (LC Art. 4.2) and a first login (DN Art. 12.1, LC Art. 6.3, TN Art. 9.1) say where the
--- user changes it.
-DROP VIEW IF EXISTS dovecot_passdb;
-CREATE VIEW dovecot_passdb AS
-    SELECT a.address AS user, a.password,
-           CASE WHEN b.block IS NULL THEN NULL ELSE 'y' END AS nologin,
-           CASE b.block
-                WHEN 'cancelled' THEN '{cancelled}'
-                WHEN 'removed' THEN '{removed}'
-                WHEN 'suspended' THEN '{suspended}'
-                WHEN 'deleted' THEN '{deleted}'
-                WHEN 'nopassword' THEN '{nopassword}'
-                WHEN 'expired' THEN '{expired}' || {url}
-                WHEN 'mustchange' THEN '{mustchange}' || {url}
-           END AS reason
-    FROM accounts a JOIN login_blocks b ON b.address = a.address;
--- What Dovecot's userdb reads: the quota of each mailbox, and the mailboxes that have mail on disk.
-DROP VIEW IF EXISTS dovecot_userdb;
-CREATE VIEW dovecot_userdb AS SELECT address AS user, quota_mb || 'M' AS quota_storage_size FROM accounts;
-DROP VIEW IF EXISTS dovecot_users;
-CREATE VIEW dovecot_users AS SELECT address AS user FROM accounts WHERE status != 'deleted';
--- What Postfix reads (proxy:sqlite maps in /etc/postfix/govmail): mailboxes that take mail (a
--- removed or deleted one does not), lists and their members, and who may send as an address
--- (a mailbox as itself while active; a list as the logins the data allows).
-DROP VIEW IF EXISTS postfix_mailboxes;
-CREATE VIEW postfix_mailboxes AS
-    SELECT address FROM accounts WHERE status NOT IN ('removed', 'deleted');
-DROP VIEW IF EXISTS postfix_aliases;
-CREATE VIEW postfix_aliases AS SELECT address, members FROM aliases;
-DROP VIEW IF EXISTS postfix_senders;
-CREATE VIEW postfix_senders AS
-    SELECT address, address AS logins FROM accounts WHERE status = 'active'
-    UNION ALL SELECT address, logins FROM senders;
-""".format(
-    url="COALESCE((SELECT value FROM meta WHERE key = 'password_url'), 'govmail passwd')",
-    **{k: v.replace("'", "''") for k, v in REASONS.items()},
-)
-# Columns added since the first release: (name, declaration). Added in place on upgrade.
-ADDED_COLUMNS = [
-    ("must_change", "INTEGER NOT NULL DEFAULT 0"),
-    ("status_since", "INTEGER"),
-    ("manager", "TEXT"),
-    ("superior", "TEXT"),
-]
+from .store_sql import ADDED_COLUMNS, REASONS, SCHEMA, VIEWS  # noqa: E402,F401 (the store's SQL)
 
 
 def connect(path=None):
@@ -320,6 +189,8 @@ def sync(new_passwords_file=None, db_path=None):
         db.executemany(
             "INSERT INTO aliases VALUES (?, ?)", [(a, ",".join(m)) for a, m in directory["lists"].items()]
         )
+        db.execute("DELETE FROM former")
+        db.executemany("INSERT INTO former VALUES (?, ?, ?, ?)", [tuple(r) for r in directory.get("former", [])])
         db.execute("DELETE FROM senders")
         db.executemany(
             "INSERT INTO senders VALUES (?, ?)", [(a, ",".join(m)) for a, m in directory.get("senders", {}).items()]

@@ -15,7 +15,7 @@ import json
 import shlex
 import socket
 
-from .. import passwords
+from .. import merger, passwords
 from ..data import ROLE_LOCAL_PARTS
 from ..host import contract
 from ..render import PATHS, render
@@ -64,11 +64,15 @@ def directory_document(cfg) -> dict:
         },
         # Role addresses reach the postmaster; root@ too, so the host's own system mail (`sendmail
         # root` is qualified with the province domain) is read rather than bounced.
-        "lists": {**{f"{role}@{cfg.domain}": [cfg.postmaster] for role in ROLE_LOCAL_PARTS},
+        # The predecessors' domains keep their role addresses too (RFC 2142: every domain that takes mail).
+        "lists": {**{f"{role}@{d}": [cfg.postmaster] for d in cfg.domains for role in ROLE_LOCAL_PARTS},
                   **cfg.aliases},
         # Who may send as a list or a delegated address (Postfix smtpd_sender_login_maps); a mailbox
         # sends as itself. The same table rspamd checks the header From: against (GOVMAIL_FROM).
         "senders": cfg.senders,
+        # Old addresses of a merged province or a readdressing, and when their phases end
+        # (govmail/merger.py); the store's views apply them.
+        "former": merger.former_rows(cfg),
     }
 
 

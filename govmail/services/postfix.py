@@ -56,6 +56,7 @@ def service(ctx) -> Service:
             File(f"{maps}/mailboxes.cf", render("postfix/sqlite-mailboxes.cf.j2", cfg), group="postfix", mode=0o640),
             File(f"{maps}/aliases.cf", render("postfix/sqlite-aliases.cf.j2", cfg), group="postfix", mode=0o640),
             File(f"{maps}/senders.cf", render("postfix/sqlite-senders.cf.j2", cfg), group="postfix", mode=0o640),
+            File(f"{maps}/relocated.cf", render("postfix/sqlite-relocated.cf.j2", cfg), group="postfix", mode=0o640),
             # Where Sieve redirects may go (state domains).
             File(f"{maps}/state-domains.pcre", render("postfix/state-domains.pcre.j2", cfg,
                                                       state_domains=cfg.policy.forwarding.state_domains)),

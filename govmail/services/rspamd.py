@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import shlex
 
+from .. import merger
 from ..render import render
 from ..service import Fetch, File, Service, Unit, Validator, directory, made_once
 from .attachments import PORT as INSPECTOR_PORT
@@ -62,37 +63,51 @@ WARM_TLD = ("rspamadm lua -e 'require(\"rspamd_util\").config_from_ucl("
             f"{{options = {{url_tld = \"{TLD_FILE}\"}}}}, \"INIT_LIBS,INIT_URL\")' >/dev/null")
 
 
-def dkim_paths(cfg) -> tuple[str, str]:
-    """(private key, DNS record) of the domain's DKIM key on the mail host."""
-    stem = f"{DKIM_DIR}/{cfg.domain}.{cfg.model.dkim.selector}"
+def dkim_paths(cfg, domain: str | None = None) -> tuple[str, str]:
+    """(private key, DNS record) of a domain's DKIM key on the mail host (default: the province's
+    domain; a merged province has one per predecessor domain too, `cfg.dkim_keys`)."""
+    domain = domain or cfg.domain
+    stem = f"{DKIM_DIR}/{domain}.{dict(cfg.dkim_keys)[domain]}"
     return stem + ".key", stem + ".txt"
 
 
+def _probe(cfg, domain: str) -> str:
+    return "dkim_record" if domain == cfg.domain else f"dkim_record {domain}"
+
+
 def probes(cfg) -> dict[str, str]:
-    return {"dkim_record": f"cat {shlex.quote(dkim_paths(cfg)[1])}"}
+    return {_probe(cfg, d): f"cat {shlex.quote(dkim_paths(cfg, d)[1])}" for d, _ in cfg.dkim_keys}
 
 
 def _dkim(ctx) -> tuple[list, list, list]:
-    """(ensures, fetches, warnings) for the domain's DKIM key."""
+    """(ensures, fetches, warnings) for every DKIM key the host signs with."""
+    out: tuple[list, list, list] = ([], [], [])
+    for domain, selector in ctx.cfg.dkim_keys:
+        for acc, part in zip(out, _dkim_key(ctx, domain, selector), strict=True):
+            acc.extend(part)
+    return out
+
+
+def _dkim_key(ctx, domain: str, selector: str) -> tuple[list, list, list]:
     cfg = ctx.cfg
-    key, record = dkim_paths(cfg)
-    on_host = ctx.probes.get("dkim_record", "").strip() or None
-    published = ctx.published.dkim_record(cfg) if ctx.published else None
+    key, record = dkim_paths(cfg, domain)
+    on_host = ctx.probes.get(_probe(cfg, domain), "").strip() or None
+    published = ctx.published.dkim_record(cfg, domain) if ctx.published else None
     if on_host is None and published:
         # A rebuilt (or replaced) host: the province has published this selector's key, and only the
         # backup has its private half. A new key here would sign mail that fails against DNS and
         # overwrite the record `govmail dns` prints, so the host signs nothing until
         # `govmail backup restore-host` puts the key back (DMARC still passes on SPF meanwhile).
         return [], [], [
-            f"no DKIM key for {cfg.domain} (selector {cfg.model.dkim.selector}) on the host, but its record is "
+            f"no DKIM key for {domain} (selector {selector}) on the host, but its record is "
             f"published: mail leaves unsigned until `govmail backup restore-host {cfg.key}` brings the key back. "
-            f"To start a new key instead, set a new `dkim.selector` in the data file, deploy, and publish the "
+            f"To start a new key instead, set a new selector in the data file, deploy, and publish the "
             f"record `govmail dns` prints."]
     bits = cfg.model.dkim.bits
     key, record = shlex.quote(key), shlex.quote(record)  # data-derived names: quoted for the shell
     # Generated once: a deploy never replaces the key the province has published.
     ensures = [made_once(
-        f"DKIM key for {cfg.domain} (selector {cfg.model.dkim.selector}), generated once", dkim_paths(cfg)[0],
+        f"DKIM key for {domain} (selector {selector}), generated once", dkim_paths(cfg, domain)[0],
         f"umask 077 && openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:{bits} -out {key}.new "
         f"2>/dev/null && chgrp _rspamd {key}.new && chmod 640 {key}.new && mv {key}.new {key} && "
         f"printf 'v=DKIM1; k=rsa; p=%s\\n' \"$(openssl pkey -in {key} -pubout -outform DER | base64 -w0)\" "
@@ -100,17 +115,28 @@ def _dkim(ctx) -> tuple[list, list, list]:
         action="reload")]
     fetches = []
     if ctx.published and (on_host is None or on_host != published):
-        fetches.append(Fetch("DKIM record to the controller (for `govmail dns`)", f"cat {record}",
-                             lambda text: ctx.published.set_dkim_record(cfg, text)))
+        fetches.append(Fetch(f"DKIM record of {domain} to the controller (for `govmail dns`)", f"cat {record}",
+                             lambda text: ctx.published.set_dkim_record(cfg, text, domain)))
     return ensures, fetches, []
+
+
+def former_senders(cfg) -> list[tuple[str, list[str], int | None]]:
+    """(old address, who may send as it, end of its transition) for GOVMAIL_FROM: during the
+    transition an old address is sent as by whoever may send as the new one (govmail/merger.py)."""
+    out, mailboxes = [], {a.address for a in cfg.accounts}
+    for old, new, ends, _ in merger.former_rows(cfg):
+        logins = ([new] if new in mailboxes else []) + cfg.senders.get(new, [])
+        if logins:
+            out.append((old, logins, ends))
+    return out
 
 
 def service(ctx) -> Service:
     cfg = ctx.cfg
-    key, _ = dkim_paths(cfg)
     ensures, fetches, warnings = _dkim(ctx)
-    extra = dict(dkim_key=key, state_domains=cfg.policy.forwarding.state_domains, senders=cfg.senders,
-                 inspector_port=INSPECTOR_PORT)
+    keys = [(d, sel, dkim_paths(cfg, d)[0]) for d, sel in cfg.dkim_keys]
+    extra = dict(dkim_keys=keys, state_domains=cfg.policy.forwarding.state_domains, senders=cfg.senders,
+                 former_senders=former_senders(cfg), inspector_port=INSPECTOR_PORT)
     return Service(
         name="rspamd",
         packages=("rspamd", "redis-server"),

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import shlex
 
+from .. import merger
 from ..data import tls_path
 from ..render import PATHS
-from ..service import File, Service, made_once
+from ..service import Ensure, File, Service
 
 
 def service(ctx) -> Service:
@@ -29,10 +30,18 @@ def service(ctx) -> Service:
         return v.replace("\\", "\\\\").replace("/", "\\/").replace("=", "\\=").replace("+", "\\+")
 
     subj = shlex.quote(f"/O=govmail {field(cfg.model.name)}/CN={field(name)}")
-    san = shlex.quote(f"subjectAltName=DNS:{name},DNS:{cfg.domain}")
-    return Service(name="tls", ensures=[made_once(
-        f"self-signed TLS certificate for {name} (made once)", PATHS["tls_cert"],
-        f"install -d -m 755 {PATHS['etc']}/tls && "
+    # A merged province's host also answers to its predecessors' mail names (govmail/merger.py).
+    extra = merger.mail_names(cfg)
+    san = shlex.quote("subjectAltName=" + ",".join(f"DNS:{n}" for n in [name, cfg.domain, *extra]))
+    cert_q = shlex.quote(PATHS["tls_cert"])
+    # Made once, and again only when a name it must cover is missing (a province that became a
+    # merged one): a redeploy never replaces a certificate that covers the host's names.
+    check = f"test -e {cert_q}" + "".join(
+        f" && openssl x509 -noout -in {cert_q} -checkhost {shlex.quote(n)} | grep -q 'does match'" for n in extra)
+    return Service(name="tls", ensures=[Ensure(
+        name=f"self-signed TLS certificate for {', '.join([name, *extra])} (made once)",
+        check=check,
+        fix=f"install -d -m 755 {PATHS['etc']}/tls && "
         "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 "
         f"-subj {subj} -addext {san} "
         f"-keyout {PATHS['tls_key']} -out {PATHS['tls_cert']} 2>/dev/null && "

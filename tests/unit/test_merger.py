@@ -1,0 +1,143 @@
+"""A merged province (issue 15): old addresses reach their owners one to one, the transition ends
+at its date, and bad merger data is refused before any host is touched."""
+
+import json
+import shutil
+import sqlite3
+import time
+
+import pytest
+
+from govmail import merger
+from govmail.data import DataError, load_province
+from govmail.dns import dnsmasq_lines, zone_text
+from govmail.host import store as host_store
+
+
+def lamdong():
+    return load_province("lamdong")
+
+
+def test_every_old_address_maps_to_one_new_address_and_no_old_domain_is_a_catch_all():
+    cfg = lamdong()
+    assert cfg.former["haunv.stnmt@daknong.gov.vn"] == "haunv.snnmt@lamdong.gov.vn"
+    # Two officials named Nguyễn Văn Hậu from two provinces: two old addresses, two new ones.
+    assert cfg.former["haunv.stnmt@binhthuan.gov.vn"] == "haunva.snnmt@lamdong.gov.vn"
+    # Units and lists are mapped the same way; several old units may fold into one.
+    assert cfg.former["stnmt@daknong.gov.vn"] == cfg.former["snnptnt@daknong.gov.vn"] == "snnmt@lamdong.gov.vn"
+    assert cfg.former["internal@daknong.gov.vn"] == "internal@lamdong.gov.vn"
+    assert not any(old.startswith("@") for old in cfg.former)
+    assert cfg.domains == ["lamdong.gov.vn", "daknong.gov.vn", "binhthuan.gov.vn"]
+
+
+def test_the_transition_ends_at_midnight_vietnam_time_and_forwarding_runs_on_where_the_data_says():
+    cfg = lamdong()
+    end = merger.day_start("2027-07-01")
+    assert end == 1814374800  # 2027-06-30 17:00 UTC
+    assert merger.phase(cfg, "haunv.stnmt@daknong.gov.vn", end - 1) == "transition"
+    assert merger.phase(cfg, "haunv.stnmt@daknong.gov.vn", end) == "moved"
+    assert merger.phase(cfg, "haunv.stnmt@binhthuan.gov.vn", end) == "forward"
+    assert merger.phase(cfg, "haunv.stnmt@binhthuan.gov.vn", merger.day_start("2028-01-01")) == "moved"
+
+
+def data_file(tmp_path, text):
+    """A copy of Lâm Đồng's data file, beside the national defaults."""
+    shutil.copy(lamdong().file.parent / "defaults.yml", tmp_path / "defaults.yml")
+    p = tmp_path / "lamdong.yml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("    - {name: Lê Văn Tám, address: tamlv.stc@lamdong.gov.vn, agency: stc, former: [tamlv@hanoi.gov.vn]}\n",
+     "directory.people[12].former[0]: 'tamlv@hanoi.gov.vn' is not in the province's domain or a predecessor's; "
+     "allowed domains: lamdong.gov.vn, daknong.gov.vn, binhthuan.gov.vn (name the old province under `predecessors`)"),
+    ("    - {name: Lê Văn Tám, address: tamlv.stc@lamdong.gov.vn, agency: stc, former: [haunv.stnmt@daknong.gov.vn]}\n",
+     "directory.people[12].former[0]: 'haunv.stnmt@daknong.gov.vn' is already a former address of "
+     "directory.people[3]; an old address reaches one new address only"),
+    ("    - {name: Lê Văn Tám, address: tamlv.stc@lamdong.gov.vn, agency: stc, former: [hoapt.stc@lamdong.gov.vn]}\n",
+     "directory.people[12].former[0]: 'hoapt.stc@lamdong.gov.vn' is the current address of directory.people[1].address; "
+     "an old address cannot also be in use"),
+    ("    - {name: Lê Văn Tám, address: tamlv.stc@lamdong.gov.vn, agency: stc, former: [postmaster@daknong.gov.vn]}\n",
+     "directory.people[12].former[0]: 'postmaster@daknong.gov.vn': role addresses of an old domain reach the "
+     "postmaster by themselves; not an address to move"),
+])
+def test_a_bad_old_address_is_refused_with_its_key_path(tmp_path, extra, message):
+    text = load_province("lamdong").file.read_text()
+    text = text.replace("  lists:\n", extra + "  lists:\n", 1)
+    p = data_file(tmp_path, text)
+    with pytest.raises(DataError) as e:
+        load_province(p, cache=False)
+    assert [str(x).split(": ", 1)[1] for x in e.value.problems] == [message]
+
+
+def test_a_predecessor_domain_twice_a_forward_before_the_transition_and_an_unknown_decision_are_refused(tmp_path):
+    text = load_province("lamdong").file.read_text()
+    text = text.replace("    domain: binhthuan.gov.vn\n", "    domain: daknong.gov.vn\n")
+    text = text.replace('    forward_until: "2028-01-01"', '    forward_until: "2027-01-01"')
+    text = text.replace("    article: DN Art. 8.3\n", "    article: LD Art. 8.3\n")
+    p = data_file(tmp_path, text)
+    with pytest.raises(DataError) as e:
+        load_province(p, cache=False)
+    got = [str(x) for x in e.value.problems]
+    assert any(":35: predecessors[1].domain: 'daknong.gov.vn' is already the domain of predecessors[0].domain" in g
+               for g in got), got
+    assert any("predecessors[1].forward_until: 2027-01-01 is not after transition_until 2027-07-01" in g for g in got)
+    assert any("policy.content.article: 'LD Art. 8.3' cites LD, which is not a decision of `regulations` or of a "
+               "predecessor's `regulations`; known: DN" in g for g in got), got
+
+
+def test_govmail_dns_prints_a_zone_for_every_old_domain_with_its_own_dkim_selector():
+    cfg = lamdong()
+    zone = zone_text(cfg, "203.0.113.5", {"lamdong.gov.vn": "v=DKIM1; k=rsa; p=AAA",
+                                           "daknong.gov.vn": "v=DKIM1; k=rsa; p=BBB"})
+    assert "$ORIGIN lamdong.gov.vn." in zone and "$ORIGIN daknong.gov.vn." in zone and "$ORIGIN binhthuan.gov.vn." in zone
+    dak = zone.split("$ORIGIN daknong.gov.vn.")[1].split("$ORIGIN")[0]
+    assert "IN MX    10 mail.lamdong.gov.vn." in dak and '"v=spf1 mx -all"' in dak
+    assert 'lamdong._domainkey' in dak and '"v=DKIM1; k=rsa; p=BBB"' in dak
+    assert "rua=mailto:postmaster@daknong.gov.vn" in dak
+    assert "no key known yet" in zone.split("$ORIGIN binhthuan.gov.vn.")[1]
+    # In the lab, an old domain whose old host still runs keeps its own records: only the merged
+    # host's key is served beside them.
+    lines = dnsmasq_lines(cfg, {"daknong.gov.vn": "v=DKIM1; k=rsa; p=BBB"}, frozenset({"daknong.gov.vn"}))
+    dak_lines = [x for x in lines if "daknong.gov.vn" in x]
+    assert dak_lines == ['txt-record=lamdong._domainkey.daknong.gov.vn,"v=DKIM1; k=rsa; p=BBB"']
+    assert "mx-host=binhthuan.gov.vn,mail.lamdong.gov.vn,10" in lines
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setattr(host_store, "DIRECTORY", str(tmp_path / "directory.json"))
+    monkeypatch.setattr(host_store, "DB", str(tmp_path / "accounts.sqlite"))
+    monkeypatch.setattr(host_store, "LEGACY_USERS", str(tmp_path / "legacy"))
+    monkeypatch.setattr(host_store, "HANDOUT", str(tmp_path / "handout"))
+    return tmp_path
+
+
+def test_the_store_applies_each_phase_from_the_clock_alias_login_send_then_forward_then_5_1_6(store):
+    now = int(time.time())
+    acc = {"address": "b@new.gov.vn", "name": "B", "kind": "person", "quota_mb": 100, "owner": None,
+           "password_hash": "{BLF-CRYPT}$2y$10$x"}
+    doc = {"version": 4, "domain": "new.gov.vn", "accounts": [acc], "lists": {}, "senders": {},
+           "former": [["b@old1.gov.vn", "b@new.gov.vn", now + 3600, None],
+                      ["b@old2.gov.vn", "b@new.gov.vn", now - 60, now + 3600],
+                      ["b@old3.gov.vn", "b@new.gov.vn", now - 60, None],
+                      ["b.x@new.gov.vn", "b@new.gov.vn", None, None]]}
+    (store / "directory.json").write_text(json.dumps(doc))
+    host_store.sync()
+    db = sqlite3.connect(store / "accounts.sqlite")
+
+    def one(sql, *args):
+        return [r[0] for r in db.execute(sql, args)]
+
+    assert one("SELECT members FROM postfix_aliases WHERE address=?", "b@old1.gov.vn") == ["b@new.gov.vn"]
+    assert one("SELECT members FROM postfix_aliases WHERE address=?", "b@old2.gov.vn") == ["b@new.gov.vn"]
+    assert one("SELECT members FROM postfix_aliases WHERE address=?", "b@old3.gov.vn") == []
+    assert one("SELECT new FROM postfix_relocated WHERE address=?", "b@old3.gov.vn") == ["b@new.gov.vn"]
+    assert one("SELECT new FROM postfix_relocated WHERE address=?", "b@old2.gov.vn") == []
+    # Login with an old address in transition (or a readdressed one) opens the new mailbox.
+    assert one("SELECT user FROM dovecot_passdb WHERE login=?", "b@old1.gov.vn") == ["b@new.gov.vn"]
+    assert one("SELECT user FROM dovecot_passdb WHERE login=?", "b.x@new.gov.vn") == ["b@new.gov.vn"]
+    assert one("SELECT user FROM dovecot_passdb WHERE login=?", "b@old2.gov.vn") == []
+    assert one("SELECT logins FROM postfix_senders WHERE address=?", "b@old1.gov.vn") == ["b@new.gov.vn"]
+    assert one("SELECT logins FROM postfix_senders WHERE address=?", "b@old2.gov.vn") == []
