@@ -7,8 +7,8 @@ and turns them into what the host's account store applies (`former_rows`):
 
 - during the transition an old address is an alias of the new one, its owner logs in and sends
   with it (Dovecot's passdb answers the new user name; Postfix and rspamd let the owner send as it);
-- after it, mail to the old address is refused `550 5.1.6 ... User has moved to <new>` (Postfix
-  `relocated_maps`), or still forwarded until the predecessor's `forward_until`;
+- after it, mail to the old address is refused `550 5.1.6 ... User has moved to <new>` (a Postfix
+  access table of the store's relocated view, templates/postfix/sqlite-relocated.cf.j2), or still forwarded until the predecessor's `forward_until`;
 - an address of the province's own domain given up in a readdressing (`govmail readdress`) stays
   an alias for good.
 

@@ -76,6 +76,10 @@ def change_password(address, current, new, source="", db_path=None, verify=None,
     make_hash = make_hash or doveadm_hash
     address = address.strip().lower()
     db = store.connect(db_path)
+    # An old address in its transition (a merged province's, or a readdressed one) is its owner's.
+    moved = db.execute("SELECT new FROM former_phase WHERE old = ? AND phase = 'transition'", (address,)).fetchone()
+    if moved:
+        address = moved[0]
     row = db.execute("SELECT a.password, a.role, b.block FROM accounts a JOIN login_blocks b ON b.address = a.address "
                      "WHERE a.address = ?", (address,)).fetchone()
     if row is None or row[0] is None or not verify(current, row[0]):

@@ -22,7 +22,16 @@ RESTART_ONLY = ("inet_interfaces", "inet_protocols")
 VALIDATE = (
     "sed -i 's#/etc/postfix/#{dir}/#g' {dir}/main.cf {dir}/master.cf && "
     "err=$(postconf -c {dir} -n 2>&1 >/dev/null) && [ -z \"$err\" ] && "
-    "err=$(postconf -c {dir} -M 2>&1 >/dev/null) && [ -z \"$err\" ] || { echo \"$err\"; exit 1; }"
+    "err=$(postconf -c {dir} -M 2>&1 >/dev/null) && [ -z \"$err\" ] || { echo \"$err\"; exit 1; }; "
+    # postconf accepts a master.cf whose `-o` value has a space in it; the daemon then dies on the
+    # word after the space ("unexpected command-line argument") and the service is down. Each
+    # argument of an smtpd service must be an option, `-o name=value` or `-o { name = value }`.
+    "postconf -c {dir} -M | awk '$8 == \"smtpd\" { for (i = 9; i <= NF; i++) { "
+    "if ($i == \"-o\") { i++; if (substr($i, 1, 1) == \"{\") { d = 0; for (; i <= NF; i++) { "
+    "d += gsub(/[{]/, \"{\", $i) - gsub(/[}]/, \"}\", $i); if (d <= 0) break } } "
+    "else if ($i !~ /=/) { print \"master.cf: \" $1 \": -o \" $i \": not name=value\"; bad = 1 } } "
+    "else if ($i !~ /^-/) { print \"master.cf: \" $1 \": stray argument \" $i \" (a space inside an -o value?)\"; "
+    "bad = 1 } } } END { exit bad }'"
 )
 
 
