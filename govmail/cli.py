@@ -192,17 +192,17 @@ def cmd_hash_password(args) -> int:
 
 
 def cmd_address(args) -> int:
-    from .naming import NameClash, address_for, unit_of
+    from .naming import NameClash, address_for, all_units, local_units, unit_of
 
     cfg = _province(args.province)
     if cfg is None:
         return 2
     m = cfg.model
-    units = {u.id for u in [*m.directory.agencies, *m.directory.districts]}
+    units = set(all_units(m))
     if args.agency and args.agency not in units:
         err(f"agency {args.agency!r} is not in the directory of {cfg.key}; known: {', '.join(sorted(units))}")
         return 2
-    unit = unit_of(args.agency, args.department, {d.id for d in m.directory.districts})
+    unit = unit_of(args.agency, args.department, local_units(m), cfg.policy.naming.unit_order)
     taken = {a.address for a in cfg.accounts} | set(cfg.aliases)
     try:
         print(address_for(args.name, unit, cfg.domain, cfg.policy.naming, taken))
@@ -338,6 +338,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("province", type=province_key)
     p.add_argument("csv")
     p.set_defaults(fn=cmd_import)
+
+    p = sub.add_parser("readdress", help="addresses that change under a new unit structure (old -> new); --apply "
+                       "writes them, old addresses kept as `former:`")
+    p.add_argument("province", type=province_key)
+    p.add_argument("--from", dest="old", metavar="OLD.yml", help="the data file before the restructuring (units' "
+                   "old addresses): e.g. `git show HEAD:group_data/<province>.yml > old.yml`")
+    p.add_argument("--apply", action="store_true", help="write the data file (validated first)")
+    p.set_defaults(fn=lambda a: __import__("govmail.readdress", fromlist=["cmd"]).cmd(a))
 
     p = sub.add_parser("restore", help="lift an inactive mailbox's suspension (LC Art. 8.3), re-create a deleted one")
     p.add_argument("address", type=mail_address)

@@ -170,7 +170,9 @@ class _ValidatedCache:
 validated_cache = _ValidatedCache()
 
 
-def _load_province(file: Path) -> ProvinceConfig:
+def _load_province(file: Path, naming_check: Optional[str] = None) -> ProvinceConfig:
+    """`naming_check`: how the naming rule is applied this time, instead of the data's
+    `policy.naming.check` (`govmail readdress` reads a structure whose addresses it is to fix)."""
     defaults_file = file.parent / "defaults.yml"
     prov = Doc(file, _display(file))
     problems = list(prov.problems)
@@ -212,6 +214,9 @@ def _load_province(file: Path) -> ProvinceConfig:
     model = validate_all(merged, add, original, remap, defaults.data if defaults else None, schema_paths, set_aside)
     if model is None:
         raise DataError(problems)
+    if naming_check:
+        naming = model.policy.naming.model_copy(update={"check": naming_check})
+        model = model.model_copy(update={"policy": model.policy.model_copy(update={"naming": naming})})
     cfg = ProvinceConfig(model=model, file=file)
     if model.province != file.stem:
         add(("province",), f"{model.province!r} does not match the file name {file.stem!r}")

@@ -12,12 +12,13 @@ the first problem.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 from . import merger, schema
 from .config import ROLE_LOCAL_PARTS, Account, ProvinceConfig
 from .config import fmt_path as _fmt_path
-from .naming import rule_problem
+from .naming import all_units, local_units, rule_problem, unit_pair
 from .naming import unit_of as naming_unit
 from .text import MAX_ADDRESS, MAX_LOCAL
 
@@ -119,20 +120,18 @@ class DirectoryBuilder:
         self.unit_ids[uid] = path
 
     def units(self) -> None:
-        for i, ag in enumerate(self.m.directory.agencies):
-            p = ("directory", "agencies", i)
-            self.unit_id(p, ag.id)
-            self.unit_account(p, ag, ag.id, "agency", ag.id)
-            for j, d in enumerate(ag.departments):
-                self.unit_account(p + ("departments", j), d, f"{d.id}.{ag.id}", "department", ag.id, d.id)
-        for i, di in enumerate(self.m.directory.districts):
-            p = ("directory", "districts", i)
-            self.unit_id(p, di.id)
-            self.unit_account(p, di, di.id, "district", di.id)
-            for j, d in enumerate(di.departments):
-                self.unit_account(p + ("departments", j), d, f"{d.id}.{di.id}", "department", di.id, d.id)
-            for j, c in enumerate(di.communes):
-                self.unit_account(p + ("communes", j), c, f"{c.id}.{di.id}", "commune", di.id, c.id)
+        """Agencies, districts and communes, and the units under them: `<child>.<parent>@` (or
+        `<parent>.<child>@`, `policy.naming.unit_order`)."""
+        pair = functools.partial(unit_pair, order=self.m.policy.naming.unit_order)
+        for section, kind in (("agencies", "agency"), ("districts", "district"), ("communes", "commune")):
+            for i, u in enumerate(getattr(self.m.directory, section)):
+                p = ("directory", section, i)
+                self.unit_id(p, u.id)
+                self.unit_account(p, u, u.id, kind, u.id)
+                for j, d in enumerate(u.departments):
+                    self.unit_account(p + ("departments", j), d, pair(d.id, u.id), "department", u.id, d.id)
+                for j, c in enumerate(getattr(u, "communes", [])):
+                    self.unit_account(p + ("communes", j), c, pair(c.id, u.id), "commune", u.id, c.id)
 
     # ------------------------------------------------------------------ people and mailboxes
 
@@ -140,8 +139,8 @@ class DirectoryBuilder:
         m = self.m
         naming = m.policy.naming
         report = {"error": self.add, "warning": self.warn, "off": None}[naming.check]
-        district_ids = {d.id for d in m.directory.districts}
-        departments = {u.id: {d.id for d in u.departments} for u in [*m.directory.agencies, *m.directory.districts]}
+        district_ids = local_units(m)
+        departments = all_units(m)
         for i, person in enumerate(m.directory.people):
             p = ("directory", "people", i)
             quota = self.quota(p + ("quota_mb",), person.quota_mb)
@@ -167,7 +166,7 @@ class DirectoryBuilder:
             if report and (not person.agency or person.agency in self.unit_ids) and (
                 not person.department or person.department in departments.get(person.agency, set())
             ):
-                unit = naming_unit(person.agency, person.department, district_ids)
+                unit = naming_unit(person.agency, person.department, district_ids, naming.unit_order)
                 why = rule_problem(person.address, person.name, unit, self.dom, naming)
                 if why:
                     report(p + ("address",), why)

@@ -56,12 +56,31 @@ def person_local(full_name: str) -> str:
     return given + "".join(w[0] for w in others)
 
 
-def unit_of(agency: Optional[str], department: Optional[str], districts: Iterable[str]) -> str:
-    """The unit part of an address: `<agency>`, or `<department>.<district>` for district departments."""
+def unit_pair(child: str, parent: str, order: str = "child_first") -> str:
+    """A unit under another in an address: `child.parent` (the seeds) or `parent.child`."""
+    return f"{parent}.{child}" if order == "parent_first" else f"{child}.{parent}"
+
+
+def local_units(model) -> set[str]:
+    """Units whose staff in a department carry the department in their address (DN Art. 5.1.d):
+    districts, and the communes directly under the province."""
+    return {d.id for d in model.directory.districts} | {c.id for c in model.directory.communes}
+
+
+def all_units(model) -> dict[str, set[str]]:
+    """Every agency, district and commune id -> the ids of its departments."""
+    d = model.directory
+    return {u.id: {x.id for x in u.departments} for u in [*d.agencies, *d.districts, *d.communes]}
+
+
+def unit_of(agency: Optional[str], department: Optional[str], districts: Iterable[str],
+            order: str = "child_first") -> str:
+    """The unit part of an address: `<agency>`, or `<department>.<district>` for staff of a department
+    of a district or commune (`parent_first`: `<district>.<department>`)."""
     if not agency:
         return ""
     if department and agency in set(districts):
-        return f"{department}.{agency}"
+        return unit_pair(department, agency, order)
     return agency
 
 
@@ -120,8 +139,8 @@ def import_people(cfg, rows: Iterable[dict], lines: Optional[list[int]] = None,
     """
     model = cfg.model
     taken = {a.address for a in cfg.accounts} | set(cfg.aliases)
-    units = {u.id: {d.id for d in u.departments} for u in [*model.directory.agencies, *model.directory.districts]}
-    districts = {d.id for d in model.directory.districts}
+    units = all_units(model)
+    districts = local_units(model)
     entries, problems = [], []
     for n, row in enumerate(rows, start=1):
         name = (row.get("name") or "").strip()
@@ -142,7 +161,7 @@ def import_people(cfg, rows: Iterable[dict], lines: Optional[list[int]] = None,
             problems.append(f"{where}: department {department!r} is not a department of {agency!r}")
             continue
         try:
-            address = address_for(name, unit_of(agency, department, districts), cfg.domain, cfg.policy.naming, taken)
+            address = address_for(name, unit_of(agency, department, districts, cfg.policy.naming.unit_order), cfg.domain, cfg.policy.naming, taken)
         except (NameClash, ValueError) as e:
             problems.append(f"{where}: {e}")
             continue

@@ -294,6 +294,13 @@ class NamingPolicy(Cited):
     check: Literal["error", "warning", "off"] = Field(
         "warning", description="How `govmail validate` treats a person's address that does not follow the rule."
     )
+    unit_order: Literal["child_first", "parent_first"] = Field(
+        "child_first",
+        description="Order of a two-part unit in an address: `child_first` writes `<department>.<district>@` "
+        "(and `<name>.<department>.<district>@`), as the seed decisions do; `parent_first` writes "
+        "`<district>.<department>@`, as some provinces do. Applies to departments of agencies, districts "
+        "and communes. Changing it re-addresses units: `govmail readdress` lists and applies that.",
+    )
 
 
 class Clause(Cited):

@@ -140,6 +140,15 @@ class District(Unit):
     communes: list[Unit] = Field([], description="Communes, wards and towns: `<commune>.<district>@`.")
 
 
+class Commune(Unit):
+    """A commune or ward directly under the province (from 1 July 2025 the district level no longer
+    exists): mailbox `<id>@`; its units `<unit>.<commune>@` (`policy.naming.unit_order`), its staff
+    `<name>.<commune>@`, or `<name>.<unit>.<commune>@` in one of its units."""
+
+    departments: list[Unit] = Field([], description="Its units (Văn phòng HĐND-UBND, phòng Kinh tế, ...): "
+                                    "`<unit>.<commune>@`.")
+
+
 class Person(Strict):
     name: DisplayText = Field(description="Full Vietnamese name, e.g. Nguyễn Văn Hậu.")
     address: Address = Field(description="Full address in the province's domain.")
@@ -217,7 +226,10 @@ class Mailbox(Strict):
 
 class Directory(Strict):
     agencies: list[Agency] = Field([], description="Provincial agencies (departments, committees); each may have a unit mailbox.")
-    districts: list[District] = Field([], description="Districts (or, after the 2025 reform, communes) and their departments.")
+    districts: list[District] = Field([], description="Districts and their departments and communes (before the 2025 "
+                                      "reform; `communes` below after it).")
+    communes: list[Commune] = Field([], description="Communes and wards directly under the province (2025 reform) and "
+                                    "the units under them.")
     people: list[Person] = Field([], description="Officials with a personal mailbox, addressed by the province's naming rule.")
     mailboxes: list[Mailbox] = Field([], description="Functional mailboxes not tied to a person or unit (e.g. TN `hotro@`).")
     lists: list[MailingList] = Field([], description="Distribution lists: one address that reaches its members.")

@@ -124,6 +124,7 @@ def sync(new_passwords_file=None, db_path=None):
                 db.execute("DELETE FROM meta WHERE key=?", (key,))
             else:
                 db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, str(value)))
+        rename_moved(db, directory, now)
         old = {r[0]: r for r in db.execute("SELECT address, password, status FROM accounts")}
         seen = set()
 
@@ -211,6 +212,26 @@ def sync(new_passwords_file=None, db_path=None):
     if new_passwords_file:
         os.unlink(new_passwords_file)
     print(json.dumps({k: (len(v) if isinstance(v, list) else v) for k, v in report.items()}))
+
+
+def rename_moved(db, directory, now):
+    """A mailbox readdressed in the data (its new address has the old one in `former:`, `govmail
+    readdress`) is renamed in place, not re-created: its row (password, status, dates) takes the
+    new address and its mail directory moves with it."""
+    wanted = {a["address"] for a in directory["accounts"]}
+    have = {r[0] for r in db.execute("SELECT address FROM accounts")}
+    for old, new, *_ in directory.get("former", []):
+        if new in wanted and new not in have and old in have:
+            kick(old)
+            src, dst = (os.path.join(contract.PATHS["vmail"], *reversed(a.split("@", 1))) for a in (old, new))
+            if os.path.isdir(src) and not os.path.exists(dst):
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                os.rename(src, dst)
+            db.execute("UPDATE accounts SET address=?, updated=? WHERE address=?", (new, now, old))
+            db.execute("UPDATE notices SET address=? WHERE address=?", (new, old))
+            audit(db, "renamed", new, f"was {old} (readdressed; mail kept)", now)
+            have.discard(old)
+            have.add(new)
 
 
 def kick(address):
