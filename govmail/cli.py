@@ -167,6 +167,8 @@ def cmd_lab(args) -> int:
                 print(f"{r['host']:32} {r['province']:12} {r['ip']:12} {'running' if r['running'] else 'STOPPED'}")
         elif args.lab_cmd == "rebuild":
             lab_target().rebuild(args.host)
+        elif args.lab_cmd == "dns-switch":
+            lab_target().switch_dns(args.province, back=args.back)
         elif args.lab_cmd == "ssh":
             state = lab.load_state()
             h = state["hosts"].get(args.host)
@@ -298,6 +300,10 @@ def main(argv: list[str] | None = None) -> int:
     lsub.add_parser("status")
     q = lsub.add_parser("rebuild", help="destroy a lab host and boot a bare one in its place")
     q.add_argument("host", type=host_name)
+    q = lsub.add_parser("dns-switch", help="the lab's DNS switch of a merger: the predecessors' domains to the "
+                        "merged province's host (the runbook's DNS step)")
+    q.add_argument("province", type=province_key)
+    q.add_argument("--back", action="store_true", help="give the domains back to the old hosts")
     q = lsub.add_parser("ssh")
     q.add_argument("host", type=host_name)
     q.add_argument("command", nargs=argparse.REMAINDER)
@@ -346,6 +352,18 @@ def main(argv: list[str] | None = None) -> int:
                    "old addresses): e.g. `git show HEAD:group_data/<province>.yml > old.yml`")
     p.add_argument("--apply", action="store_true", help="write the data file (validated first)")
     p.set_defaults(fn=lambda a: __import__("govmail.readdress", fromlist=["cmd"]).cmd(a))
+
+    p = sub.add_parser("migrate", help="copy a merged province's mailboxes from a predecessor's host (incremental)")
+    p.add_argument("province", type=province_key)
+    p.add_argument("--from", dest="source", required=True, type=province_key, help="the predecessor's key")
+    p.add_argument("--imap", metavar="HOST[:PORT]", type=str, help="copy from this IMAP server instead (993: TLS)")
+    p.add_argument("--master-user", help="IMAP master login (its password in GOVMAIL_IMAP_PASSWORD)")
+    p.add_argument("--passwords", metavar="FILE.csv", help="IMAP: each user's own password (old address,password)")
+    p.add_argument("--insecure", action="store_true", help="IMAP: do not verify the server's certificate")
+    p.add_argument("--dry-run", action="store_true", help="list the mailboxes and their sizes; change nothing")
+    p.add_argument("--final", action="store_true", help="the catch-up after the DNS switch; then revoke access")
+    p.add_argument("--keep-access", action="store_true", help="with --final: leave the key on the old host")
+    p.set_defaults(fn=lambda a: __import__("govmail.migrate", fromlist=["cmd"]).cmd(a))
 
     p = sub.add_parser("restore", help="lift an inactive mailbox's suspension (LC Art. 8.3), re-create a deleted one")
     p.add_argument("address", type=mail_address)

@@ -197,6 +197,19 @@ class LabTarget(Target):
     def rebuild(self, host_name: str) -> None:
         self.lab.rebuild(host_name)
 
+    def switch_dns(self, province: str, back: bool = False) -> None:
+        """The runbook's DNS switch, in the lab: the predecessors' domains of a merged province are
+        served by its host (MX, SPF, DMARC...) instead of their old hosts (`back`: undo)."""
+        with self.lab.lab_lock("switching the lab's DNS"):
+            state = self.lab.load_state()
+            switched = set(state.get("dns_switched", []))
+            switched = switched - {province} if back else switched | {province}
+            state["dns_switched"] = sorted(switched)
+            self.lab.save_state(state)
+        self.lab.refresh_dns(records=self.dns_lines)
+        domains = ", ".join(p.domain for p in load_province(province).model.predecessors)
+        self.lab.log(f"DNS: {domains} {'back on their old hosts' if back else 'now on ' + load_province(province).mail_host}")
+
     def _new_mail_host(self, province: str) -> None:
         """A new lab mail host (made from the image, unlike `lab rebuild`) makes its own DKIM key;
         the record kept for the province's previous lab host belongs to a key that no longer

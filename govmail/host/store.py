@@ -234,6 +234,21 @@ def rename_moved(db, directory, now):
             have.add(new)
 
 
+def import_password(address, hashed, password_set, must_change, db_path=None):
+    """A migrated mailbox's password hash from its old host (`migrate run`), so its user is not made
+    to change it again; kept out when the user already set their own here. True when taken."""
+    db = connect(db_path)
+    now = int(time.time())
+    cur = db.execute(
+        "UPDATE accounts SET password=?, password_set=?, must_change=?, updated=? WHERE address=? AND "
+        "(password IS NULL OR must_change = 1) AND NOT EXISTS (SELECT 1 FROM audit WHERE audit.address = "
+        "accounts.address AND action = 'password-changed') AND COALESCE(password, '') != ?",
+        (hashed, password_set or now, 1 if must_change else 0, now, address, hashed))
+    if cur.rowcount:
+        audit(db, "password-migrated", address, "hash from the predecessor's host", now)
+    return cur.rowcount > 0
+
+
 def kick(address):
     """End the open IMAP/POP3 sessions of a mailbox (after a reset or hand-over)."""
     if shutil.which("doveadm"):

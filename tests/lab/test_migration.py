@@ -1,0 +1,132 @@
+"""`govmail migrate`: Đắk Nông's mailboxes move to the merged Lâm Đồng host with nothing lost or
+doubled, while mail keeps arriving at both; the runbook's order of steps (issue 15)."""
+
+from __future__ import annotations
+
+import hashlib
+import imaplib
+import json
+import smtplib
+import subprocess
+import time
+
+import pytest
+
+from .conftest import PROVINCES
+from .test_filtering import delivered
+from .test_security import INSECURE
+
+pytestmark = pytest.mark.skipif(not {"daknong", "lamdong"} <= set(PROVINCES),
+                                reason="needs the old province daknong and the merged lamdong in the lab")
+
+OLD, NEW = "longpx.stnmt@daknong.gov.vn", "longpx.snnmt@lamdong.gov.vn"  # Phan Xuân Long
+IMAP_OLD, IMAP_NEW = "hautd.stttt@daknong.gov.vn", "hautd.skhcn@lamdong.gov.vn"  # Trần Đức Hậu
+SIEVE = 'require ["fileinto"];\nif header :contains "subject" "[BC]" { fileinto "Báo cáo"; }\n'
+
+
+def govmail(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["govmail", *args], capture_output=True, text=True, timeout=900)
+
+
+def message_id(subject: str) -> str:
+    return f"<{hashlib.sha1(subject.encode()).hexdigest()}@outside.test>"
+
+
+def send(h, to: str, subject: str, body: str = "Nội dung") -> None:
+    with smtplib.SMTP(h.name, 25, timeout=60) as s:
+        s.ehlo("mx.outside.test")
+        s.sendmail("vanthu@outside.test", [to], (
+            f"From: vanthu@outside.test\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: {message_id(subject)}\r\n"
+            f"Content-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n").encode())
+
+
+def messages(h, user: str) -> dict[str, list]:
+    """Message-ID -> [(folder, flags, received date, sha256 of the body)] of every message of a mailbox."""
+    out = h.run(f"doveadm -f json fetch -u {user} 'mailbox flags date.received body hdr.message-id' ALL").stdout
+    got: dict[str, list] = {}
+    for m in json.loads(out or "[]"):
+        flags = " ".join(sorted(f for f in m["flags"].split() if f != "\\Recent"))
+        got.setdefault(m["hdr.message-id"].strip(), []).append(
+            (m["mailbox"], flags, m["date.received"], hashlib.sha256(m["body"].encode()).hexdigest()))
+    return got
+
+
+@pytest.fixture(scope="module")
+def hosts(lab_hosts):
+    return lab_hosts["daknong"], lab_hosts["lamdong"]
+
+
+def test_a_govmail_host_migrates_incrementally_with_mail_flags_folders_sieve_passwords_and_last_login(hosts):
+    d, ld = hosts
+    stamp = int(time.time())
+    pw = d.set_password(OLD)  # the user's own password on the old host
+    for i in range(3):
+        send(d, OLD, f"Công văn {i} {stamp}")
+        assert delivered(d, OLD, f"Công văn {i} {stamp}")
+    d.run(f"doveadm mailbox create -u {OLD} 'Báo cáo' && doveadm move -u {OLD} 'Báo cáo' mailbox INBOX "
+          f"header Subject 'Công văn 2 {stamp}' && doveadm flags add -u {OLD} '\\Flagged' mailbox INBOX "
+          f"header Subject 'Công văn 0 {stamp}'")
+    d.run(f"doveadm sieve put -a -u {OLD} loc-thu", input=SIEVE)
+    imap = imaplib.IMAP4_SSL(d.name, 993, ssl_context=INSECURE)
+    imap.login(OLD, pw)  # stamps the old host's last login
+    imap.logout()
+    before = len(messages(ld, NEW))
+
+    dry = govmail("migrate", "lamdong", "--from", "daknong", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert f"{OLD} -> {NEW}" in dry.stdout and "messages" in dry.stdout, dry.stdout
+    assert len(messages(ld, NEW)) == before  # a dry run changes nothing
+
+    first = govmail("migrate", "lamdong", "--from", "daknong")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert f"{OLD} -> {NEW}" in first.stdout and "password copied" in first.stdout and "sieve copied" in first.stdout
+
+    # Mail keeps coming during the migration: to the old host (senders still use its MX) and to the
+    # merged one (senders who already see the new MX, or write to the new address).
+    send(d, OLD, f"Đến máy cũ {stamp}")
+    send(ld, OLD, f"Đến máy mới {stamp}")
+    assert delivered(d, OLD, f"Đến máy cũ {stamp}") and delivered(ld, NEW, f"Đến máy mới {stamp}")
+    try:
+        assert govmail("lab", "dns-switch", "lamdong").returncode == 0
+        final = govmail("migrate", "lamdong", "--from", "daknong", "--final")
+        assert final.returncode == 0, final.stdout + final.stderr
+    finally:
+        govmail("lab", "dns-switch", "lamdong", "--back")
+
+    old_side, new_side = messages(d, OLD), messages(ld, NEW)
+    # Every message of the old mailbox is on the merged host: same folder, flags, date and body hash.
+    for mid, copies in old_side.items():
+        assert new_side.get(mid) == copies, f"{mid}: {copies} on the old host, {new_side.get(mid)} on the new"
+    # Nothing doubled, and what arrived at the merged host stayed.
+    assert all(len(c) == 1 for c in new_side.values()), {k: v for k, v in new_side.items() if len(v) > 1}
+    for subject in (f"Đến máy cũ {stamp}", f"Đến máy mới {stamp}"):
+        assert len(new_side.get(message_id(subject), [])) == 1, subject
+    # The Sieve script, the password (old and new address) and the last login came along.
+    assert "loc-thu ACTIVE" in ld.run(f"doveadm sieve list -u {NEW}").stdout
+    for login in (OLD, NEW):
+        imap = imaplib.IMAP4_SSL(ld.name, 993, ssl_context=INSECURE)
+        imap.login(login, pw)
+        imap.logout()
+    old_stamp = d.run("stat -c %Y /var/vmail/daknong.gov.vn/longpx.stnmt/.govmail-last-login").stdout.strip()
+    new_stamp = ld.run("stat -c %Y /var/vmail/lamdong.gov.vn/longpx.snnmt/.govmail-last-login").stdout.strip()
+    assert int(new_stamp) >= int(old_stamp)
+    # --final took the merged host's key off the old host.
+    assert "govmail-migrate:lamdong" not in d.run("cat /root/.ssh/authorized_keys").stdout
+
+
+def test_any_imap_server_migrates_with_the_users_own_password(hosts, tmp_path):
+    d, ld = hosts
+    stamp = int(time.time())
+    pw = d.set_password(IMAP_OLD)
+    for i in range(2):
+        send(d, IMAP_OLD, f"Qua IMAP {i} {stamp}")
+        assert delivered(d, IMAP_OLD, f"Qua IMAP {i} {stamp}")
+    creds = tmp_path / "passwords.csv"
+    creds.write_text(f"address,password\n{IMAP_OLD},{pw}\n")
+    r = govmail("migrate", "lamdong", "--from", "daknong", "--imap", f"{d.name}:993", "--insecure",
+                "--passwords", str(creds))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"{IMAP_OLD} -> {IMAP_NEW}" in r.stdout
+    old_side, new_side = messages(d, IMAP_OLD), messages(ld, IMAP_NEW)
+    for mid, copies in old_side.items():
+        assert [(f, fl, h) for f, fl, _, h in new_side.get(mid, [])] == [(f, fl, h) for f, fl, _, h in copies], mid
