@@ -86,6 +86,8 @@ def read_passwords(path: str) -> dict[str, str]:
                 continue
             if len(row) != 2 or "@" not in row[0]:
                 raise ValueError(f"{path}:{n}: expected `old address,password`")
+            if any(ord(c) < 0x20 or ord(c) == 0x7F for c in "".join(row)):
+                raise ValueError(f"{path}:{n}: a control character in the row; refused")
             out[row[0].strip().lower()] = row[1]
     return out
 
@@ -131,8 +133,12 @@ def cmd(args) -> int:
         plan["source"] = {"kind": "imap", "host": host, "port": int(port or 993), "insecure": args.insecure,
                           "master_user": args.master_user, "master_password": os.environ.get("GOVMAIL_IMAP_PASSWORD")}
         if args.passwords:
-            plan["passwords"] = {k: v for k, v in read_passwords(args.passwords).items()
-                                 if k in dict(plan["pairs"])}
+            try:
+                plan["passwords"] = {k: v for k, v in read_passwords(args.passwords).items()
+                                     if k in dict(plan["pairs"])}
+            except (OSError, ValueError, UnicodeDecodeError) as e:
+                _say(str(e))
+                return 2
         if not args.master_user and not args.passwords and not args.dry_run:
             _say("an IMAP source needs --master-user (password in GOVMAIL_IMAP_PASSWORD) or --passwords FILE.csv")
             return 2

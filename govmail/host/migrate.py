@@ -108,7 +108,7 @@ def ssh(host):
 
 def imapc_options(src, old, password):
     """doveadm -o settings for Dovecot's imapc (Dovecot 2.4 names) reading `old` on an IMAP server."""
-    opts = {"mail_driver": "imapc", "mail_path": "", "imapc_host": src["host"], "imapc_port": str(src.get("port", 993)),
+    opts = {"imapc_host": src["host"], "imapc_port": str(src.get("port", 993)),
             "imapc_ssl": "imaps" if src.get("port", 993) == 993 else "starttls",
             "imapc_user": old, "imapc_password": password}
     if src.get("insecure"):
@@ -119,8 +119,22 @@ def imapc_options(src, old, password):
 
 
 def copy_imap(src, old, new, password):
-    opts = [x for k, v in imapc_options(src, old, password).items() for x in ("-o", f"{k}={v}")]
-    return subprocess.run(["doveadm", *opts, "backup", "-R", "-u", new, "imapc:"], capture_output=True, text=True)
+    """One way (-1 -R: the IMAP server -> this host) and never a backup: what reached this host stays.
+    The imapc settings go in a 0600 file that includes the host's configuration, so the password is
+    not on a command line."""
+    import tempfile
+
+    def quoted(v):
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in str(v)):
+            raise ValueError("a control character in an IMAP setting")
+        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    with tempfile.NamedTemporaryFile("w", prefix="govmail-imapc-", suffix=".conf", dir="/run", delete=True) as conf:
+        conf.write("!include /etc/dovecot/dovecot.conf\n")
+        conf.writelines(f"{k} = {quoted(v)}\n" for k, v in imapc_options(src, old, password).items())
+        conf.flush()
+        return subprocess.run(["doveadm", "-c", conf.name, "sync", "-1", "-R", "-u", new, "imapc:"],
+                              capture_output=True, text=True)
 
 
 def take_password(new, info):

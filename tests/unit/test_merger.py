@@ -50,16 +50,16 @@ def data_file(tmp_path, text):
 
 @pytest.mark.parametrize("extra, message", [
     ("    - {name: Lê Văn Tám, address: tamlv.stc@lamdong.gov.vn, agency: stc, former: [tamlv@hanoi.gov.vn]}\n",
-     "directory.people[12].former[0]: 'tamlv@hanoi.gov.vn' is not in the province's domain or a predecessor's; "
+     "directory.people[20].former[0]: 'tamlv@hanoi.gov.vn' is not in the province's domain or a predecessor's; "
      "allowed domains: lamdong.gov.vn, daknong.gov.vn, binhthuan.gov.vn (name the old province under `predecessors`)"),
     ("    - {name: Lê Văn Tám, address: tamlv.stc@lamdong.gov.vn, agency: stc, former: [haunv.stnmt@daknong.gov.vn]}\n",
-     "directory.people[12].former[0]: 'haunv.stnmt@daknong.gov.vn' is already a former address of "
-     "directory.people[3]; an old address reaches one new address only"),
+     "directory.people[20].former[0]: 'haunv.stnmt@daknong.gov.vn' is already a former address of "
+     "directory.people[11]; an old address reaches one new address only"),
     ("    - {name: Lê Văn Tám, address: tamlv.stc@lamdong.gov.vn, agency: stc, former: [hoapt.stc@lamdong.gov.vn]}\n",
-     "directory.people[12].former[0]: 'hoapt.stc@lamdong.gov.vn' is the current address of directory.people[1].address; "
+     "directory.people[20].former[0]: 'hoapt.stc@lamdong.gov.vn' is the current address of directory.people[1].address; "
      "an old address cannot also be in use"),
     ("    - {name: Lê Văn Tám, address: tamlv.stc@lamdong.gov.vn, agency: stc, former: [postmaster@daknong.gov.vn]}\n",
-     "directory.people[12].former[0]: 'postmaster@daknong.gov.vn': role addresses of an old domain reach the "
+     "directory.people[20].former[0]: 'postmaster@daknong.gov.vn': role addresses of an old domain reach the "
      "postmaster by themselves; not an address to move"),
 ])
 def test_a_bad_old_address_is_refused_with_its_key_path(tmp_path, extra, message):
@@ -141,3 +141,22 @@ def test_the_store_applies_each_phase_from_the_clock_alias_login_send_then_forwa
     assert one("SELECT user FROM dovecot_passdb WHERE login=?", "b@old2.gov.vn") == []
     assert one("SELECT logins FROM postfix_senders WHERE address=?", "b@old1.gov.vn") == ["b@new.gov.vn"]
     assert one("SELECT logins FROM postfix_senders WHERE address=?", "b@old2.gov.vn") == []
+
+
+def test_the_old_hosts_forced_command_runs_nothing_but_export_dsync_and_sieve(capsys):
+    from govmail.host import migrate
+
+    for command in ("rm -rf /", "dsync ../../etc/shadow", "dsync a@b.vn; reboot", "export now", ""):
+        assert migrate.source(command) == 2, command
+    assert capsys.readouterr().err.count("refused") == 5
+
+
+def test_an_imap_password_file_with_a_line_break_or_control_character_is_refused(tmp_path):
+    from govmail.migrate import read_passwords
+
+    f = tmp_path / "p.csv"
+    f.write_text('address,password\na@daknong.gov.vn,"x\nimapc_host = evil"\n')
+    with pytest.raises(ValueError, match=r"p.csv:2: a control character"):
+        read_passwords(str(f))
+    f.write_text("a@daknong.gov.vn,Mật-khẩu 1\n")
+    assert read_passwords(str(f)) == {"a@daknong.gov.vn": "Mật-khẩu 1"}
