@@ -93,8 +93,8 @@ def read_passwords(path: str) -> dict[str, str]:
 
 
 def show(rec: dict, totals: dict) -> None:
-    if "error" in rec:
-        _say(rec["error"])
+    if "old" not in rec:
+        _say(rec.get("error", str(rec)))
     elif rec.get("skipped"):
         _say(f"  {rec['old']} -> {rec['new']}: skipped ({rec['skipped']})")
     elif rec.get("dry_run"):

@@ -75,7 +75,8 @@ def source(command):
     if words == ["export"]:
         json.dump(export(), sys.stdout)
         return 0
-    if len(words) == 2 and words[0] == "dsync" and known(words[1]):
+    # `doveadm sync` appends `dsync-server` to the remote command it is given.
+    if len(words) in (2, 3) and words[0] == "dsync" and words[2:] in ([], ["dsync-server"]) and known(words[1]):
         os.execvp("doveadm", ["doveadm", "dsync-server", "-u", words[1]])
     if len(words) == 2 and words[0] == "sieve" and known(words[1]):
         with tarfile.open(fileobj=sys.stdout.buffer, mode="w|gz") as tar:
@@ -130,6 +131,9 @@ def copy_imap(src, old, new, password):
         return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
     with tempfile.NamedTemporaryFile("w", prefix="govmail-imapc-", suffix=".conf", dir="/run", delete=True) as conf:
+        # Dovecot 2.4 wants its version settings first, then the host's configuration.
+        with open("/etc/dovecot/dovecot.conf", encoding="utf-8") as main:
+            conf.writelines(x for x in main if x.startswith(("dovecot_config_version", "dovecot_storage_version")))
         conf.write("!include /etc/dovecot/dovecot.conf\n")
         conf.writelines(f"{k} = {quoted(v)}\n" for k, v in imapc_options(src, old, password).items())
         conf.flush()

@@ -236,14 +236,19 @@ def rename_moved(db, directory, now):
 
 def import_password(address, hashed, password_set, must_change, db_path=None):
     """A migrated mailbox's password hash from its old host (`migrate run`), so its user is not made
-    to change it again; kept out when the user already set their own here. True when taken."""
+    to change it again. Taken while the mailbox's password here is the one the deploy issued or an
+    earlier migration brought (a later change on the old host comes across at the next run); never
+    over a password set here by its user or an administrator. True when taken."""
     db = connect(db_path)
+    last = db.execute("SELECT action FROM audit WHERE address = ? AND action IN ('password-changed', "
+                      "'password-reset', 'hand-over', 'password-migrated') ORDER BY ts DESC, rowid DESC LIMIT 1",
+                      (address,)).fetchone()
+    if last and last[0] != "password-migrated":
+        return False
     now = int(time.time())
-    cur = db.execute(
-        "UPDATE accounts SET password=?, password_set=?, must_change=?, updated=? WHERE address=? AND "
-        "(password IS NULL OR must_change = 1) AND NOT EXISTS (SELECT 1 FROM audit WHERE audit.address = "
-        "accounts.address AND action = 'password-changed') AND COALESCE(password, '') != ?",
-        (hashed, password_set or now, 1 if must_change else 0, now, address, hashed))
+    cur = db.execute("UPDATE accounts SET password=?, password_set=?, must_change=?, updated=? WHERE address=? "
+                     "AND COALESCE(password, '') != ?",
+                     (hashed, password_set or now, 1 if must_change else 0, now, address, hashed))
     if cur.rowcount:
         audit(db, "password-migrated", address, "hash from the predecessor's host", now)
     return cur.rowcount > 0

@@ -63,7 +63,8 @@ def test_a_govmail_host_migrates_incrementally_with_mail_flags_folders_sieve_pas
     for i in range(3):
         send(d, OLD, f"Công văn {i} {stamp}")
         assert delivered(d, OLD, f"Công văn {i} {stamp}")
-    d.run(f"doveadm mailbox create -u {OLD} 'Báo cáo' && doveadm move -u {OLD} 'Báo cáo' mailbox INBOX "
+    d.run(f"{{ doveadm mailbox list -u {OLD} | grep -qx 'Báo cáo' || doveadm mailbox create -u {OLD} 'Báo cáo'; }} && "
+          f"doveadm move -u {OLD} 'Báo cáo' mailbox INBOX "
           f"header Subject 'Công văn 2 {stamp}' && doveadm flags add -u {OLD} '\\Flagged' mailbox INBOX "
           f"header Subject 'Công văn 0 {stamp}'")
     d.run(f"doveadm sieve put -a -u {OLD} loc-thu", input=SIEVE)

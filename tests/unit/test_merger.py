@@ -160,3 +160,24 @@ def test_an_imap_password_file_with_a_line_break_or_control_character_is_refused
         read_passwords(str(f))
     f.write_text("a@daknong.gov.vn,Mật-khẩu 1\n")
     assert read_passwords(str(f)) == {"a@daknong.gov.vn": "Mật-khẩu 1"}
+
+
+def test_a_migrated_password_follows_the_old_host_until_someone_sets_one_on_the_new_host(store):
+    acc = {"address": "b@new.gov.vn", "name": "B", "kind": "person", "quota_mb": 100, "owner": None,
+           "password_hash": "{BLF-CRYPT}$2y$10$issued"}
+    (store / "directory.json").write_text(json.dumps({"version": 4, "domain": "new.gov.vn", "accounts": [acc],
+                                                      "lists": {}}))
+    host_store.sync()
+    db = sqlite3.connect(store / "accounts.sqlite")
+
+    def pw():
+        return db.execute("SELECT password, must_change FROM accounts").fetchone()
+
+    assert host_store.import_password("b@new.gov.vn", "{BLF-CRYPT}$2y$10$old1", 1700000000, 0)
+    assert pw() == ("{BLF-CRYPT}$2y$10$old1", 0)  # the issued one replaced: no forced change
+    assert host_store.import_password("b@new.gov.vn", "{BLF-CRYPT}$2y$10$old2", 1700000100, 0)  # changed there
+    assert not host_store.import_password("b@new.gov.vn", "{BLF-CRYPT}$2y$10$old2", 1700000100, 0)  # no change
+    host_store.audit(db, "password-changed", "b@new.gov.vn", "by the user")
+    db.commit()
+    assert not host_store.import_password("b@new.gov.vn", "{BLF-CRYPT}$2y$10$old3", 1700000200, 0)
+    assert pw()[0] == "{BLF-CRYPT}$2y$10$old2"  # the user's own change here is never overwritten
