@@ -93,8 +93,10 @@ def main() -> None:
         passwords[old] = own
 
     def empty() -> None:
+        """The new mailboxes as a first migration finds them: no mail directory at all."""
         for _, new in people:
-            timed(ssh_new + [f"doveadm expunge -u {new} mailbox '*' all && doveadm purge -u {new} && "
+            local = new.split("@")[0]
+            timed(ssh_new + [f"doveadm kick {new} >/dev/null; rm -rf /var/vmail/lamdong.gov.vn/{local}/Maildir && "
                              f"doveadm quota recalc -u {new}"])
 
     def govmail(*args: str) -> float:
