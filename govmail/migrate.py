@@ -100,7 +100,9 @@ def show(rec: dict, totals: dict) -> None:
     elif rec.get("dry_run"):
         totals["messages"] += rec.get("messages") or 0
         totals["bytes"] += rec.get("bytes") or 0
-        print(f"{rec['old']} -> {rec['new']}\t{rec.get('messages')} messages\t{(rec.get('bytes') or 0) / 1e6:.1f} MB")
+        size = ("size known once copied (an IMAP source)" if rec.get("messages") is None
+                else f"{rec['messages']} messages\t{(rec.get('bytes') or 0) / 1e6:.1f} MB")
+        print(f"{rec['old']} -> {rec['new']}\t{size}")
     elif rec.get("ok"):
         totals["messages"] += rec["messages"]
         totals["bytes"] += rec["bytes"]

@@ -118,3 +118,17 @@ def test_after_the_transition_an_old_address_is_refused_5_1_6_naming_the_new_one
         # The data file's dates again (the sync writes them from the directory document).
         ld.run("/usr/local/lib/govmail/accounts sync >/dev/null")
     assert send_25(ld, SENDER, OLD, "lại trong chuyển tiếp")[0] == 250
+
+
+def test_the_merged_hosts_certificate_covers_the_old_mail_names(ld):
+    import socket
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=ld.cafile)
+    for name in ("mail.lamdong.gov.vn", "mail.daknong.gov.vn", "mail.binhthuan.gov.vn"):
+        with socket.create_connection((ld.ip, 993), timeout=30) as raw, ctx.wrap_socket(raw, server_hostname=name):
+            pass  # the handshake verified the name
+    with pytest.raises(ssl.SSLCertVerificationError):
+        with socket.create_connection((ld.ip, 993), timeout=30) as raw, \
+                ctx.wrap_socket(raw, server_hostname="mail.laichau.gov.vn"):
+            pass

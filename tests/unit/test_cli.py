@@ -33,7 +33,7 @@ def test_a_province_argument_is_a_key_of_the_data_directory_never_a_path(capsys)
             main(["validate", arg])
         assert e.value.code == 2
         err = capsys.readouterr().err
-        assert "Traceback" not in err and "bacninh, daknong" in err and arg[:40] in err
+        assert "Traceback" not in err and "bacninh, binhthuan, daknong" in err and arg[:40] in err
 
 
 def test_address_prints_the_rule_address(capsys):
