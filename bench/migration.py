@@ -98,6 +98,8 @@ def main() -> None:
             local = new.split("@")[0]
             timed(ssh_new + [f"doveadm kick {new} >/dev/null; rm -rf /var/vmail/lamdong.gov.vn/{local}/Maildir && "
                              f"doveadm quota recalc -u {new}"])
+        # ... and never copied: the migration tool refuses a second method on a copied mailbox.
+        timed(ssh_new + ["rm -f /var/lib/govmail/migrate-state.json"])
 
     def govmail(*args: str) -> float:
         return timed(["govmail", "migrate", "lamdong", "--from", "daknong", *args])[0]

@@ -28,6 +28,24 @@ KEY = "/etc/govmail/migrate/id_ed25519"
 KNOWN_HOSTS = "/etc/govmail/migrate/known_hosts"
 ADDRESS = re.compile(r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?@[a-z0-9]([a-z0-9.-]*[a-z0-9])?\Z")
 SIEVE_FILES = ("sieve", ".dovecot.sieve")
+# Which source each mailbox was copied from: dsync and imapc give the same message different GUIDs,
+# so a mailbox copied one way and then the other would hold every message twice.
+STATE = "/var/lib/govmail/migrate-state.json"
+
+
+def load_state():
+    try:
+        with open(STATE, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def save_state(state):
+    tmp = STATE + ".new"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(state, f, indent=1, sort_keys=True)
+    os.replace(tmp, STATE)
 
 
 def home(address):
@@ -194,6 +212,8 @@ def run(plan):
     else:
         old_side = {old: {} for old, _ in pairs}
     failed = 0
+    state = load_state()
+    method = f"{src['kind']}:{src['host']}"
     for old, new in pairs:
         info = old_side.get(old)
         if info is None or new not in local:
@@ -203,6 +223,10 @@ def run(plan):
         password = src.get("master_password") or plan.get("passwords", {}).get(old)
         if src["kind"] == "imap" and not password and not dry:
             line(old=old, new=new, skipped="no password given for it (--passwords) and no master login")
+            continue
+        if state.get(new, {}).get("method", method) != method or state.get(new, {}).get("from", old) != old:
+            line(old=old, new=new, skipped=f"already copied from {state[new]['from']} by {state[new]['method']}; "
+                 "another source or method would give it every message twice")
             continue
         if dry:
             line(old=old, new=new, messages=info.get("messages"), bytes=info.get("bytes"), dry_run=True)
@@ -217,6 +241,8 @@ def run(plan):
             failed += 1
             line(old=old, new=new, ok=False, error=(r.stderr.strip().splitlines() or ["?"])[-1][:300])
             continue
+        state[new] = {"from": old, "method": method, "last": int(time.time())}
+        save_state(state)
         extra = {}
         if src["kind"] == "govmail":
             extra = {"sieve": take_sieve(src["host"], old, new), "password": take_password(new, info)}

@@ -181,3 +181,21 @@ def test_a_migrated_password_follows_the_old_host_until_someone_sets_one_on_the_
     db.commit()
     assert not host_store.import_password("b@new.gov.vn", "{BLF-CRYPT}$2y$10$old3", 1700000200, 0)
     assert pw()[0] == "{BLF-CRYPT}$2y$10$old2"  # the user's own change here is never overwritten
+
+
+def test_a_mailbox_copied_by_one_method_is_not_copied_by_another_which_would_double_its_mail(tmp_path, monkeypatch,
+                                                                                            capsys):
+    from govmail.host import migrate
+
+    monkeypatch.setattr(migrate, "STATE", str(tmp_path / "state.json"))
+    migrate.save_state({"b@new.gov.vn": {"from": "b@old.gov.vn", "method": "govmail:mail.old.gov.vn", "last": 1}})
+    class Store:  # the merged host's store: the new mailbox exists
+        def execute(self, *a):
+            return [("b@new.gov.vn",)]
+
+    monkeypatch.setattr(migrate.store, "connect", lambda: Store())
+    plan = {"source": {"kind": "imap", "host": "imap.old.gov.vn"}, "pairs": [["b@old.gov.vn", "b@new.gov.vn"]],
+            "passwords": {"b@old.gov.vn": "x"}}
+    assert migrate.run(plan) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert "already copied from b@old.gov.vn by govmail:mail.old.gov.vn" in out["skipped"]
