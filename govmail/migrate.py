@@ -115,6 +115,16 @@ def show(rec: dict, totals: dict) -> None:
 
 
 def cmd(args) -> int:
+    from .targets import TargetError
+
+    try:
+        return _cmd(args)
+    except (TargetError, RuntimeError, OSError, subprocess.TimeoutExpired) as e:
+        _say(f"migration stopped: {e}; nothing is lost: run it again to go on")
+        return 1
+
+
+def _cmd(args) -> int:
     from .targets import current
 
     try:
