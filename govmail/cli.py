@@ -91,6 +91,14 @@ def host_name(value: str) -> str:
     return value
 
 
+def imap_endpoint(value: str) -> str:
+    """HOST[:PORT] of an IMAP server: a host name and a port 1..65535."""
+    host, _, port = value.partition(":")
+    if not (port == "" or (port.isdigit() and 0 < int(port) < 65536)):
+        raise argparse.ArgumentTypeError(f"{value[:80]!r}: the port must be a number 1..65535")
+    return host_name(host) + (f":{port}" if port else "")
+
+
 def _province(key: str):
     """The province's config, or None after printing every problem of its data."""
     try:
@@ -356,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("migrate", help="copy a merged province's mailboxes from a predecessor's host (incremental)")
     p.add_argument("province", type=province_key)
     p.add_argument("--from", dest="source", required=True, type=province_key, help="the predecessor's key")
-    p.add_argument("--imap", metavar="HOST[:PORT]", type=str, help="copy from this IMAP server instead (993: TLS)")
+    p.add_argument("--imap", metavar="HOST[:PORT]", type=imap_endpoint, help="copy from this IMAP server instead (993: TLS)")
     p.add_argument("--master-user", help="IMAP master login (its password in GOVMAIL_IMAP_PASSWORD)")
     p.add_argument("--passwords", metavar="FILE.csv", help="IMAP: each user's own password (old address,password)")
     p.add_argument("--insecure", action="store_true", help="IMAP: do not verify the server's certificate")

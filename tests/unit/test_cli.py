@@ -111,3 +111,13 @@ def test_import_refuses_a_file_that_is_not_csv_text_with_one_message(tmp_path, c
         assert main(["import", "daknong", str(f)]) == 2
         errs = capsys.readouterr().err
         assert expect in errs and "Traceback" not in errs, errs
+
+
+def test_a_hostile_imap_source_is_refused_before_any_host_is_touched():
+    import subprocess
+    import sys
+
+    for bad in ("mail.x.vn:99999", "mail.x.vn\nimapc_host = evil", "mail x.vn", "h:1:2"):
+        r = subprocess.run([sys.executable, "-m", "govmail.cli", "migrate", "lamdong", "--from", "daknong",
+                            "--imap", bad, "--dry-run"], capture_output=True, text=True)
+        assert r.returncode == 2 and "--imap" in r.stderr and "Traceback" not in r.stderr, (bad, r.stderr)
