@@ -18,8 +18,8 @@ from govmail.data import load_province
 
 # Services by role, in the order their files are installed and their daemons activated.
 SERVICES = {
-    "mail": ["base", "host_tools", "tls", "accounts", "dovecot", "clamav", "attachments", "rspamd", "postfix", "passwd", "fail2ban", "logs",
-             "backup"],
+    "mail": ["base", "host_tools", "tls", "accounts", "dovecot", "clamav", "attachments", "rspamd", "postfix", "passwd", "webmail", "web",
+             "fail2ban", "logs", "backup"],
     "backup": ["backup_host"],
 }
 

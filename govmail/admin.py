@@ -86,7 +86,7 @@ def _first_login_note(cfg) -> str:
     if not cfg.policy.password.change_at_first_login:
         return ""
     return (f"; the user must change it before first use ({cfg.policy.password.article}) at "
-            f"{password_url(cfg)} or with `govmail passwd`")
+            f"{password_url(cfg)} (web mail) or with `govmail passwd`")
 
 
 def cmd_set_password(args) -> int:
@@ -141,14 +141,14 @@ def cmd_passwd(args) -> int:
     import urllib.request
 
     from . import passwords
-    from .services.accounts import password_url
+    from .services.accounts import password_service_url
 
     address = args.address.strip().lower()
     domain = address.rpartition("@")[2]
     cfg = next((c for c in map(load_province, available_provinces()) if c.domain == domain), None)
-    url = args.server or (password_url(cfg) if cfg else None)
+    url = args.server or (password_service_url(cfg) if cfg else None)
     if not url:
-        err(f"no province data for {domain!r} here: give the password page with --server https://HOST:PORT/")
+        err(f"no province data for {domain!r} here: give the password service with --server https://HOST:PORT/")
         return 2
     if args.from_env:
         current, new = os.environ.get("GOVMAIL_PASSWORD"), os.environ.get("GOVMAIL_NEW_PASSWORD")

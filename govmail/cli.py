@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("passwd", help="change your own mail password (the host's password service)")
     p.add_argument("address", type=mail_address)
-    p.add_argument("--server", help="the password page, e.g. https://mail.laichau.gov.vn:8443/ (default: "
+    p.add_argument("--server", help="the password service, e.g. https://mail.laichau.gov.vn:8443/ (default: "
                    "from the province's data)")
     p.add_argument("--cafile", help="CA certificate(s) to trust (a self-signed host's certificate)")
     p.add_argument("--insecure", action="store_true", help="do not verify the server's certificate")

@@ -33,6 +33,19 @@ class Record:
     comment: str = ""
 
 
+def web_names(cfg) -> list[str]:
+    """Every name the mail host serves HTTPS on (govmail/services/web.py), and so its certificate
+    covers: its mail name first, each domain's autoconfig., autodiscover. and mta-sts. names (the
+    CNAMEs below), a merged province's old mail names."""
+    from . import merger
+
+    names = [cfg.mail_host]
+    for d in cfg.domains:
+        names += [f"autoconfig.{d}", f"autodiscover.{d}", f"mta-sts.{d}"]
+    names += merger.mail_names(cfg)
+    return list(dict.fromkeys(names))
+
+
 def mta_sts_policy(cfg) -> str:
     mode = "enforce" if cfg.model.tls.certificate else "testing"
     return f"version: STSv1\nmode: {mode}\nmx: {cfg.mail_host}\nmax_age: 604800\n"
@@ -73,7 +86,7 @@ def records(cfg, address: Optional[str] = None, dkim=None, domain: Optional[str]
         Record("_pop3._tcp", "SRV", "0 0 0 .", "no cleartext POP3 offered to clients"),
     ]
     for name in ("mta-sts", "autoconfig", "autodiscover"):
-        out.append(Record(name, "CNAME", f"{mx}.", "the mail host; served over HTTPS (443) once web mail is installed"))
+        out.append(Record(name, "CNAME", f"{mx}.", "the mail host; served over HTTPS (443)"))
     if dkim:
         out.append(Record(f"{selector}._domainkey", "TXT", dkim, "DKIM: the mail host's signing key"))
     return out

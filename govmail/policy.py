@@ -310,6 +310,11 @@ class Clause(Cited):
 class Policy(Strict):
     unicode: Clause = Field(description="UTF-8 (TCVN 6909:2001) content travels intact: SMTPUTF8 on.")
     clients: Clause = Field(description="Desktop clients over IMAP, POP3 and SMTP submission, with TLS.")
+    web_access: Clause = Field(description="Web mail at `https://mail.<domain>/` (Roundcube), `http://` redirected to "
+                               "it; mail clients set up from the address alone (autoconfig, autodiscover).")
+    published_directory: Clause = Field(description="The directory of addresses (name, unit, position, address) "
+                                        "published for the provincial portal and kept current: "
+                                        "`https://mail.<domain>/directory/`, `govmail directory`.")
     operation: Clause = Field(description="Continuous operation: services enabled and running.")
     secrecy: Clause = Field(description="Passwords and mailboxes protected: no authentication without TLS.")
     sender: Clause = Field(description="A message says truly who sent it: an authenticated user sends only as their own "

@@ -157,6 +157,8 @@ class Person(Strict):
         None, description="Id of the person's department in that agency or district (DN Art. 5.1.d: staff of a "
         "district department are `<name>.<department>.<district>@`)."
     )
+    position: Optional[DisplayText] = Field(None, description="Position (chức vụ), published in the directory beside "
+                                            "the name and unit (`govmail directory`, the web mail address book).")
     role: Literal["user", "admin"] = Field("user", description="`admin` accounts follow the administrator password rules.")
     quota_mb: Optional[int] = Field(None, description="Quota override in MiB, within the province's bounds.", gt=0,
                                     le=QUOTA_MAX_MB)

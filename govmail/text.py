@@ -261,6 +261,31 @@ def systemd(v) -> Escaped:
     return Escaped(s.replace("%", "%%"))
 
 
+def php(v) -> Escaped:
+    """The inside of a single-quoted PHP string (`'{{ v | php }}'`): backslashes and quotes escaped
+    (the only escapes such a string has); control characters refused."""
+    s = _refuse_control(str(v), "a PHP string")
+    return Escaped(s.replace("\\", "\\\\").replace("'", "\\'"))
+
+
+def nginx(v) -> Escaped:
+    """The inside of a double-quoted nginx value (`"{{ v | nginx }}"`): `$` (its variables), `{`,
+    `}` and `;` are refused outright; quotes and backslashes escaped."""
+    s = _refuse_control(str(v), "an nginx setting")
+    bad = sorted(set(s) & set("${};"))
+    if bad:
+        raise UnsafeValue(f"{s[:60]!r}: {''.join(bad)!r} cannot be written into an nginx setting")
+    return Escaped(s.replace("\\", "\\\\").replace('"', '\\"'))
+
+
+def xml(v) -> Escaped:
+    """XML character data or an attribute value in double quotes: & < > " ' as entities; control
+    characters XML 1.0 cannot carry are refused."""
+    s = _refuse_control(str(v), "an XML document")
+    return Escaped(s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+                   .replace('"', "&quot;").replace("'", "&apos;"))
+
+
 def authorized_keys_command(v) -> Escaped:
     """The inside of an OpenSSH authorized_keys `command="..."` option: one line, no double quote
     or backslash (the file has no other escaping)."""
@@ -270,7 +295,7 @@ def authorized_keys_command(v) -> Escaped:
     return Escaped(s)
 
 
-FILTERS = {f.__name__: f for f in (comment, postconf, pcre, dovecot, ucl, lua, fail2ban, systemd)}
+FILTERS = {f.__name__: f for f in (comment, postconf, pcre, dovecot, ucl, lua, fail2ban, systemd, php, nginx, xml)}
 
 
 def finalize(value):

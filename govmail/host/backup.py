@@ -51,7 +51,7 @@ HOMES = contract.PATHS["vmail"]
 STAMP = contract.LAST_LOGIN_STAMP
 LOCK = "/run/govmail-backup.lock"
 VMAIL = "vmail"
-HOST_KEYS = ("tls", "dkim")  # directories of /etc/govmail made on the host, put back by restore-host
+HOST_KEYS = ("tls", "dkim", "webmail")  # directories of /etc/govmail made on the host, put back by restore-host
 
 
 def conf() -> dict:

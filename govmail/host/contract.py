@@ -27,6 +27,11 @@ PATHS = {
     "backup_conf": "/etc/govmail/backup/backup.json",
     "backup_status": "/var/lib/govmail/backup-status.json",
     "backup_stage": "/var/backups/govmail",
+    # Web mail (govmail/services/webmail.py) and what the web server serves (govmail/services/web.py).
+    "www": "/var/lib/govmail/www",
+    "webmail_key": "/etc/govmail/webmail/des_key",
+    "webmail_socket": "/run/php/govmail-webmail.sock",
+    "notice": "/var/lib/govmail/www/notice.json",
 }
 # The host tools' package directory and its name on the host.
 PACKAGE = "govmail_host"

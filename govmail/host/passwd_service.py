@@ -4,11 +4,17 @@
 Installed as /usr/local/lib/govmail/passwd-service and run by govmail-passwd.service. Python
 standard library only. HTTPS with the mail host's certificate, TLS 1.2 or later.
 
-  GET  /               the form, in Vietnamese and English, with the province's password rules
-  POST /               the form's submission (address, current password, new password twice)
+  GET  /               redirects to the web mail, where users change their password (its login
+                       leads a password that must change to the change form)
   POST /api/password   JSON {"user", "password", "new_password"} -> {"ok": true, ...} or
-                       {"ok": false, "error": "..."}; used by `govmail passwd` (and web mail later)
+                       {"ok": false, "error": "..."}; used by `govmail passwd` and the web mail
+  POST /api/status     JSON {"user", "password"} -> {"ok": true, "must_change": bool, "reason"}:
+                       after a refused web login, whether a password change lifts the refusal
   GET  /healthz        "ok"
+
+From the loopback (the web mail on this host), a request may name the real client (`"client"`),
+which the throttle and the log then use; from anywhere else the connection's address counts.
+The HTML form this service once served is retired: the web mail's forms replaced it.
 
 The current password proves who the user is; Dovecot's own `doveadm pw` checks it and hashes the
 new one. An issued password (first login: DN Art. 12.1, LC Art. 6.3/7.3, TN Art. 9.1) or an expired
@@ -20,17 +26,15 @@ from __future__ import annotations
 
 import argparse
 import collections
-import html
 import json
 import socket
 import ssl
 import sys
 import threading
 import time
-import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from . import password_change, store
+from . import password_change
 
 WINDOW = 15 * 60  # seconds over which failures are counted
 LIMITS = {"user": 5, "client": 20}  # wrong current passwords allowed per window
@@ -62,45 +66,6 @@ THROTTLE = Throttle()
 BAD_CREDENTIALS = "Wrong address or current password"
 
 
-def policy_text() -> tuple[str, str]:
-    """The province's rules, for the form: (Vietnamese, English)."""
-    try:
-        db = store.connect()
-        m = dict(db.execute("SELECT key, value FROM meta WHERE key LIKE 'password_%'"))
-    except Exception:
-        return "", ""
-    vi_names = {"lower": "chữ thường", "upper": "chữ hoa", "digit": "chữ số", "special": "ký tự đặc biệt"}
-    en_names = {"lower": "a lower-case letter", "upper": "an upper-case letter", "digit": "a digit",
-                "special": "a special character"}
-    req = [c for c in m.get("password_require", "").split(",") if c]
-    n, na = m.get("password_min_length", "8"), m.get("password_admin_min_length", "8")
-    vi = f"Ít nhất {n} ký tự (quản trị viên: {na})" + (", có " + ", ".join(vi_names[c] for c in req) if req else "")
-    en = f"At least {n} characters ({na} for administrators)" + (
-        ", with " + ", ".join(en_names[c] for c in req) if req else "")
-    art = m.get("password_article", "")
-    return vi + ".", en + (f" ({art})" if art else "") + "."
-
-
-PAGE = """<!doctype html>
-<html lang="vi"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Đổi mật khẩu thư điện tử / Change mail password</title>
-<style>body{{font-family:sans-serif;max-width:34em;margin:2em auto;padding:0 1em}}label{{display:block;margin:.8em 0 .2em}}
-input{{width:100%;padding:.4em;box-sizing:border-box}}button{{margin-top:1em;padding:.5em 1.5em}}
-.ok{{color:#064;border:1px solid #064;padding:.6em}}.err{{color:#900;border:1px solid #900;padding:.6em}}
-small{{color:#555}}</style></head><body>
-<h1>Đổi mật khẩu thư điện tử<br><small>Change your mail password</small></h1>
-{message}
-<p><small>{rule_vi}<br>{rule_en}</small></p>
-<form method="post" action="/" autocomplete="off">
-<label for="user">Địa chỉ thư / Mail address</label><input id="user" name="user" type="email" required value="{user}">
-<label for="password">Mật khẩu hiện tại / Current password</label><input id="password" name="password" type="password" required>
-<label for="new_password">Mật khẩu mới / New password</label><input id="new_password" name="new_password" type="password" required>
-<label for="repeat">Nhập lại mật khẩu mới / New password again</label><input id="repeat" name="repeat" type="password" required>
-<button type="submit">Đổi mật khẩu / Change password</button>
-</form></body></html>
-"""
-
-
 def change(user: str, current: str, new: str, client: str) -> tuple[int, dict]:
     """Apply a change request: (HTTP status, JSON-able result)."""
     user = (user or "").strip().lower()
@@ -129,6 +94,31 @@ def change(user: str, current: str, new: str, client: str) -> tuple[int, dict]:
     return 200, {"ok": True, **result}
 
 
+def status(user: str, current: str, client: str) -> tuple[int, dict]:
+    """Whether the right password of `user` must change before a login (web mail asks)."""
+    user = (user or "").strip().lower()
+    if not user or not current:
+        return 400, {"ok": False, "error": "Thiếu thông tin. Give the address and the password."}
+    if THROTTLE.blocked("user:" + user, LIMITS["user"]) or THROTTLE.blocked("client:" + client, LIMITS["client"]):
+        return 429, {"ok": False, "error": "Quá nhiều lần sai, hãy thử lại sau 15 phút. "
+                     "Too many failed attempts: try again in 15 minutes."}
+    try:
+        result = password_change.login_status(user, current)
+    except password_change.ChangeRefused as e:
+        THROTTLE.fail("user:" + user)
+        THROTTLE.fail("client:" + client)
+        log(f"password status refused for {user} from {client}: authentication failed")
+        return 403, {"ok": False, "error": str(e)}
+    except Exception as e:
+        log(f"password status failed for {user} from {client}: {e!r}")
+        return 500, {"ok": False, "error": "Lỗi máy chủ, hãy báo quản trị viên. Server error: tell the administrator."}
+    return 200, {"ok": True, **result}
+
+
+LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
+WEBMAIL = ""  # set by main(): where GET / sends a browser
+
+
 def log(line: str) -> None:
     print(f"govmail-passwd: {line}", file=sys.stderr, flush=True)
 
@@ -152,11 +142,6 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def page(self, status: int, message: str = "", user: str = "") -> None:
-        vi, en = policy_text()
-        body = PAGE.format(message=message, user=html.escape(user), rule_vi=html.escape(vi), rule_en=html.escape(en))
-        self.send(status, body.encode(), "text/html; charset=utf-8")
-
     def body(self) -> bytes | None:
         try:
             n = int(self.headers.get("Content-Length", "0"))
@@ -170,8 +155,11 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/healthz":
             self.send(200, b"ok\n", "text/plain")
-        elif self.path in ("/", "/index.html"):
-            self.page(200)
+        elif self.path in ("/", "/index.html") and WEBMAIL:
+            self.send_response(303)
+            self.send_header("Location", WEBMAIL)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
         else:
             self.send(404, b"not found\n", "text/plain")
 
@@ -180,32 +168,26 @@ class Handler(BaseHTTPRequestHandler):
         if raw is None:
             return
         client = self.client_address[0]
+        if self.path not in ("/api/password", "/api/status"):
+            self.send(404, b"not found\n", "text/plain")
+            return
+        try:
+            req = json.loads(raw.decode("utf-8"))
+            if not isinstance(req, dict):
+                raise ValueError
+        except ValueError:
+            self.send(400, b'{"ok": false, "error": "expected a JSON object"}\n', "application/json")
+            return
+        named = str(req.get("client", ""))
+        if client in LOOPBACK and named and len(named) <= 64 and all(c in "0123456789abcdefABCDEF.:" for c in named):
+            client = named  # the web mail on this host says who its client is
         if self.path == "/api/password":
-            try:
-                req = json.loads(raw.decode("utf-8"))
-                if not isinstance(req, dict):
-                    raise ValueError
-            except ValueError:
-                self.send(400, b'{"ok": false, "error": "expected a JSON object"}\n', "application/json")
-                return
             status, result = change(str(req.get("user", "")), str(req.get("password", "")),
                                     str(req.get("new_password", "")), client)
-            self.send(status, (json.dumps(result, ensure_ascii=False) + "\n").encode(), "application/json; charset=utf-8")
-        elif self.path == "/":
-            form = {k: v[0] for k, v in urllib.parse.parse_qs(raw.decode("utf-8", "replace")).items()}
-            user = form.get("user", "")
-            if form.get("new_password") != form.get("repeat"):
-                self.page(422, '<p class="err">Hai mật khẩu mới không khớp. The two new passwords differ.</p>', user)
-                return
-            status, result = change(user, form.get("password", ""), form.get("new_password", ""), client)
-            if result["ok"]:
-                msg = ('<p class="ok">Đã đổi mật khẩu. Hãy dùng mật khẩu mới trong chương trình thư. '
-                       "Password changed: use the new one in your mail program.</p>")
-            else:
-                msg = f'<p class="err">{html.escape(result["error"])}</p>'
-            self.page(status, msg, user)
         else:
-            self.send(404, b"not found\n", "text/plain")
+            status_, result = status(str(req.get("user", "")), str(req.get("password", "")), client)
+            status = status_
+        self.send(status, (json.dumps(result, ensure_ascii=False) + "\n").encode(), "application/json; charset=utf-8")
 
 
 class TLSServer(ThreadingHTTPServer):
@@ -245,7 +227,10 @@ def main(argv=None) -> int:
     ap.add_argument("--port", type=int, default=8443)
     ap.add_argument("--cert", default="/etc/govmail/tls/fullchain.pem")
     ap.add_argument("--key", default="/etc/govmail/tls/privkey.pem")
+    ap.add_argument("--webmail", default="", help="where GET / redirects a browser (the web mail)")
     a = ap.parse_args(argv)
+    global WEBMAIL
+    WEBMAIL = a.webmail
     family = socket.AF_INET6 if ":" in a.listen else socket.AF_INET
     TLSServer.address_family = family
     server = TLSServer((a.listen, a.port), tls_context(a.cert, a.key))

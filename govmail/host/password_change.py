@@ -68,6 +68,27 @@ CHANGE_BLOCKED = {
 }
 
 
+# Blocks a user lifts by changing the password: an issued (or reset) one and an expired one.
+MUST_CHANGE = ("mustchange", "expired")
+
+
+def login_status(address, current, db_path=None, verify=None):
+    """Whether `current` is the password of `address` and, if so, what stands between it and a
+    login: {"address", "must_change", "reason"} (reason: the block's name, or "" for none). Raises
+    ChangeRefused for a wrong address or password. Web mail asks this after a refused login."""
+    verify = verify or doveadm_verify
+    address = address.strip().lower()
+    db = store.connect(db_path)
+    moved = db.execute("SELECT new FROM former_phase WHERE old = ? AND phase = 'transition'", (address,)).fetchone()
+    if moved:
+        address = moved[0]
+    row = db.execute("SELECT a.password, b.block FROM accounts a JOIN login_blocks b ON b.address = a.address "
+                     "WHERE a.address = ?", (address,)).fetchone()
+    if row is None or row[0] is None or not verify(current, row[0]):
+        raise ChangeRefused("Sai địa chỉ hoặc mật khẩu hiện tại. Wrong address or current password.")
+    return {"address": address, "must_change": row[1] in MUST_CHANGE, "reason": row[1] or ""}
+
+
 def change_password(address, current, new, source="", db_path=None, verify=None, make_hash=None):
     """The user changes their own password: the current one proves who they are. Raises
     ChangeRefused with a message for the user. Used by `accounts change-password` and by the

@@ -203,12 +203,15 @@ def restore_host(at: str | None) -> int:
                 shutil.copy2(a, b)
                 if sub == "dkim":  # rspamd reads the key through its group
                     shutil.chown(b, "root", "_rspamd")
+                elif sub == "webmail":  # Roundcube (php-fpm, www-data) reads its session key
+                    shutil.chown(b, "root", "www-data")
                 changed = True
     if changed:
         # Reloads, not restarts: sessions in progress (mail arriving during the restore) finish.
         for svc in ("postfix", "dovecot", "rspamd"):
             subprocess.run(["systemctl", "try-reload-or-restart", svc], capture_output=True)
         subprocess.run(["systemctl", "try-restart", "govmail-passwd"], capture_output=True)
+        subprocess.run(["systemctl", "try-reload-or-restart", "php8.4-fpm", "nginx"], capture_output=True)
     done["keys"] = "restored" if changed else "unchanged"
     # 3. Mail logs of before the disaster, beside the current ones.
     logs = 0

@@ -30,8 +30,21 @@ def operator() -> str:
 
 
 def password_url(cfg) -> str:
+    """Where a user whose password must change is sent: the web mail, whose login takes them to the
+    change form (govmail/services/webmail.py)."""
+    return f"https://{cfg.mail_host}/"
+
+
+def password_service_url(cfg) -> str:
+    """The password service from outside (`govmail passwd`): its API under this address."""
     port = cfg.model.password_change.port
     return f"https://{cfg.mail_host}{'' if port == 443 else f':{port}'}/"
+
+
+def password_api(cfg) -> str:
+    """The password service's API on the host itself (web mail's password driver; `govmail passwd`
+    reaches the same API from outside on the host's name)."""
+    return f"https://127.0.0.1:{cfg.model.password_change.port}/api/"
 
 
 def directory_document(cfg) -> dict:

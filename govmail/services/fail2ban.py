@@ -1,7 +1,7 @@
 """fail2ban: clients that keep failing to log in are banned from the mail ports, with nftables.
 
 templates/fail2ban/jail.d/govmail.local.j2 -> /etc/fail2ban/jail.d/govmail.local (jails for SMTP
-AUTH, IMAP/POP3 and the password page; times from `policy.bruteforce`), and the filters for Dovecot
+AUTH, IMAP/POP3, the password service and the web mail; times from `policy.bruteforce`), and the filters for Dovecot
 2.4's wording and for the password service. The whole configuration is tested by
 `fail2ban-client -t` on a copy of /etc/fail2ban before it replaces the live files; fail2ban reloads
 when it changed.
@@ -12,7 +12,8 @@ from __future__ import annotations
 from ..render import render
 from ..service import File, Service, Unit, Validator
 
-FILES = ("filter.d/govmail-passwd.conf", "filter.d/govmail-dovecot.conf", "jail.d/govmail.local")
+FILES = ("filter.d/govmail-passwd.conf", "filter.d/govmail-dovecot.conf", "filter.d/govmail-webmail.conf",
+         "jail.d/govmail.local")
 
 
 def service(ctx) -> Service:

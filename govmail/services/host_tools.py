@@ -5,7 +5,7 @@ module among them), and one small command per tool in /usr/local/lib/govmail/:
 
     accounts        the account store and the daily job (govmail/host/accounts.py)
     backup          backups and restores (govmail/host/backup_tool.py)
-    passwd-service  the password page (govmail/host/passwd_service.py)
+    passwd-service  the password service (govmail/host/passwd_service.py), API only
     quota-warning   run by Dovecot when a mailbox crosses a warning level
     inspector       the attachment inspector rspamd asks (govmail/host/inspector.py)
     migrate         a merged province's mailboxes from its predecessors' hosts (govmail/host/migrate.py)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import shlex
 
-from .. import merger
 from ..data import tls_path
+from ..dns import web_names
 from ..render import PATHS
 from ..service import Ensure, File, Service
 
@@ -30,9 +30,10 @@ def service(ctx) -> Service:
         return v.replace("\\", "\\\\").replace("/", "\\/").replace("=", "\\=").replace("+", "\\+")
 
     subj = shlex.quote(f"/O=govmail {field(cfg.model.name)}/CN={field(name)}")
-    # A merged province's host also answers to its predecessors' mail names (govmail/merger.py).
-    extra = merger.mail_names(cfg)
-    san = shlex.quote("subjectAltName=" + ",".join(f"DNS:{n}" for n in [name, cfg.domain, *extra]))
+    # The names the web server answers on (autoconfig., mta-sts. ...: govmail/dns.py), and a merged
+    # province's predecessors' mail names (govmail/merger.py).
+    extra = [n for n in web_names(cfg) if n != name]
+    san = shlex.quote("subjectAltName=" + ",".join(f"DNS:{n}" for n in dict.fromkeys([name, cfg.domain, *extra])))
     cert_q = shlex.quote(PATHS["tls_cert"])
     # Made once, and again only when a name it must cover is missing (a province that became a
     # merged one): a redeploy never replaces a certificate that covers the host's names.

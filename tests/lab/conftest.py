@@ -116,10 +116,10 @@ class LabHost:
         import urllib.error
         import urllib.request
 
-        from govmail.services.accounts import password_url
+        from govmail.services.accounts import password_service_url
 
         req = urllib.request.Request(
-            password_url(self.cfg) + "api/password", method="POST", headers={"Content-Type": "application/json"},
+            password_service_url(self.cfg) + "api/password", method="POST", headers={"Content-Type": "application/json"},
             data=json.dumps({"user": address, "password": current, "new_password": new}).encode(),
         )
         ctx = ssl.create_default_context(cafile=self.cafile)
