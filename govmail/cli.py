@@ -28,6 +28,8 @@
     govmail backup restore-host PROVINCE [--at TIME]
                                            after a rebuild: store, passwords, TLS, logs, all mail
     govmail dns PROVINCE                   the DNS records to publish (zone-file format)
+    govmail directory PROVINCE             the directory for the portal (HTML, CSV, vCard)
+    govmail notice PROVINCE TEXT --until T the outage notice on the web mail, mailed to everyone
     govmail schema                         print the data-file reference (docs/data-file.md)
     govmail test [PYTEST ARGS]             unit tests, then the lab tests (boots the lab)
 """
@@ -40,7 +42,7 @@ import os
 import subprocess
 import sys
 
-from . import admin
+from . import admin, webcli
 from .data import ROOT, DataError, available_provinces, load_province
 from .runner import deploy
 from .targets import TargetError, current
@@ -397,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("dns", help="the DNS records a province publishes (zone-file format)")
     p.add_argument("province", type=province_key)
     p.set_defaults(fn=cmd_dns)
+
+    webcli.register(sub, province_key)
 
     p = sub.add_parser("schema", help="print the data-file reference")
     p.set_defaults(fn=cmd_schema)

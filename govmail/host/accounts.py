@@ -10,7 +10,7 @@ import json
 import os
 import sys
 
-from . import lifecycle, password_change, store
+from . import lifecycle, notice, password_change, store
 
 EPILOG = """
 The store: one SQLite database, /var/lib/govmail/accounts.sqlite, that Dovecot (passdb/userdb) and
@@ -48,6 +48,12 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("restore", help="lift the suspension of an inactive mailbox (LC Art. 8.3), or re-create "
                        "a deleted one")
     p.add_argument("address")
+    p = sub.add_parser("notice", help="the outage notice (BN Art. 13, TN Art. 16.5): `set` shows it on the web "
+                       "mail's login page and mails every mailbox (text on stdin); `clear` withdraws it")
+    p.add_argument("what", choices=["set", "clear"])
+    p.add_argument("--until-ts", type=int, help="unix time the notice stops showing")
+    p.add_argument("--until", help="the expected recovery, as the notice says it")
+    p.add_argument("--sender", help="who the mail comes from (postmaster@<domain>)")
     p = sub.add_parser("audit", help="the latest account actions: when, who, what, which mailbox")
     p.add_argument("--limit", type=int, default=50)
     return ap
@@ -84,6 +90,13 @@ def main(argv):
         lifecycle.daily(now=clock(args.now or os.environ.get("GOVMAIL_CLOCK")), dry_run=args.dry_run)
     elif args.cmd == "restore":
         lifecycle.restore(args.address.lower())
+    elif args.cmd == "notice" and args.what == "set":
+        text = sys.stdin.read().strip()
+        if not text or args.until_ts is None or not args.until or not args.sender:
+            sys.exit("accounts: notice set needs the text on stdin, --until-ts, --until and --sender")
+        print(f"notice set until {args.until}; mailed to {notice.set_notice(text, args.until_ts, args.until, args.sender)} mailboxes")
+    elif args.cmd == "notice":
+        print("notice withdrawn" if notice.clear_notice() else "no notice was showing")
     elif args.cmd == "audit":
         store.show_audit(args.limit)
     return 0

@@ -94,7 +94,7 @@ def change(user: str, current: str, new: str, client: str) -> tuple[int, dict]:
     return 200, {"ok": True, **result}
 
 
-def status(user: str, current: str, client: str) -> tuple[int, dict]:
+def must_change(user: str, current: str, client: str) -> tuple[int, dict]:
     """Whether the right password of `user` must change before a login (web mail asks)."""
     user = (user or "").strip().lower()
     if not user or not current:
@@ -185,8 +185,7 @@ class Handler(BaseHTTPRequestHandler):
             status, result = change(str(req.get("user", "")), str(req.get("password", "")),
                                     str(req.get("new_password", "")), client)
         else:
-            status_, result = status(str(req.get("user", "")), str(req.get("password", "")), client)
-            status = status_
+            status, result = must_change(str(req.get("user", "")), str(req.get("password", "")), client)
         self.send(status, (json.dumps(result, ensure_ascii=False) + "\n").encode(), "application/json; charset=utf-8")
 
 

@@ -45,7 +45,7 @@ def service(ctx) -> Service:
     files += [File(f"{WWW}/directory/{name}", content, action=None) for name, content in portal.files(cfg).items()]
     # Validated on a copy of /etc/nginx: nginx.conf's includes are pointed at the copy.
     check = (r"sed -i 's#/etc/nginx/#{dir}/#g' {dir}/nginx.conf && "
-             "nginx -t -q -c {dir}/nginx.conf -g 'pid /run/govmail-nginx-test.pid;' 2>&1")
+             "nginx -t -q -c {dir}/nginx.conf 2>&1")
     return Service(
         name="web",
         packages=("nginx",),

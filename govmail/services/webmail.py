@@ -28,13 +28,34 @@ is never reachable: nginx serves only public_html. The files are validated on a 
 
 from __future__ import annotations
 
+from .. import portal
 from ..render import PATHS, render
 from ..service import Ensure, File, Service, Unit, Validator, made_once
+from ..text import php
 from .accounts import password_api
 
 PHP = "8.4"  # Debian 13's PHP
 POOL = f"/etc/php/{PHP}/fpm/pool.d/govmail-webmail.conf"
 PLUGIN = "/etc/roundcube/plugins/govmail"
+
+
+def directory_php(cfg) -> str:
+    """The address book's data (addressbook.php reads it): the portal's entries (govmail/portal.py),
+    one group per unit, each entry [name, address, unit, department, position, group, folded text]."""
+    items = portal.entries(cfg)
+    groups: dict[str, str] = {}
+    for e in items:
+        groups.setdefault(e.unit, f"g{len(groups)}")
+    out = ["<?php", "// Managed by govmail (govmail/services/webmail.py): the directory, rewritten by every deploy.",
+           "return ['groups' => ["]
+    out += [f"  '{gid}' => '{php(unit)}'," for unit, gid in groups.items()]
+    out.append("], 'records' => [")
+    for e in items:
+        folded = portal.fold(" ".join((e.name, e.address, e.unit, e.department, e.position)))
+        vals = (e.name, e.address, e.unit, e.department, e.position, groups[e.unit], folded)
+        out.append("  [" + ", ".join(f"'{php(v)}'" for v in vals) + "],")
+    out.append("]];")
+    return "\n".join(out) + "\n"
 
 
 def service(ctx) -> Service:
@@ -50,6 +71,8 @@ def service(ctx) -> Service:
         File("/etc/roundcube/plugins/managesieve/config.inc.php",
              render("roundcube/plugins/managesieve/config.inc.php.j2", cfg, **extra), mode=0o640, group="www-data"),
         File(f"{PLUGIN}/govmail.php", render("roundcube/plugins/govmail/govmail.php.j2", cfg, **extra)),
+        File(f"{PLUGIN}/addressbook.php", render("roundcube/plugins/govmail/addressbook.php.j2", cfg)),
+        File(f"{PLUGIN}/directory.php", directory_php(cfg), action=None),
         File(f"{PLUGIN}/password_driver.php", render("roundcube/plugins/govmail/password_driver.php.j2", cfg, **extra)),
         File(POOL, render("php/govmail-webmail.conf.j2", cfg, **extra)),
     ]
