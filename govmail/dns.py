@@ -47,6 +47,12 @@ def web_names(cfg) -> list[str]:
 
 
 def mta_sts_policy(cfg) -> str:
+    import re
+
+    from .text import UnsafeValue
+
+    if not re.fullmatch(r"[A-Za-z0-9.-]{1,253}", cfg.mail_host):
+        raise UnsafeValue(f"{cfg.mail_host[:60]!r} cannot be written into an MTA-STS policy (a host name)")
     mode = "enforce" if cfg.model.tls.certificate else "testing"
     return f"version: STSv1\nmode: {mode}\nmx: {cfg.mail_host}\nmax_age: 604800\n"
 

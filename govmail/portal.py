@@ -92,7 +92,8 @@ def to_csv(cfg, items: Optional[list[Entry]] = None) -> bytes:
 
 
 def _vtext(v: str) -> str:
-    return v.replace("\\", "\\\\").replace(",", "\\,").replace(";", "\\;").replace("\n", "\\n")
+    return (v.replace("\\", "\\\\").replace(",", "\\,").replace(";", "\\;").replace("\r\n", "\\n")
+            .replace("\n", "\\n").replace("\r", "\\n"))
 
 
 def _fold_line(line: str) -> str:

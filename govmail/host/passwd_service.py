@@ -116,6 +116,19 @@ def must_change(user: str, current: str, client: str) -> tuple[int, dict]:
 
 
 LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
+
+
+def effective_client(remote: str, named: str) -> str:
+    """The client a request counts for: the one the web mail names when it comes from the loopback
+    (an IP address, nothing else), otherwise the connection's own address."""
+    import ipaddress
+
+    if remote in LOOPBACK and named:
+        try:
+            return str(ipaddress.ip_address(named))
+        except ValueError:
+            return remote
+    return remote
 WEBMAIL = ""  # set by main(): where GET / sends a browser
 
 
@@ -178,9 +191,7 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError:
             self.send(400, b'{"ok": false, "error": "expected a JSON object"}\n', "application/json")
             return
-        named = str(req.get("client", ""))
-        if client in LOOPBACK and named and len(named) <= 64 and all(c in "0123456789abcdefABCDEF.:" for c in named):
-            client = named  # the web mail on this host says who its client is
+        client = effective_client(client, str(req.get("client", "")))
         if self.path == "/api/password":
             status, result = change(str(req.get("user", "")), str(req.get("password", "")),
                                     str(req.get("new_password", "")), client)

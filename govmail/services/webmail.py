@@ -84,7 +84,8 @@ def service(ctx) -> Service:
     return Service(
         name="webmail",
         # php-fpm first: Roundcube's `php` dependency is then met without Apache's module.
-        packages=(f"php{PHP}-fpm", "roundcube-core", "roundcube-sqlite3", "roundcube-plugins", f"php{PHP}-ldap"),
+        packages=(f"php{PHP}-fpm", "roundcube-core", "roundcube-sqlite3", "roundcube-plugins",
+                  f"php{PHP}-zip"),  # zip: download all attachments at once (zipdownload)
         ensures=[
             made_once("Roundcube session key (made once, kept across deploys)", key,
                       f"install -d -m 750 -g www-data {PATHS['etc']}/webmail && umask 027 && "

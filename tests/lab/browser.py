@@ -59,7 +59,7 @@ class Browser:
         self.profile = tempfile.mkdtemp(prefix="govmail-chromium-")
         opts = webdriver.ChromeOptions()
         opts.binary_location = CHROMIUM
-        for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900",
+        for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1100",
                   "--lang=vi-VN", f"--user-data-dir={self.profile}", f"--host-resolver-rules={resolver_rules()}",
                   "--ignore-certificate-errors-spki-list=" + ",".join(spki_hashes(pems)),
                   "--no-first-run", "--disable-background-networking", "--disable-component-update",

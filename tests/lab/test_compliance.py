@@ -45,6 +45,10 @@ def clauses(cfg):
     out += [
         ("utf8", f"{p.unicode.article} UTF-8 mail carried intact (SMTPUTF8 on)"),
         ("client_ports", f"{p.clients.article} IMAP 993, POP3 995, submission 587/465 listening with TLS"),
+        ("web_access", f"{p.web_access.article} web mail at https://{cfg.mail_host}/ (Roundcube, in Vietnamese), "
+                       "http:// redirected to it; client setup (autoconfig, autodiscover) served"),
+        ("published_directory", f"{p.published_directory.article} the directory of {len([a for a in cfg.accounts if a.status == 'active'])} "
+                                f"addresses published at https://{cfg.mail_host}/directory/, current with the data"),
         ("services_running", f"{p.operation.article} Postfix and Dovecot enabled and running"),
         ("no_cleartext_auth", f"{p.secrecy.article} no authentication without TLS; TLS 1.2 or newer"),
         ("account_store_private", f"{p.secrecy.article} password hashes readable by root, Dovecot auth and Postfix only"),
@@ -84,7 +88,7 @@ def clauses(cfg):
         out.append(("forwarding_in", f"{fw.article}: mail forwarded automatically from outside the state domains refused"))
     bf = p.bruteforce
     out.append(("bruteforce", f"{bf.article}: {bf.maxretry} failed logins in {bf.findtime_minutes} min (SMTP AUTH, "
-                f"IMAP, POP3, password page) ban the client for {bf.bantime_minutes} min"))
+                f"IMAP, POP3, password service, web mail) ban the client for {bf.bantime_minutes} min"))
     if cfg.backup_host:
         b = p.backup
         out.append(("backups", f"{b.article} mailboxes and account store backed up ({b.schedule}) to "
@@ -96,7 +100,7 @@ def clauses(cfg):
                     f"(administrators {pw.admin_max_age_days}); daily warning job enabled"))
     if pw.change_at_first_login:
         out.append(("first_login_change", f"{pw.article} issued and reset passwords must be changed by the user "
-                    f"before first use, at {password_url(cfg)} (service running)"))
+                    f"before first use: the web mail at {password_url(cfg)} leads them to the change form"))
     ina = p.inactivity
     if ina.action != "none":
         text = f"{ina.article} mailboxes without login for {ina.after_months} months are {ina.action}d"
@@ -207,6 +211,52 @@ def utf8(ti, cfg, _):
 def client_ports(ti, cfg, _):
     for port in (993, 995, 587, 465, 25):
         assert ti.socket(f"tcp://0.0.0.0:{port}").is_listening, f"port {port} not listening"
+
+
+WEB_GET = """
+import http.client, ssl, sys
+host, path, tls = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+c = (http.client.HTTPSConnection("127.0.0.1", 443, context=ssl._create_unverified_context(), timeout=20) if tls
+     else http.client.HTTPConnection("127.0.0.1", 80, timeout=20))
+c.request("GET", path, headers={"Host": host})
+r = c.getresponse()
+body = r.read()
+sys.stdout.buffer.write(f"{r.status} {r.getheader('Location') or '-'} {len(body)}\\n".encode() + body)
+"""
+
+
+def web_get(ti, host, path, tls=True):
+    """(status, Location, body) of a request to the host's own web server, by name."""
+    import shlex
+
+    out = ti.run(f"python3 -c {shlex.quote(WEB_GET)} {shlex.quote(host)} {shlex.quote(path)} {int(tls)}")
+    assert out.rc == 0, out.stderr
+    head, _, body = out.stdout.partition("\n")
+    status, location, _ = head.split(" ", 2)
+    return int(status), location, body
+
+
+@check
+def web_access(ti, cfg, _):
+    for svc in ("nginx", "php8.4-fpm"):
+        s = ti.service(svc)
+        assert s.is_running and s.is_enabled, f"{svc} not running/enabled"
+    for port in (80, 443):
+        assert ti.socket(f"tcp://0.0.0.0:{port}").is_listening, f"port {port} not listening"
+    status, location, _ = web_get(ti, cfg.mail_host, "/", tls=False)
+    assert status == 301 and location == f"https://{cfg.mail_host}/", (status, location)
+    status, _, body = web_get(ti, cfg.mail_host, "/")
+    assert status == 200 and 'lang="vi"' in body and "rcmloginuser" in body, body[:300]
+    status, _, body = web_get(ti, cfg.mail_host, "/mail/config-v1.1.xml")
+    assert status == 200 and f"<hostname>{cfg.mail_host}</hostname>" in body
+
+
+@check
+def published_directory(ti, cfg, _):
+    from govmail import portal
+
+    status, _, body = web_get(ti, cfg.mail_host, "/directory/")
+    assert status == 200 and body == portal.files(cfg)["index.html"].decode(), "the published page is not the data's"
 
 
 @check
@@ -353,7 +403,7 @@ def forwarding_in(ti, cfg, _):
 def bruteforce(ti, cfg, _):
     assert ti.service("fail2ban").is_running and ti.service("fail2ban").is_enabled
     jails = ti.check_output("fail2ban-client status")
-    for jail in ("postfix-sasl", "govmail-dovecot", "govmail-passwd"):
+    for jail in ("postfix-sasl", "govmail-dovecot", "govmail-passwd", "govmail-webmail"):
         assert jail in jails, f"jail {jail} not running"
         got = [ti.check_output(f"fail2ban-client get {jail} {k}").strip() for k in ("maxretry", "bantime")]
         assert got == [str(cfg.policy.bruteforce.maxretry), str(cfg.policy.bruteforce.bantime_minutes * 60)], got

@@ -13,8 +13,6 @@ import smtplib
 import ssl
 import subprocess
 import time
-import urllib.parse
-import urllib.request
 
 import pytest
 
@@ -112,35 +110,6 @@ def test_without_a_first_login_rule_an_issued_password_works_at_once(lab_hosts):
     h = lab_hosts[free[0]]
     a = person(h, 4).address
     assert imap_login(h, a, h.admin_reset(a)) == "OK"
-
-
-def test_the_password_page_works_in_a_browser_form_and_says_why_a_password_is_refused(lab_hosts):
-    province = first_login_provinces()[0] if first_login_provinces() else PROVINCES[0]
-    h = lab_hosts[province]
-    a = person(h, 5).address
-    issued = h.admin_reset(a)
-    ctx = ssl.create_default_context(cafile=h.cafile)
-    url = password_url(h.cfg)
-
-    page = urllib.request.urlopen(url, context=ctx, timeout=30).read().decode()
-    assert "Đổi mật khẩu" in page and f"At least {h.cfg.policy.password.min_length} characters" in page
-
-    def submit(current, new, repeat=None):
-        body = urllib.parse.urlencode({"user": a, "password": current, "new_password": new,
-                                       "repeat": new if repeat is None else repeat}).encode()
-        try:
-            r = urllib.request.urlopen(urllib.request.Request(url, data=body), context=ctx, timeout=60)
-            return r.status, r.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read().decode()
-
-    status, page = submit(issued, "Mật-khẩu-Mới-9", repeat="khác")
-    assert status == 422 and "The two new passwords differ" in page
-    status, page = submit(issued, "abc")
-    assert status == 422 and "shorter than" in page
-    status, page = submit(issued, "Mật-khẩu-Mới-9")
-    assert status == 200 and "Password changed" in page
-    assert imap_login(h, a, "Mật-khẩu-Mới-9") == "OK"
 
 
 def test_repeated_wrong_current_passwords_are_throttled(lab_hosts):

@@ -15,11 +15,8 @@ from govmail.host import store as host_store
 
 
 @pytest.fixture
-def store(tmp_path, monkeypatch):
-    monkeypatch.setattr(host_store, "DIRECTORY", str(tmp_path / "directory.json"))
-    monkeypatch.setattr(host_store, "DB", str(tmp_path / "accounts.sqlite"))
-    monkeypatch.setattr(host_store, "LEGACY_USERS", str(tmp_path / "dovecot-users"))
-    monkeypatch.setattr(host_store, "HANDOUT", str(tmp_path / "handout"))
+def store(host_paths):
+    tmp_path = host_paths
     db = sqlite3.connect(tmp_path / "accounts.sqlite")
 
     def sync(accs, lists=None, new=None, policy=None):
@@ -390,3 +387,17 @@ def test_a_store_of_the_first_release_is_upgraded_without_forcing_anyone_to_chan
     assert db.execute("SELECT user, password, nologin FROM dovecot_passdb").fetchall() == [
         ("a@x.gov.vn", "{BLF-CRYPT}$2b$a", None)]
     assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("2",)
+
+
+def test_web_mail_learns_that_a_right_password_must_change_and_a_wrong_one_learns_nothing(store):
+    sync, _ = store
+    sync([acc("a@x.gov.vn", password_hash="{BLF-CRYPT}$2y$10$x")], policy={"change_at_first_login": 1})
+    sync.db.execute("UPDATE accounts SET must_change = 1 WHERE address = 'a@x.gov.vn'")
+    sync.db.commit()
+    ok = lambda pw, h: pw == "right"  # noqa: E731 - doveadm's check stands in
+    s = password_change.login_status("A@x.gov.vn", "right", verify=ok)
+    assert s == {"address": "a@x.gov.vn", "must_change": True, "reason": "mustchange"}
+    with pytest.raises(password_change.ChangeRefused):
+        password_change.login_status("a@x.gov.vn", "wrong", verify=ok)
+    with pytest.raises(password_change.ChangeRefused):
+        password_change.login_status("nobody@x.gov.vn", "right", verify=ok)

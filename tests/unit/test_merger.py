@@ -106,12 +106,8 @@ def test_govmail_dns_prints_a_zone_for_every_old_domain_with_its_own_dkim_select
 
 
 @pytest.fixture
-def store(tmp_path, monkeypatch):
-    monkeypatch.setattr(host_store, "DIRECTORY", str(tmp_path / "directory.json"))
-    monkeypatch.setattr(host_store, "DB", str(tmp_path / "accounts.sqlite"))
-    monkeypatch.setattr(host_store, "LEGACY_USERS", str(tmp_path / "legacy"))
-    monkeypatch.setattr(host_store, "HANDOUT", str(tmp_path / "handout"))
-    return tmp_path
+def store(host_paths):
+    return host_paths
 
 
 def test_the_store_applies_each_phase_from_the_clock_alias_login_send_then_forward_then_5_1_6(store):
