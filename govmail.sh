@@ -5,7 +5,9 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 venv="${GOVMAIL_VENV:-$here/.venv}"
-host_pkgs=(debootstrap systemd-container nftables iproute2 dnsmasq-base openssh-client openssl swaks testssl.sh python3-venv)
+# chromium + chromium-driver: the real browser of the web mail tests (Debian packages, no download).
+host_pkgs=(debootstrap systemd-container nftables iproute2 dnsmasq-base openssh-client openssl swaks testssl.sh python3-venv
+           chromium chromium-driver)
 
 missing=()
 for p in "${host_pkgs[@]}"; do

@@ -15,6 +15,8 @@ What one archive holds:
   var/backups/govmail/state/accounts.sqlite   the account store (passwords, statuses, audit log),
                                               copied with SQLite's online backup
   var/backups/govmail/state/last-logins.json  last-login stamps
+  var/backups/govmail/state/roundcube.sqlite  the web mail's settings, identities and personal
+                                              contacts (SQLite's online backup)
   var/vmail/<domain>/<user>/sieve/, .dovecot.sieve
                                               each user's Sieve filters and which one is active
   etc/govmail/                                TLS and DKIM keys, certificates, directory, settings
@@ -248,6 +250,13 @@ def stage_state(addresses: list[str]) -> None:
     src.backup(dst)
     dst.close()
     os.replace(STATE_STAGE + "/accounts.sqlite.tmp", STATE_STAGE + "/accounts.sqlite")
+    webmail = contract.PATHS["webmail_db"]
+    if os.path.exists(webmail):
+        src = sqlite3.connect(f"file:{webmail}?mode=ro", uri=True)
+        dst = sqlite3.connect(STATE_STAGE + "/roundcube.sqlite.tmp")
+        src.backup(dst)
+        dst.close()
+        os.replace(STATE_STAGE + "/roundcube.sqlite.tmp", STATE_STAGE + "/roundcube.sqlite")
     stamps = {}
     for a in addresses:
         try:

@@ -32,6 +32,9 @@ PATHS = {
     "webmail_key": "/etc/govmail/webmail/des_key",
     "webmail_socket": "/run/php/govmail-webmail.sock",
     "notice": "/var/lib/govmail/www/notice.json",
+    # Roundcube's own database (Debian's dbconfig-common made it): users' settings, identities,
+    # personal contacts. Backed up with the account store, put back by restore-host.
+    "webmail_db": "/var/lib/dbconfig-common/sqlite3/roundcube/roundcube",
 }
 # The host tools' package directory and its name on the host.
 PACKAGE = "govmail_host"

@@ -18,7 +18,7 @@ import sqlite3
 import subprocess
 import tempfile
 
-from . import store
+from . import contract, store
 from .backup import (
     HOMES,
     HOST_KEYS,
@@ -157,6 +157,20 @@ def restore_sieve(work: str) -> int:
     return n
 
 
+def restore_webmail(work: str) -> str:
+    src = os.path.join(work, STATE_STAGE.lstrip("/"), "roundcube.sqlite")
+    dest = contract.PATHS["webmail_db"]
+    if not os.path.exists(src) or not os.path.isdir(os.path.dirname(dest)):
+        return "none in the archive" if not os.path.exists(src) else "web mail not installed"
+    tmp = dest + ".restore"
+    shutil.copy2(src, tmp)
+    sqlite3.connect(tmp).execute("PRAGMA integrity_check").fetchone()
+    shutil.chown(tmp, "www-data", "www-data")
+    os.chmod(tmp, 0o660)
+    os.replace(tmp, dest)
+    return "restored"
+
+
 def restore_host(at: str | None) -> int:
     """After a rebuild (deploy on a bare host): bring back what lives only on the host."""
     c = conf()
@@ -232,6 +246,8 @@ def restore_host(at: str | None) -> int:
             n += 1
     done["mailboxes"], done["messages"] = n, msgs
     done["sieve_scripts"] = restore_sieve(work)
+    # 5. The web mail's settings, identities and personal contacts.
+    done["webmail"] = restore_webmail(work)
     shutil.rmtree(work)
     audit("restored-host", None, f"from archive {name}: {msgs} messages in {n} mailboxes")
     print(json.dumps(done))

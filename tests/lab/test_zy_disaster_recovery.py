@@ -96,6 +96,12 @@ def test_a_destroyed_mail_host_is_rebuilt_from_its_data_and_last_backup_with_not
     before = message_hashes(h)
     assert any(line.startswith(f"{user.address.split('@')[0]} ") for line in before)
     cert = h.run("sha256sum /etc/govmail/tls/fullchain.pem").stdout.split()[0]
+    # The web mail: its session key, and a user's settings in its own database.
+    web_key = h.run("sha256sum /etc/govmail/webmail/des_key").stdout.split()[0]
+    h.run("python3 -", input=(
+        "import sqlite3\ndb = sqlite3.connect('/var/lib/dbconfig-common/sqlite3/roundcube/roundcube')\n"
+        "db.execute(\"INSERT INTO users (username, mail_host, created, language, preferences) VALUES "
+        f"('{user.address}', '127.0.0.1', datetime('now'), 'vi_VN', 's:9:\\\"khoi-phuc\\\";')\")\ndb.commit()\n"))
     quota = h.run(f"doveadm -f tab quota get -u {user.address}").stdout.splitlines()[1:]
 
     # 2. Back up, then lose the host.
@@ -167,6 +173,11 @@ def test_a_destroyed_mail_host_is_rebuilt_from_its_data_and_last_backup_with_not
     assert refused != "OK"
     assert h.run("/usr/local/lib/govmail/accounts list").stdout.count('"suspended"') >= 1
     assert h.run("sha256sum /etc/govmail/tls/fullchain.pem").stdout.split()[0] == cert
+    assert h.run("sha256sum /etc/govmail/webmail/des_key").stdout.split()[0] == web_key
+    prefs = h.run("python3 -c \"import sqlite3; print(sqlite3.connect('/var/lib/dbconfig-common/sqlite3/roundcube/"
+                  f"roundcube').execute('SELECT preferences FROM users WHERE username = ?', ('{user.address}',))"
+                  ".fetchall())\"").stdout
+    assert "khoi-phuc" in prefs, prefs
     assert h.run(f"doveadm -f tab quota get -u {user.address}").stdout.splitlines()[1:] == quota
     assert "restored-host" in h.run("/usr/local/lib/govmail/accounts audit --limit 5").stdout
 
