@@ -6,7 +6,7 @@ a line break followed by settings - bypassing the data validation, as if a value
 it. Each file either refuses to render (the deploy stops on the controller: nothing reaches the
 host) or is checked on the lab's mail host with its own parser, in a scratch copy of the live
 configuration: the service's validator (`postconf`, `doveconf`, `rspamadm configtest`,
-`fail2ban-client -t`, `logrotate -d`) accepts it, the parser sees exactly the settings of the
+`fail2ban-client -t`, `logrotate -d`, `nginx -t`, `php-fpm -t` and `php -l`) accepts it, the parser sees exactly the settings of the
 clean rendering (no setting added, none lost), and the Lua payload never ran. systemd units are
 compared through what `systemd-analyze verify` says of their syntax. No live file is touched.
 """
@@ -32,6 +32,11 @@ VIEWS = {
     "fail2ban": r"fail2ban-client -c {dir} -d | sed -E \"s/^(\['[a-z]+', '[^']+', '[a-z]+').*/\1/\" | sort -u",
     "rspamd": "true",
     "logs": "true",
+    # nginx's own reading of the whole configuration: the directive of every line.
+    "web": r"nginx -T -q -c {dir}/nginx.conf 2>/dev/null | grep -v '^#' | sed -E 's/^[[:space:]]*([^[:space:]]+).*/\1/'",
+    # PHP's reading of Roundcube's configuration: the names of the settings it ends up with.
+    "webmail": "php -r '$config = []; include \"{dir}/roundcube/config.inc.php\"; "
+               "echo implode(\"\\n\", array_keys($config));'",
 }
 def check_script(b: str, validators: dict) -> str:
     """The host side: each service's validator and parser view on a scratch copy, clean and hostile."""

@@ -136,7 +136,16 @@ def test_thunderbird_and_outlook_set_themselves_up_from_the_address_alone(provin
 
 @pytest.mark.parametrize("province", PROVINCES)
 def test_the_mta_sts_policy_is_served_where_the_published_record_says(province, lab_hosts):
+    import dns.resolver
+
+    from govmail import lab
+
     h = lab_hosts[province]
+    # The lab resolver answers the names `govmail dns` publishes for the web server.
+    r = dns.resolver.Resolver(configure=False)
+    r.nameservers = [lab.GATEWAY]
+    for sub in ("autoconfig", "autodiscover", "mta-sts"):
+        assert [a.to_text() for a in r.resolve(f"{sub}.{h.cfg.domain}", "A")] == [h.ip], sub
     status, headers, body = https(h, "/.well-known/mta-sts.txt")
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
     assert body.decode() == mta_sts_policy(h.cfg)
