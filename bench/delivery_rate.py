@@ -27,11 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchlib import timed  # noqa: E402
+from benchlib import lab_mail_host, timed  # noqa: E402
 
 from govmail import lab  # noqa: E402
-from govmail.data import load_province  # noqa: E402
-from govmail.targets import lab as lab_target  # noqa: E402
 
 BYPASS = ("2525/inet=2525 inet n - y - - smtpd -o syslog_name=postfix/bench-bypass -o smtpd_milters= "
           "-o smtpd_recipient_restrictions=permit_mynetworks,reject_unauth_destination")
@@ -46,17 +44,7 @@ def main() -> None:
     ap.add_argument("--sessions", type=int, default=8)
     ap.add_argument("--size", type=int, default=4096, help="message size in bytes")
     a = ap.parse_args()
-    cfg = load_province(a.province)
-    state = lab.load_state()
-    if cfg.mail_host not in state.get("hosts", {}):
-        from govmail.runner import deploy
-
-        lab_target().up([a.province])
-        if deploy([a.province]):
-            sys.exit("deploy failed")
-        state = lab.load_state()
-    ip = state["hosts"][cfg.mail_host]["ip"]
-    ssh = ["ssh", *lab.ssh_options(), f"root@{ip}"]
+    cfg, ip, ssh = lab_mail_host(a.province)
     rcpt = [x.address for x in cfg.accounts if x.kind == "person" and x.status == "active"][-5]
 
     def count() -> int:

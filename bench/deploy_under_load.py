@@ -30,11 +30,12 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
-from govmail import lab  # noqa: E402
-from govmail.data import data_dir, load_province  # noqa: E402
+from benchlib import lab_mail_host  # noqa: E402
+
+from govmail.data import data_dir  # noqa: E402
 from govmail.runner import pyinfra_command  # noqa: E402
-from govmail.targets import lab as lab_target  # noqa: E402
 
 SENDER = r'''
 import smtplib, sys, threading, time
@@ -89,17 +90,7 @@ def main() -> None:
     ap.add_argument("--messages", type=int, default=3000)
     ap.add_argument("--sessions", type=int, default=8)
     a = ap.parse_args()
-    cfg = load_province(a.province)
-    state = lab.load_state()
-    if cfg.mail_host not in state.get("hosts", {}):
-        from govmail.runner import deploy
-
-        lab_target().up([a.province])
-        if deploy([a.province]):
-            sys.exit("deploy failed")
-        state = lab.load_state()
-    ip = state["hosts"][cfg.mail_host]["ip"]
-    ssh = ["ssh", *lab.ssh_options(), f"root@{ip}"]
+    cfg, ip, ssh = lab_mail_host(a.province)
     rcpt = [x.address for x in cfg.accounts if x.kind == "person" and x.status == "active"][-4]
     tag = f"load{int(time.time())}"
 

@@ -26,11 +26,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
-from govmail import lab  # noqa: E402
-from govmail.data import load_province  # noqa: E402
+from benchlib import lab_mail_host  # noqa: E402
+
 from govmail.passwords import generate  # noqa: E402
-from govmail.targets import lab as lab_target  # noqa: E402
 from tests.lab.browser import Browser  # noqa: E402
 
 
@@ -45,17 +45,7 @@ def main() -> None:
     ap.add_argument("province", nargs="?", default="laichau")
     ap.add_argument("--rounds", type=int, default=10)
     a = ap.parse_args()
-    cfg = load_province(a.province)
-    state = lab.load_state()
-    if cfg.mail_host not in state.get("hosts", {}):
-        from govmail.runner import deploy
-
-        lab_target().up([a.province])
-        if deploy([a.province]):
-            sys.exit("deploy failed")
-        state = lab.load_state()
-    ip = state["hosts"][cfg.mail_host]["ip"]
-    ssh = ["ssh", *lab.ssh_options(), f"root@{ip}"]
+    cfg, ip, ssh = lab_mail_host(a.province)
     user = [x for x in cfg.accounts if x.kind == "person" and x.status == "active" and x.role == "user"][-7].address
     # A usable password, set the way an operator and then the user would (no first-login block).
     issued = generate(cfg.policy.password)

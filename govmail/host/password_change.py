@@ -76,28 +76,16 @@ def login_status(address, current, db_path=None, verify=None):
     """Whether `current` is the password of `address` and, if so, what stands between it and a
     login: {"address", "must_change", "reason"} (reason: the block's name, or "" for none). Raises
     ChangeRefused for a wrong address or password. Web mail asks this after a refused login."""
-    verify = verify or doveadm_verify
-    address = address.strip().lower()
     db = store.connect(db_path)
-    moved = db.execute("SELECT new FROM former_phase WHERE old = ? AND phase = 'transition'", (address,)).fetchone()
-    if moved:
-        address = moved[0]
-    row = db.execute("SELECT a.password, b.block FROM accounts a JOIN login_blocks b ON b.address = a.address "
-                     "WHERE a.address = ?", (address,)).fetchone()
-    if row is None or row[0] is None or not verify(current, row[0]):
-        raise ChangeRefused("Sai địa chỉ hoặc mật khẩu hiện tại. Wrong address or current password.")
-    return {"address": address, "must_change": row[1] in MUST_CHANGE, "reason": row[1] or ""}
+    address, (_, _, block) = _verified(db, address, current, verify or doveadm_verify)
+    return {"address": address, "must_change": block in MUST_CHANGE, "reason": block or ""}
 
 
-def change_password(address, current, new, source="", db_path=None, verify=None, make_hash=None):
-    """The user changes their own password: the current one proves who they are. Raises
-    ChangeRefused with a message for the user. Used by `accounts change-password` and by the
-    password service (govmail-passwd)."""
-    verify = verify or doveadm_verify
-    make_hash = make_hash or doveadm_hash
+def _verified(db, address, current, verify):
+    """(the mailbox's address, (hash, role, block)) when `current` is its password; ChangeRefused
+    otherwise. An old address in its transition (a merged province's, or a readdressed one) is its
+    owner's."""
     address = address.strip().lower()
-    db = store.connect(db_path)
-    # An old address in its transition (a merged province's, or a readdressed one) is its owner's.
     moved = db.execute("SELECT new FROM former_phase WHERE old = ? AND phase = 'transition'", (address,)).fetchone()
     if moved:
         address = moved[0]
@@ -105,7 +93,16 @@ def change_password(address, current, new, source="", db_path=None, verify=None,
                      "WHERE a.address = ?", (address,)).fetchone()
     if row is None or row[0] is None or not verify(current, row[0]):
         raise ChangeRefused("Sai địa chỉ hoặc mật khẩu hiện tại. Wrong address or current password.")
-    hashed, role, block = row
+    return address, row
+
+
+def change_password(address, current, new, source="", db_path=None, verify=None, make_hash=None):
+    """The user changes their own password: the current one proves who they are. Raises
+    ChangeRefused with a message for the user. Used by `accounts change-password` and by the
+    password service (govmail-passwd)."""
+    make_hash = make_hash or doveadm_hash
+    db = store.connect(db_path)
+    address, (hashed, role, block) = _verified(db, address, current, verify or doveadm_verify)
     if block in CHANGE_BLOCKED:
         raise ChangeRefused(CHANGE_BLOCKED[block])
     admin = role == "admin"

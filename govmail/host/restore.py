@@ -162,13 +162,18 @@ def restore_webmail(work: str) -> str:
     dest = contract.PATHS["webmail_db"]
     if not os.path.exists(src) or not os.path.isdir(os.path.dirname(dest)):
         return "none in the archive" if not os.path.exists(src) else "web mail not installed"
+    put_back_sqlite(src, dest, "www-data", "www-data", 0o660)
+    return "restored"
+
+
+def put_back_sqlite(src: str, dest: str, user: str, group: str, mode: int) -> None:
+    """A database from the archive in place of the live one: checked, owned, then renamed over it."""
     tmp = dest + ".restore"
     shutil.copy2(src, tmp)
     sqlite3.connect(tmp).execute("PRAGMA integrity_check").fetchone()
-    shutil.chown(tmp, "www-data", "www-data")
-    os.chmod(tmp, 0o660)
+    shutil.chown(tmp, user, group)
+    os.chmod(tmp, mode)
     os.replace(tmp, dest)
-    return "restored"
 
 
 def restore_host(at: str | None) -> int:
@@ -182,15 +187,11 @@ def restore_host(at: str | None) -> int:
     borg(c, "extract", f"{c['repo']}::{name}", cwd=work)
     done = {"archive": name}
     # 1. The account store: passwords users set, statuses, last logins, audit log.
-    src_store = os.path.join(work, STATE_STAGE.lstrip("/"), "accounts.sqlite")
-    tmp = STORE + ".restore"
-    shutil.copy2(src_store, tmp)
-    sqlite3.connect(tmp).execute("PRAGMA integrity_check").fetchone()
-    shutil.chown(tmp, "root", "postfix")
-    os.chmod(tmp, 0o640)
-    os.replace(tmp, STORE)
+    put_back_sqlite(os.path.join(work, STATE_STAGE.lstrip("/"), "accounts.sqlite"), STORE, "root", "postfix", 0o640)
     # Mailboxes added to the data file since the archive come back from the current directory.
-    subprocess.run(["/usr/local/lib/govmail/accounts", "sync"], check=True, capture_output=True)
+    r = subprocess.run(["/usr/local/lib/govmail/accounts", "sync"], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"accounts sync after the store's restore failed: {(r.stderr or r.stdout).strip()[-1500:]}")
     subprocess.run(["doveadm", "reload"], capture_output=True)
     with open(os.path.join(work, STATE_STAGE.lstrip("/"), "last-logins.json"), encoding="utf-8") as f:
         stamps = json.load(f)
