@@ -42,7 +42,7 @@ import os
 import subprocess
 import sys
 
-from . import admin, webcli
+from . import admin, verifycli, webcli
 from .data import ROOT, DataError, available_provinces, load_province
 from .runner import deploy
 from .targets import TargetError, current
@@ -401,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_dns)
 
     webcli.register(sub, province_key)
+    verifycli.register(sub, province_key)
 
     p = sub.add_parser("schema", help="print the data-file reference")
     p.set_defaults(fn=cmd_schema)

@@ -7,8 +7,9 @@
   fail2ban; ClamAV's signature mirror is out of reach; what a province publishes in DNS is served
   by the lab resolver, refreshed whenever it changes;
 - `hosts`: the host names of the data file (`hosts[].name`), reached by SSH as GOVMAIL_SSH_USER
-  (default root) with the operator's SSH configuration; the operator publishes the zone that
-  `govmail dns` prints.
+  (default root) with the operator's SSH configuration (or the file GOVMAIL_SSH_CONFIG names, for
+  `govmail` commands that run ssh themselves); the operator publishes the zone that
+  `govmail dns` prints (read back from GOVMAIL_RESOLVER, else this machine's resolver).
 
 A target answers: which hosts a province has and how pyinfra reaches them (`inventory`), the ssh
 command for one host (`ssh`), where the controller keeps a province's secrets and published
@@ -104,16 +105,26 @@ class Target:
     def records_changed(self, cfg: ProvinceConfig) -> None:
         """A record the province publishes changed on the controller."""
 
+    def resolver(self) -> str:
+        """The DNS server to read what a province publishes from (`govmail verify`): GOVMAIL_RESOLVER,
+        else this machine's own (/etc/resolv.conf)."""
+        from .dnsquery import system_resolver
+
+        return os.environ.get("GOVMAIL_RESOLVER") or system_resolver()
+
 
 class RealHosts(Target):
     name = "hosts"
 
     def inventory(self, cfg):
         user = os.environ.get("GOVMAIL_SSH_USER", "root")
-        return [(h.name, {"province": cfg.key, "roles": list(h.roles), "ssh_user": user}) for h in cfg.model.hosts]
+        extra = {"ssh_config_file": os.environ["GOVMAIL_SSH_CONFIG"]} if os.environ.get("GOVMAIL_SSH_CONFIG") else {}
+        return [(h.name, {"province": cfg.key, "roles": list(h.roles), "ssh_user": user, **extra})
+                for h in cfg.model.hosts]
 
     def ssh(self, host_name):
-        return ["ssh", f"{os.environ.get('GOVMAIL_SSH_USER', 'root')}@{host_name}"]
+        config = os.environ.get("GOVMAIL_SSH_CONFIG")  # e.g. a province's bastion (ProxyJump), other keys
+        return ["ssh", *(["-F", config] if config else []), f"{os.environ.get('GOVMAIL_SSH_USER', 'root')}@{host_name}"]
 
     def secrets_base(self):
         return Path.home() / ".config" / "govmail" / "secrets"
@@ -164,6 +175,9 @@ class LabTarget(Target):
 
     def host_address(self, cfg):
         return super().host_address(cfg) or (self.lab.load_state()["hosts"].get(cfg.mail_host) or {}).get("ip")
+
+    def resolver(self):
+        return self.lab.GATEWAY  # the lab resolver serves every province's zone
 
     def records_changed(self, cfg):
         # The lab resolver serves what `govmail dns` prints, so lab hosts verify each other's DKIM.

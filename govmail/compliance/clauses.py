@@ -1,0 +1,131 @@
+"""The clauses of a province: what its hosts must show, each citing the article it comes from.
+
+Built from the province's data file only, so a new province gets its clauses (and checks) without
+code. A clause whose article is a govmail default ("govmail default (…)") is not the province's
+own: its decision fixes no value there, and reports count it apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..data import ProvinceConfig
+from ..services.accounts import password_url
+
+
+@dataclass(frozen=True)
+class Clause:
+    check: str  # the check function's name (govmail/compliance/checks.py)
+    arg: str  # its argument (an address), or ""
+    article: str  # "DN Art. 5.2", or "govmail default (…)"
+    text: str  # what the host must show
+
+    @property
+    def own(self) -> bool:
+        """True when the province's decision fixes it (not a govmail default)."""
+        return not self.article.startswith("govmail default")
+
+    @property
+    def label(self) -> str:
+        return f"{self.article} {self.text}"
+
+    @property
+    def key(self) -> str:
+        return f"{self.check}:{self.arg}" if self.arg else self.check
+
+
+def clauses(cfg: ProvinceConfig) -> list[Clause]:
+    out: list[Clause] = []
+
+    def add(check: str, article: str, text: str, arg: str = "") -> None:
+        out.append(Clause(check, arg, article, text))
+
+    p = cfg.policy
+    q = p.quota
+    add("mail_domain", cfg.model.domain_article, f"mail domain is {cfg.domain}, served by {cfg.mail_host}")
+    add("directory_deliverable", cfg.model.domain_article,
+        f"every directory address ({len(cfg.accounts)} mailboxes) is a mailbox on the host")
+    if q.max_mb:
+        add("quota_max", q.article, f"mailbox quota ≤ {q.max_mb} MB")
+    if q.min_mb:
+        add("quota_min", q.article, f"mailbox quota ≥ {q.min_mb} MB")
+    add("quota_per_mailbox", q.article, f"each mailbox has its quota from the data (default {q.default_mb} MB)")
+    if p.attachment.max_mb:
+        add("size_limit", p.attachment.article,
+            f"attachments up to {p.attachment.max_mb} MB: message size limit {cfg.message_size_limit:,} bytes")
+    else:
+        add("size_limit", p.attachment.article, f"message size limit {p.attachment.message_size_mb} MB")
+    add("utf8", p.unicode.article, "UTF-8 mail carried intact (SMTPUTF8 on)")
+    add("client_ports", p.clients.article, "IMAP 993, POP3 995, submission 587/465 listening with TLS")
+    add("web_access", p.web_access.article, f"web mail at https://{cfg.mail_host}/ (Roundcube, in Vietnamese), "
+        "http:// redirected to it; client setup (autoconfig, autodiscover) served")
+    active = len([a for a in cfg.accounts if a.status == "active"])
+    add("published_directory", p.published_directory.article,
+        f"the directory of {active} addresses published at https://{cfg.mail_host}/directory/, current with the data")
+    add("services_running", p.operation.article, "Postfix and Dovecot enabled and running")
+    add("no_cleartext_auth", p.secrecy.article, "no authentication without TLS; TLS 1.2 or newer")
+    add("account_store_private", p.secrecy.article, "password hashes readable by root, Dovecot auth and Postfix only")
+    add("mail_log", p.logs.article, "mail log written to /var/log/mail.log")
+    add("mail_log_retention", p.logs.article,
+        f"mail logs rotated monthly, compressed, kept {p.logs.retention_months} months")
+    sp = p.spam
+    add("spam_filter", sp.article,
+        f"every message scored by rspamd; refused at {sp.reject_score:g}, marked at {sp.add_header_score:g}")
+    c = p.content
+    text = "attachments refused: " + " ".join("." + e for e in c.blocked_extensions)
+    if c.allowed_extensions is not None:
+        text += "; only " + " ".join("." + e for e in c.allowed_extensions) + " accepted"
+    if c.inspect_archives:
+        text += "; also inside .zip/.rar/.7z/.gz"
+    add("attachment_rules", c.article, text + f"; password-protected archives: {c.encrypted_archives}")
+    if c.inspect_archives:
+        add("archive_inspection", c.article, f"archives opened {c.archive_depth} deep, programs found by content "
+            f"(a program renamed .pdf in a zip in a zip is refused); deeper: {c.too_deep}, "
+            f"Office macros: {c.office_macros}")
+    add("sender_bound", p.sender.article, "an authenticated user sends only as their own address or one "
+        "delegated to them, in the envelope and in the header From:")
+    av = p.antivirus
+    add("antivirus", av.article, "every message scanned by ClamAV, infected ones refused" if av.enabled
+        else "virus scanning is OFF in the data (policy.antivirus.enabled)")
+    ob = p.outbound
+    add("outbound_limit", ob.article,
+        f"one authenticated user sends at most {ob.burst} messages at once, {ob.messages_per_hour} an hour")
+    add("dkim_signing", sp.article, f"mail from {cfg.domain} DKIM-signed (selector {cfg.model.dkim.selector}), "
+        "the record published; SPF, DKIM, DMARC checked on received mail")
+    fw = p.forwarding
+    if fw.refuse_outbound:
+        add("forwarding_out", fw.article,
+            "automatic forwards (Sieve redirect, lists) only to " + ", ".join(fw.state_domains))
+    if fw.refuse_inbound:
+        add("forwarding_in", fw.article, "mail forwarded automatically from outside the state domains refused")
+    bf = p.bruteforce
+    add("bruteforce", bf.article, f"{bf.maxretry} failed logins in {bf.findtime_minutes} min (SMTP AUTH, IMAP, "
+        f"POP3, password service, web mail) ban the client for {bf.bantime_minutes} min")
+    if cfg.backup_host:
+        b = p.backup
+        add("backups", b.article, f"mailboxes and account store backed up ({b.schedule}) to {cfg.backup_host}, "
+            f"encrypted, append-only; kept {b.keep_daily} daily, {b.keep_weekly} weekly, {b.keep_monthly} monthly")
+    pw = p.password
+    if pw.user_max_age_days or pw.admin_max_age_days:
+        add("password_rotation", pw.article, f"passwords expire after {pw.user_max_age_days} days "
+            f"(administrators {pw.admin_max_age_days}); daily warning job enabled")
+    if pw.change_at_first_login:
+        add("first_login_change", pw.article, "issued and reset passwords must be changed by the user before "
+            f"first use: the web mail at {password_url(cfg)} leads them to the change form")
+    ina = p.inactivity
+    if ina.action != "none":
+        text = f"mailboxes without login for {ina.after_months} months are {ina.action}d"
+        if ina.delete_after_notice_months:
+            text += f", deleted {ina.delete_after_notice_months} months later"
+        add("inactivity_rule", ina.article, text + " (daily job enabled)")
+    if p.cancellation.keep_months:
+        add("cancelled_retention", p.cancellation.article,
+            f"cancelled mailboxes' mail kept {p.cancellation.keep_months} months, then purged")
+    for ml in cfg.model.directory.lists:
+        if ml.article:
+            add("list_members", ml.article, f"{ml.address} reaches its {len(cfg.aliases[ml.address])} members",
+                ml.address)
+    for mb in cfg.model.directory.mailboxes:
+        if mb.article:
+            add("mailbox_exists", mb.article, f"mailbox {mb.address} exists", mb.address)
+    return out

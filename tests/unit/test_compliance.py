@@ -1,0 +1,84 @@
+"""The compliance package without a lab: every clause has its check and its article, the reports
+escape what a host said for the format they land in, and a host that cannot be reached fails every
+clause with the reason (real ssh against a closed port), quickly."""
+
+import datetime
+import time
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from govmail.compliance import report
+from govmail.compliance.checks import CHECKS
+from govmail.compliance.clauses import Clause, clauses
+from govmail.compliance.verify import HostRun, Result, verify
+from govmail.data import available_provinces, load_province
+
+
+@pytest.mark.parametrize("province", available_provinces())
+def test_every_clause_of_a_province_has_a_check_and_cites_an_article(province):
+    cfg = load_province(province)
+    cs = clauses(cfg)
+    assert cs and len({c.key for c in cs}) == len(cs), "two clauses with one key"
+    for c in cs:
+        assert c.check in CHECKS, c
+        assert c.article and (c.own or c.article.startswith("govmail default (")), c
+
+
+HOSTILE = 'found <script>alert(1)</script> | `x` & "q" \x1b ]]>'
+
+
+def hostile_run() -> HostRun:
+    t = datetime.datetime(2026, 12, 2, 10, 0, tzinfo=datetime.timezone.utc)
+    run = HostRun("daknong", "Đắk Nông <b>", ["DN: Quyết định 12/2012/QĐ-UBND (2012-08-17)"], "mail.daknong.gov.vn",
+                  "hosts", t, identity={"hostname": "<img src=x>"}, finished=t)
+    run.results = [Result(Clause("mail_log", "", "DN Art. 11.2.e", "mail log <kept>"), False, HOSTILE, 0.1),
+                   Result(Clause("utf8", "", "govmail default (x)", "UTF-8"), True, "ok & fine", 0.1)]
+    return run
+
+
+def test_the_html_report_escapes_what_the_host_said():
+    html = report.to_html(hostile_run())
+    assert "<script>" not in html and "&lt;script&gt;" in html and "<img src=x>" not in html
+    assert "KHÔNG ĐẠT / FAIL: 1 of 2" in html
+    own, defaults = html.index(report.OWN.split(" / ")[0]), html.index(report.DEFAULTS.split(" / ")[0])
+    assert own < html.index("DN Art. 11.2.e") < defaults < html.index("govmail default (x)")
+
+
+def test_the_markdown_summary_keeps_a_hostile_value_inside_its_table_cell():
+    md = report.to_markdown(hostile_run())
+    row = next(line for line in md.splitlines() if line.startswith("| DN Art. 11.2.e"))
+    assert row.count(" | ") == 4 and "\\|" in row and "<script>" not in row
+    assert "0/1 of the province's own clauses pass; 1/1 govmail defaults" in md
+
+
+def test_the_junit_report_parses_and_carries_article_check_and_evidence():
+    suite = ET.fromstring(report.to_junit(hostile_run()))
+    assert suite.get("tests") == "2" and suite.get("failures") == "1"
+    failing, passing = list(suite.iter("testcase"))
+    props = {p.get("name"): p.get("value") for p in failing.iter("property")}
+    assert props == {"check": "mail_log", "article": "DN Art. 11.2.e", "own": "yes"}
+    msg = failing.find("failure").get("message")
+    assert "<script>" in msg and "\\x1b" in msg  # XML-escaped on the way, intact on parsing; ESC shown
+    assert passing.find("system-out").text == "ok & fine"
+
+
+class ClosedPort:
+    """A target whose hosts are an SSH port nobody listens on: ssh itself answers, at once."""
+    name = "closed"
+
+    def ssh(self, host_name):
+        return ["ssh", "-p", "9", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "root@127.0.0.1"]
+
+    def resolver(self):
+        return "127.0.0.1"
+
+
+def test_a_host_that_cannot_be_reached_fails_every_clause_with_the_reason_quickly():
+    cfg = load_province("daknong")
+    t = time.monotonic()
+    run = verify(cfg, ClosedPort())
+    assert time.monotonic() - t < 30
+    assert len(run.failed) == len(run.results) == len(clauses(cfg))
+    assert "Connection refused" in run.unreachable
+    assert all(r.evidence.startswith("mail.daknong.gov.vn not reached: ") for r in run.results)
