@@ -21,6 +21,11 @@ def register(sub, province_key) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="print only failures and the summary")
     p.set_defaults(fn=cmd_verify)
 
+    p = sub.add_parser("coverage", help="every article of the five decisions: checked (by which checks), not yet "
+                       "checked, or not technical")
+    p.add_argument("--markdown", action="store_true", help="the full table (docs/coverage.md is this output)")
+    p.set_defaults(fn=cmd_coverage)
+
 
 def cmd_verify(args) -> int:
     from .compliance import report, verify
@@ -45,3 +50,17 @@ def cmd_verify(args) -> int:
             if run.unreachable:
                 print(f"govmail: {cfg.mail_host} not reached: {run.unreachable}", file=sys.stderr)
     return worst
+
+
+def cmd_coverage(args) -> int:
+    from .compliance import coverage
+
+    if args.markdown:
+        print(coverage.to_markdown(), end="")
+        return 0
+    for d in coverage.decisions().values():
+        print(coverage.summary(d))
+        for a in d.articles:
+            if a.status == "not yet checked":
+                print(f"  not yet checked: {a.citation} {a.vi} - {a.technical}")
+    return 0

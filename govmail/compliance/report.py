@@ -36,10 +36,32 @@ def counts(run: HostRun) -> str:
             f"{dok}/{len(dflt)} govmail defaults (no article of its decision) pass")
 
 
+def coverage_of(run: HostRun) -> list[tuple[object, list[tuple[object, str]]]]:
+    """The decisions this host answers to, each article with what this run found for its checks:
+    [(decision, [(article, "mail_domain PASS, web_access FAIL" or its reason)])]."""
+    from . import coverage
+
+    result = {}
+    for r in run.results:
+        result.setdefault(r.clause.check, []).append(r.passed)
+    out = []
+    for d in coverage.for_clauses([r.clause for r in run.results]):
+        rows = []
+        for a in d.articles:
+            here = [(c, all(result[c])) for c in sorted(a.checks) if c in result]
+            if here:
+                rows.append((a, ", ".join(f"{c} {'PASS' if ok else 'FAIL'}" for c, ok in here)))
+            else:
+                rows.append((a, a.not_technical or ("not checked on this host" if a.checks else a.technical)))
+        out.append((d, rows))
+    return out
+
+
 def to_html(run: HostRun) -> str:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(Path(__file__).parent)), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    return env.get_template("report.html.j2").render(run=run, sections=sections(run), version=govmail_version())
+    return env.get_template("report.html.j2").render(run=run, sections=sections(run), version=govmail_version(),
+                                                     coverage=coverage_of(run))
 
 
 def md_cell(text: str) -> str:
@@ -58,6 +80,10 @@ def to_markdown(run: HostRun) -> str:
         out += ["", f"## {title}", "", "| article | clause | check | result | evidence |", "|---|---|---|---|---|"]
         out += [f"| {md_cell(r.clause.article)} | {md_cell(r.clause.text)} | `{r.clause.key}` | "
                 f"{'PASS' if r.passed else '**FAIL**'} | {md_cell(r.evidence)} |" for r in rows]
+    for d, rows in coverage_of(run):
+        out += ["", f"## Coverage of {d.key}: {md_cell(d.decision)}", "", "| article | heading | status | on this host |",
+                "|---|---|---|---|"]
+        out += [f"| {a.citation} | {md_cell(a.vi)} | {a.status} | {md_cell(what)} |" for a, what in rows]
     return "\n".join(out) + "\n"
 
 

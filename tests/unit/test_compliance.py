@@ -82,3 +82,41 @@ def test_a_host_that_cannot_be_reached_fails_every_clause_with_the_reason_quickl
     assert len(run.failed) == len(run.results) == len(clauses(cfg))
     assert "Connection refused" in run.unreachable
     assert all(r.evidence.startswith("mail.daknong.gov.vn not reached: ") for r in run.results)
+
+
+def test_every_decision_lists_all_its_articles_each_technical_or_not_with_its_reason():
+    from govmail.compliance import coverage
+
+    ds = coverage.decisions()
+    assert set(ds) == {"BN", "DN", "LC", "TN", "TN-QLVB"}
+    for d in ds.values():
+        assert [a.ref for a in d.articles] == [str(i) for i in range(1, len(d.articles) + 1)], d.key
+        for a in d.articles:
+            assert a.vi and a.en and (a.technical or a.not_technical), a.citation
+            assert not (a.not_technical and a.checks), f"{a.citation} is not technical yet checked by {a.checks}"
+
+
+@pytest.mark.parametrize("province", available_provinces())
+def test_every_article_a_province_cites_is_in_the_coverage_and_technical(province):
+    from govmail.compliance import coverage
+
+    assert coverage.unresolved(province) == []
+
+
+def test_a_citation_falls_under_its_article_and_a_list_cites_each():
+    from govmail.compliance import coverage
+
+    assert coverage.citations("DN Art. 2.1, 2.3") == [("DN", "2.1"), ("DN", "2.3")]
+    assert coverage.citations("govmail default (LC Art. 12.5 applied; DN Art. 9.4, TN-QLVB Art. 3.2)") == [
+        ("LC", "12.5"), ("DN", "9.4"), ("TN-QLVB", "3.2")]
+    dn = coverage.decisions()["DN"]
+    assert coverage.find(dn, "11.2.e").ref == "11" and coverage.find(dn, "99") is None
+    assert "mail_log_retention" in coverage.find(dn, "11").checks
+
+
+def test_the_coverage_reference_in_docs_is_current():
+    from govmail.compliance import coverage
+    from govmail.data import ROOT
+
+    assert (ROOT / "docs" / "coverage.md").read_text(encoding="utf-8") == coverage.to_markdown(), \
+        "run: govmail coverage --markdown > docs/coverage.md"
