@@ -30,6 +30,9 @@
     govmail dns PROVINCE                   the DNS records to publish (zone-file format)
     govmail directory PROVINCE             the directory for the portal (HTML, CSV, vCard)
     govmail notice PROVINCE TEXT --until T the outage notice on the web mail, mailed to everyone
+    govmail verify PROVINCE ... [--out D]  the compliance checks on the province's hosts, read-only;
+                                           HTML, Markdown, JUnit reports; exit 1 when a clause fails
+    govmail coverage [--markdown]          every article of the five decisions: checked, not yet, not technical
     govmail schema                         print the data-file reference (docs/data-file.md)
     govmail test [PYTEST ARGS]             unit tests, then the lab tests (boots the lab)
 """
