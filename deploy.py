@@ -19,7 +19,7 @@ from govmail.data import load_province
 # Services by role, in the order their files are installed and their daemons activated.
 SERVICES = {
     "mail": ["base", "host_tools", "tls", "accounts", "dovecot", "clamav", "attachments", "rspamd", "postfix", "passwd", "webmail", "web",
-             "fail2ban", "logs", "backup"],
+             "fail2ban", "logs", "backup", "reports"],
     "backup": ["backup_host"],
 }
 

@@ -33,6 +33,8 @@
     govmail verify PROVINCE ... [--out D]  the compliance checks on the province's hosts, read-only;
                                            HTML, Markdown, JUnit reports; exit 1 when a clause fails
     govmail coverage [--markdown]          every article of the five decisions: checked, not yet, not technical
+    govmail report PROVINCE monthly|annual [--period P] [--mail]
+                                           the operations / usage report, made on the host now
     govmail schema                         print the data-file reference (docs/data-file.md)
     govmail test [PYTEST ARGS]             unit tests, then the lab tests (boots the lab)
 """

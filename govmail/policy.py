@@ -316,6 +316,12 @@ class Policy(Strict):
                                         "published for the provincial portal and kept current: "
                                         "`https://mail.<domain>/directory/`, `govmail directory`.")
     operation: Clause = Field(description="Continuous operation: services enabled and running.")
+    operations_report: Clause = Field(description="A monthly operations report (availability, incidents, mail in "
+                                      "and out, refusals by reason, bans, backups, disk and quota headroom) made "
+                                      "on the host and mailed to the administrators: `govmail report P monthly`.")
+    usage_report: Clause = Field(description="An annual usage report per agency (mailboxes, active and inactive, "
+                                 "mail sent and received, quota use) made on the host and mailed to the "
+                                 "administrators: `govmail report P annual`.")
     secrecy: Clause = Field(description="Passwords and mailboxes protected: no authentication without TLS.")
     sender: Clause = Field(description="A message says truly who sent it: an authenticated user sends only as their own "
                            "address, a list they may send for, or an address delegated to them (`senders:`), in the "

@@ -1,15 +1,28 @@
-"""`govmail verify PROVINCE...`: the compliance checks run against the province's hosts (lab
+"""`govmail verify PROVINCE...`, `govmail coverage` and `govmail report PROVINCE monthly|annual`.
+
+`verify`: the compliance checks run against the province's hosts (lab
 containers, or the real machines with the `hosts` target (govmail/targets.py)), never changing them. Per mail host it
 writes an HTML report, a Markdown summary and JUnit XML; the exit status is 1 when a clause fails
 (a host that cannot be reached fails every clause, with the reason)."""
 
 from __future__ import annotations
 
+import argparse
+import json
+import re
+import shlex
+import subprocess
 import sys
 from pathlib import Path
 
 from .data import load_province
 from .targets import current
+
+
+def report_period(value: str) -> str:
+    if not re.fullmatch(r"\d{4}(-(0[1-9]|1[0-2]))?", value):
+        raise argparse.ArgumentTypeError(f"{value[:20]!r}: a month such as 2026-11 or a year such as 2026")
+    return value
 
 
 def register(sub, province_key) -> None:
@@ -20,6 +33,15 @@ def register(sub, province_key) -> None:
                    help="directory for the reports (default ./reports; one set per mail host)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only failures and the summary")
     p.set_defaults(fn=cmd_verify)
+
+    p = sub.add_parser("report", help="the monthly operations or annual usage report, made on the mail host now "
+                       "(CSV, HTML with charts, JSON) and copied here; --mail also mails it to the administrators")
+    p.add_argument("province", type=province_key)
+    p.add_argument("kind", choices=("monthly", "annual"))
+    p.add_argument("--period", type=report_period, help="2026-11 (monthly) or 2026 (annual); default: the last complete one")
+    p.add_argument("--out", type=Path, default=Path("reports"), help="directory to copy the files into (default ./reports)")
+    p.add_argument("--mail", action="store_true", help="also mail it to the administrators, as the timer does")
+    p.set_defaults(fn=cmd_report)
 
     p = sub.add_parser("coverage", help="every article of the five decisions: checked (by which checks), not yet "
                        "checked, or not technical")
@@ -63,4 +85,32 @@ def cmd_coverage(args) -> int:
         for a in d.articles:
             if a.status == "not yet checked":
                 print(f"  not yet checked: {a.citation} {a.vi} - {a.technical}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .render import PATHS
+
+    cfg = load_province(args.province)
+    if args.period and (len(args.period) == 4) != (args.kind == "annual"):
+        print(f"govmail: --period {args.period}: a {'year' if args.kind == 'annual' else 'month'} for the "
+              f"{args.kind} report", file=sys.stderr)
+        return 2
+    ssh = current().ssh(cfg.mail_host)
+    cmd = f"{PATHS['lib']}/report {args.kind}" + (f" --period {shlex.quote(args.period)}" if args.period else "")
+    cmd += " --mail" if args.mail else ""
+    r = subprocess.run([*ssh, cmd], capture_output=True, text=True)
+    if r.returncode != 0:
+        print(f"govmail: {cfg.mail_host}: {(r.stderr.strip() or 'the report failed')[-500:]}", file=sys.stderr)
+        return 1
+    files = json.loads(r.stdout.strip().splitlines()[-1])["files"]
+    args.out.mkdir(parents=True, exist_ok=True)
+    for remote in files:
+        got = subprocess.run([*ssh, f"cat {shlex.quote(remote)}"], capture_output=True)
+        if got.returncode != 0:
+            print(f"govmail: {cfg.mail_host}: cannot read {remote}", file=sys.stderr)
+            return 1
+        (args.out / f"{cfg.key}-{Path(remote).name}").write_bytes(got.stdout)
+    names = ", ".join(str(args.out / f"{cfg.key}-{Path(f).name}") for f in files)
+    print(f"{cfg.mail_host}: {args.kind} report {'mailed to the administrators and ' if args.mail else ''}written: {names}")
     return 0

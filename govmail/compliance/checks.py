@@ -1,74 +1,19 @@
-"""One check per clause kind (govmail/compliance/clauses.py), run on the host with testinfra.
-
-A check is named after what it verifies. It receives a `Probe` (the mail host, the backup host, the
-resolver the province publishes through), the province's configuration and the clause's argument;
-it returns the evidence it found (values read on the host, short) and fails with an AssertionError
-whose message is the value it found instead. Checks only read: none changes a host.
+"""The compliance checks of the mail service itself: domain, mailboxes, quotas, sizes, clients, web
+mail, TLS, logs, filtering, signing, forwarding, brute force, lists (one per clause kind,
+govmail/compliance/clauses.py; the operations ones are in checks_ops.py). Checks only read: none
+changes a host. `CHECKS` holds them all.
 """
 
 from __future__ import annotations
 
-import ast
 import json
 import shlex
-from dataclasses import dataclass
-from typing import Any, Callable, Optional
 
 from ..render import PATHS
-from ..services.accounts import password_url
+from . import checks_ops  # noqa: F401  (registers the operations checks)
+from .base import CHECKS, Probe, check, doveconf, postconf, quota_limits_mib, running, ssh_failure
 
-CHECKS: dict[str, Callable[..., str]] = {}
-
-
-def check(fn):
-    CHECKS[fn.__name__] = fn
-    return fn
-
-
-@dataclass
-class Probe:
-    ti: Any  # testinfra host of the mail host
-    backup: Any = None  # testinfra host of the backup host, when the province has one
-    txt: Optional[Callable[[str], list[str]]] = None  # TXT records as the province's resolver serves them
-
-
-def ssh_failure(e: Exception) -> str:
-    """Why SSH failed, when `e` is testinfra's report of an ssh exit 255; else ''."""
-    res = e.args[0] if isinstance(e, RuntimeError) and e.args else None
-    if getattr(res, "exit_status", None) == 255:
-        cmd = res.command.decode(errors="replace") if isinstance(res.command, bytes) else str(res.command)
-        return f"ssh failed running `{cmd[:80]}`: {' '.join(res.stderr.split())[:300]}"
-    return ""
-
-
-def postconf(ti, key):
-    return ti.check_output(f"postconf -h {key}").strip()
-
-
-def doveconf(ti, key):
-    return ti.check_output(f"doveconf -h {key}").strip()
-
-
-def running(ti, *units) -> None:
-    for u in units:
-        s = ti.service(u)
-        assert s.is_running and s.is_enabled, f"{u}: running={s.is_running}, enabled={s.is_enabled}"
-
-
-def quota_limits_mib(ti) -> dict[str, Optional[int]]:
-    """Effective STORAGE limit of every mailbox, as Dovecot enforces it (MiB)."""
-    out = ti.check_output("doveadm -f tab quota get -A")
-    limits = {}
-    for line in out.splitlines()[1:]:
-        user, _root, typ, _value, limit, *_ = line.split("\t")
-        if typ == "STORAGE":
-            limits[user] = int(limit) // 1024 if limit not in ("-", "") else None
-    return limits
-
-
-def store_meta(ti) -> dict:
-    q = "python3 -c \"import sqlite3; print(dict(sqlite3.connect('file:{}?mode=ro', uri=True).execute('SELECT key, value FROM meta')))\""
-    return ast.literal_eval(ti.check_output(q.format(PATHS["store"])))  # a dict printed by the host
+__all__ = ["CHECKS", "Probe", "ssh_failure"]
 
 
 @check
@@ -357,70 +302,6 @@ def bruteforce(h, cfg, _):
         got = [ti.check_output(f"fail2ban-client get {jail} {k}").strip() for k in ("maxretry", "bantime")]
         assert got == [str(bf.maxretry), str(bf.bantime_minutes * 60)], f"{jail}: maxretry, bantime = {got}"
     return f"4 jails, maxretry {bf.maxretry}, bantime {bf.bantime_minutes * 60} s"
-
-
-@check
-def backups(h, cfg, _):
-    running(h.ti, "govmail-backup.timer", "govmail-backup-check.timer")
-    assert oct(h.ti.file("/etc/govmail/backup/passphrase").mode) == "0o600", "passphrase readable by others"
-    assert h.backup is not None, f"{cfg.backup_host} not reached"
-    try:
-        return backup_host_holds(h.backup, cfg)
-    except RuntimeError as e:  # SSH to the backup host failed: this clause fails, the mail host's go on
-        raise AssertionError(f"{cfg.backup_host}: {ssh_failure(e) or e}") from None
-
-
-def backup_host_holds(bh, cfg) -> str:
-    keys = bh.check_output("cat /srv/govmail-backup/.ssh/authorized_keys")
-    assert keys.startswith('command="borg serve --append-only --restrict-to-repository ') and ",restrict " in keys, \
-        "the mail host's key may do more than append to its repository"
-    info = bh.check_output(
-        f"runuser -u govmail-backup -- env BORG_PASSCOMMAND='cat /etc/govmail/backup/{cfg.mail_host}.passphrase' "
-        f"BORG_BASE_DIR=/srv/govmail-backup/.borg borg info --json /srv/govmail-backup/{cfg.mail_host}")
-    mode = json.loads(info)["encryption"]["mode"]
-    assert mode.startswith("repokey"), f"repository encryption {mode}"
-    unit = bh.check_output("systemctl cat govmail-prune.service")
-    b = cfg.policy.backup
-    assert f"--keep-daily {b.keep_daily} --keep-weekly {b.keep_weekly} --keep-monthly {b.keep_monthly}" in unit, \
-        "prune keeps other counts"
-    assert bh.check_output("systemctl is-enabled govmail-prune.timer").strip() == "enabled", "prune timer disabled"
-    return f"timers on; borg {mode} on {cfg.backup_host}, append-only key; prune {b.keep_daily}/{b.keep_weekly}/{b.keep_monthly}"
-
-
-@check
-def password_rotation(h, cfg, _):
-    pw, meta = cfg.policy.password, store_meta(h.ti)
-    got = (meta.get("user_max_age_days"), meta.get("admin_max_age_days"))
-    assert got == (str(pw.user_max_age_days), str(pw.admin_max_age_days)), f"store: user, admin max age {got}"
-    running(h.ti, "govmail-daily.timer")
-    return f"store: user_max_age_days {got[0]}, admin_max_age_days {got[1]}; govmail-daily.timer on"
-
-
-@check
-def first_login_change(h, cfg, _):
-    meta = store_meta(h.ti)
-    got = (meta.get("change_at_first_login"), meta.get("password_url"))
-    assert got == ("1", password_url(cfg)), f"store: change_at_first_login, password_url {got}"
-    running(h.ti, "govmail-passwd")
-    assert h.ti.socket(f"tcp://0.0.0.0:{cfg.model.password_change.port}").is_listening, "password service not listening"
-    return f"store: change_at_first_login 1, {got[1]}; govmail-passwd on {cfg.model.password_change.port}"
-
-
-@check
-def inactivity_rule(h, cfg, _):
-    ina, meta = cfg.policy.inactivity, store_meta(h.ti)
-    want = (ina.action, str(ina.after_months), str(ina.delete_after_notice_months) if ina.delete_after_notice_months else None)
-    got = tuple(meta.get(k) for k in ("inactivity_action", "inactivity_after_months", "inactivity_delete_after_months"))
-    assert got == want, f"store: action, after months, delete after months {got}"
-    running(h.ti, "govmail-daily.timer")
-    return f"store: {got[0]} after {got[1]} months; govmail-daily.timer on"
-
-
-@check
-def cancelled_retention(h, cfg, _):
-    got = store_meta(h.ti).get("cancelled_keep_months")
-    assert got == str(cfg.policy.cancellation.keep_months), f"store: cancelled_keep_months {got}"
-    return f"store: cancelled_keep_months {got}"
 
 
 @check

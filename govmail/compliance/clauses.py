@@ -63,6 +63,10 @@ def clauses(cfg: ProvinceConfig) -> list[Clause]:
     add("published_directory", p.published_directory.article,
         f"the directory of {active} addresses published at https://{cfg.mail_host}/directory/, current with the data")
     add("services_running", p.operation.article, "Postfix and Dovecot enabled and running")
+    add("operations_report", p.operations_report.article, "a monthly operations report (availability, incidents, "
+        "mail in and out, refusals by reason, bans, backups, headroom) made on the host and mailed to the administrators")
+    add("usage_report", p.usage_report.article, "an annual usage report per agency (mailboxes, active and inactive, "
+        "mail sent and received, quota use) made on the host and mailed to the administrators")
     add("no_cleartext_auth", p.secrecy.article, "no authentication without TLS; TLS 1.2 or newer")
     add("account_store_private", p.secrecy.article, "password hashes readable by root, Dovecot auth and Postfix only")
     add("mail_log", p.logs.article, "mail log written to /var/log/mail.log")

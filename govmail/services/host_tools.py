@@ -9,6 +9,7 @@ module among them), and one small command per tool in /usr/local/lib/govmail/:
     quota-warning   run by Dovecot when a mailbox crosses a warning level
     inspector       the attachment inspector rspamd asks (govmail/host/inspector.py)
     migrate         a merged province's mailboxes from its predecessors' hosts (govmail/host/migrate.py)
+    report          the monthly operations and annual usage reports (govmail/host/report.py)
     postlogin       run by Dovecot after each login (stamps the last login)
 
 A change of any of them re-syncs the account store and restarts the password service (those
@@ -25,7 +26,8 @@ from ..service import File, Service
 
 HOST = Path(__file__).resolve().parent.parent / "host"
 COMMANDS = {"accounts": "accounts", "backup": "backup_tool", "passwd-service": "passwd_service",
-            "quota-warning": "quota_warning", "inspector": "inspector", "migrate": "migrate"}
+            "quota-warning": "quota_warning", "inspector": "inspector", "migrate": "migrate",
+            "report": "report"}
 
 
 def command(name: str, module: str) -> str:

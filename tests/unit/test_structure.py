@@ -86,7 +86,8 @@ def test_the_checker_finds_a_circle_when_there_is_one(tmp_path, monkeypatch):
 @pytest.mark.parametrize("path", sorted((PKG / "host").glob("*.py")), ids=lambda p: p.name)
 def test_host_code_imports_only_the_standard_library(path):
     """Code that runs on a host has Debian's python3 and nothing else."""
-    allowed = set(sys.stdlib_module_names) | {"__future__"}
+    # ... and Debian's python3 packages a service installs: matplotlib (python3-matplotlib, govmail/services/reports.py)
+    allowed = set(sys.stdlib_module_names) | {"__future__", "matplotlib"}
     own = {p.stem for p in (PKG / "host").glob("*.py")}
     bad = sorted(m for m in imports(path) if m and m.split(".")[0] not in allowed
                  and m.split(".")[0] not in own and not m.startswith("govmail.host"))

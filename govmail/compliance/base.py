@@ -1,0 +1,69 @@
+"""What every compliance check stands on: the probe it receives, the registry, small readers.
+
+A check is registered with `@check`, named after what it verifies (govmail/compliance/clauses.py
+names it), receives a `Probe`, the province's configuration and the clause's argument, returns the
+evidence it found and fails with an AssertionError whose message is the value it found instead.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from ..render import PATHS
+
+CHECKS: dict[str, Callable[..., str]] = {}
+
+
+def check(fn):
+    CHECKS[fn.__name__] = fn
+    return fn
+
+
+@dataclass
+class Probe:
+    ti: Any  # testinfra host of the mail host
+    backup: Any = None  # testinfra host of the backup host, when the province has one
+    txt: Optional[Callable[[str], list[str]]] = None  # TXT records as the province's resolver serves them
+
+
+def ssh_failure(e: Exception) -> str:
+    """Why SSH failed, when `e` is testinfra's report of an ssh exit 255; else ''."""
+    res = e.args[0] if isinstance(e, RuntimeError) and e.args else None
+    if getattr(res, "exit_status", None) == 255:
+        cmd = res.command.decode(errors="replace") if isinstance(res.command, bytes) else str(res.command)
+        return f"ssh failed running `{cmd[:80]}`: {' '.join(res.stderr.split())[:300]}"
+    return ""
+
+
+def postconf(ti, key):
+    return ti.check_output(f"postconf -h {key}").strip()
+
+
+def doveconf(ti, key):
+    return ti.check_output(f"doveconf -h {key}").strip()
+
+
+def running(ti, *units) -> None:
+    for u in units:
+        s = ti.service(u)
+        assert s.is_running and s.is_enabled, f"{u}: running={s.is_running}, enabled={s.is_enabled}"
+
+
+def quota_limits_mib(ti) -> dict[str, Optional[int]]:
+    """Effective STORAGE limit of every mailbox, as Dovecot enforces it (MiB)."""
+    out = ti.check_output("doveadm -f tab quota get -A")
+    limits = {}
+    for line in out.splitlines()[1:]:
+        user, _root, typ, _value, limit, *_ = line.split("\t")
+        if typ == "STORAGE":
+            limits[user] = int(limit) // 1024 if limit not in ("-", "") else None
+    return limits
+
+
+def store_meta(ti) -> dict:
+    q = "python3 -c \"import sqlite3; print(dict(sqlite3.connect('file:{}?mode=ro', uri=True).execute('SELECT key, value FROM meta')))\""
+    return ast.literal_eval(ti.check_output(q.format(PATHS["store"])))  # a dict printed by the host
+
+

@@ -1,0 +1,105 @@
+"""The compliance checks of operations: backups, password rotation and first-login change,
+inactivity, cancellation, the operations and usage reports (see checks.py for the others)."""
+
+from __future__ import annotations
+
+import json
+
+from ..render import PATHS
+from ..services.accounts import password_url
+from .base import check, running, ssh_failure, store_meta
+
+
+def report_made(h, cfg, kind: str) -> str:
+    from ..services.reports import recipients
+
+    running(h.ti, f"govmail-report-{kind}.timer")
+    settings = json.loads(h.ti.file("/etc/govmail/report/report.json").content_string)
+    assert settings["recipients"] == recipients(cfg), f"mailed to {settings['recipients']}"
+    f = json.loads(h.ti.check_output(f"{PATHS['lib']}/report {kind} --json"))
+    missing = {"spam", "virus", "program", "size", "quota", "forwarding", "authentication"} - set(f["refusals"])
+    assert not missing, f"refusal reasons missing: {missing}"
+    if kind == "monthly":
+        assert "postfix" in f["services"] and "dovecot" in f["services"], f"services: {sorted(f['services'])}"
+        return (f"govmail-report-monthly.timer on, to {', '.join(settings['recipients'])}; {f['period']}: "
+                f"{f['mail']['received']} received, {f['mail']['sent']} sent, postfix up "
+                f"{100 * f['services']['postfix']['availability']:.3f}%")
+    assert f["agencies"], "no agency in the usage report"
+    return (f"govmail-report-annual.timer on, to {', '.join(settings['recipients'])}; {f['period']}: "
+            f"{len(f['agencies'])} agencies, {sum(a['mailboxes'] for a in f['agencies'])} mailboxes")
+
+
+@check
+def operations_report(h, cfg, _):
+    return report_made(h, cfg, "monthly")
+
+
+@check
+def usage_report(h, cfg, _):
+    return report_made(h, cfg, "annual")
+
+
+@check
+def backups(h, cfg, _):
+    running(h.ti, "govmail-backup.timer", "govmail-backup-check.timer")
+    assert oct(h.ti.file("/etc/govmail/backup/passphrase").mode) == "0o600", "passphrase readable by others"
+    assert h.backup is not None, f"{cfg.backup_host} not reached"
+    try:
+        return backup_host_holds(h.backup, cfg)
+    except RuntimeError as e:  # SSH to the backup host failed: this clause fails, the mail host's go on
+        raise AssertionError(f"{cfg.backup_host}: {ssh_failure(e) or e}") from None
+
+
+def backup_host_holds(bh, cfg) -> str:
+    keys = bh.check_output("cat /srv/govmail-backup/.ssh/authorized_keys")
+    assert keys.startswith('command="borg serve --append-only --restrict-to-repository ') and ",restrict " in keys, \
+        "the mail host's key may do more than append to its repository"
+    info = bh.check_output(
+        f"runuser -u govmail-backup -- env BORG_PASSCOMMAND='cat /etc/govmail/backup/{cfg.mail_host}.passphrase' "
+        f"BORG_BASE_DIR=/srv/govmail-backup/.borg borg info --json /srv/govmail-backup/{cfg.mail_host}")
+    mode = json.loads(info)["encryption"]["mode"]
+    assert mode.startswith("repokey"), f"repository encryption {mode}"
+    unit = bh.check_output("systemctl cat govmail-prune.service")
+    b = cfg.policy.backup
+    assert f"--keep-daily {b.keep_daily} --keep-weekly {b.keep_weekly} --keep-monthly {b.keep_monthly}" in unit, \
+        "prune keeps other counts"
+    assert bh.check_output("systemctl is-enabled govmail-prune.timer").strip() == "enabled", "prune timer disabled"
+    return f"timers on; borg {mode} on {cfg.backup_host}, append-only key; prune {b.keep_daily}/{b.keep_weekly}/{b.keep_monthly}"
+
+
+@check
+def password_rotation(h, cfg, _):
+    pw, meta = cfg.policy.password, store_meta(h.ti)
+    got = (meta.get("user_max_age_days"), meta.get("admin_max_age_days"))
+    assert got == (str(pw.user_max_age_days), str(pw.admin_max_age_days)), f"store: user, admin max age {got}"
+    running(h.ti, "govmail-daily.timer")
+    return f"store: user_max_age_days {got[0]}, admin_max_age_days {got[1]}; govmail-daily.timer on"
+
+
+@check
+def first_login_change(h, cfg, _):
+    meta = store_meta(h.ti)
+    got = (meta.get("change_at_first_login"), meta.get("password_url"))
+    assert got == ("1", password_url(cfg)), f"store: change_at_first_login, password_url {got}"
+    running(h.ti, "govmail-passwd")
+    assert h.ti.socket(f"tcp://0.0.0.0:{cfg.model.password_change.port}").is_listening, "password service not listening"
+    return f"store: change_at_first_login 1, {got[1]}; govmail-passwd on {cfg.model.password_change.port}"
+
+
+@check
+def inactivity_rule(h, cfg, _):
+    ina, meta = cfg.policy.inactivity, store_meta(h.ti)
+    want = (ina.action, str(ina.after_months), str(ina.delete_after_notice_months) if ina.delete_after_notice_months else None)
+    got = tuple(meta.get(k) for k in ("inactivity_action", "inactivity_after_months", "inactivity_delete_after_months"))
+    assert got == want, f"store: action, after months, delete after months {got}"
+    running(h.ti, "govmail-daily.timer")
+    return f"store: {got[0]} after {got[1]} months; govmail-daily.timer on"
+
+
+@check
+def cancelled_retention(h, cfg, _):
+    got = store_meta(h.ti).get("cancelled_keep_months")
+    assert got == str(cfg.policy.cancellation.keep_months), f"store: cancelled_keep_months {got}"
+    return f"store: cancelled_keep_months {got}"
+
+

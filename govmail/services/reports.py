@@ -1,0 +1,52 @@
+"""The operations and usage reports (`policy.operations_report`, `policy.usage_report`).
+
+The host makes them itself (govmail/host/report.py gathers, report_render.py writes CSV and HTML
+with matplotlib's charts and mails them): `govmail-report-monthly.timer` on the 1st of each month
+(the last month's operations: TN Art. 16.4, DN Art. 11.1.g), `govmail-report-annual.timer` on 5
+January (the last year's usage per agency: BN Art. 17). Both go to the province's administrators,
+from the postmaster; `govmail report PROVINCE monthly|annual` makes one on demand. The deploy
+writes what the host cannot know: who receives them, and each address's agency.
+"""
+
+from __future__ import annotations
+
+from .. import portal
+from ..render import render
+from ..service import File, Service, Unit, directory, json_bytes
+
+CONF_DIR = "/etc/govmail/report"
+OUT_DIR = "/var/lib/govmail/reports"
+UNITS = ("govmail-report-monthly.service", "govmail-report-monthly.timer", "govmail-report-annual.service",
+         "govmail-report-annual.timer")
+
+
+def recipients(cfg) -> list[str]:
+    """The province's administrators (role admin), else its postmaster."""
+    admins = [a.address for a in cfg.accounts if a.role == "admin" and a.status == "active"]
+    return admins or [cfg.postmaster]
+
+
+def settings(cfg) -> dict:
+    units = {}
+    for e in portal.entries(cfg):
+        units[e.address] = e.unit
+    for a in cfg.accounts:  # suspended mailboxes are counted too (as inactive)
+        units.setdefault(a.address, portal.OTHER)
+    return {
+        "province": cfg.key, "name": cfg.model.name, "sender": cfg.postmaster, "recipients": recipients(cfg),
+        "articles": {"monthly": cfg.cite("operations_report"), "annual": cfg.cite("usage_report")},
+        "units": units,
+    }
+
+
+def service(ctx) -> Service:
+    cfg = ctx.cfg
+    return Service(
+        name="reports",
+        # Debian's matplotlib draws the charts (host code: the standard library and Debian's python3 packages).
+        packages=("python3-matplotlib",),
+        ensures=[directory(CONF_DIR, 0o755), directory(OUT_DIR, 0o750)],
+        files=[File(f"{CONF_DIR}/report.json", json_bytes(settings(cfg)), mode=0o640, action=None),
+               *[File(f"/etc/systemd/system/{u}", render(f"systemd/{u}.j2", cfg), action=None) for u in UNITS]],
+        units=[Unit("govmail-report-monthly.timer"), Unit("govmail-report-annual.timer")],
+    )

@@ -1,0 +1,83 @@
+"""The host's report figures from its own logs (govmail/host/report.py), without a host: every
+refusal reason counted once, by the reply the host gave; mail in and out; bans; periods. The lab
+test (tests/lab/test_reports.py) checks the same against real traffic."""
+
+import datetime
+import gzip
+
+import pytest
+
+from govmail.host import report, report_render
+
+T = "2026-11-15T10:00:{:02d}.000000+00:00 mail "
+LINES = [
+    "postfix/smtpd[1]: 113CD190100: client=mx.outside.test[10.77.0.1]",
+    "postfix/submission/smtpd[2]: CDD4919018C: client=mx.outside.test[10.77.0.1], sasl_method=PLAIN, "
+    "sasl_username=haunv.stnmt@daknong.gov.vn",
+    "postfix/lmtp[3]: 113CD190100: to=<haulm.stnmt@daknong.gov.vn>, relay=mail.daknong.gov.vn[private/dovecot-lmtp], "
+    "delay=0.24, dsn=2.0.0, status=sent (250 2.0.0 Saved)",
+    "postfix/smtp[4]: AAAA1234567: to=<x@binhthuan.gov.vn>, relay=mail.binhthuan.gov.vn[10.77.0.12]:25, dsn=2.0.0, "
+    "status=sent (250 2.0.0 Ok)",
+    "postfix/smtpd[1]: B0B0B0B0B0: client=mx.outside.test[10.77.0.1]",  # started, then refused: not received
+    "postfix/cleanup[5]: B0B0B0B0B0: milter-reject: END-OF-MESSAGE from mx.outside.test[10.77.0.1]: 5.7.1 Spam message "
+    "rejected; from=<a@outside.test> to=<b@daknong.gov.vn> proto=ESMTP helo=<client.lab.test>",
+    "postfix/cleanup[5]: B0B0B0B0B1: milter-reject: END-OF-MESSAGE from mx.outside.test[10.77.0.1]: 5.7.1 Virus found: "
+    "Eicar-Signature (govmail default (...)); the message was not accepted; from=<a@outside.test>",
+    "postfix/cleanup[5]: B0B0B0B0B2: milter-reject: END-OF-MESSAGE from mx.outside.test[10.77.0.1]: 5.7.1 Attachment "
+    "refused (DN Art. 8.3): huong-dan.exe is a program; from=<a@outside.test>",
+    "postfix/cleanup[5]: B0B0B0B0B3: milter-reject: END-OF-MESSAGE from mx.outside.test[10.77.0.1]: 5.7.1 Automatic "
+    "forwarding into the state mail system from x@gmail.com is refused (LC Art. 12.5); from=<a@outside.test>",
+    "postfix/smtpd[1]: NOQUEUE: reject: RCPT from mx.outside.test[10.77.0.1]: 552 5.2.2 <haulm.stnmt@daknong.gov.vn>: "
+    "Recipient address rejected: Mailbox is full: the recipient's mailbox quota is used up; from=<a@outside.test>",
+    "postfix/smtpd[1]: NOQUEUE: reject: MAIL from mx.outside.test[10.77.0.1]: 552 5.3.4 Message size exceeds fixed "
+    "limit; proto=ESMTP helo=<client.lab.test>",
+    "postfix/sieve-out/smtpd[6]: NOQUEUE: reject: RCPT from localhost[127.0.0.1]: 554 5.7.1 <x@gmail.com>: Recipient "
+    "address rejected: Automatic forwarding outside the state mail system is forbidden (LC Art. 12.5)",
+    "postfix/smtpd[1]: NOQUEUE: reject: RCPT from mx.outside.test[10.77.0.1]: 550 5.1.1 <nobody@daknong.gov.vn>: "
+    "Recipient address rejected: User unknown in virtual mailbox table; from=<a@outside.test>",
+    "dovecot: imap-login: Login aborted: Logged out (auth failed, 2 attempts in 4 secs) (auth_failed): "
+    "user=<sonvx.ubnd@daknong.gov.vn>, method=PLAIN, rip=10.77.0.1",
+    "postfix/submission/smtpd[2]: warning: mx.outside.test[10.77.0.1]: SASL PLAIN authentication failed: "
+    "UGFzc3dvcmQ6",
+]
+
+
+@pytest.fixture
+def logs(tmp_path, monkeypatch):
+    lines = [T.format(i) + line + "\n" for i, line in enumerate(LINES)]
+    (tmp_path / "mail.log").write_text("".join(lines[:8]) + "2026-10-31T23:59:59.000000+00:00 mail " + LINES[0] + "\n")
+    # The rest in a gzipped rotation, and one line again in a log restored beside it: counted once.
+    with gzip.open(tmp_path / "mail.log.2.gz", "wt") as f:
+        f.write("".join(lines[8:]))
+    (tmp_path / "mail.log.restored-x").write_text(lines[0])
+    monkeypatch.setattr(report, "MAIL_LOGS", str(tmp_path / "mail.log*"))
+    return tmp_path
+
+
+def test_every_refusal_reason_is_counted_once_from_the_reply_the_host_gave(logs):
+    _, since, until = report.period("monthly", "2026-11", 0)
+    f = report.mail_figures(since, until)
+    assert f["refusals"] == {"spam": 1, "virus": 1, "program": 1, "size": 1, "quota": 1, "forwarding": 2,
+                             "authentication": 3, "sender": 0, "sending_limit": 0, "unknown_recipient": 1, "other": 0}
+    assert f["mail"] == {"received": 1, "sent": 1, "delivered_local": 1, "delivered_remote": 1, "bounced": 0, "deferred": 0}
+    assert f["sent_by"] == {"haunv.stnmt@daknong.gov.vn": 1} and f["received_by"] == {"haulm.stnmt@daknong.gov.vn": 1}
+
+
+def test_a_period_is_a_calendar_month_or_year_in_utc_and_a_bad_one_is_refused():
+    label, since, until = report.period("monthly", None, datetime.datetime(2026, 1, 10, tzinfo=datetime.timezone.utc).timestamp())
+    assert label == "2025-12" and until - since == 31 * 86400
+    assert report.period("annual", "2024", 0)[2] - report.period("annual", "2024", 0)[1] == 366 * 86400
+    for bad in ("2026-13", "2026-1", "x; rm -rf /"):
+        with pytest.raises(ValueError):
+            report.period("monthly", bad, 0)
+
+
+def test_the_csv_quotes_a_value_a_spreadsheet_would_run_and_the_html_escapes_it():
+    f = {"kind": "annual", "period": "2026", "host": "mail.x.gov.vn", "name": "<b>X</b>", "articles": "BN Art. 17",
+         "since": 0, "until": 1, "generated": 1, "mail": {"received": 0, "sent": 0}, "refusals": dict.fromkeys(report.REASONS, 0),
+         "bans": {}, "agencies": [{"agency": "=HYPERLINK(\"x\")", "mailboxes": 1, "active": 1, "inactive": 0, "sent": 2,
+                                   "received": 3, "quota_used_mib": 1.5, "quota_mib": 500}]}
+    csv = report_render.to_csv(f).decode("utf-8-sig")
+    assert "'=HYPERLINK" in csv
+    html = report_render.to_html(f)
+    assert "<b>X</b>" not in html and "&lt;b&gt;X&lt;/b&gt;" in html
