@@ -118,7 +118,8 @@ def clauses(cfg: ProvinceConfig) -> list[Clause]:
             f"first use: the web mail at {password_url(cfg)} leads them to the change form")
     ina = p.inactivity
     if ina.action != "none":
-        text = f"mailboxes without login for {ina.after_months} months are {ina.action}d"
+        done = {"suspend": "suspended", "revoke": "revoked"}.get(ina.action, ina.action + "d")
+        text = f"mailboxes without login for {ina.after_months} months are {done}"
         if ina.delete_after_notice_months:
             text += f", deleted {ina.delete_after_notice_months} months later"
         add("inactivity_rule", ina.article, text + " (daily job enabled)")

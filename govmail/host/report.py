@@ -32,7 +32,7 @@ from .report_render import REASONS
 MAIL_LOGS = "/var/log/mail.log*"
 BAN_LOGS = "/var/log/fail2ban.log*"
 SETTINGS = "/etc/govmail/report/report.json"  # written by the deploy (govmail/services/reports.py)
-SERVICES = ("postfix@-.service", "dovecot.service", "rspamd.service", "clamav-daemon.service", "nginx.service",
+SERVICES = ("postfix.service", "postfix@-.service", "dovecot.service", "rspamd.service", "clamav-daemon.service", "nginx.service",
             "php8.4-fpm.service", "fail2ban.service", "govmail-passwd.service")
 STARTED, STOPPED, FAILED = ("39f53479d3a045ac8e11786248231fbf", "9d1aaa27d60140bd96365438aad20286",
                             "be02cf6855d2428ba40df7e9d022f03d")
@@ -53,7 +53,7 @@ QUEUE_ID = re.compile(r"\]: ([0-9A-F]{6,}): ")
 DELIVERED = re.compile(r" postfix/(lmtp|smtp)\[\d+\]: [0-9A-F]+: to=<([^>]*)>.*\bstatus=(sent|bounced|deferred)")
 LOGIN_FAILED = re.compile(r" dovecot: (?:imap|pop3|submission|managesieve)-login: .*\(auth failed, (\d+) attempts?")
 SASL_FAILED = re.compile(r" postfix/\S+\[\d+\]: warning: .*: SASL \S+ authentication failed")
-BAN = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),\d+ fail2ban\.actions\s*\[\d+\]: NOTICE\s+\[([^\]]+)\] Ban ")
+BAN = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+) fail2ban\.actions\s*\[\d+\]: NOTICE\s+\[([^\]]+)\] Ban ")
 
 
 def read_lines(pattern: str):
@@ -144,7 +144,7 @@ def bans(since: float, until: float) -> dict:
         if not m:
             continue
         # fail2ban writes local time; the hosts run in UTC (govmail/services/base.py sets no other zone)
-        t = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S").astimezone().timestamp()
+        t = datetime.datetime.strptime(m.group(1) + "000", "%Y-%m-%d %H:%M:%S,%f").astimezone().timestamp()
         if since <= t < until:
             out[m.group(2)] = out.get(m.group(2), 0) + 1
     return out

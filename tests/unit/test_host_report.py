@@ -81,3 +81,14 @@ def test_the_csv_quotes_a_value_a_spreadsheet_would_run_and_the_html_escapes_it(
     assert "'=HYPERLINK" in csv
     html = report_render.to_html(f)
     assert "<b>X</b>" not in html and "&lt;b&gt;X&lt;/b&gt;" in html
+
+
+def test_a_ban_counts_to_the_millisecond_of_its_jail(tmp_path, monkeypatch):
+    (tmp_path / "fail2ban.log").write_text(
+        "2026-11-15 10:00:00,731 fail2ban.actions        [1]: NOTICE  [govmail-dovecot] Ban 192.0.2.77\n"
+        "2026-11-15 10:00:05,100 fail2ban.actions        [1]: NOTICE  [govmail-dovecot] Unban 192.0.2.77\n"
+        "2026-11-15 10:00:06,000 fail2ban.actions        [1]: NOTICE  [postfix-sasl] Ban 198.51.100.1\n")
+    monkeypatch.setattr(report, "BAN_LOGS", str(tmp_path / "fail2ban.log*"))
+    t = datetime.datetime(2026, 11, 15, 10, 0, tzinfo=datetime.timezone.utc).timestamp()
+    assert report.bans(t + 0.5, t + 10) == {"govmail-dovecot": 1, "postfix-sasl": 1}
+    assert report.bans(t + 0.8, t + 10) == {"postfix-sasl": 1}
