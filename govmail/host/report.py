@@ -173,11 +173,13 @@ def availability(since: float, until: float, now: float) -> dict:
         u, mid = e.get("UNIT"), e.get("MESSAGE_ID")
         if u in events and mid in (STARTED, STOPPED, FAILED):
             events[u].append((int(e["__REALTIME_TIMESTAMP"]) / 1e6, mid))
+    # One call for every unit's present state ("active", "inactive", ... one line each, in order).
+    states = subprocess.run(["systemctl", "is-active", *SERVICES], capture_output=True, text=True).stdout.split()
+    now_active = dict(zip(SERVICES, (states + [""] * len(SERVICES))[:len(SERVICES)], strict=True))
     out = {}
     for u, evs in events.items():
         evs.sort()
-        active = subprocess.run(["systemctl", "is-active", u], capture_output=True, text=True).stdout.strip()
-        if not evs and active != "active":
+        if not evs and now_active[u] != "active":
             continue  # not on this host
         # State at the start of the period: the opposite of its first event (no event: as now).
         up = evs[0][1] != STARTED if evs else True

@@ -68,6 +68,8 @@ def charts(f: dict) -> list[tuple[str, bytes]]:
         import matplotlib
 
         matplotlib.use("Agg")
+        # Agency names are data: a "$" in one must stay a dollar sign, not start TeX-like math.
+        matplotlib.rcParams["text.parse_math"] = False
         import matplotlib.pyplot as plt
     except ImportError:
         return []

@@ -167,3 +167,20 @@ def test_the_monthly_and_annual_reports_are_written_with_charts_mailed_and_copie
             b.shot(f"{kind}-report")
     finally:
         b.close()
+
+
+def test_a_hostile_agency_name_is_drawn_as_text_in_the_charts_and_escaped_in_the_page(lab_hosts):
+    h = lab_hosts[PROVINCE]
+    hostile = r"$\notacommand{$ <b>Sở</b> & 100%"  # invalid as TeX math: would stop the chart
+    code = (
+        "import json, sys; sys.path.insert(0, '/usr/local/lib/govmail')\n"
+        "from govmail_host import report_render as r\n"
+        "name = sys.stdin.readline().rstrip('\\n')\n"
+        "f = {'kind': 'annual', 'period': '2026', 'host': 'h', 'name': name, 'articles': '', 'since': 0, 'until': 1,\n"
+        "     'generated': 1, 'mail': {'received': 0, 'sent': 0}, 'refusals': dict.fromkeys(r.REASONS, 0), 'bans': {},\n"
+        "     'agencies': [{'agency': name, 'mailboxes': 2, 'active': 1, 'inactive': 1, 'sent': 1, 'received': 1,\n"
+        "                   'quota_used_mib': 1.0, 'quota_mib': 500}]}\n"
+        "print(json.dumps({'charts': len(r.charts(f)), 'escaped': '&lt;b&gt;Sở&lt;/b&gt;' in r.to_html(f)}))\n"
+    )
+    out = h.run(f"python3 -c {__import__('shlex').quote(code)}", input=hostile + "\n").stdout
+    assert json.loads(out) == {"charts": 2, "escaped": True}
