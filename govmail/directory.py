@@ -303,6 +303,13 @@ class DirectoryBuilder:
         m, cfg = self.m, self.cfg
         if m.postmaster and m.postmaster not in {a.address for a in cfg.accounts} and m.postmaster not in self.set_aside:
             self.add(("postmaster",), f"{m.postmaster!r} is not a mailbox of the directory")
+        probe = m.verify.probe_mailbox
+        if probe and probe not in self.set_aside:
+            status = {a.address: a.status for a in cfg.accounts}.get(probe)
+            if status != "active":
+                what = status or ("a list, not a mailbox" if probe in cfg.aliases else "not a mailbox of the directory")
+                self.add(("verify", "probe_mailbox"), f"{probe!r} is {what}; allowed: an active mailbox of the "
+                         "directory (`govmail verify --active` sends its probe there)")
         mail_hosts = [h for h in m.hosts if "mail" in h.roles]
         if len(mail_hosts) != 1:
             self.add(("hosts",), f"{len(mail_hosts)} hosts have role 'mail'; exactly one is supported")

@@ -322,6 +322,10 @@ class Policy(Strict):
     usage_report: Clause = Field(description="An annual usage report per agency (mailboxes, active and inactive, "
                                  "mail sent and received, quota use) made on the host and mailed to the "
                                  "administrators: `govmail report P annual`.")
+    misuse_report: Clause = Field(description="Mailboxes used against the rules (their own mail refused as spam, "
+                                  "virus or program, over the sending limit, sent as another, forwarded out of the "
+                                  "state domains) listed per account in the monthly report, each with a proposed "
+                                  "measure, for the operator to report up.")
     secrecy: Clause = Field(description="Passwords and mailboxes protected: no authentication without TLS.")
     sender: Clause = Field(description="A message says truly who sent it: an authenticated user sends only as their own "
                            "address, a list they may send for, or an address delegated to them (`senders:`), in the "

@@ -270,6 +270,17 @@ class Predecessor(Strict):
                                                 "the old host's own key while both run).")
 
 
+class Verify(Strict):
+    """What `govmail verify --active` may do: its probes reach the mail host over the network from the
+    machine running it, as another mail server or a client would, and one of them sends real mail."""
+
+    probe_mailbox: Optional[Address] = Field(
+        None, description="An active mailbox of the directory (best a functional one, e.g. `kiemtra@`) that "
+        "`govmail verify --active` sends one probe message to, from outside over port 25 with a null sender (no "
+        "bounce can leave). The check finds it by its Message-ID and removes it; nothing else in the mailbox is "
+        "touched. Null: `--active` is refused.")
+
+
 class Province(Strict):
     """Top level of `group_data/<province>.yml`."""
 
@@ -286,4 +297,5 @@ class Province(Strict):
     predecessors: list[Predecessor] = Field([], description="Provinces merged into this one (2025 reform): their domains "
                                             "and the end of their transition.", max_length=5)
     policy: Policy = Field(description="What the province's regulation demands, each section with its article.")
+    verify: Verify = Field(Verify(), description="What `govmail verify --active` may send to the host.")
     directory: Directory = Field(description="Who has a mailbox: agencies, districts, people, functional mailboxes, lists.")

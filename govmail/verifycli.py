@@ -25,6 +25,14 @@ def report_period(value: str) -> str:
     return value
 
 
+def shown(path: Path) -> str:
+    """A data file's path as the operator would type it: relative to here when it is below here."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def register(sub, province_key) -> None:
     p = sub.add_parser("verify", help="check a province's hosts against its regulation (read-only); HTML, "
                        "Markdown and JUnit reports; exit 1 when a clause fails")
@@ -32,6 +40,9 @@ def register(sub, province_key) -> None:
     p.add_argument("--out", type=Path, default=Path("reports"),
                    help="directory for the reports (default ./reports; one set per mail host)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only failures and the summary")
+    p.add_argument("--active", action="store_true",
+                   help="also probe the host from the network (TLS versions, logins before TLS, open relay) and "
+                   "send one message to the mailbox the data names for it (verify.probe_mailbox), removed after")
     p.set_defaults(fn=cmd_verify)
 
     p = sub.add_parser("report", help="the monthly operations or annual usage report, made on the mail host now "
@@ -52,9 +63,17 @@ def register(sub, province_key) -> None:
 def cmd_verify(args) -> int:
     from .compliance import report, verify
 
+    cfgs = [load_province(p) for p in args.provinces]
+    if args.active:
+        unset = [c for c in cfgs if not c.model.verify.probe_mailbox]
+        for c in unset:
+            print(f"govmail: {shown(c.file)}: verify.probe_mailbox is not set; --active sends one probe "
+                  "message and needs a mailbox for it: allowed, an active mailbox of the directory (e.g. "
+                  f"kiemtra@{c.domain}); no host was touched", file=sys.stderr)
+        if unset:
+            return 2
     target, worst = current(), 0
-    for province in args.provinces:
-        cfg = load_province(province)
+    for cfg in cfgs:
         print(f"{cfg.mail_host} ({cfg.model.name}, target {target.name}):", flush=True)
 
         def progress(r):
@@ -63,7 +82,7 @@ def cmd_verify(args) -> int:
             mark = "PASS" if r.passed else "FAIL"
             print(f"  {mark}  {r.clause.label}\n        {r.evidence[:300]}", flush=True)
 
-        run = verify.verify(cfg, target, progress)
+        run = verify.verify(cfg, target, progress, args.active)
         paths = report.write(run, args.out)
         print(report.counts(run))
         print("  reports: " + ", ".join(str(p) for p in paths))

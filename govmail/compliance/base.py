@@ -26,6 +26,8 @@ class Probe:
     ti: Any  # testinfra host of the mail host
     backup: Any = None  # testinfra host of the backup host, when the province has one
     txt: Optional[Callable[[str], list[str]]] = None  # TXT records as the province's resolver serves them
+    address: str = ""  # where the active probes connect to (govmail/compliance/active.py)
+    name: str = ""  # the mail host's name, sent in TLS (SNI)
 
 
 def ssh_failure(e: Exception) -> str:

@@ -10,7 +10,7 @@ import json
 import shlex
 
 from ..render import PATHS
-from . import checks_ops  # noqa: F401  (registers the operations checks)
+from . import active, checks_ops  # noqa: F401  (registers the active probes and the operations checks)
 from .base import CHECKS, Probe, check, doveconf, postconf, quota_limits_mib, running, ssh_failure
 
 __all__ = ["CHECKS", "Probe", "ssh_failure"]

@@ -1,5 +1,6 @@
 """The compliance checks of operations: backups, password rotation and first-login change,
-inactivity, cancellation, the operations and usage reports (see checks.py for the others)."""
+inactivity, cancellation, the operations and usage reports and the misuse listed in the monthly one (see
+checks.py for the others)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,17 @@ def operations_report(h, cfg, _):
 @check
 def usage_report(h, cfg, _):
     return report_made(h, cfg, "annual")
+
+
+@check
+def misuse_report(h, cfg, _):
+    settings = json.loads(h.ti.file("/etc/govmail/report/report.json").content_string)
+    assert settings["articles"].get("misuse") == cfg.policy.misuse_report.article, f"cited: {settings['articles']}"
+    f = json.loads(h.ti.check_output(f"{PATHS['lib']}/report monthly --json"))
+    assert isinstance(f.get("misuse"), list), "the monthly report has no misuse section"
+    assert all(c["measure"] and c["refusals"] for c in f["misuse"]), f"a case without a measure: {f['misuse']}"
+    shown = "; ".join(f"{c['account']}: {c['total']}" for c in f["misuse"][:5]) or "none"
+    return f"{f['period']}: {len(f['misuse'])} mailboxes used against the rules ({shown}), cited {f['misuse_article']}"
 
 
 @check

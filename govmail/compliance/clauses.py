@@ -34,7 +34,9 @@ class Clause:
         return f"{self.check}:{self.arg}" if self.arg else self.check
 
 
-def clauses(cfg: ProvinceConfig) -> list[Clause]:
+def clauses(cfg: ProvinceConfig, active: bool = False) -> list[Clause]:
+    """The province's clauses; with `active`, also the probes of `govmail verify --active`, which
+    connect to the host's ports from the network (govmail/compliance/active.py)."""
     out: list[Clause] = []
 
     def add(check: str, article: str, text: str, arg: str = "") -> None:
@@ -59,14 +61,17 @@ def clauses(cfg: ProvinceConfig) -> list[Clause]:
     add("client_ports", p.clients.article, "IMAP 993, POP3 995, submission 587/465 listening with TLS")
     add("web_access", p.web_access.article, f"web mail at https://{cfg.mail_host}/ (Roundcube, in Vietnamese), "
         "http:// redirected to it; client setup (autoconfig, autodiscover) served")
-    active = len([a for a in cfg.accounts if a.status == "active"])
+    listed = len([a for a in cfg.accounts if a.status == "active"])
     add("published_directory", p.published_directory.article,
-        f"the directory of {active} addresses published at https://{cfg.mail_host}/directory/, current with the data")
+        f"the directory of {listed} addresses published at https://{cfg.mail_host}/directory/, current with the data")
     add("services_running", p.operation.article, "Postfix and Dovecot enabled and running")
     add("operations_report", p.operations_report.article, "a monthly operations report (availability, incidents, "
         "mail in and out, refusals by reason, bans, backups, headroom) made on the host and mailed to the administrators")
     add("usage_report", p.usage_report.article, "an annual usage report per agency (mailboxes, active and inactive, "
         "mail sent and received, quota use) made on the host and mailed to the administrators")
+    add("misuse_report", p.misuse_report.article, "the monthly report lists each mailbox used against the rules "
+        "(its mail refused as spam, virus, program, over the sending limit, as another, forwarded out), with a "
+        "proposed measure")
     add("no_cleartext_auth", p.secrecy.article, "no authentication without TLS; TLS 1.2 or newer")
     add("account_store_private", p.secrecy.article, "password hashes readable by root, Dovecot auth and Postfix only")
     add("mail_log", p.logs.article, "mail log written to /var/log/mail.log")
@@ -133,4 +138,15 @@ def clauses(cfg: ProvinceConfig) -> list[Clause]:
     for mb in cfg.model.directory.mailboxes:
         if mb.article:
             add("mailbox_exists", mb.article, f"mailbox {mb.address} exists", mb.address)
+    if active:
+        add("probe_tls_versions", p.secrecy.article, "seen from the network: every TLS port refuses TLS 1.0 and 1.1 "
+            "and agrees to TLS 1.2 or newer")
+        add("probe_no_cleartext_auth", p.secrecy.article, "seen from the network: no port offers a password login "
+            "before TLS (587 after STARTTLS only, 25 never, 143/110 refuse plain logins)")
+        add("probe_relay_refused", p.secrecy.article, "seen from the network: mail for a domain the host does not "
+            "serve is refused to a client that has not logged in (no open relay)")
+        probe = cfg.model.verify.probe_mailbox
+        if probe:
+            add("probe_delivery", cfg.model.domain_article, f"a probe message from outside to {probe} is accepted "
+                "on port 25 and delivered (then removed)", probe)
     return out

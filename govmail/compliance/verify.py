@@ -99,7 +99,8 @@ def probe_for(cfg: ProvinceConfig, target) -> tuple[Probe, str, dict]:
         if not identity(b)[1]:
             backup = b
     server = target.resolver()
-    return Probe(ti, backup, lambda name: txt_records(name, server)), why, ident
+    address = target.host_address(cfg) or cfg.mail_host  # where the active probes connect
+    return Probe(ti, backup, lambda name: txt_records(name, server), address, cfg.mail_host), why, ident
 
 
 def printable(text: str, limit: int = 2000) -> str:
@@ -125,14 +126,17 @@ def run_check(probe: Probe, cfg: ProvinceConfig, clause: Clause) -> Result:
     return Result(clause, ok, printable(evidence), time.monotonic() - t)
 
 
-def verify(cfg: ProvinceConfig, target, progress: Callable[[Result], None] = lambda r: None) -> HostRun:
+def verify(cfg: ProvinceConfig, target, progress: Callable[[Result], None] = lambda r: None,
+           active: bool = False) -> HostRun:
+    """Every clause of the province checked on its mail host; with `active`, also the network probes
+    (govmail/compliance/active.py), one of which sends a message to `verify.probe_mailbox`."""
     regs = [f"{r.key}: {r.decision} ({r.date})" for r in cfg.model.regulations]
     run = HostRun(cfg.key, cfg.model.name, regs, cfg.mail_host, target.name, datetime.datetime.now(datetime.timezone.utc))
     try:
         probe, run.unreachable, run.identity = probe_for(cfg, target)
     except Exception as e:  # the target cannot name the host (not in the lab...)
         probe, run.unreachable = None, f"{type(e).__name__}: {e}"
-    for clause in clauses(cfg):
+    for clause in clauses(cfg, active):
         if probe is None or run.unreachable:
             r = Result(clause, False, f"{cfg.mail_host} not reached: {run.unreachable}", 0.0)
         else:

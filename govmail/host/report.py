@@ -27,7 +27,7 @@ import sys
 import time
 
 from . import contract, report_render
-from .report_render import REASONS
+from .report_render import MISUSE_REASONS, REASONS
 
 MAIL_LOGS = "/var/log/mail.log*"
 BAN_LOGS = "/var/log/fail2ban.log*"
@@ -44,11 +44,17 @@ MILTER = [("virus", r"Virus found"), ("program", r"Attachment refused"), ("forwa
 NOQUEUE = [("quota", r"5\.2\.2|Mailbox is full"), ("size", r"5\.3\.4|size exceeds|too large"),
            ("forwarding", r"Automatic forwarding"), ("unknown_recipient", r"User unknown|Recipient address rejected: "
                                                                          r"undeliverable|unknown user"),
-           ("sender", r"not owned by user|Sender address rejected")]
+           ("sender", r"not owned by user|Sender address rejected"), ("relay", r"Relay access denied")]
 
 STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT[\d:.]+(?:Z|[+-]\d\d:\d\d))\s")
 SUBMITTED = re.compile(r" postfix/submissions?/smtpd\[\d+\]: ([0-9A-F]+): client=.*\bsasl_username=(\S+)")
 RECEIVED = re.compile(r" postfix/smtpd\[\d+\]: ([0-9A-F]+): client=(?!.*sasl_username=)")
+# Mail the province's own users send: submission (logged in) and Sieve forwards (sieve-out, its
+# envelope sender the mailbox that forwards: sieve_redirect_envelope_from = recipient).
+OWN_SMTPD = re.compile(r" postfix/(submissions?|sieve-out)/smtpd\[\d+\]: ")
+FORWARDED = re.compile(r" postfix/sieve-out/smtpd\[\d+\]: ([0-9A-F]+): client=")
+SASL_USER = re.compile(r"\bsasl_username=([^\s,;]+)")
+ENVELOPE_FROM = re.compile(r"; from=<([^>\s]+)>")
 QUEUE_ID = re.compile(r"\]: ([0-9A-F]{6,}): ")
 DELIVERED = re.compile(r" postfix/(lmtp|smtp)\[\d+\]: [0-9A-F]+: to=<([^>]*)>.*\bstatus=(sent|bounced|deferred)")
 LOGIN_FAILED = re.compile(r" dovecot: (?:imap|pop3|submission|managesieve)-login: .*\(auth failed, (\d+) attempts?")
@@ -96,6 +102,14 @@ def mail_figures(since: float, until: float) -> dict:
     # A message counts as received (port 25) or sent (submission) once accepted: its queue ID is
     # noted when the client starts it, and dropped when the content filter refuses it at the end.
     origin: dict[str, tuple[str, str, str]] = {}
+    forwarded: set[str] = set()  # queue IDs of Sieve forwards
+    misuse: dict[str, dict[str, int]] = {}  # BN Art. 13: own users' mail refused, per account and reason
+
+    def misused(account: str | None, reason: str) -> None:
+        if account and reason in MISUSE_REASONS:
+            counts = misuse.setdefault(account.lower(), {})
+            counts[reason] = counts.get(reason, 0) + 1
+
     for line in read_lines(MAIL_LOGS):
         t = stamp(line)
         if t is None or not since <= t < until:
@@ -106,6 +120,8 @@ def mail_figures(since: float, until: float) -> dict:
             origin[m.group(1)] = ("sent", day, m.group(2).lower())
         elif m := RECEIVED.search(line):
             origin[m.group(1)] = ("received", day, "")
+        elif m := FORWARDED.search(line):
+            forwarded.add(m.group(1))
         elif m := DELIVERED.search(line):
             agent, rcpt, status = m.groups()
             if status == "sent":
@@ -115,15 +131,26 @@ def mail_figures(since: float, until: float) -> dict:
             else:
                 mail[status] += 1
         elif " milter-reject: " in line:
-            refusals[classify(line.split(" milter-reject: ", 1)[1], MILTER)] += 1
+            reason = classify(line.split(" milter-reject: ", 1)[1], MILTER)
+            refusals[reason] += 1
             d["refused"] += 1
-            if m := QUEUE_ID.search(line):
-                origin.pop(m.group(1), None)
+            qid = m.group(1) if (m := QUEUE_ID.search(line)) else None
+            if qid:
+                how, _, user = origin.pop(qid, ("", "", ""))
+                if how == "sent":
+                    misused(user, reason)
+                elif qid in forwarded:
+                    misused(envelope_from(line), reason)
+            elif OWN_SMTPD.search(line):  # refused at RCPT, before a queue ID (a rate limit)
+                misused(own_account(line), reason)
         elif " NOQUEUE: reject: " in line or re.search(r" postfix/\S+\[\d+\]: [0-9A-F]+: reject: ", line):
-            refusals[classify(line, NOQUEUE)] += 1
+            reason = classify(line, NOQUEUE)
+            refusals[reason] += 1
             d["refused"] += 1
             if " NOQUEUE: " not in line and (m := QUEUE_ID.search(line)):
                 origin.pop(m.group(1), None)
+            if OWN_SMTPD.search(line):
+                misused(own_account(line), reason)
         elif m := LOGIN_FAILED.search(line):
             refusals["authentication"] += int(m.group(1))
         elif SASL_FAILED.search(line):
@@ -134,7 +161,32 @@ def mail_figures(since: float, until: float) -> dict:
         if user:
             sent_by[user] = sent_by.get(user, 0) + 1
     return {"mail": mail, "refusals": refusals, "sent_by": sent_by, "received_by": received_by,
-            "days": dict(sorted(days.items()))}
+            "days": dict(sorted(days.items())), "misuse": misuse}
+
+
+def envelope_from(line: str) -> str | None:
+    m = ENVELOPE_FROM.search(line)
+    return m.group(1) if m else None
+
+
+def own_account(line: str) -> str | None:
+    """Who a refusal on submission or sieve-out belongs to: the logged-in user, else the envelope
+    sender (a Sieve forward's is the mailbox that forwards)."""
+    m = SASL_USER.search(line)
+    return m.group(1) if m else envelope_from(line)
+
+
+def misuse_cases(settings: dict, figures: dict) -> list[dict]:
+    """BN Art. 13 (operator duty 3): the mailboxes used against the rules in the period (their own
+    mail refused as spam, virus or program, over the sending limit, sent as another, forwarded
+    out of the state domains), most refusals first, each with the measure proposed."""
+    units = settings.get("units", {})
+    out = []
+    for account, counts in figures["misuse"].items():
+        ordered = {r: counts[r] for r in MISUSE_REASONS if r in counts}
+        out.append({"account": account, "agency": units.get(account, "-"), "refusals": ordered,
+                    "total": sum(ordered.values()), "measure": report_render.measure(ordered)})
+    return sorted(out, key=lambda c: (-c["total"], c["account"]))
 
 
 def bans(since: float, until: float) -> dict:
@@ -325,6 +377,8 @@ def gather(kind: str, label: str, since: float, until: float, now: float | None 
     if kind == "monthly":
         out["services"] = availability(since, until, now)
         out["backups"] = backups(since, until)
+        out["misuse"] = misuse_cases(settings, mail)
+        out["misuse_article"] = settings.get("articles", {}).get("misuse", "")
     else:
         out["agencies"] = per_agency(settings, mail, since, until, q)
     return out

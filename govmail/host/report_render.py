@@ -20,14 +20,38 @@ from email.message import EmailMessage
 
 # Refusal reasons, in the order reports show them (govmail/host/report.py counts them).
 REASONS = ("spam", "virus", "program", "size", "quota", "forwarding", "authentication", "sender",
-           "sending_limit", "unknown_recipient", "other")
+           "sending_limit", "unknown_recipient", "relay", "other")
 TITLES = {"monthly": ("Báo cáo vận hành tháng", "monthly operations report"),
           "annual": ("Báo cáo tình hình sử dụng năm", "annual usage report")}
 REASON_NAMES = {"spam": "thư rác / spam", "virus": "virus", "program": "tệp chương trình / program",
                 "size": "quá kích thước / size", "quota": "hộp thư đầy / quota", "forwarding": "chuyển tiếp / forwarding rule",
                 "authentication": "đăng nhập sai / authentication", "sender": "người gửi / sender",
                 "sending_limit": "giới hạn gửi / sending limit", "unknown_recipient": "không có người nhận / unknown recipient",
+                "relay": "mượn máy chủ gửi đi nơi khác / relay attempt",
                 "other": "khác / other"}
+
+
+# The refusals that say a mailbox of the province was used against the rules (BN Art. 13, operator
+# duty 3: report misuse and spam, and propose measures), each with the measure the report proposes.
+MISUSE_REASONS = ("spam", "virus", "program", "sending_limit", "sender", "forwarding")
+MEASURES = {
+    "virus": "quét virus máy của người dùng, đổi mật khẩu / scan the user's computer, change the password",
+    "spam": "kiểm tra máy và mật khẩu (có thể bị chiếm quyền); tái diễn thì tạm khóa hộp thư / check the computer "
+            "and password (it may be taken over); if it recurs, suspend the mailbox",
+    "sending_limit": "đặt lại mật khẩu, xem thư đã gửi; gửi hàng loạt hợp lệ thì dùng danh sách / reset the "
+                     "password, review the sent mail; a legitimate mass mailing goes through a list",
+    "program": "nhắc người dùng: không gửi tệp chương trình qua thư / remind the user: no programs by mail",
+    "sender": "nhắc người dùng chỉ gửi bằng địa chỉ của mình; nếu được ủy quyền thì khai báo trong dữ liệu / "
+              "remind the user to send as their own address; if they act for another, delegate it in the data",
+    "forwarding": "gỡ quy tắc chuyển tiếp ra ngoài hệ thống công vụ, nhắc quy định / remove the forward out of "
+                  "the state mail system, remind the user of the rule",
+}
+
+
+def measure(counts: dict) -> str:
+    """The measure proposed for a mailbox's refusals: the gravest reason's first (virus, then spam...)."""
+    order = ("virus", "spam", "sending_limit", "program", "sender", "forwarding")
+    return "; ".join(MEASURES[r] for r in order if counts.get(r))
 
 
 def cell(v) -> str:
@@ -51,7 +75,31 @@ def csv_rows(f: dict) -> list[list]:
     rows += [["backup", k, v if v is not None else ""] for k, v in f["backups"].items()]
     rows += [["storage", k, v] for k, v in f["storage"].items() if k != "over_80_percent"]
     rows += [["mailbox over 80%", a, p] for a, p in f["storage"]["over_80_percent"]]
+    rows += [["misuse", c["account"], misuse_text(c)] for c in f.get("misuse", [])]
     return rows
+
+
+def misuse_text(c: dict) -> str:
+    return ", ".join(f"{r} {n}" for r, n in c["refusals"].items()) + f" → {c['measure']}"
+
+
+def misuse_html(f: dict) -> str:
+    """The section an operator sends up (BN Art. 13): each mailbox used against the rules, its
+    agency, what was refused and the measure proposed; or that there was none."""
+    if f["kind"] != "monthly":
+        return ""
+    e = html.escape
+    head = (f"<h2 id=\"misuse-section\">Sử dụng sai mục đích, phát tán thư rác / misuse and spam</h2><p class=\"sub\">"
+            f"{e(f.get('misuse_article') or '')} · thư của hộp thư trong tỉnh bị từ chối / the province's own "
+            "mailboxes' mail refused</p>")
+    cases = f.get("misuse", [])
+    if not cases:
+        return head + '<p id="misuse">Không có / none.</p>'
+    rows = "".join(f"<tr><td>{e(c['account'])}</td><td>{e(c['agency'])}</td><td>"
+                   + e(", ".join(f"{REASON_NAMES[r]}: {n}" for r, n in c["refusals"].items()))
+                   + f"</td><td>{e(c['measure'])}</td></tr>" for c in cases)
+    return (head + '<table id="misuse"><tr><th>Hộp thư / mailbox</th><th>Cơ quan / agency</th><th>Bị từ chối / '
+            "refused</th><th>Đề xuất xử lý / proposed measure</th></tr>" + rows + "</table>")
 
 
 def to_csv(f: dict) -> bytes:
@@ -145,12 +193,13 @@ def to_html(f: dict) -> str:
 <html lang="vi"><head><meta charset="utf-8"><title>{e(vi)} {e(f['period'])} — {e(f['host'])}</title>
 <style>body{{font-family:"Noto Sans","DejaVu Sans",Arial,sans-serif;max-width:60em;margin:2em auto;color:#1d2430}}
 table{{border-collapse:collapse;width:100%;font-size:.9em}}td,th{{border-bottom:1px solid #d8dde4;padding:.3em .5em;text-align:left}}
-th{{background:#f0f3f7}}figure{{margin:1em 0}}img{{max-width:100%}}.sub{{color:#5a6472}}</style></head><body>
+th{{background:#f0f3f7}}#misuse{{margin-bottom:2em}}figure{{margin:1em 0}}img{{max-width:100%}}.sub{{color:#5a6472}}</style></head><body>
 <h1>{e(f['name'])}: {e(vi)} {e(f['period'])} / {e(en)}</h1>
 <p class="sub">{e(f['host'])} · {e(f.get('articles') or '')} · {e(when(f['since']))} – {e(when(f['until']))} ·
 tạo lúc / generated {e(when(f['generated']))}</p>
 {summary}
 {imgs}
+{misuse_html(f)}
 {table}
 </body></html>
 """
@@ -179,7 +228,13 @@ def mail(f: dict, paths: list[str], settings: dict) -> None:
     lines = [f"{f['name']} — {f['host']} — {f['period']} ({f.get('articles') or ''})", "",
              f"Nhận / received: {m['received']}", f"Gửi / sent: {m['sent']}",
              f"Từ chối / refused: {sum(r.values())} (" + ", ".join(f"{k} {v}" for k, v in r.items() if v) + ")",
-             f"Chặn / bans: {sum(f['bans'].values())}", "", "Chi tiết trong tệp đính kèm / details attached."]
+             f"Chặn / bans: {sum(f['bans'].values())}"]
+    if f["kind"] == "monthly":
+        cases = f.get("misuse", [])
+        lines += ["", f"Sử dụng sai mục đích, phát tán thư rác / misuse and spam ({f.get('misuse_article') or ''}): "
+                  + (str(len(cases)) if cases else "không có / none")]
+        lines += [f"  {c['account']} ({c['agency']}): {misuse_text(c)}" for c in cases]
+    lines += ["", "Chi tiết trong tệp đính kèm / details attached."]
     msg.set_content("\n".join(lines))
     for p in paths[:2]:
         with open(p, "rb") as fh:

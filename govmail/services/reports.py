@@ -34,7 +34,8 @@ def settings(cfg) -> dict:
         units.setdefault(a.address, portal.OTHER)
     return {
         "province": cfg.key, "name": cfg.model.name, "sender": cfg.postmaster, "recipients": recipients(cfg),
-        "articles": {"monthly": cfg.cite("operations_report"), "annual": cfg.cite("usage_report")},
+        "articles": {"monthly": cfg.cite("operations_report"), "annual": cfg.cite("usage_report"),
+                     "misuse": cfg.cite("misuse_report")},
         "units": units,
     }
 

@@ -6,6 +6,8 @@ the same program the timers run, and `govmail report` copies them here."""
 from __future__ import annotations
 
 import csv
+import email
+import email.policy
 import imaplib
 import io
 import json
@@ -69,6 +71,13 @@ def test_the_report_counts_each_refusal_reason_and_the_mail_in_and_out_exactly(l
             s.rset()
             s.mail(ps[13].address)
             assert s.rcpt(to)[0] == 553
+            # spam submitted by the user: refused at the end of DATA, and the user's misuse (BN Art. 13)
+            s.rset()
+            try:
+                s.sendmail(user, [to], f"From: {user}\r\nTo: {to}\r\nSubject: Mua ngay\r\n\r\n{GTUBE}\r\n".encode())
+                raise AssertionError("spam submitted by a user was accepted")
+            except smtplib.SMTPDataError as e:
+                assert e.smtp_code == 554, e
         # spam, virus, program
         assert send_25(h, message(h, to, "Quảng cáo", f"Mua ngay!\n{GTUBE}\n"))[0] == 554
         assert send_25(h, with_attachment(h, to, "Có virus", "cong-van.txt", EICAR))[0] == 554
@@ -113,11 +122,15 @@ def test_the_report_counts_each_refusal_reason_and_the_mail_in_and_out_exactly(l
               f"doveadm quota recalc -u {full.address}")
     until = time.time() + 1
     f = gather(h, since, until)
-    assert f["refusals"] == {"spam": 1, "virus": 1, "program": 1, "size": 1, "quota": 1, "forwarding": forwarding,
-                             "authentication": 3, "sender": 1, "sending_limit": 0, "unknown_recipient": 1,
+    assert f["refusals"] == {"spam": 2, "virus": 1, "program": 1, "size": 1, "quota": 1, "forwarding": forwarding,
+                             "authentication": 3, "sender": 1, "sending_limit": 0, "unknown_recipient": 1, "relay": 0,
                              "other": 0}, f["refusals"]
     assert f["mail"]["received"] == 2 and f["mail"]["sent"] == 3, f["mail"]
     assert f["mail"]["delivered_local"] == 4 and f["mail"]["delivered_remote"] == 1, f["mail"]
+    # The province's own mailbox used against the rules: listed with what was refused and a measure.
+    assert [(c["account"], c["refusals"], c["total"]) for c in f["misuse"]] == [(user, {"spam": 1, "sender": 1}, 2)], \
+        f["misuse"]
+    assert f["misuse"][0]["agency"] != "-" and "tạm khóa hộp thư" in f["misuse"][0]["measure"]
     assert f["bans"] == {"govmail-dovecot": 1}, (f["bans"], since, until, h.run("tail -3 /var/log/fail2ban.log").stdout)
     assert f["services"]["postfix"]["availability"] == 1.0 and f["services"]["dovecot"]["failures"] == 0
 
@@ -133,6 +146,10 @@ def test_the_monthly_and_annual_reports_are_written_with_charts_mailed_and_copie
     assert html.count('<img alt="') == 3 and "data:image/png;base64," in html  # matplotlib's charts
     rows = list(csv.reader(io.StringIO((tmp_path / f"{PROVINCE}-monthly-{this_month}.csv").read_text("utf-8-sig"))))
     assert ["refused", "spam", rows[[r[:2] for r in rows].index(["refused", "spam"])][2]] in rows
+    # The misuse section (BN Art. 13): the user of the first test, who submitted spam and sent as another.
+    spammer = people(h)[11].address
+    assert '<table id="misuse">' in html and f"<tr><td>{spammer}</td>" in html
+    assert any(r[:2] == ["misuse", spammer] and "spam " in r[2] and "sender " in r[2] and " → " in r[2] for r in rows), rows
     # Mailed to every administrator, from the postmaster, with the CSV and the HTML attached.
     subject = f"Báo cáo vận hành tháng {this_month}"
     for a in admins:
@@ -146,6 +163,8 @@ def test_the_monthly_and_annual_reports_are_written_with_charts_mailed_and_copie
     uid = got.split()[-1]
     body = h.run(f"doveadm fetch -u {admins[-1]} text mailbox INBOX uid {uid}").stdout
     assert f"monthly-{this_month}.csv" in body and f"monthly-{this_month}.html" in body
+    msg = email.message_from_string(body.split("\n", 1)[1], policy=email.policy.default)
+    assert f"  {spammer} (" in msg.get_body(("plain",)).get_content()  # the misuse listed in the mail itself
 
     year = time.strftime("%Y", time.gmtime())
     user = people(h)[11].address  # logs in: its mailbox counts as used this year
@@ -165,6 +184,9 @@ def test_the_monthly_and_annual_reports_are_written_with_charts_mailed_and_copie
             assert all(b.driver.execute_script("return arguments[0].naturalWidth", i) > 100
                        for i in b.driver.find_elements("tag name", "img"))
             b.shot(f"{kind}-report")
+            if kind == "monthly":
+                b.driver.execute_script("document.getElementById('misuse-section').scrollIntoView()")
+                b.shot("monthly-report-misuse")
     finally:
         b.close()
 

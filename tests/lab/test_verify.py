@@ -11,6 +11,8 @@ import subprocess
 import time
 import xml.etree.ElementTree as ET
 
+import pytest
+
 from govmail import lab
 from govmail.compliance.clauses import clauses
 
@@ -131,3 +133,46 @@ def test_verify_of_a_host_that_is_not_there_fails_every_clause_with_the_reason_a
     suite, cases = junit(tmp_path / "reports", h.name)
     assert suite.get("failures") == suite.get("tests") == str(len(clauses(h.cfg)))
     assert all("not reached" in c.find("failure").get("message") for c in cases.values())
+
+
+@pytest.mark.skipif("laichau" not in PROVINCES, reason="Lai Châu's data names the probe mailbox (verify.probe_mailbox)")
+def test_active_verify_probes_the_ports_from_the_network_delivers_its_probe_and_removes_it(lab_hosts, tmp_path):
+    h = lab_hosts["laichau"]
+    probe = h.cfg.model.verify.probe_mailbox
+
+    def messages() -> int:
+        rows = h.run(f"doveadm -f tab mailbox status -u {probe} messages '*'").stdout.splitlines()[1:]
+        return sum(int(row.split("\t")[-1]) for row in rows)
+
+    def active(out):
+        return subprocess.run(["govmail", "verify", "laichau", "--active", "--out", str(out)], capture_output=True,
+                              text=True, timeout=600)
+
+    before = messages()
+    r = active(tmp_path / "ok")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    suite, cases = junit(tmp_path / "ok", h.name)
+    assert suite.get("tests") == str(len(clauses(h.cfg, active=True))) == str(len(clauses(h.cfg)) + 4)
+    evidence = cases[f"probe_delivery:{probe}"].find("system-out").text
+    assert f"delivered to {probe} (INBOX)" in evidence and evidence.endswith("then removed"), evidence
+    assert messages() == before  # delivered, found, and removed: nothing left behind
+    qid = re.search(r"queued as ([0-9A-F]+)", evidence).group(1)
+    assert re.search(rf"{qid}: to=<{re.escape(probe)}>.*status=sent", h.run(f"grep -h {qid} /var/log/mail.log").stdout)
+    assert "Relay access denied" in cases["probe_relay_refused"].find("system-out").text
+
+    # TLS 1.0 and 1.1 allowed again on Postfix by hand: seen from the network, on every Postfix port.
+    h.run("cp -a /etc/postfix/main.cf /root/main.cf.active && postconf -e 'smtpd_tls_protocols = >=TLSv1' "
+          "'smtpd_tls_mandatory_protocols = >=TLSv1' 'tls_medium_cipherlist = ALL:@SECLEVEL=0' && postfix reload")
+    try:
+        r = active(tmp_path / "broken")
+        assert r.returncode == 1, r.stdout[-3000:]
+        _, cases = junit(tmp_path / "broken", h.name)
+        failed = {k: c.find("failure").get("message") for k, c in cases.items() if c.find("failure") is not None}
+        assert set(failed) == {"no_cleartext_auth", "probe_tls_versions"}, failed
+        for port in (25, 587, 465):
+            assert f"{port}: TLS 1.0 accepted (TLSv1 " in failed["probe_tls_versions"], failed["probe_tls_versions"]
+        assert "993: TLS" not in failed["probe_tls_versions"].split(" | ")[0]  # Dovecot still refuses them
+        assert f"FAIL  {h.cfg.policy.secrecy.article} seen from the network: every TLS port refuses TLS 1.0" in r.stdout
+    finally:
+        h.run("cp -a /root/main.cf.active /etc/postfix/main.cf && rm /root/main.cf.active && postfix reload")
+    assert messages() == before

@@ -73,6 +73,9 @@ class ClosedPort:
     def resolver(self):
         return "127.0.0.1"
 
+    def host_address(self, cfg):
+        return "127.0.0.1"
+
 
 def test_a_host_that_cannot_be_reached_fails_every_clause_with_the_reason_quickly():
     cfg = load_province("daknong")
@@ -82,6 +85,29 @@ def test_a_host_that_cannot_be_reached_fails_every_clause_with_the_reason_quickl
     assert len(run.failed) == len(run.results) == len(clauses(cfg))
     assert "Connection refused" in run.unreachable
     assert all(r.evidence.startswith("mail.daknong.gov.vn not reached: ") for r in run.results)
+
+
+def test_active_probes_join_the_clauses_only_when_asked_and_deliver_only_to_the_named_mailbox():
+    lc, dn = load_province("laichau"), load_province("daknong")
+    probes = {"probe_tls_versions", "probe_no_cleartext_auth", "probe_relay_refused"}
+    assert not ({c.check for c in clauses(lc)} & (probes | {"probe_delivery"}))
+    assert {c.check for c in clauses(dn, active=True)} - {c.check for c in clauses(dn)} == probes
+    extra = [c for c in clauses(lc, active=True) if c.check == "probe_delivery"]
+    assert [(c.arg, c.own) for c in extra] == [("kiemtra@laichau.gov.vn", True)]
+
+
+def test_active_without_a_probe_mailbox_is_refused_before_any_host_is_touched(capsys, monkeypatch):
+    from govmail import verifycli
+    from govmail.cli import main
+
+    def touched():
+        raise AssertionError("a target was asked for")
+
+    monkeypatch.setattr(verifycli, "current", touched)
+    assert main(["verify", "laichau", "daknong", "--active"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "group_data/daknong.yml: verify.probe_mailbox is not set" in err, err
+    assert "kiemtra@daknong.gov.vn" in err and "Traceback" not in err
 
 
 def test_every_decision_lists_all_its_articles_each_technical_or_not_with_its_reason():

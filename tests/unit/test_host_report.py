@@ -39,6 +39,8 @@ LINES = [
     "user=<sonvx.ubnd@daknong.gov.vn>, method=PLAIN, rip=10.77.0.1",
     "postfix/submission/smtpd[2]: warning: mx.outside.test[10.77.0.1]: SASL PLAIN authentication failed: "
     "UGFzc3dvcmQ6",
+    "postfix/smtpd[1]: NOQUEUE: reject: RCPT from mx.outside.test[10.77.0.1]: 554 5.7.1 <x@relay-test.invalid>: Relay "
+    "access denied; from=<> to=<x@relay-test.invalid> proto=ESMTP helo=<verify.govmail.invalid>",
 ]
 
 
@@ -58,9 +60,51 @@ def test_every_refusal_reason_is_counted_once_from_the_reply_the_host_gave(logs)
     _, since, until = report.period("monthly", "2026-11", 0)
     f = report.mail_figures(since, until)
     assert f["refusals"] == {"spam": 1, "virus": 1, "program": 1, "size": 1, "quota": 1, "forwarding": 2,
-                             "authentication": 3, "sender": 0, "sending_limit": 0, "unknown_recipient": 1, "other": 0}
+                             "authentication": 3, "sender": 0, "sending_limit": 0, "unknown_recipient": 1, "relay": 1,
+                             "other": 0}
     assert f["mail"] == {"received": 1, "sent": 1, "delivered_local": 1, "delivered_remote": 1, "bounced": 0, "deferred": 0}
     assert f["sent_by"] == {"haunv.stnmt@daknong.gov.vn": 1} and f["received_by"] == {"haulm.stnmt@daknong.gov.vn": 1}
+
+
+U, V = "haunv.stnmt@daknong.gov.vn", "lantt.stnmt@daknong.gov.vn"
+SUB = "postfix/submission/smtpd[7]: "
+MISUSE = [  # the province's own users' mail refused: submission, its rate limit, a Sieve forward out
+    SUB + f"C1DD7194178: client=mx.outside.test[10.77.0.1], sasl_method=PLAIN, sasl_username={U}",
+    "postfix/cleanup[5]: C1DD7194178: milter-reject: END-OF-MESSAGE from mx.outside.test[10.77.0.1]: 5.7.1 Gtube "
+    f"pattern; from=<{U}> to=<x@daknong.gov.vn> proto=ESMTP helo=<[127.0.0.1]>",
+    SUB + f"C1DD7194179: client=mx.outside.test[10.77.0.1], sasl_method=PLAIN, sasl_username={U}",
+    "postfix/cleanup[5]: C1DD7194179: milter-reject: END-OF-MESSAGE from mx.outside.test[10.77.0.1]: 5.7.1 Virus "
+    f"found: Eicar-Signature; from=<{U}>",
+    SUB + "NOQUEUE: reject: RCPT from mx.outside.test[10.77.0.1]: 553 5.7.1 <sonvx.ubnd@daknong.gov.vn>: Sender address "
+    f"rejected: not owned by user {U}; from=<sonvx.ubnd@daknong.gov.vn> to=<x@daknong.gov.vn> proto=ESMTP "
+    f"helo=<[127.0.0.1]> sasl_method=PLAIN sasl_username={U}",
+    SUB + "NOQUEUE: milter-reject: RCPT from mx.outside.test[10.77.0.1]: 451 4.7.1 Sending limit reached: at most 100 "
+    f"messages an hour per user; from=<{V}> to=<x@daknong.gov.vn> proto=ESMTP helo=<[127.0.0.1]> sasl_username={V}",
+    "postfix/sieve-out/smtpd[8]: NOQUEUE: reject: RCPT from localhost[127.0.0.1]: 554 5.7.1 <x@gmail.com>: Recipient "
+    f"address rejected: Automatic forwarding outside the state mail system is forbidden; from=<{V}> to=<x@gmail.com>",
+    # Not misuse: a full mailbox of a colleague, and spam from outside (the LINES above).
+    SUB + f"NOQUEUE: reject: RCPT from mx.outside.test[10.77.0.1]: 552 5.2.2 <y@daknong.gov.vn>: Mailbox is full; "
+    f"from=<{V}> sasl_username={V}",
+]
+
+
+def test_each_own_mailbox_used_against_the_rules_is_listed_with_its_refusals_and_a_measure(logs, monkeypatch):
+    with open(logs / "mail.log", "a") as f:
+        f.write("".join(T.format(30 + i) + line + "\n" for i, line in enumerate(MISUSE)))
+    _, since, until = report.period("monthly", "2026-11", 0)
+    fig = report.mail_figures(since, until)
+    assert fig["misuse"] == {U: {"spam": 1, "virus": 1, "sender": 1}, V: {"sending_limit": 1, "forwarding": 1}}
+    cases = report.misuse_cases({"units": {U: "Sở Tài nguyên <và> Môi trường"}}, fig)
+    assert [(c["account"], c["agency"], c["total"]) for c in cases] == [(U, "Sở Tài nguyên <và> Môi trường", 3), (V, "-", 2)]
+    assert cases[0]["measure"].startswith("quét virus") and "gỡ quy tắc chuyển tiếp" in cases[1]["measure"]
+    f = {"kind": "monthly", "period": "2026-11", "host": "mail.x.gov.vn", "name": "X", "articles": "", "since": 0,
+         "until": 1, "generated": 1, "mail": fig["mail"], "refusals": fig["refusals"], "days": fig["days"], "bans": {},
+         "services": {}, "backups": {}, "storage": {"over_80_percent": []}, "misuse": cases,
+         "misuse_article": "BN Art. 13 (operator duty 3)"}
+    html = report_render.to_html(f)
+    assert html.count("<tr><td>" + U) == 1 and "&lt;và&gt;" in html and "BN Art. 13 (operator duty 3)" in html
+    assert ["misuse", V, "sending_limit 1, forwarding 1 → " + cases[1]["measure"]] in report_render.csv_rows(f)
+    assert 'id="misuse">Không có / none.' in report_render.to_html({**f, "misuse": []})
 
 
 def test_a_period_is_a_calendar_month_or_year_in_utc_and_a_bad_one_is_refused():
