@@ -102,7 +102,7 @@ def rebuild(hostname: str) -> None:
     image = build_image()
     log(f"{hostname}: destroying (everything on it is lost)")
     _stop(h)
-    kill_leftovers(h["netns"])
+    kill_leftovers(h["netns"], why="of the container still running after it was stopped")
     root = LAB_DIR / "machines" / hostname
     if root.exists():
         shutil.rmtree(root)
@@ -267,7 +267,7 @@ def down(provinces: list[str] | None = None, keep_image: bool = True, records: R
             continue
         log(f"{name}: stopping")
         _stop(h)
-        kill_leftovers(h["netns"])
+        kill_leftovers(h["netns"], why="of the container still running after it was stopped")
         if link_exists(h["veth"]):
             run("ip", "link", "del", h["veth"], check=False)
         if netns_exists(h["netns"]):

@@ -136,11 +136,11 @@ def ssh_options() -> list[str]:
         "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=3",
     ]
 
-def kill_leftovers(netns: str, exclude: int | None = None) -> None:
+def kill_leftovers(netns: str, exclude: int | None = None, why: str = "left by an earlier crash") -> None:
     pids = container_pids(netns, exclude)
     if not pids:
         return
-    log(f"{netns}: stopping {len(pids)} processes left by an earlier crash")
+    log(f"{netns}: stopping {len(pids)} processes {why}")
     for pid in pids:
         try:
             os.kill(pid, signal.SIGKILL)
@@ -163,6 +163,7 @@ def _stop(h: dict) -> None:
         while time.monotonic() < end and pid_alive(pid):
             time.sleep(0.2)
         if pid_alive(pid):
+            log(f"{h['netns']} ({h['ip']}): not powered off after 20 s; its nspawn is killed")
             os.kill(pid, signal.SIGKILL)
             _wait_gone(pid, 5)
     h["pid"] = None
