@@ -29,7 +29,7 @@ from .yamldoc import Doc
 
 # Re-exported: the rest of the package and the tests import these from here.
 __all__ = ["MiB", "ROLE_LOCAL_PARTS", "ROOT", "Account", "DataError", "Problem", "ProvinceConfig", "tls_path",
-           "available_provinces", "data_dir", "load_province", "province_file"]
+           "available_provinces", "data_dir", "display_path", "load_province", "province_file"]
 
 
 def data_dir() -> Path:
@@ -65,7 +65,8 @@ def available_provinces() -> list[str]:
     return sorted(p.stem for p in data_dir().glob("*.yml") if p.stem != "defaults")
 
 
-def _display(p: Path) -> str:
+def display_path(p: Path) -> str:
+    """A path as the operator would type it: relative to the working directory when below it."""
     try:
         return str(p.resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
@@ -174,9 +175,9 @@ def _load_province(file: Path, naming_check: Optional[str] = None) -> ProvinceCo
     """`naming_check`: how the naming rule is applied this time, instead of the data's
     `policy.naming.check` (`govmail readdress` reads a structure whose addresses it is to fix)."""
     defaults_file = file.parent / "defaults.yml"
-    prov = Doc(file, _display(file))
+    prov = Doc(file, display_path(file))
     problems = list(prov.problems)
-    defaults = Doc(defaults_file, _display(defaults_file)) if defaults_file.exists() else None
+    defaults = Doc(defaults_file, display_path(defaults_file)) if defaults_file.exists() else None
     if defaults:
         problems += defaults.problems
     if problems:

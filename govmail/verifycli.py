@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .data import load_province
+from .data import display_path, load_province
 from .targets import current
 
 
@@ -23,14 +23,6 @@ def report_period(value: str) -> str:
     if not re.fullmatch(r"\d{4}(-(0[1-9]|1[0-2]))?", value):
         raise argparse.ArgumentTypeError(f"{value[:20]!r}: a month such as 2026-11 or a year such as 2026")
     return value
-
-
-def shown(path: Path) -> str:
-    """A data file's path as the operator would type it: relative to here when it is below here."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
 
 
 def register(sub, province_key) -> None:
@@ -67,7 +59,7 @@ def cmd_verify(args) -> int:
     if args.active:
         unset = [c for c in cfgs if not c.model.verify.probe_mailbox]
         for c in unset:
-            print(f"govmail: {shown(c.file)}: verify.probe_mailbox is not set; --active sends one probe "
+            print(f"govmail: {display_path(c.file)}: verify.probe_mailbox is not set; --active sends one probe "
                   "message and needs a mailbox for it: allowed, an active mailbox of the directory (e.g. "
                   f"kiemtra@{c.domain}); no host was touched", file=sys.stderr)
         if unset:

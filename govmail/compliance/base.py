@@ -8,7 +8,7 @@ evidence it found and fails with an AssertionError whose message is the value it
 from __future__ import annotations
 
 import ast
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from ..render import PATHS
@@ -28,6 +28,7 @@ class Probe:
     txt: Optional[Callable[[str], list[str]]] = None  # TXT records as the province's resolver serves them
     address: str = ""  # where the active probes connect to (govmail/compliance/active.py)
     name: str = ""  # the mail host's name, sent in TLS (SNI)
+    reports: dict = field(default_factory=dict)  # the host's report figures by kind, made once per run
 
 
 def ssh_failure(e: Exception) -> str:

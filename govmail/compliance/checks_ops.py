@@ -11,13 +11,21 @@ from ..services.accounts import password_url
 from .base import check, running, ssh_failure, store_meta
 
 
+def report_figures(h, kind: str) -> dict:
+    """The figures of the host's `kind` report, made on the host once per run (the operations and
+    misuse checks read the same monthly report)."""
+    if kind not in h.reports:
+        h.reports[kind] = json.loads(h.ti.check_output(f"{PATHS['lib']}/report {kind} --json"))
+    return h.reports[kind]
+
+
 def report_made(h, cfg, kind: str) -> str:
     from ..services.reports import recipients
 
     running(h.ti, f"govmail-report-{kind}.timer")
     settings = json.loads(h.ti.file("/etc/govmail/report/report.json").content_string)
     assert settings["recipients"] == recipients(cfg), f"mailed to {settings['recipients']}"
-    f = json.loads(h.ti.check_output(f"{PATHS['lib']}/report {kind} --json"))
+    f = report_figures(h, kind)
     missing = {"spam", "virus", "program", "size", "quota", "forwarding", "authentication"} - set(f["refusals"])
     assert not missing, f"refusal reasons missing: {missing}"
     if kind == "monthly":
@@ -44,7 +52,7 @@ def usage_report(h, cfg, _):
 def misuse_report(h, cfg, _):
     settings = json.loads(h.ti.file("/etc/govmail/report/report.json").content_string)
     assert settings["articles"].get("misuse") == cfg.policy.misuse_report.article, f"cited: {settings['articles']}"
-    f = json.loads(h.ti.check_output(f"{PATHS['lib']}/report monthly --json"))
+    f = report_figures(h, "monthly")
     assert isinstance(f.get("misuse"), list), "the monthly report has no misuse section"
     assert all(c["measure"] and c["refusals"] for c in f["misuse"]), f"a case without a measure: {f['misuse']}"
     shown = "; ".join(f"{c['account']}: {c['total']}" for c in f["misuse"][:5]) or "none"

@@ -32,8 +32,8 @@ REASON_NAMES = {"spam": "thư rác / spam", "virus": "virus", "program": "tệp 
 
 
 # The refusals that say a mailbox of the province was used against the rules (BN Art. 13, operator
-# duty 3: report misuse and spam, and propose measures), each with the measure the report proposes.
-MISUSE_REASONS = ("spam", "virus", "program", "sending_limit", "sender", "forwarding")
+# duty 3: report misuse and spam, and propose measures), gravest first, each with the measure the
+# report proposes.
 MEASURES = {
     "virus": "quét virus máy của người dùng, đổi mật khẩu / scan the user's computer, change the password",
     "spam": "kiểm tra máy và mật khẩu (có thể bị chiếm quyền); tái diễn thì tạm khóa hộp thư / check the computer "
@@ -46,12 +46,12 @@ MEASURES = {
     "forwarding": "gỡ quy tắc chuyển tiếp ra ngoài hệ thống công vụ, nhắc quy định / remove the forward out of "
                   "the state mail system, remind the user of the rule",
 }
+MISUSE_REASONS = tuple(MEASURES)
 
 
 def measure(counts: dict) -> str:
-    """The measure proposed for a mailbox's refusals: the gravest reason's first (virus, then spam...)."""
-    order = ("virus", "spam", "sending_limit", "program", "sender", "forwarding")
-    return "; ".join(MEASURES[r] for r in order if counts.get(r))
+    """The measures proposed for a mailbox's refusals, the gravest reason's first."""
+    return "; ".join(MEASURES[r] for r in MISUSE_REASONS if counts.get(r))
 
 
 def cell(v) -> str:
