@@ -16,6 +16,13 @@ For a host, in this order, each step one pyinfra operation and (at most) one rou
    reload needless), and at the end a wait for every daemon to answer;
 6. fetch: results the controller keeps (a DKIM record the host made).
 
+Steps 2-5 run only while this deploy holds the host (govmail/host/deploy_lock.py, sent with each
+step): a deploy with anything to do first takes the host's lease (waiting at most GOVMAIL_LOCK_WAIT
+seconds, default 600, for a deploy that is still alive; taking over from one that died, and cleaning
+what it left), each step checks that it still holds it, and the last one gives it back. Each run
+stages its transfer in a directory of its own, and the host installs nothing from a bundle that is
+incomplete, not the planned files, or planned from a host that has changed since it was read.
+
 Everything is decided when pyinfra prepares the deploy, from what step 1 read; nothing is asked
 again while executing. So `pyinfra --dry` lists exactly what would run, `--diff` shows a unified
 diff of every configuration file that would change (secrets excepted), and a second deploy with
@@ -24,14 +31,22 @@ no data change runs nothing after step 1.
 
 from __future__ import annotations
 
+import getpass
+import hashlib
 import importlib
 import io
+import os
+import secrets
 import shlex
+import socket
+import time
+from pathlib import Path
 
 from pyinfra import logger
 from pyinfra.api import FactBase, FileUploadCommand, FunctionCommand, StringCommand, operation
 from pyinfra.facts.files import FileContents
 
+from .host import deploy_lock
 from .plan import (
     INSTALL_DONE,
     LEGACY_MARKERS,
@@ -39,6 +54,7 @@ from .plan import (
     HostState,
     Plan,
     bundle,
+    expected_files,
     guarded,
     make_plan,
     probe_script,
@@ -48,7 +64,9 @@ from .plan import (
 )
 from .service import Context, Ensure, File, Service, Unit
 
-STAGE = "/var/lib/govmail-stage"  # 0700: the bundle holds secrets
+STAGE = deploy_lock.STAGE  # 0700, a directory per run: the bundle holds secrets
+LOCK_PROGRAM = Path(deploy_lock.__file__).read_text()
+LOCK_WAIT_DEFAULT = 600
 
 # Debian starts a service as soon as its package is installed, with Debian's default
 # configuration, and restarts it on every plugin trigger. govmail installs with GOVMAIL_INSTALLING
@@ -78,50 +96,90 @@ class ShellReport(FactBase):
 # ---------------------------------------------------------------------------- operations
 
 
+def lock_program(*args: str) -> str:
+    """A command running the deploy lock program (sent along: nothing needs to be on the host)."""
+    return (f"python3 - {' '.join(shlex.quote(a) for a in args)} <<'GOVMAIL_DEPLOY_LOCK'\n"
+            f"{LOCK_PROGRAM}\nGOVMAIL_DEPLOY_LOCK")
+
+
+def held(run: str, script: str) -> StringCommand:
+    """`script` run on the host only while deploy `run` holds it, to its end whatever the controller does."""
+    return StringCommand(lock_program("guard", run, "sh", "-c", script))
+
+
+def new_run() -> str:
+    return f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{secrets.token_hex(4)}"
+
+
+def lock_wait() -> int:
+    raw = os.environ.get("GOVMAIL_LOCK_WAIT", str(LOCK_WAIT_DEFAULT))
+    if not raw.isascii() or not raw.isdigit() or int(raw) > 24 * 3600:
+        logger.error(f"GOVMAIL_LOCK_WAIT={raw!r}: allowed: the seconds to wait for another deploy, 0..86400")
+        raise SystemExit(2)
+    return int(raw)
+
+
 @operation(is_idempotent=False)
-def install_packages(packages: list[str], warms: list[Unit]):
+def take_host(run: str, wait: int, files: list[tuple[str, str, str]]):
+    """This deploy's lease on the host (govmail/host/deploy_lock.py); `files`: every declared file
+    with the SHA-1 this deploy read and the one it wants, so a host changed since is not deployed
+    from a stale plan."""
+    who = f"{getpass.getuser()}@{socket.gethostname()}"
+    yield StringCommand(lock_program("acquire", run, who, str(wait), *(x for f in files for x in f)))
+
+
+@operation(is_idempotent=False)
+def give_back_host(run: str):
+    yield StringCommand(lock_program("release", run))
+
+
+@operation(is_idempotent=False)
+def install_packages(packages: list[str], warms: list[Unit], run: str):
     """All missing packages in one apt transaction, none of them started by Debian; daemons'
     warm-ups (Unit.warm) start in the background as soon as their packages are unpacked."""
     if not packages:
         return
     q = " ".join(shlex.quote(p) for p in packages)
-    yield StringCommand(f"printf %s {shlex.quote(POLICY_RC_D)} > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d")
-    for u in warms:
-        yield StringCommand(warm_launch(u))
-    yield StringCommand(
+    lines = [f"printf %s {shlex.quote(POLICY_RC_D)} > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d || exit 1"]
+    lines += [warm_launch(u) for u in warms]
+    lines.append(
         "export DEBIAN_FRONTEND=noninteractive GOVMAIL_INSTALLING=1 && apt-get update -q >/dev/null && "
         f"apt-get install -y -q --no-install-recommends {q} >/dev/null"
         + (f"; rc=$?; touch {INSTALL_DONE}; exit $rc" if warms else "")
     )
+    yield held(run, "\n".join(lines))
 
 
 @operation(is_idempotent=False)
-def run_fixes(fixes: list[tuple[Ensure, list[str]]], legacy: bool):
+def run_fixes(fixes: list[tuple[Ensure, list[str]]], legacy: bool, run: str):
+    lines = []
     if legacy:
-        moves = " ; ".join(f"[ -e {PENDING}/{old} ] && mv -f {PENDING}/{old} {PENDING}/{new}"
-                           for old, new in LEGACY_MARKERS.items())
-        yield StringCommand(f"{moves} ; true")
-    if fixes:  # one command: each fix runs only if its check still fails on the host
-        yield StringCommand("\n".join(guarded(e, marks) for e, marks in fixes))
+        lines.append(" ; ".join(f"[ -e {PENDING}/{old} ] && mv -f {PENDING}/{old} {PENDING}/{new}"
+                                for old, new in LEGACY_MARKERS.items()) + " ; true")
+    # each fix runs only if its check still fails on the host
+    lines += [guarded(e, marks) for e, marks in fixes]
+    if lines:
+        yield held(run, "\n".join(lines))
 
 
 @operation(is_idempotent=False)
-def install_files(changed, meta_only: list[File], diff: bool):
+def install_files(changed, meta_only: list[File], diff: bool, run: str, expected: dict[str, str]):
     if not changed and not meta_only:
         return
     if diff:
         _show_diffs(changed)
-    for f in meta_only:
-        yield StringCommand(f"chown {f.user}:{f.group} {shlex.quote(f.dest)} && chmod {f.mode:o} {shlex.quote(f.dest)}")
+    if meta_only:
+        yield held(run, " && ".join(f"chown {f.user}:{f.group} {shlex.quote(f.dest)} && "
+                                    f"chmod {f.mode:o} {shlex.quote(f.dest)}" for f in meta_only))
     if not changed:
         return
-    data = bundle(changed)
-    tar = f"{STAGE}/bundle.tar"
-    yield StringCommand(f"install -d -m 700 {STAGE} && rm -rf {STAGE}/bundle {STAGE}/bundle.tar")
-    yield FileUploadCommand(io.BytesIO(data), tar, remote_temp_filename=f"{STAGE}/bundle.tar.part")
-    yield StringCommand(
-        f"mkdir -m 700 {STAGE}/bundle && tar -xf {tar} -C {STAGE}/bundle && "
-        f"python3 {STAGE}/bundle/apply.py {STAGE}/bundle; rc=$?; rm -rf {STAGE}/bundle {tar}; exit $rc"
+    data = bundle(changed, expected)
+    stage = f"{STAGE}/{run}"
+    yield held(run, f"install -d -m 700 {STAGE} {stage}")
+    yield FileUploadCommand(io.BytesIO(data), f"{stage}/bundle.tar", remote_temp_filename=f"{stage}/bundle.tar.part")
+    yield held(run,
+        f"mkdir -m 700 {stage}/bundle && tar -xf {stage}/bundle.tar -C {stage}/bundle && "
+        f"python3 {stage}/bundle/apply.py {stage}/bundle; rc=$?; rm -rf {stage}/bundle {stage}/bundle.tar; exit $rc"
     )
 
 
@@ -148,9 +206,9 @@ def _show_diffs(changed) -> None:
 
 
 @operation(is_idempotent=False)
-def activate(lines: list[str]):
+def activate(lines: list[str], run: str):
     if lines:
-        yield StringCommand("\n".join(lines))
+        yield held(run, "\n".join(lines))
 
 
 @operation(is_idempotent=False)
@@ -201,11 +259,21 @@ def deploy(host, cfg, names: list[str], target) -> list[Service]:
     plan = make_plan(services, state)
 
     _describe(host, plan, len(files), len(packages))
-    install_packages(name="Packages (one apt transaction)", packages=plan.missing_packages, warms=plan.warms)
-    run_fixes(name="Prepare (users, directories, keys made once)", fixes=plan.fixes, legacy=plan.legacy_markers)
+    run = new_run()
+    if plan.work:
+        take_host(name="Take the host (one deploy at a time)", run=run, wait=lock_wait(),
+                  files=[(f.dest, (state.files.get(f.dest) or ("-",))[0], hashlib.sha1(f.content).hexdigest())
+                         for s in services for f in s.files])
+    install_packages(name="Packages (one apt transaction)", packages=plan.missing_packages, warms=plan.warms, run=run)
+    run_fixes(name="Prepare (users, directories, keys made once)", fixes=plan.fixes, legacy=plan.legacy_markers,
+              run=run)
     install_files(name="Configuration files (one transfer; validated, then swapped)", changed=plan.changed,
-                  meta_only=plan.meta_only, diff=bool(pyinfra_state.config.DIFF))
-    activate(name="Activate (start, reload or restart what changed; wait until they answer)", lines=plan.activate)
+                  meta_only=plan.meta_only, diff=bool(pyinfra_state.config.DIFF), run=run,
+                  expected=expected_files(services, plan.changed))
+    activate(name="Activate (start, reload or restart what changed; wait until they answer)", lines=plan.activate,
+             run=run)
+    if plan.work:
+        give_back_host(name="Give the host back", run=run)
     for s in services:
         for fx in s.fetches:
             fetch(name=fx.name, command=fx.command, receive=fx.receive)
@@ -227,6 +295,13 @@ def _describe(host, plan: Plan, n_files: int, n_packages: int) -> None:
         said.append(f"{len(plan.meta_only)} files get their owner or mode back")
     if plan.activate_what:
         said.append("activate: " + ", ".join(plan.activate_what))
+    if plan.leftovers:
+        lease = [x for x in plan.leftovers if x == deploy_lock.LEASE]
+        new = [x for x in plan.leftovers if x.endswith(".govmail-new")]
+        stage = len(plan.leftovers) - len(lease) - len(new)
+        what = (["its lease"] if lease else []) + ([f"{stage} staging director{'y' if stage == 1 else 'ies'}"] if stage
+                else []) + ([f"{len(new)} file(s) written but not swapped in"] if new else [])
+        said.append("clean what an interrupted deploy left: " + ", ".join(what))
     host.log("; ".join(said) if said else "up to date", logger.info)
 
 

@@ -16,6 +16,7 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .host.deploy_lock import LEASE, STAGE
 from .service import Ensure, File, Service, Unit
 
 PENDING = "/var/lib/govmail/pending"
@@ -64,7 +65,11 @@ def state_script(files: list[str], packages: list[str], units: list[str], checks
     lines.append("echo '@@govmail checks'")
     for c in checks:
         lines.append(f"if ( {c} ) >/dev/null 2>&1 </dev/null; then echo 1; else echo 0; fi")
-    lines += ["echo '@@govmail pending'", f"ls -1 {PENDING} 2>/dev/null", "true"]
+    lines += ["echo '@@govmail pending'", f"ls -1 {PENDING} 2>/dev/null"]
+    # What an interrupted deploy left: its lease, its staging directory, files written but not swapped.
+    lines += ["echo '@@govmail leftovers'", f"ls -1A {STAGE} 2>/dev/null", f"[ -e {LEASE} ] && echo {LEASE}",
+              *[f"[ -e {shlex.quote(p + '.govmail-new')} ] && echo {shlex.quote(p + '.govmail-new')}" for p in files],
+              "true"]
     return "\n".join(lines)
 
 
@@ -75,6 +80,7 @@ class HostState:
     units: dict[str, tuple[str, str]]  # name -> (UnitFileState, ActiveState)
     checks: dict[str, bool]
     pending: set[str]
+    leftovers: list[str] = field(default_factory=list)
 
     @classmethod
     def parse(cls, sections: dict, files: list[str], units: list[str], checks: list[str]) -> "HostState":
@@ -104,7 +110,8 @@ class HostState:
         ck = {c: line.strip() == "1" for c, line in zip(checks, sections.get("checks", []), strict=False)}
         pending = {line.strip() for line in sections.get("pending", []) if line.strip()}
         pending = {LEGACY_MARKERS.get(m, m) for m in pending} | ({"legacy"} if pending & set(LEGACY_MARKERS) else set())
-        return cls(fl, installed, un, ck, pending)
+        leftovers = [line.strip() for line in sections.get("leftovers", []) if line.strip()]
+        return cls(fl, installed, un, ck, pending, leftovers)
 
 
 # ---------------------------------------------------------------------------- the plan
@@ -122,6 +129,13 @@ class Plan:
     activate_what: list[str] = field(default_factory=list)  # for the operation's name
     fetches: list = field(default_factory=list)
     legacy_markers: bool = False
+    leftovers: list[str] = field(default_factory=list)  # an interrupted deploy's; cleaned when the host is taken
+
+    @property
+    def work(self) -> bool:
+        """Whether this deploy changes anything (then it takes the host first)."""
+        return bool(self.missing_packages or self.fixes or self.legacy_markers or self.changed or self.meta_only
+                    or self.activate or self.leftovers)
 
 
 def markers_for(svc: Service, action: str | None, reactors: dict[str, list[tuple[str, str]]]) -> list[str]:
@@ -136,7 +150,7 @@ def _wait(check: str, timeout: int) -> str:
 
 
 def make_plan(services: list[Service], state: HostState) -> Plan:
-    plan = Plan(legacy_markers="legacy" in state.pending)
+    plan = Plan(legacy_markers="legacy" in state.pending, leftovers=list(state.leftovers))
     reactors: dict[str, list[tuple[str, str]]] = {}
     for s in services:
         for other, action in s.reacts.items():
@@ -297,10 +311,14 @@ def warm_wait(u: Unit) -> str:
             f"do sleep 0.5; n=$((n+1)); done; rm -f {pid}")
 
 
-def bundle(changed: list[tuple[Service, list[tuple[File, list[str], bool]]]]) -> bytes:
-    plan = {"pending": PENDING, "services": []}
+def bundle(changed: list[tuple[Service, list[tuple[File, list[str], bool]]]],
+           expected: dict[str, str] | None = None) -> bytes:
+    """The one transfer of a deploy: plan.json, every changed file as `files/<sha256>`, apply.py.
+    `expected`: the SHA-1 every other declared file must still have on the host when the bundle is
+    applied (what this deploy read, and wants); apply.py installs nothing when one differs."""
+    plan = {"pending": PENDING, "services": [], "expected": expected or {}}
     buf = io.BytesIO()
-    n = 0
+    added: set[str] = set()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         def add(name: str, data: bytes, mode: int = 0o600) -> None:
             info = tarfile.TarInfo(name)
@@ -311,11 +329,19 @@ def bundle(changed: list[tuple[Service, list[tuple[File, list[str], bool]]]]) ->
             entry = {"name": svc.name, "files": [],
                      "validator": {"copy": svc.validator.copy, "command": svc.validator.command} if svc.validator else None}
             for f, marks, _ in files:
-                n += 1
-                add(f"files/{n}", f.content)
-                entry["files"].append({"dest": f.dest, "blob": str(n), "mode": f.mode, "user": f.user,
+                blob = hashlib.sha256(f.content).hexdigest()
+                if blob not in added:
+                    add(f"files/{blob}", f.content)
+                    added.add(blob)
+                entry["files"].append({"dest": f.dest, "blob": blob, "mode": f.mode, "user": f.user,
                                        "group": f.group, "markers": marks})
             plan["services"].append(entry)
         add("plan.json", json.dumps(plan, indent=1).encode())
         add("apply.py", APPLY.read_bytes(), 0o700)
     return buf.getvalue()
+
+
+def expected_files(services: list[Service], changed) -> dict[str, str]:
+    """Every declared file this deploy does not send, with the SHA-1 it has (and must keep) on the host."""
+    sent = {f.dest for _s, files in changed for f, _m, _n in files}
+    return {f.dest: hashlib.sha1(f.content).hexdigest() for s in services for f in s.files if f.dest not in sent}

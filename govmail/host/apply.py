@@ -5,8 +5,11 @@ Run by the deploy (govmail/engine.py) on the host, from the bundle it uploaded i
 
     python3 BUNDLE/apply.py BUNDLE [--root DIR]
 
-BUNDLE/plan.json lists the services in order, each with its changed files (BUNDLE/files/<n>) and
-its validator. For each service: its new files are laid over a scratch copy of its configuration
+BUNDLE/plan.json lists the services in order, each with its changed files (BUNDLE/files/<sha256>)
+and its validator, and the SHA-1 every other declared file must have. Before anything is checked or
+written, every file of the bundle must be there with the checksum the plan gives it, and every other
+declared file must still be what the deploy read: a bundle cut short, mixed with another deploy's,
+or planned from a host that changed since (another deploy, a hand edit) installs nothing (exit 1). For each service: its new files are laid over a scratch copy of its configuration
 directory and checked with the service's own tool (`postconf`, `doveconf`, `rspamadm configtest`,
 `fail2ban-client -t`, `logrotate -d`). Only when the check passes is each file written next to the
 live one (`<dest>.govmail-new`, with its owner and mode), the service's pending markers set, and
@@ -19,6 +22,7 @@ Python standard library only.
 """
 
 import grp
+import hashlib
 import json
 import os
 import pwd
@@ -86,9 +90,49 @@ def install(f, bundle, pending, root=""):
     os.replace(new, dest)
 
 
+def _digest(path, algorithm):
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def problems(plan, bundle, root=""):
+    """Why this bundle must not be applied: files missing or not as planned, the host changed."""
+    out = []
+    for service in plan["services"]:
+        for f in service["files"]:
+            blob = os.path.join(bundle, "files", f["blob"])
+            try:
+                if _digest(blob, "sha256") != f["blob"]:
+                    out.append(f"{f['dest']}: the transferred copy is not the planned file (checksum differs)")
+            except OSError:
+                out.append(f"{f['dest']}: the transferred copy is missing (transfer cut short?)")
+    for dest, sha1 in sorted(plan.get("expected", {}).items()):
+        try:
+            have = _digest(root + dest, "sha1")
+        except OSError:
+            have = None
+        if have != sha1:
+            out.append(f"{dest}: changed on the host since this deploy read it (another deploy, or a hand edit)")
+    return out
+
+
 def apply(bundle, root=""):
-    with open(os.path.join(bundle, "plan.json")) as fh:
-        plan = json.load(fh)
+    try:
+        with open(os.path.join(bundle, "plan.json")) as fh:
+            plan = json.load(fh)
+    except (OSError, ValueError) as e:
+        print(f"govmail: the deploy's bundle is incomplete ({e}); nothing installed: run the deploy again",
+              file=sys.stderr)
+        return 1
+    found = problems(plan, bundle, root)
+    if found:
+        for line in found:
+            print(f"govmail: {line}", file=sys.stderr)
+        print("govmail: nothing installed; run the deploy again (it reads the host afresh)", file=sys.stderr)
+        return 1
     pending = root + plan["pending"]
     changed = 0
     for service in plan["services"]:

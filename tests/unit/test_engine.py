@@ -8,6 +8,7 @@ import importlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -232,12 +233,56 @@ def test_apply_refuses_a_file_that_does_not_validate_and_changes_nothing(tmp_pat
 
 def test_the_bundle_holds_the_plan_the_files_and_the_program(tmp_path):
     data = bundle(svc_with(b"good = 2\n"))
+    blob = hashlib.sha256(b"good = 2\n").hexdigest()
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         names = tar.getnames()
         plan = json.load(tar.extractfile("plan.json"))
         modes = {m.name: m.mode for m in tar.getmembers()}
-    assert sorted(names) == ["apply.py", "files/1", "plan.json"]
-    assert plan["services"][0]["files"][0]["dest"] == "/etc/svc/svc.conf" and modes["files/1"] == 0o600
+    assert sorted(names) == ["apply.py", f"files/{blob}", "plan.json"]
+    assert plan["services"][0]["files"][0]["dest"] == "/etc/svc/svc.conf" and modes[f"files/{blob}"] == 0o600
+
+
+def extract(tmp_path: Path, data: bytes) -> Path:
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        tar.extractall(stage)
+    return stage
+
+
+def apply_stage(tmp_path: Path, stage: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(stage / "apply.py"), str(stage), "--root", str(tmp_path / "root")],
+                          capture_output=True, text=True)
+
+
+def test_apply_installs_nothing_from_a_bundle_whose_file_is_not_the_planned_one(tmp_path, live):
+    """Two runs meeting in one staging directory once wrote Roundcube's config over main.cf: a file
+    is installed only as the bytes the plan names (its SHA-256), and a missing one stops it all."""
+    stage = extract(tmp_path, bundle(svc_with(b"good = 2\n")))
+    blob = next((stage / "files").iterdir())
+    blob.write_bytes(b"<?php // another service's file\n")
+    r = apply_stage(tmp_path, stage)
+    assert r.returncode == 1 and "not the planned file" in r.stderr and "nothing installed" in r.stderr
+    assert (live / "svc.conf").read_text() == "good = 1\n"
+    blob.unlink()
+    r = apply_stage(tmp_path, stage)
+    assert r.returncode == 1 and "/etc/svc/svc.conf: the transferred copy is missing" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and (live / "svc.conf").read_text() == "good = 1\n"
+
+
+def test_apply_installs_nothing_when_another_declared_file_changed_since_the_host_was_read(tmp_path, live):
+    """A deploy planned from a read made before another deploy (or a hand edit) changed a file it did
+    not mean to send would leave the host half one, half the other: it stops instead."""
+    expected = {"/etc/svc/other.conf": hashlib.sha1(b"kept\n").hexdigest()}
+    (live / "other.conf").write_text("changed by another deploy\n")
+    r = apply_stage(tmp_path, extract(tmp_path, bundle(svc_with(b"good = 2\n"), expected)))
+    assert r.returncode == 1, r.stderr
+    assert "/etc/svc/other.conf: changed on the host since this deploy read it" in r.stderr
+    assert (live / "svc.conf").read_text() == "good = 1\n"
+    (live / "other.conf").write_text("kept\n")
+    shutil.rmtree(tmp_path / "stage")
+    r = apply_stage(tmp_path, extract(tmp_path, bundle(svc_with(b"good = 2\n"), expected)))
+    assert r.returncode == 0 and (live / "svc.conf").read_text() == "good = 2\n", r.stderr
 
 
 def test_a_host_that_gets_packages_is_checked_again_after_they_are_installed():
