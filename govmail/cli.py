@@ -378,6 +378,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dry-run", action="store_true", help="list the mailboxes and their sizes; change nothing")
     p.add_argument("--final", action="store_true", help="the catch-up after the DNS switch; then revoke access")
     p.add_argument("--keep-access", action="store_true", help="with --final: leave the key on the old host")
+    p.add_argument("--only", metavar="OLD_ADDRESS", action="append", type=mail_address,
+                   help="copy only this old mailbox (repeat for more); the others are not touched")
+    p.add_argument("--leave-unmapped", action="store_true",
+                   help="with --final: end the migration although old mailboxes with mail are not mapped")
     p.set_defaults(fn=lambda a: __import__("govmail.migrate", fromlist=["cmd"]).cmd(a))
 
     p = sub.add_parser("restore", help="lift an inactive mailbox's suspension (LC Art. 8.3), re-create a deleted one")

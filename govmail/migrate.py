@@ -1,8 +1,14 @@
 """`govmail migrate PROVINCE --from PREDECESSOR`: a merged province's mailboxes copied from the old hosts.
 
 The mailboxes copied are those the data maps: every `former:` address in the predecessor's domain
-whose new address is a mailbox (a list's old address is only an alias). The work runs on the merged
-host (govmail/host/migrate.py); this side prepares the access and shows the progress:
+whose new address is a mailbox (a list's old address is only an alias). One old mailbox for a new
+one is copied into it; several old mailboxes for one new one (two departments merged) each go into
+a folder of their own in it, `Thư cũ/<local part>@<predecessor>`. Each is copied exactly once; one
+that cannot be copied is named with the reason and what to do, and the run exits 1. The old host's
+mailboxes that hold mail but that the data does not map are listed (they would be lost with the old
+host); `--final` refuses to end the migration while there are any, unless `--leave-unmapped`.
+The work runs on the merged host (govmail/host/migrate.py); this side prepares the access and shows
+the progress:
 
 - from a govmail host (the predecessor's `mail_host`): the merged host's migration key (made once
   there) is allowed on the old host for one forced command only, and the old host's SSH host key is
@@ -43,8 +49,17 @@ def _run(ssh: list[str], command: str, input: str | None = None) -> subprocess.C
     return subprocess.run([*ssh, command], input=input, capture_output=True, text=True, timeout=600)
 
 
-def pairs_for(cfg, pred) -> list[list[str]]:
-    return [[old, new] for old, new in sorted(cfg.former.items()) if old.endswith("@" + pred.domain)]
+def pairs_for(cfg, pred) -> list[dict]:
+    """Each old address of the predecessor's domain with its new address; `list` when the new one is a
+    list (the old address is an alias of it), `several` when more old mailboxes (of any predecessor)
+    go into the same new mailbox."""
+    into: dict[str, int] = {}
+    for new in cfg.former.values():
+        if new not in cfg.aliases:
+            into[new] = into.get(new, 0) + 1
+    return [{"old": old, "new": new, "predecessor": pred.key, "list": new in cfg.aliases,
+             "several": into.get(new, 0) > 1}
+            for old, new in sorted(cfg.former.items()) if old.endswith("@" + pred.domain)]
 
 
 def grant(cfg, new_ssh: list[str], old_ssh: list[str], old_host: str) -> None:
@@ -92,26 +107,43 @@ def read_passwords(path: str) -> dict[str, str]:
     return out
 
 
+def _mb(n) -> str:
+    return f"{(n or 0) / 1e6:.1f} MB"
+
+
 def show(rec: dict, totals: dict) -> None:
+    """One line per mailbox as the merged host reports it; totals counted."""
+    if "unmapped" in rec:
+        totals["unmapped"] = rec["unmapped"]
+        return
     if "old" not in rec:
         _say(rec.get("error", str(rec)))
+        totals["failed"] += 1
+        return
+    where = f"{rec['new']}" + (f" (folder \"{rec['folder']}\")" if rec.get("folder") else "")
+    if rec.get("alias"):
+        totals["aliases"] += 1
     elif rec.get("skipped"):
-        _say(f"  {rec['old']} -> {rec['new']}: skipped ({rec['skipped']})")
+        totals["skipped"] += 1
+        print(f"{rec['old']} -> {rec['new']}\tNOT COPIED: {rec['skipped']}; {rec['todo']}", flush=True)
     elif rec.get("dry_run"):
         totals["messages"] += rec.get("messages") or 0
         totals["bytes"] += rec.get("bytes") or 0
         size = ("size known once copied (an IMAP source)" if rec.get("messages") is None
-                else f"{rec['messages']} messages\t{(rec.get('bytes') or 0) / 1e6:.1f} MB")
-        print(f"{rec['old']} -> {rec['new']}\t{size}")
+                else f"{rec['messages']} messages\t{_mb(rec.get('bytes'))}")
+        print(f"{rec['old']} -> {where}\t{size}")
     elif rec.get("ok"):
-        totals["messages"] += rec["messages"]
-        totals["bytes"] += rec["bytes"]
+        totals["messages"] += rec.get("copied") or 0
+        totals["bytes"] += rec.get("old_bytes") or 0
+        totals["copied"] += 1
         more = "".join(f", {k} copied" for k in ("sieve", "password") if rec.get(k))
-        print(f"{rec['old']} -> {rec['new']}\t{rec['messages']} messages\t{rec['bytes'] / 1e6:.1f} MB\t"
-              f"{rec['seconds']} s{more}", flush=True)
+        had = (f"{rec['old_messages']} messages ({_mb(rec.get('old_bytes'))}) in the old mailbox, "
+               if rec.get("old_messages") is not None else "")
+        print(f"{rec['old']} -> {where}\t{had}{rec['copied']} copied now; the new mailbox holds {rec['messages']} "
+              f"({_mb(rec['bytes'])})\t{rec['seconds']} s{more}", flush=True)
     else:
         totals["failed"] += 1
-        print(f"{rec['old']} -> {rec['new']}\tFAILED: {rec.get('error')}", flush=True)
+        print(f"{rec['old']} -> {where}\tFAILED: {rec.get('error')}; run again once that is fixed", flush=True)
 
 
 def cmd(args) -> int:
@@ -139,15 +171,25 @@ def _cmd(args) -> int:
         return 2
     target = current()
     new_ssh = target.ssh(cfg.mail_host)
-    plan: dict = {"pairs": pairs_for(cfg, pred), "dry_run": args.dry_run}
+    mapped = pairs_for(cfg, pred)
+    pairs = mapped
+    if args.only:
+        known = {p["old"] for p in mapped}
+        unknown = [a for a in args.only if a not in known]
+        if unknown:
+            _say(f"--only {', '.join(unknown)}: not an old address of {pred.domain} that {cfg.key}'s data maps "
+                 f"(`former:`); mapped: {', '.join(sorted(known)) or 'none'}")
+            return 2
+        pairs = [p for p in mapped if p["old"] in args.only]
+    plan: dict = {"version": 2, "pairs": pairs, "all_mapped": mapped, "domain": pred.domain, "dry_run": args.dry_run}
     if args.imap:
         host, _, port = args.imap.partition(":")
         plan["source"] = {"kind": "imap", "host": host, "port": int(port or 993), "insecure": args.insecure,
                           "master_user": args.master_user, "master_password": os.environ.get("GOVMAIL_IMAP_PASSWORD")}
         if args.passwords:
             try:
-                plan["passwords"] = {k: v for k, v in read_passwords(args.passwords).items()
-                                     if k in dict(plan["pairs"])}
+                wanted = {p["old"] for p in plan["pairs"]}
+                plan["passwords"] = {k: v for k, v in read_passwords(args.passwords).items() if k in wanted}
             except (OSError, ValueError, UnicodeDecodeError) as e:
                 _say(str(e))
                 return 2
@@ -165,7 +207,8 @@ def _cmd(args) -> int:
         plan["source"] = {"kind": "govmail", "host": old_host}
     what = "listing" if args.dry_run else "final catch-up of" if args.final else "copying"
     _say(f"{what} {len(plan['pairs'])} addresses of {pred.domain} from {old_host} to {cfg.mail_host}")
-    t0, totals = time.monotonic(), {"messages": 0, "bytes": 0, "failed": 0}
+    t0 = time.monotonic()
+    totals = {"messages": 0, "bytes": 0, "failed": 0, "skipped": 0, "copied": 0, "aliases": 0, "unmapped": []}
     proc = subprocess.Popen([*new_ssh, f"{TOOL} run"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert proc.stdin and proc.stdout
     proc.stdin.write(json.dumps(plan))
@@ -177,10 +220,28 @@ def _cmd(args) -> int:
             print(raw, end="")
     rc = proc.wait()
     secs = time.monotonic() - t0
-    _say(f"{totals['messages']} messages, {totals['bytes'] / 1e6:.1f} MB in {secs:.0f} s"
-         + (f" ({totals['messages'] / secs:.0f} messages/s, {totals['bytes'] / 1e6 / secs:.1f} MB/s)"
-            if secs > 0 and not args.dry_run else "")
-         + (f"; {totals['failed']} mailboxes failed: run again" if totals["failed"] else ""))
-    if args.final and rc == 0 and not args.imap and not args.keep_access:
+    summary = (f"{totals['copied']} mailboxes copied, {totals['messages']} messages copied now, of "
+               f"{_mb(totals['bytes'])} in the old mailboxes, in {secs:.0f} s" if not args.dry_run
+               else f"{totals['messages']} messages, {_mb(totals['bytes'])}")
+    if totals["aliases"]:
+        summary += f"; {totals['aliases']} old list addresses reach their new lists (nothing to copy)"
+    _say(summary)
+    if totals["skipped"] or totals["failed"]:
+        _say(f"NOT DONE: {totals['skipped'] + totals['failed']} mailboxes were not copied (the lines NOT COPIED "
+             "and FAILED above say why and what to do); do not switch the old host off")
+    unmapped = totals["unmapped"]
+    if unmapped:
+        _say(f"{len(unmapped)} mailboxes of {old_host} hold mail but {cfg.key}'s data maps them nowhere "
+             "(not copied; lost when the old host is switched off):")
+        for address, n, size in unmapped[: None if args.dry_run else 20]:
+            _say(f"  {address}\t{n} messages\t{_mb(size)}")
+        if len(unmapped) > 20 and not args.dry_run:
+            _say(f"  ... and {len(unmapped) - 20} more (--dry-run lists them all)")
+    done = rc == 0 and not totals["skipped"] and not totals["failed"]
+    if args.final and unmapped and not args.leave_unmapped:
+        _say("--final: the migration is not complete while old mailboxes with mail are not mapped: map them "
+             "(`former:`), or say --leave-unmapped to leave them on the old host")
+        done = False
+    if args.final and done and not args.imap and not args.keep_access:
         revoke(cfg, old_ssh, old_host)
-    return 1 if rc or totals["failed"] else 0
+    return 0 if done else 1

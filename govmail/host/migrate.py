@@ -6,12 +6,14 @@ mailboxes copied from its predecessors' hosts (issue 15; `govmail migrate` on th
     migrate source         (old host) the only command the merged host's key may run there: its
                            SSH_ORIGINAL_COMMAND is `export`, `dsync ADDRESS` or `sieve ADDRESS`
 
-From a govmail host, each mailbox is copied with dsync over SSH (`doveadm sync -1 -R`: one way,
-old -> new, incremental, resumable; what arrived on the new host is never touched), then its Sieve
+Every old mailbox the plan names is copied, each exactly once, or the run says why not and exits 1.
+One old mailbox for a new one is copied into it (govmail/host/migrate_copy.py), then its Sieve
 scripts (when the new mailbox has none yet), its password hash (when its user has not yet set one on
-the new host, so nobody is made to change it again) and its last login. From any IMAP server, the
-messages, folders, flags and dates come through Dovecot's imapc, with a master login or each user's
-own password. Standard library only.
+the new host, so nobody is made to change it again) and its last login. Several old mailboxes for one
+new one (merged units) each go into a folder of their own in it, `Thư cũ/<local part>@<predecessor>`,
+keeping their folders below it; the new mailbox keeps its own password and filters. From any IMAP
+server, the messages, folders, flags and dates come through Dovecot's imapc, with a master login or
+each user's own password. Standard library only.
 """
 
 import json
@@ -23,28 +25,44 @@ import tarfile
 import time
 
 from . import contract, store
+from .migrate_copy import (
+    copy_imap,
+    dsync,
+    folder_name,
+    import_new,
+    mailbox_totals,
+    mirror_options,
+    prepare_mirror,
+)
 
 KEY = "/etc/govmail/migrate/id_ed25519"
 KNOWN_HOSTS = "/etc/govmail/migrate/known_hosts"
 ADDRESS = re.compile(r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?@[a-z0-9]([a-z0-9.-]*[a-z0-9])?\Z")
 SIEVE_FILES = ("sieve", ".dovecot.sieve")
-# Which source each mailbox was copied from: dsync and imapc give the same message different GUIDs,
-# so a mailbox copied one way and then the other would hold every message twice.
+# Per old mailbox: where it went (the new mailbox, into it or into its own folder), from which source
+# and by which method (dsync and imapc give the same message different GUIDs, so a mailbox copied one
+# way and then the other would hold every message twice), and for a folder what was imported.
 STATE = "/var/lib/govmail/migrate-state.json"
+PLAN_VERSION = 2
 
 
 def load_state():
     try:
         with open(STATE, encoding="utf-8") as f:
-            return json.load(f)
+            state = json.load(f)
     except (OSError, ValueError):
-        return {}
+        return {"version": 2, "sources": {}}
+    if state.get("version") != 2:  # govmail before 2026-12: {new: {from, method, last}}, always into the mailbox
+        state = {"version": 2, "sources": {v["from"]: {"new": new, "method": v["method"], "mode": "direct",
+                                                       "last": v.get("last")}
+                                           for new, v in state.items() if isinstance(v, dict) and "from" in v}}
+    return state
 
 
 def save_state(state):
     tmp = STATE + ".new"
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(state, f, indent=1, sort_keys=True)
+        json.dump(state, f, indent=1, sort_keys=True, ensure_ascii=False)
     os.replace(tmp, STATE)
 
 
@@ -125,40 +143,6 @@ def ssh(host):
             "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=20", f"root@{host}"]
 
 
-def imapc_options(src, old, password):
-    """doveadm -o settings for Dovecot's imapc (Dovecot 2.4 names) reading `old` on an IMAP server."""
-    opts = {"imapc_host": src["host"], "imapc_port": str(src.get("port", 993)),
-            "imapc_ssl": "imaps" if src.get("port", 993) == 993 else "starttls",
-            "imapc_user": old, "imapc_password": password}
-    if src.get("insecure"):
-        opts["ssl_client_require_valid_cert"] = "no"
-    if src.get("master_user"):
-        opts["imapc_master_user"] = src["master_user"]
-    return opts
-
-
-def copy_imap(src, old, new, password):
-    """One way (-1 -R: the IMAP server -> this host) and never a backup: what reached this host stays.
-    The imapc settings go in a 0600 file that includes the host's configuration, so the password is
-    not on a command line."""
-    import tempfile
-
-    def quoted(v):
-        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in str(v)):
-            raise ValueError("a control character in an IMAP setting")
-        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-    with tempfile.NamedTemporaryFile("w", prefix="govmail-imapc-", suffix=".conf", dir="/run", delete=True) as conf:
-        # Dovecot 2.4 wants its version settings first, then the host's configuration.
-        with open("/etc/dovecot/dovecot.conf", encoding="utf-8") as main:
-            conf.writelines(x for x in main if x.startswith(("dovecot_config_version", "dovecot_storage_version")))
-        conf.write("!include /etc/dovecot/dovecot.conf\n")
-        conf.writelines(f"{k} = {quoted(v)}\n" for k, v in imapc_options(src, old, password).items())
-        conf.flush()
-        return subprocess.run(["doveadm", "-c", conf.name, "sync", "-1", "-R", "-u", new, "imapc:"],
-                              capture_output=True, text=True)
-
-
 def take_password(new, info):
     """The old host's hash, unless the user already set their own on this host."""
     if info.get("password"):
@@ -167,6 +151,7 @@ def take_password(new, info):
 
 
 def take_sieve(host, old, new):
+    """The old mailbox's Sieve scripts, when the new one has none yet; True only when some came."""
     dest = home(new)
     if any(os.path.lexists(os.path.join(dest, n)) for n in SIEVE_FILES):
         return False
@@ -175,13 +160,16 @@ def take_sieve(host, old, new):
         return False
     import io
 
-    os.makedirs(dest, exist_ok=True)
     with tarfile.open(fileobj=io.BytesIO(r.stdout), mode="r:gz") as tar:
         members = [m for m in tar.getmembers() if m.name.split("/")[0] in SIEVE_FILES]
+        if not [m for m in members if m.isfile() or m.issym()]:
+            return False  # an empty sieve folder: nothing to bring
+        os.makedirs(dest, exist_ok=True)
         tar.extractall(dest, members=members, filter="data")
-    subprocess.run(["chown", "-R", f"{contract.VMAIL_UID}:{contract.VMAIL_UID}", *[
-        os.path.join(dest, n) for n in SIEVE_FILES if os.path.lexists(os.path.join(dest, n))]], check=False)
-    return True
+    came = [os.path.join(dest, n) for n in SIEVE_FILES if os.path.lexists(os.path.join(dest, n))]
+    if came:
+        subprocess.run(["chown", "-hR", f"{contract.VMAIL_UID}:{contract.VMAIL_UID}", *came], check=False)
+    return bool(came)
 
 
 def take_last_login(new, when):
@@ -200,8 +188,84 @@ def line(**kw):
     print(json.dumps(kw, ensure_ascii=False), flush=True)
 
 
+def mode_for(pair, state, method):
+    """'direct' (into the new mailbox) or 'folder': what the old mailbox had, else direct only when it
+    is the one old mailbox the data maps to the new one and none other went into it directly."""
+    old, new = pair["old"], pair["new"]
+    had = state["sources"].get(old)
+    if had and had.get("new") == new:
+        return had.get("mode", "direct"), had.get("folder")
+    direct_other = any(v.get("new") == new and v.get("mode", "direct") == "direct" and o != old
+                       for o, v in state["sources"].items())
+    if pair.get("several") or direct_other:
+        taken = {v.get("folder") for v in state["sources"].values() if v.get("new") == new}
+        return "folder", folder_name(old, pair.get("predecessor", "cu"), taken)
+    return "direct", None
+
+
+def skip(pair, why, todo):
+    line(old=pair["old"], new=pair["new"], skipped=why, todo=todo)
+
+
+def copy_one(pair, info, src, plan, state, method):
+    """Copy one old mailbox; one JSON line says what happened. False when it failed."""
+    old, new = pair["old"], pair["new"]
+    mode, folder = mode_for(pair, state, method)
+    dry = plan.get("dry_run", False)
+    password = src.get("master_password") or plan.get("passwords", {}).get(old)
+    if dry:
+        line(old=old, new=new, mode=mode, folder=folder, messages=info.get("messages"), bytes=info.get("bytes"),
+             dry_run=True)
+        return True
+    t0 = time.monotonic()
+    before = mailbox_totals(new)
+    entry = dict(state["sources"].get(old) or {}, new=new, method=method, mode=mode, folder=folder)
+    if mode == "folder":
+        prepare_mirror(old)
+        r = (dsync(ssh(src["host"]), old, new, mirror_options(old)) if src["kind"] == "govmail"
+             else copy_imap(src, old, new, password, mirror_options(old)))
+    elif src["kind"] == "govmail":
+        r = dsync(ssh(src["host"]), old, new)
+    else:
+        r = copy_imap(src, old, new, password)
+    if r.returncode not in (0, 2):  # 2: changes happened meanwhile; the next run continues
+        line(old=old, new=new, mode=mode, folder=folder, ok=False,
+             error=(r.stderr.strip().splitlines() or ["?"])[-1][:300])
+        return False
+    extra = {}
+    if mode == "folder":
+        ledger = entry.setdefault("imported", {})
+        copied, error = import_new(old, new, folder, ledger)
+        entry["last"] = int(time.time())
+        state["sources"][old] = entry
+        save_state(state)
+        if error:
+            line(old=old, new=new, mode=mode, folder=folder, ok=False, error=error, copied=copied)
+            return False
+        old_msgs, old_bytes = mailbox_totals(new, mirror_options(old))
+    else:
+        entry["last"] = int(time.time())
+        state["sources"][old] = entry
+        save_state(state)
+        if src["kind"] == "govmail":
+            extra = {"sieve": take_sieve(src["host"], old, new), "password": take_password(new, info)}
+        after = mailbox_totals(new)
+        copied = max(after[0] - before[0], 0)
+        old_msgs, old_bytes = info.get("messages"), info.get("bytes")
+    if src["kind"] == "govmail":
+        take_last_login(new, info.get("last_login"))
+    msgs, size = mailbox_totals(new)
+    line(old=old, new=new, mode=mode, folder=folder, ok=True, old_messages=old_msgs, old_bytes=old_bytes,
+         copied=copied, messages=msgs, bytes=size, seconds=round(time.monotonic() - t0, 2), **extra)
+    return True
+
+
 def run(plan):
-    src, pairs, dry = plan["source"], plan["pairs"], plan.get("dry_run", False)
+    if plan.get("version") != PLAN_VERSION:
+        line(error=f"this host's migration tool reads plans of version {PLAN_VERSION}, not {plan.get('version')}: "
+             "deploy this govmail version to it first")
+        return 2
+    src, pairs = plan["source"], plan["pairs"]
     local = {r[0] for r in store.connect().execute("SELECT address FROM accounts")}
     if src["kind"] == "govmail":
         r = subprocess.run(ssh(src["host"]) + ["export"], capture_output=True, text=True)
@@ -209,50 +273,52 @@ def run(plan):
             line(error=f"{src['host']}: the old host did not answer ({r.stderr.strip()[:300]})")
             return 1
         old_side = json.loads(r.stdout)
+        mapped = {p["old"] for p in plan.get("all_mapped", pairs)}
+        unmapped = sorted([a, v.get("messages") or 0, v.get("bytes") or 0] for a, v in old_side.items()
+                          if a not in mapped and a.endswith("@" + plan.get("domain", "")) and v.get("messages"))
+        if unmapped:
+            line(unmapped=unmapped)
     else:
-        old_side = {old: {} for old, _ in pairs}
-    failed = 0
+        old_side = None
+    bad = 0
     state = load_state()
     method = f"{src['kind']}:{src['host']}"
-    for old, new in pairs:
-        info = old_side.get(old)
-        if info is None or new not in local:
-            line(old=old, new=new, skipped="no such mailbox on the old host" if info is None
-                 else "not a mailbox of this host (a list: it is an alias here)")
+    for pair in pairs:
+        old, new = pair["old"], pair["new"]
+        info = {} if old_side is None else old_side.get(old)
+        if pair.get("list"):  # the new address is a list: the old one is an alias of it, nothing to copy
+            if info and info.get("messages"):
+                skip(pair, f"the old host has a mailbox {old} with {info['messages']} messages, but {new} is a list "
+                     "here, which keeps no mail", f"map {old} to a mailbox (its `former:`), or copy its mail by hand")
+                bad += 1
+            else:
+                line(old=old, new=new, alias=True)
+            continue
+        if info is None:
+            skip(pair, "the old host has no such mailbox",
+                 "correct this `former:` address in the data (see the old host's mailboxes not mapped, below)")
+            bad += 1
+            continue
+        if new not in local:
+            skip(pair, f"{new} is not a mailbox of this host", "deploy the merged province's data to this host first")
+            bad += 1
             continue
         password = src.get("master_password") or plan.get("passwords", {}).get(old)
-        if src["kind"] == "imap" and not password and not dry:
-            line(old=old, new=new, skipped="no password given for it (--passwords) and no master login")
+        if src["kind"] == "imap" and not password and not plan.get("dry_run"):
+            skip(pair, "no password for it", f"add the line `{old},PASSWORD` to --passwords, or give --master-user")
+            bad += 1
             continue
-        if state.get(new, {}).get("method", method) != method or state.get(new, {}).get("from", old) != old:
-            line(old=old, new=new, skipped=f"already copied from {state[new]['from']} by {state[new]['method']}; "
-                 "another source or method would give it every message twice")
+        had = state["sources"].get(old)
+        if had and (had.get("method") != method or had.get("new") != new):
+            skip(pair, f"copied before to {had.get('new')} by {had.get('method')}; another source, method or "
+                 "mailbox would give it every message twice",
+                 f"copy it again the same way (from {had.get('method', '').partition(':')[2]}), or move its "
+                 f"entry out of {STATE} if that copy is to be dropped")
+            bad += 1
             continue
-        if dry:
-            line(old=old, new=new, messages=info.get("messages"), bytes=info.get("bytes"), dry_run=True)
-            continue
-        t0 = time.monotonic()
-        if src["kind"] == "govmail":
-            cmd = ["doveadm", "sync", "-1", "-R", "-u", new, *ssh(src["host"]), "dsync", old]
-            r = subprocess.run(cmd, capture_output=True, text=True)
-        else:
-            r = copy_imap(src, old, new, password)
-        if r.returncode not in (0, 2):  # 2: changes happened meanwhile; the next run continues
-            failed += 1
-            line(old=old, new=new, ok=False, error=(r.stderr.strip().splitlines() or ["?"])[-1][:300])
-            continue
-        state[new] = {"from": old, "method": method, "last": int(time.time())}
-        save_state(state)
-        extra = {}
-        if src["kind"] == "govmail":
-            extra = {"sieve": take_sieve(src["host"], old, new), "password": take_password(new, info)}
-            take_last_login(new, info.get("last_login"))
-        st = subprocess.run(["doveadm", "-f", "tab", "mailbox", "status", "-u", new, "messages vsize", "*"],
-                            capture_output=True, text=True).stdout.splitlines()[1:]
-        msgs = sum(int(x.split("\t")[0]) for x in st if x.split("\t")[0].isdigit())
-        size = sum(int(x.split("\t")[1]) for x in st if len(x.split("\t")) > 1 and x.split("\t")[1].isdigit())
-        line(old=old, new=new, ok=True, messages=msgs, bytes=size, seconds=round(time.monotonic() - t0, 2), **extra)
-    return 1 if failed else 0
+        if not copy_one(pair, info, src, plan, state, method):
+            bad += 1
+    return 1 if bad else 0
 
 
 def main(argv):

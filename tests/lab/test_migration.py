@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import imaplib
 import json
+import os
 import smtplib
 import subprocess
 import time
@@ -102,7 +103,16 @@ def test_a_govmail_host_migrates_incrementally_with_mail_flags_folders_sieve_pas
     try:
         assert govmail("lab", "dns-switch", "lamdong").returncode == 0
         assert mx("daknong.gov.vn") == ["mail.lamdong.gov.vn."]  # the old domain's mail goes to the merged host
+        # An old mailbox with mail that the data maps nowhere would be lost with the old host: --final
+        # names it and does not end the migration until the operator says so.
+        unmapped = next(a.address for a in d.cfg.accounts if a.kind == "person" and a.address not in ld.cfg.former)
+        send(d, unmapped, f"Không ai nhận {stamp}")
+        assert delivered(d, unmapped, f"Không ai nhận {stamp}")
         final = govmail("migrate", "lamdong", "--from", "daknong", "--final")
+        assert final.returncode == 1 and f"  {unmapped}\t" in final.stderr, final.stdout + final.stderr
+        assert "--final: the migration is not complete while old mailboxes with mail are not mapped" in final.stderr
+        assert "govmail-migrate:lamdong" in d.run("cat /root/.ssh/authorized_keys").stdout  # access kept
+        final = govmail("migrate", "lamdong", "--from", "daknong", "--final", "--leave-unmapped")
         assert final.returncode == 0, final.stdout + final.stderr
     finally:
         govmail("lab", "dns-switch", "lamdong", "--back")
@@ -141,11 +151,101 @@ def test_any_imap_server_migrates_with_the_users_own_password(lab_hosts, tmp_pat
     creds.write_text(f"address,password\n{IMAP_OLD},{pw}\n")
     dry = govmail("migrate", "lamdong", "--from", "binhthuan", "--imap", f"{bt.name}:993", "--dry-run")
     assert dry.returncode == 0 and f"{IMAP_OLD} -> {IMAP_NEW}" in dry.stdout, dry.stdout + dry.stderr
+    # Without --only, every other mapped mailbox of Bình Thuận is named as not copied (no password
+    # given for it) and the run fails: nothing is skipped in silence.
     r = govmail("migrate", "lamdong", "--from", "binhthuan", "--imap", f"{bt.name}:993", "--insecure",
                 "--passwords", str(creds))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "NOT COPIED: no password for it; add the line `ubnd@binhthuan.gov.vn,PASSWORD` to --passwords" in r.stdout
+    assert "NOT DONE:" in r.stderr and f"{IMAP_OLD} -> {IMAP_NEW}\t" in r.stdout
+    r = govmail("migrate", "lamdong", "--from", "binhthuan", "--imap", f"{bt.name}:993", "--insecure",
+                "--passwords", str(creds), "--only", IMAP_OLD)
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"{IMAP_OLD} -> {IMAP_NEW}" in r.stdout
     old_side, new_side = messages(bt, IMAP_OLD), messages(ld, IMAP_NEW)
     assert old_side
     for mid, copies in old_side.items():  # folder, flags, received date and body, through IMAP
         assert new_side.get(mid) == copies, f"{mid}: {copies} on the old host, {new_side.get(mid)} on the new"
+
+
+def test_two_old_mailboxes_mapped_to_one_each_arrive_whole_in_their_own_folder_while_mail_keeps_coming(hosts):
+    """Đắk Nông's Sở TN&MT and Sở NN&PTNT were merged into Lâm Đồng's Sở NN&MT: both old unit
+    mailboxes map to snnmt@lamdong.gov.vn. Each is copied, into its own folder, every message once,
+    while mail arrives at the old host and at the merged one between the runs."""
+    d, ld = hosts
+    olds, new = ["stnmt@daknong.gov.vn", "snnptnt@daknong.gov.vn"], "snnmt@lamdong.gov.vn"
+    assert all(ld.cfg.former[o] == new for o in olds)
+    folders = {o: f"Thư cũ/{o.partition('@')[0]}@daknong" for o in olds}
+    stamp = int(time.time())
+    sent: dict[str, list[str]] = {o: [] for o in olds}
+
+    def mail_old(o, i, folder=None):
+        subject = f"Mail {o} {i} {stamp}"
+        send(d, o, subject)
+        assert delivered(d, o, subject)
+        if folder:
+            d.run(f"{{ doveadm mailbox list -u {o} | grep -qx '{folder}' || doveadm mailbox create -u {o} '{folder}'; }}"
+                  f" && doveadm move -u {o} '{folder}' mailbox INBOX header Subject '{subject}'")
+        sent[o].append((message_id(subject), folder or "INBOX"))
+
+    for i in range(3):
+        mail_old(olds[0], i)
+        mail_old(olds[1], i)
+    mail_old(olds[0], "hồ sơ", folder="Hồ sơ")
+    d.run(f"doveadm flags add -u {olds[1]} '\\Seen' mailbox INBOX all")
+    only = ["--only", olds[0], "--only", olds[1]]
+    first = govmail("migrate", "lamdong", "--from", "daknong", *only)
+    assert first.returncode == 0, first.stdout + first.stderr
+    for o in olds:
+        assert f'{o} -> {new} (folder "{folders[o]}")' in first.stdout, first.stdout
+
+    # Meanwhile: more mail at the old host, and at the merged host for the old address (it reaches the
+    # new mailbox's INBOX there, not a folder of old mail).
+    for i in range(3, 5):
+        mail_old(olds[0], i)
+        mail_old(olds[1], i)
+    send(ld, olds[0], f"Đến máy mới {stamp}")
+    assert delivered(ld, new, f"Đến máy mới {stamp}")
+    second = govmail("migrate", "lamdong", "--from", "daknong", *only)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert second.stdout.count("2 copied now") == 2, second.stdout  # exactly the two new ones of each
+    third = govmail("migrate", "lamdong", "--from", "daknong", *only)
+    assert third.returncode == 0 and third.stdout.count("0 copied now") == 2, third.stdout
+
+    got = messages(ld, new)
+    for o in olds:
+        for mid, folder in sent[o]:
+            copies = got.get(mid, [])
+            assert [c[0] for c in copies] == [f"{folders[o]}/{folder}"], f"{mid} ({o}): {copies}"
+    assert got[message_id(f"Đến máy mới {stamp}")][0][0] == "INBOX"
+    assert all(len(c) == 1 for c in got.values()), {k: v for k, v in got.items() if len(v) > 1}
+    # Flags came along as they were at the copy.
+    assert all("\\Seen" in got[mid][0][1] for mid, _ in sent[olds[1]][:3])
+    # The summary counts what is there: the old mailbox's messages, the copies made.
+    n0 = sum(len(c) for c in messages(d, olds[0]).values())
+    assert f"{olds[0]} -> {new} (folder \"{folders[olds[0]]}\")\t{n0} messages" in third.stdout, third.stdout
+
+
+def test_a_mapped_old_mailbox_that_cannot_be_copied_is_named_and_the_run_fails(hosts, tmp_path):
+    """A `former:` address the old host does not have (a typo, a mailbox never made) is not skipped in
+    silence: one line says why and what to do, and the run exits 1."""
+    import shutil
+
+    import yaml
+
+    from govmail.data import data_dir
+
+    d, ld = hosts
+    data = tmp_path / "group_data"
+    shutil.copytree(data_dir(), data)
+    doc = yaml.safe_load((data / "lamdong.yml").read_text())
+    person = next(p for p in doc["directory"]["people"] if p.get("former"))
+    person["former"] = list(person["former"]) + ["khongtontai.stnmt@daknong.gov.vn"]
+    (data / "lamdong.yml").write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False))
+    r = subprocess.run(["govmail", "migrate", "lamdong", "--from", "daknong", "--only",
+                        "khongtontai.stnmt@daknong.gov.vn"], capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, GOVMAIL_DATA_DIR=str(data)))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert ("khongtontai.stnmt@daknong.gov.vn -> " in r.stdout and "NOT COPIED: the old host has no such mailbox; "
+            "correct this `former:` address in the data" in r.stdout), r.stdout
+    assert "NOT DONE: 1 mailboxes were not copied" in r.stderr and "Traceback" not in r.stderr

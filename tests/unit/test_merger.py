@@ -184,14 +184,59 @@ def test_a_mailbox_copied_by_one_method_is_not_copied_by_another_which_would_dou
     from govmail.host import migrate
 
     monkeypatch.setattr(migrate, "STATE", str(tmp_path / "state.json"))
-    migrate.save_state({"b@new.gov.vn": {"from": "b@old.gov.vn", "method": "govmail:mail.old.gov.vn", "last": 1}})
+    # A state file of govmail before several-into-one: {new: {from, method}} is read as it was meant.
+    (tmp_path / "state.json").write_text(json.dumps(
+        {"b@new.gov.vn": {"from": "b@old.gov.vn", "method": "govmail:mail.old.gov.vn", "last": 1}}))
+    assert migrate.load_state()["sources"]["b@old.gov.vn"] == {
+        "new": "b@new.gov.vn", "method": "govmail:mail.old.gov.vn", "mode": "direct", "last": 1}
+
     class Store:  # the merged host's store: the new mailbox exists
         def execute(self, *a):
             return [("b@new.gov.vn",)]
 
     monkeypatch.setattr(migrate.store, "connect", lambda: Store())
-    plan = {"source": {"kind": "imap", "host": "imap.old.gov.vn"}, "pairs": [["b@old.gov.vn", "b@new.gov.vn"]],
-            "passwords": {"b@old.gov.vn": "x"}}
-    assert migrate.run(plan) == 0
+    plan = {"version": 2, "source": {"kind": "imap", "host": "imap.old.gov.vn"},
+            "pairs": [{"old": "b@old.gov.vn", "new": "b@new.gov.vn"}], "passwords": {"b@old.gov.vn": "x"}}
+    assert migrate.run(plan) == 1  # not copied: the run says so and fails
     out = json.loads(capsys.readouterr().out)
-    assert "already copied from b@old.gov.vn by govmail:mail.old.gov.vn" in out["skipped"]
+    assert "copied before to b@new.gov.vn by govmail:mail.old.gov.vn" in out["skipped"]
+    assert "copy it again the same way (from mail.old.gov.vn)" in out["todo"]
+    plan["version"] = 1
+    assert migrate.run(plan) == 2
+    assert "deploy this govmail version to it first" in capsys.readouterr().out
+
+
+def test_several_old_mailboxes_for_one_new_each_get_a_folder_and_a_list_is_an_alias():
+    from govmail.data import load_province
+    from govmail.migrate import pairs_for
+
+    cfg = load_province("lamdong")
+    pred = next(p for p in cfg.model.predecessors if p.key == "daknong")
+    pairs = {p["old"]: p for p in pairs_for(cfg, pred)}
+    assert pairs["stnmt@daknong.gov.vn"]["several"] and pairs["snnptnt@daknong.gov.vn"]["several"]
+    # ubnd@ of Đắk Nông and of Bình Thuận (another predecessor) go into one mailbox: several too.
+    assert pairs["ubnd@daknong.gov.vn"]["several"]
+    assert not pairs["skhdt@daknong.gov.vn"]["several"] and not pairs["skhdt@daknong.gov.vn"]["list"]
+    assert pairs["internal@daknong.gov.vn"]["list"]
+
+
+def test_the_folder_of_an_old_mailbox_holds_no_dot_and_never_takes_anothers_name():
+    from govmail.host.migrate_copy import folder_name, uid_set
+
+    assert folder_name("stnmt@daknong.gov.vn", "daknong") == "Thư cũ/stnmt@daknong"
+    assert folder_name("vp.ubnd@daknong.gov.vn", "daknong") == "Thư cũ/vp-ubnd@daknong"
+    assert folder_name("vp-ubnd@daknong.gov.vn", "daknong", {"Thư cũ/vp-ubnd@daknong"}) == "Thư cũ/vp-ubnd@daknong-2"
+    assert uid_set([9, 1, 2, 3, 7, 10]) == "1:3,7,9:10" and uid_set([4]) == "4"
+
+
+def test_an_old_mailbox_keeps_the_way_it_was_first_copied(tmp_path, monkeypatch):
+    """A mailbox copied into the new one before the data mapped a second old mailbox there stays as it
+    was; the newcomer goes into a folder, never into the same mailbox by dsync (UIDs would clash)."""
+    from govmail.host import migrate
+
+    state = {"version": 2, "sources": {"a@old.gov.vn": {"new": "n@new.gov.vn", "method": "m", "mode": "direct"}}}
+    assert migrate.mode_for({"old": "a@old.gov.vn", "new": "n@new.gov.vn", "several": True}, state, "m") == \
+        ("direct", None)
+    assert migrate.mode_for({"old": "b@old.gov.vn", "new": "n@new.gov.vn", "predecessor": "old"}, state, "m") == \
+        ("folder", "Thư cũ/b@old")
+    assert migrate.mode_for({"old": "c@old.gov.vn", "new": "x@new.gov.vn"}, state, "m") == ("direct", None)
