@@ -12,7 +12,10 @@ new mailboxes three times, each into emptied mailboxes:
 - govmail host: `govmail migrate lamdong --from daknong` (dsync over SSH, plus Sieve, passwords,
   last logins, for every mapped mailbox);
 - IMAP server: `govmail migrate ... --imap mail.daknong.gov.vn:993 --passwords` (Dovecot's imapc);
-- the floor: `doveadm backup -R` over the same SSH forced command, mailbox by mailbox, nothing else.
+- the floor: `doveadm backup -R` over the same SSH forced command, mailbox by mailbox, nothing else;
+- several into one: the same amount per mailbox in two Đắk Nông unit mailboxes that both map to
+  Lâm Đồng's snnmt@, each copied into its own folder (mirrored, then imported), set beside the floor's
+  rate.
 
 Prints messages/s and MB/s for each; asserts nothing. The bench mail is removed from both hosts
 afterwards, and the merged host's access to the old one revoked.
@@ -101,8 +104,22 @@ def main() -> None:
         # ... and never copied: the migration tool refuses a second method on a copied mailbox.
         timed(ssh_new + ["rm -f /var/lib/govmail/migrate-state.json"])
 
+    only = [x for old, _ in people for x in ("--only", old)]
+
     def govmail(*args: str) -> float:
-        return timed(["govmail", "migrate", "lamdong", "--from", "daknong", *args])[0]
+        return timed(["govmail", "migrate", "lamdong", "--from", "daknong", *only, *args])[0]
+
+    units = [o for o, n in sorted(cfg.former.items()) if o.endswith("@daknong.gov.vn") and n == "snnmt@lamdong.gov.vn"]
+    per_unit = per * 3 // 4  # both into one mailbox: within its quota
+    for old in units:
+        timed(ssh_old + [f"python3 - {old.split('@')[0]} {per_unit} {a.size} && chown -R vmail:vmail "
+                         f"/var/vmail/daknong.gov.vn/{old.split('@')[0]} && doveadm force-resync -u {old} INBOX"],
+              input=GENERATE)
+
+    def empty_folders() -> None:
+        timed(ssh_new + ["doveadm kick snnmt@lamdong.gov.vn >/dev/null; doveadm mailbox delete -r -s -u "
+                         "snnmt@lamdong.gov.vn 'Thư cũ' >/dev/null 2>&1; rm -rf /var/vmail/.govmail-migrate "
+                         "/var/lib/govmail/migrate-state.json; doveadm quota recalc -u snnmt@lamdong.gov.vn"])
 
     results = {}
     try:
@@ -123,8 +140,15 @@ def main() -> None:
                 "--imap", "mail.daknong.gov.vn:993", "--insecure", "--passwords", f.name)
         finally:
             os.unlink(f.name)
+        empty_folders()
+        several = timed(["govmail", "migrate", "lamdong", "--from", "daknong",
+                         *[x for o in units for x in ("--only", o)]])[0]
     finally:
         empty()
+        empty_folders()
+        for old in units:
+            subprocess.run(ssh_old + [f"doveadm expunge -u {old} mailbox '*' header Subject bench-migrate && "
+                                      f"doveadm purge -u {old}"], capture_output=True)
         for old, _ in people:
             subprocess.run(ssh_old + [f"doveadm expunge -u {old} mailbox '*' header Subject bench-migrate && "
                                       f"doveadm purge -u {old} && doveadm quota recalc -u {old}"], capture_output=True)
@@ -135,6 +159,11 @@ def main() -> None:
     print(f"\nmigration of {total_msgs} messages ({mb:.0f} MB) in {len(people)} mailboxes, Đắk Nông -> Lâm Đồng")
     for what, secs in results.items():
         print(f"  {what:68} {secs:7.1f} s {total_msgs / secs:8.1f} msg/s {mb / secs:6.1f} MB/s")
+    n, floor = per_unit * len(units), results["floor: plain doveadm backup of the same mailboxes"]
+    print(f"\nseveral into one: {n} messages ({n * a.size / 1e6:.0f} MB) of {len(units)} unit mailboxes into folders of "
+          "snnmt@lamdong.gov.vn")
+    print(f"  {'govmail host, each into its own folder (mirror, then import)':68} {several:7.1f} s "
+          f"{n / several:8.1f} msg/s   = {total_msgs / floor / (n / several):.2f} x the floor's time per message")
 
 
 if __name__ == "__main__":

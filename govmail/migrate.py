@@ -116,6 +116,10 @@ def show(rec: dict, totals: dict) -> None:
     if "unmapped" in rec:
         totals["unmapped"] = rec["unmapped"]
         return
+    if "quota" in rec:
+        _say(f"WARNING: {rec['quota']} would hold {_mb(rec['needed'])} with the old mail, over its quota of "
+             f"{_mb(rec['limit'])}: raise its quota_mb in the data and deploy before copying")
+        return
     if "old" not in rec:
         _say(rec.get("error", str(rec)))
         totals["failed"] += 1

@@ -203,6 +203,32 @@ def mode_for(pair, state, method):
     return "direct", None
 
 
+def explained(stderr):
+    """doveadm's last words, with what to do when they say the new mailbox is full."""
+    last = (stderr.strip().splitlines() or ["?"])[-1][:300]
+    if "quota" in last.lower() or "mailbox is full" in last.lower():
+        last += (" -- the new mailbox's quota is too small for the old mail: raise its quota_mb in the data "
+                 "(within policy.quota.max_mb), deploy, and run the migration again (nothing copied is lost)")
+    return last
+
+
+def quota_check(pairs, old_side, local):
+    """Per new mailbox: the old mail planned into it beside its quota (a warning line when it cannot fit)."""
+    want = {}
+    for p in pairs:
+        info = (old_side or {}).get(p["old"]) or {}
+        if not p.get("list") and p["new"] in local and info.get("bytes"):
+            want[p["new"]] = want.get(p["new"], 0) + info["bytes"]
+    for new, size in sorted(want.items()):
+        r = subprocess.run(["doveadm", "-f", "tab", "quota", "get", "-u", new], capture_output=True, text=True)
+        for row in r.stdout.splitlines()[1:]:
+            cols = row.split("\t")
+            if len(cols) >= 4 and cols[1] == "STORAGE" and cols[3].isdigit() and cols[2].isdigit():
+                used, limit = int(cols[2]) * 1024, int(cols[3]) * 1024
+                if used + size > limit:
+                    line(quota=new, needed=used + size, limit=limit)
+
+
 def skip(pair, why, todo):
     line(old=pair["old"], new=pair["new"], skipped=why, todo=todo)
 
@@ -229,8 +255,7 @@ def copy_one(pair, info, src, plan, state, method):
     else:
         r = copy_imap(src, old, new, password)
     if r.returncode not in (0, 2):  # 2: changes happened meanwhile; the next run continues
-        line(old=old, new=new, mode=mode, folder=folder, ok=False,
-             error=(r.stderr.strip().splitlines() or ["?"])[-1][:300])
+        line(old=old, new=new, mode=mode, folder=folder, ok=False, error=explained(r.stderr))
         return False
     extra = {}
     if mode == "folder":
@@ -240,7 +265,7 @@ def copy_one(pair, info, src, plan, state, method):
         state["sources"][old] = entry
         save_state(state)
         if error:
-            line(old=old, new=new, mode=mode, folder=folder, ok=False, error=error, copied=copied)
+            line(old=old, new=new, mode=mode, folder=folder, ok=False, error=explained(error), copied=copied)
             return False
         old_msgs, old_bytes = mailbox_totals(new, mirror_options(old))
     else:
@@ -278,6 +303,7 @@ def run(plan):
                           if a not in mapped and a.endswith("@" + plan.get("domain", "")) and v.get("messages"))
         if unmapped:
             line(unmapped=unmapped)
+        quota_check(pairs, old_side, local)
     else:
         old_side = None
     bad = 0
