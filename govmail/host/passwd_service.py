@@ -10,6 +10,8 @@ standard library only. HTTPS with the mail host's certificate, TLS 1.2 or later.
                        {"ok": false, "error": "..."}; used by `govmail passwd` and the web mail
   POST /api/status     JSON {"user", "password"} -> {"ok": true, "must_change": bool, "reason"}:
                        after a refused web login, whether a password change lifts the refusal
+  POST /api/allowed    JSON {"user"} -> {"ok": true}, or 429 when the client may not try that
+                       address now (the web mail asks before each login)
   GET  /healthz        "ok"
 
 From the loopback (the web mail on this host), a request may name the real client (`"client"`),
@@ -19,7 +21,9 @@ The HTML form this service once served is retired: the web mail's forms replaced
 The current password proves who the user is; Dovecot's own `doveadm pw` checks it and hashes the
 new one. An issued password (first login: DN Art. 12.1, LC Art. 6.3/7.3, TN Art. 9.1) or an expired
 one (LC Art. 4.2) is changed here; a cancelled, suspended or deleted mailbox is not. Wrong
-passwords are throttled per address and per client, and logged (journal) without the password.
+passwords are logged (journal) without the password and throttled so that an attacker can neither
+guess on and on nor lock the owner out (`Throttle`): what counts is the client (and the client for
+that address); failures for one address from many clients block only the clients that failed.
 """
 
 from __future__ import annotations
@@ -37,33 +41,55 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from . import password_change
 
 WINDOW = 15 * 60  # seconds over which failures are counted
-LIMITS = {"user": 5, "client": 20}  # wrong current passwords allowed per window
+LIMITS = {
+    "pair": 5,  # wrong current passwords for one address from one client
+    "client": 20,  # from one client, whatever the addresses
+    "account": 20,  # for one address from every client together: then each client that failed for it
+    "attacker": 2,  # at least this often is refused, one that did not (the owner elsewhere) never is
+}
 FAIL_DELAY = 1.0
 MAX_BODY = 16 * 1024
 
 
 class Throttle:
-    """Failures per key in a sliding window; a key over its limit is refused until they age out."""
+    """Failures in a sliding window, per client, per (address, client) and per address. A client is
+    refused for an address when it failed too often for it, or too often at all, or when the address
+    is under attack from many clients and it is one of them. Failures from other clients never refuse
+    a client that did not fail: nobody can lock an address's owner out by failing for it."""
 
     def __init__(self):
         self.lock = threading.Lock()
         self.failures: dict[str, collections.deque] = {}
 
-    def blocked(self, key: str, limit: int, now: float | None = None) -> bool:
+    def _count(self, key: str, now: float) -> int:
+        q = self.failures.get(key)
+        while q and now - q[0] > WINDOW:
+            q.popleft()
+        if q is not None and not q:
+            del self.failures[key]
+        return len(q) if q else 0
+
+    def refused(self, user: str, client: str, now: float | None = None) -> bool:
         now = now or time.monotonic()
         with self.lock:
-            q = self.failures.get(key)
-            while q and now - q[0] > WINDOW:
-                q.popleft()
-            return bool(q) and len(q) >= limit
+            pair = self._count(f"pair:{user}|{client}", now)
+            return (pair >= LIMITS["pair"] or self._count(f"client:{client}", now) >= LIMITS["client"]
+                    or (pair >= LIMITS["attacker"] and self._count(f"user:{user}", now) >= LIMITS["account"]))
 
-    def fail(self, key: str, now: float | None = None) -> None:
+    def fail(self, user: str, client: str, now: float | None = None) -> None:
+        now = now or time.monotonic()
         with self.lock:
-            self.failures.setdefault(key, collections.deque()).append(now or time.monotonic())
+            if len(self.failures) > 100_000:  # many clients or addresses: drop what has aged out
+                for key in list(self.failures):
+                    self._count(key, now)
+            for key in (f"pair:{user}|{client}", f"client:{client}", f"user:{user}"):
+                self.failures.setdefault(key, collections.deque()).append(now)
 
 
 THROTTLE = Throttle()
 BAD_CREDENTIALS = "Wrong address or current password"
+TOO_MANY = {"ok": False, "error": "Quá nhiều lần sai từ máy này, hãy thử lại sau 15 phút. "
+                                 "Too many failed attempts from this computer: try again in 15 minutes."}
 
 
 def change(user: str, current: str, new: str, client: str) -> tuple[int, dict]:
@@ -71,17 +97,15 @@ def change(user: str, current: str, new: str, client: str) -> tuple[int, dict]:
     user = (user or "").strip().lower()
     if not user or not current or not new:
         return 400, {"ok": False, "error": "Thiếu thông tin. Give the address, the current and the new password."}
-    if THROTTLE.blocked("user:" + user, LIMITS["user"]) or THROTTLE.blocked("client:" + client, LIMITS["client"]):
+    if THROTTLE.refused(user, client):
         log(f"password change refused for {user} from {client}: too many failures")
-        return 429, {"ok": False, "error": "Quá nhiều lần sai, hãy thử lại sau 15 phút. "
-                     "Too many failed attempts: try again in 15 minutes."}
+        return 429, dict(TOO_MANY)
     try:
         result = password_change.change_password(user, current, new, source=client)
     except password_change.ChangeRefused as e:
         msg = str(e)
         if BAD_CREDENTIALS in msg:
-            THROTTLE.fail("user:" + user)
-            THROTTLE.fail("client:" + client)
+            THROTTLE.fail(user, client)
             time.sleep(FAIL_DELAY)
             log(f"password change refused for {user} from {client}: authentication failed")
             return 403, {"ok": False, "error": msg}
@@ -99,20 +123,28 @@ def must_change(user: str, current: str, client: str) -> tuple[int, dict]:
     user = (user or "").strip().lower()
     if not user or not current:
         return 400, {"ok": False, "error": "Thiếu thông tin. Give the address and the password."}
-    if THROTTLE.blocked("user:" + user, LIMITS["user"]) or THROTTLE.blocked("client:" + client, LIMITS["client"]):
-        return 429, {"ok": False, "error": "Quá nhiều lần sai, hãy thử lại sau 15 phút. "
-                     "Too many failed attempts: try again in 15 minutes."}
+    if THROTTLE.refused(user, client):
+        log(f"password status refused for {user} from {client}: too many failures")
+        return 429, dict(TOO_MANY)
     try:
         result = password_change.login_status(user, current)
     except password_change.ChangeRefused as e:
-        THROTTLE.fail("user:" + user)
-        THROTTLE.fail("client:" + client)
+        THROTTLE.fail(user, client)
         log(f"password status refused for {user} from {client}: authentication failed")
         return 403, {"ok": False, "error": str(e)}
     except Exception as e:
         log(f"password status failed for {user} from {client}: {e!r}")
         return 500, {"ok": False, "error": "Lỗi máy chủ, hãy báo quản trị viên. Server error: tell the administrator."}
     return 200, {"ok": True, **result}
+
+
+def allowed(user: str, client: str) -> tuple[int, dict]:
+    """Whether `client` may try a password for `user` now (the web mail asks before a login)."""
+    user = (user or "").strip().lower()
+    if user and THROTTLE.refused(user, client):
+        log(f"web login refused for {user} from {client}: too many failures")
+        return 429, dict(TOO_MANY)
+    return 200, {"ok": True}
 
 
 LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
@@ -181,7 +213,7 @@ class Handler(BaseHTTPRequestHandler):
         if raw is None:
             return
         client = self.client_address[0]
-        if self.path not in ("/api/password", "/api/status"):
+        if self.path not in ("/api/password", "/api/status", "/api/allowed"):
             self.send(404, b"not found\n", "text/plain")
             return
         try:
@@ -195,6 +227,8 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/api/password":
             status, result = change(str(req.get("user", "")), str(req.get("password", "")),
                                     str(req.get("new_password", "")), client)
+        elif self.path == "/api/allowed":
+            status, result = allowed(str(req.get("user", "")), client)
         else:
             status, result = must_change(str(req.get("user", "")), str(req.get("password", "")), client)
         self.send(status, (json.dumps(result, ensure_ascii=False) + "\n").encode(), "application/json; charset=utf-8")

@@ -418,6 +418,66 @@ def test_the_outage_notice_shows_on_the_login_page_and_goes(browser, lab_hosts):
     b.shot("notice withdrawn")
 
 
+WEB_ATTACK = r"""
+import http.cookiejar, re, ssl, sys, urllib.error, urllib.parse, urllib.request
+host, user, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+ctx = ssl._create_unverified_context()
+for i in range(n):
+    jar = http.cookiejar.CookieJar()
+    op = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ctx), urllib.request.HTTPCookieProcessor(jar))
+    try:
+        page = op.open(f"https://{host}/", timeout=10).read().decode()
+        token = re.search(r'name="_token" value="([^"]+)"', page).group(1)
+        body = urllib.parse.urlencode({"_token": token, "_task": "login", "_action": "login", "_user": user,
+                                       "_pass": f"sai-{i}", "_timezone": "Asia/Ho_Chi_Minh"}).encode()
+        try:
+            out = op.open(f"https://{host}/?_task=login", body, timeout=10).read().decode()
+        except urllib.error.HTTPError as e:  # Roundcube answers a failed login with 401
+            out = e.read().decode()
+        print("throttled" if "Too many failed attempts from this computer" in out else "refused", flush=True)
+    except OSError as e:  # banned by fail2ban meanwhile
+        print("banned", e, flush=True)
+"""
+
+
+def test_wrong_web_logins_from_one_machine_never_lock_the_owner_out_from_another(browser, lab_hosts):
+    """Anyone who knows an address once kept its owner from ever activating the mailbox: five wrong
+    web logins from one machine made the password service refuse that address to everyone for 15
+    minutes, again and again. Failures now count per client: the attacker (the backup host) is
+    throttled and banned, the owner (this machine) logs in with the issued password, gets the change
+    form and reaches the inbox."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    h = lab_hosts[first_login_province()]
+    d, b = browser.driver, browser
+    owner = people(h)[-7].address
+    issued = h.admin_reset(owner)
+    attacker = h.backup_run("hostname -I").stdout.split()[0]
+    # A fresh throttle (it lives in the password service's memory for 15 minutes): a re-run starts clean.
+    h.run(f"fail2ban-client set govmail-webmail unbanip {attacker}", check=False)
+    h.run("systemctl restart govmail-passwd && timeout 30 bash -c "
+          "'until echo > /dev/tcp/127.0.0.1/8443; do sleep 0.3; done' 2>/dev/null")
+    try:
+        out = h.backup_run(f"python3 - {h.name} {owner} 7", input=WEB_ATTACK).stdout.split("\n")
+        # Wrong passwords are refused, then the attacker is stopped: throttled, or banned by fail2ban
+        # (whichever comes first; both count the attacker's failures only).
+        assert "refused" in out and out[-2].split()[0] in ("throttled", "banned"), out
+        # The owner, from another machine, with the right password: the first-login change, then the inbox.
+        login(b, h, owner, issued)
+        if h.cfg.policy.password.change_at_first_login:
+            wait_for(lambda: d.find_elements(By.ID, "_govmail_new"), what="the change form")
+            b.shot("owner reaches the change form despite the attack")
+            mine = "Mật-khẩu-Chủ-2026"
+            d.find_element(By.ID, "_govmail_new").send_keys(mine)
+            d.find_element(By.ID, "_govmail_repeat").send_keys(mine + Keys.RETURN)
+        wait_for(lambda: d.find_elements(By.ID, "messagelist"), what="the inbox")
+        b.shot("owner in the inbox")
+        logout(b, h)
+    finally:
+        h.run(f"fail2ban-client set govmail-webmail unbanip {attacker}", check=False)
+
+
 def test_failed_web_logins_are_what_the_brute_force_jail_counts_and_a_forged_address_bans_nobody(lab_hosts):
     """Wrong passwords in the web mail reach the fail2ban jail govmail-webmail by the client's real
     address; a user name that carries " from <another address>" does not move the blame."""
