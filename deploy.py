@@ -18,7 +18,7 @@ from govmail.data import load_province
 
 # Services by role, in the order their files are installed and their daemons activated.
 SERVICES = {
-    "mail": ["base", "host_tools", "tls", "accounts", "dovecot", "clamav", "attachments", "rspamd", "postfix", "passwd", "webmail", "web",
+    "mail": ["base", "host_tools", "tls", "accounts", "dovecot", "sieve_guard", "clamav", "attachments", "rspamd", "postfix", "passwd", "webmail", "web",
              "fail2ban", "logs", "backup", "reports"],
     "backup": ["backup_host"],
 }

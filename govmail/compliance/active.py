@@ -27,7 +27,8 @@ from .base import Probe, check
 TIMEOUT = 20
 HELO = "verify.govmail.invalid"  # what the probes say they are; never a name that could be someone's
 # Port -> how TLS starts there: "tls" at once, or STARTTLS in the port's protocol.
-TLS_PORTS = {25: "smtp", 587: "smtp", 465: "tls", 993: "tls", 995: "tls", 443: "tls", 143: "imap", 110: "pop3"}
+TLS_PORTS = {25: "smtp", 587: "smtp", 465: "tls", 993: "tls", 995: "tls", 443: "tls", 143: "imap", 110: "pop3",
+             4190: "sieve"}
 OLD = (("TLS 1.0", ssl.TLSVersion.TLSv1), ("TLS 1.1", ssl.TLSVersion.TLSv1_1))
 
 
@@ -70,6 +71,15 @@ def handshake(probe: Probe, port: int, ctx: ssl.SSLContext) -> str:
             f.readline()
             raw.sendall(b"STLS\r\n")
             f.readline()
+        elif how == "sieve":  # ManageSieve: capabilities up to OK, then STARTTLS
+            while True:
+                line = f.readline()
+                if not line or line.upper().startswith((b"OK", b"NO", b"BYE")):
+                    break
+            raw.sendall(b"STARTTLS\r\n")
+            reply = f.readline()
+            if not reply.upper().startswith(b"OK"):
+                raise ssl.SSLError(f"STARTTLS refused: {reply[:80]!r}")
         with ctx.wrap_socket(raw, server_hostname=name) as s:
             return f"{s.version()} {s.cipher()[0]}"
 

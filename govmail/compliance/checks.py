@@ -283,7 +283,15 @@ def forwarding_out(h, cfg, _):
     outside = ti.check_output(f"postmap -q someone@outside.example {pcre}")
     inside = ti.check_output(f"postmap -q someone@{cfg.domain} {pcre}")
     assert outside.startswith("REJECT") and inside == "OK", f"outside: {outside}; {cfg.domain}: {inside}"
-    return f"redirects via 127.0.0.1:10027; outside.example: {outside[:60]}"
+    # Scripts are checked when saved: ManageSieve's port is govmail's guard, Dovecot's own only on the loopback.
+    listeners = ti.check_output("ss -Hltnp 'sport = :4190 or sport = :4191'")
+    guard = [x for x in listeners.splitlines() if ":4190 " in x]
+    assert guard and all("python3" in x for x in guard), f"4190 is not govmail's ManageSieve guard: {listeners}"
+    assert all("127.0.0.1:4191" in x for x in listeners.splitlines() if "dovecot" in x), \
+        f"Dovecot's ManageSieve is reachable without the guard: {listeners}"
+    running(ti, "govmail-sieve-guard")
+    return (f"scripts checked when saved (govmail-sieve-guard on 4190, Dovecot's ManageSieve on 127.0.0.1:4191); "
+            f"redirects via 127.0.0.1:10027; outside.example: {outside[:60]}")
 
 
 @check

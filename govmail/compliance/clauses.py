@@ -104,7 +104,8 @@ def clauses(cfg: ProvinceConfig, active: bool = False) -> list[Clause]:
     fw = p.forwarding
     if fw.refuse_outbound:
         add("forwarding_out", fw.article,
-            "automatic forwards (Sieve redirect, lists) only to " + ", ".join(fw.state_domains))
+            "automatic forwards (Sieve redirect and notify, refused when saved; lists) only to "
+            + ", ".join(fw.state_domains))
     if fw.refuse_inbound:
         add("forwarding_in", fw.article, "mail forwarded automatically from outside the state domains refused")
     bf = p.bruteforce

@@ -52,6 +52,18 @@ class ManageSieve:
         self._command(f'PUTSCRIPT "{name}"', script.encode())
         self._command(f'SETACTIVE "{name}"')
 
+    def check(self, script: str) -> None:
+        self._command("CHECKSCRIPT", script.encode())
+
+    def put_quoted(self, name: str, script: str) -> None:
+        """PUTSCRIPT with the script as a quoted string, not a literal (clients may do either); a quoted
+        string holds no line break, so they become spaces."""
+        quoted = script.replace("\n", " ").replace("\\", "\\\\").replace('"', '\\"')
+        self._command(f'PUTSCRIPT "{name}" "{quoted}"')
+
+    def names(self) -> list[str]:
+        return [line.split('"')[1] for line in self._command("LISTSCRIPTS").splitlines() if line.startswith('"')]
+
     def close(self) -> None:
         try:
             self._command("LOGOUT")

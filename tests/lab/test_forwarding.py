@@ -14,7 +14,7 @@ from email.message import EmailMessage
 from govmail.lab import OUTSIDE_DOMAIN
 
 from .conftest import PROVINCES
-from .managesieve import ManageSieve
+from .managesieve import ManageSieve, ManageSieveError
 from .test_filtering import delivered
 
 
@@ -34,15 +34,68 @@ def inbound(h, to, subject, sender=None, headers=None) -> tuple[int, str]:
             return e.smtp_code, e.smtp_error.decode(errors="replace")
 
 
+REFUSED = "Không được tự động chuyển thư ra ngoài hệ thống thư công vụ"
+
+
+def test_a_filter_that_sends_outside_is_refused_when_saved_whatever_the_client_sends(host):
+    """ManageSieve itself refuses the script (the web mail stores through it too): a redirect, with
+    :copy, written in a text: block or with encoded characters, built from variables, a notify
+    mailto:, as a literal or as a quoted string, PUTSCRIPT or CHECKSCRIPT; nothing is stored."""
+    h = host
+    people = [a.address for a in h.cfg.accounts if a.kind == "person" and a.status == "active"]
+    user = people[7]
+    pw = h.set_password(user)
+    article = h.cfg.policy.forwarding.article
+    out = f"canbo@{OUTSIDE_DOMAIN}"
+    scripts = {
+        "redirect": f'redirect "{out}";\n',
+        "copy": f'require ["copy"];\nredirect :copy "{out}";\n',
+        "text-block": f"redirect text:\n{out}\n.\n;\n",
+        "encoded": 'require ["encoded-character"];\nredirect "canbo@outside${hex:2e}test";\n',
+        "variables": f'require ["variables"];\nset "a" "{out}";\nredirect "${{a}}";\n',
+        "notify": f'require ["enotify"];\nnotify :message "Thư mới" "mailto:{out}";\n',
+        "notify-cc": f'require ["enotify"];\nnotify "mailto:{people[8]}?cc={out}";\n',
+        "disabled-rule": f'require ["copy"];\n# rule:[fw]\nif false # true\n{{\n\tredirect :copy "{out}";\n}}\n',
+    }
+    with ManageSieve(h.name) as ms:
+        ms.login(user, pw)
+        before = ms.names()
+        for name, script in scripts.items():
+            # A quoted string holds no line break: scripts that need one (text:, # comments) go as literals only.
+            for how in ("literal", "check", "quoted")[: 2 if "text:" in script or "#" in script else 3]:
+                try:
+                    if how == "literal":
+                        ms.put_active(f"thu-{name}", script)
+                    elif how == "check":
+                        ms.check(script)
+                    else:
+                        ms.put_quoted(f"thu-{name}", script)
+                    raise AssertionError(f"{name} ({how}): stored")
+                except ManageSieveError as e:
+                    assert REFUSED in str(e) and article in str(e), (name, how, str(e))
+        assert ms.names() == before, "a refused script was stored"
+        # In the state domains, and a reply to the sender: accepted and stored.
+        ms.put_active("noi-bo", f'require ["vacation", "copy"];\nredirect :copy "{people[8]}";\n'
+                                f'vacation :days 1 "Tôi đi vắng.";\n')
+        assert "noi-bo" in ms.names()
+        ms.put_active("noi-bo", "keep;\n")
+    log = h.run("journalctl -u govmail-sieve-guard --no-pager -n 50").stdout
+    assert f"redirect {out} (outside the state domains)" in log, log[-1500:]
+    # Dovecot saw the client's own address (the guard tells it), not the loopback.
+    controller = h.run("echo $SSH_CLIENT").stdout.split()[0]
+    login = h.run(f"grep 'managesieve-login: Logged in: user=<{user}>' /var/log/mail.log | tail -n 1").stdout
+    assert f"rip={controller}" in login and "TLS" in login, login
+
+
 def test_a_sieve_redirect_leaves_the_state_system_never_and_the_message_stays_in_the_inbox(host, lab_hosts):
+    """A script that ManageSieve never saw (put by an administrator, or stored before govmail checked
+    scripts) may still redirect outside: Postfix refuses that mail, and the message stays in the INBOX."""
     h = host
     people = [a.address for a in h.cfg.accounts if a.kind == "person" and a.status == "active"]
     user, colleague = people[7], people[8]
     pw = h.set_password(user)
     stamp = str(int(time.time()))
-    with ManageSieve(h.name) as ms:
-        ms.login(user, pw)
-        ms.put_active("chuyen-tiep", f'redirect "canbo@{OUTSIDE_DOMAIN}";\n')
+    h.run(f"doveadm sieve put -a -u {user} chuyen-tiep", input=f'redirect "canbo@{OUTSIDE_DOMAIN}";\n')
     assert inbound(h, user, f"Ra ngoài {stamp}") == (0, "")
     got = delivered(h, user, f"Ra ngoài {stamp}")
     assert got, "the message a refused redirect could not forward must stay in the INBOX"

@@ -118,6 +118,7 @@ def test_no_open_relay_whatever_the_address_trick(host, sender):
 def test_testssl_finds_no_weak_protocol_or_cipher_on_any_tls_port(lab_hosts, tmp_path):
     h = lab_hosts[PROVINCES[0]]
     # 443: the web mail (nginx); the password service's API on its own port.
+    # (4190, ManageSieve: this testssl has no STARTTLS for it; `verify --active` probes it, test_verify.py.)
     ports = {465: [], 587: ["--starttls", "smtp"], 993: [], 995: [], h.cfg.model.password_change.port: [], 443: []}
 
     def run(port):

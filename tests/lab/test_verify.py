@@ -153,6 +153,8 @@ def test_active_verify_probes_the_ports_from_the_network_delivers_its_probe_and_
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     suite, cases = junit(tmp_path / "ok", h.name)
     assert suite.get("tests") == str(len(clauses(h.cfg, active=True))) == str(len(clauses(h.cfg)) + 4)
+    tls = cases["probe_tls_versions"].find("system-out").text
+    assert re.search(r"4190: TLSv1\.[23] \S+, 1\.0/1\.1 refused", tls), tls  # ManageSieve, through govmail's guard
     evidence = cases[f"probe_delivery:{probe}"].find("system-out").text
     assert f"delivered to {probe} (INBOX)" in evidence and evidence.endswith("then removed"), evidence
     assert messages() == before  # delivered, found, and removed: nothing left behind
