@@ -45,6 +45,8 @@ def hash_problem(value: str) -> Optional[str]:
             h = handler.from_string(body)
         except ValueError as e:
             return f"not a {label} hash ({e}); allowed: {ALLOWED}"
+        if not h.checksum:  # a salt and a cost but no hash (passlib calls it a config string): matches nothing
+            return f"a {label} salt without its hash (nothing after the salt); allowed: {ALLOWED}"
         if h.rounds < floor:
             return f"{label} {unit} {h.rounds} is below {floor}; allowed: {ALLOWED}"
         return None

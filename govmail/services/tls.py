@@ -43,7 +43,9 @@ def service(ctx) -> Service:
         name=f"self-signed TLS certificate for {', '.join([name, *extra])} (made once)",
         check=check,
         fix=f"install -d -m 755 {PATHS['etc']}/tls && "
-        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 "
+        # -utf8: the subject is UTF-8 as given (without it openssl reads each byte as a character:
+        # "Tiền Giang" became "Tiá»n Giang").
+        "openssl req -x509 -utf8 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 "
         f"-subj {subj} -addext {san} "
         f"-keyout {PATHS['tls_key']} -out {PATHS['tls_cert']} 2>/dev/null && "
         f"chmod 600 {PATHS['tls_key']} && chmod 644 {PATHS['tls_cert']}",

@@ -16,6 +16,8 @@ in the data cites it. Templates mirror their targets:
   password must change (issued, reset, expired) goes to a change form and nowhere else until it is
   changed; the outage notice (`govmail notice`) on the login page; a filter, forward or out-of-office
   that redirects outside the state domains is refused with the article (`policy.forwarding`);
+- templates/roundcube/plugins/govmail/vi_VN.php: Vietnamese for the texts Roundcube has only in
+  English (Forwarding, Out of Office, filters, the password form, common screens);
 - templates/roundcube/plugins/managesieve/config.inc.php.j2: filters and out-of-office (ManageSieve);
 - templates/php/govmail-webmail.conf.j2 -> /etc/php/8.4/fpm/pool.d/govmail-webmail.conf: the pool,
   sized for the host (2 cores: 12 workers at most).
@@ -29,7 +31,7 @@ is never reachable: nginx serves only public_html. The files are validated on a 
 from __future__ import annotations
 
 from .. import portal
-from ..render import PATHS, render
+from ..render import PATHS, TEMPLATES, render
 from ..service import Ensure, File, Service, Unit, Validator, made_once
 from ..text import php
 from .accounts import password_api
@@ -73,6 +75,8 @@ def service(ctx) -> Service:
         File(f"{PLUGIN}/govmail.php", render("roundcube/plugins/govmail/govmail.php.j2", cfg, **extra)),
         File(f"{PLUGIN}/addressbook.php", render("roundcube/plugins/govmail/addressbook.php.j2", cfg)),
         File(f"{PLUGIN}/directory.php", directory_php(cfg), action=None),
+        # Vietnamese for what Roundcube's own Vietnamese leaves in English (static: no value of the data).
+        File(f"{PLUGIN}/vi_VN.php", (TEMPLATES / "roundcube/plugins/govmail/vi_VN.php").read_bytes()),
         File(f"{PLUGIN}/password_driver.php", render("roundcube/plugins/govmail/password_driver.php.j2", cfg, **extra)),
         File(POOL, render("php/govmail-webmail.conf.j2", cfg, **extra)),
     ]

@@ -66,6 +66,7 @@ class Browser:
                   "--disable-sync", "--disable-features=Translate,OptimizationHints,MediaRouter"):
             opts.add_argument(a)
         opts.add_experimental_option("prefs", {"download.default_directory": self.profile})
+        opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console: CSP violations show there
         self.driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=opts)
         self.driver.set_page_load_timeout(60)
         self.name = re.sub(r"[^A-Za-z0-9_.-]+", "_", test_name)[:80]
@@ -77,6 +78,10 @@ class Browser:
         path = ARTIFACTS / f"{self.name}-{self.step:02d}-{re.sub(r'[^A-Za-z0-9_-]+', '_', what)}.png"
         self.driver.save_screenshot(str(path))
         return path
+
+    def csp_violations(self) -> list[str]:
+        """What the page's Content-Security-Policy refused since the last call (the browser's console)."""
+        return [e["message"] for e in self.driver.get_log("browser") if "Content Security Policy" in e["message"]]
 
     def close(self) -> None:
         try:

@@ -58,3 +58,13 @@ def test_a_certificate_named_in_the_data_is_installed_and_served_on_every_tls_po
         r = subprocess.run([sys.executable, "-m", "pyinfra", "-y", f"inventories/{province}.py", "deploy.py"],
                            cwd=ROOT, capture_output=True, text=True)
         assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+
+
+def test_the_self_signed_certificate_names_the_province_in_its_own_letters(host):
+    """The organisation of the certificate the host made is the province's name as written, not its
+    UTF-8 bytes read one by one ("Äáº¯k NÃ´ng" for Đắk Nông)."""
+    if host.cfg.model.tls.certificate:
+        return  # the province brings its own certificate (checked above)
+    subject = host.run("openssl x509 -noout -subject -nameopt utf8,sep_comma_plus,dn_rev "
+                       "-in /etc/govmail/tls/fullchain.pem").stdout.strip()
+    assert f"O=govmail {host.cfg.model.name}" in subject, subject

@@ -18,6 +18,7 @@ import hashlib
 import imaplib
 import json
 import os
+import re
 import ssl
 import subprocess
 import time
@@ -96,6 +97,10 @@ def test_the_web_mail_answers_in_vietnamese_with_hsts_and_secure_httponly_samesi
     cookie = headers.get("Set-Cookie", "")
     attrs = {a.strip().split("=")[0].lower() for a in cookie.split(";")}
     assert {"secure", "httponly", "samesite"} <= attrs, cookie
+    csp = headers.get("Content-Security-Policy", "")
+    assert "default-src 'self'" in csp and "frame-ancestors 'self'" in csp and "object-src 'none'" in csp, csp
+    # Nothing says which Roundcube runs before a login (an attacker would look up its flaws).
+    assert b'"rcversion":0' in body and not re.search(rb"1\.6\.\d+|rcversion\":[1-9]", body), re.findall(rb".{30}1\.6\.\d+", body)
     # Roundcube's installer and its configuration are never served.
     for path in ("/installer/", "/config/config.inc.php", "/plugins/govmail/govmail.php", "/SQL/", "/logs/"):
         assert https(h, path)[0] in (403, 404), path
@@ -322,6 +327,7 @@ def test_an_official_changes_the_issued_password_finds_a_colleague_and_sends_mai
     wait_for(lambda: subject in " ".join(e.text for e in d.find_elements(By.ID, "messagelist")), 60,
              "the mail in the colleague's inbox")
     b.shot("colleague's inbox")
+    assert not b.csp_violations(), b.csp_violations()  # the whole scenario ran within the page's policy
     msg = imap_message(h, colleague.address, colleague_pw, subject)
     assert str(msg["Subject"]) == subject
     part = next(p for p in msg.iter_attachments())
@@ -482,6 +488,38 @@ def test_the_web_mails_forms_refuse_a_forward_out_whatever_fields_they_carry_and
     assert status == 200 and refused not in page
     wait_for(lambda: colleague.address in h.run(f"cat {home}/sieve/*.sieve 2>/dev/null", check=False).stdout, 30,
              "the forward to a colleague")
+
+
+ENGLISH = ("Forwarding", "Out of Office", "For incoming mails", "Send copy to", "Redirect to", "Start time",
+           "End time", "Reply sender address", "My e-mail addresses", "Fill with all my addresses",
+           "Incoming message action", "Dark mode", "Status:", "Filter sets", "Change password")
+
+
+def test_the_settings_pages_officials_use_are_in_vietnamese(browser, lab_hosts):
+    """Forwarding, Out of Office, filters and the password form: no English left where Roundcube's own
+    Vietnamese has none (govmail adds the texts)."""
+    from selenium.webdriver.common.by import By
+
+    h = lab_hosts[PROVINCES[0]]
+    d, b = browser.driver, browser
+    me = people(h)[-8]
+    login(b, h, me.address, h.set_password(me.address))
+    wait_for(lambda: d.find_elements(By.ID, "messagelist"), what="the inbox")
+    for action, title in (("plugin.managesieve-forward", "forward"), ("plugin.managesieve-vacation", "out of office"),
+                          ("plugin.managesieve", "filters"), ("plugin.password", "password")):
+        d.get(f"https://{h.name}/?_task=settings&_action={action}")
+        wait_for(lambda: d.find_elements(By.CSS_SELECTOR, "#settings-menu, #settings-sections"), what=title)
+        time.sleep(1)  # the form is a frame of its own on some of these pages
+        texts = [d.find_element(By.TAG_NAME, "body").text]
+        for frame in d.find_elements(By.TAG_NAME, "iframe"):
+            d.switch_to.frame(frame)
+            texts.append(d.find_element(By.TAG_NAME, "body").text)
+            d.switch_to.default_content()
+        left = [e for e in ENGLISH if any(e in t for t in texts)]
+        b.shot(f"settings in Vietnamese: {title}")
+        assert not left, (title, left)
+    assert not b.csp_violations(), b.csp_violations()
+    logout(b, h)
 
 
 def test_the_outage_notice_shows_on_the_login_page_and_goes(browser, lab_hosts):
