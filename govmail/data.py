@@ -15,6 +15,7 @@ import hashlib
 import os
 import pickle
 import sys
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -104,7 +105,8 @@ class _ValidatedCache:
     validating the same bytes again. An entry is used only when everything the result depends on is
     the same: the data file's and defaults.yml's bytes and paths, the working directory (messages
     name files relative to it), the source of every govmail module, and the Python, PyYAML and
-    pydantic versions. Kept in $GOVMAIL_CACHE_DIR or ~/.cache/govmail/validated (0700, the
+    pydantic versions; and for a province that brings its own certificate, those files' bytes and
+    the clock (a certificate that has since expired is validated again, and refused). Kept in $GOVMAIL_CACHE_DIR or ~/.cache/govmail/validated (0700, the
     controller's own output, never data from elsewhere); GOVMAIL_CACHE_DIR=off turns it off. One
     entry per data file path, at most 64 (oldest dropped)."""
 
@@ -145,7 +147,9 @@ class _ValidatedCache:
             with open(path, "rb") as fh:
                 if fh.read(32) != digest:
                     return None
-                cfg = pickle.load(fh)
+                deps, until, cfg = pickle.load(fh)
+            if time.time() >= until or any(_sha256(Path(f)) != h for f, h in deps):
+                return None
             return cfg if isinstance(cfg, ProvinceConfig) else None
         except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError, ValueError):
             return None  # unreadable or from other code: validate
@@ -157,15 +161,38 @@ class _ValidatedCache:
                 return
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            deps, until = _tls_dependencies(cfg)
             with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
                 fh.write(digest)
-                pickle.dump(cfg, fh, protocol=pickle.HIGHEST_PROTOCOL)
+                pickle.dump((deps, until, cfg), fh, protocol=pickle.HIGHEST_PROTOCOL)
             os.replace(tmp, path)
             entries = sorted(path.parent.glob("*.pickle"), key=lambda q: q.stat().st_mtime)
             for old in entries[: max(0, len(entries) - self.KEEP)]:
                 old.unlink(missing_ok=True)
         except (OSError, pickle.PicklingError, TypeError, AttributeError):
             pass  # a cache that cannot be written costs time, never correctness
+
+
+def _sha256(path: Path) -> Optional[str]:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _tls_dependencies(cfg: ProvinceConfig) -> tuple[list[tuple[str, Optional[str]]], float]:
+    """The TLS files a validation read besides the data file (with their digests), and until when its
+    result holds: the certificate's end of validity, else for good."""
+    files = [f for f in (tls_path(cfg, "certificate"), tls_path(cfg, "key")) if f]
+    until = float("inf")
+    if files:
+        try:
+            from cryptography import x509
+
+            until = x509.load_pem_x509_certificates(files[0].read_bytes())[0].not_valid_after_utc.timestamp()
+        except (OSError, ValueError):
+            until = 0.0
+    return [(str(f), _sha256(f)) for f in files], until
 
 
 validated_cache = _ValidatedCache()

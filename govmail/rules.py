@@ -9,7 +9,8 @@
   the smallest mailbox of the province (a mailbox that cannot hold one message of the allowed
   size is a contradiction of the data, not a policy);
 - TLS: the certificate and key files lie inside the data file's directory, parse as PEM, match
-  each other, cover the mail host's name and are not expired.
+  each other, cover the mail host's name (and a merged province's old mail names, which its old
+  users' clients and other servers keep using) and are not expired.
 """
 
 from __future__ import annotations
@@ -70,11 +71,13 @@ def check_tls(cfg, add) -> None:
         else:
             files[k] = f
     if len(files) == 2:
-        for path, msg in tls_problems(files["certificate"], files["key"], cfg.mail_host):
+        from .merger import mail_names
+
+        for path, msg in tls_problems(files["certificate"], files["key"], cfg.mail_host, old_names=mail_names(cfg)):
             add(("tls",) + path, msg)
 
 
-def tls_problems(cert_file: Path, key_file: Path, host: str, now=None) -> list[tuple[tuple, str]]:
+def tls_problems(cert_file: Path, key_file: Path, host: str, now=None, old_names=()) -> list[tuple[tuple, str]]:
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
     from cryptography.x509.oid import ExtensionOID
@@ -107,6 +110,12 @@ def tls_problems(cert_file: Path, key_file: Path, host: str, now=None) -> list[t
     if not any(_covers(n, host) for n in names):
         out.append((("certificate",), f"does not cover the mail host {host} (its names: {', '.join(names) or 'none'}); "
                     "allowed: a certificate whose subjectAltName holds the host's name"))
+    missing = [o for o in old_names if not any(_covers(n, o) for n in names)]
+    if missing:
+        out.append((("certificate",), f"does not cover {', '.join(missing)}, the predecessors' mail names their users' "
+                    "clients and other mail servers keep using (they reach this host once DNS is switched); allowed: "
+                    f"a certificate whose subjectAltName also holds {', '.join(missing)} (its names: "
+                    f"{', '.join(names) or 'none'})"))
     return out
 
 

@@ -144,7 +144,10 @@ CREATE VIEW postfix_mailboxes AS
 DROP VIEW IF EXISTS postfix_aliases;
 CREATE VIEW postfix_aliases AS
     SELECT address, members FROM aliases
-    UNION ALL SELECT old, new FROM former_phase WHERE phase != 'moved';
+    UNION ALL SELECT old, new FROM former_phase
+    -- Only to a mailbox that takes mail, or a list: mail to an old address whose new mailbox was
+    -- removed or deleted is refused at RCPT (unknown), not accepted and bounced later.
+    WHERE phase != 'moved' AND (new IN (SELECT address FROM postfix_mailboxes) OR new IN (SELECT address FROM aliases));
 DROP VIEW IF EXISTS postfix_relocated;
 CREATE VIEW postfix_relocated AS SELECT old AS address, new FROM former_phase WHERE phase = 'moved';
 DROP VIEW IF EXISTS postfix_senders_own;

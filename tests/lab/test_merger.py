@@ -120,6 +120,23 @@ def test_after_the_transition_an_old_address_is_refused_5_1_6_naming_the_new_one
     assert send_25(ld, SENDER, OLD, "lại trong chuyển tiếp")[0] == 250
 
 
+def test_mail_to_an_old_address_whose_new_mailbox_is_gone_is_refused_at_rcpt_not_bounced_later(ld):
+    """A new mailbox deleted by the inactivity rule (or removed) while its old address is still in the
+    data: mail to the old address is refused during the SMTP dialogue (5.1.1), so the sending server
+    tells its user at once and no bounce is made here."""
+    before = int(ld.run("postqueue -j | wc -l").stdout)
+    try:
+        ld.run(f"python3 -c \"import sqlite3; db=sqlite3.connect('/var/lib/govmail/accounts.sqlite'); "
+               f"db.execute(\\\"UPDATE accounts SET status='deleted' WHERE address='{NEW}'\\\"); db.commit()\"")
+        code, text = send_25(ld, SENDER, OLD, "đến hộp thư đã xóa")
+        assert code == 550 and "5.1.1" in text, (code, text)
+        assert int(ld.run("postqueue -j | wc -l").stdout) == before  # nothing queued, nothing to bounce
+    finally:
+        ld.run(f"python3 -c \"import sqlite3; db=sqlite3.connect('/var/lib/govmail/accounts.sqlite'); "
+               f"db.execute(\\\"UPDATE accounts SET status='active' WHERE address='{NEW}'\\\"); db.commit()\"")
+    assert send_25(ld, SENDER, OLD, "lại nhận được")[0] == 250
+
+
 def test_the_merged_hosts_certificate_covers_the_old_mail_names(ld):
     import socket
     import ssl

@@ -137,6 +137,12 @@ def test_the_store_applies_each_phase_from_the_clock_alias_login_send_then_forwa
     assert one("SELECT user FROM dovecot_passdb WHERE login=?", "b@old2.gov.vn") == []
     assert one("SELECT logins FROM postfix_senders WHERE address=?", "b@old1.gov.vn") == ["b@new.gov.vn"]
     assert one("SELECT logins FROM postfix_senders WHERE address=?", "b@old2.gov.vn") == []
+    # The new mailbox deleted (or removed): its old addresses are no longer known, so Postfix refuses
+    # their mail at RCPT instead of taking it and bouncing it later.
+    db.execute("UPDATE accounts SET status='deleted' WHERE address='b@new.gov.vn'")
+    db.commit()
+    assert one("SELECT members FROM postfix_aliases WHERE address=?", "b@old1.gov.vn") == []
+    assert one("SELECT address FROM postfix_mailboxes WHERE address=?", "b@new.gov.vn") == []
 
 
 def test_the_old_hosts_forced_command_runs_nothing_but_export_dsync_and_sieve(capsys):

@@ -332,3 +332,20 @@ def test_a_tls_certificate_that_does_not_fit_the_host_is_refused(tmp_path, fault
 
     found = [f"{p.path}: {p.message}" for p in problems(copy_province(tmp_path, "daknong", edit=edit))]
     assert len(found) == 1 and found[0].startswith(expect), found
+
+
+def test_a_merged_provinces_certificate_must_cover_the_old_mail_names_too(tmp_path):
+    """Lâm Đồng's users of Đắk Nông and Bình Thuận keep mail.daknong.gov.vn in their clients: a
+    certificate for the merged host alone would fail them all once the old names point here."""
+    make_certificate(tmp_path / "certs", ["mail.lamdong.gov.vn"])
+
+    def edit(d):
+        d["tls"] = {"certificate": "certs/cert.pem", "key": "certs/key.pem"}
+
+    found = [f"{p.path}: {p.message}" for p in problems(copy_province(tmp_path, "lamdong", edit=edit))]
+    assert len(found) == 1 and found[0].startswith(
+        "tls.certificate: does not cover mail.daknong.gov.vn, daknong.gov.vn, mail.binhthuan.gov.vn, binhthuan.gov.vn, "
+        "the predecessors' mail names"), found
+    make_certificate(tmp_path / "certs", ["mail.lamdong.gov.vn", "mail.daknong.gov.vn", "daknong.gov.vn",
+                                          "*.binhthuan.gov.vn", "binhthuan.gov.vn"])
+    assert load_province(copy_province(tmp_path, "lamdong", edit=edit)).model.tls.certificate

@@ -61,3 +61,27 @@ def test_validate_always_validates_and_the_cache_can_be_turned_off(province, mon
     monkeypatch.setenv("GOVMAIL_CACHE_DIR", "off")
     again(file)
     assert len(calls) == 3
+
+
+def test_a_certificate_replaced_or_expired_beside_an_unchanged_data_file_is_validated_again(province, monkeypatch):
+    """The data file names its certificate; the result kept for it holds only for those bytes and
+    until the certificate ends: a replacement that does not cover the host is refused at once."""
+    import datetime
+
+    from .test_schema import make_certificate
+
+    file, calls = province
+    make_certificate(file.parent / "certs", ["mail.daknong.gov.vn"])
+    file.write_text(file.read_text() + "tls:\n  certificate: certs/cert.pem\n  key: certs/key.pem\n")
+    load_province(file)
+    again(file)
+    assert len(calls) == 1
+    make_certificate(file.parent / "certs", ["mail.elsewhere.gov.vn"])
+    with pytest.raises(DataError, match="does not cover the mail host"):
+        again(file)
+    make_certificate(file.parent / "certs", ["mail.daknong.gov.vn"])
+    again(file)
+    assert data.validated_cache.load(file) is not None
+    later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=400)
+    monkeypatch.setattr(data.time, "time", later.timestamp)
+    assert data.validated_cache.load(file) is None  # past the certificate's end: validated again (and refused)
