@@ -117,27 +117,29 @@ def test_a_deploy_killed_at_any_moment_is_finished_by_the_next_run(lab, moment, 
     assert_converged(province, h, data[target])
 
 
+def together(province: str, first_data: Path, second_data: Path, delay: float):
+    """Two deploys, the second started `delay` s after the first: (first's exit and output, second's result)."""
+    with subprocess.Popen(command(province), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env=dict(os.environ, GOVMAIL_DATA_DIR=str(first_data))) as first:
+        time.sleep(delay)
+        second = deploy(province, second_data)
+        out_first = first.communicate(timeout=900)[0]
+    return first.returncode, out_first, second
+
+
 def test_two_deploys_at_once_both_end_cleanly(lab):
     province, h, data, state = lab
     target = "changed" if state["data"] == data["shipped"] else "shipped"
     # The same data twice (an operator and a CI job): both succeed, one after the other.
-    with subprocess.Popen(command(province), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          env=dict(os.environ, GOVMAIL_DATA_DIR=str(data[target]))) as first:
-        time.sleep(0.5)
-        second = deploy(province, data[target])
-        out_first = first.communicate(timeout=900)[0]
-    assert first.returncode == 0, out_first[-3000:]
+    rc, out_first, second = together(province, data[target], data[target], 0.5)
+    assert rc == 0, out_first[-3000:]
     assert second.returncode == 0, second.stdout[-3000:]
     state["data"] = data[target]
     # Other data, 1.5 s apart: the second was planned from the host before the first changed it;
     # it either finds its plan still holds, or stops with one line before touching anything.
     other = "changed" if target == "shipped" else "shipped"
-    with subprocess.Popen(command(province), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          env=dict(os.environ, GOVMAIL_DATA_DIR=str(data[other]))) as first:
-        time.sleep(1.5)
-        second = deploy(province, data[target])
-        out_first = first.communicate(timeout=900)[0]
-    assert first.returncode == 0, out_first[-3000:]
+    rc, out_first, second = together(province, data[other], data[target], 1.5)
+    assert rc == 0, out_first[-3000:]
     both = out_first + second.stdout + second.stderr
     assert "Traceback" not in both and "FileNotFoundError" not in both
     if second.returncode == 0:
