@@ -48,6 +48,10 @@ def restart_only_values(main_cf: str) -> list[str]:
     return out
 
 
+SMTP_GREETS = ("postfix status >/dev/null 2>&1 && timeout 5 bash -c "
+               "'exec 3<>/dev/tcp/127.0.0.1/25 && head -c 4 <&3 && printf \"QUIT\\r\\n\" >&3' 2>/dev/null | grep -q '^220'")
+
+
 def service(ctx) -> Service:
     cfg, maps = ctx.cfg, PATHS["postfix_maps"]
     main_cf = render("postfix/main.cf.j2", cfg)
@@ -75,8 +79,9 @@ def service(ctx) -> Service:
             File("/etc/postfix/master.cf", render("postfix/master.cf.j2", cfg)),
         ],
         validator=Validator("/etc/postfix", VALIDATE),
-        # The postfix unit is a wrapper that stays "active" when the master is gone: ask Postfix.
-        units=[Unit("postfix", ready="postfix status", ready_timeout=30)],
+        # The postfix unit is a wrapper that stays "active" when the master is gone, and the master
+        # runs on while every smtpd it starts dies (a broken main.cf): ready is an SMTP greeting on 25.
+        units=[Unit("postfix", ready=SMTP_GREETS, ready_timeout=30)],
         actions={
             "postalias": "postalias hash:/etc/aliases",
             "reload": "postfix check && postfix reload 2>/dev/null",

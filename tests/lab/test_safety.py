@@ -87,3 +87,22 @@ def test_a_deploy_that_stops_after_writing_a_file_applies_it_on_the_next_run(lab
         r = subprocess.run([sys.executable, "-m", "pyinfra", "-y", f"inventories/{province}.py", "deploy.py"],
                            cwd=ROOT, capture_output=True, text=True)
         assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+
+
+def test_a_postfix_whose_smtpd_dies_is_not_taken_as_running_and_the_next_deploy_repairs_it(lab_hosts):
+    """Once main.cf held another file: Postfix's master ran on and systemd said active while every
+    smtpd died at start and clients hung. A deploy now takes Postfix as running only when port 25
+    greets, so it sees the fault, puts the planned main.cf back and restarts Postfix."""
+    import smtplib
+
+    from govmail.services.postfix import SMTP_GREETS
+
+    province, h = next(iter(lab_hosts.items()))
+    h.run("echo '<?php' >> /etc/postfix/main.cf")
+    assert h.run(SMTP_GREETS, check=False).returncode != 0
+    assert h.run("systemctl is-active postfix").stdout.strip() == "active"  # what fooled the operator
+    r = subprocess.run([sys.executable, "-m", "pyinfra", "-y", f"inventories/{province}.py", "deploy.py"],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0 and "restart postfix (not answering)" in r.stdout + r.stderr, (r.stdout + r.stderr)[-3000:]
+    with smtplib.SMTP(h.ip, 25, timeout=30) as s:
+        assert s.ehlo()[0] == 250

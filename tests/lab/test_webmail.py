@@ -556,7 +556,7 @@ for i in range(n):
     jar = http.cookiejar.CookieJar()
     op = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ctx), urllib.request.HTTPCookieProcessor(jar))
     try:
-        page = op.open(f"https://{host}/", timeout=10).read().decode()
+        page = op.open(f"https://{host}/", timeout=5).read().decode()
         token = re.search(r'name="_token" value="([^"]+)"', page).group(1)
         body = urllib.parse.urlencode({"_token": token, "_task": "login", "_action": "login", "_user": user,
                                        "_pass": f"sai-{i}", "_timezone": "Asia/Ho_Chi_Minh"}).encode()
@@ -565,8 +565,9 @@ for i in range(n):
         except urllib.error.HTTPError as e:  # Roundcube answers a failed login with 401
             out = e.read().decode()
         print("throttled" if "Too many failed attempts from this computer" in out else "refused", flush=True)
-    except OSError as e:  # banned by fail2ban meanwhile
+    except OSError as e:  # banned by fail2ban meanwhile: nothing more gets through
         print("banned", e, flush=True)
+        break
 """
 
 
