@@ -8,20 +8,14 @@ Each service is one module in govmail/services/ (and its templates in templates/
 declares what it needs; govmail/engine.py carries the declarations out: one apt transaction, one
 file transfer, each service's files validated on the host before they replace the live ones,
 reload (or restart) only where a change needs it. Adding a service: its module, its templates,
-and its name below.
+and its name in govmail/services/__init__.py (SERVICES).
 """
 
 from pyinfra import host
 
 from govmail import engine, targets
 from govmail.data import load_province
-
-# Services by role, in the order their files are installed and their daemons activated.
-SERVICES = {
-    "mail": ["base", "host_tools", "tls", "accounts", "dovecot", "sieve_guard", "clamav", "attachments", "rspamd", "postfix", "passwd", "webmail", "web",
-             "fail2ban", "logs", "backup", "reports"],
-    "backup": ["backup_host"],
-}
+from govmail.services import SERVICES
 
 cfg = load_province(host.data.province)
 names = [name for role in host.data.get("roles", ["mail"]) for name in SERVICES[role]]

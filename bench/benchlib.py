@@ -26,7 +26,7 @@ def lab_mail_host(province: str):
     cfg = load_province(province)
     state = lab.load_state()
     if cfg.mail_host not in state.get("hosts", {}):
-        from govmail.runner import deploy
+        from govmail.cli.deploy import deploy
 
         lab_target().up([province])
         if deploy([province]):

@@ -26,9 +26,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 from benchlib import timed  # noqa: E402
 
 from govmail import lab  # noqa: E402
+from govmail.cli.deploy import summary_line  # noqa: E402
 from govmail.data import load_province  # noqa: E402
 from govmail.engine import declared_packages  # noqa: E402
-from govmail.runner import summary_line  # noqa: E402
 from govmail.targets import lab as lab_target  # noqa: E402
 
 COLD_FLOOR = 1.3  # the floors: cold deploy <= 1.3 x apt, re-run <= 3 x pyinfra's own round trip

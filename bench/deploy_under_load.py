@@ -34,8 +34,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from benchlib import lab_mail_host  # noqa: E402
 
+from govmail.cli.deploy import pyinfra_command  # noqa: E402
 from govmail.data import data_dir  # noqa: E402
-from govmail.runner import pyinfra_command  # noqa: E402
 
 SENDER = r'''
 import smtplib, sys, threading, time

@@ -28,9 +28,9 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from govmail.cli.deploy import summary_line  # noqa: E402
 from govmail.data import load_province  # noqa: E402
-from govmail.naming import address_for  # noqa: E402
-from govmail.runner import summary_line  # noqa: E402
+from govmail.data.naming import address_for  # noqa: E402
 from govmail.targets import lab as lab_target  # noqa: E402
 
 SUR = ["Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Huỳnh", "Phan", "Vũ", "Võ", "Đặng", "Bùi", "Đỗ", "Hồ", "Ngô", "Dương", "Lý"]

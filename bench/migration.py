@@ -68,7 +68,7 @@ def main() -> None:
     cfg = load_province("lamdong")
     state = lab.load_state()
     if not {cfg.mail_host, "mail.daknong.gov.vn"} <= set(state.get("hosts", {})):
-        from govmail.runner import deploy
+        from govmail.cli.deploy import deploy
 
         lab_target().up(["daknong", "lamdong"])
         if deploy(["daknong", "lamdong"]):
@@ -152,7 +152,7 @@ def main() -> None:
         for old, _ in people:
             subprocess.run(ssh_old + [f"doveadm expunge -u {old} mailbox '*' header Subject bench-migrate && "
                                       f"doveadm purge -u {old} && doveadm quota recalc -u {old}"], capture_output=True)
-        from govmail.migrate import revoke
+        from govmail.merger.migrate import revoke
 
         revoke(cfg, ssh_old, "mail.daknong.gov.vn")  # the merged host's key off the old host
     mb = total_msgs * a.size / 1e6

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from benchlib import lab_mail_host  # noqa: E402
 
-from govmail.passwords import generate  # noqa: E402
+from govmail.data.passwords import generate  # noqa: E402
 from tests.lab.browser import Browser  # noqa: E402
 
 

@@ -31,14 +31,12 @@ no data change runs nothing after step 1.
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import importlib
 import io
 import os
 import secrets
 import shlex
-import socket
 import time
 from pathlib import Path
 
@@ -46,6 +44,7 @@ from pyinfra import logger
 from pyinfra.api import FactBase, FileUploadCommand, FunctionCommand, StringCommand, operation
 from pyinfra.facts.files import FileContents
 
+from .data.facts import operator
 from .host import deploy_lock
 from .plan import (
     INSTALL_DONE,
@@ -124,8 +123,7 @@ def take_host(run: str, wait: int, files: list[tuple[str, str, str]]):
     """This deploy's lease on the host (govmail/host/deploy_lock.py); `files`: every declared file
     with the SHA-1 this deploy read and the one it wants, so a host changed since is not deployed
     from a stale plan."""
-    who = f"{getpass.getuser()}@{socket.gethostname()}"
-    yield StringCommand(lock_program("acquire", run, who, str(wait), *(x for f in files for x in f)))
+    yield StringCommand(lock_program("acquire", run, operator(), str(wait), *(x for f in files for x in f)))
 
 
 @operation(is_idempotent=False)
@@ -312,17 +310,12 @@ def all_packages(services: list[Service]) -> list[str]:
 def declared_packages(cfg, role: str, services: dict | None = None) -> list[str]:
     """Every package a host of `role` gets (for the apt-floor bench), as the services declare them
     for a host that has nothing yet."""
-    import ast
     import shutil
     import tempfile
     from pathlib import Path
 
-    from .data import ROOT
-
-    if services is None:  # deploy.py's SERVICES, read without running it (it needs pyinfra's host)
-        tree = ast.parse((ROOT / "deploy.py").read_text())
-        services = next(ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
-                        and any(getattr(t, "id", None) == "SERVICES" for t in n.targets))
+    if services is None:
+        from .services import SERVICES as services
     scratch = Path(tempfile.mkdtemp(prefix="govmail-packages-"))
     try:
         ctx = Context(cfg=cfg, host_name=cfg.mail_host, roles=(role,), probes={}, signature_mirror=False,

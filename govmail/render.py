@@ -4,7 +4,7 @@ Templates mirror their target paths (templates/postfix/main.cf.j2 -> /etc/postfi
 The same rendering is used by the deploy and by the unit tests, so what the tests check is what
 the hosts get.
 
-Every value a template writes goes through the filter of the syntax it lands in (govmail/text.py:
+Every value a template writes goes through the filter of the syntax it lands in (govmail/data/text.py:
 `comment`, `postconf`, `pcre`, `dovecot`, `ucl`, `lua`, `fail2ban`, `systemd`); a string that
 reaches the output without one stops the render (`UnsafeValue`). govmail's own constants (paths,
 the banner) are `Trusted`.
@@ -18,8 +18,8 @@ from pathlib import Path
 import jinja2
 
 from .data import ROOT, ProvinceConfig
+from .data.text import FILTERS, Trusted, finalize
 from .host import contract
-from .text import FILTERS, Trusted, finalize
 
 # GOVMAIL_TEMPLATES points at another copy of templates/ (a province's customised templates, or a
 # test's deliberately broken one).

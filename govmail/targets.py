@@ -2,7 +2,7 @@
 
 `current()` reads the environment variable GOVMAIL_TARGET (nowhere else reads it):
 
-- `lab` (default): the containers `govmail lab up` boots (govmail/lab.py), reached by address on
+- `lab` (default): the containers `govmail lab up` boots (govmail/lab/__init__.py), reached by address on
   the lab bridge with the lab's SSH key; the controller's own lab address is never banned by
   fail2ban; ClamAV's signature mirror is out of reach; what a province publishes in DNS is served
   by the lab resolver, refreshed whenever it changes;
@@ -108,7 +108,7 @@ class Target:
     def resolver(self) -> str:
         """The DNS server to read what a province publishes from (`govmail verify`): GOVMAIL_RESOLVER,
         else this machine's own (/etc/resolv.conf)."""
-        from .dnsquery import system_resolver
+        from .publish.dnsquery import system_resolver
 
         return os.environ.get("GOVMAIL_RESOLVER") or system_resolver()
 
@@ -131,7 +131,7 @@ class RealHosts(Target):
 
 
 class LabTarget(Target):
-    """The lab of systemd-nspawn containers (govmail/lab.py)."""
+    """The lab of systemd-nspawn containers (govmail/lab/__init__.py)."""
 
     name = "lab"
     signature_mirror = False  # lab hosts reach the Debian mirror only
@@ -184,7 +184,7 @@ class LabTarget(Target):
         self.lab.refresh_dns(records=self.dns_lines)
 
     def dns_lines(self, provinces: list[str]) -> list[str]:
-        from .dns import dnsmasq_lines
+        from .publish.dns import dnsmasq_lines
 
         out = []
         running = set(provinces)

@@ -16,13 +16,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib
-import re
 from pathlib import Path
 
 from pydantic import BaseModel
 
+from govmail.data.text import UnsafeValue
 from govmail.service import Context
-from govmail.text import UnsafeValue
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKER = "/tmp/govmail-pwned"
@@ -72,13 +71,9 @@ def poisoned(cfg, payload: str):
 
 
 def services_of(roles) -> list[str]:
-    text = (ROOT / "deploy.py").read_text()
-    block = text[text.index("SERVICES = {"):text.index("}", text.index("SERVICES = {"))]
-    out = []
-    for role in roles:
-        m = re.search(rf'"{role}": \[([^\]]*)\]', block, re.S)
-        out += re.findall(r'"([a-z_]+)"', m.group(1))
-    return out
+    from govmail.services import SERVICES
+
+    return [name for role in roles for name in SERVICES[role]]
 
 
 def rendered(cfg, roles=("mail",), secrets_dir=None, trusted=("10.77.0.1",)) -> tuple[dict, dict]:

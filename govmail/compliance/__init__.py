@@ -6,4 +6,6 @@
 - `verify.py`: runs them against any reachable host of a province (`govmail verify`) and the lab
   tests (`tests/lab/test_compliance.py`) run the same ones;
 - `report.py`: the reports an inspector reads (HTML, Markdown, JUnit XML).
+
+May import: data, publish, render.
 """

@@ -119,7 +119,7 @@ def web_access(h, cfg, _):
 
 @check
 def published_directory(h, cfg, _):
-    from .. import portal
+    from ..publish import portal
 
     status, _, body = web_get(h.ti, cfg.mail_host, "/directory/")
     want = portal.files(cfg)["index.html"].decode()
@@ -260,7 +260,7 @@ def outbound_limit(h, cfg, _):
 
 @check
 def dkim_signing(h, cfg, _):
-    from ..services.rspamd import dkim_paths
+    from ..data.facts import dkim_paths
 
     key, record = dkim_paths(cfg)
     k = h.ti.file(key)

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 
+from ..data.facts import password_url
 from ..render import PATHS
-from ..services.accounts import password_url
 from .base import check, running, ssh_failure, store_meta
 
 
@@ -20,7 +20,7 @@ def report_figures(h, kind: str) -> dict:
 
 
 def report_made(h, cfg, kind: str) -> str:
-    from ..services.reports import recipients
+    from ..data.facts import report_recipients as recipients
 
     running(h.ti, f"govmail-report-{kind}.timer")
     settings = json.loads(h.ti.file("/etc/govmail/report/report.json").content_string)

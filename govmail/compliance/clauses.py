@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..data import ProvinceConfig
-from ..services.accounts import password_url
+from ..data.facts import password_url
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from ..data import ProvinceConfig
-from ..dnsquery import txt_records
+from ..publish.dnsquery import txt_records
 from .checks import CHECKS, Probe, ssh_failure
 from .clauses import Clause, clauses
 

@@ -9,42 +9,18 @@ never touched. The daily job (govmail-daily.timer) applies the life-cycle rules.
 from __future__ import annotations
 
 import base64
-import getpass
 import gzip
 import json
 import shlex
-import socket
 
-from .. import merger, passwords
-from ..data import ROLE_LOCAL_PARTS
+from ..data import ROLE_LOCAL_PARTS, passwords
+from ..data import predecessors as merger
+from ..data.facts import operator, password_api, password_service_url, password_url  # noqa: F401 (used here)
 from ..host import contract
 from ..render import PATHS, render
 from ..service import Ensure, File, Service, Unit, json_bytes
 
 NEW_PASSWORDS = PATHS["state"] + "/new-passwords.json"
-
-
-def operator() -> str:
-    """Who deploys, for the host's audit log: user@machine of the controller."""
-    return f"{getpass.getuser()}@{socket.gethostname()}"
-
-
-def password_url(cfg) -> str:
-    """Where a user whose password must change is sent: the web mail, whose login takes them to the
-    change form (govmail/services/webmail.py)."""
-    return f"https://{cfg.mail_host}/"
-
-
-def password_service_url(cfg) -> str:
-    """The password service from outside (`govmail passwd`): its API under this address."""
-    port = cfg.model.password_change.port
-    return f"https://{cfg.mail_host}{'' if port == 443 else f':{port}'}/"
-
-
-def password_api(cfg) -> str:
-    """The password service's API on the host itself (web mail's password driver; `govmail passwd`
-    reaches the same API from outside on the host's name)."""
-    return f"https://127.0.0.1:{cfg.model.password_change.port}/api/"
 
 
 def directory_document(cfg) -> dict:
@@ -84,7 +60,7 @@ def directory_document(cfg) -> dict:
         # sends as itself. The same table rspamd checks the header From: against (GOVMAIL_FROM).
         "senders": cfg.senders,
         # Old addresses of a merged province or a readdressing, and when their phases end
-        # (govmail/merger.py); the store's views apply them.
+        # (govmail/data/predecessors.py); the store's views apply them.
         "former": merger.former_rows(cfg),
     }
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import shlex
 
+from ..data.text import authorized_keys_command
 from ..render import render
 from ..secrets import backup_secrets
 from ..service import Ensure, File, Service, Unit, directory, made_once
-from ..text import authorized_keys_command
 from .backup import BACKUP_USER, CONF_DIR, REPO_ROOT, repo_path
 
 

@@ -10,7 +10,8 @@ writes what the host cannot know: who receives them, and each address's agency.
 
 from __future__ import annotations
 
-from .. import portal
+from ..data.facts import report_recipients
+from ..publish import portal
 from ..render import render
 from ..service import File, Service, Unit, directory, json_bytes
 
@@ -20,12 +21,6 @@ UNITS = ("govmail-report-monthly.service", "govmail-report-monthly.timer", "govm
          "govmail-report-annual.timer")
 
 
-def recipients(cfg) -> list[str]:
-    """The province's administrators (role admin), else its postmaster."""
-    admins = [a.address for a in cfg.accounts if a.role == "admin" and a.status == "active"]
-    return admins or [cfg.postmaster]
-
-
 def settings(cfg) -> dict:
     units = {}
     for e in portal.entries(cfg):
@@ -33,7 +28,7 @@ def settings(cfg) -> dict:
     for a in cfg.accounts:  # suspended mailboxes are counted too (as inactive)
         units.setdefault(a.address, portal.OTHER)
     return {
-        "province": cfg.key, "name": cfg.model.name, "sender": cfg.postmaster, "recipients": recipients(cfg),
+        "province": cfg.key, "name": cfg.model.name, "sender": cfg.postmaster, "recipients": report_recipients(cfg),
         "articles": {"monthly": cfg.cite("operations_report"), "annual": cfg.cite("usage_report"),
                      "misuse": cfg.cite("misuse_report")},
         "units": units,

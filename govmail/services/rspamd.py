@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import shlex
 
-from .. import merger
+from ..data import predecessors as merger
+from ..data.facts import DKIM_DIR, dkim_paths
 from ..render import render
 from ..service import Fetch, File, Service, Unit, Validator, directory, made_once
 from .attachments import PORT as INSPECTOR_PORT
@@ -51,7 +52,6 @@ FILES = [
     "lua.local.d/govmail.lua",
 ]
 
-DKIM_DIR = "/etc/govmail/dkim"
 MILTER_UP = "bash -c 'echo > /dev/tcp/127.0.0.1/11332' 2>/dev/null"
 # rspamd 3.12 turns the public-suffix list (9,760 suffixes) into a Hyperscan database when it starts
 # and keeps it in its cache directory (/var/lib/rspamd/<hash>.hsmp, keyed by the list's contents);
@@ -61,14 +61,6 @@ MILTER_UP = "bash -c 'echo > /dev/tcp/127.0.0.1/11332' 2>/dev/null"
 TLD_FILE = "/usr/share/publicsuffix/effective_tld_names.dat"
 WARM_TLD = ("rspamadm lua -e 'require(\"rspamd_util\").config_from_ucl("
             f"{{options = {{url_tld = \"{TLD_FILE}\"}}}}, \"INIT_LIBS,INIT_URL\")' >/dev/null")
-
-
-def dkim_paths(cfg, domain: str | None = None) -> tuple[str, str]:
-    """(private key, DNS record) of a domain's DKIM key on the mail host (default: the province's
-    domain; a merged province has one per predecessor domain too, `cfg.dkim_keys`)."""
-    domain = domain or cfg.domain
-    stem = f"{DKIM_DIR}/{domain}.{dict(cfg.dkim_keys)[domain]}"
-    return stem + ".key", stem + ".txt"
 
 
 def _probe(cfg, domain: str) -> str:
@@ -122,7 +114,7 @@ def _dkim_key(ctx, domain: str, selector: str) -> tuple[list, list, list]:
 
 def former_senders(cfg) -> list[tuple[str, list[str], int | None]]:
     """(old address, who may send as it, end of its transition) for GOVMAIL_FROM: during the
-    transition an old address is sent as by whoever may send as the new one (govmail/merger.py)."""
+    transition an old address is sent as by whoever may send as the new one (govmail/data/predecessors.py)."""
     out, mailboxes = [], {a.address for a in cfg.accounts}
     for old, new, ends, _ in merger.former_rows(cfg):
         logins = ([new] if new in mailboxes else []) + cfg.senders.get(new, [])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import shlex
 
 from ..data import tls_path
-from ..dns import web_names
+from ..publish.dns import web_names
 from ..render import PATHS
 from ..service import Ensure, File, Service
 
@@ -30,8 +30,8 @@ def service(ctx) -> Service:
         return v.replace("\\", "\\\\").replace("/", "\\/").replace("=", "\\=").replace("+", "\\+")
 
     subj = shlex.quote(f"/O=govmail {field(cfg.model.name)}/CN={field(name)}")
-    # The names the web server answers on (autoconfig., mta-sts. ...: govmail/dns.py), and a merged
-    # province's predecessors' mail names (govmail/merger.py).
+    # The names the web server answers on (autoconfig., mta-sts. ...: govmail/publish/dns.py), and a merged
+    # province's predecessors' mail names (govmail/data/predecessors.py).
     extra = [n for n in web_names(cfg) if n != name]
     san = shlex.quote("subjectAltName=" + ",".join(f"DNS:{n}" for n in dict.fromkeys([name, cfg.domain, *extra])))
     cert_q = shlex.quote(PATHS["tls_cert"])

@@ -11,7 +11,7 @@ certificate, TLS 1.2+, HSTS:
   (templates/www/mail/config-v1.1.xml.j2);
 - `/autodiscover/autodiscover.xml`: Outlook's (templates/www/autodiscover.xml.j2), GET or POST;
 - `/.well-known/mta-sts.txt`: the MTA-STS policy whose record `govmail dns` publishes;
-- `/directory/`: the directory for the provincial portal (govmail/portal.py).
+- `/directory/`: the directory for the provincial portal (govmail/publish/portal.py).
 
 The files it serves live in /var/lib/govmail/www. `nginx -t` checks a copy of /etc/nginx before a
 change is swapped in; nginx reloads (a reload never drops a request in flight).
@@ -19,8 +19,8 @@ change is swapped in; nginx reloads (a reload never drops a request in flight).
 
 from __future__ import annotations
 
-from .. import portal
-from ..dns import mta_sts_policy, web_names
+from ..publish import portal
+from ..publish.dns import mta_sts_policy, web_names
 from ..render import PATHS, render
 from ..service import Ensure, File, Service, Unit, Validator, directory
 

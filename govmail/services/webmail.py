@@ -7,7 +7,7 @@ in the data cites it. Templates mirror their targets:
   IMAP/SMTP/ManageSieve over TLS on the loopback, one identity per user whose address cannot be
   edited (the sender rule), Secure/HttpOnly/SameSite cookies, logins logged to the journal (the
   fail2ban jail `govmail-webmail` reads them), the published directory as a read-only address book
-  (govmail/services/addressbook.py);
+  (templates/roundcube/plugins/govmail/addressbook.php.j2);
 - templates/roundcube/plugins/password/config.inc.php.j2: the password plugin, with the driver
   templates/roundcube/plugins/govmail/password_driver.php.j2 that goes through the host's own change
   path (the password service's API: Dovecot checks the current password, the province's rule the new
@@ -30,11 +30,11 @@ is never reachable: nginx serves only public_html. The files are validated on a 
 
 from __future__ import annotations
 
-from .. import portal
+from ..data.facts import password_api
+from ..data.text import php
+from ..publish import portal
 from ..render import PATHS, TEMPLATES, render
 from ..service import Ensure, File, Service, Unit, Validator, made_once
-from ..text import php
-from .accounts import password_api
 
 PHP = "8.4"  # Debian 13's PHP
 POOL = f"/etc/php/{PHP}/fpm/pool.d/govmail-webmail.conf"
@@ -42,7 +42,7 @@ PLUGIN = "/etc/roundcube/plugins/govmail"
 
 
 def directory_php(cfg) -> str:
-    """The address book's data (addressbook.php reads it): the portal's entries (govmail/portal.py),
+    """The address book's data (addressbook.php reads it): the portal's entries (govmail/publish/portal.py),
     one group per unit, each entry [name, address, unit, department, position, group, folded text]."""
     items = portal.entries(cfg)
     groups: dict[str, str] = {}

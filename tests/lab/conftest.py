@@ -19,7 +19,7 @@ import pytest
 
 from govmail import lab
 from govmail.data import ProvinceConfig, available_provinces, load_province
-from govmail.passwords import generate
+from govmail.data.passwords import generate
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -116,7 +116,7 @@ class LabHost:
         import urllib.error
         import urllib.request
 
-        from govmail.services.accounts import password_service_url
+        from govmail.data.facts import password_service_url
 
         req = urllib.request.Request(
             password_service_url(self.cfg) + "api/password", method="POST", headers={"Content-Type": "application/json"},
@@ -136,7 +136,7 @@ def deploy_log(province: str) -> Path:
 
 @pytest.fixture(scope="session")
 def lab_hosts() -> dict[str, LabHost]:
-    from govmail.runner import deploy
+    from govmail.cli.deploy import deploy
     from govmail.targets import lab as lab_target
 
     t = time.monotonic()

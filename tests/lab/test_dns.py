@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import subprocess
 
-from govmail import dnsquery, lab
+from govmail import lab
+from govmail.publish import dnsquery
 
 from .conftest import PROVINCES
 
@@ -70,7 +71,7 @@ def test_a_forged_sender_of_a_province_domain_is_refused_by_its_dmarc_policy(lab
 
 
 def test_govmail_dns_prints_the_dkim_key_the_host_signs_with(lab_hosts):
-    from govmail.services.rspamd import dkim_paths
+    from govmail.data.facts import dkim_paths
 
     for p in PROVINCES:
         h = lab_hosts[p]

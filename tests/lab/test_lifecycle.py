@@ -17,8 +17,8 @@ import time
 import pytest
 
 from govmail.data import load_province
-from govmail.passwords import generate
-from govmail.services.accounts import password_url
+from govmail.data.facts import password_url
+from govmail.data.passwords import generate
 
 from .conftest import PROVINCES
 from .test_accounts import imap_login, rcpt

@@ -17,8 +17,8 @@ import subprocess
 import time
 from email.message import EmailMessage
 
+from govmail.data.facts import report_recipients as recipients
 from govmail.lab import OUTSIDE_DOMAIN
-from govmail.services.reports import recipients
 
 from .browser import Browser
 from .conftest import PROVINCES

@@ -28,9 +28,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from govmail import portal
 from govmail.data import load_province
-from govmail.dns import mta_sts_policy, web_names
+from govmail.publish import portal
+from govmail.publish.dns import mta_sts_policy, web_names
 
 from .conftest import PROVINCES
 
@@ -631,7 +631,7 @@ def test_failed_web_logins_are_what_the_brute_force_jail_counts_and_a_forged_add
 @pytest.mark.parametrize("province", PROVINCES)
 def test_the_password_service_sends_a_browser_to_the_web_mail_and_keeps_its_api(province, lab_hosts):
     h = lab_hosts[province]
-    from govmail.services.accounts import password_service_url
+    from govmail.data.facts import password_service_url
 
     ctx = ssl.create_default_context(cafile=h.cafile)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import imaplib
 import ssl
 
+from govmail.cli.deploy import deploy, summary_line
 from govmail.render import PATHS
-from govmail.runner import deploy, summary_line
 
 from .conftest import deploy_log
 

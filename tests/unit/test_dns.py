@@ -1,7 +1,7 @@
 """The DNS records a province publishes, and the lab resolver's copy of them."""
 
 from govmail.data import load_province
-from govmail.dns import _quote_txt, dnsmasq_lines, zone_text
+from govmail.publish.dns import _quote_txt, dnsmasq_lines, zone_text
 from govmail.targets import RealHosts
 
 
@@ -58,7 +58,7 @@ def test_the_zone_file_parses_and_hostile_text_never_becomes_a_record():
     import dns.zone
     import pytest
 
-    from govmail.text import UnsafeValue
+    from govmail.data.text import UnsafeValue
 
     cfg = load_province("daknong")
     dkim = 'v=DKIM1; k=rsa; p=AB"CD\n@ 3600 IN MX 0 evil.example.\n\\'

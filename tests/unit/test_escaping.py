@@ -1,6 +1,6 @@
 """Each value is written in the syntax of the file it lands in, by one filter per syntax.
 
-The filters of govmail/text.py, one by one, and the guarantee that holds them together: a string
+The filters of govmail/data/text.py, one by one, and the guarantee that holds them together: a string
 that reaches a template without one stops the render. The lab test
 tests/lab/test_hostile_values.py checks the same renderings with each file's own parser.
 """
@@ -12,7 +12,7 @@ import jinja2
 import pytest
 
 from govmail.data import available_provinces, load_province
-from govmail.text import (
+from govmail.data.text import (
     FILTERS,
     Trusted,
     UnsafeValue,

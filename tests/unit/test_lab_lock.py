@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from govmail import lab, labstate
+from govmail import lab
+from govmail.lab import state as labstate
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the lab (and its lock) needs root")
 

@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from govmail import merger
 from govmail.data import DataError, load_province
-from govmail.dns import dnsmasq_lines, zone_text
+from govmail.data import predecessors as merger
 from govmail.host import store as host_store
+from govmail.publish.dns import dnsmasq_lines, zone_text
 
 
 def lamdong():
@@ -154,7 +154,7 @@ def test_the_old_hosts_forced_command_runs_nothing_but_export_dsync_and_sieve(ca
 
 
 def test_an_imap_password_file_with_a_line_break_or_control_character_is_refused(tmp_path):
-    from govmail.migrate import read_passwords
+    from govmail.merger.migrate import read_passwords
 
     f = tmp_path / "p.csv"
     f.write_text('address,password\na@daknong.gov.vn,"x\nimapc_host = evil"\n')
@@ -214,7 +214,7 @@ def test_a_mailbox_copied_by_one_method_is_not_copied_by_another_which_would_dou
 
 def test_several_old_mailboxes_for_one_new_each_get_a_folder_and_a_list_is_an_alias():
     from govmail.data import load_province
-    from govmail.migrate import pairs_for
+    from govmail.merger.migrate import pairs_for
 
     cfg = load_province("lamdong")
     pred = next(p for p in cfg.model.predecessors if p.key == "daknong")

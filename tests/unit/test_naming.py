@@ -5,7 +5,7 @@ import unicodedata
 import pytest
 
 from govmail.data import load_province
-from govmail.naming import NameClash, address_for, ascii_fold, import_people, person_local, unit_of
+from govmail.data.naming import NameClash, address_for, ascii_fold, import_people, person_local, unit_of
 
 from .test_schema import copy_province, problems
 

@@ -3,7 +3,7 @@
 import pytest
 
 from govmail.data import available_provinces, load_province
-from govmail.passwords import generate, hash_password, problems, verify
+from govmail.data.passwords import generate, hash_password, problems, verify
 
 
 def policy(key):
@@ -47,7 +47,7 @@ def test_hash_is_bcrypt_in_dovecot_form_and_verifies():
 
 
 def test_initial_passwords_are_random_enough_for_the_minimum_hash_cost():
-    from govmail.passwords import INITIAL_ROUNDS, SPECIAL
+    from govmail.data.passwords import INITIAL_ROUNDS, SPECIAL
 
     p = policy("daknong")
     pw = generate(p)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from govmail import readdress
 from govmail.data import DataError, load_province
 from govmail.host import store as host_store
+from govmail.merger import readdress
 
 DATA = Path(__file__).resolve().parents[2] / "group_data"
 

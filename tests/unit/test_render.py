@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from govmail.data import MiB, available_provinces, load_province
-from govmail.docs import data_file_reference
+from govmail.data.docs import data_file_reference
 from govmail.render import render
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,7 +86,7 @@ def test_data_file_reference_is_current():
 def test_every_key_of_the_data_file_reference_is_described():
     rows = [line.split("|") for line in data_file_reference().splitlines() if line.startswith("| `")]
     bare = [cols[1].strip() for cols in rows if not cols[4].strip()]
-    assert rows and not bare, f"keys without a description in govmail/schema.py: {bare}"
+    assert rows and not bare, f"keys without a description in govmail/data/schema.py: {bare}"
 
 
 def test_fail2ban_never_bans_the_lab_controller_but_bans_everyone_else_on_real_hosts():

@@ -8,12 +8,13 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from govmail import portal, webcli
+from govmail.cli import publish as webcli
 from govmail.data import load_province
+from govmail.data.text import UnsafeValue, nginx, php, xml
 from govmail.host.passwd_service import effective_client
+from govmail.publish import portal
 from govmail.service import Context
 from govmail.services import web, webmail
-from govmail.text import UnsafeValue, nginx, php, xml
 
 
 def test_php_strings_escape_quotes_and_backslashes_and_refuse_control_characters():

@@ -15,8 +15,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .data import display_path, load_province
-from .targets import current
+from ..data import display_path, load_province
+from ..targets import current
+from .args import province_key
 
 
 def report_period(value: str) -> str:
@@ -25,7 +26,7 @@ def report_period(value: str) -> str:
     return value
 
 
-def register(sub, province_key) -> None:
+def register(sub) -> None:
     p = sub.add_parser("verify", help="check a province's hosts against its regulation (read-only); HTML, "
                        "Markdown and JUnit reports; exit 1 when a clause fails")
     p.add_argument("provinces", nargs="+", type=province_key)
@@ -53,7 +54,7 @@ def register(sub, province_key) -> None:
 
 
 def cmd_verify(args) -> int:
-    from .compliance import report, verify
+    from ..compliance import report, verify
 
     cfgs = [load_province(p) for p in args.provinces]
     if args.active:
@@ -86,7 +87,7 @@ def cmd_verify(args) -> int:
 
 
 def cmd_coverage(args) -> int:
-    from .compliance import coverage
+    from ..compliance import coverage
 
     if args.markdown:
         print(coverage.to_markdown(), end="")
@@ -100,7 +101,7 @@ def cmd_coverage(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .render import PATHS
+    from ..render import PATHS
 
     cfg = load_province(args.province)
     if args.period and (len(args.period) == 4) != (args.kind == "annual"):

@@ -15,7 +15,8 @@ from __future__ import annotations
 import functools
 from typing import Callable
 
-from . import merger, schema
+from . import predecessors as merger
+from . import schema
 from .config import ROLE_LOCAL_PARTS, Account, ProvinceConfig
 from .config import fmt_path as _fmt_path
 from .naming import all_units, local_units, rule_problem, unit_pair

@@ -11,7 +11,7 @@ import string
 
 from passlib.hash import bcrypt
 
-from .host.password_change import password_problems
+from ..host.password_change import password_problems
 from .schema import PasswordPolicy
 
 SPECIAL = "!#%&*+-=?@^_~"

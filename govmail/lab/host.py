@@ -11,9 +11,9 @@ import time
 import uuid
 from pathlib import Path
 
-from .labnet import GATEWAY, MIRROR, LabError, run
-from .labproc import _wait_gone, container_pids, pid_alive
-from .labstate import LAB_DIR, log, ssh_key
+from .net import GATEWAY, MIRROR, LabError, run
+from .proc import _wait_gone, container_pids, pid_alive
+from .state import LAB_DIR, log, ssh_key
 
 SUITE = "trixie"
 IMAGE_PACKAGES = "systemd,systemd-sysv,dbus,openssh-server,python3,iproute2"

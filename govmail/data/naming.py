@@ -1,6 +1,6 @@
 """Addresses of people by the province's naming rule.
 
-The rule all four provinces share: given name + initials of the surname and middle names, in
+The rule every province shares: given name + initials of the surname and middle names, in
 lower-case ASCII with the diacritics removed and đ -> d (BN Art. 4.b, DN Art. 5.1.a, LC Art. 5.2.a,
 TN Art. 3.5): Nguyễn Văn Hậu -> haunv. Then the person's unit (`policy.naming.unit_suffix`):
 `.<agency>`, or `.<department>.<district>` for staff of a district department (DN Art. 5.1.d);

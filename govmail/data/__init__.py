@@ -1,11 +1,24 @@
-"""Load, merge and validate province data files; derive what the deploy needs.
+"""The data file: reading, typing and checking a province's data, and what it says.
 
 `load_province("daknong")` reads `group_data/defaults.yml` (national defaults) and
-`group_data/daknong.yml`, deep-merges them, validates the result against `govmail.schema` and the
-cross-field rules below, and returns a `ProvinceConfig`. Every problem found is collected; if there
-is any, `DataError` is raised carrying all of them, each naming file, line, key path, bad value and
-what is allowed. Nothing here touches a host.
+`group_data/daknong.yml`, deep-merges them, validates the result against the typed option set and
+the cross-field rules, and returns a `ProvinceConfig`. Every problem found is collected; if there is
+any, `DataError` is raised carrying all of them, each naming file, line, key path, bad value and what
+is allowed. Nothing here touches a host.
+
+    schema.py, policy.py, text.py   the typed option set: sections, policies, text types and the
+                                    escaping filter of each file syntax; hashes.py: password hashes
+    yamldoc.py, typecheck.py        bounded YAML with lines; every type problem at once
+    config.py, directory.py         the ProvinceConfig; the directory (accounts, lists, senders)
+    naming.py, predecessors.py      the naming rule; a merged province's predecessors and old addresses
+    rules.py                        cross-field rules (sizes, scores, TLS files)
+    passwords.py, csvimport.py      passwords meeting the policy; people from a CSV
+    facts.py                        what the data says as services, checks and commands need it
+    docs.py                         the data-file reference (docs/data-file.md)
+
+May import: host (the host's password rules, shared).
 """
+
 
 from __future__ import annotations
 
@@ -123,8 +136,9 @@ class _ValidatedCache:
         import pydantic
 
         h = hashlib.sha256(f"{sys.version}|{yaml.__version__}|{pydantic.VERSION}".encode())
-        for src in sorted(Path(__file__).parent.rglob("*.py")):
-            h.update(src.relative_to(Path(__file__).parent).as_posix().encode() + b"\0" + src.read_bytes())
+        package = Path(__file__).resolve().parent.parent  # all of govmail, not this folder only
+        for src in sorted(package.rglob("*.py")):
+            h.update(src.relative_to(package).as_posix().encode() + b"\0" + src.read_bytes())
         return h.digest()
 
     def _entry(self, file: Path) -> tuple[Optional[Path], bytes]:

@@ -1,7 +1,7 @@
 """The DNS records a province publishes for its mail, from its data file.
 
 `govmail dns PROVINCE` prints them in zone-file format for the province's DNS operator; the lab
-resolver (govmail/lab.py) serves the same records for the lab zones, so lab hosts see what real
+resolver (govmail/lab/__init__.py) serves the same records for the lab zones, so lab hosts see what real
 senders would see.
 
 - MX and A: the mail host (the A address from `hosts[].address`, or the lab's address);
@@ -37,7 +37,7 @@ def web_names(cfg) -> list[str]:
     """Every name the mail host serves HTTPS on (govmail/services/web.py), and so its certificate
     covers: its mail name first, each domain's autoconfig., autodiscover. and mta-sts. names (the
     CNAMEs below), a merged province's old mail names."""
-    from . import merger
+    from ..data import predecessors as merger
 
     names = [cfg.mail_host]
     for d in cfg.domains:
@@ -49,7 +49,7 @@ def web_names(cfg) -> list[str]:
 def mta_sts_policy(cfg) -> str:
     import re
 
-    from .text import UnsafeValue
+    from ..data.text import UnsafeValue
 
     if not re.fullmatch(r"[A-Za-z0-9.-]{1,253}", cfg.mail_host):
         raise UnsafeValue(f"{cfg.mail_host[:60]!r} cannot be written into an MTA-STS policy (a host name)")
@@ -119,7 +119,7 @@ def _quote_txt(value: str) -> str:
 
 def _zone_names(cfg) -> None:
     """Every name a zone line is made of is a domain name (a hostile one would be zone syntax)."""
-    from .text import UnsafeValue, domain_problem
+    from ..data.text import UnsafeValue, domain_problem
 
     names = [("domain", cfg.domain), ("mail host", cfg.mail_host)]
     names += [("DKIM selector", f"{sel}.x.vn") for _, sel in cfg.dkim_keys]
@@ -132,7 +132,7 @@ def _zone_names(cfg) -> None:
 def zone_text(cfg, address: Optional[str] = None, dkim=None) -> str:
     """The zone lines of the province's domain and, for a merged province, of each predecessor's
     domain (served by the merged host once the zone is published: the runbook's DNS switch)."""
-    from .text import comment
+    from ..data.text import comment
 
     _zone_names(cfg)
     if address is not None:
@@ -169,7 +169,7 @@ def dnsmasq_lines(cfg, dkim=None, elsewhere: frozenset = frozenset()) -> list[st
     and so does the MX of the province's domain). A predecessor's domain gets its MX here, unless it
     is in `elsewhere` (its old host still takes its mail): then only the merged host's DKIM key is
     served for it, beside the old host's own records."""
-    from .text import CONTROL_RE, UnsafeValue
+    from ..data.text import CONTROL_RE, UnsafeValue
 
     keys = _keys(cfg, dkim)
     out = []

@@ -59,7 +59,7 @@ def data_file_reference() -> str:
     out = [
         "# Data-file reference",
         "",
-        "Generated from `govmail/schema.py` by `govmail schema`; do not edit by hand.",
+        "Generated from `govmail/data/schema.py` by `govmail schema`; do not edit by hand.",
         "A province is `group_data/<province>.yml`, merged over `group_data/defaults.yml` (national",
         "defaults). `govmail validate` checks it; every error names file, line, key path, value and",
         "what is allowed. Sizes are MiB (1,048,576 bytes).",

@@ -1,7 +1,7 @@
 """Cross-field rules of a province's policy and TLS files: values that are each valid, together not.
 
 `check_policy(cfg, add)` and `check_tls(cfg, add)` run after the directory is built
-(govmail/data.py); each problem goes to `add(path, message)` with its key path and what is allowed.
+(govmail/data/__init__.py); each problem goes to `add(path, message)` with its key path and what is allowed.
 
 - spam: the refusal score is above the score that marks a message (`policy.spam`);
 - inactivity: an action has the period it needs (`after_months`), a deletion an action before it;
@@ -71,7 +71,7 @@ def check_tls(cfg, add) -> None:
         else:
             files[k] = f
     if len(files) == 2:
-        from .merger import mail_names
+        from .predecessors import mail_names
 
         for path, msg in tls_problems(files["certificate"], files["key"], cfg.mail_host, old_names=mail_names(cfg)):
             add(("tls",) + path, msg)

@@ -2,7 +2,7 @@
 
 A merged province's data file names its `predecessors` (their domains, decisions and the end of
 their transition) and, on each mailbox, unit or list, the `former` addresses it had. This module
-checks them (`check(builder)`, called by govmail/directory.py with the addresses already resolved)
+checks them (`check(builder)`, called by govmail/data/directory.py with the addresses already resolved)
 and turns them into what the host's account store applies (`former_rows`):
 
 - during the transition an old address is an alias of the new one, its owner logs in and sends

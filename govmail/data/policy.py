@@ -1,6 +1,6 @@
 """The policy sections of a province data file (`policy:`), each citing its article.
 
-Part of the typed option set (govmail/schema.py re-exports every name here). Every field carries
+Part of the typed option set (govmail/data/schema.py re-exports every name here). Every field carries
 its default and its description where it is defined; `govmail schema` prints them.
 """
 
@@ -11,16 +11,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .text import (  # noqa: F401 (re-exported: schema and data import them from here)
-    ARTICLE_RE,
-    DOMAIN_RE,
-    LABEL_RE,
-    LOCAL_RE,
-    Article,
-    Calendar,
-    DisplayText,
-    Network,
-)
+from .text import ARTICLE_RE, DOMAIN_RE, LABEL_RE, LOCAL_RE, Article, Calendar, DisplayText, Network  # noqa: F401 (re-exported: schema and data import them from here)
 
 # The largest quota a mailbox may have, MiB: 16 TiB, well inside what the account store (SQLite
 # integer) and Dovecot (64-bit byte counts) hold, and far above any regulation's figure.

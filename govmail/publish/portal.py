@@ -11,7 +11,7 @@ a quota, a role or a status. Three forms, made from the data file:
 
 `govmail directory PROVINCE` writes them; the web server serves them at
 `https://<mail host>/directory/` (govmail/services/web.py), so the portal links to a page each deploy
-keeps current. The web mail's address book reads the same entries (govmail/services/addressbook.py).
+keeps current. The web mail's address book reads the same entries (govmail/services/webmail.py).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from .labnet import LabError
+from .net import LabError
 
 LAB_DIR = Path(os.environ.get("GOVMAIL_LAB_DIR", "/var/lib/govmail-lab"))
 

@@ -35,7 +35,7 @@ import subprocess
 import sys
 import time
 
-from .data import DataError, load_province
+from ..data import DataError, load_province
 
 TOOL = "/usr/local/lib/govmail/migrate"
 MARK = "govmail-migrate:"
@@ -151,7 +151,7 @@ def show(rec: dict, totals: dict) -> None:
 
 
 def cmd(args) -> int:
-    from .targets import TargetError
+    from ..targets import TargetError
 
     try:
         return _cmd(args)
@@ -161,7 +161,7 @@ def cmd(args) -> int:
 
 
 def _cmd(args) -> int:
-    from .targets import current
+    from ..targets import current
 
     try:
         cfg = load_province(args.province)

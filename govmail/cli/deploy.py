@@ -15,8 +15,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .data import ROOT, DataError, load_province
-from .targets import current
+from ..data import ROOT, DataError, load_province
+from ..targets import current
 
 
 def pyinfra_command(province: str, dry: bool = False) -> list[str]:
@@ -86,3 +86,16 @@ def deploy(provinces: list[str], dry: bool = False) -> int:
                 tail = log.read_text(errors="replace").splitlines()[-25:]
                 print("\n".join("    " + t for t in tail))
     return rc
+
+
+def cmd_deploy(args) -> int:
+    return deploy(args.provinces, args.dry_run)
+
+
+def register(sub) -> None:
+    from .args import province_key
+
+    p = sub.add_parser("deploy", help="deploy provinces (pyinfra), in parallel")
+    p.add_argument("provinces", nargs="+", type=province_key)
+    p.add_argument("--dry-run", action="store_true", help="show what would change, change nothing")
+    p.set_defaults(fn=cmd_deploy)

@@ -10,9 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .data import load_province
-from .render import PATHS
-from .targets import current
+from ..data import load_province
+from ..render import PATHS
+from ..targets import current
+from .args import province, province_key
 
 VN = datetime.timezone(datetime.timedelta(hours=7))  # Vietnam's time, for times without an offset
 NOTICE_MAX = 500
@@ -39,7 +40,11 @@ def recovery_time(value: str) -> datetime.datetime:
     return t if t.tzinfo else t.replace(tzinfo=VN)
 
 
-def register(sub, province_key) -> None:
+def register(sub) -> None:
+    p = sub.add_parser("dns", help="the DNS records a province publishes (zone-file format)")
+    p.add_argument("province", type=province_key)
+    p.set_defaults(fn=cmd_dns)
+
     p = sub.add_parser("directory", help="write the directory for the provincial portal: index.html, CSV, vCard "
                        "(also served at https://<mail host>/directory/)")
     p.add_argument("province", type=province_key)
@@ -56,7 +61,7 @@ def register(sub, province_key) -> None:
 
 
 def cmd_directory(args) -> int:
-    from . import portal
+    from ..publish import portal
 
     cfg = load_province(args.province)
     out = args.out or Path(f"directory-{cfg.key}")
@@ -93,4 +98,16 @@ def cmd_notice(args) -> int:
         print(f"govmail: {cfg.mail_host}: {(r.stderr.strip() or 'the notice could not be set')[-300:]}", file=sys.stderr)
         return 1
     print(f"{cfg.mail_host}: {r.stdout.strip()}")
+    return 0
+
+
+def cmd_dns(args) -> int:
+    from ..publish.dns import zone_text
+
+    cfg = province(args.province)
+    if cfg is None:
+        return 2
+    target = current()
+    keys = {d: target.published.dkim_record(cfg, d) for d, _ in cfg.dkim_keys}
+    print(zone_text(cfg, target.host_address(cfg), keys), end="")
     return 0

@@ -3,7 +3,7 @@
 Bridge `gmlab0` with 10.77.0.1/24; each container in its own network namespace, reached through a
 veth pair. The nft table `inet govmail_lab` lets lab hosts reach each other and the package mirror
 (HTTP/HTTPS to the addresses deb.debian.org has when the lab starts) and nothing else. Used by
-govmail/lab.py, which owns the lab's state; nothing here keeps state of its own.
+govmail/lab/__init__.py, which owns the lab's state; nothing here keeps state of its own.
 """
 
 from __future__ import annotations

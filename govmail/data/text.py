@@ -2,7 +2,7 @@
 
 Two halves, both needed (a value is never trusted to be tame):
 
-- **Types** for the data file (govmail/schema.py, govmail/policy.py). Every string field is one of
+- **Types** for the data file (govmail/data/schema.py, govmail/data/policy.py). Every string field is one of
   `Identifier`, `LocalPart`, `Domain`, `HostName`, `Address`, `Article`, `DisplayText`, `RelPath`,
   `Calendar` or `Network`; none of them admits a control character, a line break or a bidirectional
   override, and each error says what is allowed. A unit test checks that no field is a bare `str`.

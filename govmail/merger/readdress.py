@@ -11,7 +11,7 @@ After the data file is edited to the new structure, `readdress`:
   gives the old address;
 - lists every change `old -> new` for review, and units of the old file that are gone;
 - with `--apply`, writes the data file: the person's `address` becomes the new one, and every old
-  address goes into the entry's `former:` list, where it stays an alias for good (govmail/merger.py).
+  address goes into the entry's `former:` list, where it stays an alias for good (govmail/data/predecessors.py).
   The new text is validated; the file is put back as it was if it does not pass.
 
 At the next deploy the host's account store renames each mailbox whose new address has its old
@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from . import data
-from .config import fmt_path
-from .naming import clash_suffixes, local_units, person_local, rule_problem, unit_of
-from .yamldoc import Doc
+from .. import data
+from ..data.config import fmt_path
+from ..data.naming import clash_suffixes, local_units, person_local, rule_problem, unit_of
+from ..data.yamldoc import Doc
 
 
 @dataclass

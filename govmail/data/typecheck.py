@@ -3,7 +3,7 @@
 `validate_all` reports each problem pydantic finds with its message (`unknown key ...; allowed
 here: ...`, the value and what is allowed), then sets the bad value aside - an optional key is
 dropped, a required one takes defaults.yml's value, a list item is left out - and validates
-again, so that the cross-field checks of govmail/directory.py still run on everything else.
+again, so that the cross-field checks of govmail/data/directory.py still run on everything else.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def _get(data: Any, loc: tuple) -> Any:
 
 
 def _texts(value: Any) -> set:
-    """Every string inside a value (iteratively: the value passed the bounds of govmail/yamldoc.py)."""
+    """Every string inside a value (iteratively: the value passed the bounds of govmail/data/yamldoc.py)."""
     out, stack = set(), [value]
     while stack:
         v = stack.pop()

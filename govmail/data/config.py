@@ -1,7 +1,7 @@
 """A province as the deploy sees it: its validated data (`model`) and what is derived from it.
 
-`ProvinceConfig` is what govmail/data.py's `load_province` returns: the typed data file
-(govmail/schema.py), the mailboxes as the host will hold them (`Account`), the lists, and the
+`ProvinceConfig` is what govmail/data/__init__.py's `load_province` returns: the typed data file
+(govmail/data/schema.py), the mailboxes as the host will hold them (`Account`), the lists, and the
 problems found (`Problem`, `DataError`: file, line, key path, what is allowed).
 """
 
@@ -13,7 +13,7 @@ from typing import Optional
 
 from . import schema
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: govmail/data/config.py -> ../../..
 MiB = 1024 * 1024
 # Addresses that reach the postmaster on every province domain (RFC 2142 roles, and root@ for the
 # host's own system mail); no mailbox or list may take them.

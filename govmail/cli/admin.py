@@ -13,9 +13,10 @@ import getpass
 import os
 import subprocess
 
-from .data import available_provinces, load_province
-from .render import PATHS
-from .targets import TargetError, current
+from ..data import available_provinces, load_province
+from ..render import PATHS
+from ..targets import TargetError, current
+from .args import iso_time, mail_address, province_key
 
 
 def err(msg: str) -> None:
@@ -25,7 +26,7 @@ def err(msg: str) -> None:
 
 
 def _province(key: str):
-    from .data import DataError
+    from ..data import DataError
 
     try:
         return load_province(key)
@@ -56,7 +57,7 @@ def _mailbox_host(address: str):
 
 
 def _account_tool(ssh: list[str], args: str, input: str | None = None) -> subprocess.CompletedProcess:
-    from .services.accounts import operator
+    from ..data.facts import operator
 
     return subprocess.run([*ssh, f"GOVMAIL_ACTOR={operator()} {PATHS['lib']}/accounts {args}"],
                           input=input, text=True, capture_output=True)
@@ -65,7 +66,7 @@ def _account_tool(ssh: list[str], args: str, input: str | None = None) -> subpro
 def _new_password(args, cfg, acc, prompt: str) -> str | None:
     """A password for an administrator's reset (prompted, or GOVMAIL_PASSWORD with --from-env),
     checked against the province's policy; None after saying what is wrong."""
-    from . import passwords
+    from ..data import passwords
 
     pw = os.environ.get("GOVMAIL_PASSWORD") if args.from_env else None
     if pw is None:
@@ -81,7 +82,7 @@ def _new_password(args, cfg, acc, prompt: str) -> str | None:
 
 
 def _first_login_note(cfg) -> str:
-    from .services.accounts import password_url
+    from ..data.facts import password_url
 
     if not cfg.policy.password.change_at_first_login:
         return ""
@@ -90,7 +91,7 @@ def _first_login_note(cfg) -> str:
 
 
 def cmd_set_password(args) -> int:
-    from . import passwords
+    from ..data import passwords
 
     address = args.address.lower()
     found = _mailbox_host(address)
@@ -111,7 +112,7 @@ def cmd_set_password(args) -> int:
 def cmd_hand_over(args) -> int:
     import shlex
 
-    from . import passwords
+    from ..data import passwords
 
     address = args.address.lower()
     found = _mailbox_host(address)
@@ -140,8 +141,8 @@ def cmd_passwd(args) -> int:
     import urllib.error
     import urllib.request
 
-    from . import passwords
-    from .services.accounts import password_service_url
+    from ..data import passwords
+    from ..data.facts import password_service_url
 
     address = args.address.strip().lower()
     domain = address.rpartition("@")[2]
@@ -214,7 +215,7 @@ def cmd_restore(args) -> int:
 
 
 def _backup_tool(cfg, args: str, stream: bool = False) -> subprocess.CompletedProcess:
-    from .services.accounts import operator
+    from ..data.facts import operator
 
     cmd = [*_host_ssh(cfg.mail_host), f"GOVMAIL_ACTOR={operator()} {PATHS['lib']}/backup {args}"]
     if stream:
@@ -290,10 +291,54 @@ def _backup(args) -> int:
 def _refetch_dkim(cfg) -> None:
     """After restore-host the host signs with its restored DKIM key again: keep the controller's copy
     of the record (what `govmail dns` prints, and the lab resolver serves) the same as the host's."""
-    from .services.rspamd import dkim_paths
+    from ..data.facts import dkim_paths
 
     r = subprocess.run([*_host_ssh(cfg.mail_host), f"cat {dkim_paths(cfg)[1]}"], capture_output=True, text=True)
     if r.returncode != 0 or not r.stdout.startswith("v=DKIM1"):
         return
     if current().published.set_dkim_record(cfg, r.stdout):
         print(f"govmail: DKIM record of {cfg.domain} is the restored key's again (`govmail dns {cfg.key}`)")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("set-password", help="set a mailbox's password on its host (prompted)")
+    p.add_argument("address", type=mail_address)
+    p.add_argument("--from-env", action="store_true", help="read it from GOVMAIL_PASSWORD (for scripts)")
+    p.set_defaults(fn=cmd_set_password)
+
+    p = sub.add_parser("hand-over", help="hand a unit's mailbox to its new head: password reset, mail kept")
+    p.add_argument("address", type=mail_address)
+    p.add_argument("--to", required=True, help="full name of the new head (recorded in the audit log)")
+    p.add_argument("--from-env", action="store_true", help="read the password from GOVMAIL_PASSWORD")
+    p.set_defaults(fn=cmd_hand_over)
+
+    p = sub.add_parser("passwd", help="change your own mail password (the host's password service)")
+    p.add_argument("address", type=mail_address)
+    p.add_argument("--server", help="the password service, e.g. https://mail.laichau.gov.vn:8443/ (default: "
+                   "from the province's data)")
+    p.add_argument("--cafile", help="CA certificate(s) to trust (a self-signed host's certificate)")
+    p.add_argument("--insecure", action="store_true", help="do not verify the server's certificate")
+    p.add_argument("--from-env", action="store_true",
+                   help="read GOVMAIL_PASSWORD (current) and GOVMAIL_NEW_PASSWORD (for scripts)")
+    p.set_defaults(fn=cmd_passwd)
+
+    p = sub.add_parser("restore", help="lift an inactive mailbox's suspension (LC Art. 8.3), re-create a deleted one")
+    p.add_argument("address", type=mail_address)
+    p.set_defaults(fn=cmd_restore)
+
+    p = sub.add_parser("backup", help="backups on the province's backup host: run, status, list, restore")
+    bsub = p.add_subparsers(dest="backup_cmd", required=True)
+    q = bsub.add_parser("run", help="back a province's mail host up now")
+    q.add_argument("provinces", nargs="+", type=province_key)
+    q = bsub.add_parser("status", help="age and size of the last good backup (all provinces by default)")
+    q.add_argument("provinces", nargs="*", type=province_key)
+    q = bsub.add_parser("list", help="the archives of a province's mail host")
+    q.add_argument("provinces", nargs="+", type=province_key)
+    q = bsub.add_parser("restore-mailbox", help="one mailbox (or folder) as it was, merged into the live one")
+    q.add_argument("address", type=mail_address)
+    q.add_argument("--at", type=iso_time, help="ISO time, e.g. 2026-11-20T12:00 (default: the last archive)")
+    q.add_argument("--folder", help="only this folder, e.g. INBOX or Sent")
+    q = bsub.add_parser("restore-host", help="after a rebuild: store, TLS, logs and all mail from the archive")
+    q.add_argument("provinces", nargs=1, type=province_key)
+    q.add_argument("--at", type=iso_time, help="ISO time (default: the last archive)")
+    p.set_defaults(fn=cmd_backup)

@@ -20,9 +20,11 @@ Every step checks what is already there, so `lab up` can be run twice or after a
 removes all of it, stopping only the processes whose PIDs the lab recorded.
 
 This module: the resolver and the lab's life cycle (up, down, rebuild, status). Its parts:
-govmail/labstate.py (directory, lock, state.json), labnet.py (bridge, namespaces, firewall,
-/etc/hosts), labhost.py (image, containers, SSH), labproc.py (processes, by PID). Only the target
-layer (govmail/targets.py), the command line and the lab tests use the lab.
+state.py (directory, lock, state.json), net.py (bridge, namespaces, firewall, /etc/hosts), host.py
+(image, containers, SSH), proc.py (processes, by PID). Only the target layer (govmail/targets.py),
+the command line and the lab tests use the lab.
+
+May import: data.
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ import subprocess
 import time
 from typing import Callable
 
-from .data import load_province
-from .labhost import (  # noqa: F401
+from ..data import load_province
+from .host import (  # noqa: F401
     HOST_TOOLS,
     IMAGE_PACKAGES,
     SUITE,
@@ -50,7 +52,7 @@ from .labhost import (  # noqa: F401
     ssh_options,
     wait_ssh,
 )
-from .labnet import (  # noqa: F401 (part of the lab's interface)
+from .net import (  # noqa: F401 (part of the lab's interface)
     BRIDGE,
     GATEWAY,
     HOSTS_BEGIN,
@@ -68,8 +70,8 @@ from .labnet import (  # noqa: F401 (part of the lab's interface)
     run,
     update_etc_hosts,
 )
-from .labproc import _descendants, _wait_gone, container_pids, pid_alive  # noqa: F401
-from .labstate import (  # noqa: F401
+from .proc import _descendants, _wait_gone, container_pids, pid_alive  # noqa: F401  # noqa: F401
+from .state import (  # noqa: F401
     LAB_DIR,
     lab_lock,
     load_inventory,
