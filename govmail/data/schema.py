@@ -41,7 +41,7 @@ from .policy import (  # noqa: F401 (the policy sections are part of the option 
     Strict,
     _article,
 )
-from .text import Address, Article, DisplayText, Domain, HostName, Identifier, ISODate, RelPath  # noqa: F401  # noqa: F401
+from .text import Address, Article, DisplayText, Domain, HostName, Identifier, ISODate, RelPath  # noqa: F401
 
 
 class TLS(Strict):

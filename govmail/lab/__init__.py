@@ -42,7 +42,6 @@ from .host import (  # noqa: F401
     HOST_TOOLS,
     IMAGE_PACKAGES,
     SUITE,
-    _stop,
     boot,
     build_image,
     check_host,
@@ -50,6 +49,7 @@ from .host import (  # noqa: F401
     kill_leftovers,
     prepare_root,
     ssh_options,
+    stop_container,
     wait_ssh,
 )
 from .net import (  # noqa: F401 (part of the lab's interface)
@@ -70,7 +70,7 @@ from .net import (  # noqa: F401 (part of the lab's interface)
     run,
     update_etc_hosts,
 )
-from .proc import _descendants, _wait_gone, container_pids, pid_alive  # noqa: F401  # noqa: F401
+from .proc import container_pids, pid_alive, wait_gone  # noqa: F401 (part of the lab's interface)
 from .state import (  # noqa: F401
     LAB_DIR,
     lab_lock,
@@ -103,7 +103,7 @@ def rebuild(hostname: str) -> None:
         raise LabError(f"no lab host {hostname!r}; running: {', '.join(state['hosts']) or 'none'}")
     image = build_image()
     log(f"{hostname}: destroying (everything on it is lost)")
-    _stop(h)
+    stop_container(h)
     kill_leftovers(h["netns"], why="of the container still running after it was stopped")
     root = LAB_DIR / "machines" / hostname
     if root.exists():
@@ -170,7 +170,7 @@ def ensure_dns(state: dict, mirrors: list[str], records: Records | None = None) 
         return
     if pid_alive(pid):
         os.kill(pid, signal.SIGTERM)
-        _wait_gone(pid)
+        wait_gone(pid)
     conf.write_text(text)
     pidfile = LAB_DIR / "dnsmasq.pid"
     run("dnsmasq", f"--conf-file={conf}", f"--pid-file={pidfile}")
@@ -238,7 +238,7 @@ def up(provinces: list[str], fresh: bool = False, records: Records | None = None
     for name, h in names:
         root = LAB_DIR / "machines" / name
         if fresh:
-            _stop(h)
+            stop_container(h)
             if root.exists():
                 shutil.rmtree(root)
         ensure_netns(h["netns"], h["veth"], h["ip"])
@@ -268,7 +268,7 @@ def down(provinces: list[str] | None = None, keep_image: bool = True, records: R
         if provinces and h["province"] not in provinces:
             continue
         log(f"{name}: stopping")
-        _stop(h)
+        stop_container(h)
         kill_leftovers(h["netns"], why="of the container still running after it was stopped")
         if link_exists(h["veth"]):
             run("ip", "link", "del", h["veth"], check=False)
@@ -287,7 +287,7 @@ def down(provinces: list[str] | None = None, keep_image: bool = True, records: R
     pid = state.get("dnsmasq_pid")
     if pid_alive(pid):
         os.kill(pid, signal.SIGTERM)
-        _wait_gone(pid)
+        wait_gone(pid)
     state.pop("dnsmasq_pid", None)
     run("nft", "delete", "table", "inet", NFT_TABLE, check=False)
     if link_exists(BRIDGE):

@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 
 from .net import GATEWAY, MIRROR, LabError, run
-from .proc import _wait_gone, container_pids, pid_alive
+from .proc import container_pids, pid_alive, wait_gone
 from .state import LAB_DIR, log, ssh_key
 
 SUITE = "trixie"
@@ -150,7 +150,7 @@ def kill_leftovers(netns: str, exclude: int | None = None, why: str = "left by a
     while time.monotonic() < end and container_pids(netns, exclude):
         time.sleep(0.1)
 
-def _stop(h: dict) -> None:
+def stop_container(h: dict) -> None:
     pid = h.get("pid")
     if pid_alive(pid):
         # Ask systemd in the container to power off; nspawn exits when it has. SIGKILL after 20 s.
@@ -165,5 +165,5 @@ def _stop(h: dict) -> None:
         if pid_alive(pid):
             log(f"{h['netns']} ({h['ip']}): not powered off after 20 s; its nspawn is killed")
             os.kill(pid, signal.SIGKILL)
-            _wait_gone(pid, 5)
+            wait_gone(pid, 5)
     h["pid"] = None

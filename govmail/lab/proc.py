@@ -29,7 +29,7 @@ def pid_alive(pid: int | None) -> bool:
         return False
     return any(b"systemd-nspawn" in c or b"dnsmasq" in c for c in cmd)
 
-def _wait_gone(pid: int, timeout: float = 10) -> None:
+def wait_gone(pid: int, timeout: float = 10) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end and pid_alive(pid):
         time.sleep(0.1)
