@@ -16,10 +16,11 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .host import contract
 from .host.deploy_lock import LEASE, STAGE
 from .service import Ensure, File, Service, Unit
 
-PENDING = "/var/lib/govmail/pending"
+PENDING = contract.PATHS["pending"]
 APPLY = Path(__file__).resolve().parent / "host" / "apply.py"
 DAEMON_RELOAD = "systemd-daemon-reload"
 # Marker names of govmail 0.1 (before the service contract) -> today's.

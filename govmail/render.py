@@ -25,10 +25,8 @@ from .host import contract
 # test's deliberately broken one).
 TEMPLATES = Path(os.environ.get("GOVMAIL_TEMPLATES", ROOT / "templates"))
 
-# Where things live on a host: the host contract (govmail/host/contract.py), shared with the host tools.
-PATHS = contract.PATHS
-_TRUSTED_PATHS = {k: Trusted(v) for k, v in PATHS.items()}
-VMAIL_UID = contract.VMAIL_UID
+# What templates know of a host: the host contract (govmail/host/contract.py), shared with the host tools.
+_TRUSTED_PATHS = {k: Trusted(v) for k, v in contract.PATHS.items()}
 
 
 def _env() -> jinja2.Environment:
@@ -54,7 +52,8 @@ def render(template: str, cfg: ProvinceConfig, **extra) -> str:
     ctx = {
         "cfg": cfg,
         "paths": _TRUSTED_PATHS,
-        "vmail_uid": VMAIL_UID,
+        "ports": contract.PORTS,
+        "vmail_uid": contract.VMAIL_UID,
         "managed": Trusted(f"Managed by govmail from {template}; edits here are overwritten by the next deploy."),
     }
     ctx.update(extra)

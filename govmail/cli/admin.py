@@ -14,7 +14,7 @@ import os
 import subprocess
 
 from ..data import available_provinces, load_province
-from ..render import PATHS
+from ..host import contract
 from ..targets import TargetError, current
 from .args import iso_time, mail_address, province_key
 
@@ -59,7 +59,7 @@ def _mailbox_host(address: str):
 def _account_tool(ssh: list[str], args: str, input: str | None = None) -> subprocess.CompletedProcess:
     from ..data.facts import operator
 
-    return subprocess.run([*ssh, f"GOVMAIL_ACTOR={operator()} {PATHS['lib']}/accounts {args}"],
+    return subprocess.run([*ssh, f"GOVMAIL_ACTOR={operator()} {contract.PATHS['lib']}/accounts {args}"],
                           input=input, text=True, capture_output=True)
 
 
@@ -217,7 +217,7 @@ def cmd_restore(args) -> int:
 def _backup_tool(cfg, args: str, stream: bool = False) -> subprocess.CompletedProcess:
     from ..data.facts import operator
 
-    cmd = [*_host_ssh(cfg.mail_host), f"GOVMAIL_ACTOR={operator()} {PATHS['lib']}/backup {args}"]
+    cmd = [*_host_ssh(cfg.mail_host), f"GOVMAIL_ACTOR={operator()} {contract.PATHS['lib']}/backup {args}"]
     if stream:
         return subprocess.run(cmd, text=True)
     return subprocess.run(cmd, text=True, capture_output=True)

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from ..data import load_province
-from ..render import PATHS
+from ..host import contract
 from ..targets import current
 from .args import province, province_key
 
@@ -76,7 +76,7 @@ def cmd_directory(args) -> int:
 
 def cmd_notice(args) -> int:
     cfg = load_province(args.province)
-    tool = f"{PATHS['lib']}/accounts notice"
+    tool = f"{contract.PATHS['lib']}/accounts notice"
     if args.clear:
         if args.text or args.until:
             print("govmail: --clear takes no text and no --until", file=sys.stderr)

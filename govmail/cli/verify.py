@@ -101,7 +101,7 @@ def cmd_coverage(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from ..render import PATHS
+    from ..host import contract
 
     cfg = load_province(args.province)
     if args.period and (len(args.period) == 4) != (args.kind == "annual"):
@@ -109,7 +109,7 @@ def cmd_report(args) -> int:
               f"{args.kind} report", file=sys.stderr)
         return 2
     ssh = current().ssh(cfg.mail_host)
-    cmd = f"{PATHS['lib']}/report {args.kind}" + (f" --period {shlex.quote(args.period)}" if args.period else "")
+    cmd = f"{contract.PATHS['lib']}/report {args.kind}" + (f" --period {shlex.quote(args.period)}" if args.period else "")
     cmd += " --mail" if args.mail else ""
     r = subprocess.run([*ssh, cmd], capture_output=True, text=True)
     if r.returncode != 0:

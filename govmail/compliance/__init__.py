@@ -7,5 +7,5 @@
   tests (`tests/lab/test_compliance.py`) run the same ones;
 - `report.py`: the reports an inspector reads (HTML, Markdown, JUnit XML).
 
-May import: data, publish, render.
+May import: data, host (the contract), publish, render.
 """

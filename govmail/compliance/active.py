@@ -22,13 +22,14 @@ import time
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
+from ..host import contract
 from .base import Probe, check
 
 TIMEOUT = 20
 HELO = "verify.govmail.invalid"  # what the probes say they are; never a name that could be someone's
 # Port -> how TLS starts there: "tls" at once, or STARTTLS in the port's protocol.
 TLS_PORTS = {25: "smtp", 587: "smtp", 465: "tls", 993: "tls", 995: "tls", 443: "tls", 143: "imap", 110: "pop3",
-             4190: "sieve"}
+             contract.PORTS["managesieve"]: "sieve"}
 OLD = (("TLS 1.0", ssl.TLSVersion.TLSv1), ("TLS 1.1", ssl.TLSVersion.TLSv1_1))
 
 

@@ -11,7 +11,7 @@ import ast
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from ..render import PATHS
+from ..host import contract
 
 CHECKS: dict[str, Callable[..., str]] = {}
 
@@ -67,6 +67,6 @@ def quota_limits_mib(ti) -> dict[str, Optional[int]]:
 
 def store_meta(ti) -> dict:
     q = "python3 -c \"import sqlite3; print(dict(sqlite3.connect('file:{}?mode=ro', uri=True).execute('SELECT key, value FROM meta')))\""
-    return ast.literal_eval(ti.check_output(q.format(PATHS["store"])))  # a dict printed by the host
+    return ast.literal_eval(ti.check_output(q.format(contract.PATHS["store"])))  # a dict printed by the host
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import shlex
 
-from ..render import PATHS
+from ..host import contract
 from . import active, checks_ops  # noqa: F401  (registers the active probes and the operations checks)
 from .base import CHECKS, Probe, check, doveconf, postconf, quota_limits_mib, running, ssh_failure
 
@@ -105,7 +105,7 @@ def web_get(ti, host, path, tls=True):
 
 @check
 def web_access(h, cfg, _):
-    running(h.ti, "nginx", "php8.4-fpm")
+    running(h.ti, "nginx", f"php{contract.PHP}-fpm")
     closed = [p for p in (80, 443) if not h.ti.socket(f"tcp://0.0.0.0:{p}").is_listening]
     assert not closed, f"not listening: {closed}"
     status, location, _ = web_get(h.ti, cfg.mail_host, "/", tls=False)
@@ -155,10 +155,10 @@ def no_cleartext_auth(h, cfg, _):
 
 @check
 def account_store_private(h, cfg, _):
-    f, init = h.ti.file(PATHS["store"]), h.ti.file(PATHS["initial_passwords"])
+    f, init = h.ti.file(contract.PATHS["store"]), h.ti.file(contract.PATHS["initial_passwords"])
     got = (f.exists and f.user, f.exists and f.group, f.exists and oct(f.mode), init.exists and oct(init.mode))
     assert got == ("root", "postfix", "0o640", "0o600"), f"store owner, group, mode; initial passwords mode: {got}"
-    return f"{PATHS['store']} root:postfix 0640; {PATHS['initial_passwords']} 0600"
+    return f"{contract.PATHS['store']} root:postfix 0640; {contract.PATHS['initial_passwords']} 0600"
 
 
 @check
@@ -210,8 +210,9 @@ def attachment_rules(h, cfg, _):
 def archive_inspection(h, cfg, _):
     c, ti = cfg.policy.content, h.ti
     running(ti, "govmail-inspect")
-    assert ti.socket("tcp://127.0.0.1:11339").is_listening, "inspector not listening on 127.0.0.1:11339"
-    rules = json.loads(ti.file("/etc/govmail/inspector/inspect.json").content_string)
+    port = contract.PORTS["inspector"]
+    assert ti.socket(f"tcp://127.0.0.1:{port}").is_listening, f"inspector not listening on 127.0.0.1:{port}"
+    rules = json.loads(ti.file(contract.PATHS["inspector_rules"]).content_string)
     assert (rules["depth"], rules["blocked"]) == (c.archive_depth, c.blocked_extensions), f"inspect.json: {rules}"
     # The inspector the host runs, on a program renamed .pdf inside a zip inside a zip, made on the host.
     make = ("python3 -c \"import io,zipfile;i=io.BytesIO();zipfile.ZipFile(i,'w').writestr('huong-dan.pdf',"
@@ -284,13 +285,15 @@ def forwarding_out(h, cfg, _):
     inside = ti.check_output(f"postmap -q someone@{cfg.domain} {pcre}")
     assert outside.startswith("REJECT") and inside == "OK", f"outside: {outside}; {cfg.domain}: {inside}"
     # Scripts are checked when saved: ManageSieve's port is govmail's guard, Dovecot's own only on the loopback.
-    listeners = ti.check_output("ss -Hltnp 'sport = :4190 or sport = :4191'")
-    guard = [x for x in listeners.splitlines() if ":4190 " in x]
-    assert guard and all("python3" in x for x in guard), f"4190 is not govmail's ManageSieve guard: {listeners}"
-    assert all("127.0.0.1:4191" in x for x in listeners.splitlines() if "dovecot" in x), \
+    front, behind = contract.PORTS["managesieve"], contract.PORTS["managesieve_dovecot"]
+    listeners = ti.check_output(f"ss -Hltnp 'sport = :{front} or sport = :{behind}'")
+    guard = [x for x in listeners.splitlines() if f":{front} " in x]
+    assert guard and all("python3" in x for x in guard), f"{front} is not govmail's ManageSieve guard: {listeners}"
+    assert all(f"127.0.0.1:{behind}" in x for x in listeners.splitlines() if "dovecot" in x), \
         f"Dovecot's ManageSieve is reachable without the guard: {listeners}"
     running(ti, "govmail-sieve-guard")
-    return (f"scripts checked when saved (govmail-sieve-guard on 4190, Dovecot's ManageSieve on 127.0.0.1:4191); "
+    return (f"scripts checked when saved (govmail-sieve-guard on {front}, Dovecot's ManageSieve on "
+            f"127.0.0.1:{behind}); "
             f"redirects via 127.0.0.1:10027; outside.example: {outside[:60]}")
 
 

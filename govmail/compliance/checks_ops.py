@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 from ..data.facts import password_url
-from ..render import PATHS
+from ..host import contract
 from .base import check, running, ssh_failure, store_meta
 
 
@@ -15,7 +15,7 @@ def report_figures(h, kind: str) -> dict:
     """The figures of the host's `kind` report, made on the host once per run (the operations and
     misuse checks read the same monthly report)."""
     if kind not in h.reports:
-        h.reports[kind] = json.loads(h.ti.check_output(f"{PATHS['lib']}/report {kind} --json"))
+        h.reports[kind] = json.loads(h.ti.check_output(f"{contract.PATHS['lib']}/report {kind} --json"))
     return h.reports[kind]
 
 
@@ -23,7 +23,7 @@ def report_made(h, cfg, kind: str) -> str:
     from ..data.facts import report_recipients as recipients
 
     running(h.ti, f"govmail-report-{kind}.timer")
-    settings = json.loads(h.ti.file("/etc/govmail/report/report.json").content_string)
+    settings = json.loads(h.ti.file(contract.PATHS["report_settings"]).content_string)
     assert settings["recipients"] == recipients(cfg), f"mailed to {settings['recipients']}"
     f = report_figures(h, kind)
     missing = {"spam", "virus", "program", "size", "quota", "forwarding", "authentication"} - set(f["refusals"])
@@ -50,7 +50,7 @@ def usage_report(h, cfg, _):
 
 @check
 def misuse_report(h, cfg, _):
-    settings = json.loads(h.ti.file("/etc/govmail/report/report.json").content_string)
+    settings = json.loads(h.ti.file(contract.PATHS["report_settings"]).content_string)
     assert settings["articles"].get("misuse") == cfg.policy.misuse_report.article, f"cited: {settings['articles']}"
     f = report_figures(h, "monthly")
     assert isinstance(f.get("misuse"), list), "the monthly report has no misuse section"

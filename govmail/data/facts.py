@@ -12,9 +12,7 @@ from __future__ import annotations
 import getpass
 import socket
 
-# Where the mail host keeps its DKIM keys (readable by rspamd only): one key and its DNS record per
-# domain, `<domain>.<selector>.key` and `.txt`.
-DKIM_DIR = "/etc/govmail/dkim"
+from ..host import contract
 
 
 def operator() -> str:
@@ -44,7 +42,7 @@ def dkim_paths(cfg, domain: str | None = None) -> tuple[str, str]:
     """(private key, DNS record) of a domain's DKIM key on the mail host (default: the province's
     domain; a merged province has one per predecessor domain too, `cfg.dkim_keys`)."""
     domain = domain or cfg.domain
-    stem = f"{DKIM_DIR}/{domain}.{dict(cfg.dkim_keys)[domain]}"
+    stem = f"{contract.PATHS['dkim']}/{domain}.{dict(cfg.dkim_keys)[domain]}"
     return stem + ".key", stem + ".txt"
 
 

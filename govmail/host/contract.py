@@ -1,13 +1,18 @@
-"""The contract between the controller and the host tools: paths, the directory document, a version.
+"""The contract between the controller and the host tools: paths, ports, versions and the documents
+both read.
 
-Standard library only. The controller (govmail/render.py, the services) and the host tools
-(this package, installed as /usr/local/lib/govmail/govmail_host/) read the same definitions, so a
-path or a key is written once. A host tool that finds a directory document of another version
-refuses it rather than guess.
+Standard library only. The controller (the services, the engine, the checks: `from ..host import
+contract`) and the host tools (this package, installed as /usr/local/lib/govmail/govmail_host/) read
+the same definitions, so a path, a port or a key is written once. Every document the controller
+writes for a host tool carries its version (`DOCUMENTS`); a host tool that finds one of another
+version refuses it rather than guess (`check_version`).
 """
 
 # Bumped when the directory document's shape changes in a way an older host tool cannot read.
 VERSION = 4
+# The version of each other document the controller writes for a host tool (key "version"),
+# bumped the same way.
+DOCUMENTS = {"report_settings": 1, "inspector_rules": 1, "sieve_guard": 1}
 
 # Where things live on a mail host.
 PATHS = {
@@ -35,7 +40,22 @@ PATHS = {
     # Roundcube's own database (Debian's dbconfig-common made it): users' settings, identities,
     # personal contacts. Backed up with the account store, put back by restore-host.
     "webmail_db": "/var/lib/dbconfig-common/sqlite3/roundcube/roundcube",
+    # DKIM keys, readable by rspamd only: `<domain>.<selector>.key` and its DNS record `.txt`.
+    "dkim": "/etc/govmail/dkim",
+    # The documents the deploy writes for the host tools (versions: DOCUMENTS below).
+    "report_settings": "/etc/govmail/report/report.json",
+    "reports": "/var/lib/govmail/reports",  # the reports the host makes (CSV, HTML, JSON)
+    "inspector_rules": "/etc/govmail/inspector/inspect.json",
+    "sieve_guard": "/etc/govmail/sieve-guard.json",
 }
+# Ports of govmail's own daemons and of what they stand in front of.
+PORTS = {
+    "inspector": 11339,  # the attachment inspector, loopback only (rspamd asks it)
+    "managesieve": 4190,  # ManageSieve as clients reach it: govmail's guard (RFC 5804's port)
+    "managesieve_dovecot": 4191,  # Dovecot's own ManageSieve, loopback only, behind the guard
+}
+# Debian 13's PHP: its php-fpm unit (php8.4-fpm) and its configuration under /etc/php/8.4/.
+PHP = "8.4"
 # The host tools' package directory and its name on the host.
 PACKAGE = "govmail_host"
 VMAIL_UID = 5000
@@ -46,7 +66,7 @@ LAST_LOGIN_STAMP = ".govmail-last-login"
 # The directory document (PATHS["directory"]): top-level keys the controller writes.
 DIRECTORY_KEYS = ("version", "province", "domain", "accounts", "policy", "lists", "senders", "former")
 # `former`: [old address, new address, end of its transition, end of its forwarding] (unix seconds or
-# null): govmail/merger.py.
+# null): govmail/data/predecessors.py.
 # Its `policy` keys, with the value a host tool assumes when a key is absent. The account store
 # keeps them in its `meta` table; null removes a key (no limit).
 POLICY_DEFAULTS = {
@@ -76,6 +96,15 @@ ACCOUNT_DEFAULTS = {
 
 class ContractError(Exception):
     pass
+
+
+def check_version(doc: dict, kind: str) -> dict:
+    """A document of DOCUMENTS as a host tool reads it: refused when its version is not this tool's."""
+    want, have = DOCUMENTS[kind], doc.get("version")
+    if have != want:
+        raise ContractError(f"{PATHS[kind]}: version {have}, this tool reads version {want}: deploy again so the "
+                            "host's tools and its documents match")
+    return doc
 
 
 def check_directory(doc: dict) -> dict:

@@ -31,7 +31,9 @@ import tarfile
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-CONFIG = "/etc/govmail/inspector/inspect.json"
+from . import contract
+
+CONFIG = contract.PATHS["inspector_rules"]
 DEFAULTS = {"blocked": [], "allowed": None, "depth": 3, "too_deep": "refuse", "unreadable": "flag",
             "encrypted": "flag", "macros": "refuse", "max_bytes": 256 * 1024 * 1024, "max_members": 10000,
             "archives": True}
@@ -281,11 +283,14 @@ class Inspector:
 
 
 def load_config(path=CONFIG) -> dict:
+    """The province's rules as the deploy wrote them (its version checked); none yet: the defaults."""
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            conf = json.load(f)
     except FileNotFoundError:
         return {}
+    contract.check_version(conf, "inspector_rules")
+    return {k: v for k, v in conf.items() if k != "version"}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -327,7 +332,7 @@ def main(argv):
         print(__doc__)
         print("usage: inspector [--port N] | inspector check [FILE] | inspector file PATH")
         return 0
-    port = 11339
+    port = contract.PORTS["inspector"]
     if "--port" in argv:
         try:
             port = int(argv[argv.index("--port") + 1])
@@ -335,7 +340,11 @@ def main(argv):
             print("inspector: --port needs a number", file=sys.stderr)
             return 2
     if argv and argv[0] == "check":  # govmail/services/attachments.py validates its settings with this
-        conf = load_config(argv[1] if len(argv) > 1 else CONFIG)
+        try:
+            conf = load_config(argv[1] if len(argv) > 1 else CONFIG)
+        except contract.ContractError as e:
+            print(e, file=sys.stderr)
+            return 1
         unknown = set(conf) - set(DEFAULTS)
         if unknown:
             print(f"unknown settings: {', '.join(sorted(unknown))}", file=sys.stderr)

@@ -31,9 +31,9 @@ from .report_render import MISUSE_REASONS, REASONS
 
 MAIL_LOGS = "/var/log/mail.log*"
 BAN_LOGS = "/var/log/fail2ban.log*"
-SETTINGS = "/etc/govmail/report/report.json"  # written by the deploy (govmail/services/reports.py)
+SETTINGS = contract.PATHS["report_settings"]  # written by the deploy (govmail/services/reports.py)
 SERVICES = ("postfix.service", "postfix@-.service", "dovecot.service", "rspamd.service", "clamav-daemon.service", "nginx.service",
-            "php8.4-fpm.service", "fail2ban.service", "govmail-passwd.service")
+            f"php{contract.PHP}-fpm.service", "fail2ban.service", "govmail-passwd.service")
 STARTED, STOPPED, FAILED = ("39f53479d3a045ac8e11786248231fbf", "9d1aaa27d60140bd96365438aad20286",
                             "be02cf6855d2428ba40df7e9d022f03d")
 
@@ -355,9 +355,10 @@ def period(kind: str, label: str | None, now: float) -> tuple[str, float, float]
 
 
 def load_settings() -> dict:
+    """What the deploy wrote for the reports (its version checked); none yet: nothing known."""
     try:
         with open(SETTINGS, encoding="utf-8") as f:
-            return json.load(f)
+            return contract.check_version(json.load(f), "report_settings")
     except (OSError, ValueError):
         return {}
 
@@ -391,7 +392,7 @@ def main(argv: list[str]) -> int:
         p = sub.add_parser(kind)
         p.add_argument("--period", help="2026-11 (monthly) or 2026 (annual); default: the last complete one")
         p.add_argument("--mail", action="store_true", help="mail it to the province's administrators")
-        p.add_argument("--out", default="/var/lib/govmail/reports", help="where to write the CSV and HTML")
+        p.add_argument("--out", default=contract.PATHS["reports"], help="where to write the CSV and HTML")
         p.add_argument("--json", action="store_true", help="print the figures as JSON (nothing written)")
     p = sub.add_parser("gather")
     p.add_argument("--since", type=float, required=True)

@@ -226,7 +226,7 @@ def restore_host(at: str | None) -> int:
         for svc in ("postfix", "dovecot", "rspamd"):
             subprocess.run(["systemctl", "try-reload-or-restart", svc], capture_output=True)
         subprocess.run(["systemctl", "try-restart", "govmail-passwd"], capture_output=True)
-        subprocess.run(["systemctl", "try-reload-or-restart", "php8.4-fpm", "nginx"], capture_output=True)
+        subprocess.run(["systemctl", "try-reload-or-restart", f"php{contract.PHP}-fpm", "nginx"], capture_output=True)
     done["keys"] = "restored" if changed else "unchanged"
     # 3. Mail logs of before the disaster, beside the current ones.
     logs = 0

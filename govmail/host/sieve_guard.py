@@ -26,7 +26,7 @@ import struct
 import sys
 import threading
 
-from . import sieve_check
+from . import contract, sieve_check
 
 MAX_LITERAL = 4 * 1024 * 1024  # Pigeonhole refuses scripts over 1 MiB itself
 MAX_LINE = 64 * 1024
@@ -353,7 +353,7 @@ def main(argv=None):
     ap.add_argument("--config", required=True)
     a = ap.parse_args(argv)
     with open(a.config, encoding="utf-8") as f:
-        cfg = json.load(f)
+        cfg = contract.check_version(json.load(f), "sieve_guard")
     serve(cfg)
     return 0
 

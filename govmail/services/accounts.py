@@ -17,10 +17,10 @@ from ..data import ROLE_LOCAL_PARTS, passwords
 from ..data import predecessors as merger
 from ..data.facts import operator, password_api, password_service_url, password_url  # noqa: F401 (used here)
 from ..host import contract
-from ..render import PATHS, render
+from ..render import render
 from ..service import Ensure, File, Service, Unit, json_bytes
 
-NEW_PASSWORDS = PATHS["state"] + "/new-passwords.json"
+NEW_PASSWORDS = contract.PATHS["state"] + "/new-passwords.json"
 
 
 def directory_document(cfg) -> dict:
@@ -69,8 +69,8 @@ def probes(cfg) -> dict[str, str]:
     """Addresses that have a password in the host's account store, and deleted ones (no initial
     password to issue): `accounts stored`; a host of govmail 0.1 answers `accounts list` (JSON);
     the passwd-file store of earlier versions, which the next sync migrates, is read as it is."""
-    tool, q = f"{PATHS['lib']}/accounts", shlex.quote(PATHS["store"])
-    legacy = shlex.quote(PATHS["legacy_users"])
+    tool, q = f"{contract.PATHS['lib']}/accounts", shlex.quote(contract.PATHS["store"])
+    legacy = shlex.quote(contract.PATHS["legacy_users"])
     # Compressed to one line: 50,000 addresses are 1.4 MB, a second of a no-change deploy to read.
     return {"stored_accounts": (
         f"{{ if [ -f {q} ]; then {tool} stored 2>/dev/null || {tool} list; "
@@ -92,15 +92,15 @@ def service(ctx) -> Service:
     cfg = ctx.cfg
     stored = stored_addresses(ctx.probes.get("stored_accounts", ""))
     new = [a for a in cfg.accounts if a.address not in stored and not a.password_hash]
-    sync = f"GOVMAIL_ACTOR={shlex.quote(operator())} {PATHS['lib']}/accounts sync"
+    sync = f"GOVMAIL_ACTOR={shlex.quote(operator())} {contract.PATHS['lib']}/accounts sync"
     files = [
-        File(PATHS["directory"], json_bytes(directory_document(cfg)), mode=0o640, action="sync"),
+        File(contract.PATHS["directory"], json_bytes(directory_document(cfg)), mode=0o640, action="sync"),
         File("/etc/systemd/system/govmail-daily.service", render("systemd/govmail-daily.service.j2", cfg), action=None),
         File("/etc/systemd/system/govmail-daily.timer", render("systemd/govmail-daily.timer.j2", cfg), action=None),
     ]
     if new:
         # Initial passwords for mailboxes the store has never seen: random, so hashed at bcrypt's
-        # minimum cost; the sync stores them, hands them out in PATHS["initial_passwords"] and
+        # minimum cost; the sync stores them, hands them out in contract.PATHS["initial_passwords"] and
         # removes this file.
         made = {}
         for a in new:
@@ -110,7 +110,7 @@ def service(ctx) -> Service:
         sync += f" --new-passwords {NEW_PASSWORDS}"
     return Service(
         name="accounts",
-        ensures=[Ensure("the account store exists", f"test -f {PATHS['store']}", "true", action="sync")],
+        ensures=[Ensure("the account store exists", f"test -f {contract.PATHS['store']}", "true", action="sync")],
         files=files,
         units=[Unit("govmail-daily.timer")],
         # One transaction; passwords already in the store are never touched.

@@ -11,11 +11,13 @@ answers 4xx and the sender retries: no attachment goes through unchecked.
 
 from __future__ import annotations
 
-from ..render import PATHS, render
+import os
+
+from ..host import contract
+from ..render import render
 from ..service import File, Service, Unit, Validator, json_bytes
 
-PORT = 11339
-CONF_DIR = "/etc/govmail/inspector"
+RULES = contract.PATHS["inspector_rules"]
 
 
 def rules(cfg) -> dict:
@@ -32,6 +34,7 @@ def rules(cfg) -> dict:
         # No attachment is larger than the message size limit; the unpacked bound stops zip bombs.
         "max_bytes": max(256 * 1024 * 1024, 4 * cfg.message_size_limit),
         "max_members": 10000,
+        "version": contract.DOCUMENTS["inspector_rules"],
     }
 
 
@@ -41,12 +44,12 @@ def service(ctx) -> Service:
         name="attachments",
         packages=("7zip",),  # 7z archives (the inspector's `7z`); Debian's has no RAR unpacker (not free)
         files=[
-            File(f"{CONF_DIR}/inspect.json", json_bytes(rules(cfg))),
-            File("/etc/systemd/system/govmail-inspect.service", render("systemd/govmail-inspect.service.j2", cfg,
-                                                                        port=PORT), action="restart"),
+            File(RULES, json_bytes(rules(cfg))),
+            File("/etc/systemd/system/govmail-inspect.service", render("systemd/govmail-inspect.service.j2", cfg), action="restart"),
         ],
-        validator=Validator(CONF_DIR, f"python3 {PATHS['lib']}/inspector check {{dir}}/inspect.json"),
-        units=[Unit("govmail-inspect", ready=f"bash -c 'echo > /dev/tcp/127.0.0.1/{PORT}' 2>/dev/null",
+        validator=Validator(os.path.dirname(RULES),
+                            f"python3 {contract.PATHS['lib']}/inspector check {{dir}}/{os.path.basename(RULES)}"),
+        units=[Unit("govmail-inspect", ready=f"bash -c 'echo > /dev/tcp/127.0.0.1/{contract.PORTS['inspector']}' 2>/dev/null",
                     ready_timeout=30)],
         actions={"reload": "systemctl reload govmail-inspect", "restart": "systemctl restart govmail-inspect"},
         reacts={"host_tools": "restart"},

@@ -13,6 +13,7 @@ backup host prunes on its own schedule. (restic needs its REST server for that.)
 
 from __future__ import annotations
 
+from ..host import contract
 from ..render import render
 from ..secrets import backup_secrets
 from ..service import File, Service, Unit, directory, json_bytes
@@ -20,7 +21,7 @@ from ..service import File, Service, Unit, directory, json_bytes
 CONF_DIR = "/etc/govmail/backup"
 REPO_ROOT = "/srv/govmail-backup"
 BACKUP_USER = "govmail-backup"
-STAGE = "/var/backups/govmail"
+STAGE = contract.PATHS["backup_stage"]
 
 
 def repo_path(cfg) -> str:

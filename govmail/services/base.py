@@ -7,7 +7,7 @@ province's period by govmail/services/logs.py).
 
 from __future__ import annotations
 
-from ..render import PATHS, VMAIL_UID
+from ..host import contract
 from ..service import Ensure, Service, Unit, directory
 
 
@@ -16,15 +16,15 @@ def service(ctx) -> Service:
         name="base",
         packages=("openssl", "python3", "ca-certificates", "rsyslog"),
         ensures=[
-            Ensure("group vmail", "getent group vmail", f"groupadd --system --gid {VMAIL_UID} vmail"),
+            Ensure("group vmail", "getent group vmail", f"groupadd --system --gid {contract.VMAIL_UID} vmail"),
             Ensure("user vmail (owns every mailbox)", "getent passwd vmail",
-                   f"useradd --system --uid {VMAIL_UID} --gid vmail --home-dir {PATHS['vmail']} "
+                   f"useradd --system --uid {contract.VMAIL_UID} --gid vmail --home-dir {contract.PATHS['vmail']} "
                    "--shell /usr/sbin/nologin --no-create-home vmail"),
-            directory(PATHS["vmail"], 0o750, "vmail", "vmail"),
-            directory(PATHS["etc"], 0o755),
+            directory(contract.PATHS["vmail"], 0o750, "vmail", "vmail"),
+            directory(contract.PATHS["etc"], 0o755),
             # Traversable so Dovecot and Postfix reach the store; the store itself is root:postfix 0640.
-            directory(PATHS["state"], 0o711),
-            directory(PATHS["lib"], 0o755),
+            directory(contract.PATHS["state"], 0o711),
+            directory(contract.PATHS["lib"], 0o755),
         ],
         units=[Unit("rsyslog")],
     )

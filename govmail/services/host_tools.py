@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..host import contract
 from ..host.contract import PACKAGE
-from ..render import PATHS
 from ..service import File, Service
 
 HOST = Path(__file__).resolve().parent.parent / "host"
@@ -33,12 +33,12 @@ COMMANDS = {"accounts": "accounts", "backup": "backup_tool", "passwd-service": "
 
 def command(name: str, module: str) -> str:
     return (f"#!/usr/bin/python3\n# Managed by govmail (govmail/services/host_tools.py): the {name} command,\n"
-            f"# govmail/host/{module}.py.\nimport sys\n\nsys.path.insert(0, {PATHS['lib']!r})\n"
+            f"# govmail/host/{module}.py.\nimport sys\n\nsys.path.insert(0, {contract.PATHS['lib']!r})\n"
             f"from {PACKAGE}.{module} import main  # noqa: E402\n\nsys.exit(main(sys.argv[1:]))\n")
 
 
 def service(ctx) -> Service:
-    lib = PATHS["lib"]
+    lib = contract.PATHS["lib"]
     files = [File(f"{lib}/{PACKAGE}/{p.name}", p.read_bytes(), mode=0o644, action=None)
              for p in sorted(HOST.glob("*.py"))]
     files += [File(f"{lib}/{name}", command(name, module), mode=0o755, action=None)

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import re
 
-from ..render import PATHS, render
+from ..host import contract
+from ..render import render
 from ..service import Ensure, File, Service, Unit, Validator
 
 RESTART_ONLY = ("inet_interfaces", "inet_protocols")
@@ -53,7 +54,7 @@ SMTP_GREETS = ("postfix status >/dev/null 2>&1 && timeout 5 bash -c "
 
 
 def service(ctx) -> Service:
-    cfg, maps = ctx.cfg, PATHS["postfix_maps"]
+    cfg, maps = ctx.cfg, contract.PATHS["postfix_maps"]
     main_cf = render("postfix/main.cf.j2", cfg)
     live = [v.strip() for v in ctx.probes.get("postfix_restart_only", "").splitlines()]
     conf_action = "restart" if live and live != restart_only_values(main_cf) else "reload"

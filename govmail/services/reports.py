@@ -10,13 +10,14 @@ writes what the host cannot know: who receives them, and each address's agency.
 
 from __future__ import annotations
 
+import os
+
 from ..data.facts import report_recipients
+from ..host import contract
 from ..publish import portal
 from ..render import render
 from ..service import File, Service, Unit, directory, json_bytes
 
-CONF_DIR = "/etc/govmail/report"
-OUT_DIR = "/var/lib/govmail/reports"
 UNITS = ("govmail-report-monthly.service", "govmail-report-monthly.timer", "govmail-report-annual.service",
          "govmail-report-annual.timer")
 
@@ -32,6 +33,7 @@ def settings(cfg) -> dict:
         "articles": {"monthly": cfg.cite("operations_report"), "annual": cfg.cite("usage_report"),
                      "misuse": cfg.cite("misuse_report")},
         "units": units,
+        "version": contract.DOCUMENTS["report_settings"],
     }
 
 
@@ -41,8 +43,9 @@ def service(ctx) -> Service:
         name="reports",
         # Debian's matplotlib draws the charts (host code: the standard library and Debian's python3 packages).
         packages=("python3-matplotlib",),
-        ensures=[directory(CONF_DIR, 0o755), directory(OUT_DIR, 0o750)],
-        files=[File(f"{CONF_DIR}/report.json", json_bytes(settings(cfg)), mode=0o640, action=None),
+        ensures=[directory(os.path.dirname(contract.PATHS["report_settings"]), 0o755),
+                 directory(contract.PATHS["reports"], 0o750)],
+        files=[File(contract.PATHS["report_settings"], json_bytes(settings(cfg)), mode=0o640, action=None),
                *[File(f"/etc/systemd/system/{u}", render(f"systemd/{u}.j2", cfg), action=None) for u in UNITS]],
         units=[Unit("govmail-report-monthly.timer"), Unit("govmail-report-annual.timer")],
     )

@@ -29,10 +29,10 @@ from __future__ import annotations
 import shlex
 
 from ..data import predecessors as merger
-from ..data.facts import DKIM_DIR, dkim_paths
+from ..data.facts import dkim_paths
+from ..host import contract
 from ..render import render
 from ..service import Fetch, File, Service, Unit, Validator, directory, made_once
-from .attachments import PORT as INSPECTOR_PORT
 
 VALIDATE = (
     "rspamadm --var=CONFDIR={dir} --var=LOCAL_CONFDIR={dir} configtest -c {dir}/rspamd.conf >/dev/null"
@@ -128,11 +128,11 @@ def service(ctx) -> Service:
     ensures, fetches, warnings = _dkim(ctx)
     keys = [(d, sel, dkim_paths(cfg, d)[0]) for d, sel in cfg.dkim_keys]
     extra = dict(dkim_keys=keys, state_domains=cfg.policy.forwarding.state_domains, senders=cfg.senders,
-                 former_senders=former_senders(cfg), inspector_port=INSPECTOR_PORT)
+                 former_senders=former_senders(cfg))
     return Service(
         name="rspamd",
         packages=("rspamd", "redis-server"),
-        ensures=[directory(DKIM_DIR, 0o750, "root", "_rspamd"), *ensures],
+        ensures=[directory(contract.PATHS["dkim"], 0o750, "root", "_rspamd"), *ensures],
         files=[File(f"/etc/rspamd/{f}", render(f"rspamd/{f}.j2", cfg, **extra)) for f in FILES],
         validator=Validator("/etc/rspamd", VALIDATE),
         units=[

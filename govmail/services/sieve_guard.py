@@ -12,25 +12,25 @@ one), without privileges: the TLS key reaches it as a systemd credential.
 
 from __future__ import annotations
 
+from ..host import contract
 from ..render import render
 from ..service import Ensure, File, Service, Unit, json_bytes
 
-PORT = 4190  # where clients find ManageSieve (RFC 5804)
-BACKEND_PORT = 4191  # Dovecot's ManageSieve, loopback only (templates/dovecot/dovecot.conf.j2)
-CONF = "/etc/govmail/sieve-guard.json"
+CONF = contract.PATHS["sieve_guard"]
 USER = "govmail-sieve"
 
 
 def settings(cfg) -> dict:
     f = cfg.policy.forwarding
     return {
-        "port": PORT,
-        "backend_port": BACKEND_PORT,
+        "port": contract.PORTS["managesieve"],
+        "backend_port": contract.PORTS["managesieve_dovecot"],
         "cert": "/run/credentials/govmail-sieve-guard.service/tls.crt",
         "key": "/run/credentials/govmail-sieve-guard.service/tls.key",
         "state_domains": list(f.state_domains),
         "refuse_outbound": f.refuse_outbound,
         "article": f.article,
+        "version": contract.DOCUMENTS["sieve_guard"],
     }
 
 
@@ -46,7 +46,7 @@ def service(ctx) -> Service:
             File("/etc/systemd/system/govmail-sieve-guard.service",
                  render("systemd/govmail-sieve-guard.service.j2", cfg, conf=CONF, user=USER), action="restart"),
         ],
-        units=[Unit("govmail-sieve-guard", ready=f"bash -c 'echo > /dev/tcp/127.0.0.1/{PORT}' 2>/dev/null",
+        units=[Unit("govmail-sieve-guard", ready=f"bash -c 'echo > /dev/tcp/127.0.0.1/{contract.PORTS['managesieve']}' 2>/dev/null",
                     ready_timeout=30)],
         actions={"restart": "systemctl restart govmail-sieve-guard"},
         # A new certificate, or new host tools (its program among them).

@@ -11,8 +11,8 @@ from __future__ import annotations
 import shlex
 
 from ..data import tls_path
+from ..host import contract
 from ..publish.dns import web_names
-from ..render import PATHS
 from ..service import Ensure, File, Service
 
 
@@ -21,8 +21,8 @@ def service(ctx) -> Service:
     cert, key = tls_path(cfg, "certificate"), tls_path(cfg, "key")
     if cert and key:
         return Service(name="tls", files=[
-            File(PATHS["tls_cert"], cert.read_bytes(), mode=0o644, action="changed"),
-            File(PATHS["tls_key"], key.read_bytes(), mode=0o600, action="changed", secret=True),
+            File(contract.PATHS["tls_cert"], cert.read_bytes(), mode=0o644, action="changed"),
+            File(contract.PATHS["tls_key"], key.read_bytes(), mode=0o600, action="changed", secret=True),
         ])
     name = cfg.mail_host
     # openssl -subj: '/' and '=' separate its fields, so a backslash escapes them in a value.
@@ -34,7 +34,7 @@ def service(ctx) -> Service:
     # province's predecessors' mail names (govmail/data/predecessors.py).
     extra = [n for n in web_names(cfg) if n != name]
     san = shlex.quote("subjectAltName=" + ",".join(f"DNS:{n}" for n in dict.fromkeys([name, cfg.domain, *extra])))
-    cert_q = shlex.quote(PATHS["tls_cert"])
+    cert_q = shlex.quote(contract.PATHS["tls_cert"])
     # Made once, and again only when a name it must cover is missing (a province that became a
     # merged one): a redeploy never replaces a certificate that covers the host's names.
     check = f"test -e {cert_q}" + "".join(
@@ -42,12 +42,12 @@ def service(ctx) -> Service:
     return Service(name="tls", ensures=[Ensure(
         name=f"self-signed TLS certificate for {', '.join([name, *extra])} (made once)",
         check=check,
-        fix=f"install -d -m 755 {PATHS['etc']}/tls && "
+        fix=f"install -d -m 755 {contract.PATHS['etc']}/tls && "
         # -utf8: the subject is UTF-8 as given (without it openssl reads each byte as a character:
         # "Tiền Giang" became "Tiá»n Giang").
         "openssl req -x509 -utf8 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 "
         f"-subj {subj} -addext {san} "
-        f"-keyout {PATHS['tls_key']} -out {PATHS['tls_cert']} 2>/dev/null && "
-        f"chmod 600 {PATHS['tls_key']} && chmod 644 {PATHS['tls_cert']}",
+        f"-keyout {contract.PATHS['tls_key']} -out {contract.PATHS['tls_cert']} 2>/dev/null && "
+        f"chmod 600 {contract.PATHS['tls_key']} && chmod 644 {contract.PATHS['tls_cert']}",
         action="changed",
     )])

@@ -19,12 +19,13 @@ change is swapped in; nginx reloads (a reload never drops a request in flight).
 
 from __future__ import annotations
 
+from ..host import contract
 from ..publish import portal
 from ..publish.dns import mta_sts_policy, web_names
-from ..render import PATHS, render
+from ..render import render
 from ..service import Ensure, File, Service, Unit, Validator, directory
 
-WWW = PATHS["www"]
+WWW = contract.PATHS["www"]
 CONF = "/etc/nginx/conf.d/govmail.conf"
 
 

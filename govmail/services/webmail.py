@@ -32,11 +32,12 @@ from __future__ import annotations
 
 from ..data.facts import password_api
 from ..data.text import php
+from ..host import contract
 from ..publish import portal
-from ..render import PATHS, TEMPLATES, render
+from ..render import TEMPLATES, render
 from ..service import Ensure, File, Service, Unit, Validator, made_once
 
-PHP = "8.4"  # Debian 13's PHP
+PHP = contract.PHP  # Debian 13's PHP
 POOL = f"/etc/php/{PHP}/fpm/pool.d/govmail-webmail.conf"
 PLUGIN = "/etc/roundcube/plugins/govmail"
 
@@ -64,7 +65,7 @@ def service(ctx) -> Service:
     cfg = ctx.cfg
     fw = cfg.policy.forwarding
     extra = dict(api=password_api(cfg), state_domains=fw.state_domains, refuse_outbound=fw.refuse_outbound,
-                 upload_mb=cfg.message_size_limit // 1048576 + 1, php=PHP)
+                 upload_mb=cfg.message_size_limit // 1048576 + 1)
     files = [
         File("/etc/roundcube/config.inc.php", render("roundcube/config.inc.php.j2", cfg, **extra),
              mode=0o640, group="www-data"),
@@ -80,7 +81,7 @@ def service(ctx) -> Service:
         File(f"{PLUGIN}/password_driver.php", render("roundcube/plugins/govmail/password_driver.php.j2", cfg, **extra)),
         File(POOL, render("php/govmail-webmail.conf.j2", cfg, **extra)),
     ]
-    key = PATHS["webmail_key"]
+    key = contract.PATHS["webmail_key"]
     check = (f"sed -i 's#/etc/php/#{{dir}}/php/#g' {{dir}}/php/{PHP}/fpm/php-fpm.conf && "
              f"{{ out=$(php-fpm{PHP} -t -y {{dir}}/php/{PHP}/fpm/php-fpm.conf 2>&1) || {{ echo \"$out\"; exit 1; }}; }} && "
              "for f in {dir}/roundcube/config.inc.php {dir}/roundcube/plugins/*/*.php; do "
@@ -92,7 +93,7 @@ def service(ctx) -> Service:
                   f"php{PHP}-zip"),  # zip: download all attachments at once (zipdownload)
         ensures=[
             made_once("Roundcube session key (made once, kept across deploys)", key,
-                      f"install -d -m 750 -g www-data {PATHS['etc']}/webmail && umask 027 && "
+                      f"install -d -m 750 -g www-data {contract.PATHS['etc']}/webmail && umask 027 && "
                       f"head -c 18 /dev/urandom | base64 > {key} && chgrp www-data {key}", action="reload"),
             # Roundcube loads plugins from /var/lib/roundcube/plugins; govmail's lives in /etc (validated there).
             Ensure("Roundcube finds govmail's plugin", f"[ \"$(readlink /var/lib/roundcube/plugins/govmail)\" = {PLUGIN} ]",
@@ -107,6 +108,6 @@ def service(ctx) -> Service:
         ],
         files=files,
         validator=Validator("/etc", check),
-        units=[Unit(f"php{PHP}-fpm", ready=f"test -S {PATHS['webmail_socket']}", ready_timeout=30)],
+        units=[Unit(f"php{PHP}-fpm", ready=f"test -S {contract.PATHS['webmail_socket']}", ready_timeout=30)],
         actions={"reload": f"systemctl reload php{PHP}-fpm"},
     )

@@ -21,7 +21,7 @@ from email.utils import make_msgid
 import pytest
 
 from govmail.data import MiB
-from govmail.render import PATHS
+from govmail.host.contract import PATHS
 
 SUBJECT = "Thông báo lịch họp — Sở Tài nguyên và Môi trường"
 BODY = "Kính gửi các đồng chí,\nĐề nghị dự họp lúc 8 giờ 30, thứ Hai, tại phòng họp số 2.\nTrân trọng.\n"

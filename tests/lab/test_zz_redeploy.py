@@ -6,7 +6,7 @@ import imaplib
 import ssl
 
 from govmail.cli.deploy import deploy, summary_line
-from govmail.render import PATHS
+from govmail.host.contract import PATHS
 
 from .conftest import deploy_log
 

@@ -10,7 +10,7 @@ import pytest
 
 from govmail.data import available_provinces, load_province
 from govmail.host import contract
-from govmail.render import PATHS
+from govmail.host.contract import PATHS
 from govmail.services import host_tools
 from govmail.services.accounts import directory_document
 
@@ -50,3 +50,19 @@ def test_every_host_command_runs_its_module_from_the_installed_package(tmp_path,
     r = subprocess.run([sys.executable, str(tmp_path / name), "--help"], capture_output=True, text=True, timeout=30)
     assert r.returncode in (0, 2) and "Traceback" not in r.stderr, r.stderr
     assert hasattr(importlib.import_module(f"govmail.host.{module}"), "main")
+
+
+def test_a_document_of_another_version_is_refused_by_the_host_tool_that_reads_it(tmp_path):
+    """Each document the deploy writes for a host tool carries its version; a tool that finds another
+    refuses it, naming the file, rather than read it wrongly (an old tool, a new document)."""
+    import pytest
+
+    from govmail.host import contract, inspector
+
+    doc = {"version": contract.DOCUMENTS["inspector_rules"], "depth": 2}
+    assert contract.check_version(dict(doc), "inspector_rules")["depth"] == 2
+    f = tmp_path / "inspect.json"
+    f.write_text('{"version": 99, "depth": 2}')
+    with pytest.raises(contract.ContractError, match="inspect.json: version 99, this tool reads version 1"):
+        inspector.load_config(str(f))
+    assert inspector.main(["check", str(f)]) == 1

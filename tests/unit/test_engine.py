@@ -320,8 +320,8 @@ def test_the_stored_accounts_probe_reads_back_every_address_beside_the_next_prob
     users = tmp_path / "dovecot-users"
     addresses = [f"user{i}@daknong.gov.vn" for i in range(2000)]
     users.write_text("# header\n" + "".join(f"{a}:{{BLF-CRYPT}}x\n" for a in addresses))
-    monkeypatch.setitem(accounts.PATHS, "store", str(tmp_path / "absent.sqlite"))
-    monkeypatch.setitem(accounts.PATHS, "legacy_users", str(users))
+    monkeypatch.setitem(accounts.contract.PATHS, "store", str(tmp_path / "absent.sqlite"))
+    monkeypatch.setitem(accounts.contract.PATHS, "legacy_users", str(users))
     script = probe_script({**accounts.probes(load_province("daknong")), "next": "echo after"})
     out = sections(subprocess.run(["sh", "-c", script], capture_output=True, text=True).stdout.splitlines())
     assert accounts.stored_addresses("\n".join(out["stored_accounts"])) == set(addresses)
