@@ -61,6 +61,7 @@ from .plan import (
     state_script,
     warm_launch,
 )
+from .secrets import province_secrets
 from .service import Context, Ensure, File, Service, Unit
 
 STAGE = deploy_lock.STAGE  # 0700, a directory per run: the bundle holds secrets
@@ -238,7 +239,7 @@ def deploy(host, cfg, names: list[str], target) -> list[Service]:
         cfg=cfg, host_name=host.name, roles=tuple(host.data.get("roles", ["mail"])),
         probes={k: "\n".join(v) for k, v in answers.items() if k},
         trusted_clients=tuple(target.trusted_clients), signature_mirror=target.signature_mirror,
-        published=target.published, secrets_dir=target.secrets_dir(cfg.key),
+        published=target.published, secrets=province_secrets(cfg, target.secrets_dir(cfg.key)),
     )
     # The engine's own file: the guard it installs packages under, kept current on every host.
     own = Service("engine", files=[File("/usr/sbin/policy-rc.d", POLICY_RC_D, mode=0o755, action=None)])
@@ -319,7 +320,7 @@ def declared_packages(cfg, role: str, services: dict | None = None) -> list[str]
     scratch = Path(tempfile.mkdtemp(prefix="govmail-packages-"))
     try:
         ctx = Context(cfg=cfg, host_name=cfg.mail_host, roles=(role,), probes={}, signature_mirror=False,
-                      secrets_dir=scratch)
+                      secrets=province_secrets(cfg, scratch))
         out = []
         for name in services[role]:
             svc = importlib.import_module(f"govmail.services.{name}").service(ctx)

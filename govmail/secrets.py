@@ -22,6 +22,12 @@ import subprocess
 from pathlib import Path
 
 
+def province_secrets(cfg, d: Path) -> dict[str, bytes]:
+    """Every secret a province's hosts need, made before its services declare themselves (they only
+    read them: `Context.secrets`)."""
+    return backup_secrets(d, f"govmail-backup@{cfg.mail_host}")
+
+
 def backup_secrets(d: Path, comment: str) -> dict[str, bytes]:
     """The province's backup passphrase and SSH key pair in its secrets directory `d` (given by the
     target), made on first use."""

@@ -24,8 +24,7 @@ from __future__ import annotations
 import json
 import shlex
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Mapping, Optional
 
 
 @dataclass(frozen=True)
@@ -141,8 +140,10 @@ class Context:
     # Where the controller keeps what a province publishes (the DKIM record), and how it tells the
     # world (a lab resolver refresh; nothing on real hosts, where the operator publishes the zone).
     published: Optional["Published"] = None
-    # The controller's directory of this province's secrets (backup passphrase and SSH key).
-    secrets_dir: Optional[Path] = None
+    # The province's secrets, made on the controller before anything is declared (govmail/secrets.py):
+    # the backup passphrase and SSH key pair ("passphrase", "ssh_key", "ssh_public"). A service only
+    # reads them; it never makes a key or runs a program while declaring.
+    secrets: Mapping[str, bytes] = field(default_factory=dict)
 
 
 class Published:

@@ -93,7 +93,10 @@ def rendered(cfg, roles=("mail",), secrets_dir=None, trusted=("10.77.0.1",)) -> 
             refused[template] = str(e)
             return REFUSED + " " + template
 
-    ctx = Context(cfg, cfg.mail_host, tuple(roles), {}, trusted_clients=tuple(trusted), secrets_dir=secrets_dir)
+    from govmail.secrets import province_secrets
+
+    secrets = province_secrets(cfg, secrets_dir) if secrets_dir else {}
+    ctx = Context(cfg, cfg.mail_host, tuple(roles), {}, trusted_clients=tuple(trusted), secrets=secrets)
     for name in services_of(roles):
         mod = importlib.import_module(f"govmail.services.{name}")
         had = getattr(mod, "render", None)

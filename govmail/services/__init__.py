@@ -8,7 +8,7 @@ pyinfra, the lab, the targets or the engine (tests/unit/test_structure.py). What
 runs is SERVICES below, in the order its files are installed and its daemons activated; deploy.py and
 the benches read it here.
 
-May import: data, host, publish, render, secrets, service.
+May import: data, host, publish, render, service.
 """
 
 SERVICES = {

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from ..host import contract
 from ..render import render
-from ..secrets import backup_secrets
 from ..service import File, Service, Unit, directory, json_bytes
 
 CONF_DIR = "/etc/govmail/backup"
@@ -37,7 +36,7 @@ def service(ctx) -> Service:
     cfg = ctx.cfg
     if not cfg.backup_host:
         return None
-    sec = backup_secrets(ctx.secrets_dir, f"govmail-backup@{cfg.mail_host}")
+    sec = ctx.secrets
     settings = {
         "repo": repo_url(cfg), "domain": cfg.domain, "article": cfg.cite("backup"),
         "max_age_hours": cfg.policy.backup.max_age_hours, "passphrase_file": f"{CONF_DIR}/passphrase",

@@ -12,14 +12,13 @@ import shlex
 
 from ..data.text import authorized_keys_command
 from ..render import render
-from ..secrets import backup_secrets
 from ..service import Ensure, File, Service, Unit, directory, made_once
 from .backup import BACKUP_USER, CONF_DIR, REPO_ROOT, repo_path
 
 
 def service(ctx) -> Service:
     cfg = ctx.cfg
-    sec = backup_secrets(ctx.secrets_dir, f"govmail-backup@{cfg.mail_host}")
+    sec = ctx.secrets
     repo = repo_path(cfg)
     passphrase = f"{CONF_DIR}/{cfg.mail_host}.passphrase"
     # The mail host's key may only run borg, append-only, in its own repository.

@@ -115,6 +115,15 @@ def test_a_service_knows_nothing_of_pyinfra_the_lab_or_the_targets(path):
 
 
 @pytest.mark.parametrize("path", SERVICES, ids=lambda p: p.stem)
+def test_a_service_only_declares_it_runs_no_program_while_declaring(path):
+    """Secrets are made before the services declare (govmail/secrets.py) and handed in: a service that
+    runs a program (ssh-keygen once did) or opens sockets while declaring is not a declaration."""
+    bad = sorted(m for m in imports(path) if m.split(".")[0] in ("subprocess", "socket", "getpass", "secrets")
+                 or m == "govmail.secrets")
+    assert not bad, f"{path.name} imports {bad}"
+
+
+@pytest.mark.parametrize("path", SERVICES, ids=lambda p: p.stem)
 def test_every_service_module_is_in_the_service_list_and_declares_a_service(path):
     from govmail.services import SERVICES
 
