@@ -11,7 +11,8 @@ new mailboxes three times, each into emptied mailboxes:
 
 - govmail host: `govmail migrate lamdong --from daknong` (dsync over SSH, plus Sieve, passwords,
   last logins, for every mapped mailbox);
-- IMAP server: `govmail migrate ... --imap mail.daknong.gov.vn:993 --passwords` (Dovecot's imapc);
+- IMAP server: `govmail migrate ... --imap mail.daknong.gov.vn:993 --passwords` (Dovecot's imapc, into a
+  mirror, then imported once each);
 - the floor: `doveadm backup -R` over the same SSH forced command, mailbox by mailbox, nothing else;
 - several into one: the same amount per mailbox in two Đắk Nông unit mailboxes that both map to
   Lâm Đồng's snnmt@, each copied into its own folder (mirrored, then imported), set beside the floor's
@@ -154,7 +155,7 @@ def main() -> None:
                                       f"doveadm purge -u {old} && doveadm quota recalc -u {old}"], capture_output=True)
         from govmail.merger.migrate import revoke
 
-        revoke(cfg, ssh_old, "mail.daknong.gov.vn")  # the merged host's key off the old host
+        revoke(cfg, lab_target(), "mail.daknong.gov.vn")  # the merged host's key off the old host
     mb = total_msgs * a.size / 1e6
     print(f"\nmigration of {total_msgs} messages ({mb:.0f} MB) in {len(people)} mailboxes, Đắk Nông -> Lâm Đồng")
     for what, secs in results.items():

@@ -21,6 +21,7 @@ the engine's Context; they never import this module or the lab.
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 from typing import Optional
 
@@ -86,7 +87,14 @@ class Target:
         raise NotImplementedError
 
     def ssh(self, host_name: str) -> list[str]:
+        """The ssh command that reaches a host (for a session that streams: migrate, testinfra)."""
         raise NotImplementedError
+
+    def run(self, host_name: str, command: str, input: str | bytes | None = None, text: bool = True,
+            capture: bool = True, timeout: float | None = 600) -> subprocess.CompletedProcess:
+        """`command` (a shell command line) on a host: the one way the commands reach a host."""
+        return subprocess.run([*self.ssh(host_name), command], input=input, text=text, capture_output=capture,
+                              timeout=timeout)
 
     def secrets_base(self) -> Path:
         raise NotImplementedError

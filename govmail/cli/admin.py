@@ -35,13 +35,8 @@ def _province(key: str):
         return None
 
 
-def _host_ssh(name: str) -> list[str]:
-    """The ssh command prefix for a host of the current target."""
-    return current().ssh(name)
-
-
 def _mailbox_host(address: str):
-    """(province config, account, ssh command prefix for its host), or None after saying why not."""
+    """(province config, account, its mail host), or None after saying why not."""
     domain = address.rpartition("@")[2]
     cfg = next((c for c in map(load_province, available_provinces()) if c.domain == domain), None)
     acc = next((a for a in cfg.accounts if a.address == address), None) if cfg else None
@@ -50,17 +45,17 @@ def _mailbox_host(address: str):
             raise LookupError(f"no province has the domain {domain!r}")
         if acc is None:
             raise LookupError(f"{address} is not in the directory of {cfg.key}")
-        return cfg, acc, _host_ssh(cfg.mail_host)
+        current()  # the target is known (TargetError otherwise)
+        return cfg, acc, cfg.mail_host
     except (LookupError, TargetError) as e:
         err(str(e))
         return None
 
 
-def _account_tool(ssh: list[str], args: str, input: str | None = None) -> subprocess.CompletedProcess:
+def _account_tool(host: str, args: str, input: str | None = None) -> subprocess.CompletedProcess:
     from ..data.facts import operator
 
-    return subprocess.run([*ssh, f"GOVMAIL_ACTOR={operator()} {contract.PATHS['lib']}/accounts {args}"],
-                          input=input, text=True, capture_output=True)
+    return current().run(host, f"GOVMAIL_ACTOR={operator()} {contract.PATHS['lib']}/accounts {args}", input=input)
 
 
 def _new_password(args, cfg, acc, prompt: str) -> str | None:
@@ -97,11 +92,11 @@ def cmd_set_password(args) -> int:
     found = _mailbox_host(address)
     if found is None:
         return 2
-    cfg, acc, ssh = found
+    cfg, acc, host = found
     pw = _new_password(args, cfg, acc, f"New password for {address}: ")
     if pw is None:
         return 1
-    r = _account_tool(ssh, f"set-password {address}", input=passwords.hash_password(pw))
+    r = _account_tool(host, f"set-password {address}", input=passwords.hash_password(pw))
     if r.returncode != 0:
         err(r.stderr.strip() or "could not store the password")
         return 1
@@ -118,7 +113,7 @@ def cmd_hand_over(args) -> int:
     found = _mailbox_host(address)
     if found is None:
         return 2
-    cfg, acc, ssh = found
+    cfg, acc, host = found
     if acc.kind == "person":
         err(f"{address} is a personal mailbox; hand-over is for a unit's mailbox ({cfg.domain} agencies, "
             "departments, districts, communes). To reset a person's password: govmail set-password")
@@ -126,7 +121,7 @@ def cmd_hand_over(args) -> int:
     pw = _new_password(args, cfg, acc, f"Password for {args.to}, new holder of {address}: ")
     if pw is None:
         return 1
-    r = _account_tool(ssh, f"hand-over {address} --to {shlex.quote(args.to)}", input=passwords.hash_password(pw))
+    r = _account_tool(host, f"hand-over {address} --to {shlex.quote(args.to)}", input=passwords.hash_password(pw))
     if r.returncode != 0:
         err(r.stderr.strip() or "could not hand the mailbox over")
         return 1
@@ -198,8 +193,8 @@ def cmd_restore(args) -> int:
     found = _mailbox_host(address)
     if found is None:
         return 2
-    cfg, _, ssh = found
-    r = _account_tool(ssh, f"restore {address}")
+    cfg, _, host = found
+    r = _account_tool(host, f"restore {address}")
     if r.returncode != 0:
         err(r.stderr.strip() or "could not restore the mailbox")
         return 1
@@ -217,10 +212,8 @@ def cmd_restore(args) -> int:
 def _backup_tool(cfg, args: str, stream: bool = False) -> subprocess.CompletedProcess:
     from ..data.facts import operator
 
-    cmd = [*_host_ssh(cfg.mail_host), f"GOVMAIL_ACTOR={operator()} {contract.PATHS['lib']}/backup {args}"]
-    if stream:
-        return subprocess.run(cmd, text=True)
-    return subprocess.run(cmd, text=True, capture_output=True)
+    cmd = f"GOVMAIL_ACTOR={operator()} {contract.PATHS['lib']}/backup {args}"
+    return current().run(cfg.mail_host, cmd, capture=not stream, timeout=None)
 
 
 def cmd_backup(args) -> int:
@@ -293,7 +286,7 @@ def _refetch_dkim(cfg) -> None:
     of the record (what `govmail dns` prints, and the lab resolver serves) the same as the host's."""
     from ..data.facts import dkim_paths
 
-    r = subprocess.run([*_host_ssh(cfg.mail_host), f"cat {dkim_paths(cfg)[1]}"], capture_output=True, text=True)
+    r = current().run(cfg.mail_host, f"cat {dkim_paths(cfg)[1]}")
     if r.returncode != 0 or not r.stdout.startswith("v=DKIM1"):
         return
     if current().published.set_dkim_record(cfg, r.stdout):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
@@ -93,7 +92,7 @@ def cmd_notice(args) -> int:
         cmd = (f"{tool} set --until-ts {int(args.until.timestamp())} --until {shlex.quote(shown)} "
                f"--sender {shlex.quote(cfg.postmaster)}")
         stdin = args.text
-    r = subprocess.run([*current().ssh(cfg.mail_host), cmd], input=stdin, text=True, capture_output=True)
+    r = current().run(cfg.mail_host, cmd, input=stdin)
     if r.returncode != 0:
         print(f"govmail: {cfg.mail_host}: {(r.stderr.strip() or 'the notice could not be set')[-300:]}", file=sys.stderr)
         return 1

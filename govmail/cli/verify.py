@@ -11,7 +11,6 @@ import argparse
 import json
 import re
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
@@ -108,17 +107,17 @@ def cmd_report(args) -> int:
         print(f"govmail: --period {args.period}: a {'year' if args.kind == 'annual' else 'month'} for the "
               f"{args.kind} report", file=sys.stderr)
         return 2
-    ssh = current().ssh(cfg.mail_host)
+    target = current()
     cmd = f"{contract.PATHS['lib']}/report {args.kind}" + (f" --period {shlex.quote(args.period)}" if args.period else "")
     cmd += " --mail" if args.mail else ""
-    r = subprocess.run([*ssh, cmd], capture_output=True, text=True)
+    r = target.run(cfg.mail_host, cmd)
     if r.returncode != 0:
         print(f"govmail: {cfg.mail_host}: {(r.stderr.strip() or 'the report failed')[-500:]}", file=sys.stderr)
         return 1
     files = json.loads(r.stdout.strip().splitlines()[-1])["files"]
     args.out.mkdir(parents=True, exist_ok=True)
     for remote in files:
-        got = subprocess.run([*ssh, f"cat {shlex.quote(remote)}"], capture_output=True)
+        got = target.run(cfg.mail_host, f"cat {shlex.quote(remote)}", text=False)
         if got.returncode != 0:
             print(f"govmail: {cfg.mail_host}: cannot read {remote}", file=sys.stderr)
             return 1

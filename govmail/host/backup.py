@@ -232,15 +232,36 @@ def _settle(addresses: list[str]) -> None:
 
 
 def _dsync(address: str) -> str | None:
-    """One mailbox into its staging mirror with `doveadm backup`; an error text or None."""
+    """One mailbox into its staging mirror with `doveadm backup`; an error text or None.
+
+    A mailbox whose INBOX was made anew since its last copy (a mailbox deleted and re-created, one a
+    migration or a restore filled) no longer matches its mirror, and dsync cannot bring the mirror
+    round ("INBOX can't be deleted"): the mirror is then set aside and the mailbox copied afresh;
+    the old copy goes only once the new one is whole (the archives keep every earlier copy)."""
     dest = staged(address)
     os.makedirs(dest, exist_ok=True)
     shutil.chown(dest, VMAIL, VMAIL)
-    r = subprocess.run(["doveadm", "backup", "-u", address, f"maildir:{dest}/Maildir"],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        return f"doveadm backup of {address} failed: {r.stderr.strip()[-500:]}"
-    return None
+    r = _backup_into(address, dest)
+    if r.returncode == 0:
+        return None
+    first = r.stderr.strip()[-300:]
+    aside = dest + ".diverged"
+    shutil.rmtree(aside, ignore_errors=True)
+    os.rename(dest, aside)
+    os.makedirs(dest)
+    shutil.chown(dest, VMAIL, VMAIL)
+    r = _backup_into(address, dest)
+    if r.returncode == 0:
+        shutil.rmtree(aside, ignore_errors=True)
+        return None
+    shutil.rmtree(dest, ignore_errors=True)
+    os.rename(aside, dest)
+    return f"doveadm backup of {address} failed: {first}; copied afresh: {r.stderr.strip()[-300:]}"
+
+
+def _backup_into(address: str, dest: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["doveadm", "backup", "-u", address, f"maildir:{dest}/Maildir"],
+                          capture_output=True, text=True)
 
 
 def stage_state(addresses: list[str]) -> None:

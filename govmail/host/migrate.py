@@ -246,21 +246,20 @@ def copy_one(pair, info, src, plan, state, method):
     t0 = time.monotonic()
     before = mailbox_totals(new)
     entry = dict(state["sources"].get(old) or {}, new=new, method=method, mode=mode, folder=folder)
-    if mode == "folder":
+    mirrored = mode == "folder" or src["kind"] == "imap"  # copied into a mirror, then imported once each
+    if mirrored:
         prepare_mirror(old)
         r = (dsync(ssh(src["host"]), old, new, mirror_options(old)) if src["kind"] == "govmail"
              else copy_imap(src, old, new, password, mirror_options(old)))
-    elif src["kind"] == "govmail":
-        r = dsync(ssh(src["host"]), old, new)
     else:
-        r = copy_imap(src, old, new, password)
+        r = dsync(ssh(src["host"]), old, new)
     if r.returncode not in (0, 2):  # 2: changes happened meanwhile; the next run continues
         line(old=old, new=new, mode=mode, folder=folder, ok=False, error=explained(r.stderr))
         return False
     extra = {}
-    if mode == "folder":
+    if mirrored:
         ledger = entry.setdefault("imported", {})
-        copied, error = import_new(old, new, folder, ledger)
+        copied, error = import_new(old, new, folder or "", ledger)
         entry["last"] = int(time.time())
         state["sources"][old] = entry
         save_state(state)

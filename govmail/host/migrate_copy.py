@@ -1,8 +1,12 @@
 """How a mailbox is copied to the merged host (govmail/host/migrate.py decides which way, and when).
 
-- **into the mailbox** (one old mailbox for the new one): `doveadm sync -1 -R` from the old host over
-  SSH (or from an IMAP server through imapc): one way, incremental, resumable; folders, flags and
-  dates as they were; what arrived on the new host is never touched;
+- **into the mailbox** (one old mailbox for the new one) from a govmail host: `doveadm sync -1 -R`
+  over SSH: one way, incremental, resumable; folders, flags and dates as they were; what arrived on
+  the new host is never touched;
+- from an IMAP server (through Dovecot's imapc) always by way of a mirror, as below: an IMAP server
+  gives no message identity dsync could match on the next run (every run would copy everything
+  again), so each message is imported once from the mirror, into the mailbox's own folders (one old
+  mailbox for it) or into a folder of its own (several);
 - **into its own folder** (several old mailboxes for one new one, e.g. two departments merged into
   one): each old mailbox is first mirrored, with the same one-way dsync, into a directory of its own
   on this host (`MIRROR/<domain>/<local part>/`, outside every user's mail, quota off), then the
@@ -41,7 +45,7 @@ def mailbox_totals(user, options=()):
     """(messages, bytes) of every folder of a mailbox (or of its mirror, with `options`)."""
     rows, _ = doveadm_table([*options, "mailbox", "status", "-u", user, "messages vsize", "*"])
     msgs = sum(int(r.get("messages") or 0) for r in rows if (r.get("messages") or "").isdigit())
-    size = sum(int(r.get("vsize") or 0) for r in rows if (r.get("vsize") or "").isdigit())
+    size = sum(int(r.get("size.virtual") or 0) for r in rows if (r.get("size.virtual") or "").isdigit())
     return msgs, size
 
 
@@ -133,23 +137,30 @@ def uid_set(uids):
 
 
 def import_new(old, new, folder, ledger):
-    """Import into `folder` of `new` what the mirror of `old` holds above the ledger's UIDs and the
-    folder does not hold yet. `ledger`: {mirror folder GUID: {"name", "uid"}}, updated in place.
+    """Import into `new` (under `folder`, or into its own folders when folder is "") what the mirror of
+    `old` holds above the ledger's UIDs and the mailbox does not hold yet: not the same message (its
+    GUID), nor one with the same Message-ID and size (a copy made another way, or by a run that stopped
+    before it wrote the ledger). `ledger`: {mirror folder GUID: {"name", "uid"}}, updated in place.
     Returns (imported, error or None)."""
-    mirror, error = doveadm_table([*mirror_options(old), "fetch", "-u", new, "mailbox mailbox-guid uid guid", "all"])
+    fields = "mailbox mailbox-guid uid guid hdr.message-id size.virtual"
+    mirror, error = doveadm_table([*mirror_options(old), "fetch", "-u", new, fields, "all"])
     if error:
         return 0, f"reading the mirror: {error[-300:]}"
-    have, error = doveadm_table(["fetch", "-u", new, "guid", "mailbox", f"{folder}/*"])
+    query = ["mailbox", f"{folder}/*"] if folder else ["all"]
+    have, error = doveadm_table(["fetch", "-u", new, "guid hdr.message-id size.virtual", *query])
     if error and "doesn't exist" not in error:
-        return 0, f"reading {folder}: {error[-300:]}"
+        return 0, f"reading {folder or new}: {error[-300:]}"
     present = {r.get("guid") for r in have}
+    same = {(r.get("hdr.message-id", "").strip(), r.get("size.virtual")) for r in have if r.get("hdr.message-id", "").strip()}
     by_box = {}
     for r in mirror:
         if not (r.get("uid") or "").isdigit():
             continue
         box = by_box.setdefault(r["mailbox-guid"], {"name": r["mailbox"], "new": [], "max": 0})
         box["max"] = max(box["max"], int(r["uid"]))
-        if int(r["uid"]) > ledger.get(r["mailbox-guid"], {}).get("uid", 0) and r.get("guid") not in present:
+        mid = r.get("hdr.message-id", "").strip()
+        if (int(r["uid"]) > ledger.get(r["mailbox-guid"], {}).get("uid", 0) and r.get("guid") not in present
+                and not (mid and (mid, r.get("size.virtual")) in same)):
             box["new"].append(int(r["uid"]))
     imported = 0
     for guid, box in sorted(by_box.items(), key=lambda kv: kv[1]["name"]):

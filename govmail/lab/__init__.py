@@ -33,7 +33,6 @@ import ipaddress
 import os
 import shutil
 import signal
-import subprocess
 import time
 from typing import Callable
 
@@ -306,11 +305,3 @@ def status() -> list[dict]:
     for name, h in sorted(state["hosts"].items()):
         out.append({"host": name, "province": h["province"], "ip": h["ip"], "running": pid_alive(h.get("pid")), "pid": h.get("pid")})
     return out
-
-
-def ssh_command(host: str, command: str) -> subprocess.CompletedProcess:
-    state = load_state()
-    h = state["hosts"].get(host)
-    if h is None:
-        raise LabError(f"no lab host {host!r}")
-    return subprocess.run(["ssh", *ssh_options(), f"root@{h['ip']}", command], capture_output=True, text=True)

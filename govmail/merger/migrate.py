@@ -45,10 +45,6 @@ def _say(msg: str) -> None:
     print(f"govmail: {msg}", file=sys.stderr, flush=True)
 
 
-def _run(ssh: list[str], command: str, input: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*ssh, command], input=input, capture_output=True, text=True, timeout=600)
-
-
 def pairs_for(cfg, pred) -> list[dict]:
     """Each old address of the predecessor's domain with its new address; `list` when the new one is a
     list (the old address is an alias of it), `several` when more old mailboxes (of any predecessor)
@@ -62,9 +58,9 @@ def pairs_for(cfg, pred) -> list[dict]:
             for old, new in sorted(cfg.former.items()) if old.endswith("@" + pred.domain)]
 
 
-def grant(cfg, new_ssh: list[str], old_ssh: list[str], old_host: str) -> None:
+def grant(cfg, target, old_host: str) -> None:
     """The merged host's key on the old host, for the forced command only; the old host key pinned."""
-    key = _run(new_ssh, f"{TOOL} key")
+    key = target.run(cfg.mail_host, f"{TOOL} key")
     if key.returncode != 0 or not key.stdout.startswith("ssh-"):
         raise RuntimeError(f"{cfg.mail_host}: no migration key ({key.stderr.strip()[:200]}); deploy it first")
     mark = MARK + cfg.key
@@ -75,19 +71,19 @@ def grant(cfg, new_ssh: list[str], old_ssh: list[str], old_host: str) -> None:
               "mv /root/.ssh/ak.new /root/.ssh/authorized_keys; "
               f"test -x {TOOL} || {{ echo 'no {TOOL}: deploy this govmail version to the old host first' >&2; exit 3; }}; "
               "cat /etc/ssh/ssh_host_ed25519_key.pub")
-    r = _run(old_ssh, script)
+    r = target.run(old_host, script)
     if r.returncode != 0:
         raise RuntimeError(f"{old_host}: {r.stderr.strip()[:300] or 'could not allow the migration key'}")
     known = f"{old_host} {' '.join(r.stdout.split()[:2])}"
-    w = _run(new_ssh, f"install -d -m 700 /etc/govmail/migrate && echo {shlex.quote(known)} > "
+    w = target.run(cfg.mail_host, f"install -d -m 700 /etc/govmail/migrate && echo {shlex.quote(known)} > "
              "/etc/govmail/migrate/known_hosts && chmod 600 /etc/govmail/migrate/known_hosts")
     if w.returncode != 0:
         raise RuntimeError(f"{cfg.mail_host}: could not pin {old_host}'s host key: {w.stderr.strip()[:200]}")
 
 
-def revoke(cfg, old_ssh: list[str], old_host: str) -> None:
+def revoke(cfg, target, old_host: str) -> None:
     mark = MARK + cfg.key
-    _run(old_ssh, f"grep -v {shlex.quote(mark)}$ /root/.ssh/authorized_keys > /root/.ssh/ak.new; "
+    target.run(old_host, f"grep -v {shlex.quote(mark)}$ /root/.ssh/authorized_keys > /root/.ssh/ak.new; "
          "chmod 600 /root/.ssh/ak.new; mv /root/.ssh/ak.new /root/.ssh/authorized_keys")
     _say(f"{old_host}: the migration key of {cfg.mail_host} is removed (no more access)")
 
@@ -206,8 +202,7 @@ def _cmd(args) -> int:
             _say(f"predecessors[{pred.key}] names no mail_host: give it, or copy from IMAP (--imap HOST)")
             return 2
         old_host = pred.mail_host
-        old_ssh = target.ssh(old_host)
-        grant(cfg, new_ssh, old_ssh, old_host)
+        grant(cfg, target, old_host)
         plan["source"] = {"kind": "govmail", "host": old_host}
     what = "listing" if args.dry_run else "final catch-up of" if args.final else "copying"
     _say(f"{what} {len(plan['pairs'])} addresses of {pred.domain} from {old_host} to {cfg.mail_host}")
@@ -247,5 +242,5 @@ def _cmd(args) -> int:
              "(`former:`), or say --leave-unmapped to leave them on the old host")
         done = False
     if args.final and done and not args.imap and not args.keep_access:
-        revoke(cfg, old_ssh, old_host)
+        revoke(cfg, target, old_host)
     return 0 if done else 1

@@ -81,6 +81,26 @@ def test_one_mailbox_comes_back_as_it_was_without_duplicates_and_without_touchin
     assert f"restored-mail\t{victim}" in h.run("/usr/local/lib/govmail/accounts audit --limit 5").stdout
 
 
+def test_a_mailbox_made_anew_since_its_last_copy_is_still_backed_up(lab_hosts):
+    """A mailbox deleted and re-created, or filled by a migration or a restore, has a new INBOX: its
+    mirror from the last backup no longer matches and dsync cannot bring it round ("INBOX can't be
+    deleted"). Every nightly backup failed for such a mailbox until it was copied afresh."""
+    h = lab_hosts[PROVINCES[0]]
+    province = h.province
+    a = [x for x in h.cfg.accounts if x.kind == "person"][-2].address
+    local, domain = a.split("@")
+    save(h, a, "Trước khi làm lại")
+    govmail("backup", "run", province)
+    h.run(f"doveadm kick {a} >/dev/null; rm -rf /var/vmail/{domain}/{local}/Maildir")  # made anew, as a re-creation is
+    save(h, a, "Hộp thư làm lại")
+    r = govmail("backup", "run", province)
+    assert json.loads(r.stdout.splitlines()[-1])["ok"], r.stdout + r.stderr
+    mirror = f"/var/backups/govmail/mail/{domain}/{local}/Maildir"
+    found = h.run(f"doveadm -o mail_path={mirror} search -u {a} mailbox INBOX header Subject 'Hộp thư làm lại'",
+                  check=False).stdout
+    assert found.strip(), "the mailbox's new mail is not in its backup copy"
+
+
 def test_a_failed_backup_and_a_late_backup_are_mailed_to_the_administrators(lab_hosts):
     h = lab_hosts[PROVINCES[0]]
     admin = h.cfg.postmaster

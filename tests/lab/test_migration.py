@@ -124,8 +124,10 @@ def test_a_govmail_host_migrates_incrementally_with_mail_flags_folders_sieve_pas
     # Every message of the old mailbox is on the merged host: same folder, flags, date and body hash.
     for mid, copies in old_side.items():
         assert new_side.get(mid) == copies, f"{mid}: {copies} on the old host, {new_side.get(mid)} on the new"
-    # Nothing doubled, and what arrived at the merged host stayed.
-    assert all(len(c) == 1 for c in new_side.values()), {k: v for k, v in new_side.items() if len(v) > 1}
+    # Nothing doubled (a message without a Message-ID, such as two equal notices, may be there as often
+    # as on the old host), and what arrived at the merged host stayed.
+    doubled = {k: v for k, v in new_side.items() if len(v) > max(1, len(old_side.get(k, [])))}
+    assert not doubled, doubled
     for subject in (f"Đến máy cũ {stamp}", f"Đến máy mới {stamp}"):
         assert len(new_side.get(message_id(subject), [])) == 1, subject
     # The Sieve script, the password (old and new address) and the last login came along.
