@@ -58,3 +58,20 @@ def render(template: str, cfg: ProvinceConfig, **extra) -> str:
     }
     ctx.update(extra)
     return _ENV.get_template(template).render(**ctx)
+
+
+_PAGES = None
+
+
+def page(template: str, **values) -> str:
+    """An HTML page (templates/**/*.html.j2): autoescaped, so every value is text and never markup.
+    Pages take plain values (no escaping filters, no data-file config); a missing one stops the render."""
+    global _PAGES
+    if _PAGES is None:
+        _PAGES = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
+                                    undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                                    trim_blocks=True, lstrip_blocks=True)
+    if not template.endswith(".html.j2"):
+        raise ValueError(f"{template}: a page template's name ends in .html.j2")
+    return _PAGES.get_template(template).render(**values)
+

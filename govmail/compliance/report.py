@@ -9,8 +9,7 @@ import xml.etree.ElementTree as ET
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-import jinja2
-
+from ..render import page
 from .verify import HostRun
 
 OWN = "Điều khoản của tỉnh / the province's own clauses"
@@ -58,10 +57,8 @@ def coverage_of(run: HostRun) -> list[tuple[object, list[tuple[object, str]]]]:
 
 
 def to_html(run: HostRun) -> str:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(Path(__file__).parent)), autoescape=True,
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    return env.get_template("report.html.j2").render(run=run, sections=sections(run), version=govmail_version(),
-                                                     coverage=coverage_of(run))
+    return page("compliance/report.html.j2", run=run, sections=sections(run), version=govmail_version(),
+                coverage=coverage_of(run))
 
 
 def md_cell(text: str) -> str:

@@ -2,8 +2,9 @@
 
 Charts are drawn by matplotlib (Debian's python3-matplotlib, installed by govmail/services/reports.py),
 as PNG images inside the HTML, so the page reads the same in a browser and as a mail attachment.
-Every value is escaped for where it lands (html.escape; CSV cells that a spreadsheet would take for
-a formula are quoted). Standard library otherwise.
+Every value is escaped for where it lands (the page is an autoescaping Jinja2 template, report.html.j2,
+rendered with Debian's python3-jinja2; CSV cells that a spreadsheet would take for a formula are
+quoted). Standard library otherwise.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from __future__ import annotations
 import base64
 import csv
 import datetime
-import html
 import io
 import json
 import os
 import subprocess
 from email.message import EmailMessage
+
+import jinja2
 
 # Refusal reasons, in the order reports show them (govmail/host/report.py counts them).
 REASONS = ("spam", "virus", "program", "size", "quota", "forwarding", "authentication", "sender",
@@ -81,25 +83,6 @@ def csv_rows(f: dict) -> list[list]:
 
 def misuse_text(c: dict) -> str:
     return ", ".join(f"{r} {n}" for r, n in c["refusals"].items()) + f" → {c['measure']}"
-
-
-def misuse_html(f: dict) -> str:
-    """The section an operator sends up (BN Art. 13): each mailbox used against the rules, its
-    agency, what was refused and the measure proposed; or that there was none."""
-    if f["kind"] != "monthly":
-        return ""
-    e = html.escape
-    head = (f"<h2 id=\"misuse-section\">Sử dụng sai mục đích, phát tán thư rác / misuse and spam</h2><p class=\"sub\">"
-            f"{e(f.get('misuse_article') or '')} · thư của hộp thư trong tỉnh bị từ chối / the province's own "
-            "mailboxes' mail refused</p>")
-    cases = f.get("misuse", [])
-    if not cases:
-        return head + '<p id="misuse">Không có / none.</p>'
-    rows = "".join(f"<tr><td>{e(c['account'])}</td><td>{e(c['agency'])}</td><td>"
-                   + e(", ".join(f"{REASON_NAMES[r]}: {n}" for r, n in c["refusals"].items()))
-                   + f"</td><td>{e(c['measure'])}</td></tr>" for c in cases)
-    return (head + '<table id="misuse"><tr><th>Hộp thư / mailbox</th><th>Cơ quan / agency</th><th>Bị từ chối / '
-            "refused</th><th>Đề xuất xử lý / proposed measure</th></tr>" + rows + "</table>")
 
 
 def to_csv(f: dict) -> bytes:
@@ -179,30 +162,15 @@ def when(ts) -> str:
 
 
 def to_html(f: dict) -> str:
-    e = html.escape
+    """The page (report.html.j2 beside this module, autoescaped by Debian's python3-jinja2)."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(os.path.dirname(os.path.abspath(__file__))),
+                             autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     vi, en = TITLES[f["kind"]]
-    rows = csv_rows(f)
-    table = "<table><tr>" + "".join(f"<th>{e(str(h))}</th>" for h in rows[0]) + "</tr>" + "".join(
-        "<tr>" + "".join(f"<td>{e(str(v))}</td>" for v in r) + "</tr>" for r in rows[1:]) + "</table>"
-    imgs = "".join(f'<figure><img alt="{e(t)}" src="data:image/png;base64,{base64.b64encode(p).decode()}">'
-                   f"<figcaption>{e(t)}</figcaption></figure>" for t, p in charts(f))
-    m, r = f["mail"], f["refusals"]
-    summary = (f"<p>Nhận / received <b>{m['received']}</b>, gửi / sent <b>{m['sent']}</b>, "
-               f"từ chối / refused <b>{sum(r.values())}</b>, chặn / bans <b>{sum(f['bans'].values())}</b></p>")
-    return f"""<!DOCTYPE html>
-<html lang="vi"><head><meta charset="utf-8"><title>{e(vi)} {e(f['period'])} — {e(f['host'])}</title>
-<style>body{{font-family:"Noto Sans","DejaVu Sans",Arial,sans-serif;max-width:60em;margin:2em auto;color:#1d2430}}
-table{{border-collapse:collapse;width:100%;font-size:.9em}}td,th{{border-bottom:1px solid #d8dde4;padding:.3em .5em;text-align:left}}
-th{{background:#f0f3f7}}#misuse{{margin-bottom:2em}}figure{{margin:1em 0}}img{{max-width:100%}}.sub{{color:#5a6472}}</style></head><body>
-<h1>{e(f['name'])}: {e(vi)} {e(f['period'])} / {e(en)}</h1>
-<p class="sub">{e(f['host'])} · {e(f.get('articles') or '')} · {e(when(f['since']))} – {e(when(f['until']))} ·
-tạo lúc / generated {e(when(f['generated']))}</p>
-{summary}
-{imgs}
-{misuse_html(f)}
-{table}
-</body></html>
-"""
+    misuse = [(c, ", ".join(f"{REASON_NAMES[r]}: {n}" for r, n in c["refusals"].items())) for c in f.get("misuse", [])]
+    return env.get_template("report.html.j2").render(
+        f=f, vi=vi, en=en, since=when(f["since"]), until=when(f["until"]), generated=when(f["generated"]),
+        refused=sum(f["refusals"].values()), bans=sum(f["bans"].values()), rows=csv_rows(f), misuse=misuse,
+        charts=[(t, base64.b64encode(p).decode()) for t, p in charts(f)])
 
 
 def write(f: dict, out_dir: str) -> list[str]:

@@ -17,12 +17,13 @@ keeps current. The web mail's address book reads the same entries (govmail/servi
 from __future__ import annotations
 
 import csv
-import html
 import io
 import json
 import unicodedata
 from dataclasses import dataclass
 from typing import Optional
+
+from ..render import page
 
 COLUMNS = ("name", "unit", "department", "position", "address")
 OTHER = "Hộp thư chức năng"  # functional mailboxes: no unit
@@ -123,53 +124,20 @@ def to_vcard(cfg, items: Optional[list[Entry]] = None) -> bytes:
     return ("\r\n".join(lines) + "\r\n").encode() if lines else b""
 
 
-PAGE = """<!doctype html>
-<html lang="vi"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Danh bạ thư điện tử - {province}</title>
-<style>body{{font-family:sans-serif;max-width:60em;margin:1.5em auto;padding:0 1em;color:#222}}
-h1{{font-size:1.5em}}h2{{font-size:1.15em;margin:1.4em 0 .3em;border-bottom:1px solid #ccc}}
-h3{{font-size:1em;margin:.8em 0 .2em;color:#444}}table{{border-collapse:collapse;width:100%}}
-td{{padding:.2em .5em;border-bottom:1px solid #eee;vertical-align:top}}td.a{{white-space:nowrap}}
-input{{width:100%;padding:.5em;font-size:1em;box-sizing:border-box}}.n{{color:#666}}</style></head><body>
-<h1>Danh bạ thư điện tử {province}<br><small class="n">Mail directory of {province} ({domain})</small></h1>
-<p><label for="q">Tìm theo tên, đơn vị, chức vụ hoặc địa chỉ (có hoặc không dấu) / Search</label>
-<input id="q" type="search" autocomplete="off" placeholder="Nguyễn Văn Hậu, hau, sở tài chính..."></p>
-<p class="n" id="count">{count} địa chỉ / addresses. Tải về / Download: <a href="directory.csv">CSV</a>,
-<a href="directory.vcf">vCard</a>. Cập nhật / Updated: {updated}.</p>
-{body}
-<script>
-function fold(s){{return s.replace(/đ/g,"d").replace(/Đ/g,"D").normalize("NFD").replace(/[\\u0300-\\u036f]/g,"").toLowerCase();}}
-var rows=[].slice.call(document.querySelectorAll("tr[data-k]"));
-document.getElementById("q").addEventListener("input",function(){{
-  var q=fold(this.value.trim()),n=0;
-  rows.forEach(function(r){{var on=!q||r.getAttribute("data-k").indexOf(q)>=0;r.hidden=!on;if(on)n++;}});
-  document.querySelectorAll("section").forEach(function(s){{s.hidden=!s.querySelector("tr:not([hidden])");}});
-  document.getElementById("count").firstChild.nodeValue=n+" địa chỉ / addresses. ";
-}});
-</script></body></html>
-"""
-
-
 def to_html(cfg, items: Optional[list[Entry]] = None, updated: str = "") -> bytes:
+    """The page (templates/www/directory/index.html.j2, autoescaped): units in order, each with its
+    departments; every row carries its folded text for the search."""
     items = items if items is not None else entries(cfg)
-    e_ = html.escape
-    parts, unit, dept = [], None, None
+    sections: list[tuple[str, list[tuple[str, list]]]] = []
     for e in items:
-        if e.unit != unit:
-            if unit is not None:
-                parts.append("</table></section>")
-            parts.append(f"<section><h2>{e_(e.unit)}</h2><table>")
-            unit, dept = e.unit, ""
-        if e.department != dept:
-            parts.append(f'<tr><td colspan="3"><h3>{e_(e.department)}</h3></td></tr>')
-            dept = e.department
-        key = fold(" ".join((e.name, e.unit, e.department, e.position, e.address)))
-        parts.append(f'<tr data-k="{e_(key)}"><td>{e_(e.name)}</td><td class="n">{e_(e.position)}</td>'
-                     f'<td class="a"><a href="mailto:{e_(e.address)}">{e_(e.address)}</a></td></tr>')
-    if unit is not None:
-        parts.append("</table></section>")
-    return PAGE.format(province=e_(cfg.model.name), domain=e_(cfg.domain), count=len(items), body="\n".join(parts),
-                       updated=e_(updated or "-")).encode()
+        if not sections or sections[-1][0] != e.unit:
+            sections.append((e.unit, []))
+        groups = sections[-1][1]
+        if not groups or groups[-1][0] != e.department:
+            groups.append((e.department, []))
+        groups[-1][1].append((e, fold(" ".join((e.name, e.unit, e.department, e.position, e.address)))))
+    return page("www/directory/index.html.j2", province=cfg.model.name, domain=cfg.domain, count=len(items),
+                sections=sections, updated=updated or "-").encode()
 
 
 def files(cfg) -> dict[str, bytes]:

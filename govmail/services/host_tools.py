@@ -41,6 +41,8 @@ def service(ctx) -> Service:
     lib = contract.PATHS["lib"]
     files = [File(f"{lib}/{PACKAGE}/{p.name}", p.read_bytes(), mode=0o644, action=None)
              for p in sorted(HOST.glob("*.py"))]
+    files += [File(f"{lib}/{PACKAGE}/{p.name}", p.read_bytes(), mode=0o644, action=None)
+              for p in sorted(HOST.glob("*.html.j2"))]  # the pages host tools fill
     files += [File(f"{lib}/{name}", command(name, module), mode=0o755, action=None)
               for name, module in COMMANDS.items()]
     files.append(File(f"{lib}/postlogin", (HOST / "postlogin.sh").read_bytes(), mode=0o755, action=None))

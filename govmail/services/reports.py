@@ -41,8 +41,9 @@ def service(ctx) -> Service:
     cfg = ctx.cfg
     return Service(
         name="reports",
-        # Debian's matplotlib draws the charts (host code: the standard library and Debian's python3 packages).
-        packages=("python3-matplotlib",),
+        # Debian's matplotlib draws the charts, its Jinja2 fills the page (host code: the standard library
+        # and Debian's python3 packages).
+        packages=("python3-matplotlib", "python3-jinja2"),
         ensures=[directory(os.path.dirname(contract.PATHS["report_settings"]), 0o755),
                  directory(contract.PATHS["reports"], 0o750)],
         files=[File(contract.PATHS["report_settings"], json_bytes(settings(cfg)), mode=0o640, action=None),
