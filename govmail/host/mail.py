@@ -1,20 +1,36 @@
-"""Mail the host tools send: notices of the daily job, backup reports, quota warnings.
+"""Mail the host tools send: notices of the daily job, backup reports, quota warnings, the outage
+notice, the monthly and annual reports.
 
-One message builder and one `send_mail` (through the local Postfix, which delivers it like any
-mail). Subjects are RFC 2047 encoded with compat32's Header: each encoded word separated by
-folding white space, which every client decodes. Standard library only.
+One message builder (`message`) and one way out (`send`, through the local Postfix, which delivers
+it like any mail). Subjects are RFC 2047 encoded with compat32's Header: each encoded word separated
+by folding white space, which every client decodes. Every message says it is automatic
+(Auto-Submitted: auto-generated, RFC 3834), so no vacation reply answers it. Standard library only.
 """
 
 import subprocess
+from email import encoders
 from email.header import Header
+from email.mime.base import MIMEBase
+from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.utils import formatdate, make_msgid
 
 SENDMAIL = "/usr/sbin/sendmail"
 
 
-def message(to: str, subject: str, body: str, sender: str) -> bytes:
+def message(to: str, subject: str, body: str, sender: str, attachments=()) -> bytes:
+    """`to`: the To header (an address, several joined with ", ", or "undisclosed-recipients:;").
+    `attachments`: (file name, text subtype such as "csv" or "html", content) each."""
     msg = MIMEText(body, "plain", "utf-8")
+    if attachments:
+        text, msg = msg, MIMEMultipart()
+        msg.attach(text)
+        for name, subtype, content in attachments:
+            part = MIMEBase("text", subtype)
+            part.set_payload(content)
+            encoders.encode_base64(part)
+            part.add_header("Content-Disposition", "attachment", filename=name)
+            msg.attach(part)
     msg["From"] = sender
     msg["To"] = to
     msg["Date"] = formatdate(localtime=True)
@@ -24,6 +40,12 @@ def message(to: str, subject: str, body: str, sender: str) -> bytes:
     return msg.as_bytes()
 
 
+def send(msg: bytes, sender: str, recipients: list[str], check: bool = True) -> None:
+    """Hand a message to the local Postfix for `recipients` (the envelope; the headers may say
+    otherwise). `check`: raise if sendmail refuses it."""
+    subprocess.run([SENDMAIL, "-i", "-f", sender, "--", *recipients], input=msg, check=check)
+
+
 def send_mail(to: str, subject: str, body: str, sender: str, check: bool = True) -> None:
-    """Hand a notice to the local Postfix. `check`: raise if sendmail refuses it."""
-    subprocess.run([SENDMAIL, "-i", "-f", sender, to], input=message(to, subject, body, sender), check=check)
+    """A plain notice to one address."""
+    send(message(to, subject, body, sender), sender, [to], check=check)

@@ -12,14 +12,9 @@ recipients. Standard library only.
 
 import json
 import os
-import subprocess
 import time
-from email.header import Header
-from email.mime.text import MIMEText
-from email.utils import formatdate, make_msgid
 
-from . import contract, store
-from .mail import SENDMAIL
+from . import contract, mail, store
 
 BATCH = 200
 
@@ -47,14 +42,8 @@ def set_notice(text, until_ts, until_text, sender):
     sent = 0
     for i in range(0, len(to), BATCH):
         part = to[i:i + BATCH]
-        msg = MIMEText(body, "plain", "utf-8")
-        msg["From"] = sender
-        msg["To"] = "undisclosed-recipients:;"
-        msg["Date"] = formatdate(localtime=True)
-        msg["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2])
-        msg["Subject"] = Header(f"Thông báo / Notice: {text[:60]}", "utf-8")
-        msg["Auto-Submitted"] = "auto-generated"
-        subprocess.run([SENDMAIL, "-i", "-f", sender, *part], input=msg.as_bytes(), check=True)
+        mail.send(mail.message("undisclosed-recipients:;", f"Thông báo / Notice: {text[:60]}", body, sender),
+                  sender, part)
         sent += len(part)
     store.audit(db, "notice-set", None, f"until {until_text}; mailed to {sent} mailboxes: {text[:120]}")
     return sent

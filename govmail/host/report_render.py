@@ -15,10 +15,10 @@ import datetime
 import io
 import json
 import os
-import subprocess
-from email.message import EmailMessage
 
 import jinja2
+
+from . import mail as hostmail
 
 # Refusal reasons, in the order reports show them (govmail/host/report.py counts them).
 REASONS = ("spam", "virus", "program", "size", "quota", "forwarding", "authentication", "sender",
@@ -188,10 +188,6 @@ def write(f: dict, out_dir: str) -> list[str]:
 def mail(f: dict, paths: list[str], settings: dict) -> None:
     """To the province's administrators, from the postmaster: a short summary, the CSV and the HTML."""
     vi, en = TITLES[f["kind"]]
-    msg = EmailMessage()
-    msg["From"] = settings["sender"]
-    msg["To"] = ", ".join(settings["recipients"])
-    msg["Subject"] = f"[govmail] {vi} {f['period']} / {en}: {f['host']}"
     m, r = f["mail"], f["refusals"]
     lines = [f"{f['name']} — {f['host']} — {f['period']} ({f.get('articles') or ''})", "",
              f"Nhận / received: {m['received']}", f"Gửi / sent: {m['sent']}",
@@ -203,9 +199,10 @@ def mail(f: dict, paths: list[str], settings: dict) -> None:
                   + (str(len(cases)) if cases else "không có / none")]
         lines += [f"  {c['account']} ({c['agency']}): {misuse_text(c)}" for c in cases]
     lines += ["", "Chi tiết trong tệp đính kèm / details attached."]
-    msg.set_content("\n".join(lines))
+    attachments = []
     for p in paths[:2]:
         with open(p, "rb") as fh:
-            sub = "csv" if p.endswith(".csv") else "html"
-            msg.add_attachment(fh.read(), maintype="text", subtype=sub, filename=os.path.basename(p))
-    subprocess.run(["/usr/sbin/sendmail", "-t", "-oi", "-f", settings["sender"]], input=msg.as_bytes(), check=True)
+            attachments.append((os.path.basename(p), "csv" if p.endswith(".csv") else "html", fh.read()))
+    to = settings["recipients"]
+    hostmail.send(hostmail.message(", ".join(to), f"[govmail] {vi} {f['period']} / {en}: {f['host']}",
+                                   "\n".join(lines) + "\n", settings["sender"], attachments), settings["sender"], to)

@@ -165,6 +165,9 @@ def test_the_monthly_and_annual_reports_are_written_with_charts_mailed_and_copie
     assert f"monthly-{this_month}.csv" in body and f"monthly-{this_month}.html" in body
     msg = email.message_from_string(body.split("\n", 1)[1], policy=email.policy.default)
     assert f"  {spammer} (" in msg.get_body(("plain",)).get_content()  # the misuse listed in the mail itself
+    attached = {p.get_filename(): p.get_payload(decode=True) for p in msg.iter_attachments()}
+    assert attached[f"monthly-{this_month}.html"].decode() == html  # the same page, whole
+    assert msg["Auto-Submitted"] == "auto-generated"  # no vacation reply answers it
 
     year = time.strftime("%Y", time.gmtime())
     user = people(h)[11].address  # logs in: its mailbox counts as used this year
