@@ -56,13 +56,8 @@ def running(ti, *units) -> None:
 
 def quota_limits_mib(ti) -> dict[str, Optional[int]]:
     """Effective STORAGE limit of every mailbox, as Dovecot enforces it (MiB)."""
-    out = ti.check_output("doveadm -f tab quota get -A")
-    limits = {}
-    for line in out.splitlines()[1:]:
-        user, _root, typ, _value, limit, *_ = line.split("\t")
-        if typ == "STORAGE":
-            limits[user] = int(limit) // 1024 if limit not in ("-", "") else None
-    return limits
+    table = contract.quota_table(ti.check_output(contract.QUOTA_COMMAND))
+    return {user: limit // 1024 if limit is not None else None for user, (_used, limit) in table.items()}
 
 
 def store_meta(ti) -> dict:

@@ -139,12 +139,26 @@ class ProvinceConfig:
 
         An attachment of N MiB travels base64-encoded: 4 bytes per 3, plus CRLF after every 76
         characters (78/76). 512 KiB of headroom covers headers and text. Anything larger than a
-        (N+1) MiB attachment is refused: see tests/unit/test_sizes.py.
+        (N+1) MiB attachment is refused: see tests/unit/test_render.py.
         """
         att = self.policy.attachment
         if att.max_mb is None:
             return att.message_size_mb * MiB
         return int(att.max_mb * MiB * 4 / 3 * 78 / 76) + 512 * 1024
+
+    @property
+    def message_size_mib(self) -> int:
+        """The size rule of every layer that counts in whole MiB: the message size limit rounded up,
+        plus 1 MiB, so that a message Postfix takes is never refused by the web mail or left
+        unscanned. clamd's StreamMaxLength, PHP's upload_max_filesize and Roundcube's
+        max_message_size are this."""
+        return -(-self.message_size_limit // MiB) + 1
+
+    @property
+    def web_request_mib(self) -> int:
+        """A web-mail request that carries a message of `message_size_mib` (the form and its
+        multipart encoding around it, 8 MiB): nginx's client_max_body_size and PHP's post_max_size."""
+        return self.message_size_mib + 8
 
     @property
     def postmaster(self) -> str:

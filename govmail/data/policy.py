@@ -11,6 +11,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ..host import contract
 from .text import ARTICLE_RE, DOMAIN_RE, LABEL_RE, LOCAL_RE, Article, Calendar, DisplayText, Network  # noqa: F401 (re-exported: schema and data import them from here)
 
 # The largest quota a mailbox may have, MiB: 16 TiB, well inside what the account store (SQLite
@@ -40,7 +41,7 @@ class Cited(Strict):
 class QuotaPolicy(Cited):
     """Mailbox quota (DN Art. 5.2: at most 500 MB; TN Art. 3.7: at least 1 GB)."""
 
-    default_mb: int = Field(description="Quota of a mailbox that sets none, in MiB.", gt=0, le=QUOTA_MAX_MB)
+    default_mb: int = Field(1024, description="Quota of a mailbox that sets none, in MiB.", gt=0, le=QUOTA_MAX_MB)
     min_mb: Optional[int] = Field(None, description="Smallest quota a mailbox may be given, MiB (null: no lower bound).",
                                   gt=0, le=QUOTA_MAX_MB)
     max_mb: Optional[int] = Field(None, description="Largest quota a mailbox may be given, MiB (null: no upper bound).",
@@ -78,8 +79,11 @@ class AttachmentPolicy(Cited):
 
 
 class PasswordPolicy(Cited):
-    min_length: int = Field(8, description="Shortest password a user may set.", ge=6, le=128)
-    admin_min_length: int = Field(8, description="Shortest password an administrator may set.", ge=6, le=128)
+    # The host's password rule assumes the same when its document lacks them (govmail/host/contract.py).
+    min_length: int = Field(contract.POLICY_DEFAULTS["password_min_length"],
+                            description="Shortest password a user may set.", ge=6, le=128)
+    admin_min_length: int = Field(contract.POLICY_DEFAULTS["password_admin_min_length"],
+                                  description="Shortest password an administrator may set.", ge=6, le=128)
     require: list[Literal["lower", "upper", "digit", "special"]] = Field(
         [], description="Character classes every password must contain."
     )
@@ -166,7 +170,8 @@ class BackupPolicy(Cited):
 
 class ContentPolicy(Cited):
     blocked_extensions: list[str] = Field(
-        [], description="File name extensions refused as attachments (lower case, without the dot)."
+        ["exe", "com", "bat", "cmd", "scr", "pif", "dll", "vbs", "js", "jar", "msi", "ps1"],
+        description="File name extensions refused as attachments (lower case, without the dot).",
     )
     allowed_extensions: Optional[list[str]] = Field(
         None, description="If set, only these attachment formats are accepted (BN Art. 11 allow-list)."

@@ -81,8 +81,8 @@ POLICY_DEFAULTS = {
     "cancelled_keep_months": None,  # purge of cancelled and dropped mailboxes
     "cancelled_article": "",
     "change_at_first_login": 0,  # DN Art. 12.1, LC Art. 4.1/6.3/7.3, TN Art. 9.1
-    "password_min_length": 8,
-    "password_admin_min_length": 8,
+    "password_min_length": 8,  # also the data file's defaults (govmail/data/policy.py)
+    "password_admin_min_length": 10,
     "password_require": "",
     "password_article": "",
     "password_url": None,
@@ -96,6 +96,30 @@ ACCOUNT_DEFAULTS = {
 
 class ContractError(Exception):
     pass
+
+
+# Dovecot's quota as the host reports it (`doveadm -f tab quota get -A`, or `-u ADDRESS`), read by
+# the host's report and migration and by the compliance checks: one reader, columns by their header.
+QUOTA_COMMAND = "doveadm -f tab quota get -A"
+
+
+def quota_table(text: str, user: str = "") -> dict:
+    """address -> (used KiB, limit KiB or None for no limit) of each mailbox's STORAGE quota, from the
+    tab output of QUOTA_COMMAND (`user`: the address, for the output of `quota get -u` that has no
+    Username column). Rows it cannot read are left out."""
+    lines = text.splitlines()
+    if not lines:
+        return {}
+    head = lines[0].split("\t")
+    out = {}
+    for row in lines[1:]:
+        r = dict(zip(head, row.split("\t"), strict=False))  # a short row reads as missing columns
+        who = r.get("Username") or user
+        if r.get("Type") != "STORAGE" or not who or not (r.get("Value") or "").isdigit():
+            continue
+        limit = r.get("Limit") or ""
+        out[who] = (int(r["Value"]), int(limit) if limit.isdigit() else None)
+    return out
 
 
 def check_version(doc: dict, kind: str) -> dict:

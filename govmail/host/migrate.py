@@ -221,12 +221,9 @@ def quota_check(pairs, old_side, local):
             want[p["new"]] = want.get(p["new"], 0) + info["bytes"]
     for new, size in sorted(want.items()):
         r = subprocess.run(["doveadm", "-f", "tab", "quota", "get", "-u", new], capture_output=True, text=True)
-        for row in r.stdout.splitlines()[1:]:
-            cols = row.split("\t")
-            if len(cols) >= 4 and cols[1] == "STORAGE" and cols[3].isdigit() and cols[2].isdigit():
-                used, limit = int(cols[2]) * 1024, int(cols[3]) * 1024
-                if used + size > limit:
-                    line(quota=new, needed=used + size, limit=limit)
+        used, limit = contract.quota_table(r.stdout, user=new).get(new, (0, None))
+        if limit is not None and used * 1024 + size > limit * 1024:
+            line(quota=new, needed=used * 1024 + size, limit=limit * 1024)
 
 
 def skip(pair, why, todo):

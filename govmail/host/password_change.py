@@ -106,7 +106,7 @@ def change_password(address, current, new, source="", db_path=None, verify=None,
     if block in CHANGE_BLOCKED:
         raise ChangeRefused(CHANGE_BLOCKED[block])
     admin = role == "admin"
-    need = int(store.meta_value(db, "password_admin_min_length" if admin else "password_min_length", "8"))
+    need = int(store.meta_value(db, "password_admin_min_length" if admin else "password_min_length"))
     require = [c for c in store.meta_value(db, "password_require", "").split(",") if c]
     problems = password_problems(new, need, require, store.meta_value(db, "password_article", ""))
     if new == current:

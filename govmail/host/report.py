@@ -276,16 +276,9 @@ def backups(since: float, until: float) -> dict:
 
 
 def quotas() -> dict[str, tuple[int, int]]:
-    """address -> (used KiB, limit KiB) of every mailbox, from Dovecot."""
-    r = subprocess.run(["doveadm", "-f", "tab", "quota", "get", "-A"], capture_output=True, text=True)
-    out = {}
-    for line in r.stdout.splitlines()[1:]:
-        parts = line.split("\t")
-        if len(parts) >= 5 and parts[2] == "STORAGE":
-            used = int(parts[3]) if parts[3].isdigit() else 0
-            limit = int(parts[4]) if parts[4].isdigit() else 0
-            out[parts[0]] = (used, limit)
-    return out
+    """address -> (used KiB, limit KiB; 0: no limit) of every mailbox, from Dovecot."""
+    r = subprocess.run(contract.QUOTA_COMMAND.split(), capture_output=True, text=True)
+    return {a: (used, limit or 0) for a, (used, limit) in contract.quota_table(r.stdout).items()}
 
 
 def storage(q: dict) -> dict:

@@ -294,8 +294,14 @@ def hand_over(address, hashed, to, db_path=None):
 
 
 def meta_value(db, key, default=None):
+    """A policy value of the store's `meta` table; when it has none, `default`, or the contract's
+    (contract.POLICY_DEFAULTS, as text)."""
     row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-    return row[0] if row else default
+    if row:
+        return row[0]
+    if default is None and contract.POLICY_DEFAULTS.get(key) is not None:
+        return str(contract.POLICY_DEFAULTS[key])
+    return default
 
 
 

@@ -33,8 +33,8 @@ ConditionPathExistsGlob=
 
 def stream_max_mb(cfg) -> int:
     """clamd's largest scannable stream: the biggest message the host accepts (Debian's 25 MB would
-    make every larger attachment wait with 4xx, unscanned)."""
-    return -(-cfg.message_size_limit // 2**20) + 1
+    make every larger attachment wait with 4xx, unscanned); the one size rule, cfg.message_size_mib."""
+    return cfg.message_size_mib
 
 
 def service(ctx) -> Service:

@@ -37,7 +37,7 @@ def service(ctx) -> Service:
     cfg = ctx.cfg
     files = [
         File(CONF, render("nginx/conf.d/govmail.conf.j2", cfg, names=web_names(cfg),
-                          body_limit=cfg.message_size_limit // 1048576 + 8)),
+                          body_limit=cfg.web_request_mib)),
         File(f"{WWW}/mail/config-v1.1.xml", render("www/mail/config-v1.1.xml.j2", cfg, webmail=webmail_url(cfg)),
              action=None),
         File(f"{WWW}/autodiscover.xml", render("www/autodiscover.xml.j2", cfg), action=None),

@@ -65,7 +65,7 @@ def service(ctx) -> Service:
     cfg = ctx.cfg
     fw = cfg.policy.forwarding
     extra = dict(api=password_api(cfg), state_domains=fw.state_domains, refuse_outbound=fw.refuse_outbound,
-                 upload_mb=cfg.message_size_limit // 1048576 + 1)
+                 upload_mb=cfg.message_size_mib, post_mb=cfg.web_request_mib)
     files = [
         File("/etc/roundcube/config.inc.php", render("roundcube/config.inc.php.j2", cfg, **extra),
              mode=0o640, group="www-data"),

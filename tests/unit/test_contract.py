@@ -66,3 +66,16 @@ def test_a_document_of_another_version_is_refused_by_the_host_tool_that_reads_it
     with pytest.raises(contract.ContractError, match="inspect.json: version 99, this tool reads version 1"):
         inspector.load_config(str(f))
     assert inspector.main(["check", str(f)]) == 1
+
+
+def test_dovecots_quota_table_is_read_by_its_column_names_with_or_without_the_username():
+    from govmail.host.contract import quota_table
+
+    every = ("Username\tQuota name\tType\tValue\tLimit\t%\n"
+             "a@x.gov.vn\tUser quota\tSTORAGE\t3\t1048576\t0\n"
+             "a@x.gov.vn\tUser quota\tMESSAGE\t1\t-\t0\n"
+             "b@x.gov.vn\tUser quota\tSTORAGE\t70\t-\t0\n")
+    assert quota_table(every) == {"a@x.gov.vn": (3, 1048576), "b@x.gov.vn": (70, None)}
+    one = "Quota name\tType\tValue\tLimit\t%\nUser quota\tSTORAGE\t512\t1024\t50\nUser quota\tMESSAGE\t9\t-\t0\n"
+    assert quota_table(one, user="a@x.gov.vn") == {"a@x.gov.vn": (512, 1024)}
+    assert quota_table("") == {} and quota_table("Quota name\tType\tValue\tLimit\t%") == {}  # a user that is gone

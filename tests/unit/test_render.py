@@ -77,6 +77,32 @@ def test_size_limit_admits_the_attachment_limit_and_refuses_one_mib_more(key):
     assert len(message_with_attachment(n + 1)) > cfg.message_size_limit
 
 
+@pytest.mark.parametrize("key", PROVINCES)
+def test_every_layer_that_counts_in_mib_takes_a_whole_message_postfix_takes(key):
+    """One size rule (cfg.message_size_mib): clamd scans, PHP uploads and Roundcube sends at least
+    what Postfix accepts, and nginx and PHP take a web request carrying it."""
+    import re
+
+    from govmail.service import Context
+    from govmail.services import clamav, web, webmail
+
+    cfg = load_province(key)
+    ctx = Context(cfg, cfg.mail_host, ("mail",), {})
+
+    def files(mod) -> str:
+        return "\n".join(f.content.decode() for f in mod.service(ctx).files if isinstance(f.content, bytes))
+
+    def mib(pattern: str, text: str) -> int:
+        return int(re.search(pattern, text).group(1))
+
+    php_rc = files(webmail)
+    upload, post = mib(r"upload_max_filesize\] = (\d+)M", php_rc), mib(r"post_max_size\] = (\d+)M", php_rc)
+    sent = mib(r"max_message_size'\] = '(\d+)M'", php_rc)
+    body = mib(r"client_max_body_size (\d+)m;", files(web))
+    assert upload * MiB >= cfg.message_size_limit and sent == upload == clamav.stream_max_mb(cfg)
+    assert body == post >= upload + 8
+
+
 def test_data_file_reference_is_current():
     assert (ROOT / "docs" / "data-file.md").read_text() == data_file_reference(), (
         "docs/data-file.md is stale: run `govmail schema > docs/data-file.md`"

@@ -349,3 +349,33 @@ def test_a_merged_provinces_certificate_must_cover_the_old_mail_names_too(tmp_pa
     make_certificate(tmp_path / "certs", ["mail.lamdong.gov.vn", "mail.daknong.gov.vn", "daknong.gov.vn",
                                           "*.binhthuan.gov.vn", "binhthuan.gov.vn"])
     assert load_province(copy_province(tmp_path, "lamdong", edit=edit)).model.tls.certificate
+
+
+def schema_defaults_repeated(model, data: dict, path: str = "") -> list[str]:
+    """Keys of `data` that give the value the schema's own default already gives."""
+    from pydantic import BaseModel
+    from pydantic_core import PydanticUndefined
+
+    out = []
+    for key, value in data.items():
+        field = model.model_fields[key]
+        sub = field.annotation if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel) else None
+        if sub is not None and isinstance(value, dict):
+            out += schema_defaults_repeated(sub, value, f"{path}{key}.")
+        elif field.default_factory is not None and value == field.default_factory():
+            out.append(f"{path}{key}")
+        elif field.default is not PydanticUndefined and value == field.default:
+            out.append(f"{path}{key}")
+    return out
+
+
+def test_each_default_is_defined_once_in_the_schema_and_defaults_yml_only_cites_it():
+    """defaults.yml gives the article a default stands on; a value equal to the schema's default there
+    would be a second definition that drifts (it once said 10 for an administrator's password while
+    the reference said 8)."""
+    from govmail.data import schema
+
+    assert schema_defaults_repeated(schema.Province, yaml.safe_load((DATA / "defaults.yml").read_text())) == []
+    # ... and the check finds one.
+    assert schema_defaults_repeated(schema.Province, {"policy": {"password": {"min_length": 8}}}) == [
+        "policy.password.min_length"]
