@@ -1,7 +1,7 @@
 """Passwords on the host: the province's rule, Dovecot's hashes, and the user's own change.
 
 `password_problems` is the one implementation of the password rule (the operator's command line,
-govmail/passwords.py, and the password service use it); `change_password` is the user's own
+govmail/data/passwords.py, and the password service use it); `change_password` is the user's own
 change, used by `accounts change-password` and the password service (govmail-passwd).
 Standard library only.
 """

@@ -45,6 +45,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "tests/lab/" in str(item.fspath):
             item.add_marker(pytest.mark.lab)
+    # Tests that rebuild or re-deploy the hosts every other test shares run after all the others, in
+    # the rank they give (`pytestmark = pytest.mark.after_the_others(N)`), whatever their file names.
+    def rank(item) -> int:
+        m = item.get_closest_marker("after_the_others")
+        return m.args[0] if m else 0
+
+    items.sort(key=rank)  # stable: the others keep their order
     reason = _lab_possible()
     if reason is None:
         return

@@ -1,11 +1,18 @@
-"""Mail as the lab tests send and find it: one message to port 25 from outside, found by its Message-ID."""
+"""Mail as the lab tests send and find it: to port 25 as another mail server would (`send_25`,
+`offer`, `rcpt_reply`), as a user's client on submission (`submission`), found by its Message-ID
+(`count`, `delivered`). Tests that prove something of the SMTP dialogue itself (STARTTLS, AUTH, a
+pipelined session) speak it themselves."""
 
 from __future__ import annotations
 
 import smtplib
+import ssl
 import time
 import uuid
 from email.message import EmailMessage
+
+OUTSIDE_HELO = "mx.outside.test"
+INSECURE = ssl._create_unverified_context()  # the lab's own certificates; TLS itself is tested in test_tls.py
 
 
 def send_25(h, to: str, subject: str, body: str = "Nội dung thử / test body\n", sender: str = "tester@outside.test",
@@ -19,6 +26,48 @@ def send_25(h, to: str, subject: str, body: str = "Nội dung thử / test body\
     with smtplib.SMTP(h.ip, 25, timeout=60) as s:
         s.send_message(m)
     return msgid
+
+
+def offer(h, m: EmailMessage, sender: str | None = None, timeout: float = 120) -> tuple[int, str]:
+    """Send `m` over port 25 as another mail server would: (0, "") when accepted, else the refusal's
+    (code, text), at whichever step the host refused it (MAIL, RCPT or DATA)."""
+    with smtplib.SMTP(h.name, 25, timeout=timeout) as s:
+        s.ehlo(OUTSIDE_HELO)
+        try:
+            s.send_message(m, from_addr=sender)
+            return 0, ""
+        except smtplib.SMTPRecipientsRefused as e:
+            code, text = next(iter(e.recipients.values()))
+            return code, text.decode(errors="replace")
+        except (smtplib.SMTPDataError, smtplib.SMTPSenderRefused) as e:
+            return e.smtp_code, e.smtp_error.decode(errors="replace")
+
+
+def rcpt_reply(h, sender: str, rcpt: str, size: int | None = None) -> int:
+    """The code port 25 answers RCPT TO:<rcpt> with (or MAIL FROM's, when that is refused)."""
+    with smtplib.SMTP(h.name, 25, timeout=60) as s:
+        s.ehlo(OUTSIDE_HELO)
+        code, _ = s.mail(sender, options=[f"SIZE={size}"] if size else [])
+        return s.rcpt(rcpt)[0] if code == 250 else code
+
+
+def submission(h, user: str, password: str, port: int = 587) -> smtplib.SMTP:
+    """A user's client logged in on submission (587 with STARTTLS); use it with `with`."""
+    s = smtplib.SMTP(h.name, port, timeout=30)
+    s.starttls(context=INSECURE)
+    s.login(user, password)
+    return s
+
+
+def arrived(h, to: str, subject: str, timeout: float = 30, mailbox: str = "INBOX") -> str:
+    """The text of the last message with this Subject in the mailbox, once it is there ('' if it
+    never arrived in `timeout` seconds)."""
+    for _ in range(int(timeout * 2)):
+        uid = h.run(f"doveadm search -u {to} mailbox '{mailbox}' header Subject '{subject}'", check=False).stdout.split()
+        if uid:
+            return h.run(f"doveadm fetch -u {to} text mailbox '{mailbox}' uid {uid[-1]}").stdout
+        time.sleep(0.5)
+    return ""
 
 
 def count(h, address: str, msgid: str, mailbox: str = "*") -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import imaplib
 import os
 import shutil
-import smtplib
 import subprocess
 import sys
 import time
@@ -13,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from .mailing import rcpt_reply
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,13 +40,6 @@ def imap_login(h, user, pw) -> str:
             pass
 
 
-def rcpt(h, address) -> int:
-    with smtplib.SMTP(h.name, 25, timeout=30) as s:
-        s.ehlo("client.lab.test")
-        s.mail(f"postmaster@{h.cfg.domain}")
-        return s.rcpt(address)[0]
-
-
 def test_cancelling_or_dropping_a_mailbox_refuses_login_keeps_its_mail_and_restoring_brings_it_back(lab_hosts, tmp_path):
     province, h = next(iter(lab_hosts.items()))
     person = [a for a in h.cfg.accounts if a.kind == "person" and a.status == "active"][-1]
@@ -66,7 +60,7 @@ def test_cancelling_or_dropping_a_mailbox_refuses_login_keeps_its_mail_and_resto
         deploy_with(province, data)
         refused = imap_login(h, person.address, pw)
         assert refused != "OK" and "Mailbox cancelled" in refused, refused
-        assert rcpt(h, person.address) == 250
+        assert rcpt_reply(h, f"postmaster@{h.cfg.domain}", person.address) == 250
 
         # 2. The line leaves the data file: not a deletion. Login refused, SMTP refuses, mail on disk.
         del people[i]
@@ -74,7 +68,7 @@ def test_cancelling_or_dropping_a_mailbox_refuses_login_keeps_its_mail_and_resto
         deploy_with(province, data)
         refused = imap_login(h, person.address, pw)
         assert refused != "OK" and "no longer in the directory" in refused, refused
-        assert rcpt(h, person.address) == 550
+        assert rcpt_reply(h, f"postmaster@{h.cfg.domain}", person.address) == 550
         assert h.run(f"doveadm search -u {person.address} mailbox INBOX ALL").stdout.strip()
     finally:
         # 3. Back in the data: the same password works and the old mail is there.

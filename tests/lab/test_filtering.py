@@ -15,7 +15,7 @@ from email.utils import formatdate, make_msgid
 from govmail.lab import OUTSIDE_DOMAIN
 
 from .conftest import PROVINCES
-from .test_security import submission
+from .mailing import arrived, offer, submission
 
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 
@@ -88,27 +88,6 @@ def with_attachment(h, to, subject, filename, data, ctype="application/octet-str
     return m
 
 
-def send_25(h, m) -> tuple[int, str]:
-    """Send over port 25 as another server would: (0, '') when accepted, else the refusal."""
-    with smtplib.SMTP(h.name, 25, timeout=120) as s:
-        s.ehlo("client.lab.test")
-        try:
-            s.send_message(m)
-            return 0, ""
-        except smtplib.SMTPDataError as e:
-            return e.smtp_code, e.smtp_error.decode(errors="replace")
-
-
-def delivered(h, to, subject, timeout=30, mailbox="INBOX") -> str:
-    """The delivered message's text ('' if it never arrived)."""
-    for _ in range(int(timeout * 2)):
-        uid = h.run(f"doveadm search -u {to} mailbox '{mailbox}' header Subject '{subject}'", check=False).stdout.split()
-        if uid:
-            return h.run(f"doveadm fetch -u {to} text mailbox '{mailbox}' uid {uid[-1]}").stdout
-        time.sleep(0.5)
-    return ""
-
-
 def test_programs_are_refused_by_name_by_content_and_inside_archives_with_the_rule_named(host):
     h = host
     c = h.cfg.policy.content
@@ -122,16 +101,16 @@ def test_programs_are_refused_by_name_by_content_and_inside_archives_with_the_ru
         "gz": ("cong-cu.gz", gz_of(f"cong-cu.{ext}", b"MZ"), 'inside "cong-cu.gz"'),
     }
     for case, (fname, data, why) in cases.items():
-        code, text = send_25(h, with_attachment(h, to, f"Tệp {case} {stamp}", fname, data))
+        code, text = offer(h, with_attachment(h, to, f"Tệp {case} {stamp}", fname, data))
         assert code == 554, f"{case}: accepted"
         assert why in text and c.article in text, f"{case}: reply does not name the rule: {text}"
     # An ordinary document still passes, and so does an archive of documents.
     pdf = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
-    assert send_25(h, with_attachment(h, to, f"Kế hoạch {stamp}", "ke-hoach.pdf", pdf, "application/pdf")) == (0, "")
-    assert send_25(h, with_attachment(h, to, f"Hồ sơ {stamp}", "ho-so.zip", zip_of("ho-so.pdf", pdf), "application/zip")) == (0, "")
-    assert delivered(h, to, f"Kế hoạch {stamp}") and delivered(h, to, f"Hồ sơ {stamp}")
+    assert offer(h, with_attachment(h, to, f"Kế hoạch {stamp}", "ke-hoach.pdf", pdf, "application/pdf")) == (0, "")
+    assert offer(h, with_attachment(h, to, f"Hồ sơ {stamp}", "ho-so.zip", zip_of("ho-so.pdf", pdf), "application/zip")) == (0, "")
+    assert arrived(h, to, f"Kế hoạch {stamp}") and arrived(h, to, f"Hồ sơ {stamp}")
     for case in cases:
-        assert not delivered(h, to, f"Tệp {case} {stamp}", timeout=0.5)
+        assert not arrived(h, to, f"Tệp {case} {stamp}", timeout=0.5)
 
 
 PE = b"MZ\x90\x00" + b"\0" * 56 + b"\x80\0\0\0" + b"\0" * 64 + b"PE\0\0" + b"\0" * 100  # a Windows program
@@ -173,17 +152,17 @@ def test_programs_deep_inside_archives_and_renamed_are_refused_naming_the_file_i
     if c.office_macros == "refuse":
         cases["macros"] = ("ke-hoach.docm", docm, "ke-hoach.docm", "macros")
     for case, (fname, data, where, what) in cases.items():
-        code, text = send_25(h, with_attachment(h, to, f"Lồng {case} {stamp}", fname, data, "application/zip"))
+        code, text = offer(h, with_attachment(h, to, f"Lồng {case} {stamp}", fname, data, "application/zip"))
         assert code == 554 and where in text and what in text and c.article in text, (case, code, text)
     ok = zip_files({"ho-so.zip": zip_files({"ke-hoach.pdf": pdf, "ghi-chu.txt": b"Kinh gui"})})
-    assert send_25(h, with_attachment(h, to, f"Lồng sạch {stamp}", "tong-hop.zip", ok, "application/zip")) == (0, "")
-    assert delivered(h, to, f"Lồng sạch {stamp}")
+    assert offer(h, with_attachment(h, to, f"Lồng sạch {stamp}", "tong-hop.zip", ok, "application/zip")) == (0, "")
+    assert arrived(h, to, f"Lồng sạch {stamp}")
     for case in cases:
-        assert not delivered(h, to, f"Lồng {case} {stamp}", timeout=0.5)
+        assert not arrived(h, to, f"Lồng {case} {stamp}", timeout=0.5)
     # The inspector stopped: mail waits (4xx; the sender retries), never goes through unchecked.
     h.run("systemctl stop govmail-inspect")
     try:
-        code, text = send_25(h, with_attachment(h, to, f"Lồng chờ {stamp}", "tai-lieu-2.zip", ok, "application/zip"))
+        code, text = offer(h, with_attachment(h, to, f"Lồng chờ {stamp}", "tai-lieu-2.zip", ok, "application/zip"))
         assert 400 <= code < 500, (code, text)
     finally:
         h.run("systemctl start govmail-inspect && timeout 30 bash -c 'until echo > /dev/tcp/127.0.0.1/11339; do sleep 0.3; done'"
@@ -195,14 +174,14 @@ def test_a_password_protected_archive_is_refused_or_flagged_as_the_province_says
     c = h.cfg.policy.content
     to = next(a.address for a in h.cfg.accounts if a.kind == "person" and a.status == "active")
     subject = f"Tài liệu mật khẩu {int(time.time())}"
-    code, text = send_25(h, with_attachment(h, to, subject, "bang-luong.zip",
+    code, text = offer(h, with_attachment(h, to, subject, "bang-luong.zip",
                                             zip_of("bang-luong.pdf", b"%PDF-1.4 secret", encrypted=True), "application/zip"))
     if c.encrypted_archives == "refuse":
         assert code == 554 and "password-protected" in text and c.article in text, text
-        assert not delivered(h, to, subject, timeout=1)
+        assert not arrived(h, to, subject, timeout=1)
     else:
         assert code == 0, text
-        got = delivered(h, to, subject)
+        got = arrived(h, to, subject)
         if c.encrypted_archives == "flag":
             assert "X-Govmail-Encrypted-Archive: bang-luong.zip" in got, got[:2000]
 
@@ -214,14 +193,14 @@ def test_a_virus_is_refused_at_smtp_time_with_its_name(host):
         return
     to = next(a.address for a in h.cfg.accounts if a.kind == "person" and a.status == "active")
     subject = f"Công văn {int(time.time())}"
-    code, text = send_25(h, with_attachment(h, to, subject, "cong-van.txt", EICAR))
+    code, text = offer(h, with_attachment(h, to, subject, "cong-van.txt", EICAR))
     assert code == 554 and "Eicar-Test-Signature" in text and h.cfg.policy.antivirus.article in text, (code, text)
-    assert not delivered(h, to, subject, timeout=1)
+    assert not arrived(h, to, subject, timeout=1)
     # clamd stopped: mail waits (4xx, the sender retries), it is never delivered unscanned. (A new
     # attachment: rspamd remembers verdicts of content it has scanned.)
     h.run("systemctl stop clamav-daemon")
     try:
-        code, text = send_25(h, with_attachment(h, to, subject + " lại", "cong-van.txt", os.urandom(2000)))
+        code, text = offer(h, with_attachment(h, to, subject + " lại", "cong-van.txt", os.urandom(2000)))
         assert 400 <= code < 500, (code, text)
     finally:
         h.run("systemctl start clamav-daemon && timeout 60 sh -c 'until [ -S /run/clamav/clamd.ctl ]; do sleep 0.5; done'")
@@ -280,11 +259,11 @@ def test_the_bac_ninh_allow_list_refuses_other_formats_when_a_province_turns_it_
     try:
         to = next(a.address for a in h.cfg.accounts if a.kind == "person" and a.status == "active")
         stamp = str(int(time.time()))
-        code, text = send_25(h, with_attachment(h, to, f"Tờ trình {stamp}", "to-trinh.docx", b"PK\x03\x04docx"))
+        code, text = offer(h, with_attachment(h, to, f"Tờ trình {stamp}", "to-trinh.docx", b"PK\x03\x04docx"))
         assert code == 554 and "only these formats are accepted" in text and ".docx" not in allowed, text
         pdf = b"%PDF-1.4\n%%EOF\n"
-        assert send_25(h, with_attachment(h, to, f"Tờ trình PDF {stamp}", "to-trinh.pdf", pdf, "application/pdf")) == (0, "")
-        assert send_25(h, with_attachment(h, to, f"Hồ sơ nén {stamp}", "ho-so.zip", zip_of("ho-so.odt", b"odt"),
+        assert offer(h, with_attachment(h, to, f"Tờ trình PDF {stamp}", "to-trinh.pdf", pdf, "application/pdf")) == (0, "")
+        assert offer(h, with_attachment(h, to, f"Hồ sơ nén {stamp}", "ho-so.zip", zip_of("ho-so.odt", b"odt"),
                                           "application/zip")) == (0, "")
     finally:
         h.run(f"mv -f {live}.test-saved {live} && systemctl reload rspamd && sleep 2")

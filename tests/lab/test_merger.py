@@ -11,8 +11,7 @@ import time
 import pytest
 
 from .conftest import PROVINCES
-from .test_filtering import delivered
-from .test_security import INSECURE, submission
+from .mailing import INSECURE, arrived, submission
 
 pytestmark = pytest.mark.skipif("lamdong" not in PROVINCES, reason="needs the merged province lamdong in the lab")
 
@@ -51,10 +50,10 @@ def set_phase(h, old: str, ends_in: int, forward_in: int | None) -> None:
 def test_mail_to_an_old_address_or_an_old_list_reaches_its_owner_in_the_merged_province(ld):
     stamp = int(time.time())
     assert send_25(ld, SENDER, OLD, f"Gửi địa chỉ cũ {stamp}")[0] == 250
-    assert delivered(ld, NEW, f"Gửi địa chỉ cũ {stamp}", timeout=60)
+    assert arrived(ld, NEW, f"Gửi địa chỉ cũ {stamp}", timeout=60)
     # An old list address reaches the merged list's members.
     assert send_25(ld, SENDER, "internal.stnmt@daknong.gov.vn", f"Gửi danh sách cũ {stamp}")[0] == 250
-    assert delivered(ld, "longpx.snnmt@lamdong.gov.vn", f"Gửi danh sách cũ {stamp}", timeout=60)
+    assert arrived(ld, "longpx.snnmt@lamdong.gov.vn", f"Gửi danh sách cũ {stamp}", timeout=60)
     # An old domain is no catch-all: an address nobody had is refused.
     code, text = send_25(ld, SENDER, "khongco@daknong.gov.vn", "x")
     assert code == 550, text
@@ -86,7 +85,7 @@ def test_mail_from_an_old_address_is_signed_for_the_old_domain_and_passes_dmarc_
     with submission(ld, NEW, pw) as s:
         s.sendmail(OLD, [to], (f"From: {OLD}\r\nTo: {to}\r\nSubject: {subject}\r\n"
                                "Content-Type: text/plain; charset=utf-8\r\n\r\nThư vẫn đi từ địa chỉ cũ.\r\n").encode())
-    got = delivered(other, to, subject, timeout=90)
+    got = arrived(other, to, subject, timeout=90)
     assert got, f"not delivered from {OLD} to {to}"
     results = " ".join(re.findall(r"^Authentication-Results:.*(?:\n[ \t].*)*", got, re.M))
     assert "dkim=pass" in results and "header.d=daknong.gov.vn" in results and "dmarc=pass" in results, results
@@ -110,7 +109,7 @@ def test_after_the_transition_an_old_address_is_refused_5_1_6_naming_the_new_one
         # Bình Thuận's addresses are forwarded for longer (forward_until), then refused too.
         stamp = int(time.time())
         assert send_25(ld, SENDER, FORWARDED, f"Chuyển tiếp thêm {stamp}")[0] == 250
-        assert delivered(ld, FORWARDED_NEW, f"Chuyển tiếp thêm {stamp}", timeout=60)
+        assert arrived(ld, FORWARDED_NEW, f"Chuyển tiếp thêm {stamp}", timeout=60)
         set_phase(ld, FORWARDED, -120, -60)
         code, text = send_25(ld, SENDER, FORWARDED, "hết chuyển tiếp")
         assert code == 550 and "5.1.6" in text and FORWARDED_NEW in text, text

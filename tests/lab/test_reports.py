@@ -22,9 +22,9 @@ from govmail.lab import OUTSIDE_DOMAIN
 
 from .browser import Browser
 from .conftest import PROVINCES
+from .mailing import offer, rcpt_reply, submission
 from .test_accounts import imap_login
-from .test_filtering import EICAR, ELF, GTUBE, message, send_25, with_attachment
-from .test_security import submission
+from .test_filtering import EICAR, ELF, GTUBE, message, with_attachment
 
 # Lai Châu refuses mail forwarded in from outside as well as forwards out (LC Art. 12.5).
 PROVINCE = "laichau" if "laichau" in PROVINCES else PROVINCES[0]
@@ -33,15 +33,6 @@ SENDER = f"canbo@{OUTSIDE_DOMAIN}"
 
 def people(h):
     return [a for a in h.cfg.accounts if a.kind == "person" and a.status == "active"]
-
-
-def rcpt_reply(h, to, size=None) -> int:
-    with smtplib.SMTP(h.name, 25, timeout=60) as s:
-        s.ehlo("mx.outside.test")
-        code, _ = s.mail(SENDER, options=[f"SIZE={size}"] if size else [])
-        if code != 250:
-            return code
-        return s.rcpt(to)[0]
 
 
 def gather(h, since, until) -> dict:
@@ -62,7 +53,7 @@ def test_the_report_counts_each_refusal_reason_and_the_mail_in_and_out_exactly(l
     try:
         # Accepted: 2 from outside, 3 submitted by a user (one of them to another province's host).
         for i in range(2):
-            assert send_25(h, message(h, to, f"Báo cáo đếm {i}", "Kính gửi.\n")) == (0, "")
+            assert offer(h, message(h, to, f"Báo cáo đếm {i}", "Kính gửi.\n")) == (0, "")
         other = next(p for p in PROVINCES if p != PROVINCE)
         with submission(h, user, pw) as s:
             for rcpt in (to, ps[12].address, people(lab_hosts[other])[0].address):
@@ -79,15 +70,15 @@ def test_the_report_counts_each_refusal_reason_and_the_mail_in_and_out_exactly(l
             except smtplib.SMTPDataError as e:
                 assert e.smtp_code == 554, e
         # spam, virus, program
-        assert send_25(h, message(h, to, "Quảng cáo", f"Mua ngay!\n{GTUBE}\n"))[0] == 554
-        assert send_25(h, with_attachment(h, to, "Có virus", "cong-van.txt", EICAR))[0] == 554
-        assert send_25(h, with_attachment(h, to, "Chương trình", "huong-dan.exe", ELF))[0] == 554
+        assert offer(h, message(h, to, "Quảng cáo", f"Mua ngay!\n{GTUBE}\n"))[0] == 554
+        assert offer(h, with_attachment(h, to, "Có virus", "cong-van.txt", EICAR))[0] == 554
+        assert offer(h, with_attachment(h, to, "Chương trình", "huong-dan.exe", ELF))[0] == 554
         # size: announced over the limit
-        assert rcpt_reply(h, to, size=h.cfg.message_size_limit + 1) == 552
+        assert rcpt_reply(h, SENDER, to, size=h.cfg.message_size_limit + 1) == 552
         # quota: a full mailbox (filled before the window: its warning mail is not counted)
-        assert rcpt_reply(h, full.address) == 552
+        assert rcpt_reply(h, SENDER, full.address) == 552
         # unknown recipient
-        assert rcpt_reply(h, f"khong-co-ai@{h.cfg.domain}") == 550
+        assert rcpt_reply(h, SENDER, f"khong-co-ai@{h.cfg.domain}") == 550
         # forwarding in (where the province refuses it)
         forwarding = 0
         if h.cfg.policy.forwarding.refuse_inbound:
@@ -95,7 +86,7 @@ def test_the_report_counts_each_refusal_reason_and_the_mail_in_and_out_exactly(l
             m["From"], m["To"], m["Subject"] = SENDER, to, "Chuyển tiếp"
             m["X-Forwarded-For"] = f"{SENDER} {to}"
             m.set_content("Kính gửi.\n")
-            assert send_25(h, m)[0] == 554
+            assert offer(h, m)[0] == 554
             forwarding = 1
         # authentication: 2 wrong IMAP logins, 1 wrong SMTP AUTH
         ctx = ssl._create_unverified_context()

@@ -6,7 +6,6 @@ import json
 import shutil
 import smtplib
 import socket
-import ssl
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -14,15 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from .conftest import PROVINCES
-
-INSECURE = ssl._create_unverified_context()
-
-
-def submission(h, user, pw):
-    s = smtplib.SMTP(h.name, 587, timeout=30)
-    s.starttls(context=INSECURE)
-    s.login(user, pw)
-    return s
+from .mailing import INSECURE, submission  # noqa: E402,F401 (shared; others import INSECURE from here)
 
 
 def sender_reply(s, sender, rcpt) -> tuple[int, str]:

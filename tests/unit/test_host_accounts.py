@@ -1,6 +1,6 @@
 """The host's account store never loses a password or a mailbox (run locally on temp files).
 
-The store's code is govmail/host/host_store.py, the daily job lifecycle.py, the user's change
+The store's code is govmail/host/store.py, the daily job lifecycle.py, the user's change
 password_change.py; each test patches the module that owns what it replaces."""
 
 import json

@@ -1,14 +1,19 @@
-"""Re-deploying: nothing changes, nothing is lost. Runs after the other lab tests (file order)."""
+"""Re-deploying: nothing changes, nothing is lost. It runs last (marker `after_the_others`): what every
+other test changed on the hosts must survive it, and the disaster recovery's rebuilt host too."""
 
 from __future__ import annotations
 
 import imaplib
 import ssl
 
+import pytest
+
 from govmail.cli.deploy import deploy, summary_line
 from govmail.host.contract import PATHS
 
 from .conftest import deploy_log
+
+pytestmark = pytest.mark.after_the_others(2)
 
 
 def test_second_deploy_reports_no_changes_and_keeps_a_changed_password(lab_hosts):

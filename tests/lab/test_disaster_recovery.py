@@ -7,7 +7,7 @@ inventories/<p>.py deploy.py`; `govmail backup restore-host`, while mail keeps a
 message is back byte for byte, the user logs in with their password, the filter files mail again,
 the suspension and quota hold, the TLS certificate is the one it had, the DKIM key is the published
 one (what the host signs verifies against DNS), and the mail sent during the restore is there too.
-(Runs late, "zy", because it rebuilds a host.)
+It runs after the other lab tests (marker `after_the_others`): it rebuilds a host they share.
 """
 
 from __future__ import annotations
@@ -22,14 +22,17 @@ import threading
 import time
 from collections import Counter
 
+import pytest
+
 from govmail.lab import OUTSIDE_DOMAIN
 
 from .conftest import PROVINCES, ROOT
+from .mailing import arrived, submission
 from .managesieve import ManageSieve
 from .test_accounts import imap_login
 from .test_dns import txt_records
-from .test_filtering import delivered
-from .test_security import submission
+
+pytestmark = pytest.mark.after_the_others(1)
 
 HASHES = """
 import hashlib, os, sys
@@ -219,7 +222,7 @@ def test_a_destroyed_mail_host_is_rebuilt_from_its_data_and_last_backup_with_not
 
     # The user's Sieve filter is back and files mail as before.
     send(h, user.address, f"[Báo cáo] tuần {run}")
-    assert delivered(h, user.address, f"tuần {run}", timeout=20, mailbox="Bao cao")
+    assert arrived(h, user.address, f"tuần {run}", timeout=20, mailbox="Bao cao")
 
     # The DKIM key is the published one: DNS unchanged, and what the host signs now verifies
     # against it (rspamd checks a signed copy as if it came from elsewhere).
@@ -228,7 +231,7 @@ def test_a_destroyed_mail_host_is_rebuilt_from_its_data_and_last_backup_with_not
         s.sendmail(user.address, [reader.address],
                    f"From: {user.address}\r\nTo: {reader.address}\r\nSubject: Ký sau khôi phục {run}\r\n"
                    "Content-Type: text/plain; charset=utf-8\r\n\r\nNội dung.\r\n".encode())
-    raw = delivered(h, reader.address, f"Ký sau khôi phục {run}", timeout=20)
+    raw = arrived(h, reader.address, f"Ký sau khôi phục {run}", timeout=20)
     assert raw, "the signed message did not arrive"
     assert "DKIM-Signature:" in raw and f"d={h.cfg.domain}" in raw
     verdict = h.run(f"rspamc -i 198.51.100.7 -F {user.address} -r {reader.address} symbols", input=raw).stdout
