@@ -21,7 +21,8 @@ from govmail.data.facts import password_url
 from govmail.data.passwords import generate
 
 from .conftest import PROVINCES
-from .test_accounts import imap_login, rcpt
+from .mailing import rcpt_reply
+from .test_accounts import imap_login
 
 TOOL = "/usr/local/lib/govmail/accounts"
 INSECURE = ssl._create_unverified_context()
@@ -224,7 +225,7 @@ def test_lai_chau_daily_job_suspends_after_6_months_notifies_then_deletes_12_mon
     assert idle.address not in h.run(f"{TOOL} daily --now {delete_at - int(MONTH)}").stdout
     h.run(f"{TOOL} daily --now {delete_at}")
     assert h.run(f"test -d /var/vmail/laichau.gov.vn/{idle.address.split('@')[0]}", check=False).returncode != 0
-    assert rcpt(h, idle.address) == 550
+    assert rcpt_reply(h, f"postmaster@{h.cfg.domain}", idle.address) == 550
     for told in (idle.manager, idle.superior):
         assert wait_for_mail(h, told, "header Subject 'deleted'"), f"no deletion notice to {told}"
     assert imap_login(h, busy.address, pw_busy) == "OK"

@@ -19,8 +19,7 @@ from govmail.data import data_dir
 
 from ..unit.test_readdress import after_reform
 from .conftest import PROVINCES
-from .mailing import delivered, send_25
-from .test_security import INSECURE
+from .mailing import INSECURE, delivered, send_25
 
 pytestmark = pytest.mark.skipif("laichau" not in PROVINCES, reason="Lai Châu's data has the district to abolish")
 ROOT = Path(__file__).resolve().parents[2]
