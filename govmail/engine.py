@@ -45,7 +45,7 @@ from pyinfra.api import FactBase, FileUploadCommand, FunctionCommand, StringComm
 from pyinfra.facts.files import FileContents
 
 from .data.facts import operator
-from .host import deploy_lock
+from .host import contract, deploy_lock
 from .plan import (
     INSTALL_DONE,
     LEGACY_MARKERS,
@@ -162,7 +162,8 @@ def run_fixes(fixes: list[tuple[Ensure, list[str]]], legacy: bool, run: str):
 
 
 @operation(is_idempotent=False)
-def install_files(changed, meta_only: list[File], diff: bool, run: str, expected: dict[str, str]):
+def install_files(changed, meta_only: list[File], diff: bool, run: str, expected: dict[str, str],
+                  directories: list[str] = ()):
     if not changed and not meta_only:
         return
     if diff:
@@ -172,7 +173,7 @@ def install_files(changed, meta_only: list[File], diff: bool, run: str, expected
                                     f"chmod {f.mode:o} {shlex.quote(f.dest)}" for f in meta_only))
     if not changed:
         return
-    data = bundle(changed, expected)
+    data = bundle(changed, expected, directories)
     stage = f"{STAGE}/{run}"
     yield held(run, f"install -d -m 700 {STAGE} {stage}")
     yield FileUploadCommand(io.BytesIO(data), f"{stage}/bundle.tar", remote_temp_filename=f"{stage}/bundle.tar.part")
@@ -224,6 +225,35 @@ def fetch(command: str, receive):
 # ---------------------------------------------------------------------------- the deploy
 
 
+def local_files(cfg, host_name: str) -> list[str]:
+    """The files the data keeps as the host's own in the directories govmail owns (hosts[].local_files)."""
+    return next((list(h.local_files) for h in cfg.model.hosts if h.name == host_name), [])
+
+
+def add_drift_ensures(services: list[Service], keep_local: list[str]) -> list[str]:
+    """For each directory govmail owns on this host (contract.OWNED_DIRS, by the service that reads it):
+    a file there that is not govmail's, not a Debian package's and not in the data's local_files is
+    moved to contract.QUARANTINE/<time>/ before the files are validated, and the service reloaded."""
+    by_name = {s.name: s for s in services}
+    declared = [f.dest for s in services for f in s.files]
+    dirs: list[str] = []
+    for directory, name in contract.OWNED_DIRS.items():
+        svc = by_name.get(name)
+        if svc is None:
+            continue
+        keep = [p for p in [*declared, *keep_local] if os.path.dirname(p) == directory]
+        found = contract.foreign_files_command(directory, keep)
+        action = "reload" if "reload" in svc.actions else "restart" if "restart" in svc.actions else None
+        svc.ensures.append(Ensure(
+            f"only govmail's, Debian's and the data's own files in {directory}", f"test -z \"$( {found} )\"",
+            f"q={contract.QUARANTINE}/$(date -u +%Y%m%dT%H%M%SZ); for f in $( {found} ); do "
+            "echo \"govmail: $f is not govmail's, a package's or in the data's local_files: moved to $q$f\" >&2; "
+            "mkdir -p \"$q$(dirname \"$f\")\" && mv \"$f\" \"$q$f\" || exit 1; done",
+            action=action))
+        dirs.append(directory)
+    return dirs
+
+
 def deploy(host, cfg, names: list[str], target) -> list[Service]:
     """Declare the pyinfra operations that bring `host` to what the named services declare.
     `target`: govmail.targets.Target, whose answers the services get through their Context."""
@@ -244,6 +274,7 @@ def deploy(host, cfg, names: list[str], target) -> list[Service]:
     # The engine's own file: the guard it installs packages under, kept current on every host.
     own = Service("engine", files=[File("/usr/sbin/policy-rc.d", POLICY_RC_D, mode=0o755, action=None)])
     services = [own] + [s for s in (m.service(ctx) for m in mods) if s is not None]
+    owned = add_drift_ensures(services, local_files(cfg, host.name))
     for s in services:
         for w in s.warnings:
             logger.warning(f"{host.name}: {w}")
@@ -268,7 +299,7 @@ def deploy(host, cfg, names: list[str], target) -> list[Service]:
               run=run)
     install_files(name="Configuration files (one transfer; validated, then swapped)", changed=plan.changed,
                   meta_only=plan.meta_only, diff=bool(pyinfra_state.config.DIFF), run=run,
-                  expected=expected_files(services, plan.changed))
+                  expected=expected_files(services, plan.changed), directories=owned)
     activate(name="Activate (start, reload or restart what changed; wait until they answer)", lines=plan.activate,
              run=run)
     if plan.work:

@@ -313,11 +313,14 @@ def warm_wait(u: Unit) -> str:
 
 
 def bundle(changed: list[tuple[Service, list[tuple[File, list[str], bool]]]],
-           expected: dict[str, str] | None = None) -> bytes:
+           expected: dict[str, str] | None = None, directories=()) -> bytes:
     """The one transfer of a deploy: plan.json, every changed file as `files/<sha256>`, apply.py.
     `expected`: the SHA-1 every other declared file must still have on the host when the bundle is
-    applied (what this deploy read, and wants); apply.py installs nothing when one differs."""
-    plan = {"pending": PENDING, "services": [], "expected": expected or {}}
+    applied (what this deploy read, and wants); apply.py installs nothing when one differs.
+    `directories`: those govmail owns on this host (contract.OWNED_DIRS), recorded with the files."""
+    plan = {"pending": PENDING, "services": [], "expected": expected or {},
+            "manifest": {"path": contract.PATHS["deployed_files"], "version": contract.DOCUMENTS["deployed_files"],
+                         "directories": list(directories)}}
     buf = io.BytesIO()
     added: set[str] = set()
     with tarfile.open(fileobj=buf, mode="w") as tar:
@@ -335,7 +338,7 @@ def bundle(changed: list[tuple[Service, list[tuple[File, list[str], bool]]]],
                     add(f"files/{blob}", f.content)
                     added.add(blob)
                 entry["files"].append({"dest": f.dest, "blob": blob, "mode": f.mode, "user": f.user,
-                                       "group": f.group, "markers": marks})
+                                       "group": f.group, "markers": marks, "kept": not f.consumed})
             plan["services"].append(entry)
         add("plan.json", json.dumps(plan, indent=1).encode())
         add("apply.py", APPLY.read_bytes(), 0o700)

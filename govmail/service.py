@@ -40,6 +40,8 @@ class File:
     action: Optional[str] = "reload"
     # Secrets (keys, passphrases, initial passwords) are never shown in a diff.
     secret: bool = False
+    # The host reads it once and removes it (initial passwords): not among the files verify expects.
+    consumed: bool = False
 
     def __post_init__(self):
         if isinstance(self.content, str):

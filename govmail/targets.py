@@ -99,6 +99,13 @@ class Target:
     def secrets_base(self) -> Path:
         raise NotImplementedError
 
+    def provinces(self) -> list[str]:
+        """The provinces this target has hosts for (what a command without a province acts on): every
+        province with an inventory file (inventories/<province>.py)."""
+        from .data import ROOT, available_provinces
+
+        return [p for p in available_provinces() if (ROOT / "inventories" / f"{p}.py").exists()]
+
     def secrets_dir(self, province: str) -> Path:
         base = os.environ.get("GOVMAIL_SECRETS")
         return Path(base or self.secrets_base()) / province
@@ -166,6 +173,11 @@ class LabTarget(Target):
                 "ssh_strict_host_key_checking": "no",
             }))
         return out
+
+    def provinces(self):
+        """The provinces whose every host is up in the lab."""
+        hosts = self.lab.load_state().get("hosts", {})
+        return [p for p in super().provinces() if all(h.name in hosts for h in load_province(p).model.hosts)]
 
     def ssh(self, host_name):
         h = self.lab.load_state()["hosts"].get(host_name)

@@ -243,7 +243,10 @@ def _backup(args) -> int:
         done = json.loads(r.stdout)
         print(f"{address}: {done['folder']} restored from {done['archive']}, merged with its current mail")
         return 0
-    provinces = args.provinces or ([] if args.backup_cmd != "status" else available_provinces())
+    provinces = args.provinces or ([] if args.backup_cmd != "status" else current().provinces())
+    if not provinces and args.backup_cmd == "status":
+        err(f"no province has its hosts in this target ({current().name}); name one: govmail backup status PROVINCE")
+        return 1
     rc = 0
     for p in provinces:
         cfg = _province(p)
@@ -261,13 +264,8 @@ def _backup(args) -> int:
                 print(f"{cfg.mail_host:28} UNKNOWN  {r.stderr.strip()[-200:]}")
                 rc = 1
                 continue
-            size = f"{st['original_size'] / 2**20:,.1f} MiB" if st.get("original_size") else "-"
-            age = f"{st['age_hours']} h ago" if st.get("age_hours") is not None else "never"
-            flag = "LATE" if st["late"] else "ok"
-            print(f"{cfg.mail_host:28} {flag:4}  last good {st['last_ok']} ({age}), {size} of data, "
-                  f"{st.get('archives')} archives on {cfg.backup_host}"
-                  + (f"; last error {st['last_error']}: {st['error'][:120]}" if st.get("last_error") else ""))
-            rc |= 1 if st["late"] else 0
+            print(backup_status_line(cfg, st))
+            rc |= 1 if r.returncode or st.get("late") or st.get("failed") else 0
         elif args.backup_cmd == "run":
             rc |= _backup_tool(cfg, "run", stream=True).returncode
         elif args.backup_cmd == "list":
@@ -279,6 +277,20 @@ def _backup(args) -> int:
             if code == 0:
                 _refetch_dkim(cfg)
     return rc
+
+
+def backup_status_line(cfg, st: dict) -> str:
+    """One line per mail host: NONE (never backed up), FAILED (the last run failed), LATE (the last
+    good one is older than policy.backup.max_age_hours) or ok, then the facts."""
+    size = f"{st['original_size'] / 2**20:,.1f} MiB" if st.get("original_size") else "-"
+    age = f"{st['age_hours']} h ago" if st.get("age_hours") is not None else "never"
+    flag = ("NONE" if not st.get("last_ok") else "FAILED" if st.get("failed") else "LATE" if st.get("late")
+            else "ok")
+    repo = (f"{st['archives']} archives on {cfg.backup_host}" if st.get("archives") is not None
+            else f"repository on {cfg.backup_host} not readable: {(st.get('repo_error') or '?')[:160]}")
+    last = st["last_ok"] if st.get("last_ok") else "none yet"
+    return (f"{cfg.mail_host:28} {flag:6}  last good {last} ({age}), {size} of data, {repo}"
+            + (f"; last error {st['last_error']}: {(st.get('error') or '')[:160]}" if st.get("last_error") else ""))
 
 
 def _refetch_dkim(cfg) -> None:
@@ -323,7 +335,8 @@ def register(sub) -> None:
     bsub = p.add_subparsers(dest="backup_cmd", required=True)
     q = bsub.add_parser("run", help="back a province's mail host up now")
     q.add_argument("provinces", nargs="+", type=province_key)
-    q = bsub.add_parser("status", help="age and size of the last good backup (all provinces by default)")
+    q = bsub.add_parser("status", help="the last good backup of each mail host (every province of the target by "
+                        "default); exit 1 when one is missing, failed or late")
     q.add_argument("provinces", nargs="*", type=province_key)
     q = bsub.add_parser("list", help="the archives of a province's mail host")
     q.add_argument("provinces", nargs="+", type=province_key)

@@ -4,6 +4,7 @@ checks.py for the others)."""
 
 from __future__ import annotations
 
+import datetime
 import json
 
 from ..data.facts import password_url
@@ -74,17 +75,28 @@ def backup_host_holds(bh, cfg) -> str:
     keys = bh.check_output("cat /srv/govmail-backup/.ssh/authorized_keys")
     assert keys.startswith('command="borg serve --append-only --restrict-to-repository ') and ",restrict " in keys, \
         "the mail host's key may do more than append to its repository"
-    info = bh.check_output(
-        f"runuser -u govmail-backup -- env BORG_PASSCOMMAND='cat /etc/govmail/backup/{cfg.mail_host}.passphrase' "
-        f"BORG_BASE_DIR=/srv/govmail-backup/.borg borg info --json /srv/govmail-backup/{cfg.mail_host}")
-    mode = json.loads(info)["encryption"]["mode"]
+    borg = (f"runuser -u govmail-backup -- env BORG_PASSCOMMAND='cat /etc/govmail/backup/{cfg.mail_host}.passphrase' "
+            f"BORG_BASE_DIR=/srv/govmail-backup/.borg borg")
+    repo = f"/srv/govmail-backup/{cfg.mail_host}"
+    mode = json.loads(bh.check_output(f"{borg} info --json {repo}"))["encryption"]["mode"]
     assert mode.startswith("repokey"), f"repository encryption {mode}"
+    # The last good backup as the repository holds it (not as the mail host's journal says).
+    last = json.loads(bh.check_output(f"{borg} list --json --last 1 {repo}")).get("archives") or []
+    assert last, f"no backup in {repo} on {cfg.backup_host} yet"
+    now, offset = bh.check_output("date +%s%n%z").split()
+    when = datetime.datetime.fromisoformat(last[-1]["time"]).replace(
+        tzinfo=datetime.datetime.strptime(offset, "%z").tzinfo)
+    age_h = (int(now) - when.timestamp()) / 3600
+    b_ = cfg.policy.backup
+    assert age_h <= b_.max_age_hours, (f"the last backup in {repo} is {age_h:.1f} h old ({last[-1]['name']}), "
+                                       f"older than policy.backup.max_age_hours {b_.max_age_hours}")
     unit = bh.check_output("systemctl cat govmail-prune.service")
     b = cfg.policy.backup
     assert f"--keep-daily {b.keep_daily} --keep-weekly {b.keep_weekly} --keep-monthly {b.keep_monthly}" in unit, \
         "prune keeps other counts"
     assert bh.check_output("systemctl is-enabled govmail-prune.timer").strip() == "enabled", "prune timer disabled"
-    return f"timers on; borg {mode} on {cfg.backup_host}, append-only key; prune {b.keep_daily}/{b.keep_weekly}/{b.keep_monthly}"
+    return (f"timers on; borg {mode} on {cfg.backup_host}, append-only key; last backup {last[-1]['name']}, "
+            f"{age_h:.1f} h old; prune {b.keep_daily}/{b.keep_weekly}/{b.keep_monthly}")
 
 
 @check

@@ -65,6 +65,14 @@ def clauses(cfg: ProvinceConfig, active: bool = False) -> list[Clause]:
     add("published_directory", p.published_directory.article,
         f"the directory of {listed} addresses published at https://{cfg.mail_host}/directory/, current with the data")
     add("services_running", p.operation.article, "Postfix and Dovecot enabled and running")
+    add("timers_scheduled", p.operation.article, "every enabled timer has a next run (log rotation, backups, "
+        "reports, Debian's own), on every host")
+    add("clock_synchronised", p.operation.article, "the clock is kept (systemd-timesyncd), on every host")
+    add("files_as_deployed", p.operation.article, "every configuration file govmail wrote is as the last deploy "
+        "wrote it (no hand edit), on every host")
+    add("no_foreign_config", p.operation.article, "no file beside govmail's in the directories it owns (rspamd "
+        "local.d/override.d, jail.d, rsyslog.d, logrotate.d, nginx, PHP pools, sshd_config.d) unless Debian's or "
+        "listed in hosts[].local_files, on every host")
     add("operations_report", p.operations_report.article, "a monthly operations report (availability, incidents, "
         "mail in and out, refusals by reason, bans, backups, headroom) made on the host and mailed to the administrators")
     add("usage_report", p.usage_report.article, "an annual usage report per agency (mailboxes, active and inactive, "
@@ -73,6 +81,8 @@ def clauses(cfg: ProvinceConfig, active: bool = False) -> list[Clause]:
         "(its mail refused as spam, virus, program, over the sending limit, as another, forwarded out), with a "
         "proposed measure")
     add("no_cleartext_auth", p.secrecy.article, "no authentication without TLS; TLS 1.2 or newer")
+    add("ssh_keys_only", p.secrecy.article, "SSH takes keys only, root by key only (sshd's effective settings), "
+        "on every host")
     add("account_store_private", p.secrecy.article, "password hashes readable by root, Dovecot auth and Postfix only")
     add("mail_log", p.logs.article, "mail log written to /var/log/mail.log")
     add("mail_log_retention", p.logs.article,

@@ -14,6 +14,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator  # noqa: F401 (re-exported)
 
+from ..host import contract
 from .hashes import hash_problem
 from .policy import (  # noqa: F401 (the policy sections are part of the option set)
     ARTICLE_RE,
@@ -90,6 +91,24 @@ class Host(Strict):
         ["mail"], description="What the host does: `mail` (exactly one host), `backup` (at most one: receives "
         "the mail host's backups)."
     )
+    local_files: list[str] = Field(
+        [], description="Files of the province's own that the host keeps beside govmail's in a directory govmail "
+        "owns (e.g. `/etc/fail2ban/jail.d/office.local`); any other file there that is not a Debian package's "
+        "is reported by `govmail verify` and moved to /var/lib/govmail/quarantine/ by the next deploy. Allowed "
+        "directories: " + ", ".join(f"`{d}`" for d in contract.OWNED_DIRS) + ".",
+    )
+
+    @field_validator("local_files")
+    @classmethod
+    def _local_files(cls, v):
+        import re
+
+        for path in v:
+            directory, _, name = path.rpartition("/")
+            if directory not in contract.OWNED_DIRS or not re.fullmatch(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,99}", name):
+                raise ValueError(f"{path!r}: must be a file directly in one of "
+                                 f"{', '.join(contract.OWNED_DIRS)}, its name of letters, digits and . _ + -")
+        return v
 
     @field_validator("address")
     @classmethod

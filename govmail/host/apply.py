@@ -148,7 +148,30 @@ def apply(bundle, root=""):
             changed += 1
         print(f"govmail: {service['name']}: {len(service['files'])} file(s) installed"
               + (" (validated)" if service.get("validator") else ""))
+    write_manifest(plan, root)
     return 0
+
+
+def write_manifest(plan, root=""):
+    """Every file this deploy declared, with the SHA-1 it now has: the ones it left as they were
+    (`expected`) and the ones it installed (but not those the host consumes). `govmail verify`
+    reads it: a live file that differs was edited since."""
+    m = plan.get("manifest")
+    if not m:
+        return
+    files = dict(plan.get("expected", {}))
+    for service in plan["services"]:
+        for f in service["files"]:
+            if f.get("kept", True):
+                files[f["dest"]] = _digest(root + f["dest"], "sha1")
+    path = root + m["path"]
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".govmail-new"
+    with open(tmp, "w") as fh:
+        json.dump({"version": m["version"], "files": dict(sorted(files.items())),
+                   "directories": m.get("directories", [])}, fh, indent=1)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
 
 
 def main(argv):

@@ -365,14 +365,17 @@ def status() -> int:
            "late": not st.get("last_ok") or time.time() - st["last_ok"] > c["max_age_hours"] * 3600,
            "archive": st.get("archive"), "mailboxes": st.get("mailboxes"),
            "original_size": st.get("original_size"), "deduplicated_size": st.get("deduplicated_size"),
-           "last_error": fmt(st.get("last_error")) if st.get("last_error") else None, "error": st.get("error")}
+           "last_error": fmt(st.get("last_error")) if st.get("last_error") else None, "error": st.get("error"),
+           # the last run failed: its error is newer than the last good backup
+           "failed": bool(st.get("last_error") and st["last_error"] >= (st.get("last_ok") or 0))}
     try:
         out["archives"] = len(archives(c))
     except RuntimeError as e:
         out["archives"] = None
         out["repo_error"] = str(e)[-300:]
     print(json.dumps(out, indent=1, ensure_ascii=False))
-    return 0 if not out["late"] else 1
+    # 0 only while the last run succeeded, in time, and the repository answers.
+    return 0 if not (out["late"] or out["failed"] or out["archives"] is None) else 1
 
 
 def sieve_paths() -> list[str]:

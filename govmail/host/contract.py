@@ -12,7 +12,7 @@ version refuses it rather than guess (`check_version`).
 VERSION = 4
 # The version of each other document the controller writes for a host tool (key "version"),
 # bumped the same way.
-DOCUMENTS = {"report_settings": 1, "inspector_rules": 1, "sieve_guard": 1}
+DOCUMENTS = {"report_settings": 1, "inspector_rules": 1, "sieve_guard": 1, "deployed_files": 1}
 
 # Where things live on a mail host.
 PATHS = {
@@ -29,6 +29,9 @@ PATHS = {
     "quota_warning": "/usr/local/lib/govmail/quota-warning",
     "postfix_maps": "/etc/postfix/govmail",
     "pending": "/var/lib/govmail/pending",
+    # Every file the last deploy declared, with its SHA-1 as written (govmail/host/apply.py writes it;
+    # `govmail verify` compares the live files with it): {"version", "files": {path: sha1}}.
+    "deployed_files": "/var/lib/govmail/deployed-files.json",
     "backup_conf": "/etc/govmail/backup/backup.json",
     "backup_status": "/var/lib/govmail/backup-status.json",
     "backup_stage": "/var/backups/govmail",
@@ -96,6 +99,50 @@ ACCOUNT_DEFAULTS = {
 
 class ContractError(Exception):
     pass
+
+
+# The timers a host should run but does not: enabled, not active, and not skipped by their own
+# condition (e.g. ConditionVirtualization=!container). Debian enables a packaged timer at install
+# but govmail's install guard (policy-rc.d) refuses its start, so until a reboot logrotate.timer,
+# phpsessionclean.timer or roundcube-gc.timer would have no next run. Printed one per line; the
+# deploy starts them (govmail/services/base.py) and verify fails while any is listed.
+IDLE_TIMERS_COMMAND = (
+    "for t in $(systemctl list-unit-files --type=timer --state=enabled --no-legend | awk '{print $1}'); do "
+    "case $t in *@*) continue;; esac; systemctl is-active -q \"$t\" && continue; "
+    "[ \"$(systemctl show -P ConditionResult \"$t\")\" = no ] && "
+    "[ -n \"$(systemctl show -P ConditionTimestampMonotonic \"$t\" | grep -vx 0)\" ] && continue; "
+    "echo \"$t\"; done"
+)
+
+# The directories govmail configures whose every file is govmail's, a Debian package's, or one the
+# data file lists as the host's own (hosts[].local_files): another file dropped there (an rspamd
+# override turning DKIM off, a jail.d file widening ignoreip, `mail.* stop` in rsyslog.d, a second
+# sshd drop-in) is reported by `govmail verify` (no_foreign_config) and moved by the next deploy to
+# QUARANTINE/<time>/<its path>, never deleted. Directory -> the govmail service that reads it.
+OWNED_DIRS = {
+    "/etc/rspamd/local.d": "rspamd", "/etc/rspamd/override.d": "rspamd", "/etc/rspamd/lua.local.d": "rspamd",
+    "/etc/fail2ban/jail.d": "fail2ban", "/etc/rsyslog.d": "base", "/etc/logrotate.d": "logs",
+    "/etc/nginx/conf.d": "web", "/etc/nginx/sites-enabled": "web", f"/etc/php/{PHP}/fpm/pool.d": "webmail",
+    "/etc/ssh/sshd_config.d": "system",
+}
+QUARANTINE = "/var/lib/govmail/quarantine"
+
+
+def foreign_files_command(directory: str, keep) -> str:
+    """A shell command printing the files of `directory` (not below it) that are neither in `keep`
+    nor a Debian package's (shipped by it, or named by its install script: clamav's logrotate
+    files are written by its postinst), one per line. One dpkg-query and one grep for them all."""
+    import shlex
+
+    known = " ".join(shlex.quote(k) for k in sorted(keep)) or "''"
+    d = shlex.quote(directory)
+    return ("( c=$(for f in " + d + "/* " + d + "/.[!.]*; do { [ -f \"$f\" ] || [ -L \"$f\" ]; } || continue; "
+            f"for k in {known}; do [ \"$f\" = \"$k\" ] && continue 2; done; "
+            "case \"$f\" in *.govmail-new) continue;; esac; printf '%s\\n' \"$f\"; done); "
+            "[ -n \"$c\" ] || exit 0; t=$(mktemp); printf '%s\\n' \"$c\" > \"$t\"; "
+            "{ xargs -d '\\n' dpkg-query -S < \"$t\" 2>/dev/null | sed -n 's|^.*: \\(/.*\\)$|\\1|p'; "
+            "grep -ohsF -f \"$t\" /var/lib/dpkg/info/*.postinst; } | sort -u > \"$t.known\"; "
+            "grep -vxF -f \"$t.known\" \"$t\"; rm -f \"$t\" \"$t.known\"; true )")
 
 
 # Dovecot's quota as the host reports it (`doveadm -f tab quota get -A`, or `-u ADDRESS`), read by

@@ -106,7 +106,7 @@ def service(ctx) -> Service:
         for a in new:
             pw = passwords.generate(cfg.policy.password, admin=a.role == "admin")
             made[a.address] = {"hash": passwords.hash_password(pw, rounds=passwords.INITIAL_ROUNDS), "password": pw}
-        files.append(File(NEW_PASSWORDS, json_bytes(made), mode=0o600, action="sync", secret=True))
+        files.append(File(NEW_PASSWORDS, json_bytes(made), mode=0o600, action="sync", secret=True, consumed=True))
         sync += f" --new-passwords {NEW_PASSWORDS}"
     return Service(
         name="accounts",

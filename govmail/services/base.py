@@ -27,4 +27,6 @@ def service(ctx) -> Service:
             directory(contract.PATHS["lib"], 0o755),
         ],
         units=[Unit("rsyslog")],
+        # A file taken out of /etc/rsyslog.d (contract.OWNED_DIRS) is forgotten only by a restart.
+        actions={"restart": "systemctl restart rsyslog"},
     )

@@ -61,6 +61,9 @@ def service(ctx) -> Service:
         ],
         units=[
             Unit("clamav-freshclam", running=freshclam),
+            # Debian's daily one-shot alternative to that daemon: off (the daemon does it where there
+            # is a mirror; without one it would fail every day).
+            Unit("clamav-freshclam-once.timer", running=False),
             # A first start loads the signatures; it may take minutes on a busy host.
             Unit("clamav-daemon", ready=f"test -S {SOCKET}", ready_timeout=180, slow=True),
         ],

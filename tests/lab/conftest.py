@@ -78,6 +78,10 @@ class LabHost:
             raise AssertionError(f"{self.name}: `{command}` failed ({r.returncode}): {r.stderr.strip()}")
         return r
 
+    @property
+    def backup_ip(self) -> str:
+        return lab.load_state()["hosts"][self.cfg.backup_host]["ip"]
+
     def backup_run(self, command: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
         """Run a command on the province's backup host."""
         h = lab.load_state()["hosts"][self.cfg.backup_host]

@@ -117,8 +117,20 @@ def test_a_failed_backup_and_a_late_backup_are_mailed_to_the_administrators(lab_
     later = int(time.time()) + 30 * 3600
     assert h.run(f"{TOOL} check --now {later}", check=False).returncode == 1
     assert wait_for_mail(h, admin, "header Subject 'backup LATE'"), "no late mail"
-    out = govmail("backup", "status", h.province, check=False).stdout
-    assert "last error" in out
+    status = govmail("backup", "status", h.province, check=False)
+    assert status.returncode == 1 and " FAILED " in status.stdout and "last error" in status.stdout, status.stdout
+    # The next good run ends it.
+    govmail("backup", "run", h.province)
+    status = govmail("backup", "status", h.province, check=False)
+    assert status.returncode == 0 and " ok " in status.stdout, status.stdout
+
+
+def test_backup_status_without_a_province_lists_every_mail_host_of_the_lab(lab_hosts):
+    r = govmail("backup", "status", check=False)
+    lines = r.stdout.splitlines()
+    assert sorted(line.split()[0] for line in lines) == sorted(h.cfg.mail_host for h in lab_hosts.values()), r.stdout
+    # Every province backed up in time by the first test of this file: exit 0 only then.
+    assert r.returncode == (0 if all(" ok " in line for line in lines) else 1), r.stdout
 
 
 def test_rotating_the_mail_log_loses_no_line_and_keeps_the_old_file_compressed_later(lab_hosts):

@@ -92,13 +92,16 @@ def test_a_setting_broken_by_hand_makes_verify_fail_naming_its_clause_with_the_v
         assert r.returncode == 1, r.stdout[-3000:]
         suite, cases = junit(tmp_path, h.name)
         failed = {k: c.find("failure").get("message") for k, c in cases.items() if c.find("failure") is not None}
-        expected = {"mail_log_retention", "no_cleartext_auth", "quota_per_mailbox"}
+        expected = {"mail_log_retention", "no_cleartext_auth", "quota_per_mailbox", "files_as_deployed"}
         if h.cfg.policy.quota.min_mb and victim.quota_mb - 7 < h.cfg.policy.quota.min_mb:
             expected.add("quota_min")  # under the decision's floor as well
         assert set(failed) == expected, failed
         assert "rotate 1" in failed["mail_log_retention"]
         assert "'smtpd_tls_protocols': '>=TLSv1'" in failed["no_cleartext_auth"]
         assert f"'{victim.address}': ({victim.quota_mb - 7}, {victim.quota_mb})" in failed["quota_per_mailbox"]
+        # The two edited files, named as edited since the deploy (the store is not a file govmail writes).
+        assert "changed since the deploy: " in failed["files_as_deployed"]
+        assert "/etc/logrotate.d/govmail-mail" in failed["files_as_deployed"] and "/etc/postfix/main.cf" in failed["files_as_deployed"]
         # Each names its clause and article in the reports.
         html = (tmp_path / f"{h.name}.html").read_text()
         assert html.count('<tr class="fail"') == len(expected) and h.cfg.policy.logs.article in html
@@ -170,7 +173,8 @@ def test_active_verify_probes_the_ports_from_the_network_delivers_its_probe_and_
         assert r.returncode == 1, r.stdout[-3000:]
         _, cases = junit(tmp_path / "broken", h.name)
         failed = {k: c.find("failure").get("message") for k, c in cases.items() if c.find("failure") is not None}
-        assert set(failed) == {"no_cleartext_auth", "probe_tls_versions"}, failed
+        # (and main.cf is no longer what the deploy wrote)
+        assert set(failed) == {"no_cleartext_auth", "probe_tls_versions", "files_as_deployed"}, failed
         for port in (25, 587, 465):
             assert f"{port}: TLS 1.0 accepted (TLSv1 " in failed["probe_tls_versions"], failed["probe_tls_versions"]
         assert "993: TLS" not in failed["probe_tls_versions"].split(" | ")[0]  # Dovecot still refuses them

@@ -4,7 +4,7 @@ import shutil
 from pathlib import Path
 
 from govmail.cli import main
-from govmail.data import available_provinces
+from govmail.data import available_provinces, load_province
 
 DATA = Path(__file__).resolve().parents[2] / "group_data"
 
@@ -121,3 +121,18 @@ def test_a_hostile_imap_source_is_refused_before_any_host_is_touched():
         r = subprocess.run([sys.executable, "-m", "govmail.cli", "migrate", "lamdong", "--from", "daknong",
                             "--imap", bad, "--dry-run"], capture_output=True, text=True)
         assert r.returncode == 2 and "--imap" in r.stderr and "Traceback" not in r.stderr, (bad, r.stderr)
+
+
+def test_backup_status_says_none_failed_late_or_ok_before_the_facts():
+    from govmail.cli.admin import backup_status_line
+
+    cfg = load_province("laichau")
+    ok = {"last_ok": "2026-12-05 02:30", "age_hours": 2.0, "late": False, "failed": False, "archives": 3,
+          "original_size": 2**20}
+    assert " ok " in backup_status_line(cfg, ok) and "3 archives on" in backup_status_line(cfg, ok)
+    assert " NONE " in backup_status_line(cfg, {"last_ok": None, "late": True, "archives": 0})
+    failed = dict(ok, failed=True, last_error="2026-12-05 03:00", error="borg: Connection refused")
+    assert " FAILED " in backup_status_line(cfg, failed) and "Connection refused" in backup_status_line(cfg, failed)
+    assert " LATE " in backup_status_line(cfg, dict(ok, late=True, age_hours=30.0))
+    unreadable = dict(ok, archives=None, repo_error="Repository does not exist")
+    assert "not readable: Repository does not exist" in backup_status_line(cfg, unreadable)

@@ -285,6 +285,23 @@ def test_apply_installs_nothing_when_another_declared_file_changed_since_the_hos
     assert r.returncode == 0 and (live / "svc.conf").read_text() == "good = 2\n", r.stderr
 
 
+def test_apply_records_every_declared_file_as_written_but_not_one_the_host_consumes(tmp_path, live):
+    """What `govmail verify` compares the live files with (files_as_deployed)."""
+    from govmail.host.contract import PATHS
+
+    user, group = owner()
+    expected = {"/etc/svc/other.conf": hashlib.sha1(b"kept\n").hexdigest()}
+    changed = svc_with(b"good = 2\n")
+    once = File("/etc/svc/new-passwords.json", b"{}", user=user, group=group, consumed=True)
+    changed[0][1].append((once, [], False))
+    r = apply_stage(tmp_path, extract(tmp_path, bundle(changed, expected)))
+    assert r.returncode == 0, r.stderr
+    record = json.loads((tmp_path / "root" / PATHS["deployed_files"].lstrip("/")).read_text())
+    assert record == {"version": 1, "files": {"/etc/svc/other.conf": hashlib.sha1(b"kept\n").hexdigest(),
+                                              "/etc/svc/svc.conf": hashlib.sha1(b"good = 2\n").hexdigest()},
+                      "directories": []}
+
+
 def test_a_host_that_gets_packages_is_checked_again_after_they_are_installed():
     """Read before the install, a bare host's checks and unit states say nothing of what the packages
     bring (a vacuous `! grep` on a file not there yet, a unit a package enables): every ensure is
@@ -329,3 +346,19 @@ def test_the_stored_accounts_probe_reads_back_every_address_beside_the_next_prob
     assert accounts.stored_addresses("") == set()
     with pytest.raises(RuntimeError, match="unreadable"):  # a garbled answer stops the deploy, no guess
         accounts.stored_addresses("not base64 !")
+
+
+def test_a_file_dropped_beside_govmails_is_found_and_one_govmail_debian_or_the_data_keeps_is_not(tmp_path):
+    """contract.foreign_files_command, as the deploy's drift check and verify run it (here on a
+    scratch directory: none of its files is a Debian package's)."""
+    from govmail.host.contract import foreign_files_command
+
+    d = tmp_path / "jail.d"
+    d.mkdir()
+    for name in ("govmail.local", "office.local", "wide-ignoreip.local", ".hidden.conf", "x.govmail-new"):
+        (d / name).write_text("[DEFAULT]\n")
+    (d / "sub").mkdir()
+    (d / "dangling.conf").symlink_to(tmp_path / "nowhere")
+    cmd = foreign_files_command(str(d), [str(d / "govmail.local"), str(d / "office.local")])
+    found = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, check=True).stdout.split()
+    assert sorted(found) == sorted(str(d / n) for n in (".hidden.conf", "dangling.conf", "wide-ignoreip.local"))

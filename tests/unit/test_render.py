@@ -130,3 +130,20 @@ def test_fail2ban_never_bans_the_lab_controller_but_bans_everyone_else_on_real_h
     lab, real = jail(LabTarget()), jail(RealHosts())
     assert "ignoreip = 127.0.0.1/8 ::1 10.77.0.1\n" in lab and "ignoreip = 127.0.0.1/8 ::1\n" in real
     assert "maxretry = 5" in real and "bantime = 60m" in real and "ssh" not in real.split("[DEFAULT]")[1]
+
+
+def test_every_host_gets_sshd_keys_only_in_a_drop_in_that_wins_over_those_beside_it():
+    from govmail.service import Context
+    from govmail.services import SERVICES, system
+
+    cfg = load_province("laichau")
+    assert all(roles[0] == "system" for roles in SERVICES.values())  # first on every host, whatever its role
+    svc = system.service(Context(cfg, cfg.mail_host, ("mail",), {}))
+    [f] = svc.files
+    text = f.content.decode()
+    # sshd keeps the first value it reads, drop-ins in name order: 00- comes before any other.
+    assert f.dest == "/etc/ssh/sshd_config.d/00-govmail.conf"
+    for line in ("PasswordAuthentication no", "KbdInteractiveAuthentication no", "PermitRootLogin prohibit-password",
+                 "AuthenticationMethods publickey"):
+        assert f"\n{line}\n" in text
+    assert "sshd -t" in svc.validator.command and svc.actions["reload"] == "systemctl reload ssh"

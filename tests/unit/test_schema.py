@@ -379,3 +379,18 @@ def test_each_default_is_defined_once_in_the_schema_and_defaults_yml_only_cites_
     # ... and the check finds one.
     assert schema_defaults_repeated(schema.Province, {"policy": {"password": {"min_length": 8}}}) == [
         "policy.password.min_length"]
+
+
+def test_a_hosts_local_files_are_files_directly_in_a_directory_govmail_owns(tmp_path):
+    def edit(d):
+        d["hosts"][0]["local_files"] = ["/etc/fail2ban/jail.d/office.local", "/etc/fail2ban/jail.d/../../shadow"]
+
+    [p] = problems(copy_province(tmp_path, "laichau", edit=edit))
+    assert p.path == "hosts[0].local_files", p.path
+    assert "'/etc/fail2ban/jail.d/../../shadow'" in p.message and "/etc/rspamd/override.d" in p.message
+
+    def good(d):
+        d["hosts"][0]["local_files"] = ["/etc/fail2ban/jail.d/office.local"]
+
+    cfg = load_province(copy_province(tmp_path, "laichau", edit=good, name="laichau"), cache=False)
+    assert cfg.model.hosts[0].local_files == ["/etc/fail2ban/jail.d/office.local"]

@@ -1,0 +1,108 @@
+"""The compliance checks of the host baseline (govmail/services/system.py): every timer the host
+needs has a next run, the clock is kept, SSH takes keys only. Each reads the effective state (what
+systemd and sshd say now), not govmail's files."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+from ..host import contract
+from .base import check
+
+
+def _backup_host(h, cfg):
+    return [(cfg.backup_host, h.backup)] if cfg.backup_host and h.backup is not None else []
+
+
+@check
+def timers_scheduled(h, cfg, _):
+    """No enabled timer without a next run, on the mail host and the backup host."""
+    said = []
+    for name, ti in [(cfg.mail_host, h.ti), *_backup_host(h, cfg)]:
+        idle = ti.check_output(contract.IDLE_TIMERS_COMMAND).split()
+        assert not idle, f"{name}: enabled but never started, no next run: {', '.join(idle)}"
+        n = len(ti.check_output("systemctl list-timers --no-legend --state=active").strip().splitlines())
+        said.append(f"{name}: {n} timers scheduled")
+    return "; ".join(said)
+
+
+@check
+def clock_synchronised(h, cfg, _):
+    """systemd-timesyncd keeps the clock, and says it is synchronised; in a container the clock is the
+    machine's (the unit skips itself there), which is said."""
+    said = []
+    for name, ti in [(cfg.mail_host, h.ti), *_backup_host(h, cfg)]:
+        virt = ti.run("systemd-detect-virt --container").stdout.strip()
+        if ti.run("systemctl is-active -q systemd-timesyncd").rc != 0:
+            skipped = ti.check_output("systemctl show -P ConditionResult systemd-timesyncd").strip() == "no"
+            assert skipped and virt not in ("", "none"), f"{name}: systemd-timesyncd is not running"
+            said.append(f"{name}: a {virt} container, its clock is the machine's")
+            continue
+        sync = ti.check_output("timedatectl show -P NTPSynchronized").strip()
+        assert sync == "yes", f"{name}: systemd-timesyncd runs but the clock is not synchronised (NTPSynchronized={sync})"
+        said.append(f"{name}: synchronised by systemd-timesyncd")
+    return "; ".join(said)
+
+
+SSHD_WANT = {"passwordauthentication": "no", "kbdinteractiveauthentication": "no", "permitemptypasswords": "no",
+             "permitrootlogin": "without-password", "authenticationmethods": "publickey"}
+
+
+@check
+def ssh_keys_only(h, cfg, _):
+    """sshd's effective settings (`sshd -T`, every drop-in applied): keys only, root by key only."""
+    said = []
+    for name, ti in [(cfg.mail_host, h.ti), *_backup_host(h, cfg)]:
+        got = dict(line.split(" ", 1) for line in ti.check_output("sshd -T").splitlines() if " " in line)
+        bad = {k: got.get(k) for k, v in SSHD_WANT.items() if got.get(k) != v}
+        assert not bad, f"{name}: sshd has {', '.join(f'{k} {v}' for k, v in bad.items())} (wanted " + \
+            ", ".join(f"{k} {SSHD_WANT[k]}" for k in bad) + ")"
+        said.append(f"{name}: " + ", ".join(f"{k} {got[k]}" for k in ("passwordauthentication", "permitrootlogin")))
+    return "; ".join(said)
+
+
+@check
+def files_as_deployed(h, cfg, _):
+    """Every file the last deploy wrote is as it wrote it (contract.PATHS["deployed_files"], written by
+    the host when it installs a deploy's files): a hand edit of main.cf, jail.d or a template's output
+    is named, on the mail host and the backup host."""
+    said = []
+    for name, ti in [(cfg.mail_host, h.ti), *_backup_host(h, cfg)]:
+        record = ti.file(contract.PATHS["deployed_files"])
+        assert record.exists, f"{name}: no record of what the last deploy wrote ({contract.PATHS['deployed_files']}): deploy"
+        doc = json.loads(record.content_string)
+        assert doc.get("version") == contract.DOCUMENTS["deployed_files"], f"{name}: record version {doc.get('version')}"
+        files = doc["files"]
+        out = ti.run("sha1sum -- " + " ".join(shlex.quote(p) for p in files)).stdout
+        live = {line[42:]: line[:40] for line in out.splitlines() if len(line) > 42}
+        changed = [p for p, sha in files.items() if p in live and live[p] != sha]
+        missing = [p for p in files if p not in live]
+        assert not changed and not missing, f"{name}: " + "; ".join(
+            x for x in (f"changed since the deploy: {', '.join(changed[:12])}" if changed else "",
+                        f"missing: {', '.join(missing[:12])}" if missing else "") if x)
+        said.append(f"{name}: {len(files)} files as deployed")
+    return "; ".join(said)
+
+
+@check
+def no_foreign_config(h, cfg, _):
+    """In every directory govmail owns on a host (the last deploy's record, contract.OWNED_DIRS) no
+    file that is not govmail's, a Debian package's or in the data's hosts[].local_files: such a file
+    can turn off what the other checks read in govmail's own (DKIM in an rspamd override, a wider
+    ignoreip in jail.d, `mail.* stop` in rsyslog.d)."""
+    said = []
+    for name, ti in [(cfg.mail_host, h.ti), *_backup_host(h, cfg)]:
+        record = ti.file(contract.PATHS["deployed_files"])
+        assert record.exists, f"{name}: no record of what the last deploy wrote: deploy"
+        doc = json.loads(record.content_string)
+        own = next((list(x.local_files) for x in cfg.model.hosts if x.name == name), [])
+        found = []
+        for directory in doc.get("directories", []):
+            keep = [p for p in [*doc["files"], *own] if p.rpartition("/")[0] == directory]
+            found += ti.run(contract.foreign_files_command(directory, keep)).stdout.split()
+        assert not found, (f"{name}: not govmail's, not a package's, not in hosts[].local_files: {', '.join(found[:12])} "
+                           "(the next deploy moves them to " + contract.QUARANTINE + ")")
+        said.append(f"{name}: {len(doc.get('directories', []))} directories hold only govmail's, Debian's and the "
+                    "data's own files")
+    return "; ".join(said)
