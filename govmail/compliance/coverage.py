@@ -118,6 +118,12 @@ def for_clauses(cs: list[Clause]) -> list[Decision]:
     return [d for k, d in decisions().items() if k in keys]
 
 
+def missing_decisions(cs: list[Clause]) -> list[str]:
+    """The decision keys a set of clauses cites that have no articles file."""
+    keys = sorted({key for c in cs for key, _ in citations(c.article) if c.own})
+    return [k for k in keys if k not in decisions()]
+
+
 def active_probe(check: str) -> bool:
     """True for the checks only `govmail verify --active` runs (govmail/compliance/active.py)."""
     return CHECKS[check].__module__.endswith(".active")

@@ -24,7 +24,22 @@ def govmail_version() -> str:
 
 
 def sections(run: HostRun) -> list[tuple[str, list]]:
-    return [(OWN, [r for r in run.results if r.clause.own]), (DEFAULTS, [r for r in run.results if not r.clause.own])]
+    """The province's own clauses, then govmail's defaults; in each, the failures first (in clause
+    order), so an inspector reads what is wrong before what holds."""
+    def failed_first(rows: list) -> list:
+        return sorted(rows, key=lambda r: r.passed)  # stable
+
+    return [(OWN, failed_first([r for r in run.results if r.clause.own])),
+            (DEFAULTS, failed_first([r for r in run.results if not r.clause.own]))]
+
+
+def uncovered(run: HostRun) -> list[str]:
+    """The decisions this host's clauses cite that have no articles file (govmail/compliance/articles/),
+    so no coverage section: each named, with what is missing."""
+    from . import coverage
+
+    return [f"{key}: no articles file (govmail/compliance/articles/{key}.yml), so its articles are not listed "
+            "here; the clauses above still cite it" for key in coverage.missing_decisions([r.clause for r in run.results])]
 
 
 def counts(run: HostRun) -> str:
@@ -58,7 +73,7 @@ def coverage_of(run: HostRun) -> list[tuple[object, list[tuple[object, str]]]]:
 
 def to_html(run: HostRun) -> str:
     return page("compliance/report.html.j2", run=run, sections=sections(run), version=govmail_version(),
-                coverage=coverage_of(run))
+                coverage=coverage_of(run), uncovered=uncovered(run))
 
 
 def md_cell(text: str) -> str:
@@ -81,6 +96,8 @@ def to_markdown(run: HostRun) -> str:
         out += ["", f"## Coverage of {d.key}: {md_cell(d.decision)}", "", "| article | heading | status | on this host |",
                 "|---|---|---|---|"]
         out += [f"| {a.citation} | {md_cell(a.vi)} | {a.status} | {md_cell(what)} |" for a, what in rows]
+    for line in uncovered(run):
+        out += ["", f"## Coverage of {md_cell(line.split(':')[0])}", "", md_cell(line)]
     return "\n".join(out) + "\n"
 
 

@@ -112,12 +112,30 @@ class HostLost(Exception):
     """SSH itself failed (exit 255): the host went away during the run."""
 
 
+def readable(text: str) -> str:
+    """testinfra's words for a command that failed ("Unexpected exit code 75 for CommandResult(backend=
+    <...>, exit_status=75, command=b'...', _stdout=..., _stderr=...)") as an inspector reads them: the
+    command, its exit code and what it said."""
+    import re
+
+    m = re.match(r"Unexpected exit code (\d+) for CommandResult\(", text)
+    if not m:
+        return text
+
+    def field(name: str) -> str:
+        f = re.search(name + r"=b?(['\"])(.*?)(?<!\\)\1", text, re.S)
+        return f.group(2).encode().decode("unicode_escape", errors="replace").strip() if f else ""
+
+    said = field("_stderr") or field("stderr") or field("_stdout") or field("stdout")
+    return f"`{field('command')}` exited {m.group(1)}" + (f": {said}" if said else " and said nothing")
+
+
 def run_check(probe: Probe, cfg: ProvinceConfig, clause: Clause) -> Result:
     t = time.monotonic()
     try:
         evidence, ok = CHECKS[clause.check](probe, cfg, clause.arg) or "", True
     except AssertionError as e:
-        evidence, ok = " ".join(str(e).split()) or "assertion failed", False
+        evidence, ok = readable(" ".join(str(e).split())) or "assertion failed", False
     except Exception as e:  # a command that could not run, a host gone mid-way: a FAIL with its cause
         lost = ssh_failure(e)
         if lost:

@@ -146,3 +146,33 @@ def test_the_coverage_reference_in_docs_is_current():
 
     assert (ROOT / "docs" / "coverage.md").read_text(encoding="utf-8") == coverage.to_markdown(), \
         "run: govmail coverage --markdown > docs/coverage.md"
+
+
+def test_a_report_lists_failures_first_and_names_a_cited_decision_without_an_articles_file():
+    run = hostile_run()
+    t = run.started
+    run.results = [Result(Clause("utf8", "", "DN Art. 9.5", "UTF-8"), True, "ok", 0.1),
+                   Result(Clause("mail_log", "", "DN Art. 11.2.e", "mail log kept"), False, "rotate 1", 0.1),
+                   Result(Clause("mail_domain", "", "XY Art. 3", "the domain"), True, "ok", 0.1)]
+    run.finished = t
+    md = report.to_markdown(run)
+    rows = [line for line in md.splitlines() if line.startswith("| DN Art.") or line.startswith("| XY Art.")]
+    assert rows[0].startswith("| DN Art. 11.2.e") and "**FAIL**" in rows[0]  # the failure before the passes
+    assert "XY: no articles file (govmail/compliance/articles/XY.yml)" in md
+    html = report.to_html(run)
+    assert html.index("DN Art. 11.2.e") < html.index("DN Art. 9.5")
+    assert "XY: no articles file" in html and "## Coverage of DN" in md
+
+
+def test_a_command_that_failed_on_the_host_is_told_as_its_command_exit_code_and_words():
+    import testinfra
+
+    from govmail.compliance.verify import readable
+
+    host = testinfra.get_host("local://")
+    try:
+        host.check_output("echo 'borg: Repository does not exist' >&2; exit 75")
+    except AssertionError as e:
+        said = readable(" ".join(str(e).split()))
+    assert said.startswith("`echo 'borg: Repository does not exist' >&2; exit 75` exited 75"), said
+    assert "Repository does not exist" in said and "CommandResult" not in said
