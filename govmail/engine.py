@@ -246,7 +246,8 @@ def add_drift_ensures(services: list[Service], keep_local: list[str]) -> list[st
         action = "reload" if "reload" in svc.actions else "restart" if "restart" in svc.actions else None
         svc.ensures.append(Ensure(
             f"only govmail's, Debian's and the data's own files in {directory}", f"test -z \"$( {found} )\"",
-            f"q={contract.QUARANTINE}/$(date -u +%Y%m%dT%H%M%SZ); for f in $( {found} ); do "
+            # One name per line, read whole: a name with spaces is one file.
+            f"q={contract.QUARANTINE}/$(date -u +%Y%m%dT%H%M%SZ); {found} | while IFS= read -r f; do "
             "echo \"govmail: $f is not govmail's, a package's or in the data's local_files: moved to $q$f\" >&2; "
             "mkdir -p \"$q$(dirname \"$f\")\" && mv \"$f\" \"$q$f\" || exit 1; done",
             action=action))

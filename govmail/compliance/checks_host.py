@@ -100,7 +100,7 @@ def no_foreign_config(h, cfg, _):
         found = []
         for directory in doc.get("directories", []):
             keep = [p for p in [*doc["files"], *own] if p.rpartition("/")[0] == directory]
-            found += ti.run(contract.foreign_files_command(directory, keep)).stdout.split()
+            found += ti.run(contract.foreign_files_command(directory, keep)).stdout.splitlines()
         assert not found, (f"{name}: not govmail's, not a package's, not in hosts[].local_files: {', '.join(found[:12])} "
                            "(the next deploy moves them to " + contract.QUARANTINE + ")")
         said.append(f"{name}: {len(doc.get('directories', []))} directories hold only govmail's, Debian's and the "

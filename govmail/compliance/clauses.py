@@ -64,7 +64,10 @@ def clauses(cfg: ProvinceConfig, active: bool = False) -> list[Clause]:
     listed = len([a for a in cfg.accounts if a.status == "active"])
     add("published_directory", p.published_directory.article,
         f"the directory of {listed} addresses published at https://{cfg.mail_host}/directory/, current with the data")
-    add("services_running", p.operation.article, "Postfix and Dovecot enabled and running")
+    add("accounts_as_data", p.operation.article, "the account store holds each mailbox's quota, status and roles, "
+        "the lists and the policy as the data says")
+    add("services_running", p.operation.article, "every service answers on its port: SMTP on 25, 587, 465; IMAP, "
+        "POP3, the web mail, ManageSieve, rspamd and the attachment inspector")
     add("timers_scheduled", p.operation.article, "every enabled timer has a next run (log rotation, backups, "
         "reports, Debian's own), on every host")
     add("clock_synchronised", p.operation.article, "the clock is kept (systemd-timesyncd), on every host")
@@ -83,8 +86,14 @@ def clauses(cfg: ProvinceConfig, active: bool = False) -> list[Clause]:
     add("no_cleartext_auth", p.secrecy.article, "no authentication without TLS; TLS 1.2 or newer")
     add("ssh_keys_only", p.secrecy.article, "SSH takes keys only, root by key only (sshd's effective settings), "
         "on every host")
+    add("no_open_relay", p.secrecy.article, "Postfix relays only for logged-in users on every port (its "
+        "effective settings, master.cf overrides included): mynetworks is the host itself")
+    add("tls_certificate", p.secrecy.article, f"every TLS port serves the deployed certificate, which names "
+        f"{cfg.mail_host} and has not expired")
     add("account_store_private", p.secrecy.article, "password hashes readable by root, Dovecot auth and Postfix only")
-    add("mail_log", p.logs.article, "mail log written to /var/log/mail.log")
+    add("password_hashes_strong", p.secrecy.article, "every password is stored as a strong hash (bcrypt cost 10 "
+        "or more, Argon2, SHA-512 crypt); the owner of a weaker one must change it at the next login")
+    add("mail_log", p.logs.article, "mail log written to /var/log/mail.log (a line logged now reaches it)")
     add("mail_log_retention", p.logs.article,
         f"mail logs rotated monthly, compressed, kept {p.logs.retention_months} months")
     sp = p.spam

@@ -22,6 +22,7 @@ from .clauses import Clause, clauses
 SSH_GUARD = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=10",
              "-o", "ServerAliveCountMax=3"]
 
+COMMAND_TIMEOUT = 120  # seconds one command on a host may take (a whole backup repository listing included)
 IDENTITY = ("hostname -f; cat /etc/machine-id; . /etc/os-release; echo \"$PRETTY_NAME\"; uname -r; "
             "for k in /etc/ssh/ssh_host_ed25519_key.pub; do ssh-keygen -lf $k | cut -d' ' -f2; done")
 
@@ -74,7 +75,16 @@ def testinfra_host(ssh_argv: list[str]):
 
     shared = ["-o", "ControlMaster=auto", "-o", f"ControlPath={control_dir()}/%C", "-o", "ControlPersist=15"]
     dest, options = ssh_argv[-1], [*ssh_argv[1:-1], *SSH_GUARD, *shared]
-    return testinfra.get_host(f"ssh://{dest}", ssh_extra_args=" ".join(shlex.quote(o) for o in options))
+    host = testinfra.get_host(f"ssh://{dest}", ssh_extra_args=" ".join(shlex.quote(o) for o in options))
+    run = host.backend.run
+
+    def bounded(command, *args, **kwargs):
+        """Every command on the host under `timeout`: a check that waits on a stopped service fails
+        with the command's name instead of hanging the run."""
+        return run(f"timeout -k 5 {COMMAND_TIMEOUT} sh -c %s", host.backend.get_command(command, *args), **kwargs)
+
+    host.backend.run = bounded
+    return host
 
 
 def identity(ti) -> tuple[dict, str]:
@@ -127,7 +137,10 @@ def readable(text: str) -> str:
         return f.group(2).encode().decode("unicode_escape", errors="replace").strip() if f else ""
 
     said = field("_stderr") or field("stderr") or field("_stdout") or field("stdout")
-    return f"`{field('command')}` exited {m.group(1)}" + (f": {said}" if said else " and said nothing")
+    command = re.sub(r"^timeout -k 5 \d+ sh -c ", "", field("command")).strip("'")
+    if m.group(1) == "124":
+        return f"`{command}` did not finish in {COMMAND_TIMEOUT} s (a service it waits on does not answer)"
+    return f"`{command}` exited {m.group(1)}" + (f": {said}" if said else " and said nothing")
 
 
 def run_check(probe: Probe, cfg: ProvinceConfig, clause: Clause) -> Result:

@@ -11,6 +11,7 @@ import string
 
 from passlib.hash import bcrypt
 
+from ..host import contract
 from ..host.password_change import password_problems
 from .schema import PasswordPolicy
 
@@ -21,10 +22,11 @@ CLASSES = {
     "digit": string.digits,
     "special": SPECIAL,
 }
-BCRYPT_ROUNDS = 11
+BCRYPT_ROUNDS = contract.BCRYPT_COST
 # Initial passwords are random (14+ characters of 75 symbols, over 80 bits): no attacker can search
 # that space, so the cost factor, which protects guessable human-chosen passwords, buys nothing there.
-# The minimum cost makes 50,000 new mailboxes about a minute of hashing instead of hours.
+# The minimum cost makes 50,000 new mailboxes about a minute of hashing instead of hours; the host
+# then rehashes them at BCRYPT_ROUNDS in the background (`accounts strengthen`), from its handout.
 INITIAL_ROUNDS = 4
 
 

@@ -39,6 +39,10 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("change-password", help="the user's own change: the current password, then the new one, "
                        "one per line on stdin; checked against the province's policy")
     p.add_argument("address")
+    sub.add_parser("check", help="exit 1, naming each, when the store differs from /etc/govmail/directory.json "
+                   "where a sync writes it (a quota, a status, a list changed by hand); the deploy then syncs")
+    sub.add_parser("strengthen", help="rehash at the full cost the issued passwords not changed yet (the deploy "
+                   "hashes them at the lowest cost), from the handout file; run after each sync and daily")
     sub.add_parser("list", help="the store as JSON (no hashes)")
     sub.add_parser("stored", help="addresses with a password, and deleted ones (what the deploy asks)")
     p = sub.add_parser("daily", help="the daily job: expiry warnings, inactivity, deletions, purges")
@@ -82,12 +86,22 @@ def main(argv):
                                                              source="command line")))
         except password_change.ChangeRefused as e:
             sys.exit(f"accounts: {e}")
+    elif args.cmd == "check":
+        found = store.differences()
+        print("\n".join(found) if found else "the store agrees with the directory")
+        return 1 if found else 0
+    elif args.cmd == "strengthen":
+        done, unknown = password_change.strengthen()
+        print(f"{done} issued passwords rehashed at the full cost" +
+              (f"; {unknown} whose password the handout no longer holds" if unknown else ""))
     elif args.cmd == "list":
         store.list_store()
     elif args.cmd == "stored":
         print("\n".join(store.stored_addresses()))
     elif args.cmd == "daily":
         lifecycle.daily(now=clock(args.now or os.environ.get("GOVMAIL_CLOCK")), dry_run=args.dry_run)
+        if not args.dry_run:
+            password_change.strengthen()
     elif args.cmd == "restore":
         lifecycle.restore(args.address.lower())
     elif args.cmd == "notice" and args.what == "set":

@@ -62,6 +62,9 @@ PHP = "8.4"
 # The host tools' package directory and its name on the host.
 PACKAGE = "govmail_host"
 VMAIL_UID = 5000
+# bcrypt's cost for every password a person chooses or an administrator sets (the controller's
+# passlib and the host's `doveadm pw` both use it); the store counts 10 or more as strong.
+BCRYPT_COST = 11
 # Each mailbox's last IMAP/POP3 login is the modification time of this file in its home
 # (written by the post-login script, read by the daily job and the backup).
 LAST_LOGIN_STAMP = ".govmail-last-login"

@@ -9,7 +9,7 @@ Standard library only.
 import subprocess
 import time
 
-from . import store
+from . import contract, store
 from .store import REASONS
 
 CLASS_NAMES = {"lower": "lower-case letter", "upper": "upper-case letter", "digit": "digit",
@@ -45,7 +45,7 @@ def doveadm_verify(password, hashed):
 
 
 
-def doveadm_hash(password, rounds=11):
+def doveadm_hash(password, rounds=contract.BCRYPT_COST):
     """Dovecot's bcrypt hash of `password`, checked by Dovecot before it is returned. Without a
     terminal, `doveadm pw` reads the password and its confirmation as two lines of stdin."""
     line = (password + "\n").encode()
@@ -69,7 +69,7 @@ CHANGE_BLOCKED = {
 
 
 # Blocks a user lifts by changing the password: an issued (or reset) one and an expired one.
-MUST_CHANGE = ("mustchange", "expired")
+MUST_CHANGE = ("mustchange", "expired", "weakhash")
 
 
 def login_status(address, current, db_path=None, verify=None):
@@ -121,3 +121,34 @@ def change_password(address, current, new, source="", db_path=None, verify=None,
     return {"address": address, "password": "changed", "was": block or "active"}
 
 
+
+
+def strengthen(db_path=None, handout=None, make_hash=None, verify=None):
+    """Rehash at the province's cost each issued password not changed yet and still at bcrypt's
+    lowest cost (the deploy hashes new mailboxes' random passwords fast; store_sql.ISSUED), from
+    the handout file where the host keeps them for the operator. A row whose password changed
+    meanwhile is left as it is (compare-and-swap). Returns (strengthened, left without a known
+    password)."""
+    make_hash, verify = make_hash or doveadm_hash, verify or doveadm_verify
+    known = {}
+    try:
+        with open(handout or store.HANDOUT, encoding="utf-8") as f:
+            for line in f:
+                addr, _, rest = line.rstrip("\n").partition("\t")
+                known.setdefault(addr, []).append(rest.rpartition("\t")[0])
+    except FileNotFoundError:
+        pass
+    db = store.connect(db_path)
+    rows = db.execute("SELECT a.address, a.password FROM accounts a WHERE " + store.ISSUED).fetchall()
+    done, unknown = 0, 0
+    for address, hashed in rows:
+        pw = next((p for p in reversed(known.get(address, [])) if verify(p, hashed)), None)
+        if pw is None:
+            unknown += 1
+            continue
+        cur = db.execute("UPDATE accounts SET password=? WHERE address=? AND password=?",
+                         (make_hash(pw), address, hashed))
+        done += cur.rowcount
+    if done:
+        store.audit(db, "strengthened", None, f"{done} issued passwords rehashed at cost {contract.BCRYPT_COST}")
+    return done, unknown

@@ -37,7 +37,7 @@ HANDOUT = contract.PATHS["initial_passwords"]
 GROUP = "postfix"
 SCHEMA_VERSION = 2
 
-from .store_sql import ADDED_COLUMNS, REASONS, SCHEMA, VIEWS  # noqa: E402,F401 (the store's SQL)
+from .store_sql import ADDED_COLUMNS, ISSUED, REASONS, SCHEMA, STRONG, VIEWS  # noqa: E402,F401 (the store's SQL)
 
 
 def connect(path=None):
@@ -137,13 +137,9 @@ def sync(new_passwords_file=None, db_path=None):
         for acc in directory["accounts"]:
             addr = acc["address"]
             seen.add(addr)
-            status = "active" if acc["status"] == "active" else "cancelled"
             if addr in old:
                 _, pw, old_status = old[addr]
-                if old_status == "deleted" or (old_status == "suspended" and status == "active"):
-                    # Only `accounts restore` lifts a suspension or re-creates a deleted mailbox: a
-                    # line still in the data file must not silently undo the daily job's work.
-                    status = old_status
+                status = wanted_status(acc, old_status)
                 must_change = None
                 if pw is None and status != "deleted":
                     pw = issued(addr)
@@ -162,6 +158,7 @@ def sync(new_passwords_file=None, db_path=None):
                 )
                 report["kept"] += 1
             else:
+                status = wanted_status(acc, None)
                 pw = legacy.get(addr)
                 if pw:
                     report["migrated"] += 1  # in use before this store existed: no forced change
@@ -212,6 +209,64 @@ def sync(new_passwords_file=None, db_path=None):
     if new_passwords_file:
         os.unlink(new_passwords_file)
     print(json.dumps({k: (len(v) if isinstance(v, list) else v) for k, v in report.items()}))
+
+
+def wanted_status(acc, old_status):
+    """The status a sync gives an account of the directory, whose store row has `old_status` (None:
+    no row yet)."""
+    status = "active" if acc["status"] == "active" else "cancelled"
+    if old_status == "deleted" or (old_status == "suspended" and status == "active"):
+        # Only `accounts restore` lifts a suspension or re-creates a deleted mailbox: a line still in
+        # the data file must not silently undo the daily job's work.
+        return old_status
+    return status
+
+
+# The columns of an account row that come from the data file (a sync writes them).
+DATA_COLUMNS = ("name", "kind", "owner", "role", "quota_mb", "manager", "superior")
+
+
+def differences(directory=None, db_path=None):
+    """What in the store differs from the directory document, as a sync would put it back: an
+    account's data columns (a quota set to 0 by hand), its status, a missing or extra account, the
+    lists, the senders, the former addresses, the policy. Read-only; [] when they agree."""
+    directory = directory or read_directory()
+    db = sqlite3.connect(f"file:{db_path or DB}?mode=ro", uri=True)
+    out = []
+    rows = {r[0]: r for r in db.execute("SELECT address, status, " + ", ".join(DATA_COLUMNS) + " FROM accounts")}
+    former = {r[0] for r in directory.get("former", [])}
+    for acc in directory["accounts"]:
+        row = rows.get(acc["address"])
+        if row is None:
+            if acc["address"] not in former:
+                out.append(f"{acc['address']}: not in the store")
+            continue
+        if row[1] != wanted_status(acc, row[1]):
+            out.append(f"{acc['address']}: status {row[1]}, the data says {wanted_status(acc, row[1])}")
+        for col, have in zip(DATA_COLUMNS, row[2:], strict=True):
+            if have != acc.get(col):
+                out.append(f"{acc['address']}: {col} {have!r}, the data says {acc.get(col)!r}")
+    listed = {a["address"] for a in directory["accounts"]}
+    for addr, row in rows.items():
+        if addr not in listed and row[1] not in ("removed", "deleted"):
+            out.append(f"{addr}: {row[1]} in the store, not in the data")
+    tables = {
+        "lists": (dict(db.execute("SELECT * FROM aliases")), {a: ",".join(m) for a, m in directory["lists"].items()}),
+        "senders": (dict(db.execute("SELECT * FROM senders")),
+                    {a: ",".join(m) for a, m in directory.get("senders", {}).items()}),
+        "former addresses": ({tuple(r) for r in db.execute("SELECT * FROM former")},
+                             {tuple(r) for r in directory.get("former", [])}),
+    }
+    for what, (have, want) in tables.items():
+        if have != want:
+            changed = sorted(str(k) for k in (set(have) ^ set(want)) |
+                             {k for k in set(have) & set(want) if isinstance(have, dict) and have[k] != want[k]})
+            out.append(f"{what} differ from the data: {', '.join(changed[:8])}")
+    meta = dict(db.execute("SELECT key, value FROM meta"))
+    for key, value in (directory.get("policy") or {}).items():
+        if meta.get(key) != (None if value is None else str(value)):
+            out.append(f"policy {key}: {meta.get(key)!r} in the store, the data says {value!r}")
+    return out
 
 
 def rename_moved(db, directory, now):

@@ -10,10 +10,20 @@ REASONS = {
     "nopassword": "Chưa được cấp mật khẩu. No password issued yet: ask the provincial mail administrator.",
     "expired": "Mật khẩu đã hết hạn, hãy đổi mật khẩu tại / Password expired, change it at ",
     "mustchange": "Hãy đổi mật khẩu trước khi dùng hộp thư, tại / Change your password before first use, at ",
+    "weakhash": "Mật khẩu được lưu theo cách không đủ an toàn, hãy đổi mật khẩu tại / Your password is stored in a "
+    "weak form: change it at ",
     "deleted": "Hộp thư đã bị xóa. Mailbox deleted. Contact the provincial mail administrator.",
     "suspended": "Hộp thư bị tạm khóa do lâu không sử dụng; thư vẫn được lưu giữ. Mailbox suspended after a long "
     "time without login: mail is kept. Your agency can ask for it to be restored.",
 }
+# A strong password hash: bcrypt at cost 10 or more (govmail writes 11), Argon2, SHA-512 crypt. Any
+# other ({PLAIN}, {SHA}, {MD5-CRYPT}, bcrypt at a lower cost ...) blocks the login until its owner
+# changes the password ('weakhash'), except an issued one (below).
+STRONG = ("(a.password GLOB '{BLF-CRYPT}$2[aby]$[1-3][0-9]$*' OR a.password GLOB '{ARGON2ID}*' "
+          "OR a.password GLOB '{ARGON2I}*' OR a.password GLOB '{SHA512-CRYPT}$6$*')")
+# An issued password not changed yet, hashed at bcrypt's lowest cost by the deploy (random, so no
+# guess finds it); the host's `accounts strengthen` rehashes it at the full cost from the handout.
+ISSUED = "(a.must_change = 1 AND a.password GLOB '{BLF-CRYPT}$2[aby]$0[4-9]$*')"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
     address      TEXT PRIMARY KEY,
@@ -91,6 +101,7 @@ CREATE VIEW login_blocks AS
                 WHEN a.password IS NULL THEN 'nopassword'
                 WHEN l.max_age > 0 AND a.password_set IS NOT NULL
                      AND CAST(strftime('%s','now') AS INTEGER) - a.password_set > l.max_age THEN 'expired'
+                WHEN NOT {strong} AND NOT {issued} THEN 'weakhash'
                 WHEN a.must_change = 1
                      AND (SELECT value FROM meta WHERE key = 'change_at_first_login') = '1' THEN 'mustchange'
            END AS block
@@ -120,6 +131,7 @@ CREATE VIEW dovecot_passdb_own AS
                 WHEN 'nopassword' THEN '{nopassword}'
                 WHEN 'expired' THEN '{expired}' || {url}
                 WHEN 'mustchange' THEN '{mustchange}' || {url}
+                WHEN 'weakhash' THEN '{weakhash}' || {url}
            END AS reason
     FROM accounts a JOIN login_blocks b ON b.address = a.address;
 -- Looked up by `login`, the name the user typed: during a transition an old address logs in to
@@ -161,6 +173,7 @@ CREATE VIEW postfix_senders AS
     WHERE f.phase = 'transition';
 """.format(
     url="COALESCE((SELECT value FROM meta WHERE key = 'password_url'), 'govmail passwd')",
+    strong=STRONG, issued=ISSUED,
     **{k: v.replace("'", "''") for k, v in REASONS.items()},
 )
 # Columns added since the first release: (name, declaration). Added in place on upgrade.

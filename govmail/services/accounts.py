@@ -107,10 +107,16 @@ def service(ctx) -> Service:
             pw = passwords.generate(cfg.policy.password, admin=a.role == "admin")
             made[a.address] = {"hash": passwords.hash_password(pw, rounds=passwords.INITIAL_ROUNDS), "password": pw}
         files.append(File(NEW_PASSWORDS, json_bytes(made), mode=0o600, action="sync", secret=True, consumed=True))
-        sync += f" --new-passwords {NEW_PASSWORDS}"
+        # The host rehashes them at the full cost in the background, at the lowest priority.
+        sync += (f" --new-passwords {NEW_PASSWORDS} && {{ systemd-run --quiet --no-block --collect --nice=19 "
+                 f"--unit=govmail-strengthen {contract.PATHS['lib']}/accounts strengthen || true; }}")
     return Service(
         name="accounts",
-        ensures=[Ensure("the account store exists", f"test -f {contract.PATHS['store']}", "true", action="sync")],
+        ensures=[Ensure("the account store exists", f"test -f {contract.PATHS['store']}", "true", action="sync"),
+                 # A row changed by hand (a quota set to 0, a status, a list) is put back by a sync.
+                 Ensure("the account store agrees with the data (quotas, statuses, lists)",
+                        f"test ! -f {contract.PATHS['store']} || {contract.PATHS['lib']}/accounts check >/dev/null",
+                        "true", action="sync")],
         files=files,
         units=[Unit("govmail-daily.timer")],
         # One transaction; passwords already in the store are never touched.

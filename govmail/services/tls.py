@@ -35,10 +35,12 @@ def service(ctx) -> Service:
     extra = [n for n in web_names(cfg) if n != name]
     san = shlex.quote("subjectAltName=" + ",".join(f"DNS:{n}" for n in dict.fromkeys([name, cfg.domain, *extra])))
     cert_q = shlex.quote(contract.PATHS["tls_cert"])
-    # Made once, and again only when a name it must cover is missing (a province that became a
-    # merged one): a redeploy never replaces a certificate that covers the host's names.
-    check = f"test -e {cert_q}" + "".join(
-        f" && openssl x509 -noout -in {cert_q} -checkhost {shlex.quote(n)} | grep -q 'does match'" for n in extra)
+    # Made once, and again only when it has expired or a name it must cover is missing (a certificate
+    # for another name put in its place; a province that became a merged one): a redeploy never
+    # replaces a certificate that covers the host's names.
+    check = f"test -e {cert_q} && openssl x509 -noout -in {cert_q} -checkend 0 >/dev/null" + "".join(
+        f" && openssl x509 -noout -in {cert_q} -checkhost {shlex.quote(n)} | grep -q 'does match'"
+        for n in [name, *extra])
     return Service(name="tls", ensures=[Ensure(
         name=f"self-signed TLS certificate for {', '.join([name, *extra])} (made once)",
         check=check,

@@ -92,12 +92,15 @@ def test_a_setting_broken_by_hand_makes_verify_fail_naming_its_clause_with_the_v
         assert r.returncode == 1, r.stdout[-3000:]
         suite, cases = junit(tmp_path, h.name)
         failed = {k: c.find("failure").get("message") for k, c in cases.items() if c.find("failure") is not None}
-        expected = {"mail_log_retention", "no_cleartext_auth", "quota_per_mailbox", "files_as_deployed"}
+        expected = {"mail_log_retention", "no_cleartext_auth", "quota_per_mailbox", "files_as_deployed",
+                    "accounts_as_data"}
         if h.cfg.policy.quota.min_mb and victim.quota_mb - 7 < h.cfg.policy.quota.min_mb:
             expected.add("quota_min")  # under the decision's floor as well
         assert set(failed) == expected, failed
         assert "rotate 1" in failed["mail_log_retention"]
-        assert "'smtpd_tls_protocols': '>=TLSv1'" in failed["no_cleartext_auth"]
+        assert "smtpd_tls_protocols = >=TLSv1, expected >=TLSv1.2" in failed["no_cleartext_auth"]
+        assert f"{victim.address}: quota_mb {victim.quota_mb - 7}, the data says {victim.quota_mb}" in \
+            failed["accounts_as_data"]
         assert f"'{victim.address}': ({victim.quota_mb - 7}, {victim.quota_mb})" in failed["quota_per_mailbox"]
         # The two edited files, named as edited since the deploy (the store is not a file govmail writes).
         assert "changed since the deploy: " in failed["files_as_deployed"]

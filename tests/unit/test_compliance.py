@@ -176,3 +176,28 @@ def test_a_command_that_failed_on_the_host_is_told_as_its_command_exit_code_and_
         said = readable(" ".join(str(e).split()))
     assert said.startswith("`echo 'borg: Repository does not exist' >&2; exit 75` exited 75"), said
     assert "Repository does not exist" in said and "CommandResult" not in said
+
+
+def test_relay_rules_are_read_as_postfix_applies_them():
+    from govmail.compliance.checks_live import foreign_networks, relay_gap
+
+    assert relay_gap("permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination") == ""
+    assert relay_gap("permit_sasl_authenticated,reject") == ""
+    assert "every client may relay" in relay_gap("permit_mynetworks, permit, reject_unauth_destination")
+    assert "check_client_access" in relay_gap("check_client_access hash:/etc/postfix/ok, reject_unauth_destination")
+    assert "no reject_unauth_destination" in relay_gap("permit_mynetworks, permit_sasl_authenticated")
+    assert foreign_networks("127.0.0.0/8 [::1]/128") == []
+    assert foreign_networks("127.0.0.0/8, 0.0.0.0/0") == ["0.0.0.0/0"]
+    assert foreign_networks("10.0.0.0/8") == ["10.0.0.0/8"]
+    assert foreign_networks("hash:/etc/postfix/network_table") == [
+        "hash:/etc/postfix/network_table (a table or name, not a loopback network)"]
+
+
+def test_the_fail2ban_ignore_list_is_read_from_the_client_and_from_the_file():
+    from govmail.compliance.checks import networks
+    from govmail.compliance.checks_live import ignored
+
+    live = "These IP addresses/networks are ignored:\n|- 127.0.0.0/8\n|- ::1\n`- 0.0.0.0/0\n"
+    assert ignored(live) == {"127.0.0.0/8", "::1", "0.0.0.0/0"}
+    assert ignored(" 127.0.0.1/8 ::1 10.77.0.1") == {"127.0.0.1/8", "::1", "10.77.0.1"}
+    assert networks({"127.0.0.1/8", "::1"}) == networks({"127.0.0.0/8", "::1/128"})

@@ -42,7 +42,7 @@ def test_generated_initial_passwords_meet_the_policy(key, admin):
 
 def test_hash_is_bcrypt_in_dovecot_form_and_verifies():
     h = hash_password("Thử-nghiệm-1")
-    assert h.startswith("{BLF-CRYPT}$2b$")
+    assert h.startswith("{BLF-CRYPT}$2b$11$")
     assert verify("Thử-nghiệm-1", h) and not verify("thử-nghiệm-1", h)
 
 
