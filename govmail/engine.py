@@ -261,11 +261,14 @@ def deploy(host, cfg, names: list[str], target) -> list[Service]:
     from pyinfra.context import state as pyinfra_state
 
     mods = [importlib.import_module(f"govmail.services.{n}") for n in names]
-    probes: dict[str, str] = {}
+    # What sits in the directories govmail owns, besides Debian's files (govmail's own among them):
+    # what is neither declared nor the data's own is named before the deploy moves it (a dry run too).
+    probes: dict[str, str] = {"owned_files": "; ".join(contract.foreign_files_command(d, [])
+                                                       for d in contract.OWNED_DIRS)}
     for m in mods:
         if hasattr(m, "probes"):
             probes.update(m.probes(cfg))
-    answers = host.get_fact(ShellReport, script=probe_script(probes)) if probes else {}
+    answers = host.get_fact(ShellReport, script=probe_script(probes))
     ctx = Context(
         cfg=cfg, host_name=host.name, roles=tuple(host.data.get("roles", ["mail"])),
         probes={k: "\n".join(v) for k, v in answers.items() if k},
@@ -276,6 +279,11 @@ def deploy(host, cfg, names: list[str], target) -> list[Service]:
     own = Service("engine", files=[File("/usr/sbin/policy-rc.d", POLICY_RC_D, mode=0o755, action=None)])
     services = [own] + [s for s in (m.service(ctx) for m in mods) if s is not None]
     owned = add_drift_ensures(services, local_files(cfg, host.name))
+    keep = {f.dest for s in services for f in s.files} | set(local_files(cfg, host.name))
+    foreign = [p for p in answers.get("owned_files", []) if p and p not in keep and os.path.dirname(p) in owned]
+    if foreign:
+        host.log(f"not govmail's, a package's or in hosts[].local_files, to be moved to {contract.QUARANTINE}/<time>/: "
+                 + ", ".join(foreign), logger.warning)
     for s in services:
         for w in s.warnings:
             logger.warning(f"{host.name}: {w}")

@@ -106,3 +106,35 @@ def no_foreign_config(h, cfg, _):
         said.append(f"{name}: {len(doc.get('directories', []))} directories hold only govmail's, Debian's and the "
                     "data's own files")
     return "; ".join(said)
+
+
+SEP = "@@govmail@@"
+UPDATES = "; ".join([
+    "dpkg-query -W -f '${Status}' unattended-upgrades 2>/dev/null",
+    "apt-config dump APT::Periodic::Unattended-Upgrade Unattended-Upgrade::Origins-Pattern",
+    "apt-cache policy | grep -c -- -security",
+    "systemctl show -P NextElapseUSecRealtime apt-daily-upgrade.timer",
+    "tail -n 1 /var/log/unattended-upgrades/unattended-upgrades.log 2>/dev/null",
+    "[ -e /run/reboot-required ] && { date -u -r /run/reboot-required '+%Y-%m-%d %H:%M UTC'; "
+    "sort -u /run/reboot-required.pkgs 2>/dev/null; }; true",
+]).replace("; ", f"; echo {SEP}; ", 5)
+
+
+@check
+def security_updates(h, cfg, _):
+    """Security updates are applied by themselves: unattended-upgrades installed and on, taking the
+    security suite, which apt's sources carry, its timer scheduled; and no reboot an update asked
+    for is waiting (then the packages are named: the operator chooses the hour)."""
+    said = []
+    for name, ti in [(cfg.mail_host, h.ti), *_backup_host(h, cfg)]:
+        status, conf, suites, timer, last, reboot = (x.strip() for x in ti.check_output(UPDATES).split(SEP))
+        assert status == "install ok installed", f"{name}: unattended-upgrades is not installed ({status or 'absent'})"
+        assert 'APT::Periodic::Unattended-Upgrade "1"' in conf, f"{name}: unattended-upgrades is off " \
+            f"({' '.join(conf.split())[:160] or 'APT::Periodic::Unattended-Upgrade unset'})"
+        assert "security" in conf.lower(), f"{name}: unattended-upgrades takes no security origin"
+        assert suites.isdigit() and int(suites) > 0, f"{name}: no security suite in apt's sources (apt-cache policy)"
+        assert timer not in ("", "0"), f"{name}: apt-daily-upgrade.timer has no next run"
+        assert not reboot, f"{name}: a reboot is needed since {reboot.splitlines()[0]}, for " + \
+            (", ".join(reboot.splitlines()[1:]) or "an update")
+        said.append(f"{name}: security suite on, applied nightly" + (f"; last run: {last[:100]}" if last else ""))
+    return "; ".join(said)

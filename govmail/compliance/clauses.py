@@ -71,6 +71,8 @@ def clauses(cfg: ProvinceConfig, active: bool = False) -> list[Clause]:
     add("timers_scheduled", p.operation.article, "every enabled timer has a next run (log rotation, backups, "
         "reports, Debian's own), on every host")
     add("clock_synchronised", p.operation.article, "the clock is kept (systemd-timesyncd), on every host")
+    add("security_updates", p.operation.article, "security updates applied every night from Debian's security "
+        "suite (unattended-upgrades), no reboot waiting, on every host")
     add("files_as_deployed", p.operation.article, "every configuration file govmail wrote is as the last deploy "
         "wrote it (no hand edit), on every host")
     add("no_foreign_config", p.operation.article, "no file beside govmail's in the directories it owns (rspamd "

@@ -127,6 +127,8 @@ OWNED_DIRS = {
     "/etc/fail2ban/jail.d": "fail2ban", "/etc/rsyslog.d": "base", "/etc/logrotate.d": "logs",
     "/etc/nginx/conf.d": "web", "/etc/nginx/sites-enabled": "web", f"/etc/php/{PHP}/fpm/pool.d": "webmail",
     "/etc/ssh/sshd_config.d": "system",
+    # Dovecot reads dovecot.conf alone: Debian's conf.d examples, unread, are moved away (a note stays).
+    "/etc/dovecot": "dovecot", "/etc/dovecot/conf.d": "dovecot",
 }
 QUARANTINE = "/var/lib/govmail/quarantine"
 

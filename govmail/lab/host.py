@@ -87,6 +87,13 @@ def prepare_root(root: Path, image: Path, hostname: str, ip: str) -> None:
     conf = root / "etc/systemd/system.conf.d"
     conf.mkdir(parents=True, exist_ok=True)
     (conf / "govmail-lab.conf").write_text("[Manager]\nDefaultTimeoutStopSec=20s\n")
+    # A lab host lives for one test run: the nightly security upgrade (apt-daily-upgrade.timer, which
+    # govmail turns on) is moved to the last evening of the year, so that no package upgrade restarts
+    # a daemon under a test; the timer keeps a next run, as verify asks of every host.
+    timer = root / "etc/systemd/system/apt-daily-upgrade.timer.d"
+    timer.mkdir(parents=True, exist_ok=True)
+    (timer / "govmail-lab.conf").write_text("[Timer]\nOnCalendar=\nOnCalendar=*-12-31 23:00\nRandomizedDelaySec=0\n"
+                                            "Persistent=false\n")
     resolv = root / "etc/resolv.conf"
     if resolv.is_symlink():
         resolv.unlink()

@@ -12,7 +12,7 @@ May import: data, host, publish, render, service.
 """
 
 SERVICES = {
-    "mail": ["system", "base", "host_tools", "tls", "accounts", "dovecot", "sieve_guard", "clamav", "attachments", "rspamd",
+    "mail": ["system", "updates", "base", "host_tools", "tls", "accounts", "dovecot", "sieve_guard", "clamav", "attachments", "rspamd",
              "postfix", "passwd", "webmail", "web", "fail2ban", "logs", "backup", "reports"],
-    "backup": ["system", "backup_host"],
+    "backup": ["system", "updates", "backup_host"],
 }

@@ -1,13 +1,15 @@
 """Dovecot: IMAP, POP3, LMTP, SASL for Postfix, quota, quota-status, quota warnings, Sieve.
 
 templates/dovecot/dovecot.conf.j2 -> /etc/dovecot/dovecot.conf, checked by `doveconf` on a copy
-of /etc/dovecot before it replaces the live file; Dovecot reloads when it (or the certificate)
+of /etc/dovecot before it replaces the live file (templates/dovecot/conf.d/README.j2 says in the
+unread conf.d where the configuration lives); Dovecot reloads when it (or the certificate)
 changed. The quota-warning and post-login programs it runs are govmail's host tools
 (govmail/services/host_tools.py).
 """
 
 from __future__ import annotations
 
+from ..host import contract
 from ..render import render
 from ..service import File, Service, Unit, Validator, directory
 
@@ -23,6 +25,10 @@ def service(ctx) -> Service:
         ensures=[directory("/var/spool/postfix/private", 0o700, "postfix", "root")],
         files=[
             File("/etc/dovecot/dovecot.conf", render("dovecot/dovecot.conf.j2", ctx.cfg)),
+            # Debian's conf.d is not read (dovecot.conf includes nothing): its files go to the
+            # quarantine (contract.OWNED_DIRS) and this note says where the configuration lives.
+            File("/etc/dovecot/conf.d/README", render("dovecot/conf.d/README.j2", ctx.cfg,
+                                                      quarantine=contract.QUARANTINE), action=None),
         ],
         validator=Validator("/etc/dovecot", "doveconf -c {dir}/dovecot.conf -n >/dev/null"),
         units=[Unit("dovecot")],

@@ -32,7 +32,8 @@ def skipped_or_running(unit: str) -> str:
 def service(ctx) -> Service:
     return Service(
         name="system",
-        packages=("openssh-server", "systemd-timesyncd"),
+        # logrotate: on the backup host too (apt's, unattended-upgrades' and sshd's logs are files there).
+        packages=("openssh-server", "systemd-timesyncd", "logrotate"),
         ensures=[
             Ensure("the clock is kept by systemd-timesyncd (skipped in a container)", skipped_or_running(
                 "systemd-timesyncd"), "systemctl enable --now systemd-timesyncd >/dev/null 2>&1; "

@@ -116,3 +116,36 @@ def test_a_file_the_data_lists_as_the_hosts_own_is_kept_by_the_deploy(lab_hosts,
         assert h.run(f"test -e {own}", check=False).returncode == 1
     finally:
         h.run(f"rm -f {own}")
+
+
+def test_security_updates_come_from_the_security_suite_only_on_every_host(lab_hosts):
+    h = lab_hosts[PROVINCES[0]]
+    for run in (h.run, h.backup_run):
+        assert "-security" in run("apt-cache policy").stdout
+        dry = run("unattended-upgrade --dry-run -v 2>&1 | grep -m1 'Allowed origins are'").stdout
+        assert dry.strip() == "Allowed origins are: origin=Debian,codename=trixie-security,label=Debian-Security", dry
+
+
+def test_a_reboot_an_update_asked_for_fails_verify_naming_its_packages(lab_hosts, tmp_path):
+    h = lab_hosts[PROVINCE]
+    try:
+        h.backup_run("echo '*** System restart required ***' > /run/reboot-required && "
+                     "printf 'linux-image-amd64\\nlibc6\\n' > /run/reboot-required.pkgs")
+        r = verify(tmp_path)
+        assert r.returncode == 1, r.stdout[-3000:]
+        _, cases = junit(tmp_path, h.name)
+        failed = {k: c.find("failure").get("message") for k, c in cases.items() if c.find("failure") is not None}
+        assert set(failed) == {"security_updates"}, failed
+        assert f"{h.cfg.backup_host}: a reboot is needed since " in failed["security_updates"]
+        assert failed["security_updates"].endswith("for libc6, linux-image-amd64"), failed["security_updates"]
+    finally:
+        h.backup_run("rm -f /run/reboot-required /run/reboot-required.pkgs")
+
+
+def test_dovecots_unread_conf_d_holds_only_a_note_saying_where_the_configuration_lives(lab_hosts):
+    h = lab_hosts[PROVINCES[0]]
+    assert h.run("ls /etc/dovecot/conf.d").stdout.split() == ["README"]
+    note = h.run("cat /etc/dovecot/conf.d/README").stdout
+    assert "Nothing in this directory is read" in note and "/etc/dovecot/dovecot.conf" in note
+    assert h.run(f"find {QUARANTINE} -path '*/etc/dovecot/conf.d/10-auth.conf'").stdout.strip()  # kept, not deleted
+    assert "conf.d" not in h.run("doveconf -n").stdout
