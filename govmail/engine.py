@@ -230,10 +230,12 @@ def local_files(cfg, host_name: str) -> list[str]:
     return next((list(h.local_files) for h in cfg.model.hosts if h.name == host_name), [])
 
 
-def add_drift_ensures(services: list[Service], keep_local: list[str]) -> list[str]:
+def add_drift_ensures(services: list[Service], keep_local: list[str], foreign: list[str]) -> list[str]:
     """For each directory govmail owns on this host (contract.OWNED_DIRS, by the service that reads it):
     a file there that is not govmail's, not a Debian package's and not in the data's local_files is
-    moved to contract.QUARANTINE/<time>/ before the files are validated, and the service reloaded."""
+    moved to contract.QUARANTINE/<time>/ before the files are validated, and the service reloaded.
+    `foreign`: such files, as the first read of the host found them (the check then costs nothing;
+    the fix looks again on the host)."""
     by_name = {s.name: s for s in services}
     declared = [f.dest for s in services for f in s.files]
     dirs: list[str] = []
@@ -244,8 +246,9 @@ def add_drift_ensures(services: list[Service], keep_local: list[str]) -> list[st
         keep = [p for p in [*declared, *keep_local] if os.path.dirname(p) == directory]
         found = contract.foreign_files_command(directory, keep)
         action = "reload" if "reload" in svc.actions else "restart" if "restart" in svc.actions else None
+        here = any(os.path.dirname(p) == directory for p in foreign)
         svc.ensures.append(Ensure(
-            f"only govmail's, Debian's and the data's own files in {directory}", f"test -z \"$( {found} )\"",
+            f"only govmail's, Debian's and the data's own files in {directory}", "false" if here else "true",
             # One name per line, read whole: a name with spaces is one file.
             f"q={contract.QUARANTINE}/$(date -u +%Y%m%dT%H%M%SZ); {found} | while IFS= read -r f; do "
             "echo \"govmail: $f is not govmail's, a package's or in the data's local_files: moved to $q$f\" >&2; "
@@ -263,8 +266,7 @@ def deploy(host, cfg, names: list[str], target) -> list[Service]:
     mods = [importlib.import_module(f"govmail.services.{n}") for n in names]
     # What sits in the directories govmail owns, besides Debian's files (govmail's own among them):
     # what is neither declared nor the data's own is named before the deploy moves it (a dry run too).
-    probes: dict[str, str] = {"owned_files": "; ".join(contract.foreign_files_command(d, [])
-                                                       for d in contract.OWNED_DIRS)}
+    probes: dict[str, str] = {"owned_files": contract.foreign_files_command(list(contract.OWNED_DIRS), [])}
     for m in mods:
         if hasattr(m, "probes"):
             probes.update(m.probes(cfg))
@@ -278,9 +280,10 @@ def deploy(host, cfg, names: list[str], target) -> list[Service]:
     # The engine's own file: the guard it installs packages under, kept current on every host.
     own = Service("engine", files=[File("/usr/sbin/policy-rc.d", POLICY_RC_D, mode=0o755, action=None)])
     services = [own] + [s for s in (m.service(ctx) for m in mods) if s is not None]
-    owned = add_drift_ensures(services, local_files(cfg, host.name))
     keep = {f.dest for s in services for f in s.files} | set(local_files(cfg, host.name))
-    foreign = [p for p in answers.get("owned_files", []) if p and p not in keep and os.path.dirname(p) in owned]
+    foreign = [p for p in answers.get("owned_files", []) if p and p not in keep]
+    owned = add_drift_ensures(services, local_files(cfg, host.name), foreign)
+    foreign = [p for p in foreign if os.path.dirname(p) in owned]
     if foreign:
         host.log(f"not govmail's, a package's or in hosts[].local_files, to be moved to {contract.QUARANTINE}/<time>/: "
                  + ", ".join(foreign), logger.warning)

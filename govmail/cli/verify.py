@@ -76,6 +76,12 @@ def cmd_verify(args) -> int:
 
         run = verify.verify(cfg, target, progress, args.active)
         paths = report.write(run, args.out)
+        failed = [r for r in run.results if not r.passed]
+        if failed and not run.unreachable and len(run.results) > len(failed):
+            # The failures again, together, after the run (the reports list them first too).
+            print(f"{cfg.mail_host}: {len(failed)} failed:")
+            for r in failed:
+                print(f"  FAIL  {r.clause.label}\n        {r.evidence[:300]}")
         print(report.counts(run))
         print("  reports: " + ", ".join(str(p) for p in paths))
         if run.failed:

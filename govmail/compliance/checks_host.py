@@ -97,10 +97,8 @@ def no_foreign_config(h, cfg, _):
         assert record.exists, f"{name}: no record of what the last deploy wrote: deploy"
         doc = json.loads(record.content_string)
         own = next((list(x.local_files) for x in cfg.model.hosts if x.name == name), [])
-        found = []
-        for directory in doc.get("directories", []):
-            keep = [p for p in [*doc["files"], *own] if p.rpartition("/")[0] == directory]
-            found += ti.run(contract.foreign_files_command(directory, keep)).stdout.splitlines()
+        found = ti.run(contract.foreign_files_command(doc.get("directories", []), [*doc["files"], *own])
+                       ).stdout.splitlines() if doc.get("directories") else []
         assert not found, (f"{name}: not govmail's, not a package's, not in hosts[].local_files: {', '.join(found[:12])} "
                            "(the next deploy moves them to " + contract.QUARANTINE + ")")
         said.append(f"{name}: {len(doc.get('directories', []))} directories hold only govmail's, Debian's and the "

@@ -5,6 +5,7 @@ pipelined session) speak it themselves."""
 
 from __future__ import annotations
 
+import imaplib
 import smtplib
 import ssl
 import time
@@ -84,3 +85,17 @@ def delivered(h, address: str, msgid: str, timeout: float = 60, mailbox: str = "
         if n or time.monotonic() > end:
             return n
         time.sleep(0.5)
+
+
+def imap_login(h, user, pw) -> str:
+    """An IMAP login over 993 (AUTHENTICATE PLAIN, UTF-8): "OK", or the server's refusal."""
+    m = imaplib.IMAP4_SSL(h.name, 993, ssl_context=ssl._create_unverified_context())
+    try:
+        return m.authenticate("PLAIN", lambda _: b"\0" + user.encode() + b"\0" + pw.encode())[0]
+    except imaplib.IMAP4.error as e:
+        return str(e)
+    finally:
+        try:
+            m.logout()
+        except Exception:
+            pass

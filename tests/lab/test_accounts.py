@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import imaplib
 import os
 import shutil
 import subprocess
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .mailing import rcpt_reply
+from .mailing import imap_login, rcpt_reply
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,19 +24,6 @@ def deploy_with(province: str, data_dir: Path | None) -> None:
     r = subprocess.run([sys.executable, "-m", "pyinfra", "-y", f"inventories/{province}.py", "deploy.py"],
                        cwd=ROOT, env=env, capture_output=True, text=True)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
-
-
-def imap_login(h, user, pw) -> str:
-    m = imaplib.IMAP4_SSL(h.name, 993, ssl_context=__import__("ssl")._create_unverified_context())
-    try:
-        return m.authenticate("PLAIN", lambda _: b"\0" + user.encode() + b"\0" + pw.encode())[0]
-    except imaplib.IMAP4.error as e:
-        return str(e)
-    finally:
-        try:
-            m.logout()
-        except Exception:
-            pass
 
 
 def test_cancelling_or_dropping_a_mailbox_refuses_login_keeps_its_mail_and_restoring_brings_it_back(lab_hosts, tmp_path):

@@ -27,9 +27,8 @@ import pytest
 from govmail.lab import OUTSIDE_DOMAIN
 
 from .conftest import PROVINCES, ROOT
-from .mailing import arrived, submission
+from .mailing import arrived, imap_login, submission
 from .managesieve import ManageSieve
-from .test_accounts import imap_login
 from .test_dns import txt_records
 
 pytestmark = pytest.mark.after_the_others(1)

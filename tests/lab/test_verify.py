@@ -109,6 +109,8 @@ def test_a_setting_broken_by_hand_makes_verify_fail_naming_its_clause_with_the_v
         html = (tmp_path / f"{h.name}.html").read_text()
         assert html.count('<tr class="fail"') == len(expected) and h.cfg.policy.logs.article in html
         assert f"FAIL  {h.cfg.policy.logs.article} mail logs rotated monthly" in r.stdout
+        recap = r.stdout.split(f"{h.name}: {len(expected)} failed:\n", 1)[1]  # told again, together, at the end
+        assert recap.count("  FAIL  ") == len(expected) and "PASS" not in recap, recap
         b = Browser(request.node.name, [])
         try:
             b.driver.get((tmp_path / f"{h.name}.html").as_uri())

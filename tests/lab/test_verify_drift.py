@@ -6,8 +6,6 @@ exactly the clauses it breaks, each with the value found, and the next deploy pu
 from __future__ import annotations
 
 import ast
-import imaplib
-import ssl
 import subprocess
 
 import pytest
@@ -15,6 +13,7 @@ import pytest
 from govmail.host.contract import PATHS, QUARANTINE
 
 from .conftest import PROVINCES
+from .mailing import imap_login
 from .test_verify import PROVINCE, junit, verify
 
 STORE = PATHS["store"]
@@ -129,19 +128,6 @@ def test_a_store_row_changed_by_hand_fails_verify_and_the_next_deploy_puts_it_ba
     assert d.returncode == 0, d.stdout + d.stderr
     assert store_sql(h, f"SELECT quota_mb FROM accounts WHERE address = '{v.address}'") == f"[({v.quota_mb},)]"
     assert verify(tmp_path / "after").returncode == 0
-
-
-def imap_login(h, user, pw) -> str:
-    m = imaplib.IMAP4_SSL(h.ip, 993, ssl_context=ssl._create_unverified_context())
-    try:
-        return m.authenticate("PLAIN", lambda _: b"\0" + user.encode() + b"\0" + pw.encode())[0]
-    except imaplib.IMAP4.error as e:
-        return str(e)
-    finally:
-        try:
-            m.logout()
-        except Exception:
-            pass
 
 
 def test_a_weak_hash_written_into_the_store_is_flagged_and_its_owner_must_change_it(lab_hosts, tmp_path):

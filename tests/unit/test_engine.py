@@ -360,5 +360,16 @@ def test_a_file_dropped_beside_govmails_is_found_and_one_govmail_debian_or_the_d
     (d / "sub").mkdir()
     (d / "dangling.conf").symlink_to(tmp_path / "nowhere")
     cmd = foreign_files_command(str(d), [str(d / "govmail.local"), str(d / "office.local")])
-    found = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, check=True).stdout.split()
+    found = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, check=True).stdout.splitlines()
     assert sorted(found) == sorted(str(d / n) for n in (".hidden.conf", "dangling.conf", "wide-ignoreip.local"))
+    # Several directories at once (as the deploy's first read asks), a name with a space, and a file a
+    # Debian package ships (this machine's /etc/logrotate.d/apt, in dpkg's file list) left out.
+    (d / "zz office.local").write_text("[DEFAULT]\n")
+    e = tmp_path / "rsyslog.d"
+    e.mkdir()
+    (e / "00 quiet.conf").write_text("mail.* stop\n")
+    cmd = foreign_files_command([str(d), str(e), "/etc/logrotate.d"], [str(d / "govmail.local")])
+    found = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert str(d / "zz office.local") in found and str(e / "00 quiet.conf") in found and str(d / "office.local") in found
+    if os.path.exists("/var/lib/dpkg/info/apt.list") and os.path.exists("/etc/logrotate.d/apt"):
+        assert "/etc/logrotate.d/apt" not in found
