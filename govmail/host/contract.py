@@ -110,8 +110,10 @@ class ContractError(Exception):
 # phpsessionclean.timer or roundcube-gc.timer would have no next run. Printed one per line; the
 # deploy starts them (govmail/services/base.py) and verify fails while any is listed.
 IDLE_TIMERS_COMMAND = (
-    "for t in $(systemctl list-unit-files --type=timer --state=enabled --no-legend | awk '{print $1}'); do "
-    "case $t in *@*) continue;; esac; systemctl is-active -q \"$t\" && continue; "
+    # An enabled timer is loaded (timers.target wants it): the loaded, inactive ones are read
+    # (`systemctl list-unit-files` took a quarter of a second), then whether each is enabled.
+    "for t in $(systemctl list-units --type=timer --all --state=inactive --no-legend --plain | awk '{print $1}'); do "
+    "case $t in *@*) continue;; esac; [ \"$(systemctl is-enabled \"$t\" 2>/dev/null)\" = enabled ] || continue; "
     "[ \"$(systemctl show -P ConditionResult \"$t\")\" = no ] && "
     "[ -n \"$(systemctl show -P ConditionTimestampMonotonic \"$t\" | grep -vx 0)\" ] && continue; "
     "echo \"$t\"; done"

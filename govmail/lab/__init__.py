@@ -92,6 +92,21 @@ from .state import (  # noqa: F401
 # ---------------------------------------------------------------------------- network
 
 
+def remove_tree(root) -> None:
+    """A stopped container's root removed; a process of it still exiting can write a last file
+    (the journal) while the tree goes: tried again for up to 10 s ("Directory not empty")."""
+    for attempt in range(21):
+        if not root.exists():
+            return
+        try:
+            shutil.rmtree(root)
+            return
+        except OSError:
+            if attempt == 20:
+                raise
+            time.sleep(0.5)
+
+
 @locked("lab rebuild")
 def rebuild(hostname: str) -> None:
     """Destroy one lab host and boot a bare Debian 13 container in its place (same name, address
@@ -105,8 +120,7 @@ def rebuild(hostname: str) -> None:
     stop_container(h)
     kill_leftovers(h["netns"], why="of the container still running after it was stopped")
     root = LAB_DIR / "machines" / hostname
-    if root.exists():
-        shutil.rmtree(root)
+    remove_tree(root)
     ensure_netns(h["netns"], h["veth"], h["ip"])
     prepare_root(root, image, hostname, h["ip"])
     h["pid"] = boot(hostname, root, h["netns"])
@@ -238,8 +252,8 @@ def up(provinces: list[str], fresh: bool = False, records: Records | None = None
         root = LAB_DIR / "machines" / name
         if fresh:
             stop_container(h)
-            if root.exists():
-                shutil.rmtree(root)
+            kill_leftovers(h["netns"], why="of the container still running after it was stopped")
+            remove_tree(root)
         ensure_netns(h["netns"], h["veth"], h["ip"])
         if pid_alive(h.get("pid")):
             log(f"{name}: already running (pid {h['pid']}, {h['ip']})")
@@ -273,9 +287,7 @@ def down(provinces: list[str] | None = None, keep_image: bool = True, records: R
             run("ip", "link", "del", h["veth"], check=False)
         if netns_exists(h["netns"]):
             run("ip", "netns", "del", h["netns"], check=False)
-        root = LAB_DIR / "machines" / name
-        if root.exists():
-            shutil.rmtree(root)
+        remove_tree(LAB_DIR / "machines" / name)
         del state["hosts"][name]
         save_state(state)
     if state["hosts"]:
