@@ -230,15 +230,18 @@ def local_files(cfg, host_name: str) -> list[str]:
     return next((list(h.local_files) for h in cfg.model.hosts if h.name == host_name), [])
 
 
-def add_drift_ensures(services: list[Service], keep_local: list[str], foreign: list[str]) -> list[str]:
+def add_drift_ensures(services: list[Service], keep_local: list[str],
+                      foreign: list[str]) -> dict[str, tuple[str, bool]]:
     """For each directory govmail owns on this host (contract.OWNED_DIRS, by the service that reads it):
     a file there that is not govmail's, not a Debian package's and not in the data's local_files is
     moved to contract.QUARANTINE/<time>/ before the files are validated, and the service reloaded.
-    `foreign`: such files, as the first read of the host found them (the check then costs nothing;
-    the fix looks again on the host)."""
+    `foreign`: such files, as the first read of the host found them. Returns, by directory, its check
+    and what that read says of it (True: nothing to move), so the host's second read need not run
+    them; a host that gets packages in this run checks each again right before its fix (a package
+    brings files: Debian's unread dovecot/conf.d)."""
     by_name = {s.name: s for s in services}
     declared = [f.dest for s in services for f in s.files]
-    dirs: list[str] = []
+    dirs: dict[str, tuple[str, bool]] = {}
     for directory, name in contract.OWNED_DIRS.items():
         svc = by_name.get(name)
         if svc is None:
@@ -246,15 +249,15 @@ def add_drift_ensures(services: list[Service], keep_local: list[str], foreign: l
         keep = [p for p in [*declared, *keep_local] if os.path.dirname(p) == directory]
         found = contract.foreign_files_command(directory, keep)
         action = "reload" if "reload" in svc.actions else "restart" if "restart" in svc.actions else None
-        here = any(os.path.dirname(p) == directory for p in foreign)
+        check = f"test -z \"$( {found} )\""
         svc.ensures.append(Ensure(
-            f"only govmail's, Debian's and the data's own files in {directory}", "false" if here else "true",
+            f"only govmail's, Debian's and the data's own files in {directory}", check,
             # One name per line, read whole: a name with spaces is one file.
             f"q={contract.QUARANTINE}/$(date -u +%Y%m%dT%H%M%SZ); {found} | while IFS= read -r f; do "
             "echo \"govmail: $f is not govmail's, a package's or in the data's local_files: moved to $q$f\" >&2; "
             "mkdir -p \"$q$(dirname \"$f\")\" && mv \"$f\" \"$q$f\" || exit 1; done",
             action=action))
-        dirs.append(directory)
+        dirs[directory] = (check, not any(os.path.dirname(p) == directory for p in foreign))
     return dirs
 
 
@@ -282,7 +285,8 @@ def deploy(host, cfg, names: list[str], target) -> list[Service]:
     services = [own] + [s for s in (m.service(ctx) for m in mods) if s is not None]
     keep = {f.dest for s in services for f in s.files} | set(local_files(cfg, host.name))
     foreign = [p for p in answers.get("owned_files", []) if p and p not in keep]
-    owned = add_drift_ensures(services, local_files(cfg, host.name), foreign)
+    by_dir = add_drift_ensures(services, local_files(cfg, host.name), foreign)
+    owned, drift = list(by_dir), dict(by_dir.values())
     foreign = [p for p in foreign if os.path.dirname(p) in owned]
     if foreign:
         host.log(f"not govmail's, a package's or in hosts[].local_files, to be moved to {contract.QUARANTINE}/<time>/: "
@@ -293,11 +297,12 @@ def deploy(host, cfg, names: list[str], target) -> list[Service]:
 
     files = [f.dest for s in services for f in s.files]
     units = list(dict.fromkeys(u.name for s in services for u in s.units))
-    checks = list(dict.fromkeys([e.check for s in services for e in s.ensures]
+    checks = list(dict.fromkeys([e.check for s in services for e in s.ensures if e.check not in drift]
                                 + [u.ready for s in services for u in s.units if u.ready]))
     packages = list(dict.fromkeys(p for s in services for p in s.packages))
     read = host.get_fact(ShellReport, script=state_script(files, packages, units, checks))
     state = HostState.parse(read, files, units, checks)
+    state.checks.update(drift)  # read by the first read (above), not run again
     plan = make_plan(services, state)
 
     _describe(host, plan, len(files), len(packages))
