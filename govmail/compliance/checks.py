@@ -12,7 +12,7 @@ import shlex
 from ..host import contract
 from . import active, checks_filter, checks_host, checks_ops  # noqa: F401  (registers the active probes, the filter's, the host's and the operations checks)
 from .base import CHECKS, Probe, check, doveconf, lookup_table, postconf, quota_limits_mib, running, ssh_failure
-from .checks_live import ignored, jail_ignoreip, smtpd_cleartext, smtpd_sizes
+from .checks_live import configured_ignoreip, ignored, jail_ignoreip, networks, smtpd_cleartext, smtpd_sizes
 
 __all__ = ["CHECKS", "Probe", "ssh_failure"]
 
@@ -67,7 +67,7 @@ def quota_per_mailbox(h, cfg, _):
 def size_limit(h, cfg, _):
     """Postfix's message_size_limit on every smtpd port (main.cf's, or a master.cf override) and in
     cleanup, which every message passes."""
-    sizes = {**smtpd_sizes(h.ti), "main.cf": int(postconf(h.ti, "message_size_limit"))}
+    sizes = {**smtpd_sizes(h), "main.cf": int(postconf(h.ti, "message_size_limit"))}
     wrong = {k: v for k, v in sizes.items() if v != cfg.message_size_limit}
     assert not wrong, "; ".join(f"{k}: message_size_limit = {v:,}" for k, v in wrong.items()) + \
         f" (the data's limit is {cfg.message_size_limit:,})"
@@ -155,7 +155,7 @@ def no_cleartext_auth(h, cfg, _):
             got[f"{key} ({proto})"] = h.ti.check_output(f"doveconf -f protocol={proto} -h {key}").strip()
             want[f"{key} ({proto})"] = want[key]
     wrong = {k: v for k, v in got.items() if v != want[k]}
-    bad, said = smtpd_cleartext(h.ti)
+    bad, said = smtpd_cleartext(h)
     bad += [f"{k} = {v}, expected {want[k]}" for k, v in wrong.items()]
     assert not bad, "; ".join(bad)
     return "; ".join(f"{k} = {v}" for k, v in got.items() if "(" not in k) + \
@@ -279,35 +279,6 @@ def bruteforce(h, cfg, _):
         assert got == [str(bf.maxretry), str(bf.bantime_minutes * 60)], f"{jail}: maxretry, bantime = {got}"
     return (f"4 mail jails, maxretry {bf.maxretry}, bantime {bf.bantime_minutes * 60} s; Debian's sshd jail; "
             f"none ignores more than {', '.join(sorted(want))}")
-
-
-def configured_ignoreip(dump: str) -> dict[str, list[str]]:
-    """jail -> the ignoreip entries of fail2ban's configuration as it reads it (`fail2ban-client -d`:
-    "['set', 'sshd', 'addignoreip', '127.0.0.1/8', '0.0.0.0/0']")."""
-    import ast
-
-    out: dict[str, list[str]] = {}
-    for line in dump.splitlines():
-        if "'addignoreip'" in line:
-            try:
-                cmd = ast.literal_eval(line.strip())
-            except (ValueError, SyntaxError):
-                continue
-            out.setdefault(cmd[1], []).extend(cmd[3:])
-    return out
-
-
-def networks(addresses) -> set[str]:
-    """Addresses as networks (127.0.0.1/8 and 127.0.0.0/8 are one), or as written when not one."""
-    import ipaddress
-
-    out = set()
-    for a in addresses:
-        try:
-            out.add(str(ipaddress.ip_network(a, strict=False)))
-        except ValueError:
-            out.add(a)
-    return out
 
 
 @check

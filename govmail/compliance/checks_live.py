@@ -26,23 +26,30 @@ SMTPD_KEYS = ("mynetworks", "smtpd_relay_restrictions", "smtpd_recipient_restric
               "smtpd_tls_auth_only", "smtpd_tls_security_level", "smtpd_tls_wrappermode", "message_size_limit")
 
 
-def postfix_smtpd(ti) -> dict[str, dict[str, str]]:
+def postfix_smtpd(h) -> dict[str, dict[str, str]]:
     """Each smtpd service Postfix runs on a network port (`name/inet` from `postconf -M`), with the
-    effective value of SMTPD_KEYS there: main.cf's (`postconf`), or the service's `-o` override."""
+    effective value of SMTPD_KEYS there: main.cf's (`postconf`), or the service's `-o` override. Read
+    in one command, once a run (three checks use it)."""
+    if "postfix_smtpd" in h.reports:
+        return h.reports["postfix_smtpd"]
+    sep = "@@govmail@@"
+    main_out, master, overrides = h.ti.check_output(
+        f"postconf {' '.join(SMTPD_KEYS)}; echo {sep}; postconf -M; echo {sep}; postconf -P").split(sep)
     main = {}
-    for line in ti.check_output("postconf " + " ".join(SMTPD_KEYS)).splitlines():
+    for line in main_out.strip().splitlines():
         k, _, v = line.partition(" = ")
         main[k.strip()] = v.strip()
     services = {}
-    for line in ti.check_output("postconf -M").splitlines():
+    for line in master.strip("\n").splitlines():
         f = line.split()
         if len(f) >= 8 and not line[:1].isspace() and f[1] == "inet" and f[7] == "smtpd":
             services[f"{f[0]}/inet"] = dict(main)
-    for line in ti.check_output("postconf -P").splitlines():
+    for line in overrides.strip().splitlines():
         key, _, value = line.partition(" = ")
         name, _, param = key.strip().rpartition("/")
         if name in services and param in SMTPD_KEYS:
             services[name][param] = value.strip()
+    h.reports["postfix_smtpd"] = services
     return services
 
 
@@ -95,7 +102,7 @@ def no_open_relay(h, cfg, _):
     """Postfix's effective relay rules on every smtpd port: `mynetworks` (which permit_mynetworks
     trusts) holds the loopback only, and foreign destinations are refused before anything permits."""
     bad, said = [], []
-    for name, s in postfix_smtpd(h.ti).items():
+    for name, s in postfix_smtpd(h).items():
         where = f"{name} (port {port_of(name)})"
         rules = s["smtpd_relay_restrictions"] or s["smtpd_recipient_restrictions"]
         gap = relay_gap(rules)
@@ -114,11 +121,11 @@ def auth_before_tls(s: dict) -> bool:
         s["smtpd_tls_auth_only"] != "yes" and s["smtpd_tls_security_level"] != "encrypt"
 
 
-def smtpd_cleartext(ti) -> tuple[list[str], list[str]]:
+def smtpd_cleartext(h) -> tuple[list[str], list[str]]:
     """(what is wrong, what was read) about password logins on Postfix's ports: AUTH only on
     submission (587, 465), and there only over TLS."""
     bad, said = [], []
-    for name, s in postfix_smtpd(ti).items():
+    for name, s in postfix_smtpd(h).items():
         where = f"{name} (port {port_of(name)})"
         if s["smtpd_sasl_auth_enable"] != "yes":
             said.append(f"{port_of(name)}: no AUTH")
@@ -132,8 +139,8 @@ def smtpd_cleartext(ti) -> tuple[list[str], list[str]]:
     return bad, said
 
 
-def smtpd_sizes(ti) -> dict[str, int]:
-    return {name: int(s["message_size_limit"] or 0) for name, s in postfix_smtpd(ti).items()}
+def smtpd_sizes(h) -> dict[str, int]:
+    return {name: int(s["message_size_limit"] or 0) for name, s in postfix_smtpd(h).items()}
 
 
 # ------------------------------------------------------------------ what answers on each port
@@ -259,3 +266,32 @@ def jail_ignoreip(ti) -> tuple[str, set[str]]:
     conf = ti.file("/etc/fail2ban/jail.d/govmail.local").content_string
     line = next((x for x in conf.splitlines() if x.startswith("ignoreip")), "ignoreip =")
     return line, ignored(line.partition("=")[2])
+
+
+def configured_ignoreip(dump: str) -> dict[str, list[str]]:
+    """jail -> the ignoreip entries of fail2ban's configuration as it reads it (`fail2ban-client -d`:
+    "['set', 'sshd', 'addignoreip', '127.0.0.1/8', '0.0.0.0/0']")."""
+    import ast
+
+    out: dict[str, list[str]] = {}
+    for line in dump.splitlines():
+        if "'addignoreip'" in line:
+            try:
+                cmd = ast.literal_eval(line.strip())
+            except (ValueError, SyntaxError):
+                continue
+            out.setdefault(cmd[1], []).extend(cmd[3:])
+    return out
+
+
+def networks(addresses) -> set[str]:
+    """Addresses as networks (127.0.0.1/8 and 127.0.0.0/8 are one), or as written when not one."""
+    import ipaddress
+
+    out = set()
+    for a in addresses:
+        try:
+            out.add(str(ipaddress.ip_network(a, strict=False)))
+        except ValueError:
+            out.add(a)
+    return out

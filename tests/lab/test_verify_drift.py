@@ -73,11 +73,17 @@ BREAKS = {
          "attachment_rules": "rspamd: running=False", "archive_inspection": "rspamc",
          "sender_bound": "rspamd: running=False", "antivirus": "rspamc", "dkim_signing": "rspamc"},
         "systemctl is-active rspamd", "active"),
-    "Postfix's master stopped while systemd says active": (
-        "postfix stop && systemctl is-active postfix",
+    # systemd may go on saying postfix.service is active (it did in CI): the ports are what count.
+    "Postfix's master stopped by hand": (
+        "postfix stop",
         {"services_running": "25 (Postfix (SMTP)): nothing listens", "client_ports": "not listening"},
         "postfix status 2>&1", "is running"),
 }
+
+
+# Clauses a break may also fail, depending on the host: when systemd notices Postfix's master is gone,
+# the operations report's list of running services says so too.
+MAY_ALSO = {"Postfix's master stopped by hand": {"operations_report"}}
 
 
 @pytest.mark.parametrize("name", BREAKS)
@@ -90,7 +96,7 @@ def test_a_break_by_hand_fails_verify_naming_it_and_the_next_deploy_repairs_it(n
         assert r.returncode == 1, r.stdout[-3000:]
         _, cases = junit(tmp_path / "broken", h.name)
         failed = {k: c.find("failure").get("message") for k, c in cases.items() if c.find("failure") is not None}
-        assert set(failed) == set(expected), failed
+        assert set(expected) <= set(failed) <= set(expected) | MAY_ALSO.get(name, set()), failed
         for clause, words in expected.items():
             assert words in failed[clause], (clause, failed[clause])
             assert "CommandResult" not in failed[clause]

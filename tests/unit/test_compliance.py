@@ -194,8 +194,7 @@ def test_relay_rules_are_read_as_postfix_applies_them():
 
 
 def test_the_fail2ban_ignore_list_is_read_from_the_client_and_from_the_file():
-    from govmail.compliance.checks import networks
-    from govmail.compliance.checks_live import ignored
+    from govmail.compliance.checks_live import ignored, networks
 
     live = "These IP addresses/networks are ignored:\n|- 127.0.0.0/8\n|- ::1\n`- 0.0.0.0/0\n"
     assert ignored(live) == {"127.0.0.0/8", "::1", "0.0.0.0/0"}
