@@ -8,15 +8,15 @@ Each service is one module in govmail/services/ (and its templates in templates/
 declares what it needs; govmail/engine.py carries the declarations out: one apt transaction, one
 file transfer, each service's files validated on the host before they replace the live ones,
 reload (or restart) only where a change needs it. Adding a service: its module, its templates,
-and its name in govmail/services/__init__.py (SERVICES).
+and its name in govmail/services/__init__.py (SERVICES, per role).
 """
 
 from pyinfra import host
 
 from govmail import engine, targets
 from govmail.data import load_province
-from govmail.services import SERVICES
+from govmail.services import for_roles
 
 cfg = load_province(host.data.province)
-names = [name for role in host.data.get("roles", ["mail"]) for name in SERVICES[role]]
+names = for_roles(host.data.get("roles", ["mail"]))
 engine.deploy(host, cfg, names, targets.current())

@@ -279,6 +279,7 @@ def deploy(host, cfg, names: list[str], target) -> list[Service]:
         probes={k: "\n".join(v) for k, v in answers.items() if k},
         trusted_clients=tuple(target.trusted_clients), signature_mirror=target.signature_mirror,
         published=target.published, secrets=province_secrets(cfg, target.secrets_dir(cfg.key)),
+        addresses=target.private_addresses(cfg), verifiable_tls=target.verifiable_tls,
     )
     # The engine's own file: the guard it installs packages under, kept current on every host.
     own = Service("engine", files=[File("/usr/sbin/policy-rc.d", POLICY_RC_D, mode=0o755, action=None)])

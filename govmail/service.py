@@ -146,6 +146,10 @@ class Context:
     # the backup passphrase and SSH key pair ("passphrase", "ssh_key", "ssh_public"). A service only
     # reads them; it never makes a key or runs a program while declaring.
     secrets: Mapping[str, bytes] = field(default_factory=dict)
+    # Where the province's hosts reach each other (host name -> address): the monitor scrapes there.
+    addresses: Mapping[str, str] = field(default_factory=dict)
+    # Whether other hosts' certificates can be verified (false in the lab: self-signed certificates).
+    verifiable_tls: bool = True
 
 
 class Published:

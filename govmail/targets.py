@@ -13,8 +13,9 @@
 
 A target answers: which hosts a province has and how pyinfra reaches them (`inventory`), the ssh
 command for one host (`ssh`), where the controller keeps a province's secrets and published
-records, where deploy logs go, the mail host's public address, and target-neutral facts the
-services need (`trusted_clients`, `signature_mirror`). Services receive these answers through
+records, where deploy logs go, the mail host's public address, where the hosts reach each other
+(`private_addresses`), and target-neutral facts the services need (`trusted_clients`,
+`signature_mirror`, `verifiable_tls`). Services receive these answers through
 the engine's Context; they never import this module or the lab.
 """
 
@@ -79,6 +80,8 @@ class Target:
     name = ""
     trusted_clients: tuple[str, ...] = ()
     signature_mirror = True
+    # Whether other hosts' certificates can be verified (an alert relay's STARTTLS).
+    verifiable_tls = True
 
     def __init__(self):
         self.published = ControllerRecords(self)
@@ -117,6 +120,11 @@ class Target:
         host = next(h for h in cfg.model.hosts if h.name == cfg.mail_host)
         return host.address
 
+    def private_addresses(self, cfg: ProvinceConfig) -> dict[str, str]:
+        """Where the province's hosts reach each other (the monitor scrapes there): each host's
+        `private_address`, else its `address`, else its name."""
+        return {h.name: h.private_address or h.address or h.name for h in cfg.model.hosts}
+
     def records_changed(self, cfg: ProvinceConfig) -> None:
         """A record the province publishes changed on the controller."""
 
@@ -134,7 +142,7 @@ class RealHosts(Target):
     def inventory(self, cfg):
         user = os.environ.get("GOVMAIL_SSH_USER", "root")
         extra = {"ssh_config_file": os.environ["GOVMAIL_SSH_CONFIG"]} if os.environ.get("GOVMAIL_SSH_CONFIG") else {}
-        return [(h.name, {"province": cfg.key, "roles": list(h.roles), "ssh_user": user, **extra})
+        return [(h.name, {"province": cfg.key, "roles": cfg.roles(h.name), "ssh_user": user, **extra})
                 for h in cfg.model.hosts]
 
     def ssh(self, host_name):
@@ -150,6 +158,7 @@ class LabTarget(Target):
 
     name = "lab"
     signature_mirror = False  # lab hosts reach the Debian mirror only
+    verifiable_tls = False  # lab certificates are self-signed: an alert relay's cannot be verified
 
     def __init__(self):
         super().__init__()
@@ -168,7 +177,7 @@ class LabTarget(Target):
                     f"{h.name} is not in the lab ({self.lab.LAB_DIR / 'inventory.json'}). Start it with "
                     f"`govmail lab up {cfg.key}`, or deploy to the real hosts with {ENV}=hosts.")
             out.append((h.name, {
-                "province": cfg.key, "roles": list(h.roles), "ssh_hostname": entry["ip"], "ssh_user": "root",
+                "province": cfg.key, "roles": cfg.roles(h.name), "ssh_hostname": entry["ip"], "ssh_user": "root",
                 "ssh_key": inv["ssh_key"], "ssh_known_hosts_file": "/dev/null",
                 "ssh_strict_host_key_checking": "no",
             }))
@@ -192,6 +201,10 @@ class LabTarget(Target):
         if os.environ.get("GOVMAIL_LOG_DIR"):
             return Path(os.environ["GOVMAIL_LOG_DIR"])
         return self.lab.LAB_DIR / "logs" if os.geteuid() == 0 else Path("/tmp")
+
+    def private_addresses(self, cfg):
+        hosts = self.lab.load_state().get("hosts", {})
+        return {h.name: (hosts.get(h.name) or {}).get("ip") or h.name for h in cfg.model.hosts}
 
     def host_address(self, cfg):
         return super().host_address(cfg) or (self.lab.load_state()["hosts"].get(cfg.mail_host) or {}).get("ip")

@@ -71,9 +71,9 @@ def poisoned(cfg, payload: str):
 
 
 def services_of(roles) -> list[str]:
-    from govmail.services import SERVICES
+    from govmail.services import for_roles
 
-    return [name for role in roles for name in SERVICES[role]]
+    return for_roles(roles)
 
 
 def rendered(cfg, roles=("mail",), secrets_dir=None, trusted=("10.77.0.1",)) -> tuple[dict, dict]:

@@ -33,13 +33,16 @@
     govmail verify PROVINCE ... [--out D]  the compliance checks on the province's hosts, read-only;
                                            HTML, Markdown, JUnit reports; exit 1 when a clause fails
     govmail coverage [--markdown]          every article of the five decisions: checked, not yet, not technical
+    govmail status PROVINCE ...            one screen per host from the province's monitor; exit 1
+                                           while an alert fires
+    govmail alerts [--markdown]            the alert rules, their clauses and runbooks (docs/alerts.md)
     govmail report PROVINCE monthly|annual [--period P] [--mail]
                                            the operations / usage report, made on the host now
     govmail schema                         print the data-file reference (docs/data-file.md)
     govmail test [PYTEST ARGS]             unit tests, then the lab tests (boots the lab)
 
 Each module here registers its own commands (`register(sub)`): data.py, deploy.py, lab.py,
-admin.py, merger.py, publish.py, verify.py; args.py holds the argument types. The top layer.
+admin.py, merger.py, publish.py, verify.py, monitor.py; args.py holds the argument types. The top layer.
 
 May import: every layer.
 """
@@ -52,11 +55,11 @@ import sys
 
 from ..data import ROOT, DataError
 from ..targets import TargetError
-from . import admin, data, deploy, lab, merger, publish, verify
+from . import admin, data, deploy, lab, merger, monitor, publish, verify
 from .args import err
 
 # Each module registers its own commands (`register(sub)`), in the order `govmail --help` lists them.
-COMMANDS = (data, deploy, lab, admin, merger, publish, verify)
+COMMANDS = (data, deploy, lab, admin, merger, publish, verify, monitor)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,5 +7,5 @@
   tests (`tests/lab/test_compliance.py`) run the same ones;
 - `report.py`: the reports an inspector reads (HTML, Markdown, JUnit XML).
 
-May import: data, host (the contract), publish, render.
+May import: data, host (the contract), monitoring (what the monitor is asked), publish, render.
 """

@@ -29,6 +29,7 @@ class Probe:
     address: str = ""  # where the active probes connect to (govmail/compliance/active.py)
     name: str = ""  # the mail host's name, sent in TLS (SNI)
     reports: dict = field(default_factory=dict)  # the host's report figures by kind, made once per run
+    monitor: Any = None  # testinfra host of the monitor host (the backup host's, when it watches)
 
 
 def ssh_failure(e: Exception) -> str:

@@ -135,3 +135,27 @@ def cancelled_retention(h, cfg, _):
     return f"store: cancelled_keep_months {got}"
 
 
+@check
+def watched(h, cfg, _):
+    """The monitor answers, scrapes every host of the province, has the alert rules loaded, and
+    Alertmanager answers (govmail/services/monitor.py); what fires is named, each with its own clause."""
+    from ..monitoring import status
+
+    assert cfg.monitor_host, "no host watches the province: give a host the `monitor` role, or the province a backup host"
+    m = h.monitor
+    assert m is not None, f"{cfg.monitor_host} not reached"
+    running(m, "prometheus", "prometheus-alertmanager", "prometheus-blackbox-exporter", "prometheus-node-exporter")
+    r = m.run(status.command())
+    assert r.rc == 0, f"{cfg.monitor_host}: {(r.stderr or r.stdout).strip()[-300:]}"
+    doc = json.loads(r.stdout)
+    assert not doc["errors"], f"{cfg.monitor_host}: {'; '.join(doc['errors'])}"
+    up = {x["metric"].get("host"): float(x["value"][1]) for x in doc["values"].get("up", [])}
+    lost = [f"{n} ({'down' if n in up else 'not scraped'})" for n in (x.name for x in cfg.model.hosts) if up.get(n) != 1]
+    assert not lost, f"not watched: {', '.join(lost)}"
+    loaded = int(float(doc["values"]["rules"][0]["value"][1])) if doc["values"].get("rules") else 0
+    want = m.check_output("grep -c '^  - alert: ' /etc/prometheus/govmail-alerts.yml || true").strip()
+    assert want.isdigit() and loaded == int(want) > 0, f"{loaded} alert rules loaded, the rule file has {want}"
+    firing = sorted({f"{a['labels'].get('alertname')} on {a['labels'].get('host')}" for a in doc.get("alerts", [])
+                     if a["labels"].get("alertname") != "Heartbeat"})
+    return (f"{len(up)} hosts scraped by {cfg.monitor_host}, {loaded} alert rules, Alertmanager answers; "
+            + (f"firing: {', '.join(firing)}" if firing else "nothing fires"))

@@ -136,6 +136,11 @@ def clauses(cfg: ProvinceConfig, active: bool = False) -> list[Clause]:
         b = p.backup
         add("backups", b.article, f"mailboxes and account store backed up ({b.schedule}) to {cfg.backup_host}, "
             f"encrypted, append-only; kept {b.keep_daily} daily, {b.keep_weekly} weekly, {b.keep_monthly} monthly")
+    mon = p.monitoring
+    relay = f"{mon.relay.host}:{mon.relay.port}" if mon.relay else f"{cfg.mail_host} (no relay named)"
+    add("watched", mon.article, f"watched by {cfg.monitor_host or 'no host'}: every host scraped, the alert rules "
+        f"loaded, alerts mailed to {', '.join(cfg.alert_to)} through {relay}"
+        + (" and posted to the webhook" if mon.webhook else "") + f", a heartbeat every {mon.heartbeat_hours} h")
     pw = p.password
     if pw.user_max_age_days or pw.admin_max_age_days:
         add("password_rotation", pw.article, f"passwords expire after {pw.user_max_age_days} days "

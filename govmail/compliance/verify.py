@@ -108,9 +108,14 @@ def probe_for(cfg: ProvinceConfig, target) -> tuple[Probe, str, dict]:
         b = testinfra_host(target.ssh(cfg.backup_host))
         if not identity(b)[1]:
             backup = b
+    monitor = backup if cfg.monitor_host == cfg.backup_host else None
+    if cfg.monitor_host and cfg.monitor_host != cfg.backup_host:
+        m = testinfra_host(target.ssh(cfg.monitor_host))
+        monitor = None if identity(m)[1] else m
     server = target.resolver()
     address = target.host_address(cfg) or cfg.mail_host  # where the active probes connect
-    return Probe(ti, backup, lambda name: txt_records(name, server), address, cfg.mail_host), why, ident
+    probe = Probe(ti, backup, lambda name: txt_records(name, server), address, cfg.mail_host, monitor=monitor)
+    return probe, why, ident
 
 
 def printable(text: str, limit: int = 2000) -> str:

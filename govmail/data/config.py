@@ -134,6 +134,22 @@ class ProvinceConfig:
         return next((h.name for h in self.model.hosts if "backup" in h.roles), None)
 
     @property
+    def monitor_host(self) -> Optional[str]:
+        """The host that watches the province: the one with role `monitor`, else the backup host."""
+        return next((h.name for h in self.model.hosts if "monitor" in h.roles), None) or self.backup_host
+
+    def roles(self, host_name: str) -> list[str]:
+        """A host's roles as deployed: its own, and `monitor` for the host that watches the province."""
+        h = next(h for h in self.model.hosts if h.name == host_name)
+        return [*h.roles, *(["monitor"] if host_name == self.monitor_host and "monitor" not in h.roles else [])]
+
+    @property
+    def alert_to(self) -> list[str]:
+        """Who the alerts are mailed to: `policy.monitoring.alert_to`, else the administrators."""
+        admins = [a.address for a in self.accounts if a.role == "admin" and a.kind == "person"]
+        return list(self.policy.monitoring.alert_to) or admins or [self.postmaster]
+
+    @property
     def message_size_limit(self) -> int:
         """SMTP message size limit in bytes.
 

@@ -317,9 +317,19 @@ class DirectoryBuilder:
         backup_hosts = [h for h in m.hosts if "backup" in h.roles]
         if len(backup_hosts) > 1:
             self.add(("hosts",), f"{len(backup_hosts)} hosts have role 'backup'; at most one is supported")
+        monitor_hosts = [h for h in m.hosts if "monitor" in h.roles]
+        if len(monitor_hosts) > 1:
+            self.add(("hosts",), f"{len(monitor_hosts)} hosts have role 'monitor'; at most one is supported")
         for i, h in enumerate(m.hosts):
             if "mail" in h.roles and "backup" in h.roles:
                 self.add(("hosts", i, "roles"), "a host cannot back itself up: give `backup` to another host")
+            if "mail" in h.roles and "monitor" in h.roles:
+                self.add(("hosts", i, "roles"), "the mail host cannot watch itself (its alerts would stop with it): "
+                         "give `monitor` to another host, or leave it to the backup host")
+        if m.hosts and not monitor_hosts and not backup_hosts:
+            self.warn(("hosts",), "no host watches the province (no `monitor` or `backup` host): nobody is alerted "
+                      "when the mail host stops (operation clause)")
+
         if len({h.name for h in m.hosts}) != len(m.hosts):
             self.add(("hosts",), "host names must be unique")
         if not cfg.accounts:

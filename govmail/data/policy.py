@@ -12,7 +12,7 @@ from typing import Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..host import contract
-from .text import ARTICLE_RE, DOMAIN_RE, LABEL_RE, LOCAL_RE, Article, Calendar, DisplayText, Network  # noqa: F401 (re-exported: schema and data import them from here)
+from .text import ARTICLE_RE, DOMAIN_RE, LABEL_RE, LOCAL_RE, Address, Article, Calendar, DisplayText, Network  # noqa: F401 (re-exported: schema and data import them from here)
 
 # The largest quota a mailbox may have, MiB: 16 TiB, well inside what the account store (SQLite
 # integer) and Dovecot (64-bit byte counts) hold, and far above any regulation's figure.
@@ -239,6 +239,55 @@ class OutboundPolicy(Cited):
     )
 
 
+class AlertRelay(Strict):
+    host: str = Field(description="Host name of the SMTP relay (a neighbouring province's MX, the IT centre's relay).")
+    port: int = Field(25, description="Its SMTP port (STARTTLS is required).", ge=1, le=65535)
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v):
+        if not DOMAIN_RE.match(v) or len(v) > 253:
+            raise ValueError("must be a host name such as mail.thainguyen.gov.vn (lower case)")
+        return v
+
+
+# A webhook address: http(s), a host name or IPv4 address, an optional port and a plain path; nothing
+# that could end the YAML string it is written into or carry credentials.
+WEBHOOK_RE = re.compile(r"^https?://([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]*[a-z0-9])?(:[0-9]{1,5})?"
+                        r"(/[A-Za-z0-9._~%/-]*)?\Z")
+
+
+class MonitoringPolicy(Cited):
+    """The province watched (TN Art. 3.2: 24 hours a day; DN Art. 4: continuous operation; LC Art. 13.2:
+    incidents fixed promptly; BN Art. 13, operator duty 3: high availability): Prometheus and
+    Alertmanager on the monitor host (the host with role `monitor`, else the backup host) scrape every
+    host of the province over its private address, and the alert rules (docs/alerts.md, each citing
+    this article) mail the administrators and post to a webhook, with a heartbeat so that silence is
+    noticed too."""
+
+    alert_to: list[Address] = Field(
+        [], description="Who receives the alerts by mail. Empty: the directory's administrators.", max_length=20)
+    relay: Optional[AlertRelay] = Field(
+        None, description="An SMTP relay that does not depend on the province's own mail host, which then accepts "
+        "the monitor host's mail for `alert_to`. Null: the alerts go through the province's mail host and stop "
+        "with it (the webhook still works).")
+    webhook: Optional[str] = Field(
+        None, description="An http(s) URL Alertmanager posts every alert and its resolution to as JSON (a chat "
+        "bridge). Null: none.", max_length=300)
+    heartbeat_hours: int = Field(24, description="A heartbeat is mailed (and posted) this often; its absence says "
+                                 "the monitor itself is down.", ge=1, le=168)
+    retention_days: int = Field(400, description="Days of metrics Prometheus keeps (the monthly and annual reports "
+                                "read availability from them).", ge=31, le=3660)
+
+    @field_validator("webhook")
+    @classmethod
+    def _webhook(cls, v):
+        if v is not None and not WEBHOOK_RE.match(v):
+            raise ValueError("must be an http:// or https:// URL: lower-case host name or IPv4 address, optional "
+                             "port, a path of letters, digits and . _ ~ % / - (no query, no credentials)")
+        return v
+
+
 class ForwardingPolicy(Cited):
     """Automatic forwarding out of, and into, the state mail system (LC Art. 12.5)."""
 
@@ -340,6 +389,7 @@ class Policy(Strict):
     antivirus: AntivirusPolicy = Field(description="Virus scanning with ClamAV.")
     outbound: OutboundPolicy = Field(description="Sending limits per authenticated user.")
     forwarding: ForwardingPolicy = Field(description="Automatic forwarding out of and into the state mail system.")
+    monitoring: MonitoringPolicy = Field(description="Metrics, alerts to the administrators, the heartbeat.")
 
 
 # ---------------------------------------------------------------------------- hosts and TLS

@@ -22,6 +22,7 @@ from .policy import (  # noqa: F401 (the policy sections are part of the option 
     LABEL_RE,
     LOCAL_RE,
     QUOTA_MAX_MB,
+    AlertRelay,
     AntivirusPolicy,
     AttachmentPolicy,
     BackupPolicy,
@@ -33,6 +34,7 @@ from .policy import (  # noqa: F401 (the policy sections are part of the option 
     ForwardingPolicy,
     InactivityPolicy,
     LogPolicy,
+    MonitoringPolicy,
     NamingPolicy,
     OutboundPolicy,
     PasswordPolicy,
@@ -87,9 +89,15 @@ class Host(Strict):
     address: Optional[str] = Field(  # checked below: an IPv4 address
         None, description="Public IPv4 address, for the A record `govmail dns` prints (the lab uses its own)."
     )
-    roles: list[Literal["mail", "backup"]] = Field(
+    private_address: Optional[str] = Field(  # checked below: an IPv4 address
+        None, description="Address the province's other hosts reach it on (the monitor scrapes its metrics there; "
+        "the exporters listen only there). Null: `address`, else the host name as the controller resolves it "
+        "(the lab uses its own)."
+    )
+    roles: list[Literal["mail", "backup", "monitor"]] = Field(
         ["mail"], description="What the host does: `mail` (exactly one host), `backup` (at most one: receives "
-        "the mail host's backups)."
+        "the mail host's backups), `monitor` (at most one, never the mail host: Prometheus and Alertmanager; "
+        "when no host has it, the backup host watches the province)."
     )
     local_files: list[str] = Field(
         [], description="Files of the province's own that the host keeps beside govmail's in a directory govmail "
@@ -110,7 +118,7 @@ class Host(Strict):
                                  f"{', '.join(contract.OWNED_DIRS)}, its name of letters, digits and . _ + -")
         return v
 
-    @field_validator("address")
+    @field_validator("address", "private_address")
     @classmethod
     def _ipv4(cls, v):
         if v is None:

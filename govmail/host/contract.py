@@ -50,12 +50,25 @@ PATHS = {
     "reports": "/var/lib/govmail/reports",  # the reports the host makes (CSV, HTML, JSON)
     "inspector_rules": "/etc/govmail/inspector/inspect.json",
     "sieve_guard": "/etc/govmail/sieve-guard.json",
+    # govmail's facts for Prometheus (govmail/host/metrics.py), in node-exporter's textfile directory.
+    "metrics": "/var/lib/prometheus/node-exporter/govmail.prom",
 }
 # Ports of govmail's own daemons and of what they stand in front of.
 PORTS = {
     "inspector": 11339,  # the attachment inspector, loopback only (rspamd asks it)
     "managesieve": 4190,  # ManageSieve as clients reach it: govmail's guard (RFC 5804's port)
     "managesieve_dovecot": 4191,  # Dovecot's own ManageSieve, loopback only, behind the guard
+    # What the monitor host scrapes on each host's private address (govmail/services/exporters.py),
+    # and what it serves itself on its loopback (govmail/services/monitor.py, `govmail status`).
+    "node_exporter": 9100,
+    "dovecot_stats": 9900,
+    "nginx_exporter": 9113,
+    # nginx's stub_status and php-fpm's status page, on the mail host's loopback only (read by
+    # prometheus-nginx-exporter and the metrics tool).
+    "web_status": 8089,
+    "prometheus": 9090,
+    "alertmanager": 9093,
+    "blackbox": 9115,
 }
 # Debian 13's PHP: its php-fpm unit (php8.4-fpm) and its configuration under /etc/php/8.4/.
 PHP = "8.4"

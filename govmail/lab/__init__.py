@@ -47,6 +47,7 @@ from .host import (  # noqa: F401
     ensure_ssh_key,
     kill_leftovers,
     prepare_root,
+    remove_cgroup,
     ssh_options,
     stop_container,
     wait_ssh,
@@ -119,6 +120,7 @@ def rebuild(hostname: str) -> None:
     log(f"{hostname}: destroying (everything on it is lost)")
     stop_container(h)
     kill_leftovers(h["netns"], why="of the container still running after it was stopped")
+    remove_cgroup(hostname)
     root = LAB_DIR / "machines" / hostname
     remove_tree(root)
     ensure_netns(h["netns"], h["veth"], h["ip"])
@@ -253,6 +255,7 @@ def up(provinces: list[str], fresh: bool = False, records: Records | None = None
         if fresh:
             stop_container(h)
             kill_leftovers(h["netns"], why="of the container still running after it was stopped")
+            remove_cgroup(name)
             remove_tree(root)
         ensure_netns(h["netns"], h["veth"], h["ip"])
         if pid_alive(h.get("pid")):
@@ -283,6 +286,7 @@ def down(provinces: list[str] | None = None, keep_image: bool = True, records: R
         log(f"{name}: stopping")
         stop_container(h)
         kill_leftovers(h["netns"], why="of the container still running after it was stopped")
+        remove_cgroup(name)
         if link_exists(h["veth"]):
             run("ip", "link", "del", h["veth"], check=False)
         if netns_exists(h["netns"]):

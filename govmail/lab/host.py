@@ -106,11 +106,51 @@ def prepare_root(root: Path, image: Path, hostname: str, ip: str) -> None:
         f"deb http://{MIRROR}/debian {SUITE} main\ndeb http://{MIRROR}/debian {SUITE}-updates main\n"
     )
 
+# Each container's own cgroup, in the machine's unified (cgroup v2) hierarchy. nspawn with
+# --keep-unit puts the container under the cgroup it was started in: started in the root cgroup,
+# every container shared one tree, and a `systemctl stop` or `kill` in one container reached the
+# same unit's processes in all the others (a killed Dovecot killed every province's).
+CGROUP_ROOTS = (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup"))
+CGROUP_DIR = "govmail-lab"
+
+
+def cgroup_of(hostname: str) -> Path | None:
+    """Where the container of `hostname` lives in the unified hierarchy (None without one)."""
+    for base in CGROUP_ROOTS:
+        if (base / "cgroup.procs").exists() and (base / "cgroup.controllers").exists():
+            return base / CGROUP_DIR / hostname
+    return None
+
+
+def remove_cgroup(hostname: str) -> None:
+    """The container's cgroup, once empty, with what its systemd made inside (deepest first)."""
+    top = cgroup_of(hostname)
+    if top is None or not top.exists():
+        return
+    for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True) + [top]:
+        try:
+            d.rmdir()
+        except OSError:
+            pass
+    try:
+        top.parent.rmdir()  # the lab's own directory, when no container is left
+    except OSError:
+        pass
+
+
 def boot(hostname: str, root: Path, netns: str) -> int:
     logs = LAB_DIR / "logs"
     logs.mkdir(exist_ok=True)
     out = open(logs / f"{hostname}.log", "ab")
     env = dict(os.environ, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1")
+    group = cgroup_of(hostname)
+    if group is not None:
+        group.mkdir(parents=True, exist_ok=True)
+
+    def own_cgroup():  # in the child, before it becomes nspawn
+        if group is not None:
+            (group / "cgroup.procs").write_text(f"{os.getpid()}\n")
+
     p = subprocess.Popen(
         [
             "systemd-nspawn", "-D", str(root), "-b", "--register=no", "--keep-unit",
@@ -120,6 +160,7 @@ def boot(hostname: str, root: Path, netns: str) -> int:
             "--capability=CAP_NET_ADMIN",
         ],
         stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+        preexec_fn=own_cgroup,
     )
     return p.pid
 

@@ -16,7 +16,9 @@ senders would see.
 - MTA-STS (RFC 8461): the TXT record and the policy to serve at
   https://mta-sts.<domain>/.well-known/mta-sts.txt; `mode: enforce` only with a certificate from a
   CA (`tls.certificate`), `testing` with the self-signed one (senders would otherwise refuse to deliver);
-- autoconfig/autodiscover names for mail clients (the SRV records already configure most).
+- autoconfig/autodiscover names for mail clients (the SRV records already configure most);
+- the monitor host's A and SPF records: it mails the alerts as `govmail-monitor@<its name>`
+  (govmail/services/monitor.py), and the domain's strict DMARC then needs its own SPF to pass.
 """
 
 from __future__ import annotations
@@ -91,6 +93,13 @@ def records(cfg, address: Optional[str] = None, dkim=None, domain: Optional[str]
         Record("_imap._tcp", "SRV", "0 0 0 .", "RFC 6186: no cleartext IMAP offered to clients"),
         Record("_pop3._tcp", "SRV", "0 0 0 .", "no cleartext POP3 offered to clients"),
     ]
+    mon = cfg.monitor_host
+    if d == cfg.domain and mon and mon.endswith("." + d):
+        label, host = mon[: -len(d) - 1], next(h for h in cfg.model.hosts if h.name == mon)
+        if host.address:
+            out.append(Record(label, "A", host.address, "the monitor host (it mails the alerts as itself)"))
+        out.append(Record(label, "TXT", "v=spf1 a -all", "SPF: the monitor host's alerts pass DMARC (needs its A "
+                          "record)"))
     for name in ("mta-sts", "autoconfig", "autodiscover"):
         out.append(Record(name, "CNAME", f"{mx}.", "the mail host; served over HTTPS (443)"))
     if dkim:

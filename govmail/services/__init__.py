@@ -8,11 +8,18 @@ pyinfra, the lab, the targets or the engine (tests/unit/test_structure.py). What
 runs is SERVICES below, in the order its files are installed and its daemons activated; deploy.py and
 the benches read it here.
 
-May import: data, host, publish, render, service.
+May import: data, host, monitoring (the alert rules), publish, render, service.
 """
 
 SERVICES = {
     "mail": ["system", "updates", "base", "host_tools", "tls", "accounts", "dovecot", "sieve_guard", "clamav", "attachments", "rspamd",
-             "postfix", "passwd", "webmail", "web", "fail2ban", "logs", "backup", "reports"],
-    "backup": ["system", "updates", "backup_host"],
+             "postfix", "passwd", "webmail", "web", "fail2ban", "logs", "backup", "reports", "exporters"],
+    "backup": ["system", "updates", "backup_host", "exporters"],
+    # The host that watches the province (role `monitor`, else the backup host: ProvinceConfig.roles).
+    "monitor": ["system", "updates", "exporters", "monitor"],
 }
+
+
+def for_roles(roles) -> list[str]:
+    """The services of a host with these roles, each once, in the order of its first role's list."""
+    return list(dict.fromkeys(name for role in roles for name in SERVICES[role]))

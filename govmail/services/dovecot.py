@@ -3,7 +3,8 @@
 templates/dovecot/dovecot.conf.j2 -> /etc/dovecot/dovecot.conf, checked by `doveconf` on a copy
 of /etc/dovecot before it replaces the live file (templates/dovecot/conf.d/README.j2 says in the
 unread conf.d where the configuration lives); Dovecot reloads when it (or the certificate)
-changed. The quota-warning and post-login programs it runs are govmail's host tools
+changed. Its metrics (logins, failed logins, deliveries, IMAP commands) are served to the
+province's monitor on the private address (govmail/services/exporters.py). The quota-warning and post-login programs it runs are govmail's host tools
 (govmail/services/host_tools.py).
 """
 
@@ -12,9 +13,13 @@ from __future__ import annotations
 from ..host import contract
 from ..render import render
 from ..service import File, Service, Unit, Validator, directory
+from .exporters import address
 
 
 def service(ctx) -> Service:
+    cfg = ctx.cfg
+    # Dovecot's own metrics (`service stats`, OpenMetrics) on the private address, for the monitor.
+    stats = address(ctx.addresses.get(ctx.host_name, ctx.host_name)) if cfg.monitor_host else None
     return Service(
         name="dovecot",
         packages=("dovecot-core", "dovecot-imapd", "dovecot-pop3d", "dovecot-lmtpd",
@@ -24,7 +29,7 @@ def service(ctx) -> Service:
         # on its first start, which comes after Dovecot's.
         ensures=[directory("/var/spool/postfix/private", 0o700, "postfix", "root")],
         files=[
-            File("/etc/dovecot/dovecot.conf", render("dovecot/dovecot.conf.j2", ctx.cfg)),
+            File("/etc/dovecot/dovecot.conf", render("dovecot/dovecot.conf.j2", cfg, stats_address=stats)),
             # Debian's conf.d is not read (dovecot.conf includes nothing): its files go to the
             # quarantine (contract.OWNED_DIRS) and this note says where the configuration lives.
             File("/etc/dovecot/conf.d/README", render("dovecot/conf.d/README.j2", ctx.cfg,

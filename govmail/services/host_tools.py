@@ -11,6 +11,7 @@ module among them), and one small command per tool in /usr/local/lib/govmail/:
     migrate         a merged province's mailboxes from its predecessors' hosts (govmail/host/migrate.py)
     report          the monthly operations and annual usage reports (govmail/host/report.py)
     sieve-guard     ManageSieve's port: scripts checked before Dovecot stores them (govmail/host/sieve_guard.py)
+    metrics         this host's facts for Prometheus, every 30 s (govmail/host/metrics.py)
     postlogin       run by Dovecot after each login (stamps the last login)
 
 A change of any of them re-syncs the account store and restarts the password service (those
@@ -28,7 +29,7 @@ from ..service import File, Service
 HOST = Path(__file__).resolve().parent.parent / "host"
 COMMANDS = {"accounts": "accounts", "backup": "backup_tool", "passwd-service": "passwd_service",
             "quota-warning": "quota_warning", "inspector": "inspector", "migrate": "migrate",
-            "report": "report", "sieve-guard": "sieve_guard"}
+            "report": "report", "sieve-guard": "sieve_guard", "metrics": "metrics"}
 
 
 def command(name: str, module: str) -> str:

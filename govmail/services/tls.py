@@ -1,7 +1,7 @@
 """TLS certificate and key of the mail host, read by Postfix, Dovecot and the password service.
 
 By default a self-signed certificate for the host name is generated on the host once and kept (a
-deploy never regenerates it). If the data file names a certificate and key (`tls.certificate`,
+deploy makes it again only when it no longer names the host or has fewer than RENEW_DAYS left). If the data file names a certificate and key (`tls.certificate`,
 `tls.key`), those are installed instead. Services that serve TLS declare `reacts={"tls": ...}`: a
 new certificate reloads (or restarts) them.
 """
@@ -14,6 +14,9 @@ from ..data import tls_path
 from ..host import contract
 from ..publish.dns import web_names
 from ..service import Ensure, File, Service
+
+# A self-signed certificate with fewer days left than this is made again by the next deploy.
+RENEW_DAYS = 30
 
 
 def service(ctx) -> Service:
@@ -35,12 +38,14 @@ def service(ctx) -> Service:
     extra = [n for n in web_names(cfg) if n != name]
     san = shlex.quote("subjectAltName=" + ",".join(f"DNS:{n}" for n in dict.fromkeys([name, cfg.domain, *extra])))
     cert_q = shlex.quote(contract.PATHS["tls_cert"])
-    # Made once, and again only when it has expired or a name it must cover is missing (a certificate
-    # for another name put in its place; a province that became a merged one): a redeploy never
-    # replaces a certificate that covers the host's names.
-    check = f"test -e {cert_q} && openssl x509 -noout -in {cert_q} -checkend 0 >/dev/null" + "".join(
+    # Made once, and again only when it expires within RENEW_DAYS (before the monitor's 21-day alert,
+    # govmail/monitoring/alerts.py) or a name it must cover is missing (a certificate for another name
+    # put in its place; a province that became a merged one): a redeploy never replaces a
+    # certificate that covers the host's names and has time left.
+    check = (f"test -e {cert_q} && openssl x509 -noout -in {cert_q} -checkend {RENEW_DAYS * 86400} >/dev/null"
+             + "".join(
         f" && openssl x509 -noout -in {cert_q} -checkhost {shlex.quote(n)} | grep -q 'does match'"
-        for n in [name, *extra])
+        for n in [name, *extra]))
     return Service(name="tls", ensures=[Ensure(
         name=f"self-signed TLS certificate for {', '.join([name, *extra])} (made once)",
         check=check,

@@ -1,0 +1,244 @@
+"""`metrics`: govmail's own facts about a host, for Prometheus, through node-exporter's textfile collector.
+
+Run every 30 s by govmail-metrics.timer on every govmail host (govmail/services/exporters.py); writes
+contract.PATHS["metrics"] atomically (node-exporter never reads half a file). Each fact is written
+only where its source exists on the host, so one tool serves the mail, backup and monitor hosts:
+
+    govmail_metrics_timestamp_seconds                 when this ran (its absence or age: the tool stopped)
+    govmail_backup_last_success_timestamp_seconds     last good backup (before the first: when backups were set up)
+    govmail_backup_last_run_failed                    1 while the newest run failed
+    govmail_logrotate_last_run_timestamp_seconds      logrotate's last run (before the first: its install)
+    govmail_tls_certificate_expiry_timestamp_seconds  the deployed certificate's notAfter
+    govmail_clamav_signatures_timestamp_seconds       the newest ClamAV signature database
+    govmail_pending_actions                           pending deploy markers (a deploy stopped half-way)
+    govmail_accounts{status}                          the account store's mailboxes by status
+    govmail_postfix_queue_messages{queue}             Postfix's queues by state (`postqueue -j`)
+    govmail_postfix_queue_oldest_age_seconds{queue}
+    govmail_fail2ban_banned{jail}, govmail_fail2ban_bans_total{jail}
+    govmail_rspamd_scanned_total, govmail_rspamd_actions_total{action}
+                                                     (rspamd's controller /stat, on the loopback)
+    govmail_phpfpm_active_processes, govmail_phpfpm_max_children_reached_total, govmail_phpfpm_listen_queue
+                                                     (the web mail's pool, through nginx on the loopback)
+
+Judged and not used: Debian's prometheus-postfix-exporter (0.3.0, an unmaintained fork that reads
+showq's old format); `postqueue -j` is Postfix's own, stable JSON.
+
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+
+from . import contract
+
+OUT = contract.PATHS["metrics"]
+QUEUES = ("maildrop", "incoming", "active", "deferred", "hold", "corrupt")
+
+
+class Facts:
+    def __init__(self):
+        self.lines: list[str] = []
+        self.declared: set[str] = set()
+
+    def add(self, name: str, kind: str, text: str, value: float, labels: dict | None = None) -> None:
+        if name not in self.declared:
+            self.lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
+            self.declared.add(name)
+        lab = ""
+        if labels:
+            lab = "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items())) + "}"
+        self.lines.append(f"{name}{lab} {float(value):.17g}")
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def _escape(v: str) -> str:
+    return str(v).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _run(cmd: list[str], timeout: float = 20) -> str | None:
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return r.stdout if r.returncode == 0 else None
+
+
+def _mtime(path: str) -> float | None:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return None
+
+
+def backup(f: Facts) -> None:
+    conf = _mtime(contract.PATHS["backup_conf"])
+    if conf is None:
+        return
+    try:
+        with open(contract.PATHS["backup_status"], encoding="utf-8") as fh:
+            st = json.load(fh)
+    except (OSError, ValueError):
+        st = {}
+    f.add("govmail_backup_last_success_timestamp_seconds", "gauge",
+          "Last good backup (before the first one: when backups were set up).", st.get("last_ok") or conf)
+    failed = bool(st.get("last_error") and st["last_error"] >= (st.get("last_ok") or 0))
+    f.add("govmail_backup_last_run_failed", "gauge", "1 while the newest backup run failed.", int(failed))
+
+
+def logrotate(f: Facts) -> None:
+    t = _mtime("/var/lib/logrotate/status") or _mtime("/var/lib/dpkg/info/logrotate.list")
+    if t is not None:
+        f.add("govmail_logrotate_last_run_timestamp_seconds", "gauge",
+              "logrotate's last run (before the first one: when it was installed).", t)
+
+
+def certificate(f: Facts) -> None:
+    path = contract.PATHS["tls_cert"]
+    if not os.path.exists(path):
+        return
+    out = _run(["openssl", "x509", "-noout", "-enddate", "-in", path])
+    if out and "=" in out:
+        try:
+            t = time.mktime(time.strptime(out.split("=", 1)[1].strip(), "%b %d %H:%M:%S %Y %Z")) - time.timezone
+        except ValueError:
+            return
+        f.add("govmail_tls_certificate_expiry_timestamp_seconds", "gauge", "The deployed certificate's notAfter.", t)
+
+
+def clamav(f: Facts) -> None:
+    times = [t for t in (_mtime(p) for p in glob.glob("/var/lib/clamav/*.c[lv]d")) if t]
+    if times:
+        f.add("govmail_clamav_signatures_timestamp_seconds", "gauge", "The newest ClamAV signature database.",
+              max(times))
+
+
+def pending(f: Facts) -> None:
+    d = contract.PATHS["pending"]
+    n = len(os.listdir(d)) if os.path.isdir(d) else 0
+    f.add("govmail_pending_actions", "gauge", "Actions a deploy marked and has not carried out yet.", n)
+
+
+def accounts(f: Facts) -> None:
+    path = contract.PATHS["store"]
+    if not os.path.exists(path):
+        return
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        rows = con.execute("SELECT status, count(*) FROM accounts GROUP BY status").fetchall()
+        con.close()
+    except sqlite3.Error:
+        return
+    counts = dict.fromkeys(("active", "cancelled", "suspended", "removed", "deleted"), 0)
+    counts.update({str(s): n for s, n in rows})
+    for status, n in sorted(counts.items()):
+        f.add("govmail_accounts", "gauge", "Mailboxes of the account store by status.", n, {"status": status})
+
+
+def postfix_queue(f: Facts, now: float) -> None:
+    if not os.path.exists("/usr/sbin/postqueue"):
+        return
+    out = _run(["postqueue", "-j"])
+    if out is None:
+        return
+    count = dict.fromkeys(QUEUES, 0)
+    oldest = dict.fromkeys(QUEUES, now)
+    for line in out.splitlines():
+        try:
+            m = json.loads(line)
+        except ValueError:
+            continue
+        q = m.get("queue_name")
+        if q in count:
+            count[q] += 1
+            oldest[q] = min(oldest[q], float(m.get("arrival_time") or now))
+    for q in QUEUES:
+        f.add("govmail_postfix_queue_messages", "gauge", "Messages in Postfix's queue.", count[q], {"queue": q})
+        f.add("govmail_postfix_queue_oldest_age_seconds", "gauge", "Age of the oldest message in the queue "
+              "(0 when empty).", max(0.0, now - oldest[q]), {"queue": q})
+
+
+def fail2ban(f: Facts) -> None:
+    if not os.path.exists("/usr/bin/fail2ban-client"):
+        return
+    out = _run(["fail2ban-client", "status"], timeout=10)
+    if not out:
+        return
+    jails = [j.strip() for line in out.splitlines() if "Jail list:" in line
+             for j in line.split(":", 1)[1].split(",") if j.strip()]
+    for jail in jails:
+        st = _run(["fail2ban-client", "status", jail], timeout=10) or ""
+        for line in st.splitlines():
+            key, _, val = line.strip("|`- \t").partition(":")
+            if key.strip() == "Currently banned":
+                f.add("govmail_fail2ban_banned", "gauge", "Addresses banned now.", int(val), {"jail": jail})
+            elif key.strip() == "Total banned":
+                f.add("govmail_fail2ban_bans_total", "counter", "Bans since fail2ban started.", int(val),
+                      {"jail": jail})
+
+
+def rspamd(f: Facts) -> None:
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:11334/stat", timeout=5) as r:
+            st = json.load(r)
+    except (OSError, ValueError):
+        return
+    f.add("govmail_rspamd_scanned_total", "counter", "Messages rspamd scanned.", st.get("scanned", 0))
+    for action, n in sorted((st.get("actions") or {}).items()):
+        f.add("govmail_rspamd_actions_total", "counter", "rspamd's verdicts by action.", n, {"action": action})
+
+
+def phpfpm(f: Facts) -> None:
+    """The web mail's php-fpm pool (no packaged exporter reads it), through nginx on the loopback."""
+    url = f"http://127.0.0.1:{contract.PORTS['web_status']}/fpm-status?json"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            st = json.load(r)
+    except (OSError, ValueError):
+        return
+    f.add("govmail_phpfpm_active_processes", "gauge", "Web mail workers busy now.", st.get("active processes", 0))
+    f.add("govmail_phpfpm_max_children_reached_total", "counter", "Times every web mail worker was busy.",
+          st.get("max children reached", 0))
+    f.add("govmail_phpfpm_listen_queue", "gauge", "Web mail requests waiting for a worker.", st.get("listen queue", 0))
+
+
+def collect(now: float | None = None) -> Facts:
+    now = time.time() if now is None else now
+    f = Facts()
+    f.add("govmail_metrics_timestamp_seconds", "gauge", "When govmail's metrics tool last ran.", now)
+    for part in (backup, logrotate, certificate, clamav, pending, accounts, fail2ban, rspamd, phpfpm):
+        part(f)
+    postfix_queue(f, now)
+    return f
+
+
+def main(argv: list[str]) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="metrics", description="Write this host's facts for Prometheus.")
+    ap.add_argument("--out", default=OUT, help=f"the file node-exporter reads (default {OUT}); - prints them")
+    out = ap.parse_args(argv).out
+    text = collect().text()
+    if out == "-":
+        sys.stdout.write(text)
+        return 0
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    tmp = f"{out}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, out)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,93 @@
+"""Metrics from every host of a watched province, for its monitor (govmail/services/monitor.py).
+
+- prometheus-node-exporter on the host's private address (`hosts[].private_address`; the lab gives
+  its own), port contract.PORTS["node_exporter"]: the machine (disk, inodes, clock, load), the state of
+  the daemons and of govmail's jobs (systemd collector, units: govmail/monitoring/alerts.py UNIT_INCLUDE),
+  and govmail's own facts (textfile collector): templates/exporters/prometheus-node-exporter.j2 ->
+  /etc/default/prometheus-node-exporter;
+- prometheus-nginx-exporter on the mail host (same address, port contract.PORTS["nginx_exporter"]),
+  reading nginx's stub_status on the loopback (templates/nginx/conf.d/govmail.conf.j2):
+  templates/exporters/prometheus-nginx-exporter.j2 -> /etc/default/prometheus-nginx-exporter;
+- govmail-metrics.timer: every 30 s the host tool `metrics` (govmail/host/metrics.py) writes those
+  facts (backup age, certificate expiry, queues, pending deploy actions, accounts by status, bans...);
+- templates/exporters/metrics.nft.j2 -> /etc/govmail/exporters/metrics.nft: only the monitor (and the
+  host itself) reach the metric ports, the exporters' and Dovecot's (templates/dovecot/dovecot.conf.j2,
+  `service stats`); its own nft table, checked by `nft -c` before it replaces the live one, loaded by
+  govmail-metrics-firewall.service.
+
+On a host without the mail role, the `metrics` tool and the host contract are installed here (the
+mail host gets them with every host tool: govmail/services/host_tools.py).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from ..data.text import DOMAIN_RE, Trusted, UnsafeValue
+from ..host import contract
+from ..host.contract import PACKAGE
+from ..monitoring.alerts import UNIT_INCLUDE
+from ..render import render
+from ..service import File, Service, Unit, Validator
+from .host_tools import HOST, command
+
+NFT_DIR = "/etc/govmail/exporters"
+NFT = f"{NFT_DIR}/metrics.nft"
+TEXTFILE_DIR = contract.PATHS["metrics"].rsplit("/", 1)[0]
+
+
+def address(value: str) -> Trusted:
+    """A host's address as the configuration files take it: an IPv4 address, or a host name."""
+    try:
+        return Trusted(str(ipaddress.IPv4Address(value)))
+    except ValueError:
+        if not DOMAIN_RE.match(value):
+            raise UnsafeValue(f"{value[:60]!r}: not an IPv4 address or a host name") from None
+        return Trusted(value)
+
+
+def metric_ports(roles) -> list[int]:
+    mail = [contract.PORTS["dovecot_stats"], contract.PORTS["nginx_exporter"]] if "mail" in roles else []
+    return [contract.PORTS["node_exporter"], *mail]
+
+
+def service(ctx) -> Service:
+    cfg = ctx.cfg
+    monitor = cfg.monitor_host
+    if monitor is None:
+        return None
+    me = address(ctx.addresses.get(ctx.host_name, ctx.host_name))
+    watcher = address(ctx.addresses.get(monitor, monitor))
+    extra = dict(monitor=Trusted(monitor), listen=me, units=Trusted(UNIT_INCLUDE), textfile_dir=Trusted(TEXTFILE_DIR),
+                 nft=Trusted(NFT), metric_ports=Trusted(", ".join(map(str, metric_ports(ctx.roles)))),
+                 allowed=Trusted(", ".join(sorted({watcher, me}))))
+    files = [
+        File("/etc/default/prometheus-node-exporter", render("exporters/prometheus-node-exporter.j2", cfg, **extra),
+             action="restart"),
+        File(NFT, render("exporters/metrics.nft.j2", cfg, **extra), action="firewall"),
+        *[File(f"/etc/systemd/system/{n}", render(f"systemd/{n}.j2", cfg, **extra), action=None)
+          for n in ("govmail-metrics.service", "govmail-metrics.timer", "govmail-metrics-firewall.service")],
+    ]
+    packages = ["prometheus-node-exporter", "nftables"]
+    units = [Unit("govmail-metrics-firewall"),
+             Unit("prometheus-node-exporter", ready=f"timeout 2 bash -c '</dev/tcp/{me}/{contract.PORTS['node_exporter']}'"),
+             Unit("govmail-metrics.timer")]
+    if "mail" in ctx.roles:  # nginx's own figures (stub_status on the loopback: govmail/services/web.py)
+        packages.append("prometheus-nginx-exporter")
+        files.append(File("/etc/default/prometheus-nginx-exporter",
+                          render("exporters/prometheus-nginx-exporter.j2", cfg, **extra), action="restart"))
+        units.append(Unit("prometheus-nginx-exporter"))
+    else:
+        lib = contract.PATHS["lib"]
+        files += [File(f"{lib}/{PACKAGE}/{name}", (HOST / name).read_bytes(), action=None)
+                  for name in ("__init__.py", "contract.py", "metrics.py")]
+        files.append(File(f"{lib}/metrics", command("metrics", "metrics"), mode=0o755, action=None))
+    return Service(
+        name="exporters",
+        packages=tuple(packages),
+        files=files,
+        validator=Validator(NFT_DIR, "nft -c -f {dir}/metrics.nft"),
+        units=units,
+        actions={"firewall": "systemctl restart govmail-metrics-firewall",
+                 "restart": "systemctl restart " + " ".join(u.name for u in units if "exporter" in u.name)},
+    )
