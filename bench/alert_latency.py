@@ -66,7 +66,7 @@ def main() -> int:
                 b.repair(cfg, data)
                 for (n, w, lab) in b.alerts:
                     hit = got[(n, w)]
-                    res = sink.wait(n, host_of(cfg, w), status="resolved", since=t1, timeout=300, labels=lab)
+                    res = sink.wait(n, host_of(cfg, w), status="resolved", since=t1, timeout=480, labels=lab)
                     rows.append((b.name, n, hit[0] - t0 if hit else None, floor(n, lab), res[0] - t1 if res else None))
                 time.sleep(20)  # the next break starts from a quiet province
         finally:
