@@ -144,12 +144,19 @@ def boot(hostname: str, root: Path, netns: str) -> int:
     out = open(logs / f"{hostname}.log", "ab")
     env = dict(os.environ, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1")
     group = cgroup_of(hostname)
-    if group is not None:
-        group.mkdir(parents=True, exist_ok=True)
-
-    def own_cgroup():  # in the child, before it becomes nspawn
+    try:
         if group is not None:
-            (group / "cgroup.procs").write_text(f"{os.getpid()}\n")
+            group.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        log(f"{hostname}: no cgroup of its own ({e}); it shares the machine's")
+        group = None
+
+    def own_cgroup():  # in the child, before it becomes nspawn; a machine that refuses: shared, as before
+        if group is not None:
+            try:
+                (group / "cgroup.procs").write_text(f"{os.getpid()}\n")
+            except OSError:
+                pass
 
     p = subprocess.Popen(
         [

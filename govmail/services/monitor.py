@@ -22,6 +22,10 @@ from Python structures (every value quoted by the YAML dumper), never pasted int
 
 from __future__ import annotations
 
+import ipaddress
+import json
+import re
+
 import yaml
 
 from ..data.text import Trusted
@@ -47,8 +51,6 @@ def probes(cfg) -> dict[str, str]:
 
 def resolver(ctx) -> str | None:
     """The first nameserver of the monitor host (an IPv4 address), or None."""
-    import ipaddress
-
     value = (ctx.probes.get("monitor_resolver") or "").strip()
     try:
         return str(ipaddress.IPv4Address(value))
@@ -143,9 +145,6 @@ def service(ctx) -> Service:
         if r["alert"] == "Heartbeat":
             r["labels"]["host"] = cfg.monitor_host
     mon = cfg.policy.monitoring
-    import json
-    import re
-
     extra = dict(retention_days=mon.retention_days, verify_tls=ctx.verifiable_tls, hello=address(cfg.monitor_host),
                  mx=bool(resolver(ctx)), mx_name=Trusted(json.dumps(cfg.domain)),
                  mx_regexp=Trusted(json.dumps(rf"\sMX\s+[0-9]+\s+{re.escape(cfg.mail_host)}\.$")))
