@@ -157,7 +157,9 @@ def rules(cfg, signature_mirror: bool = True) -> dict:
             "alert": a.name,
             "expr": a.expr.replace("BACKUP_MAX_AGE", str(cfg.policy.backup.max_age_hours * 3600)),
             "for": a.for_,
-            "labels": {"severity": a.severity, "clause": a.clause, "article": article, "province": cfg.key},
+            "labels": {"severity": a.severity, "clause": a.clause, "article": article, "province": cfg.key,
+                       # the heartbeat comes from no scraped series: it is the monitor's own
+                       **({"host": cfg.monitor_host} if a.name == "Heartbeat" and cfg.monitor_host else {})},
             "annotations": {"summary": a.summary, "article": article,
                             "runbook": f"docs/alerts.md#{a.name.lower()}"},
         })

@@ -141,14 +141,10 @@ def alertmanager_config(cfg, verifiable_tls: bool) -> dict:
 def service(ctx) -> Service:
     cfg = ctx.cfg
     rules = alerts.rules(cfg, ctx.signature_mirror)
-    for r in rules["groups"][0]["rules"]:
-        if r["alert"] == "Heartbeat":
-            r["labels"]["host"] = cfg.monitor_host
     mon = cfg.policy.monitoring
     extra = dict(retention_days=mon.retention_days, verify_tls=ctx.verifiable_tls, hello=address(cfg.monitor_host),
                  mx=bool(resolver(ctx)), mx_name=Trusted(json.dumps(cfg.domain)),
                  mx_regexp=Trusted(json.dumps(rf"\sMX\s+[0-9]+\s+{re.escape(cfg.mail_host)}\.$")))
-    reload_prom = "systemctl reload prometheus"
     warnings = [] if mon.relay or mon.webhook else [
         "policy.monitoring names no relay and no webhook: alerts are mailed through the province's own mail host "
         "and stop when it does (the heartbeat stops too, which is noticed)"]
@@ -176,7 +172,7 @@ def service(ctx) -> Service:
             Unit("prometheus", ready=f"timeout 2 bash -c '</dev/tcp/127.0.0.1/{contract.PORTS['prometheus']}'"),
         ],
         actions={
-            "reload": reload_prom,
+            "reload": "systemctl reload prometheus",
             "alertmanager": "systemctl try-reload-or-restart prometheus-alertmanager",
             "blackbox": "systemctl try-reload-or-restart prometheus-blackbox-exporter",
             "restart": "systemctl restart prometheus-blackbox-exporter prometheus-alertmanager prometheus",
