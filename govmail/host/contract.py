@@ -52,6 +52,9 @@ PATHS = {
     "sieve_guard": "/etc/govmail/sieve-guard.json",
     # govmail's facts for Prometheus (govmail/host/metrics.py), in node-exporter's textfile directory.
     "metrics": "/var/lib/prometheus/node-exporter/govmail.prom",
+    # ... and the mailboxes' quota use, every 15 minutes (reading every mailbox's quota is too slow
+    # for the 30-second facts on a host with tens of thousands).
+    "metrics_quota": "/var/lib/prometheus/node-exporter/govmail-quota.prom",
 }
 # Ports of govmail's own daemons and of what they stand in front of.
 PORTS = {

@@ -20,6 +20,12 @@ only where its source exists on the host, so one tool serves the mail, backup an
     govmail_phpfpm_active_processes, govmail_phpfpm_max_children_reached_total, govmail_phpfpm_listen_queue
                                                      (the web mail's pool, through nginx on the loopback)
 
+With --quota (govmail-quota-facts.timer, every 15 minutes on the mail host) it writes
+contract.PATHS["metrics_quota"] instead:
+
+    govmail_quota_facts_timestamp_seconds             when the mailboxes' quota use was read
+    govmail_mailboxes_quota{state}                    mailboxes with a quota: all, over 80 %, over 95 %, full
+
 Judged and not used: Debian's prometheus-postfix-exporter (0.3.0, an unmaintained fork that reads
 showq's old format); `postqueue -j` is Postfix's own, stable JSON.
 
@@ -211,6 +217,21 @@ def phpfpm(f: Facts) -> None:
     f.add("govmail_phpfpm_listen_queue", "gauge", "Web mail requests waiting for a worker.", st.get("listen queue", 0))
 
 
+def quota_facts(now: float | None = None) -> Facts:
+    """How full the mailboxes are (Dovecot's quota of each; mailboxes without a limit not counted)."""
+    f = Facts()
+    out = _run(contract.QUOTA_COMMAND.split(), timeout=540)
+    if out is None:
+        return f  # nothing: the last reading stays (main), its timestamp says how old it is
+    f.add("govmail_quota_facts_timestamp_seconds", "gauge", "When the mailboxes' quota use was read.",
+          time.time() if now is None else now)
+    shares = [used / limit for used, limit in contract.quota_table(out).values() if limit]
+    for state, floor in (("all", 0.0), ("over_80_percent", 0.8), ("over_95_percent", 0.95), ("full", 1.0)):
+        f.add("govmail_mailboxes_quota", "gauge", "Mailboxes with a quota, by how full they are.",
+              sum(1 for x in shares if x >= floor), {"state": state})
+    return f
+
+
 def collect(now: float | None = None) -> Facts:
     now = time.time() if now is None else now
     f = Facts()
@@ -225,9 +246,16 @@ def main(argv: list[str]) -> int:
     import argparse
 
     ap = argparse.ArgumentParser(prog="metrics", description="Write this host's facts for Prometheus.")
-    ap.add_argument("--out", default=OUT, help=f"the file node-exporter reads (default {OUT}); - prints them")
-    out = ap.parse_args(argv).out
-    text = collect().text()
+    ap.add_argument("--out", help=f"the file node-exporter reads (default {OUT}, with --quota "
+                    f"{contract.PATHS['metrics_quota']}); - prints them")
+    ap.add_argument("--quota", action="store_true", help="the mailboxes' quota use (slow: every 15 minutes)")
+    args = ap.parse_args(argv)
+    out = args.out or (contract.PATHS["metrics_quota"] if args.quota else OUT)
+    facts = quota_facts() if args.quota else collect()
+    if not facts.lines:  # Dovecot did not answer: the last reading stays, its timestamp tells its age
+        print("metrics: the mailboxes' quota could not be read; the last reading stays", file=sys.stderr)
+        return 0
+    text = facts.text()
     if out == "-":
         sys.stdout.write(text)
         return 0

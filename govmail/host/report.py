@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 
-from . import contract, report_render
+from . import contract, report_availability, report_render
 from .report_render import MISUSE_REASONS, REASONS
 
 MAIL_LOGS = "/var/log/mail.log*"
@@ -369,7 +369,8 @@ def gather(kind: str, label: str, since: float, until: float, now: float | None 
         "bans": bans(since, until), "storage": storage(q),
     }
     if kind == "monthly":
-        out["services"] = availability(since, until, now)
+        out["services"], out["probes"], out["availability_source"] = report_availability.merge(
+            availability(since, until, now), settings.get("monitor"), since, min(until, now))
         out["backups"] = backups(since, until)
         out["misuse"] = misuse_cases(settings, mail)
         out["misuse_article"] = settings.get("articles", {}).get("misuse", "")

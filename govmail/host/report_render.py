@@ -72,8 +72,11 @@ def csv_rows(f: dict) -> list[list]:
     rows += [["mail", k, v] for k, v in f["mail"].items()]
     rows += [["refused", r, f["refusals"][r]] for r in REASONS]
     rows += [["banned", jail, n] for jail, n in sorted(f["bans"].items())]
+    if f.get("availability_source"):
+        rows.append(["availability", "measured by", f["availability_source"]])
     for svc, s in f["services"].items():
         rows += [["service", f"{svc} {k}", v] for k, v in s.items()]
+    rows += [["as users meet it", f"{svc} availability", v] for svc, v in f.get("probes", {}).items()]
     rows += [["backup", k, v if v is not None else ""] for k, v in f["backups"].items()]
     rows += [["storage", k, v] for k, v in f["storage"].items() if k != "over_80_percent"]
     rows += [["mailbox over 80%", a, p] for a, p in f["storage"]["over_80_percent"]]

@@ -7,8 +7,8 @@ which host. `markdown()` is the runbook (docs/alerts.md): what fired, why it mat
 
 Adding a rule: one `Alert` below (its PromQL over the metrics the exporters give, the `for` window,
 the clause, the runbook), then `govmail alerts --markdown > docs/alerts.md`, and a break in
-tests/lab/test_monitoring.py that makes it fire. `promtool check rules` checks the file on the host
-before it replaces the live one.
+tests/lab/breaks.py that makes it fire (tests/lab/test_monitoring.py applies them all). `promtool
+check rules` checks the file on the host before it replaces the live one.
 
 Labels every scraped series carries: `host` (the province host's name) and `role`; probes carry
 `service` (smtp, submission, submissions, imaps, pop3s, webmail, mx).
@@ -28,13 +28,17 @@ DAEMONS = ("postfix", "dovecot", "rspamd", "redis-server", "clamav-daemon", "ngi
 # The units node-exporter reports: the daemons and govmail's own jobs (backup, daily job, reports...).
 UNIT_INCLUDE = "(" + "|".join(d.replace(".", "[.]") for d in DAEMONS) + "|govmail-.+)[.]service"
 DAY = 86400
+# The file systems whose filling stops mail. tmpfs counts: Debian 13 mounts /tmp as tmpfs, and a full
+# /tmp breaks uploads and PHP sessions as surely as a full disk stops deliveries. (Debian's
+# node-exporter already leaves out the mounts under /dev, /proc, /run, /sys, /mnt and /media.)
+FILESYSTEMS = 'fstype!~"ramfs|squashfs|nsfs|overlay|iso9660"'
 
 
 @dataclass(frozen=True)
 class Alert:
     name: str
     clause: str  # the policy section whose article the alert cites
-    expr: str  # PromQL; BACKUP_MAX_AGE is replaced by the province's seconds
+    expr: str  # PromQL; BACKUP_MAX_AGE is replaced by the province's seconds, FILESYSTEMS by the above
     for_: str
     summary: str  # Alertmanager's text; {{ $labels.host }}, {{ $value }}
     runbook: str
@@ -85,13 +89,11 @@ ALERTS = (
           "{{ $value }} messages are on hold on {{ $labels.host }}",
           "Held mail is never delivered until released: `postqueue -j` lists it, `postsuper -H ALL` releases it."),
     Alert("DiskAlmostFull", "operation",
-          '1 - node_filesystem_avail_bytes{fstype!~"tmpfs|ramfs|squashfs|nsfs|overlay"} '
-          '/ node_filesystem_size_bytes > 0.85', "10m",
+          '1 - node_filesystem_avail_bytes{FILESYSTEMS} / node_filesystem_size_bytes > 0.85', "10m",
           "{{ $labels.mountpoint }} on {{ $labels.host }} is {{ $value | humanizePercentage }} full",
           "Mail stops when the disk is full: find what grew (`du -xsh /var/*`), add space, or move mailboxes."),
     Alert("InodesAlmostUsed", "operation",
-          '1 - node_filesystem_files_free{fstype!~"tmpfs|ramfs|squashfs|nsfs|overlay"} '
-          '/ node_filesystem_files > 0.85', "10m",
+          '1 - node_filesystem_files_free{FILESYSTEMS} / node_filesystem_files > 0.85', "10m",
           "{{ $labels.mountpoint }} on {{ $labels.host }} has used {{ $value | humanizePercentage }} of its inodes",
           "Each message is a file (Maildir): add inodes (a new file system) before they run out."),
     Alert("LogRotationStale", "logs", f"time() - govmail_logrotate_last_run_timestamp_seconds > 8 * {DAY}", "0m",
@@ -114,16 +116,16 @@ ALERTS = (
           "{{ $value }} clients banned in 5 minutes on {{ $labels.host }}",
           "An attack on the login ports, or an agency's gateway failing with an old password "
           "(`policy.bruteforce.ignore`).", severity="warning"),
-    Alert("OutboundRateExceeded", "outbound", 'increase(govmail_rspamd_actions_total{action="soft reject"}[15m]) > 10',
+    Alert("OutboundRateExceeded", "outbound", 'increase(govmail_rspamd_actions_total{action="soft reject"}[5m]) > 10',
           "0m", "{{ $value }} messages refused for sending too fast on {{ $labels.host }}",
           "A mailbox sends far above its allowed rate (`policy.outbound`): a stolen password? The monthly "
           "report's misuse list names it; `govmail set-password` stops it.", severity="warning"),
-    Alert("DeliveryFailing", "operation", "increase(dovecot_mail_deliveries_failed_total[10m]) > 0", "0m",
-          "{{ $value }} local deliveries failed in 10 minutes on {{ $labels.host }}",
+    Alert("DeliveryFailing", "operation", "increase(dovecot_mail_deliveries_failed_total[5m]) > 0", "0m",
+          "{{ $value }} local deliveries failed in 5 minutes on {{ $labels.host }}",
           "Dovecot's LMTP could not store mail (quota, disk, permissions): mail.log names the mailbox.",
           severity="warning"),
     Alert("WebmailSaturated", "web_access",
-          "increase(govmail_phpfpm_max_children_reached_total[10m]) > 0 or govmail_phpfpm_listen_queue > 0", "5m",
+          "increase(govmail_phpfpm_max_children_reached_total[5m]) > 0 or govmail_phpfpm_listen_queue > 0", "5m",
           "the web mail on {{ $labels.host }} has every worker busy and requests waiting",
           "Officials wait for the web mail: raise the pool's `pm.max_children` (templates/php/) if memory allows, "
           "or look for a client hammering it in nginx's access log.", severity="warning"),
@@ -131,17 +133,26 @@ ALERTS = (
           "a deploy left {{ $value }} actions undone on {{ $labels.host }}",
           "A deploy stopped half-way: run it again (`govmail deploy P`); it carries the pending actions out."),
     Alert("MetricsStale", "operation",
-          '(time() - govmail_metrics_timestamp_seconds > 300) or (up{job="node"} == 1 unless on (host) '
+          '(time() - govmail_metrics_timestamp_seconds > 120) or (up{job="node"} == 1 unless on (host) '
           "govmail_metrics_timestamp_seconds)", "2m",
           "govmail's facts about {{ $labels.host }} are not current",
           "govmail-metrics.timer stopped: `systemctl status govmail-metrics.service`; a redeploy restarts it."),
-    Alert("AlertsNotSent", "operation", "increase(alertmanager_notifications_failed_total[10m]) > 0", "0m",
+    Alert("AlertsNotSent", "operation", "increase(alertmanager_notifications_failed_total[5m]) > 0", "0m",
           "Alertmanager could not send {{ $value }} notifications by {{ $labels.integration }}",
           "The relay or the webhook refuses: `journalctl -u prometheus-alertmanager` names the error."),
     Alert("Heartbeat", "operation", "vector(1)", "0m", "the monitor of the province is alive",
           "Sent every `policy.monitoring.heartbeat_hours`. Its absence is the alert: the monitor host, its "
           "Prometheus or Alertmanager, or the way to you is down.", severity="heartbeat"),
 )
+
+
+def _filesystems(text: str) -> str:
+    return text.replace("{FILESYSTEMS}", "{" + FILESYSTEMS + "}")
+
+
+def expr(a: Alert, cfg) -> str:
+    """The rule's PromQL for this province."""
+    return _filesystems(a.expr).replace("BACKUP_MAX_AGE", str(cfg.policy.backup.max_age_hours * 3600))
 
 
 def active(cfg, signature_mirror: bool = True) -> list[Alert]:
@@ -155,7 +166,7 @@ def rules(cfg, signature_mirror: bool = True) -> dict:
         article = cfg.cite(a.clause)
         out.append({
             "alert": a.name,
-            "expr": a.expr.replace("BACKUP_MAX_AGE", str(cfg.policy.backup.max_age_hours * 3600)),
+            "expr": expr(a, cfg),
             "for": a.for_,
             "labels": {"severity": a.severity, "clause": a.clause, "article": article, "province": cfg.key,
                        # the heartbeat comes from no scraped series: it is the monitor's own
@@ -172,7 +183,7 @@ def markdown() -> str:
              "article of the clause it protects (from the province's data file) and the host it concerns.", "",
              "| Alert | Clause | Fires when | For | Severity |", "|---|---|---|---|---|"]
     bar = "\\|"  # a | inside a table cell
-    lines += [f"| [{a.name}](#{a.name.lower()}) | `policy.{a.clause}` | `{a.expr.replace('|', bar)}` | {a.for_} | "
+    lines += [f"| [{a.name}](#{a.name.lower()}) | `policy.{a.clause}` | `{_filesystems(a.expr).replace('|', bar)}` | {a.for_} | "
               f"{a.severity} |" for a in ALERTS]
     for a in ALERTS:
         lines += ["", f"## {a.name}", "", f"*{a.summary}* — protects `policy.{a.clause}`.", "", a.runbook]

@@ -1,7 +1,8 @@
 """`govmail status PROVINCE`: one screen per host from the province's Prometheus and Alertmanager.
 
-The monitor host serves both on its loopback only; the controller sends QUERY (standard library
-Python) through SSH, which asks them and prints one JSON document; `report()` turns it into the
+The monitor host serves Alertmanager on its loopback, Prometheus on its private address (as its
+/etc/default/prometheus says); the controller sends QUERY (standard library Python) through SSH,
+which asks them and prints one JSON document; `report()` turns it into the
 screen. Exit status: 0 when nothing fires (the heartbeat aside), 1 when an alert fires, 2 when the
 monitor cannot be asked.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 
 from ..host import contract
+from .alerts import FILESYSTEMS
 
 # Per host: the values the screen shows (PromQL, each result carrying a `host` label).
 VALUES = {
@@ -18,17 +20,25 @@ VALUES = {
     "probes": 'probe_success{job="probe"}',
     "down": 'node_systemd_unit_state{state="active",type!="oneshot"} == 0 or node_systemd_unit_state{state="failed"} == 1',
     "queue": "sum by (host, queue) (govmail_postfix_queue_messages)",
-    "disk": 'max by (host) (1 - node_filesystem_avail_bytes{fstype!~"tmpfs|ramfs|squashfs|nsfs|overlay"} '
-            '/ node_filesystem_size_bytes)',
+    "disk": "max by (host) (1 - node_filesystem_avail_bytes{" + FILESYSTEMS + "} / node_filesystem_size_bytes)",
     "backup_hours": "(time() - govmail_backup_last_success_timestamp_seconds) / 3600",
     "backup_failed": "govmail_backup_last_run_failed",
     "cert_days": "min by (host) ((govmail_tls_certificate_expiry_timestamp_seconds - time()) / 86400)",
+    "quota": "govmail_mailboxes_quota",
     "rules": "sum(prometheus_rule_group_rules)",  # the alert rules Prometheus has loaded (`govmail verify`)
 }
 
-QUERY = f"""
+# Python lines, run on the monitor host, that set PROM to where its Prometheus listens.
+FIND_PROMETHEUS = f"""
+import re
+try:
+    PROM = "http://" + re.search(r"--web[.]listen-address=([^\\s']+)", open("/etc/default/prometheus").read()).group(1)
+except (OSError, AttributeError):
+    PROM = "http://127.0.0.1:{contract.PORTS['prometheus']}"
+"""
+
+QUERY = FIND_PROMETHEUS + f"""
 import json, sys, urllib.parse, urllib.request
-PROM = "http://127.0.0.1:{contract.PORTS['prometheus']}"
 AM = "http://127.0.0.1:{contract.PORTS['alertmanager']}"
 def get(url):
     with urllib.request.urlopen(url, timeout=20) as r:
@@ -87,6 +97,10 @@ def report(cfg, doc: dict) -> tuple[str, int]:
                          ("cert_days", "  certificate: {:.0f} days left")):
             if v[key].get(name):
                 lines.append(fmt.format(max(x for _, x in v[key][name])))
+        quota = {m.get("state"): int(x) for m, x in v["quota"].get(name, [])}
+        if quota:
+            lines.append(f"  mailboxes: {quota.get('all', 0)} with a quota, {quota.get('over_95_percent', 0)} over 95 %, "
+                         f"{quota.get('full', 0)} full")
         if any(x == 1 for _, x in v["backup_failed"].get(name, [])):
             lines.append("  last backup run: FAILED")
         mine = [a for a in firing if a["labels"].get("host") == name]

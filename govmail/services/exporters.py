@@ -10,9 +10,11 @@
   templates/exporters/prometheus-nginx-exporter.j2 -> /etc/default/prometheus-nginx-exporter;
 - govmail-metrics.timer: every 30 s the host tool `metrics` (govmail/host/metrics.py) writes those
   facts (backup age, certificate expiry, queues, pending deploy actions, accounts by status, bans...);
+  on the mail host govmail-quota-facts.timer, 15 minutes after each reading ends, how full the
+  mailboxes are (`metrics --quota`: too slow for every 30 s with tens of thousands of mailboxes);
 - templates/exporters/metrics.nft.j2 -> /etc/govmail/exporters/metrics.nft: only the monitor (and the
   host itself) reach the metric ports, the exporters' and Dovecot's (templates/dovecot/dovecot.conf.j2,
-  `service stats`); its own nft table, checked by `nft -c` before it replaces the live one, loaded by
+  `service stats`), and only the mail host the monitor's Prometheus; its own nft table, checked by `nft -c` before it replaces the live one, loaded by
   govmail-metrics-firewall.service.
 
 On a host without the mail role, the `metrics` tool and the host contract are installed here (the
@@ -34,6 +36,8 @@ from .host_tools import HOST, command
 NFT_DIR = "/etc/govmail/exporters"
 NFT = f"{NFT_DIR}/metrics.nft"
 TEXTFILE_DIR = contract.PATHS["metrics"].rsplit("/", 1)[0]
+# node-exporter 1.9's collectors, on by default, for what a govmail host does not have.
+UNUSED = ("zfs", "infiniband", "fibrechannel", "tapestats", "ipvs", "nfs", "nfsd", "rapl", "bcache")
 
 
 def address(value: str) -> Trusted:
@@ -48,7 +52,8 @@ def address(value: str) -> Trusted:
 
 def metric_ports(roles) -> list[int]:
     mail = [contract.PORTS["dovecot_stats"], contract.PORTS["nginx_exporter"]] if "mail" in roles else []
-    return [contract.PORTS["node_exporter"], *mail]
+    monitor = [contract.PORTS["prometheus"]] if "monitor" in roles else []
+    return [contract.PORTS["node_exporter"], *mail, *monitor]
 
 
 def service(ctx) -> Service:
@@ -58,9 +63,13 @@ def service(ctx) -> Service:
         return None
     me = address(ctx.addresses.get(ctx.host_name, ctx.host_name))
     watcher = address(ctx.addresses.get(monitor, monitor))
-    extra = dict(monitor=Trusted(monitor), listen=me, units=Trusted(UNIT_INCLUDE), textfile_dir=Trusted(TEXTFILE_DIR),
+    extra = dict(monitor=Trusted(monitor), listen=me, off=Trusted(" ".join(f"--no-collector.{c}" for c in UNUSED)), units=Trusted(UNIT_INCLUDE), textfile_dir=Trusted(TEXTFILE_DIR),
                  nft=Trusted(NFT), metric_ports=Trusted(", ".join(map(str, metric_ports(ctx.roles)))),
-                 allowed=Trusted(", ".join(sorted({watcher, me}))))
+                 allowed=Trusted(", ".join(sorted({watcher, me}))),
+                 # on the monitor: the mail hosts read Prometheus (their monthly report's availability)
+                 readers=Trusted(", ".join(sorted({address(ctx.addresses.get(h.name, h.name)) for h in cfg.model.hosts
+                                                  if "mail" in h.roles})))
+                 if "monitor" in ctx.roles else "")
     files = [
         File("/etc/default/prometheus-node-exporter", render("exporters/prometheus-node-exporter.j2", cfg, **extra),
              action="restart"),
@@ -76,7 +85,10 @@ def service(ctx) -> Service:
         packages.append("prometheus-nginx-exporter")
         files.append(File("/etc/default/prometheus-nginx-exporter",
                           render("exporters/prometheus-nginx-exporter.j2", cfg, **extra), action="restart"))
-        units.append(Unit("prometheus-nginx-exporter"))
+        # how full the mailboxes are: every 15 minutes, apart from the 30-second facts
+        files += [File(f"/etc/systemd/system/{n}", render(f"systemd/{n}.j2", cfg, **extra), action=None)
+                  for n in ("govmail-quota-facts.service", "govmail-quota-facts.timer")]
+        units += [Unit("prometheus-nginx-exporter"), Unit("govmail-quota-facts.timer")]
     else:
         lib = contract.PATHS["lib"]
         files += [File(f"{lib}/{PACKAGE}/{name}", (HOST / name).read_bytes(), action=None)

@@ -12,8 +12,11 @@
   `policy.monitoring.relay` (else the mail host) and posted to `policy.monitoring.webhook`; the
   heartbeat every `heartbeat_hours`;
 - /etc/prometheus/blackbox.yml: the probe modules (templates/monitor/blackbox.yml.j2);
-- /etc/default/prometheus, prometheus-alertmanager, prometheus-blackbox-exporter: each listens on the
-  loopback only (`govmail status` reads them through SSH; nothing is published).
+- /etc/default/prometheus, prometheus-alertmanager, prometheus-blackbox-exporter: Alertmanager and the
+  prober listen on the loopback only; Prometheus on the monitor's private address, reached by the
+  province's mail host (its monthly report reads availability there) and the monitor itself only
+  (govmail/services/exporters.py's nft table). `govmail status` asks them through SSH; nothing is
+  published.
 
 All of /etc/prometheus is checked on a copy by promtool, amtool and the prober before it replaces the
 live files; the daemons reload (not restart) on a configuration change. The YAML files are written
@@ -68,6 +71,13 @@ def _yaml(header: str, doc: dict) -> str:
         doc, Dumper=_Plain, sort_keys=False, allow_unicode=True, width=1000)
 
 
+def prometheus_url(cfg, addresses: dict) -> str | None:
+    """Where the province's Prometheus answers (the monitor's private address), or None unwatched."""
+    if cfg.monitor_host is None:
+        return None
+    return f"http://{address(addresses.get(cfg.monitor_host, cfg.monitor_host))}:{contract.PORTS['prometheus']}"
+
+
 def prometheus_config(cfg, addresses: dict, dns: str | None = None) -> dict:
     node, dovecot = contract.PORTS["node_exporter"], contract.PORTS["dovecot_stats"]
     hosts = [(h.name, address(addresses.get(h.name, h.name)), cfg.roles(h.name)) for h in cfg.model.hosts]
@@ -102,7 +112,7 @@ def prometheus_config(cfg, addresses: dict, dns: str | None = None) -> dict:
                  {"source_labels": ["__address__"], "target_label": "instance"},
                  {"target_label": "__address__", "replacement": f"127.0.0.1:{contract.PORTS['blackbox']}"}]},
             {"job_name": "prometheus", "static_configs": [
-                {"targets": [f"127.0.0.1:{contract.PORTS['prometheus']}"], "labels": loopback}]},
+                {"targets": [prometheus_url(cfg, addresses).removeprefix("http://")], "labels": loopback}]},
             {"job_name": "alertmanager", "static_configs": [
                 {"targets": [f"127.0.0.1:{contract.PORTS['alertmanager']}"], "labels": loopback}]},
         ],
@@ -142,7 +152,9 @@ def service(ctx) -> Service:
     cfg = ctx.cfg
     rules = alerts.rules(cfg, ctx.signature_mirror)
     mon = cfg.policy.monitoring
+    listen = address(ctx.addresses.get(cfg.monitor_host, cfg.monitor_host))
     extra = dict(retention_days=mon.retention_days, verify_tls=ctx.verifiable_tls, hello=address(cfg.monitor_host),
+                 listen=listen,
                  mx=bool(resolver(ctx)), mx_name=Trusted(json.dumps(cfg.domain)),
                  mx_regexp=Trusted(json.dumps(rf"\sMX\s+[0-9]+\s+{re.escape(cfg.mail_host)}\.$")))
     warnings = [] if mon.relay or mon.webhook else [
@@ -169,7 +181,7 @@ def service(ctx) -> Service:
         units=[
             Unit("prometheus-blackbox-exporter"),
             Unit("prometheus-alertmanager", ready=f"timeout 2 bash -c '</dev/tcp/127.0.0.1/{contract.PORTS['alertmanager']}'"),
-            Unit("prometheus", ready=f"timeout 2 bash -c '</dev/tcp/127.0.0.1/{contract.PORTS['prometheus']}'"),
+            Unit("prometheus", ready=f"timeout 2 bash -c '</dev/tcp/{listen}/{contract.PORTS['prometheus']}'"),
         ],
         actions={
             "reload": "systemctl reload prometheus",

@@ -17,12 +17,13 @@ from ..host import contract
 from ..publish import portal
 from ..render import render
 from ..service import File, Service, Unit, directory, json_bytes
+from . import monitor
 
 UNITS = ("govmail-report-monthly.service", "govmail-report-monthly.timer", "govmail-report-annual.service",
          "govmail-report-annual.timer")
 
 
-def settings(cfg) -> dict:
+def settings(cfg, addresses: dict | None = None) -> dict:
     units = {}
     for e in portal.entries(cfg):
         units[e.address] = e.unit
@@ -33,6 +34,9 @@ def settings(cfg) -> dict:
         "articles": {"monthly": cfg.cite("operations_report"), "annual": cfg.cite("usage_report"),
                      "misuse": cfg.cite("misuse_report")},
         "units": units,
+        # Where the monthly report reads availability as the monitor measured it (else: the journal).
+        "monitor": ({"host": cfg.monitor_host, "prometheus": monitor.prometheus_url(cfg, addresses or {}),
+                     "mail_host": cfg.mail_host, "scrape_seconds": monitor.SCRAPE_S} if cfg.monitor_host else None),
         "version": contract.DOCUMENTS["report_settings"],
     }
 
@@ -46,7 +50,7 @@ def service(ctx) -> Service:
         packages=("python3-matplotlib", "python3-jinja2"),
         ensures=[directory(os.path.dirname(contract.PATHS["report_settings"]), 0o755),
                  directory(contract.PATHS["reports"], 0o750)],
-        files=[File(contract.PATHS["report_settings"], json_bytes(settings(cfg)), mode=0o640, action=None),
+        files=[File(contract.PATHS["report_settings"], json_bytes(settings(cfg, ctx.addresses)), mode=0o640, action=None),
                *[File(f"/etc/systemd/system/{u}", render(f"systemd/{u}.j2", cfg), action=None) for u in UNITS]],
         units=[Unit("govmail-report-monthly.timer"), Unit("govmail-report-annual.timer")],
     )

@@ -136,3 +136,22 @@ def test_a_ban_counts_to_the_millisecond_of_its_jail(tmp_path, monkeypatch):
     t = datetime.datetime(2026, 11, 15, 10, 0, tzinfo=datetime.timezone.utc).timestamp()
     assert report.bans(t + 0.5, t + 10) == {"govmail-dovecot": 1, "postfix-sasl": 1}
     assert report.bans(t + 0.8, t + 10) == {"postfix-sasl": 1}
+
+
+def test_without_a_monitor_answering_the_report_keeps_the_journals_availability_and_says_why():
+    from govmail.host import report_availability as ra
+
+    journal = {"postfix": {"availability": 0.99, "down_seconds": 864, "starts": 2, "failures": 1}}
+    assert ra.merge(journal, None, 0, 86400) == (journal, {}, "journal of the mail host (no monitor)")
+    # a monitor named but not answering (nothing listens on port 1)
+    gone = {"host": "backup.x.gov.vn", "prometheus": "http://127.0.0.1:1", "mail_host": "mail.x.gov.vn"}
+    daemons, probes, source = ra.merge(journal, gone, 0, 86400)
+    assert daemons == journal and probes == {}
+    assert source.startswith("journal of the mail host (the monitor backup.x.gov.vn did not answer:"), source
+
+
+def test_a_host_name_reaches_promql_only_as_a_quoted_string():
+    from govmail.host.report_availability import _label
+
+    assert _label('mail.x.gov.vn"} or vector(1) #') == '"mail.x.gov.vn\\"} or vector(1) #"'
+    assert _label("a\\b\nc") == '"a\\\\b\\nc"'

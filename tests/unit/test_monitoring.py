@@ -135,7 +135,12 @@ def test_the_metric_ports_answer_the_monitor_and_the_host_itself_only():
     assert not any(d.endswith("/metrics") for d in mail)
     backup = files(exporters.service(ctx_for(cfg, "backup.bacninh.gov.vn")))
     assert "/usr/local/lib/govmail/metrics" in backup
-    assert "tcp dport { 9100 } ip saddr { 10.77.0.3 } accept" in backup["/etc/govmail/exporters/metrics.nft"]
+    nft = backup["/etc/govmail/exporters/metrics.nft"]
+    assert "tcp dport { 9100, 9090 } ip saddr { 10.77.0.3 } accept" in nft
+    # the monitor's Prometheus: read by the mail host too (its monthly report), by nobody else
+    assert "tcp dport 9090 ip saddr { 10.77.0.2 } accept" in nft and "tcp dport { 9100, 9090 } counter drop" in nft
+    assert "--web.listen-address=10.77.0.3:9090" in files(monitor.service(ctx_for(cfg, "backup.bacninh.gov.vn")))[
+        "/etc/default/prometheus"]
 
 
 def test_dovecot_serves_its_metrics_on_the_private_address_only_when_the_province_is_watched():
@@ -166,6 +171,24 @@ def test_the_queue_facts_count_postfix_messages_by_queue_and_age(monkeypatch):
     assert 'govmail_postfix_queue_oldest_age_seconds{queue="deferred"} 1000\n' in text
     assert 'govmail_postfix_queue_messages{queue="hold"} 1\n' in text
     assert 'govmail_postfix_queue_oldest_age_seconds{queue="active"} 0\n' in text
+
+
+def test_the_quota_facts_count_mailboxes_by_how_full_they_are(monkeypatch):
+    table = "\n".join(["Username\tQuota name\tType\tValue\tLimit\t%",
+                        "a@x.gov.vn\tUser quota\tSTORAGE\t900\t1000\t90",
+                        "a@x.gov.vn\tUser quota\tMESSAGE\t5\t-\t0",
+                        "b@x.gov.vn\tUser quota\tSTORAGE\t990\t1000\t99",
+                        "c@x.gov.vn\tUser quota\tSTORAGE\t1000\t1000\t100",
+                        "d@x.gov.vn\tUser quota\tSTORAGE\t10\t1000\t1",
+                        "e@x.gov.vn\tUser quota\tSTORAGE\t5000\t-\t0"])  # no limit: not counted
+    monkeypatch.setattr(metrics, "_run", lambda cmd, timeout=20: table)
+    text = metrics.quota_facts(now=7.0).text()
+    for state, n in (("all", 4), ("over_80_percent", 3), ("over_95_percent", 2), ("full", 1)):
+        assert f'govmail_mailboxes_quota{{state="{state}"}} {n}\n' in text, text
+    assert "govmail_quota_facts_timestamp_seconds 7\n" in text
+    # Dovecot not answering: no facts (the last reading stays), never zeros that look healthy
+    monkeypatch.setattr(metrics, "_run", lambda cmd, timeout=20: None)
+    assert metrics.quota_facts().text() == "\n"
 
 
 def test_a_backup_never_made_counts_from_when_backups_were_set_up(monkeypatch, tmp_path):
