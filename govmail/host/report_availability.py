@@ -39,8 +39,10 @@ def measured(monitor: dict, since: float, end: float, daemons: list[str], timeou
     """{"daemons": {name: share}, "probes": {service: share}, "watched": share of the period} from the
     monitor (`daemons`: unit names without .service), or {"error": why} when it cannot be asked."""
     url, host = monitor.get("prometheus"), monitor.get("mail_host")
-    if not url or not host or end <= since:
+    if not url or not host:
         return {"error": "no monitor named in the report settings"}
+    if end <= since:
+        return {"error": "the period has not begun"}
     span = int(end - since)
     rng, h = f"[{span}s]", _label(host)
     units = "|".join(u.replace(".", "[.]") for u in daemons) or "none"

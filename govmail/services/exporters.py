@@ -14,7 +14,8 @@
   mailboxes are (`metrics --quota`: too slow for every 30 s with tens of thousands of mailboxes);
 - templates/exporters/metrics.nft.j2 -> /etc/govmail/exporters/metrics.nft: only the monitor (and the
   host itself) reach the metric ports, the exporters' and Dovecot's (templates/dovecot/dovecot.conf.j2,
-  `service stats`), and only the mail host the monitor's Prometheus; its own nft table, checked by `nft -c` before it replaces the live one, loaded by
+  `service stats`), and only the mail host the monitor's Prometheus; its own nft table, checked by
+  `nft -c` before it replaces the live one, loaded by
   govmail-metrics-firewall.service.
 
 On a host without the mail role, the `metrics` tool and the host contract are installed here (the
@@ -63,13 +64,13 @@ def service(ctx) -> Service:
         return None
     me = address(ctx.addresses.get(ctx.host_name, ctx.host_name))
     watcher = address(ctx.addresses.get(monitor, monitor))
-    extra = dict(monitor=Trusted(monitor), listen=me, off=Trusted(" ".join(f"--no-collector.{c}" for c in UNUSED)), units=Trusted(UNIT_INCLUDE), textfile_dir=Trusted(TEXTFILE_DIR),
+    # on the monitor: the mail hosts read Prometheus too (their monthly report's availability)
+    readers = sorted({address(ctx.addresses.get(h.name, h.name)) for h in cfg.model.hosts if "mail" in h.roles})
+    extra = dict(monitor=Trusted(monitor), listen=me, units=Trusted(UNIT_INCLUDE), textfile_dir=Trusted(TEXTFILE_DIR),
+                 off=Trusted(" ".join(f"--no-collector.{c}" for c in UNUSED)),
                  nft=Trusted(NFT), metric_ports=Trusted(", ".join(map(str, metric_ports(ctx.roles)))),
                  allowed=Trusted(", ".join(sorted({watcher, me}))),
-                 # on the monitor: the mail hosts read Prometheus (their monthly report's availability)
-                 readers=Trusted(", ".join(sorted({address(ctx.addresses.get(h.name, h.name)) for h in cfg.model.hosts
-                                                  if "mail" in h.roles})))
-                 if "monitor" in ctx.roles else "")
+                 readers=Trusted(", ".join(readers)) if "monitor" in ctx.roles else "")
     files = [
         File("/etc/default/prometheus-node-exporter", render("exporters/prometheus-node-exporter.j2", cfg, **extra),
              action="restart"),

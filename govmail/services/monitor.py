@@ -71,11 +71,16 @@ def _yaml(header: str, doc: dict) -> str:
         doc, Dumper=_Plain, sort_keys=False, allow_unicode=True, width=1000)
 
 
+def _listen(cfg, addresses: dict):
+    """The monitor's private address, where its Prometheus listens."""
+    return address(addresses.get(cfg.monitor_host, cfg.monitor_host))
+
+
 def prometheus_url(cfg, addresses: dict) -> str | None:
-    """Where the province's Prometheus answers (the monitor's private address), or None unwatched."""
+    """Where the province's Prometheus answers, or None unwatched."""
     if cfg.monitor_host is None:
         return None
-    return f"http://{address(addresses.get(cfg.monitor_host, cfg.monitor_host))}:{contract.PORTS['prometheus']}"
+    return f"http://{_listen(cfg, addresses)}:{contract.PORTS['prometheus']}"
 
 
 def prometheus_config(cfg, addresses: dict, dns: str | None = None) -> dict:
@@ -112,7 +117,7 @@ def prometheus_config(cfg, addresses: dict, dns: str | None = None) -> dict:
                  {"source_labels": ["__address__"], "target_label": "instance"},
                  {"target_label": "__address__", "replacement": f"127.0.0.1:{contract.PORTS['blackbox']}"}]},
             {"job_name": "prometheus", "static_configs": [
-                {"targets": [prometheus_url(cfg, addresses).removeprefix("http://")], "labels": loopback}]},
+                {"targets": [f"{_listen(cfg, addresses)}:{contract.PORTS['prometheus']}"], "labels": loopback}]},
             {"job_name": "alertmanager", "static_configs": [
                 {"targets": [f"127.0.0.1:{contract.PORTS['alertmanager']}"], "labels": loopback}]},
         ],
@@ -152,7 +157,7 @@ def service(ctx) -> Service:
     cfg = ctx.cfg
     rules = alerts.rules(cfg, ctx.signature_mirror)
     mon = cfg.policy.monitoring
-    listen = address(ctx.addresses.get(cfg.monitor_host, cfg.monitor_host))
+    listen = _listen(cfg, ctx.addresses)
     extra = dict(retention_days=mon.retention_days, verify_tls=ctx.verifiable_tls, hello=address(cfg.monitor_host),
                  listen=listen,
                  mx=bool(resolver(ctx)), mx_name=Trusted(json.dumps(cfg.domain)),

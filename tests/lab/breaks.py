@@ -90,9 +90,13 @@ def _release_mail(s: Scene) -> None:
     _mail(s, "postsuper -H ALL 2>/dev/null; postqueue -f")
 
 
+def _people(s: Scene) -> list[str]:
+    return [a.address for a in s.cfg.accounts if a.kind == "person" and a.status == "active"]
+
+
 def _victim(s: Scene) -> str:
     """An official's mailbox the delivery breaks use (not the postmaster's: the queue break fills it)."""
-    return [a.address for a in s.cfg.accounts if a.kind == "person" and a.status == "active"][0]
+    return _people(s)[0]
 
 
 def _unwritable_mailbox(s: Scene) -> None:
@@ -163,7 +167,7 @@ def _send_past_the_limit(s: Scene) -> None:
     from .conftest import LabHost
 
     h = LabHost(s.cfg.key, s.cfg, s.cfg.mail_host, lab.load_state()["hosts"][s.cfg.mail_host]["ip"])
-    me = [a.address for a in s.cfg.accounts if a.kind == "person" and a.status == "active"][-2]
+    me = _people(s)[-2]
     pw = h.set_password(me)
     h.run("redis-cli --scan --pattern 'RL*' | xargs -r redis-cli del >/dev/null")
     ctx = ssl.create_default_context()
