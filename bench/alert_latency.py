@@ -74,10 +74,12 @@ def main() -> int:
             for b in chosen:
                 windows = shorten_windows(cfg)  # again: a repair that deploys writes the rules back
                 t0 = time.time()
-                b.apply(scene)
-                got = {(n, w): sink.wait(n, host_of(cfg, w), since=t0, labels=lab) for n, w, lab in b.alerts}
-                t1 = time.time()
-                b.repair(scene)
+                try:
+                    b.apply(scene)
+                    got = {(n, w): sink.wait(n, host_of(cfg, w), since=t0, labels=lab) for n, w, lab in b.alerts}
+                finally:  # repaired even when it failed half-way
+                    t1 = time.time()
+                    b.repair(scene)
                 for (n, w, lab) in b.alerts:
                     hit = got[(n, w)]
                     since = hit[0] if hit and n in b.spikes else t1

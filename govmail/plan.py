@@ -224,6 +224,7 @@ def _activation(plan: Plan, services: list[Service], state: HostState, pending: 
             if name not in ("reload", "restart"):
                 marked(f"{s.name}-{name}", command, f"{s.name}: {name}")
         started = touched = False
+        fresh_units = set()  # the units this activation (re)starts: they read the new files
         for u in s.units:
             enabled, active = state.units.get(u.name, ("", ""))
             if not u.running:
@@ -243,16 +244,20 @@ def _activation(plan: Plan, services: list[Service], state: HostState, pending: 
                     (slow_starts if u.slow else lines).append(start)
                 what.append(f"start {u.name}")
                 started = touched = True
+                fresh_units.add(u.name)
             elif not ready:
                 if not u.slow:  # a slow daemon may still be starting: wait for it below
                     lines.append(f"systemctl restart {u.name}")
                     what.append(f"restart {u.name} (not answering)")
                     started = True
+                    fresh_units.add(u.name)
                 touched = True
             if u.ready:
                 waits.append((s.name, u, touched))
         restart, reload = f"{s.name}-restart", f"{s.name}-reload"
-        if started:
+        # Only when every running unit of the service starts afresh has it read the new files; one
+        # unit restarted (not answering) leaves the others to their reload or restart.
+        if started and all(u.name in fresh_units for u in s.units if u.running):
             gone = [m for m in (restart, reload) if m in pending]
             if gone:
                 lines.append(f"rm -f {' '.join(f'{PENDING}/{m}' for m in gone)}  # started with the new files")

@@ -137,8 +137,10 @@ def cancelled_retention(h, cfg, _):
 
 @check
 def watched(h, cfg, _):
-    """The monitor answers, scrapes every host of the province, has the alert rules loaded, and
-    Alertmanager answers (govmail/services/monitor.py); what fires is named, each with its own clause."""
+    """The monitor answers, scrapes every host of the province, has the alert rules loaded, keeps the
+    days of metrics the data asks for, runs the files the deploy wrote (started and reloaded after
+    them), and Alertmanager answers (govmail/services/monitor.py); with the pages published, they ask
+    for a login. What fires is named, each with its own clause."""
     from ..monitoring import status
 
     assert cfg.monitor_host, "no host watches the province: give a host the `monitor` role, or the province a backup host"
@@ -152,10 +154,39 @@ def watched(h, cfg, _):
     up = {x["metric"].get("host"): float(x["value"][1]) for x in doc["values"].get("up", [])}
     lost = [f"{n} ({'down' if n in up else 'not scraped'})" for n in (x.name for x in cfg.model.hosts) if up.get(n) != 1]
     assert not lost, f"not watched: {', '.join(lost)}"
+    behind = status.stale(doc)
+    assert not behind, "; ".join(behind)
+    keeps, want_days = doc.get("flags", {}).get("storage.tsdb.retention.time"), cfg.policy.monitoring.retention_days
+    assert keeps == f"{want_days}d", (f"Prometheus keeps {keeps or 'its default'} of metrics, the data asks for "
+                                      f"{want_days} days (policy.monitoring.retention_days): its flags are not ours")
     loaded = int(float(doc["values"]["rules"][0]["value"][1])) if doc["values"].get("rules") else 0
     want = m.check_output("grep -c '^  - alert: ' /etc/prometheus/govmail-alerts.yml || true").strip()
     assert want.isdigit() and loaded == int(want) > 0, f"{loaded} alert rules loaded, the rule file has {want}"
     firing = sorted({f"{a['labels'].get('alertname')} on {a['labels'].get('host')}" for a in doc.get("alerts", [])
                      if a["labels"].get("alertname") != "Heartbeat"})
-    return (f"{len(up)} hosts scraped by {cfg.monitor_host}, {loaded} alert rules, Alertmanager answers; "
+    pages = _published_pages(h, cfg) if cfg.policy.monitoring.web_ui else ""
+    return (f"{len(up)} hosts scraped by {cfg.monitor_host}, {loaded} alert rules, {want_days} days kept, "
+            f"Alertmanager answers{pages}; "
             + (f"firing: {', '.join(firing)}" if firing else "nothing fires"))
+
+
+# Asked on the mail host: what /monitor/<page>/ answers a browser without a login (its HTTP status).
+PAGE_STATUS = """
+import ssl, sys, urllib.error, urllib.request
+ctx = ssl._create_unverified_context()  # the host's own nginx on the loopback, by its name
+req = urllib.request.Request("https://127.0.0.1/monitor/" + sys.argv[2] + "/", headers={"Host": sys.argv[1]})
+try:
+    print(urllib.request.urlopen(req, context=ctx, timeout=20).status)
+except urllib.error.HTTPError as e:
+    print(e.code)
+"""
+
+
+def _published_pages(h, cfg) -> str:
+    """The monitor's published pages ask for a login (policy.monitoring.web_ui)."""
+    import shlex
+
+    for page in ("prometheus", "alertmanager"):
+        code = h.ti.check_output(f"python3 -c {shlex.quote(PAGE_STATUS)} {shlex.quote(cfg.mail_host)} {page}").strip()
+        assert code == "401", f"https://{cfg.mail_host}/monitor/{page}/ answers {code} without a login (want 401)"
+    return "; its pages published behind the administrators' login"

@@ -140,7 +140,8 @@ def clauses(cfg: ProvinceConfig, active: bool = False) -> list[Clause]:
     relay = f"{mon.relay.host}:{mon.relay.port}" if mon.relay else f"{cfg.mail_host} (no relay named)"
     add("watched", mon.article, f"watched by {cfg.monitor_host or 'no host'}: every host scraped, the alert rules "
         f"loaded, alerts mailed to {', '.join(cfg.alert_to)} through {relay}"
-        + (" and posted to the webhook" if mon.webhook else "") + f", a heartbeat every {mon.heartbeat_hours} h")
+        + (" and posted to the webhook" if mon.webhook else "") + f", a heartbeat every {mon.heartbeat_hours} h"
+        + ("; its pages published at /monitor/ for the administrators only" if mon.web_ui else ""))
     pw = p.password
     if pw.user_max_age_days or pw.admin_max_age_days:
         add("password_rotation", pw.article, f"passwords expire after {pw.user_max_age_days} days "

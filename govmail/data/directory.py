@@ -326,6 +326,12 @@ class DirectoryBuilder:
             if "mail" in h.roles and "monitor" in h.roles:
                 self.add(("hosts", i, "roles"), "the mail host cannot watch itself (its alerts would stop with it): "
                          "give `monitor` to another host, or leave it to the backup host")
+        if m.policy.monitoring.web_ui and not (monitor_hosts or backup_hosts):
+            self.add(("policy", "monitoring", "web_ui"), "true, but no host watches the province: give `monitor` (or "
+                     "`backup`) to a host other than the mail host, or set it false")
+        if m.policy.monitoring.web_ui and not any(a.role == "admin" and a.status == "active" for a in cfg.accounts):
+            self.add(("policy", "monitoring", "web_ui"), "true, but the directory has no active account with "
+                     "`role: admin`: nobody could open the pages")
         if m.hosts and not monitor_hosts and not backup_hosts:
             self.warn(("hosts",), "no host watches the province (no `monitor` or `backup` host): nobody is alerted "
                       "when the mail host stops (operation clause)")

@@ -278,6 +278,12 @@ class MonitoringPolicy(Cited):
                                  "the monitor itself is down.", ge=1, le=168)
     retention_days: int = Field(400, description="Days of metrics Prometheus keeps (the monthly and annual reports "
                                 "read availability from them).", ge=31, le=3660)
+    web_ui: bool = Field(False, description="Publish the monitor through the mail host's nginx, for the "
+                         "administrators only (a directory account with `role: admin`, active, its mail password; "
+                         "others are refused): Prometheus's pages at `https://mail.<domain>/monitor/` (Debian's "
+                         "classic ones) and Alertmanager's API at `/monitor/alertmanager/`, for `amtool` (Debian's "
+                         "Alertmanager has no web pages). False: they stay on the monitor's private address, read "
+                         "by `govmail status`.")
 
     @field_validator("webhook")
     @classmethod

@@ -17,6 +17,7 @@ only where its source exists on the host, so one tool serves the mail, backup an
     govmail_fail2ban_banned{jail}, govmail_fail2ban_bans_total{jail}
     govmail_rspamd_scanned_total, govmail_rspamd_actions_total{action}
                                                      (rspamd's controller /stat, on the loopback)
+    govmail_rspamd_symbol_hits_total{symbol}          DKIM_SIGNED and GOVMAIL_DKIM_UNSIGNED (its /counters)
     govmail_phpfpm_active_processes, govmail_phpfpm_max_children_reached_total, govmail_phpfpm_listen_queue
                                                      (the web mail's pool, through nginx on the loopback)
 
@@ -192,15 +193,35 @@ def fail2ban(f: Facts) -> None:
                       {"jail": jail})
 
 
-def rspamd(f: Facts) -> None:
+RSPAMD = "http://127.0.0.1:11334"
+# The symbols whose hits the monitor reads: signed submissions, and those signing left unsigned
+# (govmail's postfilter in rspamd's lua.local.d/govmail.lua).
+SYMBOLS = ("DKIM_SIGNED", "GOVMAIL_DKIM_UNSIGNED")
+
+
+def _rspamd_get(path: str):
     try:
-        with urllib.request.urlopen("http://127.0.0.1:11334/stat", timeout=5) as r:
-            st = json.load(r)
+        with urllib.request.urlopen(RSPAMD + path, timeout=5) as r:
+            return json.load(r)
     except (OSError, ValueError):
+        return None
+
+
+def rspamd(f: Facts) -> None:
+    st = _rspamd_get("/stat")
+    if not isinstance(st, dict):
         return
     f.add("govmail_rspamd_scanned_total", "counter", "Messages rspamd scanned.", st.get("scanned", 0))
     for action, n in sorted((st.get("actions") or {}).items()):
         f.add("govmail_rspamd_actions_total", "counter", "rspamd's verdicts by action.", n, {"action": action})
+    counters = _rspamd_get("/counters")
+    if not isinstance(counters, list):
+        return
+    hits = {c.get("symbol"): c.get("hits") for c in counters if isinstance(c, dict)}
+    for symbol in SYMBOLS:  # 0 until the first hit, so that the first one counts as an increase
+        if isinstance(hits.get(symbol, 0), (int, float)):
+            f.add("govmail_rspamd_symbol_hits_total", "counter", "Messages rspamd gave the symbol.",
+                  hits.get(symbol, 0), {"symbol": symbol})
 
 
 def phpfpm(f: Facts) -> None:

@@ -12,6 +12,11 @@ standard library only. HTTPS with the mail host's certificate, TLS 1.2 or later.
                        after a refused web login, whether a password change lifts the refusal
   POST /api/allowed    JSON {"user"} -> {"ok": true}, or 429 when the client may not try that
                        address now (the web mail asks before each login)
+  GET  /api/admin      from the loopback only: nginx's `auth_request` for the monitor's published
+                       pages (govmail/services/web.py). 200 for an HTTP Basic login of an active
+                       administrator (its mail password), 401 asking again for a wrong one, 403 for
+                       anyone else or a client throttled; a good login is remembered for ADMIN_TTL
+                       seconds (a page loads many files), keyed by a hash, never the password
   GET  /healthz        "ok"
 
 From the loopback (the web mail on this host), a request may name the real client (`"client"`),
@@ -147,6 +152,87 @@ def allowed(user: str, client: str) -> tuple[int, dict]:
     return 200, {"ok": True}
 
 
+ADMIN_TTL = 60
+ADMIN_REALM = 'Basic realm="govmail: administrators", charset="UTF-8"'
+
+
+class AdminLogins:
+    """Administrators' good logins for the monitor's pages, remembered ADMIN_TTL seconds each, by a
+    salted hash of the address and password (the password itself is never kept)."""
+
+    def __init__(self):
+        import os
+
+        self.lock = threading.Lock()
+        self.salt = os.urandom(16)
+        self.until: dict[bytes, float] = {}
+
+    def key(self, user: str, password: str) -> bytes:
+        import hashlib
+
+        return hashlib.sha256(self.salt + user.encode() + b"\0" + password.encode()).digest()
+
+    def known(self, key: bytes, now: float) -> bool:
+        with self.lock:
+            return self.until.get(key, 0.0) > now
+
+    def remember(self, key: bytes, now: float) -> None:
+        with self.lock:
+            for k in [k for k, t in self.until.items() if t <= now]:
+                del self.until[k]
+            self.until[key] = now + ADMIN_TTL
+
+
+ADMINS = AdminLogins()
+
+
+def basic_credentials(header: str) -> tuple[str, str] | None:
+    """(address, password) of an HTTP Basic Authorization header, or None when it is not one."""
+    import base64
+    import binascii
+
+    scheme, _, value = (header or "").strip().partition(" ")
+    if scheme.lower() != "basic" or not value or len(value) > 4096:
+        return None
+    try:
+        user, sep, password = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user = user.strip().lower()
+    return (user, password) if sep and user and password else None
+
+
+def admin(authorization: str, client: str) -> int:
+    """nginx's question for each request to the monitor's pages: may this login see them?"""
+    creds = basic_credentials(authorization)
+    if creds is None:
+        return 401
+    user, password = creds
+    now = time.monotonic()
+    key = ADMINS.key(user, password)
+    if ADMINS.known(key, now):
+        return 200
+    if THROTTLE.refused(user, client):
+        log(f"monitor pages refused for {user} from {client}: too many failures")
+        return 403
+    try:
+        address = password_change.admin_login(user, password)
+    except password_change.ChangeRefused:
+        THROTTLE.fail(user, client)
+        time.sleep(FAIL_DELAY)
+        log(f"monitor pages refused for {user} from {client}: authentication failed")
+        return 401
+    except password_change.NotAllowed as e:
+        log(f"monitor pages refused from {client}: {e}")
+        return 403
+    except Exception as e:
+        log(f"monitor pages: login check failed for {user} from {client}: {e!r}")
+        return 500
+    ADMINS.remember(key, now)
+    log(f"monitor pages opened by {address} from {client}")
+    return 200
+
+
 LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
 
 
@@ -200,6 +286,15 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/healthz":
             self.send(200, b"ok\n", "text/plain")
+        elif self.path == "/api/admin" and self.client_address[0] in LOOPBACK:
+            status = admin(self.headers.get("Authorization", ""),
+                           effective_client(self.client_address[0], self.headers.get("X-Govmail-Client", "")))
+            self.send_response(status)
+            if status == 401:
+                self.send_header("WWW-Authenticate", ADMIN_REALM)
+            self.send_header("Content-Length", "0")
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
         elif self.path in ("/", "/index.html") and WEBMAIL:
             self.send_response(303)
             self.send_header("Location", WEBMAIL)

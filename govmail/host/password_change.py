@@ -81,6 +81,23 @@ def login_status(address, current, db_path=None, verify=None):
     return {"address": address, "must_change": block in MUST_CHANGE, "reason": block or ""}
 
 
+class NotAllowed(Exception):
+    """The right password, of an account that may not do what it asks; the message says why."""
+
+
+def admin_login(address, current, db_path=None, verify=None):
+    """The address when `current` is the password of an administrator (`role: admin`) whose login
+    nothing blocks: the monitor's published pages (govmail-passwd's /api/admin) let only these in.
+    ChangeRefused for a wrong address or password, NotAllowed for anyone else."""
+    db = store.connect(db_path)
+    address, (_, role, block) = _verified(db, address, current, verify or doveadm_verify)
+    if role != "admin":
+        raise NotAllowed(f"{address} is not an administrator")
+    if block:
+        raise NotAllowed(f"{address} may not log in now ({block})")
+    return address
+
+
 def _verified(db, address, current, verify):
     """(the mailbox's address, (hash, role, block)) when `current` is its password; ChangeRefused
     otherwise. An old address in its transition (a merged province's, or a readdressed one) is its

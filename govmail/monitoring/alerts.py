@@ -124,6 +124,13 @@ ALERTS = (
           "{{ $value }} local deliveries failed in 5 minutes on {{ $labels.host }}",
           "Dovecot's LMTP could not store mail (quota, disk, permissions): mail.log names the mailbox.",
           severity="warning"),
+    Alert("DkimSigningFailed", "spam",
+          'increase(govmail_rspamd_symbol_hits_total{symbol="GOVMAIL_DKIM_UNSIGNED"}[5m]) > 0', "0m",
+          "{{ $value }} submissions left the host unsigned by DKIM in 5 minutes on {{ $labels.host }}",
+          "Recipients that check DMARC refuse or mark the province's mail. rspamd's log says why it could not sign "
+          "(`journalctl -u rspamd | grep -i dkim`). A key in /etc/govmail/dkim that `_rspamd` cannot read: "
+          "`chgrp _rspamd` and `chmod 640` it. A key missing on a rebuilt host: `govmail backup restore-host P`. "
+          "`govmail verify P` then checks a signed submission."),
     Alert("WebmailSaturated", "web_access",
           "increase(govmail_phpfpm_max_children_reached_total[5m]) > 0 or govmail_phpfpm_listen_queue > 0", "5m",
           "the web mail on {{ $labels.host }} has every worker busy and requests waiting",

@@ -1,7 +1,7 @@
 """`govmail status PROVINCE`: one screen per host from the province's Prometheus and Alertmanager.
 
-The monitor host serves Alertmanager on its loopback, Prometheus on its private address (as its
-/etc/default/prometheus says); the controller sends QUERY (standard library Python) through SSH,
+The monitor host serves Prometheus on its private address and Alertmanager on its loopback (on the
+private address too when the web host publishes its pages), as their /etc/default files say; the controller sends QUERY (standard library Python) through SSH,
 which asks them and prints one JSON document; `report()` turns it into the
 screen. Exit status: 0 when nothing fires (the heartbeat aside), 1 when an alert fires, 2 when the
 monitor cannot be asked.
@@ -28,28 +28,52 @@ VALUES = {
     "rules": "sum(prometheus_rule_group_rules)",  # the alert rules Prometheus has loaded (`govmail verify`)
 }
 
-# Python lines, run on the monitor host, that set PROM to where its Prometheus listens.
-FIND_PROMETHEUS = f"""
+# Python lines, run on the monitor host, that set PROM and AM to where its Prometheus and Alertmanager
+# listen (their /etc/default files say: the private address, or the loopback).
+FIND_DAEMONS = f"""
 import re
-try:
-    PROM = "http://" + re.search(r"--web[.]listen-address=([^\\s']+)", open("/etc/default/prometheus").read()).group(1)
-except (OSError, AttributeError):
-    PROM = "http://127.0.0.1:{contract.PORTS['prometheus']}"
+def listens(name, port):
+    try:
+        text = open("/etc/default/" + name).read()
+        return "http://" + re.search(r"--web[.]listen-address=([^\\s']+)", text).group(1)
+    except (OSError, AttributeError):
+        return "http://127.0.0.1:%d" % port
+PROM = listens("prometheus", {contract.PORTS['prometheus']})
+AM = listens("prometheus-alertmanager", {contract.PORTS['alertmanager']})
 """
 
-QUERY = FIND_PROMETHEUS + f"""
+QUERY = FIND_DAEMONS + """
 import json, sys, urllib.parse, urllib.request
-AM = "http://127.0.0.1:{contract.PORTS['alertmanager']}"
 def get(url):
     with urllib.request.urlopen(url, timeout=20) as r:
         return json.load(r)
-out = {{"values": {{}}, "errors": []}}
+out = {"values": {}, "errors": []}
 for key, q in json.loads(sys.argv[1]).items():
     try:
-        out["values"][key] = get(PROM + "/api/v1/query?" + urllib.parse.urlencode({{"query": q}}))["data"]["result"]
+        out["values"][key] = get(PROM + "/api/v1/query?" + urllib.parse.urlencode({"query": q}))["data"]["result"]
     except Exception as e:
         out["errors"].append("prometheus: %s" % e)
         break
+try:  # the flags it runs with (`govmail verify`: the retention the data asks for)
+    out["flags"] = get(PROM + "/api/v1/status/flags")["data"]
+except Exception as e:
+    out["errors"].append("prometheus: %s" % e)
+# When each daemon started and last loaded its configuration, and when its files were written
+# (`govmail verify`: a daemon running older files than the deploy wrote).
+import os
+out["runs"], out["written"] = {}, {}
+for name, base in (("prometheus", PROM), ("alertmanager", AM)):
+    try:
+        text = urllib.request.urlopen(base + "/metrics", timeout=20).read().decode()
+        out["runs"][name] = {k: float(v) for k, _, v in (line.partition(" ") for line in text.splitlines())
+                             if k in ("process_start_time_seconds", name + "_config_last_reload_success_timestamp_seconds")}
+    except Exception as e:
+        out["errors"].append("%s: %s" % (name, e))
+for path in sys.argv[2:]:
+    try:
+        out["written"][path] = os.stat(path).st_mtime
+    except OSError:
+        pass
 try:
     out["alerts"] = get(AM + "/api/v2/alerts?active=true&silenced=false&inhibited=false")
 except Exception as e:
@@ -58,10 +82,37 @@ print(json.dumps(out))
 """
 
 
+# Each daemon's files: those it reads when it starts, and those a reload applies.
+READS = {
+    "prometheus": {"start": ("/etc/default/prometheus",),
+                   "reload": ("/etc/prometheus/prometheus.yml", "/etc/prometheus/govmail-alerts.yml")},
+    "alertmanager": {"start": ("/etc/default/prometheus-alertmanager",), "reload": ("/etc/prometheus/alertmanager.yml",)},
+}
+
+
 def command() -> str:
     import shlex
 
-    return f"timeout 60 python3 -c {shlex.quote(QUERY)} {shlex.quote(json.dumps(VALUES))}"
+    paths = [p for reads in READS.values() for files in reads.values() for p in files]
+    return f"timeout 60 python3 -c {shlex.quote(QUERY)} {shlex.quote(json.dumps(VALUES))} {' '.join(paths)}"
+
+
+def stale(doc: dict) -> list[str]:
+    """The monitor's daemons running older files than those on disk (a deploy's restart or reload that
+    did not happen), each with what would apply them."""
+    out = []
+    for name, reads in READS.items():
+        runs = doc.get("runs", {}).get(name, {})
+        started = runs.get("process_start_time_seconds")
+        loaded = runs.get(f"{name}_config_last_reload_success_timestamp_seconds", started)
+        for how, since in (("start", started), ("reload", loaded)):
+            for path in reads[how]:
+                written = doc.get("written", {}).get(path)
+                if written is not None and since is not None and written > since + 1:
+                    out.append(f"{name} {'started' if how == 'start' else 'loaded its configuration'} before "
+                               f"{path} was written: `systemctl {'restart' if how == 'start' else 'reload'} "
+                               f"{'prometheus-alertmanager' if name == 'alertmanager' else name}`")
+    return out
 
 
 def _by_host(results: list) -> dict:

@@ -51,10 +51,22 @@ def address(value: str) -> Trusted:
         return Trusted(value)
 
 
-def metric_ports(roles) -> list[int]:
+def read_ports(cfg, roles) -> list[int]:
+    """The monitor's ports the mail host reads too: Prometheus (the monthly report's availability), and
+    Alertmanager when the mail host's nginx publishes its pages (`policy.monitoring.web_ui`)."""
+    if "monitor" not in roles:
+        return []
+    return [contract.PORTS["prometheus"], *([contract.PORTS["alertmanager"]] if cfg.policy.monitoring.web_ui else [])]
+
+
+def metric_ports(cfg, roles) -> list[int]:
     mail = [contract.PORTS["dovecot_stats"], contract.PORTS["nginx_exporter"]] if "mail" in roles else []
-    monitor = [contract.PORTS["prometheus"]] if "monitor" in roles else []
-    return [contract.PORTS["node_exporter"], *mail, *monitor]
+    return [contract.PORTS["node_exporter"], *mail, *read_ports(cfg, roles)]
+
+
+def _nft_set(ports: list[int]) -> Trusted:
+    """One port as nft writes it, or a set of several."""
+    return Trusted(str(ports[0]) if len(ports) == 1 else "{ " + ", ".join(map(str, ports)) + " }")
 
 
 def service(ctx) -> Service:
@@ -68,9 +80,10 @@ def service(ctx) -> Service:
     readers = sorted({address(ctx.addresses.get(h.name, h.name)) for h in cfg.model.hosts if "mail" in h.roles})
     extra = dict(monitor=Trusted(monitor), listen=me, units=Trusted(UNIT_INCLUDE), textfile_dir=Trusted(TEXTFILE_DIR),
                  off=Trusted(" ".join(f"--no-collector.{c}" for c in UNUSED)),
-                 nft=Trusted(NFT), metric_ports=Trusted(", ".join(map(str, metric_ports(ctx.roles)))),
+                 nft=Trusted(NFT), metric_ports=Trusted(", ".join(map(str, metric_ports(cfg, ctx.roles)))),
                  allowed=Trusted(", ".join(sorted({watcher, me}))),
-                 readers=Trusted(", ".join(readers)) if "monitor" in ctx.roles else "")
+                 readers=Trusted(", ".join(readers)) if "monitor" in ctx.roles else "",
+                 read_ports=_nft_set(read_ports(cfg, ctx.roles)))
     files = [
         File("/etc/default/prometheus-node-exporter", render("exporters/prometheus-node-exporter.j2", cfg, **extra),
              action="restart"),

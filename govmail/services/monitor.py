@@ -43,6 +43,7 @@ PROBES = (  # (service label, port, blackbox module)
     ("smtp", 25, "smtp_starttls"), ("submission", 587, "smtp_starttls"), ("submissions", 465, "smtps"),
     ("imaps", 993, "imaps"), ("pop3s", 995, "pop3s"),
 )
+PAGE_NAMES = ("prometheus", "alertmanager")  # the pages `policy.monitoring.web_ui` publishes
 SCRAPE_S = 15
 PROBE_S = 30
 
@@ -76,6 +77,24 @@ def _listen(cfg, addresses: dict):
     return address(addresses.get(cfg.monitor_host, cfg.monitor_host))
 
 
+def pages(cfg, addresses: dict) -> dict[str, str] | None:
+    """Where the web host's nginx reaches the pages it publishes (`policy.monitoring.web_ui`), by
+    name ("prometheus", "alertmanager"), or None when they are not published."""
+    if not (cfg.policy.monitoring.web_ui and cfg.monitor_host):
+        return None
+    return {name: f"http://{_listen(cfg, addresses)}:{contract.PORTS[name]}/" for name in PAGE_NAMES}
+
+
+def page_url(cfg, name: str) -> str:
+    """A published page's address, as the administrators' browsers (and the alerts' links) use it."""
+    return f"https://{cfg.mail_host}/monitor/{name}/"
+
+
+def _alertmanager_listen(cfg, addresses: dict):
+    """Alertmanager: on the loopback, or on the private address when the web host publishes it."""
+    return _listen(cfg, addresses) if pages(cfg, addresses) else Trusted("127.0.0.1")
+
+
 def prometheus_url(cfg, addresses: dict) -> str | None:
     """Where the province's Prometheus answers, or None unwatched."""
     if cfg.monitor_host is None:
@@ -95,12 +114,13 @@ def prometheus_config(cfg, addresses: dict, dns: str | None = None) -> dict:
         probe_targets.append({"targets": [f"{dns}:53"],
                               "labels": {"host": cfg.mail_host, "service": "mx", "__param_module": "mx"}})
     loopback = {"host": cfg.monitor_host, "role": "monitor"}
+    am = f"{_alertmanager_listen(cfg, addresses)}:{contract.PORTS['alertmanager']}"
     return {
         "global": {"scrape_interval": f"{SCRAPE_S}s", "evaluation_interval": f"{SCRAPE_S}s",
                    "external_labels": {"province": cfg.key}},
         "rule_files": ["govmail-alerts.yml"],  # beside this file (so the check on a copy reads the copy's)
         "alerting": {"alertmanagers": [{"static_configs": [
-            {"targets": [f"127.0.0.1:{contract.PORTS['alertmanager']}"]}]}]},
+            {"targets": [am]}]}]},
         "scrape_configs": [
             {"job_name": "node", "static_configs": [
                 {"targets": [f"{a}:{node}"], "labels": {"host": n, "role": "+".join(r)}} for n, a, r in hosts]},
@@ -118,8 +138,7 @@ def prometheus_config(cfg, addresses: dict, dns: str | None = None) -> dict:
                  {"target_label": "__address__", "replacement": f"127.0.0.1:{contract.PORTS['blackbox']}"}]},
             {"job_name": "prometheus", "static_configs": [
                 {"targets": [f"{_listen(cfg, addresses)}:{contract.PORTS['prometheus']}"], "labels": loopback}]},
-            {"job_name": "alertmanager", "static_configs": [
-                {"targets": [f"127.0.0.1:{contract.PORTS['alertmanager']}"], "labels": loopback}]},
+            {"job_name": "alertmanager", "static_configs": [{"targets": [am], "labels": loopback}]},
         ],
     }
 
@@ -157,9 +176,14 @@ def service(ctx) -> Service:
     cfg = ctx.cfg
     rules = alerts.rules(cfg, ctx.signature_mirror)
     mon = cfg.policy.monitoring
-    listen = _listen(cfg, ctx.addresses)
+    listen, am = _listen(cfg, ctx.addresses), _alertmanager_listen(cfg, ctx.addresses)
+    published = pages(cfg, ctx.addresses)
+    # Published: each daemon makes its links (and the alerts' links) under the web host's path, and
+    # keeps serving at its root, which nginx proxies that path to.
+    flags = {name: Trusted(f" --web.external-url={page_url(cfg, name)} --web.route-prefix=/") if published else Trusted("")
+             for name in PAGE_NAMES}
     extra = dict(retention_days=mon.retention_days, verify_tls=ctx.verifiable_tls, hello=address(cfg.monitor_host),
-                 listen=listen,
+                 listen=listen, am_listen=am, flags=flags,
                  mx=bool(resolver(ctx)), mx_name=Trusted(json.dumps(cfg.domain)),
                  mx_regexp=Trusted(json.dumps(rf"\sMX\s+[0-9]+\s+{re.escape(cfg.mail_host)}\.$")))
     warnings = [] if mon.relay or mon.webhook else [
@@ -185,7 +209,7 @@ def service(ctx) -> Service:
                                   "prometheus-blackbox-exporter --config.check --config.file=blackbox.yml >/dev/null"),
         units=[
             Unit("prometheus-blackbox-exporter"),
-            Unit("prometheus-alertmanager", ready=f"timeout 2 bash -c '</dev/tcp/127.0.0.1/{contract.PORTS['alertmanager']}'"),
+            Unit("prometheus-alertmanager", ready=f"timeout 2 bash -c '</dev/tcp/{am}/{contract.PORTS['alertmanager']}'"),
             Unit("prometheus", ready=f"timeout 2 bash -c '</dev/tcp/{listen}/{contract.PORTS['prometheus']}'"),
         ],
         actions={

@@ -11,7 +11,11 @@ certificate, TLS 1.2+, HSTS:
   (templates/www/mail/config-v1.1.xml.j2);
 - `/autodiscover/autodiscover.xml`: Outlook's (templates/www/autodiscover.xml.j2), GET or POST;
 - `/.well-known/mta-sts.txt`: the MTA-STS policy whose record `govmail dns` publishes;
-- `/directory/`: the directory for the provincial portal (govmail/publish/portal.py).
+- `/directory/`: the directory for the provincial portal (govmail/publish/portal.py);
+- `/monitor/prometheus/`, `/monitor/alertmanager/`: Prometheus's pages and Alertmanager's API (for
+  amtool: Debian's Alertmanager has no pages), proxied to the monitor host,
+  when the data publishes them (`policy.monitoring.web_ui`), for the administrators only (the
+  password service checks each request's login: govmail/host/passwd_service.py).
 
 The files it serves live in /var/lib/govmail/www. `nginx -t` checks a copy of /etc/nginx before a
 change is swapped in; nginx reloads (a reload never drops a request in flight).
@@ -24,6 +28,7 @@ from ..publish import portal
 from ..publish.dns import mta_sts_policy, web_names
 from ..render import render
 from ..service import Ensure, File, Service, Unit, Validator, directory
+from . import monitor
 
 WWW = contract.PATHS["www"]
 CONF = "/etc/nginx/conf.d/govmail.conf"
@@ -37,7 +42,7 @@ def service(ctx) -> Service:
     cfg = ctx.cfg
     files = [
         File(CONF, render("nginx/conf.d/govmail.conf.j2", cfg, names=web_names(cfg),
-                          body_limit=cfg.web_request_mib)),
+                          body_limit=cfg.web_request_mib, pages=monitor.pages(cfg, ctx.addresses))),
         File(f"{WWW}/mail/config-v1.1.xml", render("www/mail/config-v1.1.xml.j2", cfg, webmail=webmail_url(cfg)),
              action=None),
         File(f"{WWW}/autodiscover.xml", render("www/autodiscover.xml.j2", cfg), action=None),

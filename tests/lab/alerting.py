@@ -104,8 +104,9 @@ def govmail(*args, env=None, timeout=900) -> subprocess.CompletedProcess:
 
 
 def watched_data(tmp: Path, province: str, webhook: str, neighbour: Optional[str]) -> Path:
-    """A copy of the data directory whose province posts its alerts to `webhook` and, with a
-    neighbour in the lab, mails them to the neighbour's postmaster through the neighbour's MX."""
+    """A copy of the data directory whose province posts its alerts to `webhook`, publishes its
+    monitor's pages (`web_ui`) and, with a neighbour in the lab, mails its alerts to the neighbour's
+    postmaster through the neighbour's MX."""
     data = tmp / "data"
     if data.exists():
         shutil.rmtree(data)
@@ -113,6 +114,7 @@ def watched_data(tmp: Path, province: str, webhook: str, neighbour: Optional[str
     doc = yaml.safe_load((data / f"{province}.yml").read_text())
     mon = doc["policy"].setdefault("monitoring", {"article": load_province(province).cite("monitoring")})
     mon["webhook"] = webhook
+    mon["web_ui"] = True
     if neighbour:
         n = load_province(neighbour)
         mon["relay"] = {"host": n.mail_host, "port": 25}
@@ -129,7 +131,7 @@ def deploy(province: str, data: Optional[Path] = None) -> None:
 
 def scraped(cfg, promql: str, timeout: float = 120) -> None:
     """Wait until the monitor's Prometheus answers `promql` with a result (the break is seen)."""
-    script = status.FIND_PROMETHEUS + (
+    script = status.FIND_DAEMONS + (
         "import json, sys, urllib.parse as p, urllib.request as u\n"
         "r = json.load(u.urlopen(PROM + '/api/v1/query?' + p.urlencode({'query': sys.argv[1]})))\n"
         "print(len(r['data']['result']))\n")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from govmail import lab
+from govmail.data.facts import dkim_paths
 
 from .alerting import WebhookSink, deploy, run, scraped
 
@@ -162,29 +163,58 @@ def _deliver_waiting(s: Scene) -> None:
 
 # ---------------------------------------------------------------- users' traffic
 
-def _send_past_the_limit(s: Scene) -> None:
-    """An official's client sends past its burst: every further message is refused (rspamd's rate limit)."""
+def _submission(s: Scene, me: str, flush: str = "") -> smtplib.SMTP:
+    """An official's mail client logged in on the submission port (a password of their own set first);
+    `flush` runs on the mail host before it connects."""
     from .conftest import LabHost
 
     h = LabHost(s.cfg.key, s.cfg, s.cfg.mail_host, lab.load_state()["hosts"][s.cfg.mail_host]["ip"])
-    me = _people(s)[-2]
     pw = h.set_password(me)
-    h.run("redis-cli --scan --pattern 'RL*' | xargs -r redis-cli del >/dev/null")
+    if flush:
+        h.run(flush)
     ctx = ssl.create_default_context()
     ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    c = smtplib.SMTP(h.name, 587, timeout=30)
+    c.starttls(context=ctx)
+    c.login(me, pw)
+    return c
+
+
+def _letter(me: str, subject: str) -> EmailMessage:
+    m = EmailMessage()
+    m["From"], m["To"], m["Subject"] = me, me, subject
+    m.set_content("Nội dung.\n")
+    return m
+
+
+def _send_past_the_limit(s: Scene) -> None:
+    """An official's client sends past its burst: every further message is refused (rspamd's rate limit)."""
+    me = _people(s)[-2]
     refused = 0
-    with smtplib.SMTP(h.name, 587, timeout=30) as c:
-        c.starttls(context=ctx)
-        c.login(me, pw)
+    with _submission(s, me, flush="redis-cli --scan --pattern 'RL*' | xargs -r redis-cli del >/dev/null") as c:
         for i in range(s.cfg.policy.outbound.burst + 15):
-            m = EmailMessage()
-            m["From"], m["To"], m["Subject"] = me, me, f"Thư số {i}"
-            m.set_content("Nội dung.\n")
             try:
-                c.send_message(m)
+                c.send_message(_letter(me, f"Thư số {i}"))
             except smtplib.SMTPDataError:  # smtplib has reset the transaction: the client goes on
                 refused += 1
     assert refused > 10, refused
+
+
+def _unreadable_dkim_key(s: Scene) -> None:
+    """The province's DKIM key unreadable for rspamd (touched, so rspamd loads it again rather than
+    sign with the copy it holds), then an official submits a message: it leaves unsigned."""
+    key = dkim_paths(s.cfg)[0]
+    _mail(s, f"stat -c %a {key} > /root/dkim-mode.keep && chmod 600 {key} && touch {key}")
+    me = _people(s)[1]
+    with _submission(s, me) as c:
+        c.send_message(_letter(me, "Thư không ký"))
+    # rspamd adds its workers' hits to /counters about once a minute
+    scraped(s.cfg, 'increase(govmail_rspamd_symbol_hits_total{symbol="GOVMAIL_DKIM_UNSIGNED"}[5m]) > 0', timeout=240)
+
+
+def _readable_dkim_key(s: Scene) -> None:
+    key = dkim_paths(s.cfg)[0]
+    _mail(s, f"chmod $(cat /root/dkim-mode.keep) {key} && touch {key}")
 
 
 def _hammer_webmail(s: Scene) -> None:
@@ -333,6 +363,8 @@ BREAKS = (
           spikes=("OutboundRateExceeded",)),
     Break("mail waits", (("MailQueueGrowing", "mail", {}), ("DeferredMailAgeing", "mail", {})), _mail_waits,
           _deliver_waiting),
+    Break("DKIM key unreadable", (("DkimSigningFailed", "mail", {}),), _unreadable_dkim_key, _readable_dkim_key,
+          spikes=("DkimSigningFailed",)),
     Break("webmail hammered", (("WebmailSaturated", "mail", {}),), _hammer_webmail, _nothing,
           spikes=("WebmailSaturated",)),
     Break("passwords guessed", (("AuthFailureSpike", "mail", {}),), _guess_passwords, _nothing,

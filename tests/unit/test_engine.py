@@ -148,6 +148,28 @@ def test_a_daemon_found_stopped_is_started_and_its_pending_reload_dropped():
     assert f"rm -f {PENDING}/dovecot-reload" in script
 
 
+def test_one_daemon_restarted_for_not_answering_leaves_its_siblings_to_the_services_restart():
+    """The monitor's Alertmanager moved to another address (so its readiness check fails before the
+    deploy) while Prometheus's flags changed too: restarting Alertmanager alone is not the service's
+    restart, and Prometheus must get its own."""
+    from govmail.service import Unit
+
+    svc = Service(name="monitor", packages=(), files=[File("/etc/default/prometheus", b"ARGS='--new'\n", action="restart")],
+                  units=[Unit("prometheus-alertmanager", ready="check-am"), Unit("prometheus", ready="check-prom")],
+                  actions={"restart": "systemctl restart prometheus-alertmanager prometheus"})
+    state = up_to_date([svc])
+    state.files["/etc/default/prometheus"] = ("old", 0o644, "root", "root")
+    state.checks["check-am"] = False
+    script = "\n".join(make_plan([svc], state).activate)
+    assert "systemctl restart prometheus-alertmanager\n" in script + "\n"
+    assert "systemctl restart prometheus-alertmanager prometheus" in script, script
+    # both found stopped and started: they read the new files, no restart after
+    state.units = {"prometheus-alertmanager": ("enabled", "failed"), "prometheus": ("enabled", "inactive")}
+    state.checks["check-am"] = True
+    script = "\n".join(make_plan([svc], state).activate)
+    assert "systemctl start prometheus\n" in script + "\n" and "systemctl restart" not in script, script
+
+
 def test_a_unit_file_change_reloads_systemd_before_anything_starts():
     services = declared(names=["passwd"])
     state = up_to_date(services)

@@ -462,3 +462,25 @@ def test_the_store_check_names_each_row_a_hand_changed_and_a_sync_puts_it_back(s
         "lists differ from the data: x@x.gov.vn"]
     sync([acc("a@x.gov.vn"), acc("b@x.gov.vn")], lists={"l@x.gov.vn": ["a@x.gov.vn"]})
     assert host_store.differences() == []
+
+
+def test_only_an_active_administrator_whose_login_nothing_blocks_opens_the_monitors_pages(store):
+    sync, _ = store
+    sync([acc("a@x.gov.vn", password_hash="{BLF-CRYPT}$2y$10$x"),
+          acc("b@x.gov.vn", role="admin", password_hash="{BLF-CRYPT}$2y$10$x"),
+          acc("c@x.gov.vn", role="admin", status="cancelled", password_hash="{BLF-CRYPT}$2y$10$x")],
+         policy={"change_at_first_login": 1})
+    sync.db.execute("UPDATE accounts SET must_change = 0")
+    sync.db.commit()
+    ok = lambda pw, h: pw == "right"  # noqa: E731 - doveadm's check stands in
+    assert password_change.admin_login(" B@x.gov.vn", "right", verify=ok) == "b@x.gov.vn"
+    with pytest.raises(password_change.ChangeRefused):
+        password_change.admin_login("b@x.gov.vn", "wrong", verify=ok)
+    with pytest.raises(password_change.NotAllowed, match="not an administrator"):
+        password_change.admin_login("a@x.gov.vn", "right", verify=ok)
+    with pytest.raises(password_change.NotAllowed, match="cancelled"):
+        password_change.admin_login("c@x.gov.vn", "right", verify=ok)
+    sync.db.execute("UPDATE accounts SET must_change = 1 WHERE address = 'b@x.gov.vn'")
+    sync.db.commit()
+    with pytest.raises(password_change.NotAllowed, match="mustchange"):  # an issued password: changed first
+        password_change.admin_login("b@x.gov.vn", "right", verify=ok)

@@ -143,6 +143,61 @@ def test_the_metric_ports_answer_the_monitor_and_the_host_itself_only():
         "/etc/default/prometheus"]
 
 
+def _published(cfg):
+    cfg = copy.deepcopy(cfg)
+    object.__setattr__(cfg.model.policy.monitoring, "web_ui", True)
+    return cfg
+
+
+def test_the_monitors_pages_are_published_behind_the_admin_login_only_when_the_data_asks():
+    from govmail.services import web
+
+    cfg = load_province("bacninh")
+    assert "/monitor/" not in files(web.service(ctx_for(cfg, "mail.bacninh.gov.vn")))["/etc/nginx/conf.d/govmail.conf"]
+    am = files(monitor.service(ctx_for(cfg, "backup.bacninh.gov.vn")))["/etc/default/prometheus-alertmanager"]
+    assert "--web.listen-address=127.0.0.1:9093" in am and "external-url" not in am
+
+    cfg = _published(cfg)
+    conf = files(web.service(ctx_for(cfg, "mail.bacninh.gov.vn")))["/etc/nginx/conf.d/govmail.conf"]
+    for name, port in (("prometheus", 9090), ("alertmanager", 9093)):
+        block = conf.split(f"location /monitor/{name}/ {{", 1)[1].split("\n    }\n", 1)[0]
+        assert "auth_request /.govmail-admin;" in block and f"proxy_pass http://10.77.0.3:{port}/;" in block
+        assert "if ($govmail_foreign) {\n            return 403;" in block  # another site's request refused
+    check = conf.split("location = /.govmail-admin {", 1)[1].split("}", 1)[0]
+    assert "internal;" in check and "https://127.0.0.1:8443/api/admin" in check
+    mon = files(monitor.service(ctx_for(cfg, "backup.bacninh.gov.vn")))
+    assert ("--web.listen-address=10.77.0.3:9093 --cluster.listen-address= --web.external-url="
+            "https://mail.bacninh.gov.vn/monitor/alertmanager/ --web.route-prefix=/'") in mon[
+                "/etc/default/prometheus-alertmanager"]
+    assert "--web.external-url=https://mail.bacninh.gov.vn/monitor/prometheus/ --web.route-prefix=/'" in mon[
+        "/etc/default/prometheus"]
+    prom = yaml.safe_load(mon["/etc/prometheus/prometheus.yml"])
+    assert prom["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["10.77.0.3:9093"]
+    # the mail host's nginx reaches Alertmanager too; nobody else does
+    nft = files(exporters.service(ctx_for(cfg, "backup.bacninh.gov.vn")))["/etc/govmail/exporters/metrics.nft"]
+    assert "tcp dport { 9090, 9093 } ip saddr { 10.77.0.2 } accept" in nft
+    assert "tcp dport { 9100, 9090, 9093 } counter drop" in nft
+
+
+@pytest.mark.parametrize("web_ui", [False, True])
+def test_each_daemons_defaults_file_is_comments_and_one_args_line_whatever_the_data(web_ui):
+    """systemd reads ARGS from /etc/default/<daemon>: a line joined to a comment loses every flag (and
+    the daemon starts on its built-in defaults: every address, 15 days of metrics)."""
+    import re
+
+    cfg = _published(load_province("bacninh")) if web_ui else load_province("bacninh")
+    defaults = {}
+    for host in ("mail.bacninh.gov.vn", "backup.bacninh.gov.vn"):
+        defaults.update(files(exporters.service(ctx_for(cfg, host))))
+    defaults.update(files(monitor.service(ctx_for(cfg, "backup.bacninh.gov.vn"))))
+    defaults = {k: v for k, v in defaults.items() if k.startswith("/etc/default/")}
+    assert len(defaults) == 5, sorted(defaults)
+    for dest, text in defaults.items():
+        lines = [x for x in text.splitlines() if x.strip()]
+        assert all(x.startswith("#") or re.fullmatch(r"ARGS='[^'\n]*'", x) for x in lines), (dest, text)
+        assert sum(x.startswith("ARGS='--") for x in lines) == 1, (dest, text)
+
+
 def test_dovecot_serves_its_metrics_on_the_private_address_only_when_the_province_is_watched():
     from govmail.services import dovecot
 
@@ -230,3 +285,21 @@ def test_status_names_the_firing_alert_its_host_and_article_and_fails():
     quiet = dict(doc, alerts=doc["alerts"][1:])
     assert status.report(cfg, quiet)[1] == 0  # the heartbeat alone is not an incident
     assert status.report(cfg, {"errors": ["prometheus: refused"]})[1] == 2
+
+
+def test_verify_names_a_monitor_daemon_running_older_files_than_the_deploy_wrote():
+    t = 1_800_000_000.0
+    doc = {"runs": {"prometheus": {"process_start_time_seconds": t,
+                                   "prometheus_config_last_reload_success_timestamp_seconds": t + 100},
+                    "alertmanager": {"process_start_time_seconds": t + 100}},
+           "written": {"/etc/default/prometheus": t + 50, "/etc/prometheus/prometheus.yml": t + 60,
+                       "/etc/prometheus/alertmanager.yml": t + 99, "/etc/default/prometheus-alertmanager": t}}
+    # Prometheus reloaded after its rule files, but its flags were written after it started.
+    assert status.stale(doc) == ["prometheus started before /etc/default/prometheus was written: "
+                                 "`systemctl restart prometheus`"]
+    doc["written"]["/etc/prometheus/alertmanager.yml"] = t + 200
+    assert status.stale(doc)[1] == ("alertmanager loaded its configuration before /etc/prometheus/alertmanager.yml "
+                                    "was written: `systemctl reload prometheus-alertmanager`")
+    doc["runs"]["prometheus"]["process_start_time_seconds"] = t + 60
+    doc["runs"]["alertmanager"]["alertmanager_config_last_reload_success_timestamp_seconds"] = t + 200
+    assert status.stale(doc) == []

@@ -11,7 +11,7 @@ import pytest
 from govmail.cli import publish as webcli
 from govmail.data import load_province
 from govmail.data.text import UnsafeValue, nginx, php, xml
-from govmail.host.passwd_service import effective_client
+from govmail.host.passwd_service import basic_credentials, effective_client
 from govmail.publish import portal
 from govmail.service import Context
 from govmail.services import web, webmail
@@ -108,3 +108,16 @@ def test_only_the_web_mail_on_the_loopback_may_name_the_client_and_only_as_an_ad
     assert effective_client("10.9.9.9", "10.1.2.3") == "10.9.9.9"
     assert effective_client("127.0.0.1", "user:evil") == "127.0.0.1"
     assert effective_client("::1", "") == "::1"
+
+
+def test_the_admin_pages_login_header_is_read_strictly():
+    import base64
+
+    def basic(raw: bytes) -> str:
+        return "Basic " + base64.b64encode(raw).decode()
+
+    assert basic_credentials(basic("Quản.Trị@x.gov.vn:mật:khẩu".encode())) == ("quản.trị@x.gov.vn", "mật:khẩu")
+    assert basic_credentials("basic " + base64.b64encode(b"a@x.gov.vn:pw").decode()) == ("a@x.gov.vn", "pw")
+    for bad in ("", "Bearer abc", "Basic", "Basic !!!notbase64", basic(b"no-colon"), basic(b":pw"), basic(b"a@x:"),
+                basic(b"\xff\xfe:pw"), "Basic " + "A" * 5000):
+        assert basic_credentials(bad) is None, bad
