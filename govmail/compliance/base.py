@@ -8,6 +8,7 @@ evidence it found and fails with an AssertionError whose message is the value it
 from __future__ import annotations
 
 import ast
+import shlex
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -72,3 +73,22 @@ def store_meta(ti) -> dict:
     return ast.literal_eval(ti.check_output(q.format(contract.PATHS["store"])))  # a dict printed by the host
 
 
+WEB_GET = """
+import http.client, ssl, sys
+host, path, tls = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+c = (http.client.HTTPSConnection("127.0.0.1", 443, context=ssl._create_unverified_context(), timeout=20) if tls
+     else http.client.HTTPConnection("127.0.0.1", 80, timeout=20))
+c.request("GET", path, headers={"Host": host})
+r = c.getresponse()
+body = r.read()
+sys.stdout.buffer.write(f"{r.status} {r.getheader('Location') or '-'} {len(body)}\\n".encode() + body)
+"""
+
+
+def web_get(ti, host, path, tls=True):
+    """(status, Location, body) of a request to the host's own web server, by name."""
+    out = ti.run(f"python3 -c {shlex.quote(WEB_GET)} {shlex.quote(host)} {shlex.quote(path)} {int(tls)}")
+    assert out.rc == 0, f"GET {path}: {out.stderr.strip()[-300:]}"
+    head, _, body = out.stdout.partition("\n")
+    status, location, _ = head.split(" ", 2)
+    return int(status), location, body

@@ -11,7 +11,18 @@ import shlex
 
 from ..host import contract
 from . import active, checks_filter, checks_host, checks_ops  # noqa: F401  (registers the active probes, the filter's, the host's and the operations checks)
-from .base import CHECKS, Probe, check, doveconf, lookup_table, postconf, quota_limits_mib, running, ssh_failure
+from .base import (
+    CHECKS,
+    Probe,
+    check,
+    doveconf,
+    lookup_table,
+    postconf,
+    quota_limits_mib,
+    running,
+    ssh_failure,
+    web_get,
+)
 from .checks_live import configured_ignoreip, ignored, jail_ignoreip, networks, smtpd_cleartext, smtpd_sizes
 
 __all__ = ["CHECKS", "Probe", "ssh_failure"]
@@ -86,27 +97,6 @@ def client_ports(h, cfg, _):
     closed = [p for p in (993, 995, 587, 465, 25) if not h.ti.socket(f"tcp://0.0.0.0:{p}").is_listening]
     assert not closed, f"not listening: {closed}"
     return "listening: 25, 465, 587, 993, 995"
-
-
-WEB_GET = """
-import http.client, ssl, sys
-host, path, tls = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
-c = (http.client.HTTPSConnection("127.0.0.1", 443, context=ssl._create_unverified_context(), timeout=20) if tls
-     else http.client.HTTPConnection("127.0.0.1", 80, timeout=20))
-c.request("GET", path, headers={"Host": host})
-r = c.getresponse()
-body = r.read()
-sys.stdout.buffer.write(f"{r.status} {r.getheader('Location') or '-'} {len(body)}\\n".encode() + body)
-"""
-
-
-def web_get(ti, host, path, tls=True):
-    """(status, Location, body) of a request to the host's own web server, by name."""
-    out = ti.run(f"python3 -c {shlex.quote(WEB_GET)} {shlex.quote(host)} {shlex.quote(path)} {int(tls)}")
-    assert out.rc == 0, f"GET {path}: {out.stderr.strip()[-300:]}"
-    head, _, body = out.stdout.partition("\n")
-    status, location, _ = head.split(" ", 2)
-    return int(status), location, body
 
 
 @check

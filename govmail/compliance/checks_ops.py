@@ -9,7 +9,7 @@ import json
 
 from ..data.facts import password_url
 from ..host import contract
-from .base import check, running, ssh_failure, store_meta
+from .base import check, running, ssh_failure, store_meta, web_get
 
 
 def report_figures(h, kind: str) -> dict:
@@ -170,23 +170,9 @@ def watched(h, cfg, _):
             + (f"firing: {', '.join(firing)}" if firing else "nothing fires"))
 
 
-# Asked on the mail host: what /monitor/<page>/ answers a browser without a login (its HTTP status).
-PAGE_STATUS = """
-import ssl, sys, urllib.error, urllib.request
-ctx = ssl._create_unverified_context()  # the host's own nginx on the loopback, by its name
-req = urllib.request.Request("https://127.0.0.1/monitor/" + sys.argv[2] + "/", headers={"Host": sys.argv[1]})
-try:
-    print(urllib.request.urlopen(req, context=ctx, timeout=20).status)
-except urllib.error.HTTPError as e:
-    print(e.code)
-"""
-
-
 def _published_pages(h, cfg) -> str:
     """The monitor's published pages ask for a login (policy.monitoring.web_ui)."""
-    import shlex
-
     for page in ("prometheus", "alertmanager"):
-        code = h.ti.check_output(f"python3 -c {shlex.quote(PAGE_STATUS)} {shlex.quote(cfg.mail_host)} {page}").strip()
-        assert code == "401", f"https://{cfg.mail_host}/monitor/{page}/ answers {code} without a login (want 401)"
+        code = web_get(h.ti, cfg.mail_host, f"/monitor/{page}/")[0]
+        assert code == 401, f"https://{cfg.mail_host}/monitor/{page}/ answers {code} without a login (want 401)"
     return "; its pages published behind the administrators' login"
