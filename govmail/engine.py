@@ -364,14 +364,15 @@ def declared_packages(cfg, role: str, services: dict | None = None) -> list[str]
     import tempfile
     from pathlib import Path
 
-    if services is None:
-        from .services import SERVICES as services
+    from .services import for_roles
+
+    names = services[role] if services is not None else for_roles((role,))
     scratch = Path(tempfile.mkdtemp(prefix="govmail-packages-"))
     try:
         ctx = Context(cfg=cfg, host_name=cfg.mail_host, roles=(role,), probes={}, signature_mirror=False,
                       secrets=province_secrets(cfg, scratch))
         out = []
-        for name in services[role]:
+        for name in names:
             svc = importlib.import_module(f"govmail.services.{name}").service(ctx)
             if svc is not None:
                 out += svc.packages

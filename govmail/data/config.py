@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Optional
 
-from . import schema
+from . import roles, schema
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: govmail/data/config.py -> ../../..
 MiB = 1024 * 1024
@@ -127,7 +127,13 @@ class ProvinceConfig:
 
     @property
     def mail_host(self) -> str:
-        return next(h.name for h in self.model.hosts if "mail" in h.roles)
+        """The host officials reach (`mail.<domain>`: IMAP, submission, web mail): the one that holds
+        the mailboxes (role `store`, part of `mail`)."""
+        return next(h.name for h in self.model.hosts if roles.has(h.roles, "store"))
+
+    def hosts_with(self, role: str) -> list[str]:
+        """The hosts that have `role` (`mail`: all of its parts), in the data's order."""
+        return [h.name for h in self.model.hosts if roles.has(self.roles(h.name), role)]
 
     @property
     def backup_host(self) -> Optional[str]:
@@ -139,9 +145,10 @@ class ProvinceConfig:
         return next((h.name for h in self.model.hosts if "monitor" in h.roles), None) or self.backup_host
 
     def roles(self, host_name: str) -> list[str]:
-        """A host's roles as deployed: its own, and `monitor` for the host that watches the province."""
+        """A host's roles as deployed: its own, and `monitor` for the host that watches the province;
+        `mail` for a host with all of its parts (govmail/data/roles.py)."""
         h = next(h for h in self.model.hosts if h.name == host_name)
-        return [*h.roles, *(["monitor"] if host_name == self.monitor_host and "monitor" not in h.roles else [])]
+        return roles.compact([*h.roles, *(["monitor"] if host_name == self.monitor_host else [])])
 
     @property
     def alert_to(self) -> list[str]:

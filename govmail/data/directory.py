@@ -21,6 +21,7 @@ from .config import ROLE_LOCAL_PARTS, Account, ProvinceConfig
 from .config import fmt_path as _fmt_path
 from .naming import all_units, local_units, rule_problem, unit_pair
 from .naming import unit_of as naming_unit
+from .roles import layout_problems
 from .text import MAX_ADDRESS, MAX_LOCAL
 
 Report = Callable[[tuple, str], None]
@@ -311,21 +312,10 @@ class DirectoryBuilder:
                 what = status or ("a list, not a mailbox" if probe in cfg.aliases else "not a mailbox of the directory")
                 self.add(("verify", "probe_mailbox"), f"{probe!r} is {what}; allowed: an active mailbox of the "
                          "directory (`govmail verify --active` sends its probe there)")
-        mail_hosts = [h for h in m.hosts if "mail" in h.roles]
-        if len(mail_hosts) != 1:
-            self.add(("hosts",), f"{len(mail_hosts)} hosts have role 'mail'; exactly one is supported")
+        for path, message in layout_problems(m.hosts):
+            self.add(path, message)
         backup_hosts = [h for h in m.hosts if "backup" in h.roles]
-        if len(backup_hosts) > 1:
-            self.add(("hosts",), f"{len(backup_hosts)} hosts have role 'backup'; at most one is supported")
         monitor_hosts = [h for h in m.hosts if "monitor" in h.roles]
-        if len(monitor_hosts) > 1:
-            self.add(("hosts",), f"{len(monitor_hosts)} hosts have role 'monitor'; at most one is supported")
-        for i, h in enumerate(m.hosts):
-            if "mail" in h.roles and "backup" in h.roles:
-                self.add(("hosts", i, "roles"), "a host cannot back itself up: give `backup` to another host")
-            if "mail" in h.roles and "monitor" in h.roles:
-                self.add(("hosts", i, "roles"), "the mail host cannot watch itself (its alerts would stop with it): "
-                         "give `monitor` to another host, or leave it to the backup host")
         if m.policy.monitoring.web_ui and not (monitor_hosts or backup_hosts):
             self.add(("policy", "monitoring", "web_ui"), "true, but no host watches the province: give `monitor` (or "
                      "`backup`) to a host other than the mail host, or set it false")

@@ -44,6 +44,7 @@ from .policy import (  # noqa: F401 (the policy sections are part of the option 
     Strict,
     _article,
 )
+from .roles import ROLES
 from .text import Address, Article, DisplayText, Domain, HostName, Identifier, ISODate, RelPath  # noqa: F401
 
 
@@ -94,10 +95,13 @@ class Host(Strict):
         "the exporters listen only there). Null: `address`, else the host name as the controller resolves it "
         "(the lab uses its own)."
     )
-    roles: list[Literal["mail", "backup", "monitor"]] = Field(
-        ["mail"], description="What the host does: `mail` (exactly one host), `backup` (at most one: receives "
-        "the mail host's backups), `monitor` (at most one, never the mail host: Prometheus and Alertmanager; "
-        "when no host has it, the backup host watches the province)."
+    roles: list[Literal[ROLES]] = Field(
+        ["mail"], description="What the host does (govmail/data/roles.py): `mail` (the province's mail on this "
+        "host: `mx`, `store`, `web` and `db` together), or those parts (`mx`: Postfix, rspamd, ClamAV; `store`: "
+        "Dovecot and the mailboxes; `web`: the web mail and the password page; `db`: the account store; for now "
+        "all four on one host), `backup` (at most one, never the host of the mailboxes: receives its backups), "
+        "`monitor` (at most one, never a mail host: Prometheus and Alertmanager; when no host has it, the backup "
+        "host watches the province)."
     )
     local_files: list[str] = Field(
         [], description="Files of the province's own that the host keeps beside govmail's in a directory govmail "

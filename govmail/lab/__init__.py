@@ -37,6 +37,7 @@ import time
 from typing import Callable
 
 from ..data import load_province
+from ..data.roles import has
 from .host import (  # noqa: F401
     HOST_TOOLS,
     IMAGE_PACKAGES,
@@ -151,7 +152,7 @@ def dns_records(state: dict, records: Records | None = None) -> list[str]:
     taken = {line.split("=", 1)[1].split(",", 1)[0] for line in lines if line.startswith("mx-host=")}
     for name, h in sorted(state["hosts"].items()):
         lines.append(f"host-record={name},{h['ip']}")
-        if "mail" in h.get("roles", ["mail"]) and h["domain"] not in taken:
+        if has(h.get("roles", ["mail"]), "mx") and h["domain"] not in taken:
             lines.append(f"mx-host={h['domain']},{name},10")
         lines.append(f"ptr-record={ipaddress.ip_address(h['ip']).reverse_pointer},{name}")
     # A stand-in for the world outside the state mail system (`.test` is reserved, RFC 2606): tests
@@ -215,14 +216,14 @@ def host_entries(state: dict, province: str) -> list[tuple[str, dict]]:
     network namespace and address each."""
     cfg = load_province(province)
     out = []
-    for host in sorted(cfg.model.hosts, key=lambda x: "mail" not in x.roles):
+    for host in sorted(cfg.model.hosts, key=lambda x: not has(x.roles, "store")):
         name = host.name
         h = state["hosts"].get(name)
         if h is None:
             used = {x["ip"] for x in state["hosts"].values()}
             ip = next(str(a) for a in list(SUBNET.hosts())[9:] if str(a) not in used)
             octet = ip.rsplit(".", 1)[1]
-            prefix = "gml" if "mail" in host.roles else "gmb"
+            prefix = "gml" if has(host.roles, "store") else "gmb"
             h = {"ip": ip, "province": province, "domain": cfg.domain, "netns": f"{prefix}-{province}"[:15],
                  "veth": f"gmv{octet}", "pid": None, "roles": list(host.roles)}
             state["hosts"][name] = h
@@ -262,7 +263,7 @@ def up(provinces: list[str], fresh: bool = False, records: Records | None = None
             log(f"{name}: already running (pid {h['pid']}, {h['ip']})")
             continue
         kill_leftovers(h["netns"])
-        if "mail" in h.get("roles", []) and not root.exists() and new_mail_host:
+        if has(h.get("roles", []), "store") and not root.exists() and new_mail_host:
             new_mail_host(h["province"])
         prepare_root(root, image, name, h["ip"])
         h["pid"] = boot(name, root, h["netns"])

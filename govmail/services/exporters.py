@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from ..data.roles import has
 from ..data.text import DOMAIN_RE, Trusted, UnsafeValue
 from ..host import contract
 from ..host.contract import PACKAGE
@@ -60,7 +61,8 @@ def read_ports(cfg, roles) -> list[int]:
 
 
 def metric_ports(cfg, roles) -> list[int]:
-    mail = [contract.PORTS["dovecot_stats"], contract.PORTS["nginx_exporter"]] if "mail" in roles else []
+    mail = [*([contract.PORTS["dovecot_stats"]] if has(roles, "store") else []),
+            *([contract.PORTS["nginx_exporter"]] if has(roles, "web") else [])]
     return [contract.PORTS["node_exporter"], *mail, *read_ports(cfg, roles)]
 
 
@@ -77,7 +79,7 @@ def service(ctx) -> Service:
     me = address(ctx.addresses.get(ctx.host_name, ctx.host_name))
     watcher = address(ctx.addresses.get(monitor, monitor))
     # on the monitor: the mail hosts read Prometheus too (their monthly report's availability)
-    readers = sorted({address(ctx.addresses.get(h.name, h.name)) for h in cfg.model.hosts if "mail" in h.roles})
+    readers = sorted({address(ctx.addresses.get(n, n)) for n in [*cfg.hosts_with("store"), *cfg.hosts_with("web")]})
     extra = dict(monitor=Trusted(monitor), listen=me, units=Trusted(UNIT_INCLUDE), textfile_dir=Trusted(TEXTFILE_DIR),
                  off=Trusted(" ".join(f"--no-collector.{c}" for c in UNUSED)),
                  nft=Trusted(NFT), metric_ports=Trusted(", ".join(map(str, metric_ports(cfg, ctx.roles)))),
@@ -95,7 +97,7 @@ def service(ctx) -> Service:
     units = [Unit("govmail-metrics-firewall"),
              Unit("prometheus-node-exporter", ready=f"timeout 2 bash -c '</dev/tcp/{me}/{contract.PORTS['node_exporter']}'"),
              Unit("govmail-metrics.timer")]
-    if "mail" in ctx.roles:  # nginx's own figures (stub_status on the loopback: govmail/services/web.py)
+    if has(ctx.roles, "web"):  # nginx's own figures (stub_status on the loopback: govmail/services/web.py)
         packages.append("prometheus-nginx-exporter")
         files.append(File("/etc/default/prometheus-nginx-exporter",
                           render("exporters/prometheus-nginx-exporter.j2", cfg, **extra), action="restart"))

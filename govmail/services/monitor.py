@@ -31,6 +31,7 @@ import re
 
 import yaml
 
+from ..data.roles import has
 from ..data.text import Trusted
 from ..host import contract
 from ..monitoring import alerts
@@ -102,6 +103,11 @@ def prometheus_url(cfg, addresses: dict) -> str | None:
     return f"http://{_listen(cfg, addresses)}:{contract.PORTS['prometheus']}"
 
 
+def _role(roles, part: str) -> str:
+    """The `role` label of a scrape: `mail` on the one-host province's mail host, else the part."""
+    return "mail" if has(roles, "mail") else part
+
+
 def prometheus_config(cfg, addresses: dict, dns: str | None = None) -> dict:
     node, dovecot = contract.PORTS["node_exporter"], contract.PORTS["dovecot_stats"]
     hosts = [(h.name, address(addresses.get(h.name, h.name)), cfg.roles(h.name)) for h in cfg.model.hosts]
@@ -125,11 +131,11 @@ def prometheus_config(cfg, addresses: dict, dns: str | None = None) -> dict:
             {"job_name": "node", "static_configs": [
                 {"targets": [f"{a}:{node}"], "labels": {"host": n, "role": "+".join(r)}} for n, a, r in hosts]},
             {"job_name": "dovecot", "static_configs": [
-                {"targets": [f"{a}:{dovecot}"], "labels": {"host": n, "role": "mail"}} for n, a, r in hosts
-                if "mail" in r]},
+                {"targets": [f"{a}:{dovecot}"], "labels": {"host": n, "role": _role(r, "store")}} for n, a, r in hosts
+                if has(r, "store")]},
             {"job_name": "nginx", "static_configs": [
-                {"targets": [f"{a}:{contract.PORTS['nginx_exporter']}"], "labels": {"host": n, "role": "mail"}}
-                for n, a, r in hosts if "mail" in r]},
+                {"targets": [f"{a}:{contract.PORTS['nginx_exporter']}"], "labels": {"host": n, "role": _role(r, "web")}}
+                for n, a, r in hosts if has(r, "web")]},
             {"job_name": "probe", "metrics_path": "/probe", "scrape_interval": f"{PROBE_S}s",
              "static_configs": probe_targets,
              "relabel_configs": [

@@ -1,0 +1,99 @@
+"""Roles (govmail/data/roles.py): `mail` is its four parts on one host, byte for byte, and the layouts
+govmail cannot deploy are refused before any host is touched (their messages: tests/unit/bad_data/)."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import shutil
+
+import pytest
+
+from govmail.data import ROOT, DataError, load_province
+from govmail.data.roles import compact, expand, has
+from govmail.secrets import province_secrets
+from govmail.service import Context
+from govmail.services import SERVICES, for_roles
+
+# What today's one-host mail host runs, in the order it installs and activates them. A change here is a
+# change of every deployed province: make it on purpose.
+ONE_HOST = ["system", "updates", "base", "host_tools", "tls", "accounts", "dovecot", "sieve_guard", "clamav",
+            "attachments", "rspamd", "postfix", "passwd", "webmail", "web", "fail2ban", "logs", "backup", "reports",
+            "exporters"]
+
+
+def test_the_mail_host_runs_what_it_always_ran_whether_named_mail_or_by_its_parts():
+    assert for_roles(["mail"]) == ONE_HOST
+    assert for_roles(["db", "web", "store", "mx"]) == ONE_HOST
+    assert for_roles(["backup", "monitor"]) == ["system", "updates", "backup_host", "exporters", "monitor"]
+    assert for_roles(["monitor"]) == ["system", "updates", "exporters", "monitor"]
+    # every service belongs to a role, and every role's host starts with its baseline
+    assert set(ONE_HOST) | {"backup_host", "monitor"} == {n for names in SERVICES.values() for n in names}
+
+
+def test_role_words():
+    assert expand(["mail", "backup"]) == ["mx", "store", "web", "db", "backup"]
+    assert compact(["store", "db", "mx", "web", "monitor"]) == ["mail", "monitor"]
+    assert compact(["mx", "store"]) == ["mx", "store"]
+    assert has(["mail"], "db") and has(["mx", "store", "web", "db"], "mail") and not has(["mx", "store"], "mail")
+
+
+def declared(cfg, host: str, roles, secrets_dir) -> dict:
+    """Everything a host's services declare: each file's bytes and owner, the packages, units, actions."""
+    addresses = {h.name: f"10.9.0.{i + 2}" for i, h in enumerate(cfg.model.hosts)}
+    ctx = Context(cfg, host, tuple(roles), {}, trusted_clients=("10.77.0.1",), addresses=addresses,
+                  secrets=province_secrets(cfg, secrets_dir))
+    out = {"services": for_roles(roles)}
+    for name in out["services"]:
+        svc = importlib.import_module(f"govmail.services.{name}").service(ctx)
+        if svc is None:
+            continue
+        for f in svc.files:
+            if f.consumed:  # initial passwords: made afresh each time
+                continue
+            out[f.dest] = (hashlib.sha256(f.content).hexdigest(), f.mode, f.user, f.group, f.action)
+        out[name] = repr((svc.packages, svc.units, svc.actions, svc.ensures, svc.reacts))
+    return out
+
+
+@pytest.mark.parametrize("province", ["laichau", "lamdong"])
+def test_a_province_whose_data_names_the_four_parts_deploys_byte_for_byte_as_with_mail(province, tmp_path):
+    shutil.copytree(ROOT / "group_data", tmp_path / "data")
+    one = load_province(tmp_path / "data" / f"{province}.yml", cache=False)
+    f = tmp_path / "data" / f"{province}.yml"
+    text = f.read_text()
+    assert text.count("roles: [mail]\n") == 1
+    f.write_text(text.replace("roles: [mail]\n", "roles: [db, web, store, mx]\n"))
+    four = load_province(f, cache=False)
+    assert four.mail_host == one.mail_host and four.hosts_with("store") == [one.mail_host]
+    for h in one.model.hosts:
+        assert four.roles(h.name) == one.roles(h.name)
+        want = declared(one, h.name, one.roles(h.name), tmp_path / "secrets")
+        assert declared(four, h.name, four.roles(h.name), tmp_path / "secrets") == want
+    raw = next(x.roles for x in four.model.hosts if x.name == one.mail_host)  # as written, not compacted
+    assert raw == ["db", "web", "store", "mx"]
+    assert declared(four, one.mail_host, raw, tmp_path / "secrets") == declared(one, one.mail_host, ["mail"],
+                                                                                 tmp_path / "secrets")
+
+
+@pytest.mark.parametrize("roles, message", [
+    ("[mx]\n  - name: store.corpus.gov.vn\n    roles: [store, web, db]",
+     "hosts: the mail roles are on 2 hosts (mail.corpus.gov.vn, store.corpus.gov.vn); govmail does not deploy"),
+    ("[mx, store, web]", "hosts[0].roles: no host has 'db'; govmail does not deploy the mail roles apart yet"),
+    ("[mail, proxy]", "hosts[0].roles: 'proxy': Dovecot's proxy comes with several stores"),
+    ("[mail, store]", "hosts[0].roles: 'store' is already given by `mail`; list each role once"),
+    ("[mx, mx, store, web, db]", "hosts[0].roles: 'mx' is given twice; list each role once"),
+    ("[mx, store, web, db, backup]", "hosts[0].roles: a host cannot back itself up"),
+    ("[store, web, db, mx, monitor]", "hosts[0].roles: the mail host cannot watch itself"),
+])
+def test_a_layout_govmail_cannot_deploy_gets_one_message_naming_it(roles, message, tmp_path):
+    base = (ROOT / "tests" / "unit" / "bad_data" / "base.yml.txt").read_text()
+    assert base.count("roles: [mail]") == 1
+    shutil.copy(ROOT / "group_data" / "defaults.yml", tmp_path / "defaults.yml")
+    if "backup" in roles:  # the base's backup host would be a second one
+        base = base.replace("roles: [backup]", "roles: [monitor]")
+    (tmp_path / "corpus.yml").write_text(base.replace("roles: [mail]", f"roles: {roles}"))
+    with pytest.raises(DataError) as e:
+        load_province(tmp_path / "corpus.yml", cache=False)
+    got = [f"{p.path or '(top level)'}: {p.message}" for p in e.value.problems]
+    assert len(got) == 1 and got[0].startswith(message), got
