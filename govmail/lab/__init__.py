@@ -11,7 +11,7 @@ Layout under LAB_DIR (default /var/lib/govmail-lab, env GOVMAIL_LAB_DIR):
     logs/<host>.log        console of each container
 
 Network: bridge `gmlab0` with 10.77.0.1/24; each container in its own network namespace
-(`gml-<province>`), reached through a veth pair. The nft table `inet govmail_lab` lets lab hosts
+(`gm<last octet of its address>-<province>`), reached through a veth pair. The nft table `inet govmail_lab` lets lab hosts
 reach each other and the package mirror (HTTP/HTTPS to the addresses deb.debian.org has when the lab
 starts) and nothing else. The resolver answers only lab names (A, MX) and the mirror's name. The
 machine running the lab finds lab hosts by name through a marked block in /etc/hosts.
@@ -223,8 +223,8 @@ def host_entries(state: dict, province: str) -> list[tuple[str, dict]]:
             used = {x["ip"] for x in state["hosts"].values()}
             ip = next(str(a) for a in list(SUBNET.hosts())[9:] if str(a) not in used)
             octet = ip.rsplit(".", 1)[1]
-            prefix = "gml" if has(host.roles, "store") else "gmb"
-            h = {"ip": ip, "province": province, "domain": cfg.domain, "netns": f"{prefix}-{province}"[:15],
+            # one namespace per host, unique by the address's last octet whatever the roles (15 characters)
+            h = {"ip": ip, "province": province, "domain": cfg.domain, "netns": f"gm{octet}-{province}"[:15],
                  "veth": f"gmv{octet}", "pid": None, "roles": list(host.roles)}
             state["hosts"][name] = h
         out.append((name, h))
