@@ -6,8 +6,9 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 venv="${GOVMAIL_VENV:-$here/.venv}"
 # chromium + chromium-driver: the real browser of the web mail tests (Debian packages, no download).
+# postgresql: the binaries of the throwaway server the account store's tests run on (tests/unit/postgres.py).
 host_pkgs=(debootstrap systemd-container nftables iproute2 dnsmasq-base openssh-client openssl swaks testssl.sh python3-venv
-           chromium chromium-driver)
+           chromium chromium-driver postgresql)
 
 missing=()
 for p in "${host_pkgs[@]}"; do
@@ -16,6 +17,11 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "govmail: installing host packages: ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
+  # Debian's postgresql would make and start a cluster of the machine's own; the tests need none.
+  mkdir -p /etc/postgresql-common/createcluster.d
+  [ -e /etc/postgresql-common/createcluster.d/govmail.conf ] ||
+    printf '# govmail.sh: no cluster of the machine (the tests make their own)\ncreate_main_cluster = false\n' \
+      > /etc/postgresql-common/createcluster.d/govmail.conf
   apt-get update -q >&2
   apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
 fi

@@ -207,8 +207,8 @@ def restore(address, db_path=None):
     row = db.execute("SELECT status FROM accounts WHERE address = ?", (address,)).fetchone()
     if row is None or row[0] not in ("suspended", "deleted"):
         sys.exit(f"accounts: {address} is {'not in the account store' if not row else row[0] + ', not suspended or deleted'}")
-    db.execute("UPDATE accounts SET status = 'active', status_since = NULL, created = MAX(created, ?), updated = ? "
-               "WHERE address = ?", (now, now, address))
+    db.execute("UPDATE accounts SET status = 'active', status_since = NULL, created = CASE WHEN created > ? THEN created "
+               "ELSE ? END, updated = ? WHERE address = ?", (now, now, now, address))
     store.audit(db, "restored" if row[0] == "suspended" else "re-created", address,
           "suspension lifted" if row[0] == "suspended" else "re-created empty after deletion")
     print(json.dumps({"address": address, "status": "active", "was": row[0]}))

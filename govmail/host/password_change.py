@@ -142,7 +142,7 @@ def change_password(address, current, new, source="", db_path=None, verify=None,
 
 def strengthen(db_path=None, handout=None, make_hash=None, verify=None):
     """Rehash at the province's cost each issued password not changed yet and still at bcrypt's
-    lowest cost (the deploy hashes new mailboxes' random passwords fast; store_sql.ISSUED), from
+    lowest cost (the deploy hashes new mailboxes' random passwords fast; store_sql.issued), from
     the handout file where the host keeps them for the operator. A row whose password changed
     meanwhile is left as it is (compare-and-swap). Returns (strengthened, left without a known
     password)."""
@@ -156,7 +156,7 @@ def strengthen(db_path=None, handout=None, make_hash=None, verify=None):
     except FileNotFoundError:
         pass
     db = store.connect(db_path)
-    rows = db.execute("SELECT a.address, a.password FROM accounts a WHERE " + store.ISSUED).fetchall()
+    rows = db.execute("SELECT a.address, a.password FROM accounts a WHERE " + store.issued(db.dialect)).fetchall()
     done, unknown = 0, 0
     for address, hashed in rows:
         pw = next((p for p in reversed(known.get(address, [])) if verify(p, hashed)), None)

@@ -1,4 +1,5 @@
-"""The account store on a mail host: one SQLite database that Dovecot and Postfix both read.
+"""The account store: one database that Dovecot and Postfix both read (SQLite on a one-host province,
+PostgreSQL when several hosts read it: govmail/host/store_db.py).
 
 Its tables, the views Dovecot (passdb/userdb) and Postfix (mailbox, alias and sender maps) read,
 and every write to it: the sync from the directory document, an administrator's reset, a hand-over,
@@ -21,7 +22,6 @@ import os
 import pwd
 import shutil
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -37,37 +37,51 @@ HANDOUT = contract.PATHS["initial_passwords"]
 GROUP = "postfix"
 SCHEMA_VERSION = 2
 
-from .store_sql import ADDED_COLUMNS, ISSUED, REASONS, SCHEMA, STRONG, VIEWS  # noqa: E402,F401 (the store's SQL)
+from . import store_db  # noqa: E402
+from .store_sql import ADDED_COLUMNS, REASONS, issued, schema, views  # noqa: E402,F401 (the store's SQL)
+
+# Set a meta value (both engines: an upsert).
+SET_META = "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 
 
-def connect(path=None):
-    path = path or DB
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    db = sqlite3.connect(path, timeout=30, isolation_level=None)
-    db.execute("PRAGMA journal_mode=DELETE")  # readers need no write access (no -shm file)
-    db.executescript(SCHEMA)
-    have_cols = {r[1] for r in db.execute("PRAGMA table_info(accounts)")}
+def read_only(target=None):
+    """A connection that only reads the store (its tables and views as they are)."""
+    return store_db.connect(target or DB, readonly=True)
+
+
+def connect(target=None):
+    """A connection to the store (`target`: a path or a PostgreSQL connection string; default DB), its
+    tables made or upgraded and its views current."""
+    path = target or DB
+    db = store_db.connect(path)
+    sqlite = db.dialect.name == "sqlite"
+    if sqlite:
+        db.execute("PRAGMA journal_mode=DELETE")  # readers need no write access (no -shm file)
+    db.executescript(schema(db.dialect))
+    have_cols = db.columns("accounts")
     missing = [(c, decl) for c, decl in ADDED_COLUMNS if c not in have_cols]
     for col, decl in missing:
         db.execute(f"ALTER TABLE accounts ADD COLUMN {col} {decl}")
     if missing:
         db.execute("UPDATE accounts SET status_since = updated WHERE status_since IS NULL AND status != 'active'")
-    want = hashlib.sha256(VIEWS.encode()).hexdigest()
+    text = views(db.dialect)
+    want = hashlib.sha256(text.encode()).hexdigest()
     have = db.execute("SELECT value FROM meta WHERE key = 'views'").fetchone()
     if missing or not have or have[0] != want:
-        db.executescript("BEGIN;" + VIEWS + f"INSERT OR REPLACE INTO meta VALUES ('views', '{want}'); COMMIT;")
+        db.write_script(text + SET_META.replace("?, ?", f"'views', '{want}'") + ";")
         if shutil.which("doveadm"):
             # Dovecot's auth workers keep statements prepared on the old views and do not re-prepare
             # them ("database schema has changed"): restart them. Harmless when Dovecot is not running.
             subprocess.run(["doveadm", "reload"], capture_output=True)
-    os.chmod(path, 0o640)
-    try:
-        import grp
+    if sqlite:
+        os.chmod(path, 0o640)
+        try:
+            import grp
 
-        os.chown(path, 0, grp.getgrnam(GROUP).gr_gid)
-    except (KeyError, PermissionError):
-        pass
-    db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            os.chown(path, 0, grp.getgrnam(GROUP).gr_gid)
+        except (KeyError, PermissionError):
+            pass
+    db.execute(SET_META, ("schema_version", str(SCHEMA_VERSION)))
     return db
 
 
@@ -79,7 +93,7 @@ def actor():
 
 
 def audit(db, action, address=None, detail="", ts=None, who=None):
-    db.execute("INSERT INTO audit VALUES (?,?,?,?,?)",
+    db.execute("INSERT INTO audit (ts, actor, action, address, detail) VALUES (?,?,?,?,?)",
                (int(ts or time.time()), who or actor(), action, address, detail))
 
 
@@ -117,13 +131,13 @@ def sync(new_passwords_file=None, db_path=None):
     legacy = legacy_hashes() if db.execute("SELECT count(*) FROM accounts").fetchone()[0] == 0 else {}
     report = {"added": [], "cancelled": [], "removed": [], "restored": [], "kept": 0, "migrated": 0}
     handout = []
-    db.execute("BEGIN IMMEDIATE")
+    db.begin_write()
     try:
         for key, value in (directory.get("policy") or {}).items():
             if value is None:
                 db.execute("DELETE FROM meta WHERE key=?", (key,))
             else:
-                db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, str(value)))
+                db.execute(SET_META, (key, str(value)))
         rename_moved(db, directory, now)
         old = {r[0]: r for r in db.execute("SELECT address, password, status FROM accounts")}
         seen = set()
@@ -231,7 +245,7 @@ def differences(directory=None, db_path=None):
     account's data columns (a quota set to 0 by hand), its status, a missing or extra account, the
     lists, the senders, the former addresses, the policy. Read-only; [] when they agree."""
     directory = directory or read_directory()
-    db = sqlite3.connect(f"file:{db_path or DB}?mode=ro", uri=True)
+    db = read_only(db_path)
     out = []
     rows = {r[0]: r for r in db.execute("SELECT address, status, " + ", ".join(DATA_COLUMNS) + " FROM accounts")}
     former = {r[0] for r in directory.get("former", [])}
@@ -295,8 +309,8 @@ def import_password(address, hashed, password_set, must_change, db_path=None):
     earlier migration brought (a later change on the old host comes across at the next run); never
     over a password set here by its user or an administrator. True when taken."""
     db = connect(db_path)
-    last = db.execute("SELECT action FROM audit WHERE address = ? AND action IN ('password-changed', "
-                      "'password-reset', 'hand-over', 'password-migrated') ORDER BY ts DESC, rowid DESC LIMIT 1",
+    last = db.execute(f"SELECT action FROM audit WHERE address = ? AND action IN ('password-changed', "
+                      f"'password-reset', 'hand-over', 'password-migrated') ORDER BY ts DESC, {db.dialect.seq} DESC LIMIT 1",
                       (address,)).fetchone()
     if last and last[0] != "password-migrated":
         return False
@@ -362,8 +376,8 @@ def meta_value(db, key, default=None):
 
 def list_store(db_path=None):
     db = connect(db_path)
-    rows = db.execute("SELECT address, kind, role, quota_mb, status, password IS NOT NULL, password_set FROM accounts "
-                      "ORDER BY address")
+    rows = db.execute("SELECT address, kind, role, quota_mb, status, CASE WHEN password IS NULL THEN 0 ELSE 1 END, "
+                      "password_set FROM accounts ORDER BY address")
     keys = ("kind", "role", "quota_mb", "status", "has_password", "password_set")
     print(json.dumps({r[0]: dict(zip(keys, r[1:], strict=False)) for r in rows}, indent=1))
 
@@ -377,14 +391,14 @@ def stored_addresses(db_path=None):
 
 def mailbox_addresses(db_path=None):
     """Addresses whose mail is on disk: every account but the deleted ones (read-only)."""
-    db = sqlite3.connect(f"file:{db_path or DB}?mode=ro", uri=True)
+    db = read_only(db_path)
     return [r[0] for r in db.execute("SELECT address FROM accounts WHERE status != 'deleted' ORDER BY address")]
 
 
 def show_audit(limit=50, db_path=None):
     db = connect(db_path)
     for ts, who, action, address, detail in db.execute(
-        "SELECT ts, actor, action, address, detail FROM audit ORDER BY rowid DESC LIMIT ?", (limit,)
+        f"SELECT ts, actor, action, address, detail FROM audit ORDER BY {db.dialect.seq} DESC LIMIT ?", (limit,)
     ):
         stamp = datetime.datetime.fromtimestamp(ts).isoformat(timespec="seconds")
         print(f"{stamp}\t{who}\t{action}\t{address or ''}\t{detail}")

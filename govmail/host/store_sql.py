@@ -1,6 +1,10 @@
 """The account store's SQL: its tables, and the views Dovecot and Postfix read (govmail/host/store.py
-writes the store; nothing else holds SQL for it but the modules of its own package). Standard library only.
+writes the store; nothing else holds SQL for it but the modules of its own package). Written once for
+both engines: `schema(dialect)` and `views(dialect)` fill in what differs (govmail/host/store_db.py
+Dialect). Standard library only.
 """
+
+from .store_db import Dialect
 
 REASONS = {
     "cancelled": "Hộp thư đã bị hủy; thư vẫn được lưu giữ. Mailbox cancelled: mail is kept. "
@@ -19,11 +23,23 @@ REASONS = {
 # A strong password hash: bcrypt at cost 10 or more (govmail writes 11), Argon2, SHA-512 crypt. Any
 # other ({PLAIN}, {SHA}, {MD5-CRYPT}, bcrypt at a lower cost ...) blocks the login until its owner
 # changes the password ('weakhash'), except an issued one (below).
-STRONG = ("(a.password GLOB '{BLF-CRYPT}$2[aby]$[1-3][0-9]$*' OR a.password GLOB '{ARGON2ID}*' "
-          "OR a.password GLOB '{ARGON2I}*' OR a.password GLOB '{SHA512-CRYPT}$6$*')")
+STRONG_GLOBS = ("{BLF-CRYPT}$2[aby]$[1-3][0-9]$*", "{ARGON2ID}*", "{ARGON2I}*", "{SHA512-CRYPT}$6$*")
+
+
+def strong(d: Dialect) -> str:
+    return "(" + " OR ".join(d.matches("a.password", g) for g in STRONG_GLOBS) + ")"
+
 # An issued password not changed yet, hashed at bcrypt's lowest cost by the deploy (random, so no
 # guess finds it); the host's `accounts strengthen` rehashes it at the full cost from the handout.
-ISSUED = "(a.must_change = 1 AND a.password GLOB '{BLF-CRYPT}$2[aby]$0[4-9]$*')"
+def issued(d: Dialect) -> str:
+    return f"(a.must_change = 1 AND {d.matches('a.password', '{BLF-CRYPT}$2[aby]$0[4-9]$*')})"
+
+
+SQLITE = Dialect("sqlite")
+# As SQLite reads them (the compliance check that reads a host's store with sqlite3).
+STRONG, ISSUED = strong(SQLITE), issued(SQLITE)
+# {time}: a column of seconds since the epoch; {audit_id}: the audit log's row number where the engine
+# has none of its own.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
     address      TEXT PRIMARY KEY,
@@ -36,13 +52,13 @@ CREATE TABLE IF NOT EXISTS accounts (
     -- | deleted (its mail purged by the daily job after the province's period; the row stays)
     status       TEXT NOT NULL DEFAULT 'active',
     password     TEXT,
-    password_set INTEGER,
-    created      INTEGER NOT NULL,
-    updated      INTEGER NOT NULL,
+    password_set {time},
+    created      {time} NOT NULL,
+    updated      {time} NOT NULL,
     -- 1: the password was issued or reset by an administrator; the user must change it first.
     must_change  INTEGER NOT NULL DEFAULT 0,
     -- when the current status began (the period before deletion or purge counts from it)
-    status_since INTEGER,
+    status_since {time},
     -- mailboxes of the managing unit and of its superior: who is told of a suspension or deletion
     manager      TEXT,
     superior     TEXT
@@ -58,15 +74,16 @@ CREATE TABLE IF NOT EXISTS senders (
 CREATE TABLE IF NOT EXISTS former (
     old           TEXT PRIMARY KEY,  -- an address given up (a predecessor province's, or a readdressed one)
     new           TEXT NOT NULL,     -- the address it reaches now
-    ends          INTEGER,           -- end of the transition (unix time); NULL: never
-    forward_until INTEGER            -- after it, forwarded until then; NULL: relocated at once
+    ends          {time},           -- end of the transition (unix time); NULL: never
+    forward_until {time}            -- after it, forwarded until then; NULL: relocated at once
 );
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS audit (
-    ts      INTEGER NOT NULL,
+    {audit_id}
+    ts      {time} NOT NULL,
     actor   TEXT NOT NULL,
     action  TEXT NOT NULL,
     address TEXT,
@@ -76,7 +93,7 @@ CREATE TABLE IF NOT EXISTS notices (
     address TEXT NOT NULL,
     kind    TEXT NOT NULL,
     key     TEXT NOT NULL,
-    ts      INTEGER NOT NULL,
+    ts      {time} NOT NULL,
     PRIMARY KEY (address, kind, key)
 );
 """
@@ -85,7 +102,7 @@ CREATE TABLE IF NOT EXISTS notices (
 # changes the schema under Dovecot's prepared statements, so it must not happen on every call.
 VIEWS = """
 -- Password age limit of each account, from the province's policy (meta), in seconds or NULL.
-DROP VIEW IF EXISTS password_limits;
+DROP VIEW IF EXISTS password_limits{cascade};
 CREATE VIEW password_limits AS
     SELECT a.address,
            COALESCE(86400 * CAST((SELECT value FROM meta WHERE key =
@@ -94,13 +111,13 @@ CREATE VIEW password_limits AS
     FROM accounts a;
 -- Why each account may not log in now, or NULL: the one rule Dovecot (below) and the password
 -- service both apply.
-DROP VIEW IF EXISTS login_blocks;
+DROP VIEW IF EXISTS login_blocks{cascade};
 CREATE VIEW login_blocks AS
     SELECT a.address,
            CASE WHEN a.status != 'active' THEN a.status
                 WHEN a.password IS NULL THEN 'nopassword'
                 WHEN l.max_age > 0 AND a.password_set IS NOT NULL
-                     AND CAST(strftime('%s','now') AS INTEGER) - a.password_set > l.max_age THEN 'expired'
+                     AND {now} - a.password_set > l.max_age THEN 'expired'
                 WHEN NOT {strong} AND NOT {issued} THEN 'weakhash'
                 WHEN a.must_change = 1
                      AND (SELECT value FROM meta WHERE key = 'change_at_first_login') = '1' THEN 'mustchange'
@@ -111,17 +128,17 @@ CREATE VIEW login_blocks AS
 -- user changes it.
 -- The phase of each old address now: `transition` (an alias; its owner logs in and sends with it),
 -- `forward` (an alias only) or `moved` (refused 5.1.6 naming the new address).
-DROP VIEW IF EXISTS former_phase;
+DROP VIEW IF EXISTS former_phase{cascade};
 CREATE VIEW former_phase AS
     SELECT old, new,
-           CASE WHEN ends IS NULL OR CAST(strftime('%s','now') AS INTEGER) < ends THEN 'transition'
-                WHEN forward_until IS NOT NULL AND CAST(strftime('%s','now') AS INTEGER) < forward_until THEN 'forward'
+           CASE WHEN ends IS NULL OR {now} < ends THEN 'transition'
+                WHEN forward_until IS NOT NULL AND {now} < forward_until THEN 'forward'
                 ELSE 'moved'
            END AS phase
     FROM former;
-DROP VIEW IF EXISTS dovecot_passdb_own;
+DROP VIEW IF EXISTS dovecot_passdb_own{cascade};
 CREATE VIEW dovecot_passdb_own AS
-    SELECT a.address AS user, a.password,
+    SELECT a.address AS "user", a.password,
            CASE WHEN b.block IS NULL THEN NULL ELSE 'y' END AS nologin,
            CASE b.block
                 WHEN 'cancelled' THEN '{cancelled}'
@@ -136,46 +153,56 @@ CREATE VIEW dovecot_passdb_own AS
     FROM accounts a JOIN login_blocks b ON b.address = a.address;
 -- Looked up by `login`, the name the user typed: during a transition an old address logs in to
 -- its new mailbox (Dovecot takes the returned `user` as the user name from then on).
-DROP VIEW IF EXISTS dovecot_passdb;
+DROP VIEW IF EXISTS dovecot_passdb{cascade};
 CREATE VIEW dovecot_passdb AS
-    SELECT user AS login, * FROM dovecot_passdb_own
+    SELECT "user" AS login, * FROM dovecot_passdb_own
     UNION ALL
-    SELECT f.old AS login, p.* FROM former_phase f JOIN dovecot_passdb_own p ON p.user = f.new
+    SELECT f.old AS login, p.* FROM former_phase f JOIN dovecot_passdb_own p ON p."user" = f.new
     WHERE f.phase = 'transition';
 -- What Dovecot's userdb reads: the quota of each mailbox, and the mailboxes that have mail on disk.
-DROP VIEW IF EXISTS dovecot_userdb;
-CREATE VIEW dovecot_userdb AS SELECT address AS user, quota_mb || 'M' AS quota_storage_size FROM accounts;
-DROP VIEW IF EXISTS dovecot_users;
-CREATE VIEW dovecot_users AS SELECT address AS user FROM accounts WHERE status != 'deleted';
+DROP VIEW IF EXISTS dovecot_userdb{cascade};
+CREATE VIEW dovecot_userdb AS SELECT address AS "user", quota_mb || 'M' AS quota_storage_size FROM accounts;
+DROP VIEW IF EXISTS dovecot_users{cascade};
+CREATE VIEW dovecot_users AS SELECT address AS "user" FROM accounts WHERE status != 'deleted';
 -- What Postfix reads (proxy:sqlite maps in /etc/postfix/govmail): mailboxes that take mail (a
 -- removed or deleted one does not), lists and their members, and who may send as an address
 -- (a mailbox as itself while active; a list as the logins the data allows).
-DROP VIEW IF EXISTS postfix_mailboxes;
+DROP VIEW IF EXISTS postfix_mailboxes{cascade};
 CREATE VIEW postfix_mailboxes AS
     SELECT address FROM accounts WHERE status NOT IN ('removed', 'deleted');
-DROP VIEW IF EXISTS postfix_aliases;
+DROP VIEW IF EXISTS postfix_aliases{cascade};
 CREATE VIEW postfix_aliases AS
     SELECT address, members FROM aliases
     UNION ALL SELECT old, new FROM former_phase
     -- Only to a mailbox that takes mail, or a list: mail to an old address whose new mailbox was
     -- removed or deleted is refused at RCPT (unknown), not accepted and bounced later.
     WHERE phase != 'moved' AND (new IN (SELECT address FROM postfix_mailboxes) OR new IN (SELECT address FROM aliases));
-DROP VIEW IF EXISTS postfix_relocated;
+DROP VIEW IF EXISTS postfix_relocated{cascade};
 CREATE VIEW postfix_relocated AS SELECT old AS address, new FROM former_phase WHERE phase = 'moved';
-DROP VIEW IF EXISTS postfix_senders_own;
+DROP VIEW IF EXISTS postfix_senders_own{cascade};
 CREATE VIEW postfix_senders_own AS
     SELECT address, address AS logins FROM accounts WHERE status = 'active'
     UNION ALL SELECT address, logins FROM senders;
-DROP VIEW IF EXISTS postfix_senders;
+DROP VIEW IF EXISTS postfix_senders{cascade};
 CREATE VIEW postfix_senders AS
     SELECT address, logins FROM postfix_senders_own
     UNION ALL SELECT f.old, s.logins FROM former_phase f JOIN postfix_senders_own s ON s.address = f.new
     WHERE f.phase = 'transition';
-""".format(
-    url="COALESCE((SELECT value FROM meta WHERE key = 'password_url'), 'govmail passwd')",
-    strong=STRONG, issued=ISSUED,
-    **{k: v.replace("'", "''") for k, v in REASONS.items()},
-)
+"""
+
+
+def schema(d: Dialect) -> str:
+    return SCHEMA.format(time="BIGINT" if d.name == "postgresql" else "INTEGER", audit_id=d.audit_id)
+
+
+def views(d: Dialect) -> str:
+    return VIEWS.format(
+        url="COALESCE((SELECT value FROM meta WHERE key = 'password_url'), 'govmail passwd')",
+        strong=strong(d), issued=issued(d), now=d.now, cascade=d.cascade,
+        **{k: v.replace("'", "''") for k, v in REASONS.items()},
+    )
+
+
 # Columns added since the first release: (name, declaration). Added in place on upgrade.
 ADDED_COLUMNS = [
     ("must_change", "INTEGER NOT NULL DEFAULT 0"),
