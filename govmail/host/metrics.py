@@ -38,7 +38,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import time
@@ -136,14 +135,15 @@ def pending(f: Facts) -> None:
 
 
 def accounts(f: Facts) -> None:
-    path = contract.PATHS["store"]
-    if not os.path.exists(path):
-        return
+    from . import store, store_db
+
+    if not store_db.is_postgresql(store.DB) and not os.path.exists(store.DB):
+        return  # no account store on this host
     try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        con = store.read_only()
         rows = con.execute("SELECT status, count(*) FROM accounts GROUP BY status").fetchall()
         con.close()
-    except sqlite3.Error:
+    except Exception:  # noqa: BLE001 - a store that does not answer now: no figure, the rest still written
         return
     counts = dict.fromkeys(("active", "cancelled", "suspended", "removed", "deleted"), 0)
     counts.update({str(s): n for s, n in rows})

@@ -21,12 +21,11 @@ import gzip
 import json
 import os
 import re
-import sqlite3
 import subprocess
 import sys
 import time
 
-from . import contract, report_availability, report_render
+from . import contract, report_availability, report_render, store
 from .report_render import MISUSE_REASONS, REASONS
 
 MAIL_LOGS = "/var/log/mail.log*"
@@ -293,7 +292,7 @@ def storage(q: dict) -> dict:
 def last_logins() -> dict[str, float]:
     """address -> the time of its last login (the stamp Dovecot's post-login script touches)."""
     out, vmail = {}, contract.PATHS["vmail"]
-    db = sqlite3.connect(f"file:{contract.PATHS['store']}?mode=ro", uri=True)
+    db = store.read_only()
     for (address,) in db.execute("SELECT address FROM accounts"):
         local, _, domain = address.partition("@")
         try:
@@ -308,7 +307,7 @@ def per_agency(settings: dict, figures: dict, since: float, until: float, q: dic
     received, quota use. The agency of each address comes from the deploy (report.json)."""
     units = settings.get("units", {})
     logins = last_logins()
-    db = sqlite3.connect(f"file:{contract.PATHS['store']}?mode=ro", uri=True)
+    db = store.read_only()
     rows: dict[str, dict] = {}
     for address, status in db.execute("SELECT address, status FROM accounts"):
         if status not in ("active", "suspended"):

@@ -489,3 +489,14 @@ def test_only_an_active_administrator_whose_login_nothing_blocks_opens_the_monit
     sync.db.commit()
     with pytest.raises(password_change.NotAllowed, match="mustchange"):  # an issued password: changed first
         password_change.admin_login("b@x.gov.vn", "right", verify=ok)
+
+
+def test_the_metrics_count_the_mailboxes_of_the_store_by_status_on_either_engine(store):
+    from govmail.host import metrics
+
+    sync, _ = store
+    sync([acc("a@x.gov.vn", password_hash="{BLF-CRYPT}$2b$11$a"), acc("b@x.gov.vn", status="cancelled")])
+    f = metrics.Facts()
+    metrics.accounts(f)
+    assert 'govmail_accounts{status="active"} 1' in f.lines and 'govmail_accounts{status="cancelled"} 1' in f.lines
+    assert 'govmail_accounts{status="deleted"} 0' in f.lines
