@@ -134,11 +134,16 @@ def pending(f: Facts) -> None:
     f.add("govmail_pending_actions", "gauge", "Actions a deploy marked and has not carried out yet.", n)
 
 
-def accounts(f: Facts) -> None:
-    from . import store, store_db
+# A host with one of these has an account store (and its code); the backup and monitor hosts have
+# neither (govmail/services/exporters.py sends them metrics.py and contract.py alone).
+STORE_FILES = (contract.PATHS["store"],)
 
-    if not store_db.is_postgresql(store.DB) and not os.path.exists(store.DB):
-        return  # no account store on this host
+
+def accounts(f: Facts) -> None:
+    if not any(os.path.exists(p) for p in STORE_FILES):
+        return
+    from . import store
+
     try:
         con = store.read_only()
         rows = con.execute("SELECT status, count(*) FROM accounts GROUP BY status").fetchall()

@@ -79,3 +79,27 @@ def test_dovecots_quota_table_is_read_by_its_column_names_with_or_without_the_us
     one = "Quota name\tType\tValue\tLimit\t%\nUser quota\tSTORAGE\t512\t1024\t50\nUser quota\tMESSAGE\t9\t-\t0\n"
     assert quota_table(one, user="a@x.gov.vn") == {"a@x.gov.vn": (512, 1024)}
     assert quota_table("") == {} and quota_table("Quota name\tType\tValue\tLimit\t%") == {}  # a user that is gone
+
+
+def test_the_metrics_tool_runs_on_a_host_that_has_only_the_modules_the_exporters_send_it(tmp_path):
+    """The backup and monitor hosts get metrics.py and contract.py alone (govmail/services/exporters.py):
+    the tool must write its facts there without importing anything else of the package."""
+    from govmail.data import load_province
+    from govmail.service import Context
+    from govmail.services import exporters
+
+    cfg = load_province("bacninh")
+    svc = exporters.service(Context(cfg, cfg.backup_host, tuple(cfg.roles(cfg.backup_host)), {}))
+    lib = PATHS["lib"]
+    sent = {f.dest: f.content for f in svc.files if f.dest.startswith(lib + "/")}
+    assert f"{lib}/{contract.PACKAGE}/store.py" not in sent
+    for dest, content in sent.items():
+        path = tmp_path / dest[len(lib) + 1:]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    cmd = sent[f"{lib}/metrics"].decode().replace(repr(lib), repr(str(tmp_path)))
+    (tmp_path / "metrics").write_text(cmd)
+    r = subprocess.run([sys.executable, str(tmp_path / "metrics"), "--out", "-"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert "govmail_metrics_timestamp_seconds" in r.stdout

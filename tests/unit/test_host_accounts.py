@@ -491,12 +491,15 @@ def test_only_an_active_administrator_whose_login_nothing_blocks_opens_the_monit
         password_change.admin_login("b@x.gov.vn", "right", verify=ok)
 
 
-def test_the_metrics_count_the_mailboxes_of_the_store_by_status_on_either_engine(store):
+def test_the_metrics_count_the_mailboxes_of_the_store_by_status_on_either_engine(store, monkeypatch):
     from govmail.host import metrics
 
-    sync, _ = store
+    sync, tmp = store
     sync([acc("a@x.gov.vn", password_hash="{BLF-CRYPT}$2b$11$a"), acc("b@x.gov.vn", status="cancelled")])
     f = metrics.Facts()
+    metrics.accounts(f)
+    assert f.lines == []  # no store file where the host keeps it: a host without a store says nothing
+    monkeypatch.setattr(metrics, "STORE_FILES", (str(tmp / "directory.json"),))  # a store on this host
     metrics.accounts(f)
     assert 'govmail_accounts{status="active"} 1' in f.lines and 'govmail_accounts{status="cancelled"} 1' in f.lines
     assert 'govmail_accounts{status="deleted"} 0' in f.lines
