@@ -88,7 +88,6 @@ class _PostgreSQL:
     def __init__(self, dsn: str, readonly: bool = False):
         import psycopg2
 
-        self.Error = psycopg2.Error
         self.raw = psycopg2.connect(dsn, connect_timeout=10, application_name="govmail")
         self.raw.autocommit = True
         if readonly:
