@@ -131,6 +131,16 @@ class ProvinceConfig:
         the mailboxes (role `store`, part of `mail`)."""
         return next(h.name for h in self.model.hosts if roles.has(h.roles, "store"))
 
+    @property
+    def store_engine(self) -> str:
+        """The account store's engine: `sqlite` (a file on the mail host) or `postgresql` (on the db host)."""
+        return self.model.account_store.engine
+
+    @property
+    def db_host(self) -> str:
+        """The host that keeps the account store (role `db`, part of `mail`)."""
+        return self.hosts_with("db")[0]
+
     def hosts_with(self, role: str) -> list[str]:
         """The hosts that have `role` (`mail`: all of its parts), in the data's order."""
         return [h.name for h in self.model.hosts if roles.has(self.roles(h.name), role)]

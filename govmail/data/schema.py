@@ -312,6 +312,18 @@ class Verify(Strict):
         "touched. Null: `--active` is refused.")
 
 
+class AccountStore(Strict):
+    """Where the account store lives: the one database of mailboxes, passwords and statuses that Postfix,
+    Dovecot, the password page and the daily job read and write (govmail/host/store.py)."""
+
+    engine: Literal["sqlite", "postgresql"] = Field(
+        "sqlite", description="`sqlite`: one file on the mail host (the default, for a province on one host). "
+        "`postgresql`: Debian's PostgreSQL 17 on the host with role `db` (the mail host itself when its role is "
+        "`mail`), which Postfix, Dovecot and the host tools reach over libpq; what several hosts need. Changing "
+        "`sqlite` to `postgresql` on a running province moves every account, password, status and audit line "
+        "at the next deploy (the SQLite file is kept, renamed `.moved-to-postgresql`); the way back is refused.")
+
+
 class Province(Strict):
     """Top level of `group_data/<province>.yml`."""
 
@@ -329,4 +341,5 @@ class Province(Strict):
                                             "and the end of their transition.", max_length=5)
     policy: Policy = Field(description="What the province's regulation demands, each section with its article.")
     verify: Verify = Field(Verify(), description="What `govmail verify --active` may send to the host.")
+    account_store: AccountStore = Field(AccountStore(), description="Which database engine keeps the accounts.")
     directory: Directory = Field(description="Who has a mailbox: agencies, districts, people, functional mailboxes, lists.")

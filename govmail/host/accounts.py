@@ -10,15 +10,40 @@ import json
 import os
 import sys
 
-from . import lifecycle, notice, password_change, store
+from . import lifecycle, notice, password_change, store, store_sql
 
 EPILOG = """
-The store: one SQLite database, /var/lib/govmail/accounts.sqlite, that Dovecot (passdb/userdb) and
-Postfix (its maps) read through views. The data file says who exists; the store keeps what lives on
+The store: one database that Dovecot (passdb/userdb) and Postfix (its maps) read through views:
+the SQLite file /var/lib/govmail/accounts.sqlite, or PostgreSQL where /etc/govmail/store.dsn names it. The data file says who exists; the store keeps what lives on
 the host: passwords users set, when they set them, statuses. A sync never replaces a password
 already in the store, never deletes a mailbox that left the data file (it is marked removed), and a
 cancelled mailbox keeps its mail.
 """
+
+
+def run_sql(statement, write=False, db_path=None):
+    """One statement on the store (`accounts sql`): its rows as lists (none for a write). Its
+    placeholders give what differs between the engines: {strong} and {issued} (conditions on a
+    row `a` of accounts), {now}, {scheme} (a.password's scheme, and bcrypt's cost)."""
+    db = store.connect(db_path) if write else store.read_only(db_path)
+    d = db.dialect
+    scheme = ("substr(a.password, 1, strpos(a.password, '}'))" if d.name == "postgresql"
+              else "substr(a.password, 1, instr(a.password, '}'))")
+    cost = f"CASE WHEN {d.matches('a.password', '{BLF-CRYPT}$2[aby]$[0-9][0-9]$*')} " \
+           "THEN ' cost ' || substr(a.password, 16, 2) ELSE '' END"
+    sql = statement.replace("{strong}", store_sql.strong(d)).replace("{issued}", store_sql.issued(d)).replace("{now}", d.now) \
+        .replace("{scheme}", f"({scheme} || {cost})")
+    if not write:
+        return [list(r) for r in db.execute(sql).fetchall()]
+    db.begin_write()
+    try:
+        cur = db.execute(sql)
+        store.audit(db, "sql-by-hand", None, statement[:500])
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return [{"rows": cur.rowcount}]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -58,6 +83,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--until-ts", type=int, help="unix time the notice stops showing")
     p.add_argument("--until", help="the expected recovery, as the notice says it")
     p.add_argument("--sender", help="who the mail comes from (postmaster@<domain>)")
+    p = sub.add_parser("sql", help="one SQL statement on the store, whatever its engine; rows as JSON. Read-only "
+                       "unless --write. {strong}, {issued}: the password-strength conditions on `a.password`; {now}: "
+                       "the time; {scheme}: a password's scheme and cost")
+    p.add_argument("statement")
+    p.add_argument("--write", action="store_true", help="run it in one transaction that may write, recorded in the "
+                   "audit log as `sql-by-hand` (a repair by hand; the next deploy puts data-file values back)")
+    sub.add_parser("db-check", help="exit 1, naming each, while the store's PostgreSQL roles cannot log in (db host)")
+    sub.add_parser("db-setup", help="start the store's PostgreSQL and make its roles, database and rights (db host)")
     p = sub.add_parser("audit", help="the latest account actions: when, who, what, which mailbox")
     p.add_argument("--limit", type=int, default=50)
     return ap
@@ -111,6 +144,18 @@ def main(argv):
         print(f"notice set until {args.until}; mailed to {notice.set_notice(text, args.until_ts, args.until, args.sender)} mailboxes")
     elif args.cmd == "notice":
         print("notice withdrawn" if notice.clear_notice() else "no notice was showing")
+    elif args.cmd == "sql":
+        print(json.dumps(run_sql(args.statement, write=args.write), default=str))
+    elif args.cmd == "db-check":
+        from . import store_setup
+
+        left = store_setup.check()
+        print("\n".join(left) if left else "the store's roles log in")
+        return 1 if left else 0
+    elif args.cmd == "db-setup":
+        from . import store_setup
+
+        store_setup.setup()
     elif args.cmd == "audit":
         store.show_audit(args.limit)
     return 0

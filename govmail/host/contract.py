@@ -23,6 +23,12 @@ PATHS = {
     "tls_cert": "/etc/govmail/tls/fullchain.pem",
     "tls_key": "/etc/govmail/tls/privkey.pem",
     "store": "/var/lib/govmail/accounts.sqlite",
+    # Where the host tools find an account store on PostgreSQL (a libpq connection string, root 0600;
+    # absent: the store is the SQLite file above), and Dovecot's settings to reach it (root:dovecot 0640).
+    "store_dsn": "/etc/govmail/store.dsn",
+    "store_dovecot": "/etc/dovecot/govmail-store.conf.ext",
+    # The db host's record of the store's two passwords (root 0600): what its setup gives the roles.
+    "store_secrets": "/etc/govmail/store-secrets.json",
     "legacy_users": "/var/lib/govmail/dovecot-users",  # the passwd-file store of govmail before SQLite
     "directory": "/etc/govmail/directory.json",
     "initial_passwords": "/root/govmail-initial-passwords",
@@ -73,6 +79,11 @@ PORTS = {
     "alertmanager": 9093,
     "blackbox": 9115,
 }
+# The account store on PostgreSQL (`account_store.engine: postgresql`; govmail/services/db.py): Debian 13's
+# cluster, its database, and its two login roles: the writer (the host tools: syncs, password changes,
+# the daily job) and the reader (Postfix's maps, Dovecot's passdb/userdb: SELECT on the views only).
+STORE_PG = {"version": 17, "cluster": "main", "port": 5432, "database": "govmail", "writer": "govmail",
+            "reader": "govmail_read"}
 # Debian 13's PHP: its php-fpm unit (php8.4-fpm) and its configuration under /etc/php/8.4/.
 PHP = "8.4"
 # The host tools' package directory and its name on the host.

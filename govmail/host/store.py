@@ -29,7 +29,23 @@ import time
 from . import contract
 
 DIRECTORY = contract.PATHS["directory"]
-DB = contract.PATHS["store"]
+# The SQLite file of a one-host province (and of every province before it moved to PostgreSQL).
+SQLITE = contract.PATHS["store"]
+DSN_FILE = contract.PATHS["store_dsn"]
+
+
+def configured_store() -> str:
+    """Where this host's store is: the PostgreSQL connection string the deploy wrote to DSN_FILE
+    (`account_store.engine: postgresql`), else the SQLite file."""
+    try:
+        with open(DSN_FILE, encoding="utf-8") as f:
+            dsn = f.read().strip()
+    except (FileNotFoundError, PermissionError):
+        dsn = ""
+    return dsn or SQLITE
+
+
+DB = configured_store()
 LEGACY_USERS = contract.PATHS["legacy_users"]
 HANDOUT = contract.PATHS["initial_passwords"]
 # Postfix daemons keep no supplementary groups, so the store's group is postfix itself; Dovecot's
@@ -127,6 +143,12 @@ def sync(new_passwords_file=None, db_path=None):
         with open(new_passwords_file, encoding="utf-8") as f:
             new_pw = json.load(f)
     db = connect(db_path)
+    if db.dialect.name == "postgresql" and db_path is None and os.path.exists(SQLITE):
+        from . import store_move
+
+        moved = store_move.move(SQLITE, db)
+        if moved is not None:
+            print(json.dumps({"moved_to_postgresql": moved}))
     now = int(time.time())
     legacy = legacy_hashes() if db.execute("SELECT count(*) FROM accounts").fetchone()[0] == 0 else {}
     report = {"added": [], "cancelled": [], "removed": [], "restored": [], "kept": 0, "migrated": 0}
@@ -402,5 +424,6 @@ def show_audit(limit=50, db_path=None):
     ):
         stamp = datetime.datetime.fromtimestamp(ts).isoformat(timespec="seconds")
         print(f"{stamp}\t{who}\t{action}\t{address or ''}\t{detail}")
+
 
 

@@ -503,3 +503,19 @@ def test_the_metrics_count_the_mailboxes_of_the_store_by_status_on_either_engine
     metrics.accounts(f)
     assert 'govmail_accounts{status="active"} 1' in f.lines and 'govmail_accounts{status="cancelled"} 1' in f.lines
     assert 'govmail_accounts{status="deleted"} 0' in f.lines
+
+
+def test_accounts_sql_reads_the_same_on_both_engines_and_a_write_by_hand_is_audited(store):
+    from govmail.host import accounts as host_tool
+
+    sync, _ = store
+    sync([acc("a@x.gov.vn", password_hash="{BLF-CRYPT}$2b$11$strong"), acc("b@x.gov.vn", password_hash="{SHA}weak")])
+    rows = host_tool.run_sql("SELECT a.address, {scheme}, {strong}, {now} > 0 FROM accounts a ORDER BY a.address")
+    assert [(a, scheme, bool(strong), bool(now)) for a, scheme, strong, now in rows] == \
+        [("a@x.gov.vn", "{BLF-CRYPT} cost 11", True, True), ("b@x.gov.vn", "{SHA}", False, True)]
+    with pytest.raises(Exception):  # read-only unless --write
+        host_tool.run_sql("UPDATE accounts SET quota_mb = 1")
+    assert host_tool.run_sql("UPDATE accounts SET quota_mb = 7 WHERE address = 'a@x.gov.vn'", write=True) == [{"rows": 1}]
+    assert host_tool.run_sql("SELECT quota_mb FROM accounts WHERE address = 'a@x.gov.vn'") == [[7]]
+    assert host_tool.run_sql("SELECT action, detail FROM audit WHERE action = 'sql-by-hand'") == \
+        [["sql-by-hand", "UPDATE accounts SET quota_mb = 7 WHERE address = 'a@x.gov.vn'"]]

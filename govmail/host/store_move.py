@@ -1,0 +1,120 @@
+"""Copying the account store between its engines, every row as it is (passwords, statuses, dates,
+the audit log in its order):
+
+- `move`: a running one-host province's SQLite store into its new, empty PostgreSQL store, at the
+  first sync after `account_store.engine: postgresql` (govmail/host/store.py); the SQLite file is
+  then renamed `.moved-to-postgresql`, kept, and read by nothing;
+- `export`: a PostgreSQL store into an SQLite file, which the backup keeps whatever the engine
+  (govmail/host/backup.py), so one restore path reads every backup;
+- `replace_all`: every row of a PostgreSQL store replaced by an SQLite file's (restore-host).
+
+Each runs in one transaction on the PostgreSQL side: all rows, or none. Standard library only (and
+psycopg2 through store_db where the store is PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import store_db
+
+# Every table, in an order that respects nothing but readability (the store has no foreign keys).
+TABLES = ("accounts", "aliases", "senders", "former", "meta", "audit", "notices")
+# Meta keys that belong to one engine's copy: the hash of its own views, its schema version.
+ENGINE_META = ("views", "schema_version")
+MOVED_SUFFIX = ".moved-to-postgresql"
+
+
+def _copy(src, dst) -> dict:
+    """Insert every row of `src`'s tables into `dst` (inside the caller's transaction): rows per table."""
+    counts = {}
+    for table in TABLES:
+        cols = [c for c in _ordered_columns(src, table) if c in dst.columns(table) and c != "id"]
+        order = f" ORDER BY {src.dialect.seq}" if table == "audit" else ""
+        where = " WHERE key NOT IN ('views', 'schema_version')" if table == "meta" else ""
+        rows = src.execute(f"SELECT {', '.join(cols)} FROM {table}{where}{order}").fetchall()
+        if rows:
+            dst.executemany(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", rows)
+        counts[table] = len(rows)
+    return counts
+
+
+def _ordered_columns(db, table: str) -> list[str]:
+    """A table's columns in their declared order."""
+    cur = db.execute(f"SELECT * FROM {table} WHERE 1 = 0")
+    return [d[0] for d in cur.description]
+
+
+def move(sqlite_path: str, db) -> dict | None:
+    """Copy the SQLite store at `sqlite_path` into the PostgreSQL store `db` (schema made, views
+    current) when `db` has no account yet, then rename the file. None when `db` already had accounts
+    (the move was done: the file is only renamed if it is still there)."""
+    src = store_db.connect(sqlite_path, readonly=True)
+    try:
+        db.begin_write()
+        try:
+            if db.execute("SELECT count(*) FROM accounts").fetchone()[0]:
+                db.execute("ROLLBACK")
+                counts = None
+            else:
+                counts = _copy(src, db)
+                db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+    finally:
+        src.close()
+    if counts is not None or _same_accounts(sqlite_path, db):
+        try:
+            os.rename(sqlite_path, sqlite_path + MOVED_SUFFIX)
+        except FileNotFoundError:
+            pass  # another sync moved it at the same moment
+    return counts
+
+
+def _same_accounts(sqlite_path: str, db) -> bool:
+    """Whether PostgreSQL already holds every account of the SQLite file (a move whose rename did not happen)."""
+    try:
+        src = store_db.connect(sqlite_path, readonly=True)
+    except Exception:
+        return False
+    try:
+        have = {r[0] for r in db.execute("SELECT address FROM accounts")}
+        return {r[0] for r in src.execute("SELECT address FROM accounts")} <= have
+    finally:
+        src.close()
+
+
+def export(db, path: str) -> dict:
+    """Write every row of the store `db` into a new SQLite store at `path` (its tables and views)."""
+    from . import store
+
+    if os.path.exists(path):
+        os.unlink(path)
+    dst = store.connect(path)
+    try:
+        dst.begin_write()
+        counts = _copy(db, dst)
+        dst.execute("COMMIT")
+    finally:
+        dst.close()
+    return counts
+
+
+def replace_all(sqlite_path: str, db) -> dict:
+    """Replace every row of the PostgreSQL store `db` with the SQLite file's, in one transaction."""
+    src = store_db.connect(sqlite_path, readonly=True)
+    try:
+        db.begin_write()
+        try:
+            for table in TABLES:
+                db.execute(f"DELETE FROM {table}" + (" WHERE key NOT IN ('views', 'schema_version')"
+                                                      if table == "meta" else ""))
+            counts = _copy(src, db)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+    finally:
+        src.close()
+    return counts
