@@ -55,6 +55,10 @@ def render(template: str, cfg: ProvinceConfig, **extra) -> str:
         "ports": contract.PORTS,
         "vmail_uid": contract.VMAIL_UID,
         "managed": Trusted(f"Managed by govmail from {template}; edits here are overwritten by the next deploy."),
+        # Postfix's map type for the account store, and how to reach a PostgreSQL store (None: the
+        # SQLite file; govmail/services/postfix.py gives it).
+        "store_map": Trusted("pgsql" if cfg.store_engine == "postgresql" else "sqlite"),
+        "store": None,
     }
     ctx.update(extra)
     return _ENV.get_template(template).render(**ctx)

@@ -1,10 +1,12 @@
-"""Secrets a province's hosts need and no repository may hold: the backup passphrase and the SSH key
-the mail host uses to reach its backup host.
+"""Secrets a province's hosts need and no repository may hold: the backup passphrase, the SSH key
+the mail host uses to reach its backup host, and the passwords of the account store's two
+PostgreSQL roles (`account_store.engine: postgresql`).
 
 They live on the controller, outside the repository, one directory per province:
 
     $GOVMAIL_SECRETS/<province>/backup-passphrase     (0600)
     $GOVMAIL_SECRETS/<province>/backup-ssh-key[.pub]  (0600 / 0644)
+    $GOVMAIL_SECRETS/<province>/store-password-{writer,reader}  (0600; only with PostgreSQL)
 
 GOVMAIL_SECRETS overrides the base directory; by default the target chooses it
 (govmail/targets.py: /var/lib/govmail-lab/secrets for the lab, ~/.config/govmail/secrets for real
@@ -25,7 +27,26 @@ from pathlib import Path
 def province_secrets(cfg, d: Path) -> dict[str, bytes]:
     """Every secret a province's hosts need, made before its services declare themselves (they only
     read them: `Context.secrets`)."""
-    return backup_secrets(d, f"govmail-backup@{cfg.mail_host}")
+    out = backup_secrets(d, f"govmail-backup@{cfg.mail_host}")
+    if cfg.store_engine == "postgresql":
+        out.update(store_secrets(d))
+    return out
+
+
+def _made_once(path: Path) -> bytes:
+    """A random secret kept in `path` (0600), made the first time."""
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(_random.token_urlsafe(32) + "\n")
+    return path.read_bytes()
+
+
+def store_secrets(d: Path) -> dict[str, bytes]:
+    """The passwords of the account store's writer and reader roles (letters, digits, - and _ only:
+    they go into libpq connection strings, Postfix and Dovecot settings unquoted)."""
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return {f"store_{role}": _made_once(d / f"store-password-{role}") for role in ("writer", "reader")}
 
 
 def backup_secrets(d: Path, comment: str) -> dict[str, bytes]:
@@ -34,10 +55,7 @@ def backup_secrets(d: Path, comment: str) -> dict[str, bytes]:
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(d, 0o700)
     pp = d / "backup-passphrase"
-    if not pp.exists():
-        fd = os.open(pp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(_random.token_urlsafe(32) + "\n")
+    _made_once(pp)
     key = d / "backup-ssh-key"
     if not key.exists():
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(key)], check=True)

@@ -286,6 +286,19 @@ def xml(v) -> Escaped:
                    .replace('"', "&quot;").replace("'", "&apos;"))
 
 
+def postgresql(v, word: bool = False) -> Escaped:
+    """The inside of a single-quoted postgresql.conf string (`'{{ v | postgresql }}'`): quotes doubled,
+    backslashes escaped. `word=True`: one field of pg_hba.conf, or one item of a list setting: a
+    space, comma, quote or `#` (which would start another field, item or a comment) is refused."""
+    s = _refuse_control(str(v), "a PostgreSQL setting")
+    if word:
+        bad = sorted(set(s) & set(" \t,'\"#\\"))
+        if bad:
+            raise UnsafeValue(f"{s[:60]!r}: {''.join(bad)!r} cannot be written into one PostgreSQL field")
+        return Escaped(s)
+    return Escaped(s.replace("\\", "\\\\").replace("'", "''"))
+
+
 def authorized_keys_command(v) -> Escaped:
     """The inside of an OpenSSH authorized_keys `command="..."` option: one line, no double quote
     or backslash (the file has no other escaping)."""
@@ -295,7 +308,8 @@ def authorized_keys_command(v) -> Escaped:
     return Escaped(s)
 
 
-FILTERS = {f.__name__: f for f in (comment, postconf, pcre, dovecot, ucl, lua, fail2ban, systemd, php, nginx, xml)}
+FILTERS = {f.__name__: f for f in (comment, postconf, pcre, dovecot, ucl, lua, fail2ban, systemd, php, nginx, xml,
+                                   postgresql)}
 
 
 def finalize(value):

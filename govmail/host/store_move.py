@@ -85,13 +85,9 @@ def _same_accounts(sqlite_path: str, db) -> bool:
         src.close()
 
 
-def export(db, path: str) -> dict:
-    """Write every row of the store `db` into a new SQLite store at `path` (its tables and views)."""
-    from . import store
-
-    if os.path.exists(path):
-        os.unlink(path)
-    dst = store.connect(path)
+def export(db, dst) -> dict:
+    """Copy every row of the store `db` into `dst`, a new, empty SQLite store (store.connect of a new
+    file: its tables and views made), and close it."""
     try:
         dst.begin_write()
         counts = _copy(db, dst)

@@ -15,7 +15,7 @@ from govmail.data.roles import expand
 
 # Every service, in the order a host installs its files and activates its daemons (the order of
 # today's one-host mail host, then the backup host's and the monitor's own).
-ORDER = ["system", "updates", "base", "host_tools", "tls", "accounts", "dovecot", "sieve_guard", "clamav",
+ORDER = ["system", "updates", "base", "host_tools", "tls", "db", "accounts", "dovecot", "sieve_guard", "clamav",
          "attachments", "rspamd", "postfix", "passwd", "webmail", "web", "fail2ban", "logs", "backup", "reports",
          "backup_host", "exporters", "monitor"]
 
@@ -27,7 +27,8 @@ SERVICES = {
     "mx": [*_MAIL_HOST, "clamav", "attachments", "rspamd", "postfix"],
     "store": [*_MAIL_HOST, "accounts", "dovecot", "sieve_guard", "backup", "reports"],
     "web": [*_MAIL_HOST, "passwd", "webmail", "web"],
-    "db": [*_MAIL_HOST, "accounts"],
+    # The account store: its database (PostgreSQL; nothing for SQLite) and the sync from the data.
+    "db": [*_MAIL_HOST, "db", "accounts"],
     "backup": [*_EVERY_HOST, "backup_host"],
     # The host that watches the province (role `monitor`, else the backup host: ProvinceConfig.roles).
     "monitor": [*_EVERY_HOST, "monitor"],

@@ -68,14 +68,21 @@ def directory_document(cfg) -> dict:
 def probes(cfg) -> dict[str, str]:
     """Addresses that have a password in the host's account store, and deleted ones (no initial
     password to issue): `accounts stored`; a host of govmail 0.1 answers `accounts list` (JSON);
-    the passwd-file store of earlier versions, which the next sync migrates, is read as it is."""
+    the passwd-file store of earlier versions, which the next sync migrates, is read as it is. A
+    store that exists but does not answer (PostgreSQL down, a damaged file) stops the deploy."""
     tool, q = f"{contract.PATHS['lib']}/accounts", shlex.quote(contract.PATHS["store"])
+    dsn = shlex.quote(contract.PATHS["store_dsn"])
     legacy = shlex.quote(contract.PATHS["legacy_users"])
     # Compressed to one line: 50,000 addresses are 1.4 MB, a second of a no-change deploy to read.
     return {"stored_accounts": (
-        f"{{ if [ -f {q} ]; then {tool} stored 2>/dev/null || {tool} list; "
-        f"elif [ -f {legacy} ]; then cut -d: -f1 {legacy} | grep -v '^#'; fi; }} | gzip -1 | base64 -w0; echo"
+        f"{{ if [ -s {dsn} ] || [ -f {q} ]; then {tool} stored 2>/dev/null || {tool} list 2>/dev/null "
+        f"|| echo {UNREADABLE}; elif [ -f {legacy} ]; then cut -d: -f1 {legacy} | grep -v '^#'; fi; }} "
+        "| gzip -1 | base64 -w0; echo"
     )}
+
+
+# What the probe says when the store exists but cannot be read.
+UNREADABLE = "!store-unreadable"
 
 
 def stored_addresses(answer: str) -> set[str]:
@@ -83,6 +90,10 @@ def stored_addresses(answer: str) -> set[str]:
         answer = gzip.decompress(base64.b64decode(answer.strip())).decode() if answer.strip() else ""
     except (ValueError, OSError, EOFError) as e:  # binascii.Error is a ValueError
         raise RuntimeError(f"the host's list of stored accounts came back unreadable ({e}); nothing was changed") from None
+    if answer.strip() == UNREADABLE:
+        raise RuntimeError("the host's account store exists but did not answer (`accounts stored` failed: its "
+                           "database down, or its file damaged); nothing was changed: run `accounts stored` on "
+                           "the host to see why")
     if answer.lstrip().startswith("{"):  # `accounts list` of govmail 0.1
         return {a for a, row in json.loads(answer).items() if row.get("has_password") or row.get("status") == "deleted"}
     return set(answer.split())
@@ -93,6 +104,9 @@ def service(ctx) -> Service:
     stored = stored_addresses(ctx.probes.get("stored_accounts", ""))
     new = [a for a in cfg.accounts if a.address not in stored and not a.password_hash]
     sync = f"GOVMAIL_ACTOR={shlex.quote(operator())} {contract.PATHS['lib']}/accounts sync"
+    # The SQLite file, or (PostgreSQL) the store's tables, made by a first sync.
+    exists = (f"{contract.PATHS['lib']}/accounts sql 'SELECT 1 FROM meta LIMIT 1' >/dev/null 2>&1"
+              if cfg.store_engine == "postgresql" else f"test -f {contract.PATHS['store']}")
     files = [
         File(contract.PATHS["directory"], json_bytes(directory_document(cfg)), mode=0o640, action="sync"),
         File("/etc/systemd/system/govmail-daily.service", render("systemd/govmail-daily.service.j2", cfg), action=None),
@@ -112,10 +126,10 @@ def service(ctx) -> Service:
                  f"--unit=govmail-strengthen {contract.PATHS['lib']}/accounts strengthen || true; }}")
     return Service(
         name="accounts",
-        ensures=[Ensure("the account store exists", f"test -f {contract.PATHS['store']}", "true", action="sync"),
+        ensures=[Ensure("the account store exists", exists, "true", action="sync"),
                  # A row changed by hand (a quota set to 0, a status, a list) is put back by a sync.
                  Ensure("the account store agrees with the data (quotas, statuses, lists)",
-                        f"test ! -f {contract.PATHS['store']} || {contract.PATHS['lib']}/accounts check >/dev/null",
+                        f"! {{ {exists}; }} || {contract.PATHS['lib']}/accounts check >/dev/null",
                         "true", action="sync")],
         files=files,
         units=[Unit("govmail-daily.timer")],

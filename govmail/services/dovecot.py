@@ -13,6 +13,7 @@ from __future__ import annotations
 from ..host import contract
 from ..render import render
 from ..service import File, Service, Unit, Validator, directory
+from . import db
 from .exporters import address
 
 
@@ -20,11 +21,19 @@ def service(ctx) -> Service:
     cfg = ctx.cfg
     # Dovecot's own metrics (`service stats`, OpenMetrics) on the private address, for the monitor.
     stats = address(ctx.addresses.get(ctx.host_name, ctx.host_name)) if cfg.monitor_host else None
+    pg = db.engine(cfg) == "postgresql"
+    store = []
+    if pg:
+        # How Dovecot reaches the store, as its reader: apart from dovecot.conf (0644) for the password.
+        store.append(File(contract.PATHS["store_dovecot"], render("dovecot/govmail-store.conf.ext.j2", cfg,
+                                                                  host=db.address(ctx), pg=contract.STORE_PG,
+                                                                  password=db.password(ctx, "reader")),
+                          group="dovecot", mode=0o640, secret=True))
     return Service(
         name="dovecot",
         packages=("dovecot-core", "dovecot-imapd", "dovecot-pop3d", "dovecot-lmtpd",
-                  # the account store (SQLite), Sieve filters and ManageSieve
-                  "dovecot-sqlite", "dovecot-sieve", "dovecot-managesieved"),
+                  # the account store (SQLite or PostgreSQL), Sieve filters and ManageSieve
+                  "dovecot-pgsql" if pg else "dovecot-sqlite", "dovecot-sieve", "dovecot-managesieved"),
         # Dovecot puts its sockets for Postfix (auth, LMTP, quota-status) here; Postfix would make it
         # on its first start, which comes after Dovecot's.
         ensures=[directory("/var/spool/postfix/private", 0o700, "postfix", "root")],
@@ -34,6 +43,7 @@ def service(ctx) -> Service:
             # quarantine (contract.OWNED_DIRS) and this note says where the configuration lives.
             File("/etc/dovecot/conf.d/README", render("dovecot/conf.d/README.j2", ctx.cfg,
                                                       quarantine=contract.QUARANTINE), action=None),
+            *store,
         ],
         validator=Validator("/etc/dovecot", "doveconf -c {dir}/dovecot.conf -n >/dev/null"),
         units=[Unit("dovecot")],

@@ -25,6 +25,7 @@ from pathlib import Path
 from ..host import contract
 from ..host.contract import PACKAGE
 from ..service import File, Service
+from . import db
 
 HOST = Path(__file__).resolve().parent.parent / "host"
 COMMANDS = {"accounts": "accounts", "backup": "backup_tool", "passwd-service": "passwd_service",
@@ -47,4 +48,10 @@ def service(ctx) -> Service:
     files += [File(f"{lib}/{name}", command(name, module), mode=0o755, action=None)
               for name, module in COMMANDS.items()]
     files.append(File(f"{lib}/postlogin", (HOST / "postlogin.sh").read_bytes(), mode=0o755, action=None))
-    return Service(name="host_tools", files=files)
+    packages = ()
+    if db.engine(ctx.cfg) == "postgresql":
+        # Where the tools find the account store (govmail/host/store.py: configured_store), as its writer.
+        files.append(File(contract.PATHS["store_dsn"], db.dsn(ctx, "writer") + "\n", mode=0o600, secret=True,
+                          action=None))
+        packages = ("python3-psycopg2",)
+    return Service(name="host_tools", packages=packages, files=files)

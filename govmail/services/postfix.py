@@ -16,6 +16,7 @@ import re
 from ..host import contract
 from ..render import render
 from ..service import Ensure, File, Service, Unit, Validator
+from . import db
 
 RESTART_ONLY = ("inet_interfaces", "inet_protocols")
 # The copy's main.cf and master.cf are pointed at the copy's maps (they name /etc/postfix/...),
@@ -56,21 +57,29 @@ SMTP_GREETS = ("postfix status >/dev/null 2>&1 && timeout 5 bash -c "
 def service(ctx) -> Service:
     cfg, maps = ctx.cfg, contract.PATHS["postfix_maps"]
     main_cf = render("postfix/main.cf.j2", cfg)
+    pg = db.engine(cfg) == "postgresql"
+    # Postfix reads the store as its reader role (the maps are root:postfix 0640: they hold its password).
+    store = {"host": db.address(ctx), "port": contract.STORE_PG["port"], "database": contract.STORE_PG["database"],
+             "user": contract.STORE_PG["reader"], "password": db.password(ctx, "reader")} if pg else None
     live = [v.strip() for v in ctx.probes.get("postfix_restart_only", "").splitlines()]
     conf_action = "restart" if live and live != restart_only_values(main_cf) else "reload"
     return Service(
         name="postfix",
-        packages=("postfix", "postfix-sqlite", "postfix-pcre"),
+        packages=("postfix", "postfix-pgsql" if pg else "postfix-sqlite", "postfix-pcre"),
         ensures=[
             # /etc/aliases is compiled again whenever the map is older (a deploy stopped in between).
             Ensure("/etc/aliases.db is compiled from /etc/aliases",
                    "test -e /etc/aliases.db && ! test /etc/aliases -nt /etc/aliases.db", "true", action="postalias"),
         ],
         files=[
-            File(f"{maps}/mailboxes.cf", render("postfix/sqlite-mailboxes.cf.j2", cfg), group="postfix", mode=0o640),
-            File(f"{maps}/aliases.cf", render("postfix/sqlite-aliases.cf.j2", cfg), group="postfix", mode=0o640),
-            File(f"{maps}/senders.cf", render("postfix/sqlite-senders.cf.j2", cfg), group="postfix", mode=0o640),
-            File(f"{maps}/relocated.cf", render("postfix/sqlite-relocated.cf.j2", cfg), group="postfix", mode=0o640),
+            File(f"{maps}/mailboxes.cf", render("postfix/sqlite-mailboxes.cf.j2", cfg, store=store), group="postfix", mode=0o640,
+                 secret=pg),
+            File(f"{maps}/aliases.cf", render("postfix/sqlite-aliases.cf.j2", cfg, store=store), group="postfix", mode=0o640,
+                 secret=pg),
+            File(f"{maps}/senders.cf", render("postfix/sqlite-senders.cf.j2", cfg, store=store), group="postfix", mode=0o640,
+                 secret=pg),
+            File(f"{maps}/relocated.cf", render("postfix/sqlite-relocated.cf.j2", cfg, store=store), group="postfix", mode=0o640,
+                 secret=pg),
             # Where Sieve redirects may go (state domains).
             File(f"{maps}/state-domains.pcre", render("postfix/state-domains.pcre.j2", cfg,
                                                       state_domains=cfg.policy.forwarding.state_domains)),

@@ -106,3 +106,13 @@ def test_the_shipped_data_renders_every_file_of_every_province(tmp_path):
         for roles in (("mail",), ("backup",)):
             files, _ = rendered(load_province(key), roles, secrets_dir=tmp_path / key)
             assert files and REFUSED not in files.values()
+
+
+def test_postgresql_values_double_quotes_and_refuse_what_would_split_a_field():
+    from govmail.data.text import postgresql
+
+    assert postgresql("it's") == "it''s" and postgresql("a\\b") == "a\\\\b"
+    assert postgresql("10.0.0.7", word=True) == "10.0.0.7"
+    for bad in ("10.0.0.7 all", "a,b", "x#y", "x'y", "x\nhost all all 0.0.0.0/0 trust"):
+        with pytest.raises(UnsafeValue):
+            postgresql(bad, word=True)

@@ -513,7 +513,7 @@ def test_accounts_sql_reads_the_same_on_both_engines_and_a_write_by_hand_is_audi
     rows = host_tool.run_sql("SELECT a.address, {scheme}, {strong}, {now} > 0 FROM accounts a ORDER BY a.address")
     assert [(a, scheme, bool(strong), bool(now)) for a, scheme, strong, now in rows] == \
         [("a@x.gov.vn", "{BLF-CRYPT} cost 11", True, True), ("b@x.gov.vn", "{SHA}", False, True)]
-    with pytest.raises(Exception):  # read-only unless --write
+    with pytest.raises(Exception, match="(?i)read.?only"):  # read-only unless --write
         host_tool.run_sql("UPDATE accounts SET quota_mb = 1")
     assert host_tool.run_sql("UPDATE accounts SET quota_mb = 7 WHERE address = 'a@x.gov.vn'", write=True) == [{"rows": 1}]
     assert host_tool.run_sql("SELECT quota_mb FROM accounts WHERE address = 'a@x.gov.vn'") == [[7]]

@@ -92,7 +92,7 @@ def test_a_backup_copy_of_a_postgresql_store_restores_exactly_its_rows(pg, tmp_p
     want = [rows(target, q) for q in everything]
     copy = str(tmp_path / "backup.sqlite")
     db = store_db.connect(target)
-    store_move.export(db, copy)
+    store_move.export(db, host_store.connect(copy))
     assert [rows(copy, q) for q in everything] == want
     # Later changes (a password reset, a new mailbox) are undone by restoring the copy, in one go.
     host_store.set_password("a@x.gov.vn", "{BLF-CRYPT}$2b$11$after-the-backup")

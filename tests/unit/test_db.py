@@ -1,0 +1,86 @@
+"""A province whose account store is on PostgreSQL (`account_store.engine: postgresql`): what its
+hosts are given (govmail/services/db.py), and that no password of the store lands in a file others
+may read or in a diff."""
+
+import dataclasses
+
+import pytest
+
+from govmail.data import load_province
+from govmail.data.schema import AccountStore
+from govmail.host import contract
+
+from .test_roles import declared
+
+
+def on_postgresql(key: str):
+    cfg = load_province(key)
+    return dataclasses.replace(cfg, model=cfg.model.model_copy(update={"account_store": AccountStore(engine="postgresql")}))
+
+
+def services(cfg, secrets_dir):
+    import importlib
+
+    from govmail.secrets import province_secrets
+    from govmail.service import Context
+    from govmail.services import for_roles
+
+    ctx = Context(cfg, cfg.mail_host, ("mail",), {}, addresses={cfg.mail_host: "10.9.0.2"},
+                  secrets=province_secrets(cfg, secrets_dir))
+    out = {}
+    for name in for_roles(["mail"]):
+        svc = importlib.import_module(f"govmail.services.{name}").service(ctx)
+        if svc is not None:
+            out[name] = svc
+    return out
+
+
+def files(svcs):
+    return {f.dest: f for s in svcs.values() for f in s.files}
+
+
+def test_a_postgresql_province_gets_the_database_and_every_reader_reaches_it_with_its_own_role(tmp_path):
+    cfg = on_postgresql("thainguyen")
+    svcs = services(cfg, tmp_path)
+    assert "postgresql-17" in svcs["db"].packages and "dovecot-pgsql" in svcs["dovecot"].packages
+    assert "postfix-pgsql" in svcs["postfix"].packages and "postfix-sqlite" not in svcs["postfix"].packages
+    f = files(svcs)
+    writer = (tmp_path / "store-password-writer").read_text().strip()
+    reader = (tmp_path / "store-password-reader").read_text().strip()
+    assert writer != reader and len(writer) >= 32
+    # The host tools: the writer, root only. Dovecot and Postfix: the reader, in files of their group.
+    dsn = f[contract.PATHS["store_dsn"]]
+    assert f"user=govmail password={writer}" in dsn.content.decode() and (dsn.mode, dsn.user) == (0o600, "root")
+    inc = f[contract.PATHS["store_dovecot"]]
+    assert f'password = "{reader}"' in inc.content.decode() and (inc.mode, inc.group) == (0o640, "dovecot")
+    assert "sql_driver = pgsql" in f["/etc/dovecot/dovecot.conf"].content.decode()
+    maps = f"{contract.PATHS['postfix_maps']}/mailboxes.cf"
+    assert f"password = {reader}" in f[maps].content.decode() and f[maps].mode == 0o640
+    assert "proxy:pgsql:" in f["/etc/postfix/main.cf"].content.decode()
+    assert "proxy:sqlite:" not in f["/etc/postfix/main.cf"].content.decode() + f["/etc/postfix/master.cf"].content.decode()
+    # Every file holding a store password is kept out of diffs; no other file holds one.
+    for dest, fl in f.items():
+        if writer.encode() in fl.content or reader.encode() in fl.content:
+            assert fl.secret and fl.mode & 0o007 == 0, f"{dest}: secret={fl.secret}, mode {fl.mode:o}"
+    hba = f["/etc/postgresql/17/main/pg_hba.conf"].content.decode()
+    assert "trust" not in hba.split("# TYPE")[1] and "host    govmail  govmail,govmail_read  127.0.0.1/32  scram-sha-256" in hba
+
+
+def test_a_sqlite_province_is_given_nothing_of_postgresql(tmp_path):
+    svcs = services(load_province("thainguyen"), tmp_path)
+    assert "db" not in svcs and not (tmp_path / "store-password-writer").exists()
+    assert contract.PATHS["store_dsn"] not in files(svcs)
+
+
+def test_a_store_password_edited_into_something_unsafe_is_refused_with_where_it_lives(tmp_path):
+    cfg = on_postgresql("thainguyen")
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / "store-password-reader").write_text("short pass'; DROP\n")
+    with pytest.raises(ValueError, match="store-password-reader of thainguyen is not 16 to 128 letters"):
+        services(cfg, tmp_path)
+
+
+def test_the_roles_of_mail_declare_the_same_as_the_four_parts_on_postgresql_too(tmp_path):
+    cfg = on_postgresql("laichau")
+    host = cfg.mail_host
+    assert declared(cfg, host, ["mail"], tmp_path) == declared(cfg, host, ["db", "web", "store", "mx"], tmp_path)
