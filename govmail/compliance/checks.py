@@ -6,7 +6,6 @@ changes a host. `CHECKS` holds them all.
 
 from __future__ import annotations
 
-import json
 import shlex
 
 from ..host import contract
@@ -21,6 +20,7 @@ from .base import (
     quota_limits_mib,
     running,
     ssh_failure,
+    store_rows,
     web_get,
 )
 from .checks_live import configured_ignoreip, ignored, jail_ignoreip, networks, smtpd_cleartext, smtpd_sizes
@@ -167,22 +167,28 @@ def accounts_as_data(h, cfg, _):
 
 @check
 def account_store_private(h, cfg, _):
-    f, init = h.ti.file(contract.PATHS["store"]), h.ti.file(contract.PATHS["initial_passwords"])
-    got = (f.exists and f.user, f.exists and f.group, f.exists and oct(f.mode), init.exists and oct(init.mode))
-    assert got == ("root", "postfix", "0o640", "0o600"), f"store owner, group, mode; initial passwords mode: {got}"
-    return f"{contract.PATHS['store']} root:postfix 0640; {contract.PATHS['initial_passwords']} 0600"
+    """Only root and the mail daemons read the account store; the initial passwords only root."""
+    init = h.ti.file(contract.PATHS["initial_passwords"])
+    if cfg.store_engine == "postgresql":
+        want = {contract.PATHS["store_dsn"]: ("root", "root", "0o600"),
+                contract.PATHS["store_dovecot"]: ("root", "dovecot", "0o640")}
+    else:
+        want = {contract.PATHS["store"]: ("root", "postfix", "0o640")}
+    got = {}
+    for path in want:
+        f = h.ti.file(path)
+        got[path] = (f.exists and f.user, f.exists and f.group, f.exists and oct(f.mode))
+    got[contract.PATHS["initial_passwords"]] = init.exists and oct(init.mode)
+    want[contract.PATHS["initial_passwords"]] = "0o600"
+    assert got == want, f"owner, group, mode: {got}"
+    return "; ".join(f"{p} {' '.join(v) if isinstance(v, tuple) else v}" for p, v in want.items())
 
 
-HASHES = """
-import json, sqlite3, sys
-db = sqlite3.connect("file:" + sys.argv[1] + "?mode=ro", uri=True)
-strong, issued = sys.argv[2], sys.argv[3]
-rows = db.execute("SELECT a.address, substr(a.password, 1, instr(a.password, '}')) || CASE WHEN a.password GLOB "
-                  "'{BLF-CRYPT}$2?$[0-9][0-9]$*' THEN ' cost ' || substr(a.password, 16, 2) ELSE '' END, "
-                  f"{strong}, {issued}, b.block FROM accounts a JOIN login_blocks b ON b.address = a.address "
-                  "WHERE a.password IS NOT NULL AND a.status NOT IN ('removed', 'deleted')").fetchall()
-print(json.dumps(rows))
-"""
+# Each stored password's scheme (and bcrypt's cost), whether it is strong, whether it is an issued
+# one not changed yet, and whether its login is blocked: the host's `accounts sql` fills in each
+# engine's conditions.
+HASHES = ("SELECT a.address, {scheme}, {strong}, {issued}, b.block FROM accounts a JOIN login_blocks b "
+          "ON b.address = a.address WHERE a.password IS NOT NULL AND a.status NOT IN ('removed', 'deleted')")
 
 
 @check
@@ -190,10 +196,7 @@ def password_hashes_strong(h, cfg, _):
     """Every password in the account store is hashed strongly (bcrypt at cost 10 or more, Argon2,
     SHA-512 crypt; an issued one not changed yet may wait for the host to rehash it): a weaker hash
     ({PLAIN}, {SHA}, bcrypt at a low cost) is named, and its owner cannot log in before changing it."""
-    from ..host.store_sql import ISSUED, STRONG
-
-    q = " ".join(shlex.quote(x) for x in (HASHES, contract.PATHS["store"], STRONG, ISSUED))
-    rows = json.loads(h.ti.check_output(f"python3 -c {q}"))
+    rows = store_rows(h.ti, HASHES)
     schemes: dict[str, int] = {}
     for _, scheme, *_ in rows:
         schemes[scheme] = schemes.get(scheme, 0) + 1

@@ -41,7 +41,7 @@ import tempfile
 import time
 import zlib
 
-from . import contract, mail, store
+from . import contract, mail, store, store_db
 
 CONF = contract.PATHS["backup_conf"]
 STATUS = contract.PATHS["backup_status"]
@@ -105,7 +105,7 @@ def send_mail(c: dict, subject: str, body: str) -> None:
 
 def mailboxes() -> list[str]:
     """Addresses whose mail is on disk: every account of the store but the deleted ones."""
-    return store.mailbox_addresses(STORE)
+    return store.mailbox_addresses()
 
 
 def home(address: str) -> str:
@@ -266,10 +266,18 @@ def _backup_into(address: str, dest: str) -> subprocess.CompletedProcess:
 
 def stage_state(addresses: list[str]) -> None:
     os.makedirs(STATE_STAGE, mode=0o700, exist_ok=True)
-    src = sqlite3.connect(f"file:{STORE}?mode=ro", uri=True)
-    dst = sqlite3.connect(STATE_STAGE + "/accounts.sqlite.tmp")
-    src.backup(dst)
-    dst.close()
+    if store_db.is_postgresql(store.DB):
+        # Whatever the engine, the archive keeps the store as an SQLite file (one restore path).
+        from . import store_move
+
+        if os.path.exists(STATE_STAGE + "/accounts.sqlite.tmp"):
+            os.unlink(STATE_STAGE + "/accounts.sqlite.tmp")
+        store_move.export(store.read_only(), store.connect(STATE_STAGE + "/accounts.sqlite.tmp"))
+    else:
+        src = sqlite3.connect(f"file:{STORE}?mode=ro", uri=True)
+        dst = sqlite3.connect(STATE_STAGE + "/accounts.sqlite.tmp")
+        src.backup(dst)
+        dst.close()
     os.replace(STATE_STAGE + "/accounts.sqlite.tmp", STATE_STAGE + "/accounts.sqlite")
     webmail = contract.PATHS["webmail_db"]
     if os.path.exists(webmail):

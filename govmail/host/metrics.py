@@ -136,7 +136,7 @@ def pending(f: Facts) -> None:
 
 # A host with one of these has an account store (and its code); the backup and monitor hosts have
 # neither (govmail/services/exporters.py sends them metrics.py and contract.py alone).
-STORE_FILES = (contract.PATHS["store"],)
+STORE_FILES = (contract.PATHS["store"], contract.PATHS["store_dsn"])
 
 
 def accounts(f: Facts) -> None:

@@ -18,7 +18,7 @@ import sqlite3
 import subprocess
 import tempfile
 
-from . import contract, store
+from . import contract, store, store_db
 from .backup import (
     HOMES,
     HOST_KEYS,
@@ -111,7 +111,7 @@ def merge_mailbox(address: str, source_maildir: str, folder: str | None = None) 
 
 
 def audit(action: str, address: str | None, detail: str) -> None:
-    store.audit(store.connect(STORE), action, address, detail)
+    store.audit(store.connect(), action, address, detail)
 
 
 def restore_mailbox(address: str, at: str | None, folder: str | None) -> int:
@@ -187,7 +187,13 @@ def restore_host(at: str | None) -> int:
     borg(c, "extract", f"{c['repo']}::{name}", cwd=work)
     done = {"archive": name}
     # 1. The account store: passwords users set, statuses, last logins, audit log.
-    put_back_sqlite(os.path.join(work, STATE_STAGE.lstrip("/"), "accounts.sqlite"), STORE, "root", "postfix", 0o640)
+    saved = os.path.join(work, STATE_STAGE.lstrip("/"), "accounts.sqlite")
+    if store_db.is_postgresql(store.DB):
+        from . import store_move
+
+        store_move.replace_all(saved, store.connect())
+    else:
+        put_back_sqlite(saved, STORE, "root", "postfix", 0o640)
     # Mailboxes added to the data file since the archive come back from the current directory.
     r = subprocess.run(["/usr/local/lib/govmail/accounts", "sync"], capture_output=True, text=True)
     if r.returncode != 0:

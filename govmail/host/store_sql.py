@@ -35,9 +35,6 @@ def issued(d: Dialect) -> str:
     return f"(a.must_change = 1 AND {d.matches('a.password', '{BLF-CRYPT}$2[aby]$0[4-9]$*')})"
 
 
-SQLITE = Dialect("sqlite")
-# As SQLite reads them (the compliance check that reads a host's store with sqlite3).
-STRONG, ISSUED = strong(SQLITE), issued(SQLITE)
 # {time}: a column of seconds since the epoch; {audit_id}: the audit log's row number where the engine
 # has none of its own.
 SCHEMA = """

@@ -78,6 +78,15 @@ class LabHost:
             raise AssertionError(f"{self.name}: `{command}` failed ({r.returncode}): {r.stderr.strip()}")
         return r
 
+    def store(self, sql: str, write: bool = False) -> list:
+        """Rows of one statement on the host's account store, whatever its engine (`accounts sql`;
+        `write`: in one audited transaction, for a test that changes a row by hand)."""
+        import json
+        import shlex
+
+        r = self.run(f"/usr/local/lib/govmail/accounts sql {'--write ' if write else ''}{shlex.quote(sql)}")
+        return json.loads(r.stdout)
+
     @property
     def backup_ip(self) -> str:
         return lab.load_state()["hosts"][self.cfg.backup_host]["ip"]

@@ -77,9 +77,7 @@ def test_password_rotation_warns_by_mail_before_expiry_then_refuses_login_until_
     pol = h.cfg.policy.password
     person = [a for a in h.cfg.accounts if a.kind == "person" and a.status == "active" and a.role == "user"][3]
     pw = h.set_password(person.address)
-    sql = ("python3 -c \"import sqlite3,sys; db=sqlite3.connect('/var/lib/govmail/accounts.sqlite'); "
-           "print(db.execute(sys.argv[1]).fetchone()[0]); db.commit()\"")
-    t0 = int(h.run(f"{sql} \"SELECT password_set FROM accounts WHERE address='{person.address}'\"").stdout)
+    [[t0]] = h.store(f"SELECT password_set FROM accounts WHERE address = '{person.address}'")
 
     # The daily job, run as if it were 10 days before expiry, mails one warning (and only one).
     when = t0 + (pol.user_max_age_days - 10) * 86400
@@ -95,8 +93,8 @@ def test_password_rotation_warns_by_mail_before_expiry_then_refuses_login_until_
     assert found.strip(), "no expiry warning delivered"
 
     # Past the limit: login refused with the reason.
-    h.run(f"{sql} \"UPDATE accounts SET password_set = password_set - {(pol.user_max_age_days + 1) * 86400} "
-          f"WHERE address = '{person.address}' RETURNING 1\"")
+    h.store(f"UPDATE accounts SET password_set = password_set - {(pol.user_max_age_days + 1) * 86400} "
+            f"WHERE address = '{person.address}'", write=True)
     refused = imap_login(h, person.address, pw)
     assert refused != "OK" and "Password expired" in refused, refused
     # An operator's reset restores it; the audit log says who did what.

@@ -133,9 +133,7 @@ def test_an_expired_password_is_refused_with_where_to_change_it_and_its_user_cha
     a = person(h, 7).address
     pw = h.set_password(a)
     days = h.cfg.policy.password.user_max_age_days + 1
-    h.run(f"python3 -c \"import sqlite3; db=sqlite3.connect('/var/lib/govmail/accounts.sqlite'); "
-          f"db.execute('UPDATE accounts SET password_set = password_set - {days * 86400} WHERE address = ?', "
-          f"('{a}',)); db.commit()\"")
+    h.store(f"UPDATE accounts SET password_set = password_set - {days * 86400} WHERE address = '{a}'", write=True)
     refused = imap_login(h, a, pw)
     assert "Password expired, change it at " + password_url(h.cfg) in refused, refused
     assert smtp_auth(h, a, pw) == 535

@@ -41,10 +41,8 @@ def send_25(h, sender, rcpt, subject) -> tuple[int, str]:
 def set_phase(h, old: str, ends_in: int, forward_in: int | None) -> None:
     """Move an old address's clock: the end of its transition (and of its forwarding) `ends_in`
     seconds from now, as the store's views see the time (a test cannot wait for 2027)."""
-    fwd = "NULL" if forward_in is None else f"CAST(strftime('%s','now') AS INTEGER) + {forward_in}"
-    h.run("python3 -c \"import sqlite3,sys; db=sqlite3.connect('/var/lib/govmail/accounts.sqlite'); "
-          f"db.execute(sys.argv[1]); db.commit()\" \"UPDATE former SET ends = CAST(strftime('%s','now') AS INTEGER) "
-          f"+ {ends_in}, forward_until = {fwd} WHERE old = '{old}'\"")
+    fwd = "NULL" if forward_in is None else f"{{now}} + {forward_in}"
+    h.store(f"UPDATE former SET ends = {{now}} + {ends_in}, forward_until = {fwd} WHERE old = '{old}'", write=True)
 
 
 def test_mail_to_an_old_address_or_an_old_list_reaches_its_owner_in_the_merged_province(ld):
@@ -125,14 +123,12 @@ def test_mail_to_an_old_address_whose_new_mailbox_is_gone_is_refused_at_rcpt_not
     tells its user at once and no bounce is made here."""
     before = int(ld.run("postqueue -j | wc -l").stdout)
     try:
-        ld.run(f"python3 -c \"import sqlite3; db=sqlite3.connect('/var/lib/govmail/accounts.sqlite'); "
-               f"db.execute(\\\"UPDATE accounts SET status='deleted' WHERE address='{NEW}'\\\"); db.commit()\"")
+        ld.store(f"UPDATE accounts SET status = 'deleted' WHERE address = '{NEW}'", write=True)
         code, text = send_25(ld, SENDER, OLD, "đến hộp thư đã xóa")
         assert code == 550 and "5.1.1" in text, (code, text)
         assert int(ld.run("postqueue -j | wc -l").stdout) == before  # nothing queued, nothing to bounce
     finally:
-        ld.run(f"python3 -c \"import sqlite3; db=sqlite3.connect('/var/lib/govmail/accounts.sqlite'); "
-               f"db.execute(\\\"UPDATE accounts SET status='active' WHERE address='{NEW}'\\\"); db.commit()\"")
+        ld.store(f"UPDATE accounts SET status = 'active' WHERE address = '{NEW}'", write=True)
     assert send_25(ld, SENDER, OLD, "lại nhận được")[0] == 250
 
 

@@ -77,8 +77,8 @@ def person_to_migrate(d, ld) -> tuple[str, str]:
     set on the merged host. Only such a mailbox takes the user's own password from the old host (one
     set here is never overwritten), and other lab tests set passwords of people they pick, in whatever
     order the tests run."""
-    set_here = set(ld.run(f"sqlite3 -readonly {PATHS['store']} \"SELECT DISTINCT address FROM audit WHERE action "
-                          "IN ('password-changed', 'password-reset', 'hand-over')\"").stdout.split())
+    set_here = {r[0] for r in ld.store("SELECT DISTINCT address FROM audit WHERE action "
+                                       "IN ('password-changed', 'password-reset', 'hand-over')")}
     pairs = [(old, new) for old, new in ld.cfg.former.items() if old.endswith("@" + d.cfg.domain)]
     people = {a.address for a in ld.cfg.accounts if a.kind == "person"}  # not lists, not unit mailboxes
     alone = [(old, new) for old, new in pairs if [n for _, n in pairs].count(new) == 1

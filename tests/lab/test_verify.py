@@ -85,9 +85,7 @@ def test_a_setting_broken_by_hand_makes_verify_fail_naming_its_clause_with_the_v
         # one mailbox's quota changed in the store.
         h.run(r"sed -i 's/^\(\s*\)rotate [0-9]*/\1rotate 1/' /etc/logrotate.d/govmail-mail")
         h.run("postconf -e 'smtpd_tls_protocols = >=TLSv1'")
-        h.run("python3 -", input=(
-            "import sqlite3\ndb = sqlite3.connect('/var/lib/govmail/accounts.sqlite')\n"
-            f"db.execute(\"UPDATE accounts SET quota_mb = quota_mb - 7 WHERE address = '{victim.address}'\")\ndb.commit()\n"))
+        h.store(f"UPDATE accounts SET quota_mb = quota_mb - 7 WHERE address = '{victim.address}'", write=True)
         r = verify(tmp_path)
         assert r.returncode == 1, r.stdout[-3000:]
         suite, cases = junit(tmp_path, h.name)
@@ -122,9 +120,7 @@ def test_a_setting_broken_by_hand_makes_verify_fail_naming_its_clause_with_the_v
     finally:
         h.run("cp -a /root/govmail-mail.verify /etc/logrotate.d/govmail-mail && cp -a /root/main.cf.verify /etc/postfix/main.cf"
               " && rm /root/govmail-mail.verify /root/main.cf.verify")
-        h.run("python3 -", input=(
-            "import sqlite3\ndb = sqlite3.connect('/var/lib/govmail/accounts.sqlite')\n"
-            f"db.execute(\"UPDATE accounts SET quota_mb = {victim.quota_mb} WHERE address = '{victim.address}'\")\ndb.commit()\n"))
+        h.store(f"UPDATE accounts SET quota_mb = {victim.quota_mb} WHERE address = '{victim.address}'", write=True)
     assert h.run("postconf -h smtpd_tls_protocols").stdout.strip() == ">=TLSv1.2"
 
 
