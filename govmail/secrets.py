@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import secrets as _random
 import subprocess
+import time
 from pathlib import Path
 
 
@@ -34,12 +35,26 @@ def province_secrets(cfg, d: Path) -> dict[str, bytes]:
 
 
 def _made_once(path: Path) -> bytes:
-    """A random secret kept in `path` (0600), made the first time."""
+    """A random secret kept in `path` (0600), made the first time. The hosts of a province deploy in
+    parallel, each asking for it: it is written aside and linked into place, so a second asker finds
+    it whole or makes none."""
     if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{_random.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(_random.token_urlsafe(32) + "\n")
+        _link_once(tmp, path)
     return path.read_bytes()
+
+
+def _link_once(tmp: Path, path: Path) -> None:
+    """`tmp` becomes `path` unless `path` exists already (made by a parallel deploy); `tmp` goes."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(tmp)
 
 
 def store_secrets(d: Path) -> dict[str, bytes]:
@@ -58,7 +73,20 @@ def backup_secrets(d: Path, comment: str) -> dict[str, bytes]:
     _made_once(pp)
     key = d / "backup-ssh-key"
     if not key.exists():
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(key)], check=True)
+        tmp = d / f".backup-ssh-key.{os.getpid()}.{_random.token_hex(4)}"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(tmp)], check=True)
+        try:
+            os.link(tmp, key)  # the deploy that links the private key first gives the public one too
+            os.replace(f"{tmp}.pub", f"{key}.pub")
+        except FileExistsError:
+            pass
+        finally:
+            for p in (tmp, Path(f"{tmp}.pub")):
+                p.unlink(missing_ok=True)
+    for _ in range(100):  # a parallel deploy between its two links
+        if (d / "backup-ssh-key.pub").exists():
+            break
+        time.sleep(0.05)
     return {
         "passphrase": pp.read_bytes(),
         "ssh_key": key.read_bytes(),

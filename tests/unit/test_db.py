@@ -84,3 +84,17 @@ def test_the_roles_of_mail_declare_the_same_as_the_four_parts_on_postgresql_too(
     cfg = on_postgresql("laichau")
     host = cfg.mail_host
     assert declared(cfg, host, ["mail"], tmp_path) == declared(cfg, host, ["db", "web", "store", "mx"], tmp_path)
+
+
+def test_hosts_deploying_in_parallel_make_one_set_of_secrets_and_all_get_it(tmp_path):
+    """The hosts of a province deploy in parallel, each asking for the secrets the first time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from govmail.secrets import province_secrets
+
+    cfg = on_postgresql("thainguyen")
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda _: province_secrets(cfg, tmp_path), range(8)))
+    assert all(g == got[0] for g in got) and got[0]["ssh_public"].startswith(b"ssh-ed25519 ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["backup-passphrase", "backup-ssh-key", "backup-ssh-key.pub",
+                                                          "store-password-reader", "store-password-writer"]
