@@ -10,7 +10,7 @@ import json
 import os
 import sys
 
-from . import lifecycle, notice, password_change, store, store_sql
+from . import lifecycle, notice, password_change, store, store_db, store_sql
 
 EPILOG = """
 The store: one database that Dovecot (passdb/userdb) and Postfix (its maps) read through views:
@@ -132,6 +132,10 @@ def main(argv):
     elif args.cmd == "stored":
         print("\n".join(store.stored_addresses()))
     elif args.cmd == "daily":
+        if not args.dry_run and os.path.islink(store.SQLITE) and store_db.is_postgresql(store.DB):
+            from . import store_move
+
+            store_move.retire_link(store.SQLITE, store.READERS_CONF)  # the link a move left, once unused
         lifecycle.daily(now=clock(args.now or os.environ.get("GOVMAIL_CLOCK")), dry_run=args.dry_run)
         if not args.dry_run:
             password_change.strengthen()

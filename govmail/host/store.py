@@ -32,6 +32,9 @@ DIRECTORY = contract.PATHS["directory"]
 # The SQLite file of a one-host province (and of every province before it moved to PostgreSQL).
 SQLITE = contract.PATHS["store"]
 DSN_FILE = contract.PATHS["store_dsn"]
+# The configuration of the store's readers: what names the SQLite file while they read it.
+READERS_CONF = ("/etc/dovecot/dovecot.conf", *(f"{contract.PATHS['postfix_maps']}/{m}.cf"
+                                               for m in ("mailboxes", "aliases", "senders", "relocated")))
 
 
 def configured_store() -> str:
@@ -146,9 +149,12 @@ def sync(new_passwords_file=None, db_path=None):
     if db.dialect.name == "postgresql" and db_path is None and os.path.exists(SQLITE):
         from . import store_move
 
-        moved = store_move.move(SQLITE, db)
-        if moved is not None:
-            print(json.dumps({"moved_to_postgresql": moved}))
+        if os.path.islink(SQLITE):
+            store_move.retire_link(SQLITE, READERS_CONF)
+        else:
+            moved = store_move.move(SQLITE, db)
+            if moved is not None:
+                print(json.dumps({"moved_to_postgresql": moved}))
     now = int(time.time())
     legacy = legacy_hashes() if db.execute("SELECT count(*) FROM accounts").fetchone()[0] == 0 else {}
     report = {"added": [], "cancelled": [], "removed": [], "restored": [], "kept": 0, "migrated": 0}

@@ -64,12 +64,33 @@ def move(sqlite_path: str, db) -> dict | None:
             raise
     finally:
         src.close()
-    if counts is not None or _same_accounts(sqlite_path, db):
+    if (counts is not None or _same_accounts(sqlite_path, db)) and not os.path.islink(sqlite_path):
+        # Dovecot and Postfix read the file until the deploy has reloaded them (moments later): its
+        # old name stays, a link to the kept copy, so they never find it missing (sqlite would make
+        # an empty one) — `retire_link` removes it once nothing names it.
+        moved = sqlite_path + MOVED_SUFFIX
         try:
-            os.rename(sqlite_path, sqlite_path + MOVED_SUFFIX)
+            os.rename(sqlite_path, moved)
+            os.symlink(os.path.basename(moved), sqlite_path)
         except FileNotFoundError:
             pass  # another sync moved it at the same moment
     return counts
+
+
+def retire_link(sqlite_path: str, readers_conf) -> bool:
+    """Remove the link left at the SQLite store's old name once no reader's configuration (the
+    files `readers_conf`) names it any more. True when removed."""
+    if not os.path.islink(sqlite_path):
+        return False
+    for path in readers_conf:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                if sqlite_path in f.read():
+                    return False
+        except FileNotFoundError:
+            continue
+    os.unlink(sqlite_path)
+    return True
 
 
 def _same_accounts(sqlite_path: str, db) -> bool:

@@ -17,18 +17,28 @@ from . import db
 from .exporters import address
 
 
+def probes(cfg) -> dict[str, str]:
+    return {"dovecot_sql_driver": "doveconf -h sql_driver 2>/dev/null || true"}
+
+
 def service(ctx) -> Service:
     cfg = ctx.cfg
     # Dovecot's own metrics (`service stats`, OpenMetrics) on the private address, for the monitor.
     stats = address(ctx.addresses.get(ctx.host_name, ctx.host_name)) if cfg.monitor_host else None
     pg = db.engine(cfg) == "postgresql"
+    # Dovecot's auth process keeps the configuration it started with while it has clients (login
+    # processes, Postfix's SASL connections: it is never idle), and there is one: a reload leaves the
+    # store's old engine in use. Moving the store to another engine, or another server or password,
+    # restarts Dovecot (IMAP and POP3 clients reconnect; deliveries wait in Postfix's queue).
+    live = ctx.probes.get("dovecot_sql_driver", "").strip()
+    conf_action = "restart" if live and live != ("pgsql" if pg else "sqlite") else "reload"
     store = []
     if pg:
         # How Dovecot reaches the store, as its reader: apart from dovecot.conf (0644) for the password.
         store.append(File(contract.PATHS["store_dovecot"], render("dovecot/govmail-store.conf.ext.j2", cfg,
                                                                   host=db.address(ctx), pg=contract.STORE_PG,
                                                                   password=db.password(ctx, "reader")),
-                          group="dovecot", mode=0o640, secret=True))
+                          group="dovecot", mode=0o640, secret=True, action="restart"))
     return Service(
         name="dovecot",
         packages=("dovecot-core", "dovecot-imapd", "dovecot-pop3d", "dovecot-lmtpd",
@@ -38,7 +48,8 @@ def service(ctx) -> Service:
         # on its first start, which comes after Dovecot's.
         ensures=[directory("/var/spool/postfix/private", 0o700, "postfix", "root")],
         files=[
-            File("/etc/dovecot/dovecot.conf", render("dovecot/dovecot.conf.j2", cfg, stats_address=stats)),
+            File("/etc/dovecot/dovecot.conf", render("dovecot/dovecot.conf.j2", cfg, stats_address=stats),
+                 action=conf_action),
             # Debian's conf.d is not read (dovecot.conf includes nothing): its files go to the
             # quarantine (contract.OWNED_DIRS) and this note says where the configuration lives.
             File("/etc/dovecot/conf.d/README", render("dovecot/conf.d/README.j2", ctx.cfg,
@@ -47,6 +58,6 @@ def service(ctx) -> Service:
         ],
         validator=Validator("/etc/dovecot", "doveconf -c {dir}/dovecot.conf -n >/dev/null"),
         units=[Unit("dovecot")],
-        actions={"reload": "systemctl reload dovecot"},
+        actions={"reload": "systemctl reload dovecot", "restart": "systemctl restart dovecot"},
         reacts={"tls": "reload"},
     )

@@ -67,7 +67,7 @@ def test_a_postgresql_province_gets_the_database_and_every_reader_reaches_it_wit
 
 
 def test_a_sqlite_province_is_given_nothing_of_postgresql(tmp_path):
-    svcs = services(load_province("thainguyen"), tmp_path)
+    svcs = services(load_province("daknong"), tmp_path)
     assert "db" not in svcs and not (tmp_path / "store-password-writer").exists()
     assert contract.PATHS["store_dsn"] not in files(svcs)
 

@@ -35,7 +35,7 @@ def test_postfix_main_cf_carries_domain_size_limit_and_tls_only_auth(key):
     assert f"message_size_limit = {cfg.message_size_limit}\n" in main
     assert "smtputf8_enable = yes" in main and "smtpd_tls_auth_only = yes" in main
     assert "check_policy_service unix:private/quota-status" in main
-    assert "virtual_mailbox_maps = proxy:sqlite:" in main
+    assert f"virtual_mailbox_maps = proxy:{'pgsql' if cfg.store_engine == 'postgresql' else 'sqlite'}:" in main
     master = render("postfix/master.cf.j2", cfg)
     assert "submission inet" in master and "smtpd_tls_wrappermode=yes" in master
 

@@ -26,6 +26,7 @@ def pg(host_paths, postgresql_server, monkeypatch):
 
     sqlite = str(tmp / "accounts.sqlite")
     monkeypatch.setattr(host_store, "SQLITE", sqlite)
+    monkeypatch.setattr(host_store, "READERS_CONF", ())
     people = [acc("a@x.gov.vn", password_hash="{BLF-CRYPT}$2b$11$issued-a"),
               acc("b@x.gov.vn", password_hash="{BLF-CRYPT}$2b$11$issued-b"),
               acc("c@x.gov.vn", password_hash="{BLF-CRYPT}$2b$11$issued-c")]
@@ -58,11 +59,24 @@ def test_the_first_sync_on_postgresql_moves_every_account_password_status_and_au
     assert ("b@x.gov.vn", "{BLF-CRYPT}$2b$11$changed-by-admin") in rows(target, "SELECT address, password FROM accounts")
     assert rows(target, "SELECT reason IS NOT NULL FROM dovecot_passdb WHERE login = 'c@x.gov.vn'") == [(True,)]
     assert rows(target, "SELECT value FROM meta WHERE key = 'user_max_age_days'") == [("90",)]
-    # The file is kept aside, read by nothing; a second sync moves nothing again.
-    assert not os.path.exists(sqlite)
-    assert os.path.exists(sqlite + store_move.MOVED_SUFFIX)
-    sync(people, {"all@x.gov.vn": ["a@x.gov.vn", "b@x.gov.vn"]})
-    assert rows(target, accounts) == before[0]
+    # The file is kept aside; its old name links to it while Dovecot and Postfix still read it there
+    # (until the deploy reloads them), so they never find it missing.
+    assert os.path.islink(sqlite) and os.path.exists(sqlite + store_move.MOVED_SUFFIX)
+    assert rows(sqlite, accounts) == before[0]
+    conf = os.path.join(os.path.dirname(sqlite), "dovecot.conf")
+    with open(conf, "w") as f:
+        f.write(f"sqlite_path = {sqlite}\n")
+    host_store.READERS_CONF = (conf,)
+    try:
+        sync(people, {"all@x.gov.vn": ["a@x.gov.vn", "b@x.gov.vn"]})
+        assert os.path.islink(sqlite)  # still named by a reader
+        with open(conf, "w") as f:
+            f.write("sql_driver = pgsql\n")
+        sync(people, {"all@x.gov.vn": ["a@x.gov.vn", "b@x.gov.vn"]})
+    finally:
+        host_store.READERS_CONF = ()
+    assert not os.path.lexists(sqlite) and os.path.exists(sqlite + store_move.MOVED_SUFFIX)
+    assert rows(target, accounts) == before[0]  # nothing moved twice
 
 
 def test_a_move_that_fails_half_way_leaves_postgresql_empty_and_the_sqlite_file_in_place(pg, monkeypatch):
