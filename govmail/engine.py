@@ -133,13 +133,16 @@ def give_back_host(run: str):
 
 
 @operation(is_idempotent=False)
-def install_packages(packages: list[str], warms: list[Unit], run: str):
-    """All missing packages in one apt transaction, none of them started by Debian; daemons'
-    warm-ups (Unit.warm) start in the background as soon as their packages are unpacked."""
+def install_packages(packages: list[str], warms: list[Unit], run: str, debconf: tuple[str, ...] = ()):
+    """All missing packages in one apt transaction, none of them started by Debian, the services'
+    debconf answers given first; daemons' warm-ups (Unit.warm) start in the background as soon as
+    their packages are unpacked."""
     if not packages:
         return
     q = " ".join(shlex.quote(p) for p in packages)
     lines = [f"printf %s {shlex.quote(POLICY_RC_D)} > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d || exit 1"]
+    if debconf:
+        lines.append(f"printf '%s\\n' {' '.join(shlex.quote(d) for d in debconf)} | debconf-set-selections || exit 1")
     lines += [warm_launch(u) for u in warms]
     lines.append(
         "export DEBIAN_FRONTEND=noninteractive GOVMAIL_INSTALLING=1 && apt-get update -q >/dev/null && "
@@ -312,7 +315,8 @@ def deploy(host, cfg, names: list[str], target) -> list[Service]:
         take_host(name="Take the host (one deploy at a time)", run=run, wait=lock_wait(),
                   files=[(f.dest, (state.files.get(f.dest) or ("-",))[0], hashlib.sha1(f.content).hexdigest())
                          for s in services for f in s.files])
-    install_packages(name="Packages (one apt transaction)", packages=plan.missing_packages, warms=plan.warms, run=run)
+    install_packages(name="Packages (one apt transaction)", packages=plan.missing_packages, warms=plan.warms, run=run,
+                     debconf=tuple(dict.fromkeys(d for s in services for d in s.debconf)))
     run_fixes(name="Prepare (users, directories, keys made once)", fixes=plan.fixes, legacy=plan.legacy_markers,
               run=run)
     install_files(name="Configuration files (one transfer; validated, then swapped)", changed=plan.changed,

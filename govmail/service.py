@@ -100,6 +100,10 @@ class Unit:
 class Service:
     name: str
     packages: tuple[str, ...] = ()
+    # Answers to the packages' install-time questions (debconf-set-selections lines: "package
+    # question type value"), given before any package is installed: Debian's default answer may
+    # depend on what else is installed (roundcube's database type follows a local PostgreSQL).
+    debconf: tuple[str, ...] = ()
     ensures: list[Ensure] = field(default_factory=list)
     files: list[File] = field(default_factory=list)
     validator: Optional[Validator] = None

@@ -89,6 +89,9 @@ def service(ctx) -> Service:
     return Service(
         name="webmail",
         # php-fpm first: Roundcube's `php` dependency is then met without Apache's module.
+        # Roundcube's own database is SQLite (contract.PATHS["webmail_db"]) whatever else the host runs:
+        # dbconfig-common would choose a local PostgreSQL (the account store's) on its own.
+        debconf=("roundcube-core roundcube/database-type select sqlite3",),
         packages=(f"php{PHP}-fpm", "roundcube-core", "roundcube-sqlite3", "roundcube-plugins",
                   f"php{PHP}-zip"),  # zip: download all attachments at once (zipdownload)
         ensures=[
