@@ -45,25 +45,29 @@ def _ordered_columns(db, table: str) -> list[str]:
     return [d[0] for d in cur.description]
 
 
-def move(sqlite_path: str, db) -> dict | None:
-    """Copy the SQLite store at `sqlite_path` into the PostgreSQL store `db` (schema made, views
-    current) when `db` has no account yet, then rename the file. None when `db` already had accounts
-    (the move was done: the file is only renamed if it is still there)."""
+def _write_from(sqlite_path: str, db, body):
+    """`body(src)` in one write transaction of `db`, with the SQLite file at `sqlite_path` open
+    read-only as `src`: committed, unless it returns None (rolled back) or raises."""
     src = store_db.connect(sqlite_path, readonly=True)
     try:
         db.begin_write()
         try:
-            if db.execute("SELECT count(*) FROM accounts").fetchone()[0]:
-                db.execute("ROLLBACK")
-                counts = None
-            else:
-                counts = _copy(src, db)
-                db.execute("COMMIT")
+            out = body(src)
+            db.execute("ROLLBACK" if out is None else "COMMIT")
+            return out
         except BaseException:
             db.execute("ROLLBACK")
             raise
     finally:
         src.close()
+
+
+def move(sqlite_path: str, db) -> dict | None:
+    """Copy the SQLite store at `sqlite_path` into the PostgreSQL store `db` (schema made, views
+    current) when `db` has no account yet, then rename the file. None when `db` already had accounts
+    (the move was done: the file is only renamed if it is still there)."""
+    counts = _write_from(sqlite_path, db, lambda src: None if db.execute("SELECT count(*) FROM accounts").fetchone()[0]
+                         else _copy(src, db))
     if (counts is not None or _same_accounts(sqlite_path, db)) and not os.path.islink(sqlite_path):
         # Dovecot and Postfix read the file until the deploy has reloaded them (moments later): its
         # old name stays, a link to the kept copy, so they never find it missing (sqlite would make
@@ -120,18 +124,9 @@ def export(db, dst) -> dict:
 
 def replace_all(sqlite_path: str, db) -> dict:
     """Replace every row of the PostgreSQL store `db` with the SQLite file's, in one transaction."""
-    src = store_db.connect(sqlite_path, readonly=True)
-    try:
-        db.begin_write()
-        try:
-            for table in TABLES:
-                db.execute(f"DELETE FROM {table}" + (" WHERE key NOT IN ('views', 'schema_version')"
-                                                      if table == "meta" else ""))
-            counts = _copy(src, db)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-    finally:
-        src.close()
-    return counts
+    def replace(src):
+        for table in TABLES:
+            db.execute(f"DELETE FROM {table}" + (" WHERE key NOT IN ('views', 'schema_version')" if table == "meta" else ""))
+        return _copy(src, db)
+
+    return _write_from(sqlite_path, db, replace)
