@@ -62,7 +62,7 @@ from .plan import (
     warm_launch,
 )
 from .secrets import province_secrets
-from .service import Context, Ensure, File, Service, Unit
+from .service import Context, Ensure, File, Refused, Service, Unit
 
 STAGE = deploy_lock.STAGE  # 0700, a directory per run: the bundle holds secrets
 LOCK_PROGRAM = Path(deploy_lock.__file__).read_text()
@@ -286,7 +286,12 @@ def deploy(host, cfg, names: list[str], target) -> list[Service]:
     )
     # The engine's own file: the guard it installs packages under, kept current on every host.
     own = Service("engine", files=[File("/usr/sbin/policy-rc.d", POLICY_RC_D, mode=0o755, action=None)])
-    services = [own] + [s for s in (m.service(ctx) for m in mods) if s is not None]
+    try:
+        declared = [m.service(ctx) for m in mods]
+    except Refused as e:
+        logger.error(f"{host.name}: {e}")
+        raise SystemExit(f"govmail: {host.name}: {e}; nothing was changed on any host") from None
+    services = [own] + [s for s in declared if s is not None]
     keep = {f.dest for s in services for f in s.files} | set(local_files(cfg, host.name))
     foreign = [p for p in answers.get("owned_files", []) if p and p not in keep]
     by_dir = add_drift_ensures(services, local_files(cfg, host.name), foreign)

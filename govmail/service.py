@@ -27,6 +27,12 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional
 
 
+class Refused(Exception):
+    """A service cannot declare itself for this host as the data asks (the host's account store is
+    on another engine, a secret is unusable ...): one message for the operator, raised while the
+    deploy is prepared, so no host is touched."""
+
+
 @dataclass(frozen=True)
 class File:
     """A file the service owns on the host: `content` at `dest`, with owner and mode."""

@@ -18,7 +18,7 @@ from ..data import predecessors as merger
 from ..data.facts import operator, password_api, password_service_url, password_url  # noqa: F401 (used here)
 from ..host import contract
 from ..render import render
-from ..service import Ensure, File, Service, Unit, json_bytes
+from ..service import Ensure, File, Refused, Service, Unit, json_bytes
 
 NEW_PASSWORDS = contract.PATHS["state"] + "/new-passwords.json"
 
@@ -74,7 +74,7 @@ def probes(cfg) -> dict[str, str]:
     dsn = shlex.quote(contract.PATHS["store_dsn"])
     legacy = shlex.quote(contract.PATHS["legacy_users"])
     # Compressed to one line: 50,000 addresses are 1.4 MB, a second of a no-change deploy to read.
-    return {"stored_accounts": (
+    return {"store_engine": f"test -s {dsn} && echo postgresql || echo sqlite", "stored_accounts": (
         f"{{ if [ -s {dsn} ] || [ -f {q} ]; then {tool} stored 2>/dev/null || {tool} list 2>/dev/null "
         f"|| echo {UNREADABLE}; elif [ -f {legacy} ]; then cut -d: -f1 {legacy} | grep -v '^#'; fi; }} "
         "| gzip -1 | base64 -w0; echo"
@@ -89,11 +89,11 @@ def stored_addresses(answer: str) -> set[str]:
     try:
         answer = gzip.decompress(base64.b64decode(answer.strip())).decode() if answer.strip() else ""
     except (ValueError, OSError, EOFError) as e:  # binascii.Error is a ValueError
-        raise RuntimeError(f"the host's list of stored accounts came back unreadable ({e}); nothing was changed") from None
+        raise Refused(f"the host's list of stored accounts came back unreadable ({e})") from None
     if answer.strip() == UNREADABLE:
-        raise RuntimeError("the host's account store exists but did not answer (`accounts stored` failed: its "
-                           "database down, or its file damaged); nothing was changed: run `accounts stored` on "
-                           "the host to see why")
+        raise Refused("the host's account store exists but did not answer (`accounts stored` failed: its "
+                      "database down, or its file damaged): run `/usr/local/lib/govmail/accounts stored` on the "
+                      "host to see why")
     if answer.lstrip().startswith("{"):  # `accounts list` of govmail 0.1
         return {a for a, row in json.loads(answer).items() if row.get("has_password") or row.get("status") == "deleted"}
     return set(answer.split())
@@ -101,6 +101,12 @@ def stored_addresses(answer: str) -> set[str]:
 
 def service(ctx) -> Service:
     cfg = ctx.cfg
+    if ctx.probes.get("store_engine", "").strip() == "postgresql" and cfg.store_engine == "sqlite":
+        # The host tools would go on writing PostgreSQL while Dovecot and Postfix read the SQLite
+        # file left behind by the move: two stores, diverging.
+        raise Refused("its account store is on PostgreSQL (/etc/govmail/store.dsn) and the data file says "
+                      "`account_store.engine: sqlite`: moving a store back is not supported; set it to "
+                      "`postgresql` again")
     stored = stored_addresses(ctx.probes.get("stored_accounts", ""))
     new = [a for a in cfg.accounts if a.address not in stored and not a.password_hash]
     sync = f"GOVMAIL_ACTOR={shlex.quote(operator())} {contract.PATHS['lib']}/accounts sync"

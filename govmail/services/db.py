@@ -22,7 +22,7 @@ import re
 
 from ..host import contract
 from ..render import render
-from ..service import Ensure, File, Service, Unit, Validator, json_bytes
+from ..service import Ensure, File, Refused, Service, Unit, Validator, json_bytes
 
 PG = contract.STORE_PG
 CONF = f"/etc/postgresql/{PG['version']}/{PG['cluster']}"
@@ -42,8 +42,8 @@ def password(ctx, role: str) -> str:
     """The store password of `role` (writer | reader) from the province's secrets, checked."""
     raw = ctx.secrets.get(f"store_{role}", b"").decode("utf-8", "replace").strip()
     if not PASSWORD.fullmatch(raw):
-        raise ValueError(f"the secret store-password-{role} of {ctx.cfg.key} is not 16 to 128 letters, digits, "
-                         "- or _; put such a value there (or remove the file: the next deploy makes one)")
+        raise Refused(f"the secret store-password-{role} of {ctx.cfg.key} is not 16 to 128 letters, digits, "
+                      "- or _; put such a value there (or remove the file: the next deploy makes one)")
     return raw
 
 

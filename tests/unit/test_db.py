@@ -9,6 +9,7 @@ import pytest
 from govmail.data import load_province
 from govmail.data.schema import AccountStore
 from govmail.host import contract
+from govmail.service import Refused
 
 from .test_roles import declared
 
@@ -76,8 +77,23 @@ def test_a_store_password_edited_into_something_unsafe_is_refused_with_where_it_
     cfg = on_postgresql("thainguyen")
     tmp_path.mkdir(exist_ok=True)
     (tmp_path / "store-password-reader").write_text("short pass'; DROP\n")
-    with pytest.raises(ValueError, match="store-password-reader of thainguyen is not 16 to 128 letters"):
+    with pytest.raises(Refused, match="store-password-reader of thainguyen is not 16 to 128 letters"):
         services(cfg, tmp_path)
+
+
+def test_a_store_moved_to_postgresql_is_not_silently_read_from_sqlite_again(tmp_path):
+    """The data set back to sqlite on a host whose store moved: refused before anything is touched
+    (the tools would write PostgreSQL while Dovecot and Postfix read the old file)."""
+    from govmail.secrets import province_secrets
+    from govmail.service import Context
+    from govmail.services import accounts
+
+    cfg = load_province("daknong")
+    ctx = Context(cfg, cfg.mail_host, ("mail",), {"store_engine": "postgresql\n"},
+                  secrets=province_secrets(cfg, tmp_path))
+    with pytest.raises(Refused, match="moving a store back is not supported"):
+        accounts.service(ctx)
+    assert accounts.service(dataclasses.replace(ctx, probes={"store_engine": "sqlite"})).name == "accounts"
 
 
 def test_the_roles_of_mail_declare_the_same_as_the_four_parts_on_postgresql_too(tmp_path):

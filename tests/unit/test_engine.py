@@ -28,7 +28,7 @@ from govmail.plan import (
     state_script,
     warm_launch,
 )
-from govmail.service import Context, File, Service, Validator
+from govmail.service import Context, File, Refused, Service, Validator
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = ["base", "tls", "accounts", "dovecot", "clamav", "rspamd", "postfix", "passwd", "fail2ban", "logs"]
@@ -366,8 +366,19 @@ def test_the_stored_accounts_probe_reads_back_every_address_beside_the_next_prob
     assert accounts.stored_addresses("\n".join(out["stored_accounts"])) == set(addresses)
     assert out["next"] == ["after"]
     assert accounts.stored_addresses("") == set()
-    with pytest.raises(RuntimeError, match="unreadable"):  # a garbled answer stops the deploy, no guess
+    with pytest.raises(Refused, match="unreadable"):  # a garbled answer stops the deploy, no guess
         accounts.stored_addresses("not base64 !")
+    # A store that exists but does not answer (PostgreSQL down; here, no tool at all) is not read as
+    # "no accounts" (which would issue every mailbox a new initial password): the deploy stops.
+    dsn = tmp_path / "store.dsn"
+    dsn.write_text("host=127.0.0.1 dbname=govmail\n")
+    monkeypatch.setitem(accounts.contract.PATHS, "store_dsn", str(dsn))
+    monkeypatch.setitem(accounts.contract.PATHS, "lib", str(tmp_path / "no-such-lib"))
+    script = probe_script(accounts.probes(load_province("daknong")))
+    out = sections(subprocess.run(["sh", "-c", script], capture_output=True, text=True).stdout.splitlines())
+    assert out["store_engine"] == ["postgresql"]
+    with pytest.raises(Refused, match="exists but did not answer"):
+        accounts.stored_addresses("\n".join(out["stored_accounts"]))
 
 
 def test_a_file_dropped_beside_govmails_is_found_and_one_govmail_debian_or_the_data_keeps_is_not(tmp_path):
