@@ -22,7 +22,7 @@ def binaries() -> str | None:
 
 
 class Server:
-    def __init__(self, bindir: str):
+    def __init__(self, bindir: str, fsync: bool = False):
         self.bindir = bindir
         self.dir = tempfile.mkdtemp(prefix="govmail-pg-")
         self.data = os.path.join(self.dir, "data")
@@ -32,7 +32,8 @@ class Server:
         self._run("initdb", "-D", self.data, "-A", "trust", "-U", "govmail", "--no-sync", "-E", "UTF8",
                   "--locale", "C.UTF-8")
         self._run("pg_ctl", "-D", self.data, "-w", "-s", "-l", os.path.join(self.dir, "log"), "-o",
-                  f"-c listen_addresses='' -c unix_socket_directories={self.dir} -c fsync=off", "start")
+                  f"-c listen_addresses='' -c unix_socket_directories={self.dir} -c fsync={'on' if fsync else 'off'}",
+                  "start")
         self._names = itertools.count()
 
     def _run(self, tool: str, *args: str) -> None:
