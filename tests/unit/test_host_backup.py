@@ -136,3 +136,20 @@ def test_weekly_copies_of_quiet_mailboxes_spread_over_the_nights(tmp_path, stagi
     assert sum(per_night) == 700  # each mailbox once in the week
     assert max(per_night) < 160, per_night  # about a seventh a night, not all on one
     assert backup.stage_mail(people, now=t + 7 * day + 3600, dsync=dsync, settle=NOOP) == (0, 700)
+
+
+@pytest.mark.parametrize("code,good", [(0, True), (1, True), (100, True), (107, True), (2, False), (3, False),
+                                       (99, False), (128, False)])
+def test_a_borg_warning_keeps_the_archive_and_an_error_fails_the_backup(code, good, tmp_path, monkeypatch):
+    """Borg's modern exit codes (BORG_EXIT_CODES=modern): 100-127 are warnings, such as the mail log
+    changing while it was read (seen in the lab under mail load); an archive made with one is good."""
+    script = tmp_path / "borg"
+    script.write_text(f"#!/bin/sh\necho 'borg said something' >&2\nexit {code}\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    conf = {"passphrase_file": "/dev/null", "ssh_key": "/dev/null", "known_hosts": "/dev/null"}
+    if good:
+        assert backup.borg(conf, "create", "repo::x").returncode == code
+    else:
+        with pytest.raises(RuntimeError, match=f"borg create failed \\({code}\\)"):
+            backup.borg(conf, "create", "repo::x")
