@@ -84,6 +84,15 @@ PORTS = {
 # the daily job) and the reader (Postfix's maps, Dovecot's passdb/userdb: SELECT on the views only).
 STORE_PG = {"version": 17, "cluster": "main", "port": 5432, "database": "govmail", "writer": "govmail",
             "reader": "govmail_read"}
+
+
+def store_dsn(host: str, role: str, password: str) -> str:
+    """The libpq connection string of the store's `role` (writer | reader) at `host`: what the deploy
+    writes for the host tools and what the db host's own check logs in with."""
+    return (f"host={host} port={STORE_PG['port']} dbname={STORE_PG['database']} user={STORE_PG[role]} "
+            f"password={password} connect_timeout=5")
+
+
 # Debian 13's PHP: its php-fpm unit (php8.4-fpm) and its configuration under /etc/php/8.4/.
 PHP = "8.4"
 # The host tools' package directory and its name on the host.

@@ -28,11 +28,6 @@ def passwords(path: str = SECRETS) -> dict:
     return {k: doc[k] for k in ("writer", "reader")}
 
 
-def dsn(role: str, password: str, host: str = "127.0.0.1") -> str:
-    return (f"host={host} port={PG['port']} dbname={PG['database']} user={PG[role]} password={password} "
-            "connect_timeout=5")
-
-
 def check(path: str = SECRETS) -> list[str]:
     """What is not ready: each role logging in over TCP with its password, the reader reading."""
     from . import store_db
@@ -40,7 +35,7 @@ def check(path: str = SECRETS) -> list[str]:
     problems = []
     for role, password in passwords(path).items():
         try:
-            db = store_db.connect(dsn(role, password), readonly=True)
+            db = store_db.connect(contract.store_dsn("127.0.0.1", role, password), readonly=True)
             db.execute("SELECT 1").fetchone()
             db.close()
         except Exception as e:  # psycopg2's OperationalError: refused, no such role, wrong password

@@ -34,10 +34,6 @@ PASSWORD = re.compile(r"[A-Za-z0-9_-]{16,128}")
 READERS = ("mx", "store", "web")
 
 
-def engine(cfg) -> str:
-    return cfg.store_engine
-
-
 def password(ctx, role: str) -> str:
     """The store password of `role` (writer | reader) from the province's secrets, checked."""
     raw = ctx.secrets.get(f"store_{role}", b"").decode("utf-8", "replace").strip()
@@ -56,8 +52,7 @@ def address(ctx) -> str:
 
 def dsn(ctx, role: str) -> str:
     """The libpq connection string of `role` from this host."""
-    return (f"host={address(ctx)} port={PG['port']} dbname={PG['database']} user={PG[role]} "
-            f"password={password(ctx, role)} connect_timeout=5")
+    return contract.store_dsn(address(ctx), role, password(ctx, role))
 
 
 def reader_hosts(cfg, addresses) -> list[str]:
@@ -73,7 +68,7 @@ def reader_hosts(cfg, addresses) -> list[str]:
 
 def service(ctx):
     cfg = ctx.cfg
-    if engine(cfg) != "postgresql":
+    if cfg.store_engine != "postgresql":
         return None
     others = reader_hosts(cfg, ctx.addresses)
     lib = contract.PATHS["lib"]

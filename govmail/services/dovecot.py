@@ -25,7 +25,7 @@ def service(ctx) -> Service:
     cfg = ctx.cfg
     # Dovecot's own metrics (`service stats`, OpenMetrics) on the private address, for the monitor.
     stats = address(ctx.addresses.get(ctx.host_name, ctx.host_name)) if cfg.monitor_host else None
-    pg = db.engine(cfg) == "postgresql"
+    pg = cfg.store_engine == "postgresql"
     # Dovecot's auth process keeps the configuration it started with while it has clients (login
     # processes, Postfix's SASL connections: it is never idle), and there is one: a reload leaves the
     # store's old engine in use. Moving the store to another engine, or another server or password,

@@ -49,7 +49,7 @@ def service(ctx) -> Service:
               for name, module in COMMANDS.items()]
     files.append(File(f"{lib}/postlogin", (HOST / "postlogin.sh").read_bytes(), mode=0o755, action=None))
     packages = ()
-    if db.engine(ctx.cfg) == "postgresql":
+    if ctx.cfg.store_engine == "postgresql":
         # Where the tools find the account store (govmail/host/store.py: configured_store), as its writer.
         files.append(File(contract.PATHS["store_dsn"], db.dsn(ctx, "writer") + "\n", mode=0o600, secret=True,
                           action=None))

@@ -57,7 +57,7 @@ SMTP_GREETS = ("postfix status >/dev/null 2>&1 && timeout 5 bash -c "
 def service(ctx) -> Service:
     cfg, maps = ctx.cfg, contract.PATHS["postfix_maps"]
     main_cf = render("postfix/main.cf.j2", cfg)
-    pg = db.engine(cfg) == "postgresql"
+    pg = cfg.store_engine == "postgresql"
     # Postfix reads the store as its reader role (the maps are root:postfix 0640: they hold its password).
     store = {"host": db.address(ctx), "port": contract.STORE_PG["port"], "database": contract.STORE_PG["database"],
              "user": contract.STORE_PG["reader"], "password": db.password(ctx, "reader")} if pg else None
