@@ -29,6 +29,7 @@ import os
 import pickle
 import sys
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Optional
 
@@ -105,6 +106,8 @@ def load_province(key_or_path: str | os.PathLike, cache: bool = True) -> Provinc
             cfg = _load_province(file)
             if cache:
                 validated_cache.save(file, cfg)
+        else:
+            validated_cache.remember(cfg, validated_cache.entry_name(file))
         if len(_CACHE) >= 16:
             _CACHE.pop(next(iter(_CACHE)))
         _CACHE[key] = cfg
@@ -153,6 +156,55 @@ class _ValidatedCache:
         name = hashlib.sha256(f"{file.resolve()}|{os.getcwd()}".encode()).hexdigest()[:24]
         return d / f"{name}.pickle", h.digest()
 
+    def __init__(self):
+        # id(cfg) -> (the configuration, where its derived values are kept, those made in this process)
+        self._made: dict[int, tuple] = {}
+
+    def remember(self, cfg: ProvinceConfig, entry: Optional[Path]) -> None:
+        """`cfg` came from (or went into) the cache entry `entry`: its derived values are kept there."""
+        for k in [k for k, (ref, _, _) in self._made.items() if ref() is None]:
+            del self._made[k]
+        self._made[id(cfg)] = (weakref.ref(cfg), entry, {})
+
+    def entry_name(self, file: Path) -> Optional[Path]:
+        """Where the derived values of this file's validated entry are kept (its digest in the name)."""
+        path, digest = self._entry(file)
+        return path.with_name(f"{path.stem}.{digest.hex()[:32]}") if path else None
+
+    def derived(self, cfg: ProvinceConfig, name: str, make):
+        """`make(cfg)` for a value that depends on the validated data only (the published directory,
+        the web mail's address book: a second or more at 50,000 mailboxes), made once per process and
+        kept beside the validated entry it came from, so a no-change re-deploy reads it back. A
+        configuration that did not come from the cache is computed every time."""
+        ref, base, memo = self._made.get(id(cfg), (None, None, None))
+        if ref is None or ref() is not cfg:
+            base, memo = None, {}
+            self._made[id(cfg)] = (weakref.ref(cfg), None, memo)
+        if name in memo:
+            return memo[name]
+        path = base.with_name(f"{base.name}.{name}.pickle") if base else None
+        value = None
+        if path is not None:
+            try:
+                with open(path, "rb") as fh:
+                    value = pickle.load(fh)
+            except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError, ValueError):
+                value = None
+        if value is None:
+            value = make(cfg)
+            if path is not None:
+                try:
+                    for old in path.parent.glob(f"{base.name.split('.')[0]}.*.{name}.pickle"):
+                        old.unlink(missing_ok=True)
+                    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+                    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
+                        pickle.dump(value, fh, protocol=pickle.HIGHEST_PROTOCOL)
+                    os.replace(tmp, path)
+                except (OSError, pickle.PicklingError, TypeError, AttributeError):
+                    pass
+        memo[name] = value
+        return value
+
     def load(self, file: Path) -> Optional[ProvinceConfig]:
         try:
             path, digest = self._entry(file)
@@ -180,9 +232,13 @@ class _ValidatedCache:
                 fh.write(digest)
                 pickle.dump((deps, until, cfg), fh, protocol=pickle.HIGHEST_PROTOCOL)
             os.replace(tmp, path)
-            entries = sorted(path.parent.glob("*.pickle"), key=lambda q: q.stat().st_mtime)
+            entries = sorted((q for q in path.parent.glob("*.pickle") if "." not in q.stem),
+                             key=lambda q: q.stat().st_mtime)
             for old in entries[: max(0, len(entries) - self.KEEP)]:
                 old.unlink(missing_ok=True)
+                for made in old.parent.glob(f"{old.stem}.*.pickle"):
+                    made.unlink(missing_ok=True)
+            self.remember(cfg, self.entry_name(file))
         except (OSError, pickle.PicklingError, TypeError, AttributeError):
             pass  # a cache that cannot be written costs time, never correctness
 

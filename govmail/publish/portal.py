@@ -17,12 +17,15 @@ keeps current. The web mail's address book reads the same entries (govmail/servi
 from __future__ import annotations
 
 import csv
+import functools
+import hashlib
 import io
 import json
 import unicodedata
 from dataclasses import dataclass
 from typing import Optional
 
+from ..data import validated_cache
 from ..render import page
 
 COLUMNS = ("name", "unit", "department", "position", "address")
@@ -39,10 +42,20 @@ class Entry:
     kind: str  # person | agency | department | district | commune | mailbox
 
 
+@functools.lru_cache(maxsize=65536)
 def fold(text: str) -> str:
-    """Lower case without diacritics: "Nguyễn Văn Hậu" -> "nguyen van hau" (đ -> d)."""
+    """Lower case without diacritics: "Nguyễn Văn Hậu" -> "nguyen van hau" (đ -> d). Kept per value: a
+    directory of 50,000 repeats its names, units and positions (bench/directory_scale.py)."""
+    if text.isascii():
+        return text.lower()
     t = unicodedata.normalize("NFD", text.replace("đ", "d").replace("Đ", "D"))
     return "".join(c for c in t if not unicodedata.combining(c)).lower()
+
+
+def fold_words(*parts: str) -> str:
+    """fold() of the parts joined by spaces, folded part by part (the same text: a space ends every
+    combining sequence and every word)."""
+    return " ".join(fold(p) for p in parts)
 
 
 def _unit_names(cfg) -> tuple[dict, dict]:
@@ -99,6 +112,8 @@ def _vtext(v: str) -> str:
 
 def _fold_line(line: str) -> str:
     """RFC 6350 3.2: lines of at most 75 octets, continued with CRLF + space (never inside a character)."""
+    if len(line) <= 18 or len(line.encode()) <= 75:  # 18 characters are at most 72 octets
+        return line
     out, cur = [], b""
     for ch in line:
         b = ch.encode()
@@ -135,16 +150,20 @@ def to_html(cfg, items: Optional[list[Entry]] = None, updated: str = "") -> byte
         groups = sections[-1][1]
         if not groups or groups[-1][0] != e.department:
             groups.append((e.department, []))
-        groups[-1][1].append((e, fold(" ".join((e.name, e.unit, e.department, e.position, e.address)))))
+        groups[-1][1].append((e, fold_words(e.name, e.unit, e.department, e.position, e.address)))
     return page("www/directory/index.html.j2", province=cfg.model.name, domain=cfg.domain, count=len(items),
                 sections=sections, updated=updated or "-").encode()
 
 
 def files(cfg) -> dict[str, bytes]:
-    """What the web server serves under /directory/ (and `govmail directory` writes)."""
+    """What the web server serves under /directory/ (and `govmail directory` writes); made once per
+    validated data file (govmail/data: validated_cache.derived)."""
+    return validated_cache.derived(cfg, "portal", _files)
+
+
+def _files(cfg) -> dict[str, bytes]:
     items = entries(cfg)
     digest = json.dumps([e.__dict__ for e in items], ensure_ascii=False, sort_keys=True)
-    import hashlib
     version = hashlib.sha256(digest.encode()).hexdigest()[:12]
     return {"index.html": to_html(cfg, items, updated=f"phiên bản / version {version}"),
             "directory.csv": to_csv(cfg, items), "directory.vcf": to_vcard(cfg, items)}

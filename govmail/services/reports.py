@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 
+from ..data import validated_cache
 from ..data.facts import report_recipients
 from ..host import contract
 from ..publish import portal
@@ -23,17 +24,23 @@ UNITS = ("govmail-report-monthly.service", "govmail-report-monthly.timer", "govm
          "govmail-report-annual.timer")
 
 
-def settings(cfg, addresses: dict | None = None) -> dict:
-    units = {}
+def units(cfg) -> dict[str, str]:
+    """Each mailbox's unit, as the reports group them (the directory's units); suspended mailboxes
+    are counted too (as inactive). Made once per validated data file (validated_cache.derived)."""
+    out = {}
     for e in portal.entries(cfg):
-        units[e.address] = e.unit
-    for a in cfg.accounts:  # suspended mailboxes are counted too (as inactive)
-        units.setdefault(a.address, portal.OTHER)
+        out[e.address] = e.unit
+    for a in cfg.accounts:
+        out.setdefault(a.address, portal.OTHER)
+    return out
+
+
+def settings(cfg, addresses: dict | None = None) -> dict:
     return {
         "province": cfg.key, "name": cfg.model.name, "sender": cfg.postmaster, "recipients": report_recipients(cfg),
         "articles": {"monthly": cfg.cite("operations_report"), "annual": cfg.cite("usage_report"),
                      "misuse": cfg.cite("misuse_report")},
-        "units": units,
+        "units": validated_cache.derived(cfg, "report-units", units),
         # Where the monthly report reads availability as the monitor measured it (else: the journal).
         "monitor": ({"host": cfg.monitor_host, "prometheus": monitor.prometheus_url(cfg, addresses or {}),
                      "mail_host": cfg.mail_host, "scrape_seconds": monitor.SCRAPE_S} if cfg.monitor_host else None),

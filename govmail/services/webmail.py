@@ -30,6 +30,7 @@ is never reachable: nginx serves only public_html. The files are validated on a 
 
 from __future__ import annotations
 
+from ..data import validated_cache
 from ..data.facts import password_api
 from ..data.text import php
 from ..host import contract
@@ -44,7 +45,12 @@ PLUGIN = "/etc/roundcube/plugins/govmail"
 
 def directory_php(cfg) -> str:
     """The address book's data (addressbook.php reads it): the portal's entries (govmail/publish/portal.py),
-    one group per unit, each entry [name, address, unit, department, position, group, folded text]."""
+    one group per unit, each entry [name, address, unit, department, position, group, folded text].
+    Made once per validated data file (govmail/data: validated_cache.derived)."""
+    return validated_cache.derived(cfg, "webmail-directory", _directory_php)
+
+
+def _directory_php(cfg) -> str:
     items = portal.entries(cfg)
     groups: dict[str, str] = {}
     for e in items:
@@ -54,7 +60,7 @@ def directory_php(cfg) -> str:
     out += [f"  '{gid}' => '{php(unit)}'," for unit, gid in groups.items()]
     out.append("], 'records' => [")
     for e in items:
-        folded = portal.fold(" ".join((e.name, e.address, e.unit, e.department, e.position)))
+        folded = portal.fold_words(e.name, e.address, e.unit, e.department, e.position)
         vals = (e.name, e.address, e.unit, e.department, e.position, groups[e.unit], folded)
         out.append("  [" + ", ".join(f"'{php(v)}'" for v in vals) + "],")
     out.append("]];")

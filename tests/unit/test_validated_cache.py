@@ -85,3 +85,28 @@ def test_a_certificate_replaced_or_expired_beside_an_unchanged_data_file_is_vali
     later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=400)
     monkeypatch.setattr(data.time, "time", later.timestamp)
     assert data.validated_cache.load(file) is None  # past the certificate's end: validated again (and refused)
+
+
+def test_the_published_directory_is_made_once_per_data_file_and_anew_when_the_data_changes(province):
+    # A no-change re-deploy of 50,000 mailboxes reads the directory pages back instead of making
+    # them again (bench/directory_scale.py); a changed person must show in the next ones.
+    from govmail.publish import portal
+
+    file, _ = province
+    made = []
+    real = portal._files
+    make = lambda cfg: made.append(cfg) or real(cfg)  # noqa: E731
+    first = data.validated_cache.derived(load_province(file), "portal-test", make)
+    again_cfg = again(file)
+    assert data.validated_cache.derived(again_cfg, "portal-test", make) == first
+    assert data.validated_cache.derived(again_cfg, "portal-test", make) == first
+    assert len(made) == 1
+    text = file.read_text()
+    assert "{name: Nguyễn Văn Hậu," in text
+    file.write_text(text.replace("{name: Nguyễn Văn Hậu,", "{name: Nguyễn Vân Hậu,", 1))
+    changed = data.validated_cache.derived(again(file), "portal-test", make)
+    assert len(made) == 2 and "Nguyễn Vân Hậu" in changed["directory.csv"].decode("utf-8-sig")
+    # Without the cache it is made for each configuration, never taken from another's.
+    data._CACHE.clear()
+    uncached = load_province(file, cache=False)
+    assert data.validated_cache.derived(uncached, "portal-test", make) == changed and len(made) == 3

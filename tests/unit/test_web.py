@@ -39,6 +39,24 @@ def test_folding_ignores_case_and_vietnamese_diacritics():
     assert portal.fold("ĐẶNG Đức") == "dang duc"
 
 
+@pytest.mark.parametrize("parts", [("Nguyễn Văn Hậu", "Sở Tài chính", "", "Trưởng phòng", "hau@x.gov.vn"),
+                                   ("\u0301Ấ", "ΟΔΥΣΣΕΥΣ", "ΣΑΣ", "a\u0323\u0302", "İstanbul ǅ"),
+                                   ("", "", "\u200dĐ", "e\u0301\u0301", "Σ")])
+def test_folding_part_by_part_gives_the_folding_of_the_whole(parts):
+    # The directory folds its values one by one (a 50,000-entry directory repeats them): the search
+    # text must be the same as folding the joined line, combining marks and Greek's final sigma included.
+    portal.fold.cache_clear()
+    assert portal.fold_words(*parts) == portal.fold.__wrapped__(" ".join(parts))
+
+
+def test_vcard_lines_fold_at_75_octets_whatever_their_characters():
+    for line in ("x" * 75, "x" * 76, "đ" * 18, "đ" * 38, "🙂" * 18, "🙂" * 19, "a" + "ữ" * 30):
+        folded = portal._fold_line(line)
+        assert folded.replace("\r\n ", "") == line
+        assert all(len(p.encode()) <= 75 for p in folded.split("\r\n"))
+        assert folded == line if len(line.encode()) <= 75 else "\r\n " in folded
+
+
 @pytest.mark.parametrize("key", ["thainguyen", "lamdong", "binhthuan"])
 def test_the_directory_lists_every_active_mailbox_once_with_its_unit_and_no_secret(key):
     cfg = load_province(key)
