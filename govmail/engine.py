@@ -31,6 +31,7 @@ no data change runs nothing after step 1.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import importlib
 import io
@@ -133,14 +134,16 @@ def give_back_host(run: str):
 
 
 @operation(is_idempotent=False)
-def install_packages(packages: list[str], warms: list[Unit], run: str, debconf: tuple[str, ...] = ()):
+def install_packages(packages: list[str], warms: list[Unit], run: str, debconf: tuple[str, ...] = (),
+                     early: tuple[tuple[str, bytes, int], ...] = ()):
     """All missing packages in one apt transaction, none of them started by Debian, the services'
-    debconf answers given first; daemons' warm-ups (Unit.warm) start in the background as soon as
-    their packages are unpacked."""
+    debconf answers and early files (File.early: dest, content, mode) given first; daemons' warm-ups
+    (Unit.warm) start in the background as soon as their packages are unpacked."""
     if not packages:
         return
     q = " ".join(shlex.quote(p) for p in packages)
     lines = [f"printf %s {shlex.quote(POLICY_RC_D)} > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d || exit 1"]
+    lines += [early_write(*f) for f in early]
     if debconf:
         lines.append(f"printf '%s\\n' {' '.join(shlex.quote(d) for d in debconf)} | debconf-set-selections || exit 1")
     lines += [warm_launch(u) for u in warms]
@@ -150,6 +153,13 @@ def install_packages(packages: list[str], warms: list[Unit], run: str, debconf: 
         + (f"; rc=$?; touch {INSTALL_DONE}; exit $rc" if warms else "")
     )
     yield held(run, "\n".join(lines))
+
+
+def early_write(dest: str, content: bytes, mode: int) -> str:
+    """The shell line that writes an early file (File.early) whole before the packages come."""
+    d, tmp = shlex.quote(os.path.dirname(dest)), shlex.quote(f"{dest}.govmail-early")
+    return (f"mkdir -p {d} && printf %s {base64.b64encode(content).decode()} | base64 -d > {tmp} && "
+            f"chmod {mode:o} {tmp} && mv -f {tmp} {shlex.quote(dest)} || exit 1")
 
 
 @operation(is_idempotent=False)
@@ -321,7 +331,8 @@ def deploy(host, cfg, names: list[str], target) -> list[Service]:
                   files=[(f.dest, (state.files.get(f.dest) or ("-",))[0], hashlib.sha1(f.content).hexdigest())
                          for s in services for f in s.files])
     install_packages(name="Packages (one apt transaction)", packages=plan.missing_packages, warms=plan.warms, run=run,
-                     debconf=tuple(dict.fromkeys(d for s in services for d in s.debconf)))
+                     debconf=tuple(dict.fromkeys(d for s in services for d in s.debconf)),
+                     early=tuple((f.dest, f.content, f.mode) for s in services for f in s.files if f.early))
     run_fixes(name="Prepare (users, directories, keys made once)", fixes=plan.fixes, legacy=plan.legacy_markers,
               run=run)
     install_files(name="Configuration files (one transfer; validated, then swapped)", changed=plan.changed,

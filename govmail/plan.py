@@ -191,6 +191,11 @@ def make_plan(services: list[Service], state: HostState) -> Plan:
     return plan
 
 
+def _ready_or_fail(u: Unit) -> str:
+    return (f"{_wait(u.ready, u.ready_timeout)} || "
+            f"{{ echo {shlex.quote(f'govmail: {u.name} does not answer after {u.ready_timeout} s')} >&2; exit 1; }}")
+
+
 def guarded(e: Ensure, marks: list[str]) -> str:
     """An ensure's fix as the host runs it: only when its check fails at that moment; the markers of
     the action it needs are set first (a fix that is cut short still gets its action next time)."""
@@ -252,7 +257,9 @@ def _activation(plan: Plan, services: list[Service], state: HostState, pending: 
                     started = True
                     fresh_units.add(u.name)
                 touched = True
-            if u.ready:
+            if u.ready and u.gate and touched:
+                lines.append(_ready_or_fail(u))
+            elif u.ready:
                 waits.append((s.name, u, touched))
         restart, reload = f"{s.name}-restart", f"{s.name}-reload"
         # Only when every running unit of the service starts afresh has it read the new files; one
@@ -277,8 +284,7 @@ def _activation(plan: Plan, services: list[Service], state: HostState, pending: 
     body = slow_starts + lines + warmed_starts
     for _n, u, touched in waits:
         if touched:
-            body.append(f"{_wait(u.ready, u.ready_timeout)} || "
-                        f"{{ echo {shlex.quote(f'govmail: {u.name} does not answer after {u.ready_timeout} s')} >&2; exit 1; }}")
+            body.append(_ready_or_fail(u))
     plan.activate = body
     plan.activate_what = what
 

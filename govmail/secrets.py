@@ -7,6 +7,7 @@ They live on the controller, outside the repository, one directory per province:
     $GOVMAIL_SECRETS/<province>/backup-passphrase     (0600)
     $GOVMAIL_SECRETS/<province>/backup-ssh-key[.pub]  (0600 / 0644)
     $GOVMAIL_SECRETS/<province>/store-password-{writer,reader}  (0600; only with PostgreSQL)
+    $GOVMAIL_SECRETS/<province>/store-password-{replication,rewind,patroni}  (0600; two db hosts)
 
 GOVMAIL_SECRETS overrides the base directory; by default the target chooses it
 (govmail/targets.py: /var/lib/govmail-lab/secrets for the lab, ~/.config/govmail/secrets for real
@@ -30,7 +31,7 @@ def province_secrets(cfg, d: Path) -> dict[str, bytes]:
     read them: `Context.secrets`)."""
     out = backup_secrets(d, f"govmail-backup@{cfg.mail_host}")
     if cfg.store_engine == "postgresql":
-        out.update(store_secrets(d))
+        out.update(store_secrets(d, CLUSTER_ROLES if cfg.store_cluster else ()))
     return out
 
 
@@ -57,11 +58,16 @@ def _link_once(tmp: Path, path: Path) -> None:
         os.unlink(tmp)
 
 
-def store_secrets(d: Path) -> dict[str, bytes]:
-    """The passwords of the account store's writer and reader roles (letters, digits, - and _ only:
-    they go into libpq connection strings, Postfix and Dovecot settings unquoted)."""
+# With two db hosts (Patroni): the standby's streaming login, pg_rewind's login, and Patroni's REST API.
+CLUSTER_ROLES = ("replication", "rewind", "patroni")
+
+
+def store_secrets(d: Path, more: tuple[str, ...] = ()) -> dict[str, bytes]:
+    """The passwords of the account store's writer and reader roles, and `more` (CLUSTER_ROLES)
+    (letters, digits, - and _ only: they go into libpq connection strings, Postfix and Dovecot
+    settings unquoted)."""
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return {f"store_{role}": _made_once(d / f"store-password-{role}") for role in ("writer", "reader")}
+    return {f"store_{role}": _made_once(d / f"store-password-{role}") for role in ("writer", "reader", *more)}
 
 
 def backup_secrets(d: Path, comment: str) -> dict[str, bytes]:

@@ -48,6 +48,9 @@ class File:
     secret: bool = False
     # The host reads it once and removes it (initial passwords): not among the files verify expects.
     consumed: bool = False
+    # Also written before the packages are installed, when a run installs any: a package's own
+    # install script reads it (postgresql-common's createcluster.d). Root's, not secret.
+    early: bool = False
 
     def __post_init__(self):
         if isinstance(self.content, str):
@@ -94,6 +97,9 @@ class Unit:
     slow: bool = False
     # How to (re)start it when it is not running or not ready (default: systemctl start).
     start: Optional[str] = None
+    # The services after it need it answering (the account store's Patroni before the accounts'
+    # sync): its wait comes right after its start, not with the others at the end.
+    gate: bool = False
     # Work the daemon's first start would otherwise do itself, on the critical path (rspamd compiles
     # its URL patterns into a cache): a shell command the engine runs in the background as soon as
     # the `warm_after` packages are unpacked, while the rest of the install goes on. Only on a run

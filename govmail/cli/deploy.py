@@ -25,12 +25,24 @@ def pyinfra_command(province: str, dry: bool = False) -> list[str]:
 
 
 def deploy_one(province: str, dry: bool, log_dir: Path) -> tuple[str, int, float, Path]:
+    """One pyinfra run for the province, its output in deploy-<province>.log. A second run of the
+    same province from this controller waits for the first (its hosts would make it wait anyway),
+    so the log and its summary are one run's."""
+    import fcntl
+
     log = log_dir / f"deploy-{province}.log"
-    t = time.monotonic()
-    with open(log, "w") as f:
-        r = subprocess.run(pyinfra_command(province, dry), cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
-                           stdin=subprocess.DEVNULL)
-    return province, r.returncode, time.monotonic() - t, log
+    with open(log_dir / f".deploy-{province}.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"govmail: another deploy of {province} is running from this controller; waiting for it to end",
+                  file=sys.stderr, flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        t = time.monotonic()
+        with open(log, "w") as f:
+            r = subprocess.run(pyinfra_command(province, dry), cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL)
+        return province, r.returncode, time.monotonic() - t, log
 
 
 READY = re.compile(r"\]\s+Ready: ")

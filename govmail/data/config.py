@@ -141,6 +141,22 @@ class ProvinceConfig:
         """The host that keeps the account store (role `db`, part of `mail`)."""
         return self.hosts_with("db")[0]
 
+    @property
+    def db_hosts(self) -> list[str]:
+        """The hosts of the account store's PostgreSQL: one, or two (Patroni's primary and standby)."""
+        return self.hosts_with("db")
+
+    @property
+    def store_cluster(self) -> bool:
+        """Whether the account store runs on two hosts under Patroni (etcd on them and the witness)."""
+        return self.store_engine == "postgresql" and len(self.db_hosts) > 1
+
+    @property
+    def etcd_members(self) -> list[str]:
+        """etcd's members when the store runs under Patroni: the db hosts and the witness
+        (govmail/data/roles.py: the monitor, else the backup host); none otherwise."""
+        return [*self.db_hosts, roles.witness(self.model.hosts)] if self.store_cluster else []
+
     def hosts_with(self, role: str) -> list[str]:
         """The hosts that have `role` (`mail`: all of its parts), in the data's order."""
         return [h.name for h in self.model.hosts if roles.has(self.roles(h.name), role)]

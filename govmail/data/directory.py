@@ -312,7 +312,7 @@ class DirectoryBuilder:
                 what = status or ("a list, not a mailbox" if probe in cfg.aliases else "not a mailbox of the directory")
                 self.add(("verify", "probe_mailbox"), f"{probe!r} is {what}; allowed: an active mailbox of the "
                          "directory (`govmail verify --active` sends its probe there)")
-        for path, message in layout_problems(m.hosts):
+        for path, message in layout_problems(m.hosts, m.account_store.engine):
             self.add(path, message)
         backup_hosts = [h for h in m.hosts if "backup" in h.roles]
         monitor_hosts = [h for h in m.hosts if "monitor" in h.roles]

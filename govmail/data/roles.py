@@ -5,7 +5,8 @@
     store    holds the mailboxes: Dovecot (IMAP, POP3, LMTP, ManageSieve, quota), the backups of
              the mail, the reports
     web      the web mail (Roundcube), nginx and the password service
-    db       the account store the others read (SQLite on one host)
+    db       the account store the others read (SQLite on the mail host; PostgreSQL on one host, or on
+             two under Patroni with etcd's third member on the monitor or backup host)
     proxy    Dovecot's proxy in front of several stores (not deployable yet: issue 29)
     backup   receives the backups (borg, append-only)
     monitor  Prometheus and Alertmanager: watches every host and alerts
@@ -17,11 +18,45 @@ runs: govmail/services/__init__.py SERVICES.
 
 from __future__ import annotations
 
+from typing import Optional
+
 MAIL = ("mx", "store", "web", "db")
 ROLES = ("mail", *MAIL, "proxy", "backup", "monitor")
-# The province's mail roles stay on one host until the account store, the MX and the proxy work
-# apart (issue 29): a layout that splits them is refused with this.
-SPLIT_LATER = "govmail does not deploy the mail roles apart yet: give mx, store, web and db to one host (or `mail`)"
+# The province's mx, store and web roles stay on one host until the MX and the proxy work apart
+# (issue 29): a layout that splits them is refused with this. The account store (`db`) may have
+# hosts of its own on PostgreSQL: one, or two under Patroni with a third host for etcd's quorum.
+SPLIT_LATER = "govmail does not deploy mx, store and web apart yet: give them to one host (or `mail`)"
+MAX_DB_HOSTS = 2
+
+
+def witness(hosts) -> Optional[str]:
+    """The host that keeps etcd's third member when two hosts carry `db`: the monitor (role
+    `monitor`, else the backup host), which watches the province from outside its mail hosts."""
+    named = [h for h in hosts if "monitor" in h.roles] or [h for h in hosts if "backup" in h.roles]
+    return named[0].name if named else None
+
+
+def _db_problems(hosts, engine: str, front) -> list[tuple[tuple, str]]:
+    db = [(i, h) for i, h in enumerate(hosts) if "db" in expand(h.roles)]
+    if not db:
+        return [(("hosts",), "no host has role 'db' (or `mail`): the account store needs a host")]
+    if engine == "sqlite":
+        apart = [(i, h) for i, h in db if h is not front]
+        if apart or len(db) > 1:
+            i = (apart or db)[0][0]
+            return [(("hosts", i, "roles"), "with `account_store.engine: sqlite` the account store is a file on the "
+                     "mail host: give `db` to the host with mx, store and web only, or set `account_store.engine: "
+                     "postgresql`")]
+        return []
+    if len(db) > MAX_DB_HOSTS:
+        return [(("hosts",), f"{len(db)} hosts have role 'db' ({', '.join(h.name for _, h in db)}); at most "
+                 f"{MAX_DB_HOSTS}: a primary and its standby")]
+    if len(db) == 2:
+        w = witness(hosts)
+        if w is None or w in (h.name for _, h in db):
+            return [(("hosts",), "two hosts have role 'db': etcd, which elects the primary, needs a third member "
+                     "on a host without `db`; give `monitor` (or `backup`) to a host without `db`")]
+    return []
 
 
 def expand(roles) -> list[str]:
@@ -49,8 +84,9 @@ def has(roles, role: str) -> bool:
     return all(r in got for r in MAIL) if role == "mail" else role in got
 
 
-def layout_problems(hosts) -> list[tuple[tuple, str]]:
-    """What is wrong with the hosts' roles, as (key path, message): every problem at once."""
+def layout_problems(hosts, engine: str = "sqlite") -> list[tuple[tuple, str]]:
+    """What is wrong with the hosts' roles, as (key path, message): every problem at once. `engine`:
+    the account store's (`account_store.engine`)."""
     out = []
     for i, h in enumerate(hosts):
         seen = []
@@ -70,7 +106,8 @@ def layout_problems(hosts) -> list[tuple[tuple, str]]:
         if any(r in got for r in MAIL) and "monitor" in got:
             out.append((("hosts", i, "roles"), "the mail host cannot watch itself (its alerts would stop with it): "
                         "give `monitor` to another host, or leave it to the backup host"))
-    owners = [(i, h) for i, h in enumerate(hosts) if any(r in expand(h.roles) for r in MAIL)]
+    front = ("mx", "store", "web")
+    owners = [(i, h) for i, h in enumerate(hosts) if any(r in expand(h.roles) for r in front)]
     if not owners:
         out.append((("hosts",), "no host has role 'mail' (or its parts mx, store, web, db): the province's "
                     "mail needs a host"))
@@ -79,9 +116,11 @@ def layout_problems(hosts) -> list[tuple[tuple, str]]:
                     f"({', '.join(h.name for _, h in owners)}); {SPLIT_LATER}"))
     else:
         i, h = owners[0]
-        missing = [r for r in MAIL if r not in expand(h.roles)]
+        missing = [r for r in front if r not in expand(h.roles)]
         if missing:
             out.append((("hosts", i, "roles"), f"no host has {', '.join(map(repr, missing))}; {SPLIT_LATER}"))
+    if len(owners) == 1:  # else the message above names what to do first
+        out += _db_problems(hosts, engine, owners[0][1])
     for role in ("backup", "monitor"):
         n = sum(role in h.roles for h in hosts)
         if n > 1:

@@ -99,7 +99,8 @@ class Host(Strict):
         ["mail"], description="What the host does (govmail/data/roles.py): `mail` (the province's mail on this "
         "host: `mx`, `store`, `web` and `db` together), or those parts (`mx`: Postfix, rspamd, ClamAV; `store`: "
         "Dovecot and the mailboxes; `web`: the web mail and the password page; `db`: the account store; for now "
-        "all four on one host), `backup` (at most one, never the host of the mailboxes: receives its backups), "
+        "mx, store and web on one host; `db` with them, or on PostgreSQL on one or two hosts of its own: two run "
+        "under Patroni, with etcd on both and on the monitor or backup host), `backup` (at most one, never the host of the mailboxes: receives its backups), "
         "`monitor` (at most one, never a mail host: Prometheus and Alertmanager; when no host has it, the backup "
         "host watches the province)."
     )
@@ -321,7 +322,11 @@ class AccountStore(Strict):
         "`postgresql`: Debian's PostgreSQL 17 on the host with role `db` (the mail host itself when its role is "
         "`mail`), which Postfix, Dovecot and the host tools reach over libpq; what several hosts need. Changing "
         "`sqlite` to `postgresql` on a running province moves every account, password, status and audit line "
-        "at the next deploy (the SQLite file is kept, renamed `.moved-to-postgresql`); the way back is refused.")
+        "at the next deploy (the SQLite file is kept, renamed `.moved-to-postgresql`); the way back is refused. "
+        "Two hosts with role `db`: a primary and a streaming standby under Patroni (Debian's patroni and etcd-server; "
+        "etcd's third member on the monitor, else the backup host), which promotes the standby when the primary is "
+        "lost; commits wait for the standby while it runs (synchronous mode). A one-host store that gets a second db "
+        "host is taken over by Patroni with its data.")
 
 
 class Province(Strict):
@@ -332,7 +337,8 @@ class Province(Strict):
     regulations: list[Regulation] = Field(description="Decisions this province's values cite.")
     domain: Domain = Field(description="Mail domain, e.g. daknong.gov.vn.")
     domain_article: Article = Field(description="Article that fixes the domain.")
-    hosts: list[Host] = Field(description="Hosts of the province; exactly one with role `mail` for now.")
+    hosts: list[Host] = Field(description="Hosts of the province: one with the mail roles (`mail`), "
+                             "the backup host, and the account store's own hosts if any (`db`).")
     postmaster: Optional[Address] = Field(None, description="Address that receives postmaster@/abuse@/root@ mail, the host's own system mail included (default: first admin).")
     tls: TLS = Field(TLS(), description="The certificate of the mail services (self-signed unless given).")
     password_change: PasswordChange = Field(PasswordChange(), description="Where users change their password.")

@@ -323,3 +323,13 @@ def finalize(value):
         return value
     raise UnsafeValue(f"{str(value)[:60]!r}: a value reached a template without an escaping filter "
                       f"({', '.join(FILTERS)})")
+
+
+def host_address(value: str) -> Trusted:
+    """A host's address as the configuration files take it: an IPv4 address, or a host name."""
+    try:
+        return Trusted(str(ipaddress.IPv4Address(value)))
+    except ValueError:
+        if not DOMAIN_RE.match(value):
+            raise UnsafeValue(f"{value[:60]!r}: not an IPv4 address or a host name") from None
+        return Trusted(value)

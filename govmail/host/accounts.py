@@ -91,6 +91,8 @@ def parser() -> argparse.ArgumentParser:
                    "audit log as `sql-by-hand` (a repair by hand; the next deploy puts data-file values back)")
     sub.add_parser("db-check", help="exit 1, naming each, while the store's PostgreSQL roles cannot log in (db host)")
     sub.add_parser("db-setup", help="start the store's PostgreSQL and make its roles, database and rights (db host)")
+    sub.add_parser("db-wait-cluster", help="wait until the store's Patroni cluster exists in etcd (a second db host "
+                   "joins it, never makes its own)")
     p = sub.add_parser("audit", help="the latest account actions: when, who, what, which mailbox")
     p.add_argument("--limit", type=int, default=50)
     return ap
@@ -160,6 +162,10 @@ def main(argv):
         from . import store_setup
 
         store_setup.setup()
+    elif args.cmd == "db-wait-cluster":
+        from . import store_setup
+
+        store_setup.wait_cluster()
     elif args.cmd == "audit":
         store.show_audit(args.limit)
     return 0

@@ -83,14 +83,26 @@ PORTS = {
 # cluster, its database, and its two login roles: the writer (the host tools: syncs, password changes,
 # the daily job) and the reader (Postfix's maps, Dovecot's passdb/userdb: SELECT on the views only).
 STORE_PG = {"version": 17, "cluster": "main", "port": 5432, "database": "govmail", "writer": "govmail",
-            "reader": "govmail_read"}
+            "reader": "govmail_read",
+            # With two db hosts (Patroni): the standby's streaming login and pg_rewind's login.
+            "replication": "govmail_replication", "rewind": "govmail_rewind"}
+# Two db hosts: Debian's Patroni runs the cluster (its scope is Debian's "<version>-<cluster>", which
+# its pg_createcluster/pg_clonecluster scripts read), etcd (three members) keeps its leader key.
+PATRONI = {"scope": f"{STORE_PG['version']}-{STORE_PG['cluster']}", "namespace": "/service/",
+           "config": f"/etc/patroni/{STORE_PG['version']}-{STORE_PG['cluster']}.yml",
+           "unit": f"patroni@{STORE_PG['version']}-{STORE_PG['cluster']}", "api_port": 8008, "api_user": "govmail",
+           "etcd_client_port": 2379, "etcd_peer_port": 2380, "etcd_config": "/etc/default/etcd"}
 
 
-def store_dsn(host: str, role: str, password: str) -> str:
+def store_dsn(host: str | list[str], role: str, password: str) -> str:
     """The libpq connection string of the store's `role` (writer | reader) at `host`: what the deploy
-    writes for the host tools and what the db host's own check logs in with."""
-    return (f"host={host} port={STORE_PG['port']} dbname={STORE_PG['database']} user={STORE_PG[role]} "
-            f"password={password} connect_timeout=5")
+    writes for the host tools and what the db host's own check logs in with. Several hosts (two db
+    hosts under Patroni): libpq tries them in turn and keeps the one that takes writes."""
+    hosts = [host] if isinstance(host, str) else list(host)
+    many = len(hosts) > 1
+    return (f"host={','.join(hosts)} port={','.join([str(STORE_PG['port'])] * len(hosts))} "
+            f"dbname={STORE_PG['database']} user={STORE_PG[role]} password={password} connect_timeout=5"
+            + (" target_session_attrs=read-write" if many else ""))
 
 
 # Debian 13's PHP: its php-fpm unit (php8.4-fpm) and its configuration under /etc/php/8.4/.

@@ -11,6 +11,7 @@ only; psql does the SQL, with the passwords as psql variables (never in a comman
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -21,25 +22,51 @@ PG = contract.STORE_PG
 SECRETS = contract.PATHS["store_secrets"]
 
 
+PATRONI = contract.PATRONI
+# Replication between two db hosts (Patroni): the standby's login, and pg_rewind's (which reads
+# files of the primary through these functions, as Patroni's documentation lists them).
+CLUSTER_SETUP = """
+SELECT format('CREATE ROLE %I LOGIN REPLICATION', :'replication')
+    WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'replication') \\gexec
+SELECT format('ALTER ROLE %I LOGIN REPLICATION PASSWORD %L', :'replication', :'replication_pw') \\gexec
+SELECT format('CREATE ROLE %I LOGIN', :'rewind') WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'rewind') \\gexec
+SELECT format('ALTER ROLE %I LOGIN PASSWORD %L', :'rewind', :'rewind_pw') \\gexec
+SELECT format('GRANT EXECUTE ON FUNCTION pg_catalog.%s TO %I', f, :'rewind')
+    FROM unnest(ARRAY['pg_ls_dir(text, boolean, boolean)', 'pg_stat_file(text, boolean)', 'pg_read_binary_file(text)',
+                      'pg_read_binary_file(text, bigint, bigint, boolean)']) AS f \\gexec
+"""
+
+
 def passwords(path: str = SECRETS) -> dict:
-    """{"writer": ..., "reader": ...} as the deploy sent them."""
+    """{"writer": ..., "reader": ...} as the deploy sent them (and, with two db hosts, "replication"
+    and "rewind")."""
     with open(path, encoding="utf-8") as f:
         doc = json.load(f)
-    return {k: doc[k] for k in ("writer", "reader")}
+    return {k: doc[k] for k in ("writer", "reader", "replication", "rewind") if k in doc}
 
 
 def check(path: str = SECRETS) -> list[str]:
-    """What is not ready: each role logging in over TCP with its password, the reader reading."""
+    """What is not ready: each of the store's roles logging in over TCP with its password, the
+    reader reading."""
     from . import store_db
 
     problems = []
     for role, password in passwords(path).items():
+        if role not in ("writer", "reader"):
+            continue
         try:
             db = store_db.connect(contract.store_dsn("127.0.0.1", role, password), readonly=True)
             db.execute("SELECT 1").fetchone()
             db.close()
         except Exception as e:  # psycopg2's OperationalError: refused, no such role, wrong password
             problems.append(f"{PG[role]}: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}")
+    cluster = [PG[r] for r in ("replication", "rewind") if r in passwords(path)]
+    if cluster and not problems:
+        # They log in from the other db host only (pg_hba.conf): their existence is read as the superuser.
+        r = subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-X", "-qAt", "-p", str(PG["port"]), "-d",
+                            "postgres", "-c", "SELECT rolname FROM pg_roles WHERE rolcanlogin"],
+                           capture_output=True, text=True)
+        problems += [f"{name}: no such role" for name in cluster if name not in r.stdout.split()]
     return problems
 
 
@@ -64,21 +91,49 @@ def cluster_running() -> bool:
     return subprocess.run(["pg_isready", "-q", "-p", str(PG["port"])], capture_output=True).returncode == 0
 
 
-def setup(path: str = SECRETS) -> None:
-    """Start the cluster if it is down, then make the roles, the database and the reader's rights."""
+def patroni() -> bool:
+    """Whether Patroni runs this host's cluster (two db hosts): its configuration is here."""
+    return os.path.exists(PATRONI["config"])
+
+
+def in_recovery() -> bool:
+    """Whether this host's PostgreSQL is a standby (Patroni's replica): it cannot take the setup."""
+    r = subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-X", "-qAt", "-p", str(PG["port"]), "-d", "postgres",
+                        "-c", "SELECT pg_is_in_recovery()"], capture_output=True, text=True)
+    return r.stdout.strip() == "t"
+
+
+def setup(path: str = SECRETS, wait: float = 300) -> None:
+    """Start the cluster if it is down, then make the roles, the database and the reader's rights.
+    On a standby (Patroni) the primary does that: wait up to `wait` seconds for its roles to arrive."""
     pw = passwords(path)
     if not cluster_running():
-        subprocess.run(["systemctl", "start", f"postgresql@{PG['version']}-{PG['cluster']}"], check=True)
-        for _ in range(60):
+        unit = PATRONI["unit"] if patroni() else f"postgresql@{PG['version']}-{PG['cluster']}"
+        subprocess.run(["systemctl", "start", unit], check=True)
+        for _ in range(int(wait * 2)):
             if cluster_running():
                 break
             time.sleep(0.5)
         else:
             sys.exit(f"accounts: PostgreSQL {PG['version']}/{PG['cluster']} does not answer on port {PG['port']}")
+    if patroni() and in_recovery():
+        deadline = time.monotonic() + wait
+        while (left := check(path)) and time.monotonic() < deadline:
+            time.sleep(2)
+        if left:
+            sys.exit("accounts: this host's PostgreSQL is the standby and the primary has not made the store's roles "
+                     f"after {wait:.0f} s: " + "; ".join(left) + f" (see `patronictl -c {PATRONI['config']} list`)")
+        print("the account store's roles log in on this standby (the primary made them)")
+        return
     values = {"writer": PG["writer"], "reader": PG["reader"], "db": PG["database"],
               "writer_pw": pw["writer"], "reader_pw": pw["reader"]}
+    script = SETUP
+    if "replication" in pw and "rewind" in pw:
+        values.update(replication=PG["replication"], rewind=PG["rewind"], replication_pw=pw["replication"],
+                      rewind_pw=pw["rewind"])
+        script = SETUP.replace("\\connect :db", CLUSTER_SETUP + "\\connect :db")
     # The values go in as psql variables (\\set in the script on stdin), quoted by psql itself.
-    script = "".join(f"\\set {k} '{_psql_quote(v)}'\n" for k, v in values.items()) + SETUP
+    script = "".join(f"\\set {k} '{_psql_quote(v)}'\n" for k, v in values.items()) + script
     r = subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-p", str(PG["port"]), "-d", "postgres"],
                        input=script, text=True, capture_output=True)
     if r.returncode != 0:
@@ -87,6 +142,29 @@ def setup(path: str = SECRETS) -> None:
     if left:
         sys.exit("accounts: the store's roles still cannot log in: " + "; ".join(left))
     print(f"the account store's database {PG['database']} is ready (roles {PG['writer']}, {PG['reader']})")
+
+
+def wait_cluster(wait: float = 540) -> None:
+    """Wait until Patroni's cluster exists in etcd (its `initialize` key, read from this host's etcd
+    member), at most `wait` seconds: the db host that is not the first starts its Patroni only then."""
+    import base64
+    import urllib.request
+
+    key = f"{PATRONI['namespace'].rstrip('/')}/{PATRONI['scope']}/initialize"
+    body = json.dumps({"key": base64.b64encode(key.encode()).decode()}).encode()
+    url = f"http://127.0.0.1:{PATRONI['etcd_client_port']}/v3/kv/range"
+    deadline, why = time.monotonic() + wait, "no answer yet"
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, data=body, method="POST"), timeout=5) as r:
+                if json.load(r).get("kvs"):
+                    return
+                why = "etcd answers, no cluster yet"
+        except OSError as e:
+            why = str(e)
+        time.sleep(2)
+    sys.exit(f"accounts: the store's cluster did not appear in etcd ({key}) within {wait:.0f} s ({why}): "
+             "the first db host makes it; is it up?")
 
 
 def _psql_quote(value: str) -> str:

@@ -10,11 +10,11 @@ province's monitor on the private address (govmail/services/exporters.py). The q
 
 from __future__ import annotations
 
+from ..data.text import host_address as address
 from ..host import contract
 from ..render import render
 from ..service import File, Service, Unit, Validator, directory
 from . import db
-from .exporters import address
 
 
 def probes(cfg) -> dict[str, str]:
@@ -36,7 +36,7 @@ def service(ctx) -> Service:
     if pg:
         # How Dovecot reaches the store, as its reader: apart from dovecot.conf (0644) for the password.
         store.append(File(contract.PATHS["store_dovecot"], render("dovecot/govmail-store.conf.ext.j2", cfg,
-                                                                  host=db.address(ctx), pg=contract.STORE_PG,
+                                                                  hosts=db.addresses(ctx), pg=contract.STORE_PG,
                                                                   password=db.password(ctx, "reader")),
                           group="dovecot", mode=0o640, secret=True, action="restart"))
     return Service(

@@ -24,10 +24,9 @@ mail host gets them with every host tool: govmail/services/host_tools.py).
 
 from __future__ import annotations
 
-import ipaddress
-
 from ..data.roles import has
-from ..data.text import DOMAIN_RE, Trusted, UnsafeValue
+from ..data.text import Trusted
+from ..data.text import host_address as address
 from ..host import contract
 from ..host.contract import PACKAGE
 from ..monitoring.alerts import UNIT_INCLUDE
@@ -40,16 +39,6 @@ NFT = f"{NFT_DIR}/metrics.nft"
 TEXTFILE_DIR = contract.PATHS["metrics"].rsplit("/", 1)[0]
 # node-exporter 1.9's collectors, on by default, for what a govmail host does not have.
 UNUSED = ("zfs", "infiniband", "fibrechannel", "tapestats", "ipvs", "nfs", "nfsd", "rapl", "bcache")
-
-
-def address(value: str) -> Trusted:
-    """A host's address as the configuration files take it: an IPv4 address, or a host name."""
-    try:
-        return Trusted(str(ipaddress.IPv4Address(value)))
-    except ValueError:
-        if not DOMAIN_RE.match(value):
-            raise UnsafeValue(f"{value[:60]!r}: not an IPv4 address or a host name") from None
-        return Trusted(value)
 
 
 def read_ports(cfg, roles) -> list[int]:

@@ -114,3 +114,81 @@ def test_hosts_deploying_in_parallel_make_one_set_of_secrets_and_all_get_it(tmp_
     assert all(g == got[0] for g in got) and got[0]["ssh_public"].startswith(b"ssh-ed25519 ")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["backup-passphrase", "backup-ssh-key", "backup-ssh-key.pub",
                                                           "store-password-reader", "store-password-writer"]
+
+
+def on_two_db_hosts(key: str = "lamdong"):
+    """The province with a second db host (Patroni's standby); its backup host is etcd's witness."""
+    from govmail.data.schema import Host
+
+    cfg = on_postgresql(key)
+    hosts = [*cfg.model.hosts, Host(name=f"db2.{cfg.domain}", roles=["db"])]
+    return dataclasses.replace(cfg, model=cfg.model.model_copy(update={"hosts": hosts}))
+
+
+def host_services(cfg, host, secrets_dir):
+    import importlib
+
+    from govmail.secrets import province_secrets
+    from govmail.service import Context
+    from govmail.services import for_roles
+
+    addresses = {h.name: f"10.9.0.{i + 2}" for i, h in enumerate(cfg.model.hosts)}
+    ctx = Context(cfg, host, tuple(cfg.roles(host)), {}, addresses=addresses, secrets=province_secrets(cfg, secrets_dir))
+    out = {}
+    for name in for_roles(cfg.roles(host)):
+        svc = importlib.import_module(f"govmail.services.{name}").service(ctx)
+        if svc is not None:
+            out[name] = svc
+    return out
+
+
+def test_two_db_hosts_run_the_store_under_patroni_with_etcd_on_them_and_the_witness(tmp_path):
+    import yaml
+
+    cfg = on_two_db_hosts()
+    mail, backup, db2 = cfg.mail_host, cfg.backup_host, f"db2.{cfg.domain}"
+    assert cfg.store_cluster and cfg.db_hosts == [mail, db2] and cfg.etcd_members == [mail, db2, backup]
+    hosts = {h: host_services(cfg, h, tmp_path) for h in (mail, db2, backup)}
+    # etcd: one member on each of the three, all naming the same three.
+    for h in (mail, db2, backup):
+        env = files(hosts[h])["/etc/default/etcd"].content.decode()
+        assert "ETCD_INITIAL_CLUSTER=mail.lamdong.gov.vn=http://10.9.0.2:2380,db2.lamdong.gov.vn=http://10.9.0.4:2380," \
+               "backup.lamdong.gov.vn=http://10.9.0.3:2380" in env
+    assert "db" not in hosts[backup] and "accounts" not in hosts[db2]  # one host syncs the accounts: the store's
+    for h, me in ((mail, "10.9.0.2"), (db2, "10.9.0.4")):
+        db = hosts[h]["db"]
+        assert {"patroni", "python3-etcd", "postgresql-17"} <= set(db.packages)
+        f = files(hosts[h])
+        doc = yaml.safe_load(f[contract.PATRONI["config"]].content)
+        assert doc["scope"] == "17-main" and doc["name"] == h
+        assert doc["etcd3"]["hosts"] == ["10.9.0.2:2379", "10.9.0.4:2379", "10.9.0.3:2379"]
+        assert doc["postgresql"]["connect_address"] == f"{me}:5432"
+        assert doc["bootstrap"]["dcs"]["synchronous_mode"] is True
+        hba = doc["postgresql"]["pg_hba"]
+        assert "host    replication  govmail_replication  10.9.0.4/32  scram-sha-256" in hba
+        assert "host    replication  govmail_replication  10.9.0.2/32  scram-sha-256" in hba
+        assert not any("trust" in line for line in hba)
+        # Patroni writes pg_hba.conf and postgresql.conf: govmail does not (nor a cluster of Debian's own).
+        assert "/etc/postgresql/17/main/pg_hba.conf" not in f
+        assert f["/etc/postgresql-common/createcluster.d/govmail.conf"].early
+        assert [(u.name, u.running) for u in db.units] == [("postgresql@17-main", False), ("patroni@17-main", True)]
+        assert "restart" not in db.actions  # a restart of the primary would be a failover
+        dropin = f["/etc/systemd/system/patroni@17-main.service.d/govmail.conf"].content.decode()
+        assert ("db-wait-cluster" in dropin) == (h == db2)  # only the second waits for the cluster to exist
+        assert f[contract.PATRONI["config"]].secret and f[contract.PATRONI["config"]].mode == 0o600
+    # Every reader tries both db hosts; the host tools keep to the one that takes writes.
+    f = files(hosts[mail])
+    dsn = f[contract.PATHS["store_dsn"]].content.decode()
+    assert "host=127.0.0.1,10.9.0.4 port=5432,5432" in dsn and "target_session_attrs=read-write" in dsn
+    assert f[contract.PATHS["store_dovecot"]].content.decode().count("pgsql ") == 2
+    assert "hosts = 127.0.0.1:5432 10.9.0.4:5432" in f[f"{contract.PATHS['postfix_maps']}/mailboxes.cf"].content.decode()
+    for role in ("replication", "rewind", "patroni"):
+        assert len((tmp_path / f"store-password-{role}").read_text().strip()) >= 32
+
+
+def test_one_db_host_makes_no_cluster_secret_and_no_etcd(tmp_path):
+    cfg = on_postgresql("lamdong")
+    assert not cfg.store_cluster and cfg.etcd_members == []
+    svcs = host_services(cfg, cfg.mail_host, tmp_path)
+    assert "etcd" not in svcs and "patroni" not in svcs["db"].packages
+    assert not (tmp_path / "store-password-replication").exists()

@@ -78,3 +78,24 @@ def test_a_deploy_planned_from_an_older_host_changes_nothing(scratch, capsys):
 def test_the_program_refuses_a_run_id_that_could_name_another_path(scratch, capsys):
     assert dl.main(["release", "../../etc"]) == 2
     assert "not a deploy run id" in capsys.readouterr().err
+
+
+def test_two_deploys_of_one_province_from_one_controller_run_one_after_the_other(tmp_path, monkeypatch, capsys):
+    # A hurried operator starts a second deploy while one runs: the second waits (its hosts would make
+    # it wait anyway) and the log, and the summary read from it, are each one run's.
+    import threading
+
+    from govmail.cli import deploy as cli
+
+    monkeypatch.setattr(cli, "pyinfra_command",
+                        lambda p, dry: ["sh", "-c", f"echo start $$ >> {tmp_path}/trace; sleep 0.4; echo end $$ >> {tmp_path}/trace"])
+    results = []
+    runs = [threading.Thread(target=lambda: results.append(cli.deploy_one("lamdong", False, tmp_path))) for _ in range(2)]
+    for t in runs:
+        t.start()
+    for t in runs:
+        t.join()
+    trace = [line.split()[0] for line in (tmp_path / "trace").read_text().splitlines()]
+    assert trace == ["start", "end", "start", "end"]
+    assert [r[1] for r in results] == [0, 0]
+    assert "another deploy of lamdong is running from this controller" in capsys.readouterr().err

@@ -406,3 +406,34 @@ def test_a_file_dropped_beside_govmails_is_found_and_one_govmail_debian_or_the_d
     assert str(d / "zz office.local") in found and str(e / "00 quiet.conf") in found and str(d / "office.local") in found
     if os.path.exists("/var/lib/dpkg/info/apt.list") and os.path.exists("/etc/logrotate.d/apt"):
         assert "/etc/logrotate.d/apt" not in found
+
+
+def test_a_file_a_package_reads_while_it_installs_is_written_before_the_packages(tmp_path):
+    # postgresql-common reads createcluster.d while postgresql-17 installs: Patroni's db hosts must
+    # have it before, or Debian makes a cluster Patroni did not (govmail/services/db.py).
+    import subprocess
+
+    from govmail.engine import early_write
+
+    dest = tmp_path / "etc" / "postgresql-common" / "createcluster.d" / "govmail.conf"
+    body = b"create_main_cluster = false\n# 'quotes' $(not run) \\ \n"
+    line = early_write(str(dest), body, 0o644)
+    assert subprocess.run(["sh", "-c", line]).returncode == 0
+    assert dest.read_bytes() == body and oct(dest.stat().st_mode & 0o777) == "0o644"
+    assert not list(dest.parent.glob("*.govmail-early"))
+
+
+def test_a_daemon_the_next_services_need_is_waited_for_before_they_act():
+    # The store's Patroni must answer before the accounts' sync writes to it (a one-host store
+    # taken over by Patroni: PostgreSQL is down for the seconds of the takeover).
+    from govmail.service import Unit
+
+    db = Service("db", units=[Unit("patroni@17-main", ready="pg_isready -q", gate=True)])
+    later = Service("accounts", files=[File("/etc/govmail/directory.json", b"{}", action="sync")],
+                    actions={"sync": "accounts sync"})
+    other = Service("dovecot", units=[Unit("dovecot", ready="doveadm who")])
+    body = make_plan([db, later, other], bare()).activate
+    start, wait, sync = (next(i for i, line in enumerate(body) if text in line)
+                         for text in ("systemctl start patroni@17-main", "until pg_isready -q", "accounts sync"))
+    assert start < wait < sync
+    assert body.index(next(line for line in body if "until doveadm who" in line)) > sync  # the rest: at the end

@@ -16,8 +16,9 @@ from govmail.service import Context
 from govmail.services import SERVICES, for_roles
 
 # What today's one-host mail host runs, in the order it installs and activates them. A change here is a
-# change of every deployed province: make it on purpose. (`db` declares nothing while the store is SQLite.)
-ONE_HOST = ["system", "updates", "base", "host_tools", "tls", "db", "accounts", "dovecot", "sieve_guard", "clamav",
+# change of every deployed province: make it on purpose. (`db` declares nothing while the store is SQLite,
+# `etcd` nothing unless two hosts carry the store.)
+ONE_HOST = ["system", "updates", "base", "host_tools", "tls", "etcd", "db", "accounts", "dovecot", "sieve_guard", "clamav",
             "attachments", "rspamd", "postfix", "passwd", "webmail", "web", "fail2ban", "logs", "backup", "reports",
             "exporters"]
 
@@ -25,8 +26,8 @@ ONE_HOST = ["system", "updates", "base", "host_tools", "tls", "db", "accounts", 
 def test_the_mail_host_runs_what_it_always_ran_whether_named_mail_or_by_its_parts():
     assert for_roles(["mail"]) == ONE_HOST
     assert for_roles(["db", "web", "store", "mx"]) == ONE_HOST
-    assert for_roles(["backup", "monitor"]) == ["system", "updates", "backup_host", "exporters", "monitor"]
-    assert for_roles(["monitor"]) == ["system", "updates", "exporters", "monitor"]
+    assert for_roles(["backup", "monitor"]) == ["system", "updates", "etcd", "backup_host", "exporters", "monitor"]
+    assert for_roles(["monitor"]) == ["system", "updates", "etcd", "exporters", "monitor"]
     # every service belongs to a role, and every role's host starts with its baseline
     assert set(ONE_HOST) | {"backup_host", "monitor"} == {n for names in SERVICES.values() for n in names}
 
@@ -79,7 +80,12 @@ def test_a_province_whose_data_names_the_four_parts_deploys_byte_for_byte_as_wit
 @pytest.mark.parametrize("roles, message", [
     ("[mx]\n  - name: store.corpus.gov.vn\n    roles: [store, web, db]",
      "hosts: the mail roles are on 2 hosts (mail.corpus.gov.vn, store.corpus.gov.vn); govmail does not deploy"),
-    ("[mx, store, web]", "hosts[0].roles: no host has 'db'; govmail does not deploy the mail roles apart yet"),
+    ("[mx, store, web]", "hosts: no host has role 'db' (or `mail`): the account store needs a host"),
+    ("[mx, store, web]\n  - name: db.corpus.gov.vn\n    roles: [db]",
+     "hosts[1].roles: with `account_store.engine: sqlite` the account store is a file on the mail host"),
+    ("[mx, store]\n  - name: web.corpus.gov.vn\n    roles: [web, db]",
+     "hosts: the mail roles are on 2 hosts (mail.corpus.gov.vn, web.corpus.gov.vn); govmail does not deploy mx, "
+     "store and web apart yet"),
     ("[mail, proxy]", "hosts[0].roles: 'proxy': Dovecot's proxy comes with several stores"),
     ("[mail, store]", "hosts[0].roles: 'store' is already given by `mail`; list each role once"),
     ("[mx, mx, store, web, db]", "hosts[0].roles: 'mx' is given twice; list each role once"),
@@ -87,13 +93,44 @@ def test_a_province_whose_data_names_the_four_parts_deploys_byte_for_byte_as_wit
     ("[store, web, db, mx, monitor]", "hosts[0].roles: the mail host cannot watch itself"),
 ])
 def test_a_layout_govmail_cannot_deploy_gets_one_message_naming_it(roles, message, tmp_path):
+    with pytest.raises(DataError) as e:
+        load_province(corpus(tmp_path, roles), cache=False)
+    got = [f"{p.path or '(top level)'}: {p.message}" for p in e.value.problems]
+    assert len(got) == 1 and got[0].startswith(message), got
+
+
+def corpus(tmp_path, roles: str, engine: str = "sqlite", backup: str = "[backup]"):
+    """The bad-data corpus's province with the mail host's `roles` (more hosts may follow in the text)."""
     base = (ROOT / "tests" / "unit" / "bad_data" / "base.yml.txt").read_text()
     assert base.count("roles: [mail]") == 1
     shutil.copy(ROOT / "group_data" / "defaults.yml", tmp_path / "defaults.yml")
     if "backup" in roles:  # the base's backup host would be a second one
-        base = base.replace("roles: [backup]", "roles: [monitor]")
-    (tmp_path / "corpus.yml").write_text(base.replace("roles: [mail]", f"roles: {roles}"))
+        backup = "[monitor]"
+    base = base.replace("roles: [backup]", f"roles: {backup}").replace("roles: [mail]", f"roles: {roles}")
+    (tmp_path / "corpus.yml").write_text(base + f"account_store:\n  engine: {engine}\n")
+    return tmp_path / "corpus.yml"
+
+
+DB2 = "\n  - name: db2.corpus.gov.vn\n    roles: [db]"
+
+
+@pytest.mark.parametrize("roles, backup, message", [
+    (f"[mail]{DB2}", "[backup]", None),  # the witness: the backup host, which watches the province
+    (f"[mx, store, web]\n  - name: db1.corpus.gov.vn\n    roles: [db]{DB2}", "[backup, monitor]", None),
+    ("[mx, store, web]\n  - name: db1.corpus.gov.vn\n    roles: [db]", "[backup]", None),
+    (f"[mail]{DB2}\n  - name: db3.corpus.gov.vn\n    roles: [db]", "[backup]",
+     "hosts: 3 hosts have role 'db' (mail.corpus.gov.vn, db2.corpus.gov.vn, db3.corpus.gov.vn); at most 2"),
+    ("[mail]", "[backup, db]",
+     "hosts: two hosts have role 'db': etcd, which elects the primary, needs a third member on a host without `db`"),
+])
+def test_the_account_store_on_postgresql_may_have_hosts_of_its_own_and_two_need_a_witness(roles, backup, message,
+                                                                                          tmp_path):
+    f = corpus(tmp_path, roles, engine="postgresql", backup=backup)
+    if message is None:
+        cfg = load_province(f, cache=False)
+        assert cfg.db_hosts == [h.name for h in cfg.model.hosts if "db" in expand(h.roles)]
+        return
     with pytest.raises(DataError) as e:
-        load_province(tmp_path / "corpus.yml", cache=False)
+        load_province(f, cache=False)
     got = [f"{p.path or '(top level)'}: {p.message}" for p in e.value.problems]
     assert len(got) == 1 and got[0].startswith(message), got
