@@ -94,6 +94,12 @@ PATRONI = {"scope": f"{STORE_PG['version']}-{STORE_PG['cluster']}", "namespace":
            "etcd_client_port": 2379, "etcd_peer_port": 2380, "etcd_config": "/etc/default/etcd"}
 
 
+# With two db hosts, how every client of the store notices a primary (or standby) that vanished with
+# its host or network: a query on its connection fails within seconds instead of the minutes of TCP's
+# own retries, and the client goes on with the other host (libpq settings: host tools, Dovecot, Postfix).
+STORE_FAILFAST = {"keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 2, "tcp_user_timeout": 5000}
+
+
 def store_dsn(host: str | list[str], role: str, password: str) -> str:
     """The libpq connection string of the store's `role` (writer | reader) at `host`: what the deploy
     writes for the host tools and what the db host's own check logs in with. Several hosts (two db
@@ -102,7 +108,9 @@ def store_dsn(host: str | list[str], role: str, password: str) -> str:
     many = len(hosts) > 1
     return (f"host={','.join(hosts)} port={','.join([str(STORE_PG['port'])] * len(hosts))} "
             f"dbname={STORE_PG['database']} user={STORE_PG[role]} password={password} connect_timeout=5"
-            + (" target_session_attrs=read-write" if many else ""))
+            # A primary that vanishes fails a write within seconds; libpq then finds the promoted standby.
+            + (" target_session_attrs=read-write" + "".join(f" {k}={v}" for k, v in STORE_FAILFAST.items())
+               if many else ""))
 
 
 # Debian 13's PHP: its php-fpm unit (php8.4-fpm) and its configuration under /etc/php/8.4/.

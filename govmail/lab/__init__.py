@@ -69,6 +69,7 @@ from .net import (  # noqa: F401 (part of the lab's interface)
     mirror_addresses,
     netns_exists,
     run,
+    set_link,
     update_etc_hosts,
 )
 from .proc import container_pids, pid_alive, wait_gone  # noqa: F401 (part of the lab's interface)
@@ -314,6 +315,14 @@ def down(provinces: list[str] | None = None, keep_image: bool = True, records: R
     if not keep_image and (LAB_DIR / "images").exists():
         shutil.rmtree(LAB_DIR / "images")
     log("lab removed" + ("" if keep_image else " (image too)"))
+
+
+def unplug(hostname: str, plugged: bool = False) -> None:
+    """Cut a running lab host off the lab's network (`plugged=True`: connect it again)."""
+    h = load_state()["hosts"].get(hostname)
+    if not h:
+        raise LabError(f"{hostname}: not a lab host")
+    set_link(h["veth"], plugged)
 
 
 def status() -> list[dict]:

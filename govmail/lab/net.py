@@ -109,3 +109,9 @@ def update_etc_hosts(state: dict) -> None:
     new = text.rstrip("\n") + "\n" + block
     if new != path.read_text():
         path.write_text(new)
+
+
+def set_link(veth_host: str, up: bool) -> None:
+    """Plug a lab host's cable in or pull it out (its end on the bridge): the host runs on, cut off
+    from every other host, as when its machine or its network is lost."""
+    run("ip", "link", "set", veth_host, "up" if up else "down")

@@ -22,7 +22,7 @@ etcd's three members (govmail/services/etcd.py) keeping the leader key:
                                       host waits for the cluster to exist before its Patroni starts
 
 The first db host bootstraps the cluster (Debian's pg_createcluster), or takes over its one-host
-data; the second clones it (pg_clonecluster) and streams from it; commits wait for the standby
+data; the second clones it (govmail/host/pg_clone.sh) and streams from it; commits wait for the standby
 while it runs (synchronous mode), so a failover loses no acknowledged change. Patroni writes
 postgresql.conf and pg_hba.conf (the rules of pg_hba.conf.j2, as a list in its configuration).
 
@@ -61,7 +61,16 @@ def password(ctx, role: str) -> str:
 def addresses(ctx) -> list[str]:
     """Where this host reaches the store's PostgreSQL: each db host (its own as the loopback), in the
     data's order. Two under Patroni: libpq, Postfix and Dovecot try them in turn."""
-    return ["127.0.0.1" if h == ctx.host_name else ctx.addresses.get(h, h) for h in ctx.cfg.db_hosts]
+    from ..data.text import host_address
+
+    return ["127.0.0.1" if h == ctx.host_name else host_address(ctx.addresses.get(h, h)) for h in ctx.cfg.db_hosts]
+
+
+def failfast(ctx) -> dict:
+    """The TCP settings of every store client when there are two db hosts (contract.STORE_FAILFAST)."""
+    from ..data.text import Trusted
+
+    return {Trusted(k): v for k, v in contract.STORE_FAILFAST.items()} if ctx.cfg.store_cluster else {}
 
 
 def address(ctx) -> str:
@@ -158,7 +167,9 @@ def patroni_config(ctx) -> bytes:
     me = checked(ctx.addresses.get(ctx.host_name, ctx.host_name))
     peers = [checked(ctx.addresses.get(h, h)) for h in cfg.db_hosts]
     clients = reader_hosts(cfg, ctx.addresses, ctx.host_name)
-    hba = [line for line in pg_hba(ctx, clients, tuple(peers)).splitlines() if line.strip() and not line.startswith("#")]
+    # Replication from the loopback too: Patroni reads its own timeline that way before a rewind.
+    hba = [line for line in pg_hba(ctx, clients, ("127.0.0.1", *peers)).splitlines()
+           if line.strip() and not line.startswith("#")]
     api, port = f"{me}:{P['api_port']}", f"{me}:{PG['port']}"
     login = {r: {"username": PG[r], "password": password(ctx, r)} for r in ("replication", "rewind")}
     doc = {
@@ -180,8 +191,9 @@ def patroni_config(ctx) -> bytes:
             "data_dir": f"/var/lib/postgresql/{PG['version']}/{PG['cluster']}", "bin_dir": BIN, "config_dir": CONF,
             "pgpass": f"/var/lib/postgresql/{P['scope']}.pgpass", "use_unix_socket": True,
             "authentication": {"superuser": {"username": "postgres"}, **login},
-            "create_replica_methods": ["pg_clonecluster"],
-            "pg_clonecluster": {"command": "/usr/share/patroni/pg_clonecluster_patroni"},
+            # Debian's layout and a base backup taken at once (govmail/host/pg_clone.sh).
+            "create_replica_methods": ["govmail_clone"],
+            "govmail_clone": {"command": f"{contract.PATHS['lib']}/pg-clone"},
             "pg_hba": hba,
             "parameters": {"unix_socket_directories": "/var/run/postgresql", "password_encryption": "scram-sha-256"},
         },

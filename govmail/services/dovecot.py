@@ -37,6 +37,7 @@ def service(ctx) -> Service:
         # How Dovecot reaches the store, as its reader: apart from dovecot.conf (0644) for the password.
         store.append(File(contract.PATHS["store_dovecot"], render("dovecot/govmail-store.conf.ext.j2", cfg,
                                                                   hosts=db.addresses(ctx), pg=contract.STORE_PG,
+                                                                  failfast=db.failfast(ctx),
                                                                   password=db.password(ctx, "reader")),
                           group="dovecot", mode=0o640, secret=True, action="restart"))
     return Service(

@@ -13,6 +13,7 @@ module among them), and one small command per tool in /usr/local/lib/govmail/:
     sieve-guard     ManageSieve's port: scripts checked before Dovecot stores them (govmail/host/sieve_guard.py)
     metrics         this host's facts for Prometheus, every 30 s (govmail/host/metrics.py)
     postlogin       run by Dovecot after each login (stamps the last login)
+    pg-clone        how Patroni makes a db host's standby (two db hosts only)
 
 A change of any of them re-syncs the account store and restarts the password service (those
 services declare `reacts={"host_tools": ...}`).
@@ -48,6 +49,9 @@ def service(ctx) -> Service:
     files += [File(f"{lib}/{name}", command(name, module), mode=0o755, action=None)
               for name, module in COMMANDS.items()]
     files.append(File(f"{lib}/postlogin", (HOST / "postlogin.sh").read_bytes(), mode=0o755, action=None))
+    if ctx.cfg.store_cluster and ctx.host_name in ctx.cfg.db_hosts:
+        # How Patroni makes this host's standby (govmail/services/db.py).
+        files.append(File(f"{lib}/pg-clone", (HOST / "pg_clone.sh").read_bytes(), mode=0o755, action=None))
     packages = ()
     if ctx.cfg.store_engine == "postgresql":
         # Where the tools find the account store (govmail/host/store.py: configured_store), as its writer.

@@ -60,7 +60,8 @@ def service(ctx) -> Service:
     pg = cfg.store_engine == "postgresql"
     # Postfix reads the store as its reader role (the maps are root:postfix 0640: they hold its password).
     store = {"hosts": db.addresses(ctx), "port": contract.STORE_PG["port"], "database": contract.STORE_PG["database"],
-             "user": contract.STORE_PG["reader"], "password": db.password(ctx, "reader")} if pg else None
+             "user": contract.STORE_PG["reader"], "password": db.password(ctx, "reader"),
+             "failfast": db.failfast(ctx)} if pg else None
     live = [v.strip() for v in ctx.probes.get("postfix_restart_only", "").splitlines()]
     conf_action = "restart" if live and live != restart_only_values(main_cf) else "reload"
     return Service(

@@ -116,7 +116,7 @@ def test_hosts_deploying_in_parallel_make_one_set_of_secrets_and_all_get_it(tmp_
                                                           "store-password-reader", "store-password-writer"]
 
 
-def on_two_db_hosts(key: str = "lamdong"):
+def on_two_db_hosts(key: str = "bacninh"):
     """The province with a second db host (Patroni's standby); its backup host is etcd's witness."""
     from govmail.data.schema import Host
 
@@ -152,8 +152,8 @@ def test_two_db_hosts_run_the_store_under_patroni_with_etcd_on_them_and_the_witn
     # etcd: one member on each of the three, all naming the same three.
     for h in (mail, db2, backup):
         env = files(hosts[h])["/etc/default/etcd"].content.decode()
-        assert "ETCD_INITIAL_CLUSTER=mail.lamdong.gov.vn=http://10.9.0.2:2380,db2.lamdong.gov.vn=http://10.9.0.4:2380," \
-               "backup.lamdong.gov.vn=http://10.9.0.3:2380" in env
+        assert "ETCD_INITIAL_CLUSTER=mail.bacninh.gov.vn=http://10.9.0.2:2380,db2.bacninh.gov.vn=http://10.9.0.4:2380," \
+               "backup.bacninh.gov.vn=http://10.9.0.3:2380" in env
     assert "db" not in hosts[backup] and "accounts" not in hosts[db2]  # one host syncs the accounts: the store's
     for h, me in ((mail, "10.9.0.2"), (db2, "10.9.0.4")):
         db = hosts[h]["db"]
@@ -167,6 +167,7 @@ def test_two_db_hosts_run_the_store_under_patroni_with_etcd_on_them_and_the_witn
         hba = doc["postgresql"]["pg_hba"]
         assert "host    replication  govmail_replication  10.9.0.4/32  scram-sha-256" in hba
         assert "host    replication  govmail_replication  10.9.0.2/32  scram-sha-256" in hba
+        assert "host    replication  govmail_replication  127.0.0.1/32  scram-sha-256" in hba  # Patroni's own
         assert not any("trust" in line for line in hba)
         # Patroni writes pg_hba.conf and postgresql.conf: govmail does not (nor a cluster of Debian's own).
         assert "/etc/postgresql/17/main/pg_hba.conf" not in f
@@ -180,14 +181,18 @@ def test_two_db_hosts_run_the_store_under_patroni_with_etcd_on_them_and_the_witn
     f = files(hosts[mail])
     dsn = f[contract.PATHS["store_dsn"]].content.decode()
     assert "host=127.0.0.1,10.9.0.4 port=5432,5432" in dsn and "target_session_attrs=read-write" in dsn
-    assert f[contract.PATHS["store_dovecot"]].content.decode().count("pgsql ") == 2
-    assert "hosts = 127.0.0.1:5432 10.9.0.4:5432" in f[f"{contract.PATHS['postfix_maps']}/mailboxes.cf"].content.decode()
+    dovecot = f[contract.PATHS["store_dovecot"]].content.decode()
+    assert dovecot.count("pgsql ") == 2 and dovecot.count("tcp_user_timeout = 5000") == 2
+    postfix = f[f"{contract.PATHS['postfix_maps']}/mailboxes.cf"].content.decode()
+    reader = (tmp_path / "store-password-reader").read_text().strip()
+    assert f"hosts = postgresql://govmail_read:{reader}@127.0.0.1:5432/govmail?connect_timeout=5&keepalives_idle=5" in postfix
+    assert f" postgresql://govmail_read:{reader}@10.9.0.4:5432/govmail?" in postfix and "tcp_user_timeout=5000" in postfix
     for role in ("replication", "rewind", "patroni"):
         assert len((tmp_path / f"store-password-{role}").read_text().strip()) >= 32
 
 
 def test_one_db_host_makes_no_cluster_secret_and_no_etcd(tmp_path):
-    cfg = on_postgresql("lamdong")
+    cfg = on_postgresql("bacninh")
     assert not cfg.store_cluster and cfg.etcd_members == []
     svcs = host_services(cfg, cfg.mail_host, tmp_path)
     assert "etcd" not in svcs and "patroni" not in svcs["db"].packages

@@ -1,0 +1,144 @@
+"""The account store on two db hosts (Patroni, etcd): a primary and a synchronous standby, and losing
+the primary's host costs a stall of writes, never an acknowledged change, and never a login.
+
+Lâm Đồng is the lab's province with two db hosts (group_data/lamdong.yml): its mail host is the
+first, db2 the second, and its backup host keeps etcd's third member. The primary is moved to db2
+first, so that losing it leaves the mail host (and its users) running.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import json
+import threading
+import time
+
+import pytest
+
+from govmail import lab
+from govmail.host import contract
+
+from .conftest import PROVINCES, LabHost
+
+CLUSTERED = [p for p in PROVINCES if p == "lamdong"]
+pytestmark = pytest.mark.skipif(not CLUSTERED, reason="no province with two db hosts in this lab run")
+PATRONICTL = f"patronictl -c {contract.PATRONI['config']}"
+# The writer: the host tools' own connection string (every db host, the one that takes writes),
+# one INSERT every 0.2 s for `seconds`, reconnecting after a failure; prints what was acknowledged.
+WRITER = r"""
+import json, sys, time, psycopg2
+dsn = open("/etc/govmail/store.dsn").read().strip() + " connect_timeout=2"
+end = time.time() + float(sys.argv[1]); n = 0; acked = []; failed = 0; conn = None
+while time.time() < end:
+    n += 1
+    try:
+        if conn is None or conn.closed:
+            conn = psycopg2.connect(dsn); conn.autocommit = True
+        conn.cursor().execute("INSERT INTO test_failover_probe (n) VALUES (%s)", (n,))
+        acked.append([n, time.time()])
+    except Exception:
+        failed += 1; conn = None
+    time.sleep(0.2)
+print(json.dumps({"acked": acked, "failed": failed}))
+"""
+
+
+def members(h: LabHost) -> dict[str, tuple[str, str]]:
+    """Patroni's members as the mail host (the first db host) sees them: name -> (role, state)."""
+    return {m["Member"]: (m["Role"], m["State"]) for m in json.loads(lab_run(h.name, f"{PATRONICTL} list -f json"))}
+
+
+def lab_run(hostname: str, command: str) -> str:
+    import subprocess
+
+    ip = lab.load_state()["hosts"][hostname]["ip"]
+    r = subprocess.run(["ssh", *lab.ssh_options(), f"root@{ip}", command], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, f"{hostname}: `{command}` failed: {r.stderr.strip()}"
+    return r.stdout
+
+
+def wait_for(h: LabHost, want: dict[str, tuple[str, str]], seconds: float = 180) -> dict:
+    deadline, got = time.monotonic() + seconds, {}
+    while time.monotonic() < deadline:
+        try:
+            got = members(h)
+        except (AssertionError, ValueError):
+            got = {}
+        if got == want:
+            return got
+        time.sleep(2)
+    raise AssertionError(f"Patroni's members {got}, not {want} after {seconds:.0f} s")
+
+
+@pytest.fixture(scope="module")
+def cluster(lab_hosts) -> LabHost:
+    return lab_hosts["lamdong"]
+
+
+def test_the_account_store_runs_as_a_primary_and_a_synchronous_standby(cluster):
+    h = cluster
+    db2 = h.cfg.db_hosts[1]
+    got = members(h)
+    assert sorted(got.values()) == [("Leader", "running"), ("Sync Standby", "streaming")], got
+    assert set(got) == {h.name, db2}
+    # Every reader is given both hosts; the standby answers reads (a lookup keeps working there).
+    dsn = h.run(f"cat {contract.PATHS['store_dsn']}").stdout
+    assert "target_session_attrs=read-write" in dsn and lab.load_state()["hosts"][db2]["ip"] in dsn
+    assert lab_run(db2, f"{contract.PATHS['lib']}/accounts db-check").strip() == "the store's roles log in"
+
+
+def test_losing_the_db_primary_stalls_writes_loses_no_acknowledged_change_and_no_login(cluster):
+    h = cluster
+    db2 = h.cfg.db_hosts[1]
+    if members(h)[h.name][0] == "Leader":  # the primary to lose: db2's, so the mail host stays up
+        h.run(f"{PATRONICTL} switchover --leader {h.name} --candidate {db2} --force")
+    wait_for(h, {db2: ("Leader", "running"), h.name: ("Sync Standby", "streaming")})
+    h.store("DROP TABLE IF EXISTS test_failover_probe", write=True)  # what a failed run left
+    h.store("CREATE TABLE test_failover_probe (n bigint PRIMARY KEY, at timestamptz DEFAULT now())", write=True)
+    user = next(a.address for a in h.cfg.accounts if a.kind == "person" and a.status == "active" and a.role != "admin")
+    password = h.set_password(user)
+    logins: list[tuple[float, bool]] = []
+    stop = threading.Event()
+
+    def log_in():
+        while not stop.is_set():
+            t = time.time()
+            try:
+                with imaplib.IMAP4_SSL(h.ip, 993, timeout=20) as imap:
+                    imap.login(user, password)
+                ok = True
+            except (OSError, imaplib.IMAP4.error):
+                ok = False
+            logins.append((t, ok))
+            time.sleep(0.5)
+
+    reader = threading.Thread(target=log_in)
+    reader.start()
+    writer = threading.Thread(target=lambda: out.append(h.run("python3 - 75", input=WRITER).stdout))
+    out: list[str] = []
+    writer.start()
+    time.sleep(10)
+    lost_at = time.time()
+    lab.unplug(db2)
+    try:
+        time.sleep(45)
+    finally:
+        lab.unplug(db2, plugged=True)
+    writer.join()
+    stop.set()
+    reader.join()
+    result = json.loads(out[0])
+    acked = result["acked"]
+    after = [t for _, t in acked if t > lost_at]
+    stall = (after[0] - lost_at) if after else float("inf")
+    print(f"\nthe db primary's host lost: writes stalled {stall:.1f} s ({result['failed']} failed attempts), "
+          f"{len(acked)} acknowledged; IMAP logins {sum(ok for _, ok in logins)}/{len(logins)} succeeded")
+    kept = {r[0] for r in h.store("SELECT n FROM test_failover_probe")}
+    assert [n for n, _ in acked if n not in kept] == [], "an acknowledged write is gone after the failover"
+    assert stall < 60, f"writes stalled {stall:.0f} s (floor: under 60 s)"
+    assert all(ok for _, ok in logins), [time.strftime("%T", time.localtime(t)) for t, ok in logins if not ok]
+    # The mail host's own standby was promoted; the lost host comes back as the standby (pg_rewind).
+    wait_for(h, {h.name: ("Leader", "running"), db2: ("Sync Standby", "streaming")}, seconds=240)
+    status, answer = h.change_own_password(user, password, password + "x")
+    assert status == 200 and answer["ok"], answer
+    h.store("DROP TABLE test_failover_probe", write=True)
