@@ -176,3 +176,49 @@ def _published_pages(h, cfg) -> str:
         code = web_get(h.ti, cfg.mail_host, f"/monitor/{page}/")[0]
         assert code == 401, f"https://{cfg.mail_host}/monitor/{page}/ answers {code} without a login (want 401)"
     return "; its pages published behind the administrators' login"
+
+
+# Patroni's state of the store's cluster as etcd keeps it, read on the witness (the monitor host runs
+# etcd's third member): the leader's name, the synchronous standby's, and each member's role and state.
+CLUSTER_STATE = r"""
+import base64, json, sys, urllib.request
+prefix = sys.argv[1]
+def kv(key, end=None):
+    body = {"key": base64.b64encode(key.encode()).decode()}
+    if end:
+        body["range_end"] = base64.b64encode(end.encode()).decode()
+    req = urllib.request.Request(sys.argv[2], data=json.dumps(body).encode(), method="POST")
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return {base64.b64decode(x["key"]).decode(): base64.b64decode(x.get("value", "")).decode()
+                for x in json.load(r).get("kvs", [])}
+members = {k.rsplit("/", 1)[1]: json.loads(v) for k, v in kv(prefix + "members/", prefix + "members0").items()}
+leader = kv(prefix + "leader").get(prefix + "leader", "")
+sync = json.loads(kv(prefix + "sync").get(prefix + "sync", "{}") or "{}")
+print(json.dumps({"leader": leader, "sync": sync.get("sync_standby") or "",
+                  "members": {n: [m.get("role", ""), m.get("state", ""), m.get("replication_state", "")]
+                              for n, m in members.items()}}))
+"""
+
+
+@check
+def store_standby_streaming(h, cfg, _):
+    """The account store on two db hosts has a primary and a synchronous standby that streams from
+    it (Patroni, as etcd on the witness records it): a lost db host costs a stall, not the store."""
+    import shlex
+
+    m = h.monitor
+    assert m is not None, f"{cfg.monitor_host} (etcd's witness) not reached"
+    prefix = f"{contract.PATRONI['namespace']}{contract.PATRONI['scope']}/"
+    url = f"http://127.0.0.1:{contract.PATRONI['etcd_client_port']}/v3/kv/range"
+    r = m.run(f"python3 -c {shlex.quote(CLUSTER_STATE)} {shlex.quote(prefix)} {shlex.quote(url)}")
+    assert r.rc == 0, f"{cfg.monitor_host}: etcd does not answer: {(r.stderr or r.stdout).strip()[-300:]}"
+    doc = json.loads(r.stdout)
+    members = doc["members"]
+    assert sorted(members) == sorted(cfg.db_hosts), f"Patroni's members {sorted(members)}, the data's db hosts {cfg.db_hosts}"
+    assert doc["leader"] in members, f"no primary: leader key {doc['leader']!r}"
+    standby = [n for n in members if n != doc["leader"]]
+    assert doc["sync"] in standby, f"no synchronous standby (the primary commits alone): {members}"
+    role, state, replication = members[doc["sync"]]
+    assert (role, state, replication) == ("replica", "running", "streaming"), \
+        f"{doc['sync']}: {role}, {state}, replication {replication or 'none'}"
+    return f"primary {doc['leader']}; synchronous standby {doc['sync']}, streaming"

@@ -71,6 +71,9 @@ def clauses(cfg: ProvinceConfig, active: bool = False) -> list[Clause]:
     add("timers_scheduled", p.operation.article, "every enabled timer has a next run (log rotation, backups, "
         "reports, Debian's own), on every host")
     add("clock_synchronised", p.operation.article, "the clock is kept (systemd-timesyncd), on every host")
+    if cfg.store_cluster:
+        add("store_standby_streaming", p.operation.article, "the account store has a primary and a synchronous "
+            f"standby streaming from it ({' and '.join(cfg.db_hosts)}, Patroni)")
     add("security_updates", p.operation.article, "security updates applied every night from Debian's security "
         "suite (unattended-upgrades), no reboot waiting, on every host")
     add("files_as_deployed", p.operation.article, "every configuration file govmail wrote is as the last deploy "

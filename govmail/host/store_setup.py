@@ -116,6 +116,9 @@ def setup(path: str = SECRETS, wait: float = 300) -> None:
             time.sleep(0.5)
         else:
             sys.exit(f"accounts: PostgreSQL {PG['version']}/{PG['cluster']} does not answer on port {PG['port']}")
+    if patroni():
+        # Patroni answers pg_isready while it still bootstraps (its own pg_hba.conf comes after).
+        _wait_patroni_running(wait)
     if patroni() and in_recovery():
         deadline = time.monotonic() + wait
         while (left := check(path)) and time.monotonic() < deadline:
@@ -142,6 +145,33 @@ def setup(path: str = SECRETS, wait: float = 300) -> None:
     if left:
         sys.exit("accounts: the store's roles still cannot log in: " + "; ".join(left))
     print(f"the account store's database {PG['database']} is ready (roles {PG['writer']}, {PG['reader']})")
+
+
+def _wait_patroni_running(wait: float) -> None:
+    """Wait until this host's Patroni says its PostgreSQL runs (its REST API's /health answers 200:
+    bootstrapped, or cloned, with the configuration it writes), at most `wait` seconds."""
+    import re
+    import urllib.error
+    import urllib.request
+
+    # The REST API's address, as the deploy wrote it (db.py patroni_config: `connect_address: <ip>:<port>`).
+    with open(PATRONI["config"], encoding="utf-8") as f:
+        found = re.search(rf"^\s+connect_address: '?([0-9A-Za-z.-]+:{PATRONI['api_port']})'?$", f.read(), re.M)
+    if not found:
+        sys.exit(f"accounts: no REST API address of Patroni in {PATRONI['config']}")
+    api = found.group(1)
+    deadline, why = time.monotonic() + wait, "no answer yet"
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://{api}/health", timeout=5) as r:
+                if r.status == 200:
+                    return
+        except urllib.error.HTTPError as e:
+            why = f"/health {e.code}"
+        except OSError as e:
+            why = str(e)
+        time.sleep(1)
+    sys.exit(f"accounts: Patroni on this host does not report its PostgreSQL running after {wait:.0f} s ({why})")
 
 
 def wait_cluster(wait: float = 540) -> None:
