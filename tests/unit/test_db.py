@@ -197,3 +197,29 @@ def test_one_db_host_makes_no_cluster_secret_and_no_etcd(tmp_path):
     svcs = host_services(cfg, cfg.mail_host, tmp_path)
     assert "etcd" not in svcs and "patroni" not in svcs["db"].packages
     assert not (tmp_path / "store-password-replication").exists()
+
+
+@pytest.mark.parametrize("layout", ["one db host", "two db hosts"])
+def test_every_postfix_store_map_is_one_setting_per_line_with_each_host_whole(layout, tmp_path):
+    # A loop in the template once glued `dbname` to the hosts line ("hosts = 127.0.0.1:5432dbname =
+    # govmail"): every lookup of Thái Nguyên failed with "requires dbname setting".
+    import re
+
+    cfg = on_postgresql("thainguyen") if layout == "one db host" else on_two_db_hosts()
+    f = files(host_services(cfg, cfg.mail_host, tmp_path))
+    maps = [d for d in f if d.startswith(contract.PATHS["postfix_maps"] + "/") and d.endswith(".cf")]
+    assert len(maps) >= 4
+    host = re.compile(r"(127\.0\.0\.1|10\.9\.0\.\d+):5432|postgresql://govmail_read:[A-Za-z0-9_-]+@(127\.0\.0\.1|10\.9\.0\.\d+)"
+                      r":5432/govmail\?connect_timeout=5(&[a-z_]+=\d+)+")
+    for dest in maps:
+        settings = {}
+        for line in f[dest].content.decode().splitlines():
+            if not line.strip() or line.startswith("#"):
+                continue
+            key, sep, value = line.partition(" = ")
+            assert sep and re.fullmatch(r"[a-z_]+", key) and key not in settings, (dest, line)
+            settings[key] = value
+        assert {"hosts", "query"} <= set(settings), (dest, settings.keys())
+        hosts = settings["hosts"].split()
+        assert len(hosts) == len(cfg.db_hosts) and all(host.fullmatch(h) for h in hosts), (dest, settings["hosts"])
+        assert ("dbname" in settings) == (layout == "one db host"), dest  # a URI carries its own
