@@ -73,11 +73,6 @@ def failfast(ctx) -> dict:
     return {Trusted(k): v for k, v in contract.STORE_FAILFAST.items()} if ctx.cfg.store_cluster else {}
 
 
-def address(ctx) -> str:
-    """The first of `addresses` (the one db host of a province without a standby)."""
-    return addresses(ctx)[0]
-
-
 def dsn(ctx, role: str) -> str:
     """The libpq connection string of `role` from this host (every db host; the one that takes writes)."""
     return contract.store_dsn(addresses(ctx), role, password(ctx, role))
