@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import re
 
+from ..data.text import host_address
 from ..host import contract
 from ..render import render
 from ..service import Ensure, File, Refused, Service, Unit, Validator, json_bytes
@@ -61,8 +62,6 @@ def password(ctx, role: str) -> str:
 def addresses(ctx) -> list[str]:
     """Where this host reaches the store's PostgreSQL: each db host (its own as the loopback), in the
     data's order. Two under Patroni: libpq, Postfix and Dovecot try them in turn."""
-    from ..data.text import host_address
-
     return ["127.0.0.1" if h == ctx.host_name else host_address(ctx.addresses.get(h, h)) for h in ctx.cfg.db_hosts]
 
 
@@ -98,12 +97,14 @@ def service(ctx):
         return cluster_service(ctx)
     others = reader_hosts(cfg, ctx.addresses, ctx.host_name)
     lib = contract.PATHS["lib"]
+    # The loopback, and this host's own private address when other hosts read the store.
+    listen = ["127.0.0.1", *([host_address(ctx.addresses.get(ctx.host_name, ctx.host_name))] if others else [])]
     return Service(
         name="db",
         packages=(f"postgresql-{PG['version']}", "python3-psycopg2"),
         files=[
             File(f"{CONF}/conf.d/govmail.conf", render(f"postgresql/{PG['version']}/main/conf.d/govmail.conf.j2", cfg,
-                                                        listen=["127.0.0.1", *others], port=PG["port"]),
+                                                        listen=listen, port=PG["port"]),
                  action="restart"),
             File(f"{CONF}/pg_hba.conf", pg_hba(ctx, others), user="postgres", group="postgres", mode=0o640),
             secrets_file(ctx),
@@ -156,7 +157,7 @@ def patroni_config(ctx) -> bytes:
     authentication (the same rules as one db host's, and replication between the db hosts)."""
     import yaml
 
-    from ..data.text import host_address as checked
+    checked = host_address
 
     cfg = ctx.cfg
     me = checked(ctx.addresses.get(ctx.host_name, ctx.host_name))

@@ -223,3 +223,19 @@ def test_every_postfix_store_map_is_one_setting_per_line_with_each_host_whole(la
         hosts = settings["hosts"].split()
         assert len(hosts) == len(cfg.db_hosts) and all(host.fullmatch(h) for h in hosts), (dest, settings["hosts"])
         assert ("dbname" in settings) == (layout == "one db host"), dest  # a URI carries its own
+
+
+def test_a_db_host_of_its_own_listens_on_its_own_private_address_for_the_readers(tmp_path):
+    """One db host apart from the mail host: PostgreSQL listens on the loopback and on the db host's
+    own address (not a reader's, which it cannot bind), and lets the readers' addresses in."""
+    from govmail.data.schema import Host
+
+    cfg = on_postgresql("bacninh")
+    hosts = [Host(name="mail.bacninh.gov.vn", roles=["mx", "store", "web"]), Host(name="db.bacninh.gov.vn", roles=["db"]),
+             *[h for h in cfg.model.hosts if "mail" not in h.roles]]
+    cfg = dataclasses.replace(cfg, model=cfg.model.model_copy(update={"hosts": hosts}))
+    f = files(host_services(cfg, "db.bacninh.gov.vn", tmp_path))  # mail 10.9.0.2, db 10.9.0.3
+    assert "listen_addresses = '127.0.0.1,10.9.0.3'\n" in f["/etc/postgresql/17/main/conf.d/govmail.conf"].content.decode()
+    assert "10.9.0.2/32" in f["/etc/postgresql/17/main/pg_hba.conf"].content.decode()
+    one = files(services(on_postgresql("thainguyen"), tmp_path / "one"))  # every reader on the db host itself
+    assert "listen_addresses = '127.0.0.1'\n" in one["/etc/postgresql/17/main/conf.d/govmail.conf"].content.decode()
