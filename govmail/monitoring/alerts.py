@@ -7,7 +7,8 @@ which host. `markdown()` is the runbook (docs/alerts.md): what fired, why it mat
 
 Adding a rule: one `Alert` below (its PromQL over the metrics the exporters give, the `for` window,
 the clause, the runbook), then `govmail alerts --markdown > docs/alerts.md`, and a break in
-tests/lab/breaks.py that makes it fire (tests/lab/test_monitoring.py applies them all). `promtool
+tests/lab/breaks.py that makes it fire (tests/lab/test_monitoring.py applies them all; the account
+store's, on two db hosts, are broken by tests/lab/test_store_failover.py). `promtool
 check rules` checks the file on the host before it replaces the live one.
 
 Labels every scraped series carries: `host` (the province host's name) and `role`; probes carry
@@ -19,12 +20,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+from ..host.contract import PATRONI
+
 # The long-running daemons whose stop is an incident (node-exporter's systemd collector reports them;
 # govmail's oneshot jobs are watched through their `failed` state instead).
 DAEMONS = ("postfix", "dovecot", "rspamd", "redis-server", "clamav-daemon", "nginx", "php8.4-fpm", "fail2ban",
            "rsyslog", "govmail-passwd", "govmail-inspect", "govmail-sieve-guard", "prometheus",
            "prometheus-alertmanager", "prometheus-blackbox-exporter", "prometheus-node-exporter",
-           "prometheus-nginx-exporter", "ssh")
+           "prometheus-nginx-exporter", "ssh", PATRONI["unit"], "etcd")
 # The units node-exporter reports: the daemons and govmail's own jobs (backup, daily job, reports...).
 UNIT_INCLUDE = "(" + "|".join(d.replace(".", "[.]") for d in DAEMONS) + "|govmail-.+)[.]service"
 DAY = 86400
@@ -32,6 +35,12 @@ DAY = 86400
 # /tmp breaks uploads and PHP sessions as surely as a full disk stops deliveries. (Debian's
 # node-exporter already leaves out the mounts under /dev, /proc, /run, /sys, /mnt and /media.)
 FILESYSTEMS = 'fstype!~"ramfs|squashfs|nsfs|overlay|iso9660"'
+# The `host` label of an alert about the account store as a whole (two db hosts), not one of its hosts.
+STORE = "account store"
+
+
+def _clustered(cfg, mirror: bool) -> bool:
+    return cfg.store_cluster
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,8 @@ class Alert:
     severity: str = "critical"
     # Whether the province's hosts have it (ClamAV's signature age: only where freshclam runs).
     only: Optional[Callable[[object, bool], bool]] = None
+    # Its `host` label when its expression has none (the monitor's heartbeat, the store as a whole).
+    host: Optional[Callable[[object], str]] = None
 
 
 ALERTS = (
@@ -147,9 +158,34 @@ ALERTS = (
     Alert("AlertsNotSent", "operation", "increase(alertmanager_notifications_failed_total[5m]) > 0", "0m",
           "Alertmanager could not send {{ $value }} notifications by {{ $labels.integration }}",
           "The relay or the webhook refuses: `journalctl -u prometheus-alertmanager` names the error."),
+    # Two db hosts (Patroni and etcd: govmail/services/db.py, etcd.py); read from their own /metrics.
+    Alert("StoreWithoutPrimary", "operation", '(sum(patroni_primary{job="patroni"}) or vector(0)) < 1', "1m",
+          "the account store has no primary: password changes, new accounts and the daily job's writes fail",
+          "No Patroni member holds the leader key: etcd has lost its quorum (see EtcdMemberDown), or both db hosts' "
+          "PostgreSQL are down (DbMemberDown). Logins and deliveries go on while a standby answers reads. Bring back "
+          "the members that are down; `patronictl -c /etc/patroni/17-main.yml list` on a db host shows the cluster.",
+          only=_clustered, host=lambda cfg: STORE),
+    Alert("StoreStandbyMissing", "operation", '(sum(patroni_postgres_streaming{job="patroni"}) or vector(0)) < 1',
+          "1m", "no standby of the account store streams from its primary: losing the primary's host would stop it",
+          "The standby's host or PostgreSQL is down (DbMemberDown), or it cannot reach the primary on port 5432 "
+          "(`journalctl -u patroni@17-main` on the standby). Writes go on without a synchronous standby. Once "
+          "it is back Patroni rejoins it (pg_rewind, else a fresh copy).",
+          only=_clustered, host=lambda cfg: STORE),
+    Alert("DbMemberDown", "operation",
+          'up{job="patroni"} == 0 or patroni_postgres_running{job="patroni"} == 0', "1m",
+          "the account store's PostgreSQL (Patroni) is not running on {{ $labels.host }}",
+          "`systemctl status patroni@17-main` and `journalctl -u patroni@17-main` on the host; Patroni restarts "
+          "PostgreSQL itself, systemd restarts Patroni. A lost host: rebuild it (README, Two db hosts).",
+          only=_clustered),
+    Alert("EtcdMemberDown", "operation", 'up{job="etcd"} == 0 or etcd_server_has_leader{job="etcd"} == 0', "1m",
+          "etcd on {{ $labels.host }} does not answer or has no leader",
+          "Patroni keeps the store's primary only while two of etcd's three members agree. `systemctl status etcd` "
+          "on the host; `etcdctl endpoint health --cluster` on a member shows the others.",
+          only=_clustered),
     Alert("Heartbeat", "operation", "vector(1)", "0m", "the monitor of the province is alive",
           "Sent every `policy.monitoring.heartbeat_hours`. Its absence is the alert: the monitor host, its "
-          "Prometheus or Alertmanager, or the way to you is down.", severity="heartbeat"),
+          "Prometheus or Alertmanager, or the way to you is down.", severity="heartbeat",
+          host=lambda cfg: cfg.monitor_host),
 )
 
 
@@ -176,8 +212,8 @@ def rules(cfg, signature_mirror: bool = True) -> dict:
             "expr": expr(a, cfg),
             "for": a.for_,
             "labels": {"severity": a.severity, "clause": a.clause, "article": article, "province": cfg.key,
-                       # the heartbeat comes from no scraped series: it is the monitor's own
-                       **({"host": cfg.monitor_host} if a.name == "Heartbeat" and cfg.monitor_host else {})},
+                       # the heartbeat and the store's are about no one scraped series
+                       **({"host": a.host(cfg)} if a.host and a.host(cfg) else {})},
             "annotations": {"summary": a.summary, "article": article,
                             "runbook": f"docs/alerts.md#{a.name.lower()}"},
         })

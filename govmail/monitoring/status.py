@@ -26,6 +26,10 @@ VALUES = {
     "cert_days": "min by (host) ((govmail_tls_certificate_expiry_timestamp_seconds - time()) / 86400)",
     "quota": "govmail_mailboxes_quota",
     "rules": "sum(prometheus_rule_group_rules)",  # the alert rules Prometheus has loaded (`govmail verify`)
+    # Two db hosts: each Patroni member's role and streaming, each etcd member's answer and leader.
+    # (One selector each: `up or x` would drop x, whose labels match up's but for the name.)
+    "store": '{job="patroni",__name__=~"up|patroni_(primary|sync_standby|postgres_streaming|postgres_running)"}',
+    "etcd": '{job="etcd",__name__=~"up|etcd_server_has_leader"}',
 }
 
 # Python lines, run on the monitor host, that set PROM and AM to where its Prometheus and Alertmanager
@@ -122,6 +126,18 @@ def _by_host(results: list) -> dict:
     return out
 
 
+def _member(m: dict) -> str:
+    """A Patroni member as its /metrics give it (up, patroni_primary, ...): one phrase."""
+    if m.get("up") != 1:
+        return "Patroni NOT ANSWERING"
+    if m.get("patroni_postgres_running") != 1:
+        return "PostgreSQL NOT RUNNING"
+    if m.get("patroni_primary") == 1:
+        return "primary"
+    kind = "synchronous standby" if m.get("patroni_sync_standby") == 1 else "standby"
+    return kind + (", streaming" if m.get("patroni_postgres_streaming") == 1 else ", NOT STREAMING")
+
+
 def report(cfg, doc: dict) -> tuple[str, int]:
     """(the screen, exit status) from what QUERY printed."""
     lines = []
@@ -152,6 +168,13 @@ def report(cfg, doc: dict) -> tuple[str, int]:
         if quota:
             lines.append(f"  mailboxes: {quota.get('all', 0)} with a quota, {quota.get('over_95_percent', 0)} over 95 %, "
                          f"{quota.get('full', 0)} full")
+        store = {m.get("__name__"): x for m, x in v["store"].get(name, [])}
+        if store:
+            lines.append("  account store: " + _member(store))
+        etcd = {m.get("__name__"): x for m, x in v["etcd"].get(name, [])}
+        if etcd:
+            lines.append("  etcd: " + ("NOT ANSWERING" if etcd.get("up") != 1 else
+                                       "member, has a leader" if etcd.get("etcd_server_has_leader") == 1 else "NO LEADER"))
         if any(x == 1 for _, x in v["backup_failed"].get(name, [])):
             lines.append("  last backup run: FAILED")
         mine = [a for a in firing if a["labels"].get("host") == name]

@@ -2,7 +2,8 @@
 (the host with role `monitor`, else the backup host: never the mail host, whose failure it reports).
 
 - /etc/prometheus/prometheus.yml: scrapes every host's node-exporter, the mail host's Dovecot and nginx
-  (govmail/services/exporters.py) over their private addresses, the black-box probes of the mail
+  (govmail/services/exporters.py) over their private addresses, with two db hosts each Patroni member's
+  and each etcd member's own /metrics (govmail/services/db.py, etcd.py), the black-box probes of the mail
   services as clients meet them (SMTP and submission with STARTTLS, SMTPS, IMAPS, POP3S, the web mail
   over HTTPS; certificate expiry with them; the domain's MX as the monitor host's resolver gives it),
   and itself; keeps `policy.monitoring.retention_days`;
@@ -136,6 +137,7 @@ def prometheus_config(cfg, addresses: dict, dns: str | None = None) -> dict:
             {"job_name": "nginx", "static_configs": [
                 {"targets": [f"{a}:{contract.PORTS['nginx_exporter']}"], "labels": {"host": n, "role": _role(r, "web")}}
                 for n, a, r in hosts if has(r, "web")]},
+            *_cluster_jobs(cfg, addresses),
             {"job_name": "probe", "metrics_path": "/probe", "scrape_interval": f"{PROBE_S}s",
              "static_configs": probe_targets,
              "relabel_configs": [
@@ -147,6 +149,21 @@ def prometheus_config(cfg, addresses: dict, dns: str | None = None) -> dict:
             {"job_name": "alertmanager", "static_configs": [{"targets": [am], "labels": loopback}]},
         ],
     }
+
+
+def _cluster_jobs(cfg, addresses: dict) -> list[dict]:
+    """Two db hosts (Patroni): each member's REST API /metrics (its role, whether PostgreSQL runs and
+    streams) and each etcd member's /metrics (whether it has a leader), on their private addresses."""
+    if not cfg.store_cluster:
+        return []
+    p = contract.PATRONI
+
+    def job(name: str, hosts: list[str], port: int) -> dict:
+        return {"job_name": name, "static_configs": [
+            {"targets": [f"{address(addresses.get(n, n))}:{port}"], "labels": {"host": n, "role": "+".join(cfg.roles(n))}}
+            for n in hosts]}
+
+    return [job("patroni", cfg.db_hosts, p["api_port"]), job("etcd", cfg.etcd_members, p["etcd_client_port"])]
 
 
 SUBJECT = ('[govmail {{ .CommonLabels.province }}] {{ .Status | toUpper }} {{ .CommonLabels.alertname }} on '

@@ -145,6 +145,15 @@ def scraped(cfg, promql: str, timeout: float = 120) -> None:
     raise AssertionError(f"Prometheus on {cfg.monitor_host} did not see `{promql}` in {timeout:.0f} s")
 
 
+def prometheus_alerts(cfg) -> list[dict]:
+    """The alerts the monitor's Prometheus holds now (pending or firing), each with its `labels` and
+    `state`, as /api/v1/alerts gives them."""
+    script = status.FIND_DAEMONS + (
+        "import json, urllib.request as u\n"
+        "print(json.dumps(json.load(u.urlopen(PROM + '/api/v1/alerts', timeout=20))['data']['alerts']))\n")
+    return json.loads(run(cfg.monitor_host, f"python3 -c {shlex.quote(script)}").stdout)
+
+
 RULES = "/etc/prometheus/govmail-alerts.yml"
 
 

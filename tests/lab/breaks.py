@@ -4,7 +4,9 @@
 Every rule of govmail/monitoring/alerts.py is made to fire here by a real fault on a real host, except
 two the lab cannot produce: ClockOffset (the containers share the machine's kernel clock) and
 ClamAVSignaturesStale (no freshclam mirror in the lab). Those are proved on their series by promtool,
-on the monitor host, in test_monitoring.py.
+on the monitor host, in test_monitoring.py. The account store's rules (two db hosts: StoreWithoutPrimary,
+StoreStandbyMissing, DbMemberDown, EtcdMemberDown) fire on Lâm Đồng, whose db members are stopped by
+tests/lab/test_store_failover.py.
 """
 
 from __future__ import annotations

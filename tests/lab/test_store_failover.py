@@ -142,3 +142,63 @@ def test_losing_the_db_primary_stalls_writes_loses_no_acknowledged_change_and_no
     status, answer = h.change_own_password(user, password, password + "x")
     assert status == 200 and answer["ok"], answer
     h.store("DROP TABLE test_failover_probe", write=True)
+
+
+def test_a_lost_standby_and_a_lost_etcd_quorum_are_alerted_with_the_article_then_resolved(cluster):
+    """The monitor (Lâm Đồng's backup host) reads every Patroni and etcd member: db2's Patroni and
+    etcd stopped, then the backup host's etcd (two of etcd's three members gone: the primary steps
+    down, nobody may write) raise each cluster alert on the right host with the operation article,
+    `govmail status` shows them, and bringing the members back resolves them all."""
+    from govmail.monitoring.alerts import STORE
+
+    from .alerting import govmail, prometheus_alerts
+
+    h = cluster
+    cfg, db2, backup = h.cfg, h.cfg.db_hosts[1], h.cfg.monitor_host
+    wait_for(h, {h.name: ("Leader", "running"), db2: ("Sync Standby", "streaming")})
+    ours = {"StoreWithoutPrimary", "StoreStandbyMissing", "DbMemberDown", "EtcdMemberDown", "DaemonDown"}
+
+    def raised() -> list:
+        return [(a["labels"]["alertname"], a["labels"].get("host")) for a in prometheus_alerts(cfg)
+                if a["labels"]["alertname"] in ours]
+
+    # A quiet start: what the failover test above raised (db2 unplugged) has resolved.
+    deadline = time.monotonic() + 180
+    while raised() and time.monotonic() < deadline:
+        time.sleep(5)
+    assert not raised(), "the healthy cluster raises alerts"
+    expected = {("StoreWithoutPrimary", STORE), ("StoreStandbyMissing", STORE), ("DbMemberDown", db2),
+                ("EtcdMemberDown", db2), ("EtcdMemberDown", backup), ("EtcdMemberDown", h.name),  # no leader there
+                ("DaemonDown", db2), ("DaemonDown", backup)}
+    firing: list = []
+
+    def seen() -> set:
+        return {(a["labels"]["alertname"], a["labels"].get("host")) for a in firing}
+
+    lab_run(db2, f"systemctl stop {contract.PATRONI['unit']} etcd")
+    lab_run(backup, "systemctl stop etcd")
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not expected <= seen():
+            firing = [a for a in prometheus_alerts(cfg) if a["state"] == "firing" and a["labels"]["alertname"] in ours]
+            time.sleep(5)
+        assert expected <= seen(), f"missing: {expected - seen()}; firing: {sorted(seen())}"
+        for a in firing:
+            assert a["labels"]["article"] == cfg.cite("operation"), a["labels"]
+        down = {(a["labels"]["host"], a["labels"]["name"]) for a in firing if a["labels"]["alertname"] == "DaemonDown"}
+        assert down >= {(db2, f"{contract.PATRONI['unit']}.service"), (db2, "etcd.service"), (backup, "etcd.service")}, down
+        r = govmail("status", cfg.key, timeout=120)
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "account store: Patroni NOT ANSWERING" in r.stdout and "etcd: NOT ANSWERING" in r.stdout, r.stdout
+        assert "FIRING StoreWithoutPrimary: the account store has no primary" in r.stdout, r.stdout
+    finally:
+        lab_run(backup, "systemctl start etcd")
+        lab_run(db2, f"systemctl start etcd {contract.PATRONI['unit']}")
+    wait_for(h, {h.name: ("Leader", "running"), db2: ("Sync Standby", "streaming")}, seconds=240)
+    deadline, left = time.monotonic() + 240, ["?"]
+    while time.monotonic() < deadline and left:
+        left = raised()
+        time.sleep(5)
+    assert not left, f"still raised 4 minutes after the members came back: {left}"
+    r = govmail("status", cfg.key, timeout=120)
+    assert r.returncode == 0 and "account store: synchronous standby, streaming" in r.stdout, r.stdout

@@ -303,3 +303,63 @@ def test_verify_names_a_monitor_daemon_running_older_files_than_the_deploy_wrote
     doc["runs"]["prometheus"]["process_start_time_seconds"] = t + 60
     doc["runs"]["alertmanager"]["alertmanager_config_last_reload_success_timestamp_seconds"] = t + 200
     assert status.stale(doc) == []
+
+
+LAMDONG = {"mail.lamdong.gov.vn": "10.77.0.11", "backup.lamdong.gov.vn": "10.77.0.13", "db2.lamdong.gov.vn": "10.77.0.12"}
+CLUSTER_ALERTS = {"StoreWithoutPrimary", "StoreStandbyMissing", "DbMemberDown", "EtcdMemberDown"}
+
+
+def test_two_db_hosts_are_watched_through_patroni_and_etcd_and_one_host_provinces_are_not():
+    cfg = load_province("lamdong")
+    doc = yaml.safe_load(files(monitor.service(ctx_for(cfg, "backup.lamdong.gov.vn", LAMDONG)))[
+        "/etc/prometheus/prometheus.yml"])
+    jobs = {j["job_name"]: j for j in doc["scrape_configs"]}
+    assert {t["labels"]["host"]: t["targets"] for t in jobs["patroni"]["static_configs"]} == {
+        "mail.lamdong.gov.vn": ["10.77.0.11:8008"], "db2.lamdong.gov.vn": ["10.77.0.12:8008"]}
+    assert {t["labels"]["host"]: t["targets"] for t in jobs["etcd"]["static_configs"]} == {
+        "mail.lamdong.gov.vn": ["10.77.0.11:2379"], "db2.lamdong.gov.vn": ["10.77.0.12:2379"],
+        "backup.lamdong.gov.vn": ["10.77.0.13:2379"]}
+    rules = {r["alert"]: r for r in alerts.rules(cfg)["groups"][0]["rules"]}
+    assert CLUSTER_ALERTS <= set(rules)
+    # The store as a whole is named as such; a member's alert carries the member's host from its series.
+    assert rules["StoreWithoutPrimary"]["labels"]["host"] == rules["StoreStandbyMissing"]["labels"]["host"] == alerts.STORE
+    assert "host" not in rules["DbMemberDown"]["labels"] and "host" not in rules["EtcdMemberDown"]["labels"]
+    assert all(rules[a]["labels"]["article"] == cfg.cite("operation") for a in CLUSTER_ALERTS)
+    # Patroni and etcd are daemons whose stop node-exporter reports (DaemonDown).
+    assert "patroni@17-main" in alerts.UNIT_INCLUDE and "|etcd|" in alerts.UNIT_INCLUDE
+    one = load_province("bacninh")
+    assert not CLUSTER_ALERTS & {r["alert"] for r in alerts.rules(one)["groups"][0]["rules"]}
+    jobs = {j["job_name"] for j in yaml.safe_load(files(monitor.service(ctx_for(one, "backup.bacninh.gov.vn")))[
+        "/etc/prometheus/prometheus.yml"])["scrape_configs"]}
+    assert not {"patroni", "etcd"} & jobs
+
+
+def test_status_shows_each_db_hosts_part_in_the_store_and_etcd_and_the_store_wide_alert():
+    cfg = load_province("lamdong")
+    mail, db2, backup = "mail.lamdong.gov.vn", "db2.lamdong.gov.vn", "backup.lamdong.gov.vn"
+
+    def m(name, host, value):
+        return _sample({"__name__": name, "host": host, "job": "patroni"}, value)
+
+    doc = {"values": {"up": [_sample({"host": h}, 1) for h in (mail, db2, backup)],
+                      "store": [m("up", mail, 1), m("patroni_primary", mail, 1), m("patroni_postgres_running", mail, 1),
+                                m("patroni_postgres_streaming", mail, 0), m("up", db2, 0)],
+                      "etcd": [_sample({"__name__": "up", "host": mail}, 1),
+                               _sample({"__name__": "etcd_server_has_leader", "host": mail}, 0),
+                               _sample({"__name__": "up", "host": backup}, 0)]},
+           "alerts": [{"labels": {"alertname": "StoreStandbyMissing", "host": alerts.STORE, "article": cfg.cite("operation")},
+                       "annotations": {"summary": "no standby of the account store streams from its primary"}}],
+           "errors": []}
+    text, code = status.report(cfg, doc)
+    assert code == 1
+    lines = text.splitlines()
+    at = {h: lines.index(next(x for x in lines if x.startswith(h + " "))) for h in (mail, db2, backup)}
+    assert lines[at[mail] + 1:at[backup]].count("  account store: primary") == 1
+    assert "  etcd: NO LEADER" in lines[at[mail]:at[backup]]
+    assert "  etcd: NOT ANSWERING" in lines[at[backup]:at[db2]]
+    assert "  account store: Patroni NOT ANSWERING" in lines[at[db2]:]
+    assert f"FIRING StoreStandbyMissing: no standby of the account store streams from its primary ({cfg.cite('operation')})" in text
+    standby = {"up": 1, "patroni_postgres_running": 1, "patroni_primary": 0, "patroni_sync_standby": 1}
+    assert status._member({**standby, "patroni_postgres_streaming": 1}) == "synchronous standby, streaming"
+    assert status._member({**standby, "patroni_postgres_streaming": 0}) == "synchronous standby, NOT STREAMING"
+    assert status._member({"up": 1, "patroni_postgres_running": 0}) == "PostgreSQL NOT RUNNING"
