@@ -83,7 +83,8 @@ def service(ctx) -> Service:
           for n in ("govmail-metrics.service", "govmail-metrics.timer", "govmail-metrics-firewall.service")],
     ]
     packages = ["prometheus-node-exporter", "nftables"]
-    units = [Unit("govmail-metrics-firewall"),
+    units = [Unit("govmail-metrics-firewall", ready="nft list table inet govmail_metrics >/dev/null 2>&1",
+                  start="systemctl restart govmail-metrics-firewall"),  # loaded again when removed by hand
              Unit("prometheus-node-exporter", ready=f"timeout 2 bash -c '</dev/tcp/{me}/{contract.PORTS['node_exporter']}'"),
              Unit("govmail-metrics.timer")]
     if has(ctx.roles, "web"):  # nginx's own figures (stub_status on the loopback: govmail/services/web.py)

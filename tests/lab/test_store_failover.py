@@ -202,3 +202,28 @@ def test_a_lost_standby_and_a_lost_etcd_quorum_are_alerted_with_the_article_then
     assert not left, f"still raised 4 minutes after the members came back: {left}"
     r = govmail("status", cfg.key, timeout=120)
     assert r.returncode == 0 and "account store: synchronous standby, streaming" in r.stdout, r.stdout
+
+
+def test_the_cluster_ports_answer_the_provinces_hosts_and_nobody_else(cluster):
+    """PostgreSQL, Patroni's REST API and etcd listen on the db hosts' private addresses (etcd on the
+    witness too): the province's hosts reach them; the lab's bridge, a machine outside the province,
+    does not (its packets are dropped: the connection times out). A table removed by hand (an operator's
+    `nft flush ruleset`) is loaded again by the next deploy."""
+    import socket
+
+    from .alerting import deploy
+
+    h = cluster
+    lab_run(h.cfg.db_hosts[1], "nft delete table inet govmail_store")
+    deploy(h.cfg.key)
+    state = lab.load_state()["hosts"]
+    db2, backup = h.cfg.db_hosts[1], h.cfg.monitor_host
+    P = contract.PATRONI
+    served = {db2: (contract.STORE_PG["port"], P["api_port"], P["etcd_client_port"], P["etcd_peer_port"]),
+              backup: (P["etcd_client_port"], P["etcd_peer_port"])}
+    for host, ports in served.items():
+        for port in ports:
+            probe = (f"python3 -c \"import socket; socket.create_connection(('{state[host]['ip']}', {port}), timeout=5)\"")
+            lab_run(h.name, probe)  # a province host gets in
+            with pytest.raises(OSError):  # timeout (dropped), whatever the port answers inside
+                socket.create_connection((state[host]["ip"], port), timeout=3).close()

@@ -239,3 +239,20 @@ def test_a_db_host_of_its_own_listens_on_its_own_private_address_for_the_readers
     assert "10.9.0.2/32" in f["/etc/postgresql/17/main/pg_hba.conf"].content.decode()
     one = files(services(on_postgresql("thainguyen"), tmp_path / "one"))  # every reader on the db host itself
     assert "listen_addresses = '127.0.0.1'\n" in one["/etc/postgresql/17/main/conf.d/govmail.conf"].content.decode()
+
+
+def test_the_cluster_ports_answer_the_provinces_hosts_only_and_a_one_host_store_opens_none(tmp_path):
+    """Two db hosts: PostgreSQL, Patroni's REST API and etcd on the db hosts, etcd on the witness,
+    each in an nft table that lets the province's hosts in and drops everyone else on those ports."""
+    cfg = on_two_db_hosts()  # mail 10.9.0.2, backup 10.9.0.3 (the witness), db2 10.9.0.4
+    allowed = "ip saddr { 10.9.0.2, 10.9.0.3, 10.9.0.4 } accept"
+    for host, ports in (("mail.bacninh.gov.vn", "5432, 8008, 2379, 2380"), ("db2.bacninh.gov.vn", "5432, 8008, 2379, 2380"),
+                        ("backup.bacninh.gov.vn", "2379, 2380")):
+        f = files(host_services(cfg, host, tmp_path))
+        nft = f["/etc/govmail/store_firewall/store.nft"].content.decode()
+        assert f"tcp dport {{ {ports} }} {allowed}" in nft, (host, nft)
+        assert f"tcp dport {{ {ports} }} counter drop" in nft and "delete table inet govmail_store" in nft
+        unit = f["/etc/systemd/system/govmail-store-firewall.service"].content.decode()
+        assert "Before=etcd.service postgresql@17-main.service patroni@17-main.service" in unit
+    one = services(on_postgresql("thainguyen"), tmp_path / "one")  # read on the loopback only
+    assert "store_firewall" not in one
