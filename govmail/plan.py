@@ -220,10 +220,14 @@ def _activation(plan: Plan, services: list[Service], state: HostState, pending: 
         what.append(label)
         return True
 
+    # systemd reads the new unit files before any start, the slow ones' too (a slow daemon started
+    # before it ran on its old unit and drop-ins); the late ensures come after the slow starts (the
+    # account store's setup needs etcd started).
+    marked(DAEMON_RELOAD, "systemctl daemon-reload", "systemd reloads unit files")
+    prelude = len(lines)
     for e, marks in plan.late_fixes:
         lines.append(guarded(e, marks))
         what.append(e.name)
-    marked(DAEMON_RELOAD, "systemctl daemon-reload", "systemd reloads unit files")
     for s in services:
         for name, command in s.actions.items():
             if name not in ("reload", "restart"):
@@ -281,7 +285,7 @@ def _activation(plan: Plan, services: list[Service], state: HostState, pending: 
         waits[:] = [(n, u, t or (n == s.name and touched)) for n, u, t in waits]
     if not lines and not slow_starts and not warmed_starts:
         return
-    body = slow_starts + lines + warmed_starts
+    body = lines[:prelude] + slow_starts + lines[prelude:] + warmed_starts
     for _n, u, touched in waits:
         if touched:
             body.append(_ready_or_fail(u))

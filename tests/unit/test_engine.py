@@ -63,8 +63,12 @@ def test_a_bare_host_gets_every_package_in_one_transaction_every_file_and_every_
     assert set(plan.missing_packages) == {p for s in services for p in s.packages}
     assert len(changed_files(plan)) == sum(len(s.files) for s in services)
     script = "\n".join(plan.activate)
-    # The slow daemons start first, without waiting; the rest after; every daemon is waited for.
-    assert plan.activate[0].startswith("systemctl start --no-block")
+    # The slow daemons start first, without waiting, once systemd has read the new unit files (their
+    # drop-ins among them); the rest after; every daemon is waited for.
+    first_slow = next(i for i, line in enumerate(plan.activate) if line.startswith("systemctl start --no-block"))
+    assert "systemctl daemon-reload" in "\n".join(plan.activate[:first_slow])
+    assert not any(line.startswith("systemctl start ") for line in plan.activate[:first_slow])
+    assert first_slow < next(i for i, line in enumerate(plan.activate) if line == "systemctl start dovecot")
     assert "systemctl start --no-block rspamd" in script and "systemctl start dovecot" in script
     assert "11332" in script and "clamd.ctl" in script and "postfix status" in script
     # Started with the new files: no reload on top of the start.
