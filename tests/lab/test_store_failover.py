@@ -227,3 +227,33 @@ def test_the_cluster_ports_answer_the_provinces_hosts_and_nobody_else(cluster):
             lab_run(h.name, probe)  # a province host gets in
             with pytest.raises(OSError):  # timeout (dropped), whatever the port answers inside
                 socket.create_connection((state[host]["ip"], port), timeout=3).close()
+
+
+@pytest.mark.after_the_others(1)  # it rebuilds db2 (before test_redeploy's second deploy of every province)
+def test_a_db_host_rebuilt_from_bare_rejoins_etcd_and_the_store_with_one_deploy(cluster):
+    """db2 destroyed and booted bare in its place: the province's one command puts its etcd member back
+    (its lost self removed, itself added: etcd-join) and Patroni clones the store onto it; it is the
+    synchronous standby again, etcd has its three members, and the primary never moved."""
+    import subprocess
+
+    from .alerting import deploy
+
+    h = cluster
+    db2 = h.cfg.db_hosts[1]
+    wait_for(h, {h.name: ("Leader", "running"), db2: ("Sync Standby", "streaming")})
+    r = subprocess.run(["govmail", "lab", "rebuild", db2], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert subprocess.run(["ssh", *lab.ssh_options(), f"root@{lab.load_state()['hosts'][db2]['ip']}",
+                           "test -e /etc/patroni"], capture_output=True).returncode != 0  # bare indeed
+    start = time.monotonic()
+    deploy(h.cfg.key)
+    deployed = time.monotonic() - start
+    wait_for(h, {h.name: ("Leader", "running"), db2: ("Sync Standby", "streaming")}, seconds=240)
+    print(f"\ndb2 rebuilt from bare: the deploy took {deployed:.0f} s, the synchronous standby streamed "
+          f"{time.monotonic() - start:.0f} s after it began")
+    listed = json.loads(lab_run(h.name, "python3 -c \"import urllib.request as u; print(u.urlopen(u.Request("
+                                        "'http://127.0.0.1:2379/v3/cluster/member/list', data=b'{}', "
+                                        "method='POST')).read().decode())\""))["members"]
+    assert sorted(m.get("name") for m in listed) == sorted(h.cfg.etcd_members), listed
+    assert all(m.get("clientURLs") for m in listed), listed
+    assert lab_run(db2, f"{contract.PATHS['lib']}/accounts db-check").strip() == "the store's roles log in"
