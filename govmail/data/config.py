@@ -157,6 +157,13 @@ class ProvinceConfig:
         (govmail/data/roles.py: the monitor, else the backup host); none otherwise."""
         return [*self.db_hosts, roles.witness(self.model.hosts)] if self.store_cluster else []
 
+    @property
+    def mx_hosts(self) -> list[str]:
+        """The hosts that receive the domain's mail (role `mx`, part of `mail`), with equal MX
+        preference: the mail host first when it is one of them, then the others in the data's order."""
+        mx = self.hosts_with("mx")
+        return sorted(mx, key=lambda h: h != self.mail_host)
+
     def hosts_with(self, role: str) -> list[str]:
         """The hosts that have `role` (`mail`: all of its parts), in the data's order."""
         return [h.name for h in self.model.hosts if roles.has(self.roles(h.name), role)]

@@ -4,8 +4,10 @@
 resolver (govmail/lab/__init__.py) serves the same records for the lab zones, so lab hosts see what real
 senders would see.
 
-- MX and A: the mail host (the A address from `hosts[].address`, or the lab's address);
-- SPF `v=spf1 mx -all`: only the mail host sends for the domain;
+- MX and A: the mail host, or each host with role `mx` (equal preference: senders spread their
+  mail and fall back to another when one does not answer); A addresses from `hosts[].address` (the
+  mail host's: `govmail dns --address`, or the lab's);
+- SPF `v=spf1 mx -all`: only the MX hosts send for the domain;
 - DMARC `p=reject`, strict alignment, aggregate reports to postmaster@: a state domain is a prime
   target for forgery, and all of its mail leaves through the one mail host;
 - TLS-RPT: reports of TLS failures to postmaster@;
@@ -53,10 +55,11 @@ def mta_sts_policy(cfg) -> str:
 
     from ..data.text import UnsafeValue
 
-    if not re.fullmatch(r"[A-Za-z0-9.-]{1,253}", cfg.mail_host):
-        raise UnsafeValue(f"{cfg.mail_host[:60]!r} cannot be written into an MTA-STS policy (a host name)")
+    for host in cfg.mx_hosts:
+        if not re.fullmatch(r"[A-Za-z0-9.-]{1,253}", host):
+            raise UnsafeValue(f"{host[:60]!r} cannot be written into an MTA-STS policy (a host name)")
     mode = "enforce" if cfg.model.tls.certificate else "testing"
-    return f"version: STSv1\nmode: {mode}\nmx: {cfg.mail_host}\nmax_age: 604800\n"
+    return f"version: STSv1\nmode: {mode}\n" + "".join(f"mx: {h}\n" for h in cfg.mx_hosts) + "max_age: 604800\n"
 
 
 def _keys(cfg, dkim) -> dict:
@@ -74,11 +77,18 @@ def records(cfg, address: Optional[str] = None, dkim=None, domain: Optional[str]
     d, mx = domain or cfg.domain, cfg.mail_host
     dkim = _keys(cfg, dkim).get(d)
     selector = dict(cfg.dkim_keys)[d]
-    host_label = mx[: -len(d) - 1] if mx.endswith("." + d) else None
     pm = f"postmaster@{d}"
-    out = [Record("@", "MX", f"10 {mx}.", "the one mail host receives for the domain")]
-    if host_label:
-        out.append(Record(host_label, "A", address or "<IPv4 address of the mail host>", "also its PTR record"))
+    receivers = cfg.mx_hosts
+    if receivers == [mx]:
+        out = [Record("@", "MX", f"10 {mx}.", "the one mail host receives for the domain")]
+    else:
+        out = [Record("@", "MX", f"10 {h}.", f"one of {len(receivers)} MX hosts, equal preference") for h in receivers]
+    given = {h.name: h.address for h in cfg.model.hosts}
+    for h in dict.fromkeys([mx, *receivers]):
+        if h.endswith("." + d):
+            ip = (address if h == mx else None) or given.get(h)
+            what = "the mail host" if h == mx else "this MX host"
+            out.append(Record(h[: -len(d) - 1], "A", ip or f"<IPv4 address of {what}>", "also its PTR record"))
     out += [
         Record("@", "TXT", "v=spf1 mx -all", "SPF: only the mail host sends"),
         Record("_dmarc", "TXT", f"v=DMARC1; p=reject; adkim=s; aspf=s; rua=mailto:{pm}",

@@ -1,7 +1,7 @@
 """The DNS records a province publishes, and the lab resolver's copy of them."""
 
 from govmail.data import load_province
-from govmail.publish.dns import _quote_txt, dnsmasq_lines, zone_text
+from govmail.publish.dns import _quote_txt, dnsmasq_lines, records, zone_text
 from govmail.targets import RealHosts
 
 
@@ -78,3 +78,25 @@ def test_the_zone_file_parses_and_hostile_text_never_becomes_a_record():
     evil = cfg.model.model_copy(update={"domain": "daknong.gov.vn. IN NS evil.example"})
     with pytest.raises(UnsafeValue):
         zone_text(type(cfg)(**{**cfg.__dict__, "model": evil}))
+
+
+def test_every_mx_host_is_published_with_equal_preference_and_named_in_the_mta_sts_policy():
+    """A province with a second MX host (role `mx`): both MX records at preference 10, each host's A
+    record (its `hosts[].address`, else what to fill in), SPF's `mx` covering both, and the MTA-STS
+    policy naming both, the mail host first."""
+    import dataclasses
+
+    from govmail.data.schema import Host
+    from govmail.publish.dns import mta_sts_policy
+
+    cfg = load_province("bacninh")
+    hosts = [*cfg.model.hosts, Host(name="mx2.bacninh.gov.vn", roles=["mx"], address="203.0.113.27")]
+    cfg = dataclasses.replace(cfg, model=cfg.model.model_copy(update={"hosts": hosts}))
+    assert cfg.mx_hosts == ["mail.bacninh.gov.vn", "mx2.bacninh.gov.vn"]
+    recs = records(cfg, "203.0.113.25")
+    assert [r.value for r in recs if r.type == "MX"] == ["10 mail.bacninh.gov.vn.", "10 mx2.bacninh.gov.vn."]
+    assert {(r.name, r.value) for r in recs if r.type == "A"} >= {("mail", "203.0.113.25"), ("mx2", "203.0.113.27")}
+    assert [r.value for r in recs if r.name == "@" and r.type == "TXT"] == ["v=spf1 mx -all"]
+    assert "mx: mail.bacninh.gov.vn\nmx: mx2.bacninh.gov.vn\nmax_age" in mta_sts_policy(cfg)
+    one = load_province("bacninh")
+    assert [r.value for r in records(one, "203.0.113.25") if r.type == "MX"] == ["10 mail.bacninh.gov.vn."]
