@@ -67,6 +67,10 @@ PORTS = {
     "inspector": 11339,  # the attachment inspector, loopback only (rspamd asks it)
     "managesieve": 4190,  # ManageSieve as clients reach it: govmail's guard (RFC 5804's port)
     "managesieve_dovecot": 4191,  # Dovecot's own ManageSieve, loopback only, behind the guard
+    # With MX hosts apart from the store (issue 29): the store's LMTP and quota-status on its private
+    # address, for them only (Postfix on the mail host itself keeps Dovecot's sockets).
+    "lmtp": 24,
+    "quota_status": 12340,
     # What the monitor host scrapes on each host's private address (govmail/services/exporters.py),
     # and what it serves itself on its loopback (govmail/services/monitor.py, `govmail status`).
     "node_exporter": 9100,

@@ -21,6 +21,14 @@ def probes(cfg) -> dict[str, str]:
     return {"dovecot_sql_driver": "doveconf -h sql_driver 2>/dev/null || true"}
 
 
+def mx_apart(ctx) -> dict | None:
+    """With MX hosts apart from this store (role `mx` on another host): where its LMTP and
+    quota-status listen for them (its private address), else None."""
+    if not [h for h in ctx.cfg.mx_hosts if h != ctx.host_name]:
+        return None
+    return {"listen": address(ctx.addresses.get(ctx.host_name, ctx.host_name))}
+
+
 def service(ctx) -> Service:
     cfg = ctx.cfg
     # Dovecot's own metrics (`service stats`, OpenMetrics) on the private address, for the monitor.
@@ -49,7 +57,8 @@ def service(ctx) -> Service:
         # on its first start, which comes after Dovecot's.
         ensures=[directory("/var/spool/postfix/private", 0o700, "postfix", "root")],
         files=[
-            File("/etc/dovecot/dovecot.conf", render("dovecot/dovecot.conf.j2", cfg, stats_address=stats),
+            File("/etc/dovecot/dovecot.conf", render("dovecot/dovecot.conf.j2", cfg, stats_address=stats,
+                                                     mx_apart=mx_apart(ctx)),
                  action=conf_action),
             # Debian's conf.d is not read (dovecot.conf includes nothing): its files go to the
             # quarantine (contract.OWNED_DIRS) and this note says where the configuration lives.

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import re
 
+from ..data.roles import has
+from ..data.text import Trusted
+from ..data.text import host_address as address
 from ..host import contract
 from ..render import render
 from ..service import Ensure, File, Service, Unit, Validator
@@ -54,9 +57,19 @@ SMTP_GREETS = ("postfix status >/dev/null 2>&1 && timeout 5 bash -c "
                "'exec 3<>/dev/tcp/127.0.0.1/25 && head -c 4 <&3 && printf \"QUIT\\r\\n\" >&3' 2>/dev/null | grep -q '^220'")
 
 
+def store_at(ctx):
+    """An MX host apart from the store: the store's private address (its LMTP and quota-status:
+    govmail/services/dovecot.py `mx_apart`); None on the store's own host."""
+    if has(ctx.roles, "store"):
+        return None
+    return address(ctx.addresses.get(ctx.cfg.mail_host, ctx.cfg.mail_host))
+
+
 def service(ctx) -> Service:
     cfg, maps = ctx.cfg, contract.PATHS["postfix_maps"]
-    main_cf = render("postfix/main.cf.j2", cfg)
+    # On the store's host Postfix is the mail host's (`me` is cfg.mail_host); an MX host apart names itself.
+    apart = dict(me=Trusted(ctx.host_name) if store_at(ctx) else cfg.mail_host, store_at=store_at(ctx))
+    main_cf = render("postfix/main.cf.j2", cfg, **apart)
     pg = cfg.store_engine == "postgresql"
     # Postfix reads the store as its reader role (the maps are root:postfix 0640: they hold its password).
     store = {"hosts": db.addresses(ctx), "port": contract.STORE_PG["port"], "database": contract.STORE_PG["database"],
@@ -87,7 +100,7 @@ def service(ctx) -> Service:
             # root -> postmaster, in the aliases format, compiled to the hash map main.cf names.
             File("/etc/aliases", render("postfix/aliases.local.j2", cfg), action="postalias"),
             File("/etc/postfix/main.cf", main_cf, action=conf_action),
-            File("/etc/postfix/master.cf", render("postfix/master.cf.j2", cfg)),
+            File("/etc/postfix/master.cf", render("postfix/master.cf.j2", cfg, **apart)),
         ],
         validator=Validator("/etc/postfix", VALIDATE),
         # The postfix unit is a wrapper that stays "active" when the master is gone, and the master

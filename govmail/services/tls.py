@@ -11,6 +11,7 @@ from __future__ import annotations
 import shlex
 
 from ..data import tls_path
+from ..data.roles import has
 from ..host import contract
 from ..publish.dns import web_names
 from ..service import Ensure, File, Service
@@ -27,7 +28,10 @@ def service(ctx) -> Service:
             File(contract.PATHS["tls_cert"], cert.read_bytes(), mode=0o644, action="changed"),
             File(contract.PATHS["tls_key"], key.read_bytes(), mode=0o600, action="changed", secret=True),
         ])
-    name = cfg.mail_host
+    # The mail host's certificate names it (and what its web server answers on); an MX host apart
+    # from it (several MX, issue 29) names itself, as senders' MTA-STS checks ask.
+    front = has(ctx.roles, "store") or has(ctx.roles, "web")
+    name = cfg.mail_host if front else ctx.host_name
     # openssl -subj: '/' and '=' separate its fields, so a backslash escapes them in a value.
     def field(v: str) -> str:
         return v.replace("\\", "\\\\").replace("/", "\\/").replace("=", "\\=").replace("+", "\\+")
@@ -35,8 +39,9 @@ def service(ctx) -> Service:
     subj = shlex.quote(f"/O=govmail {field(cfg.model.name)}/CN={field(name)}")
     # The names the web server answers on (autoconfig., mta-sts. ...: govmail/publish/dns.py), and a merged
     # province's predecessors' mail names (govmail/data/predecessors.py).
-    extra = [n for n in web_names(cfg) if n != name]
-    san = shlex.quote("subjectAltName=" + ",".join(f"DNS:{n}" for n in dict.fromkeys([name, cfg.domain, *extra])))
+    extra = [n for n in web_names(cfg) if n != name] if front else []
+    san = shlex.quote("subjectAltName=" + ",".join(f"DNS:{n}" for n in dict.fromkeys(
+        [name, *([cfg.domain] if front else []), *extra])))
     cert_q = shlex.quote(contract.PATHS["tls_cert"])
     # Made once, and again only when it expires within RENEW_DAYS (before the monitor's 21-day alert,
     # govmail/monitoring/alerts.py) or a name it must cover is missing (a certificate for another name

@@ -1,0 +1,57 @@
+"""An MX host apart from the store (issue 29, several MX): what its Postfix and the store's Dovecot
+are given. The layout is still refused by the data's check (govmail/data/roles.py) until the lab runs
+it; these are the pieces it will deploy."""
+
+import dataclasses
+
+from govmail.data.schema import Host
+
+from .test_db import files, host_services, on_postgresql
+
+
+def with_mx2():
+    cfg = on_postgresql("bacninh")
+    hosts = [*cfg.model.hosts, Host(name="mx2.bacninh.gov.vn", roles=["mx"])]
+    return dataclasses.replace(cfg, model=cfg.model.model_copy(update={"hosts": hosts}))
+
+
+def lines(text: str) -> list[str]:
+    return [x for x in text.splitlines() if x and not x.startswith("#")]
+
+
+def test_an_mx_host_apart_names_itself_and_hands_mail_to_the_stores_lmtp_over_the_private_network(tmp_path):
+    cfg = with_mx2()  # mail 10.9.0.2, backup 10.9.0.3, mx2 10.9.0.4
+    f = files(host_services(cfg, "mx2.bacninh.gov.vn", tmp_path))
+    main = lines(f["/etc/postfix/main.cf"].content.decode())
+    assert "myhostname = mx2.bacninh.gov.vn" in main
+    assert "virtual_transport = lmtp:inet:10.9.0.2:24" in main
+    # The store's quota answer when it can be asked; when it cannot, the mail is taken and queued.
+    assert "    check_policy_service { inet:10.9.0.2:12340, default_action=DUNNO }" in main
+    master = f["/etc/postfix/master.cf"].content.decode()
+    assert "\nsmtp      inet" in master and "submission" not in master and "10027" not in master
+    assert "pickup    unix" in master
+
+
+def test_the_store_listens_for_its_mx_hosts_apart_and_a_one_host_province_only_on_its_sockets(tmp_path):
+    f = files(host_services(with_mx2(), "mail.bacninh.gov.vn", tmp_path))
+    conf = f["/etc/dovecot/dovecot.conf"].content.decode()
+    assert "  inet_listener lmtp {\n    listen = 10.9.0.2\n    port = 24\n  }" in conf
+    assert "  inet_listener quota-status {\n    listen = 10.9.0.2\n    port = 12340\n  }" in conf
+    # The store's own Postfix keeps Dovecot's sockets.
+    main = lines(f["/etc/postfix/main.cf"].content.decode())
+    assert "virtual_transport = lmtp:unix:private/dovecot-lmtp" in main and "myhostname = mail.bacninh.gov.vn" in main
+    one = files(host_services(on_postgresql("bacninh"), "mail.bacninh.gov.vn", tmp_path / "one"))
+    assert "inet_listener lmtp" not in one["/etc/dovecot/dovecot.conf"].content.decode()
+
+
+def test_an_mx_host_apart_makes_a_certificate_for_its_own_name_only(tmp_path):
+    from govmail.services import tls
+
+    from .test_db import host_services as svcs
+
+    mx2 = svcs(with_mx2(), "mx2.bacninh.gov.vn", tmp_path)["tls"].ensures[0]
+    assert "CN=mx2.bacninh.gov.vn'" in mx2.fix and "subjectAltName=DNS:mx2.bacninh.gov.vn -keyout" in mx2.fix
+    assert "-checkhost mx2.bacninh.gov.vn" in mx2.check and "autoconfig" not in mx2.check
+    mail = svcs(with_mx2(), "mail.bacninh.gov.vn", tmp_path)["tls"].ensures[0]
+    assert "CN=mail.bacninh.gov.vn" in mail.fix and "DNS:autoconfig.bacninh.gov.vn" in mail.fix
+    assert tls.RENEW_DAYS == 30
