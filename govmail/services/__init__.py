@@ -15,7 +15,7 @@ from govmail.data.roles import expand
 
 # Every service, in the order a host installs its files and activates its daemons (the order of
 # today's one-host mail host, then the backup host's and the monitor's own).
-ORDER = ["system", "updates", "base", "host_tools", "tls", "store_firewall", "etcd", "db", "accounts", "dovecot", "sieve_guard", "clamav",
+ORDER = ["system", "updates", "base", "host_tools", "tls", "private_ports", "etcd", "db", "accounts", "dovecot", "sieve_guard", "clamav",
          "attachments", "rspamd", "postfix", "passwd", "webmail", "web", "fail2ban", "logs", "backup", "reports",
          "backup_host", "exporters", "monitor"]
 
@@ -25,15 +25,15 @@ _EVERY_HOST = ["system", "updates", "exporters"]
 _MAIL_HOST = [*_EVERY_HOST, "base", "host_tools", "tls", "fail2ban", "logs"]
 SERVICES = {
     "mx": [*_MAIL_HOST, "clamav", "attachments", "rspamd", "postfix"],
-    "store": [*_MAIL_HOST, "accounts", "dovecot", "sieve_guard", "backup", "reports"],
+    "store": [*_MAIL_HOST, "private_ports", "accounts", "dovecot", "sieve_guard", "backup", "reports"],
     "web": [*_MAIL_HOST, "passwd", "webmail", "web"],
     # The account store's database (PostgreSQL; nothing for SQLite), and etcd's member when two hosts
     # carry it (Patroni). The sync from the data and the daily job run on the store host (`accounts`).
-    "db": [*_MAIL_HOST, "store_firewall", "etcd", "db"],
+    "db": [*_MAIL_HOST, "private_ports", "etcd", "db"],
     "backup": [*_EVERY_HOST, "backup_host"],
     # The host that watches the province (role `monitor`, else the backup host: ProvinceConfig.roles).
     # It also keeps etcd's third member when two hosts carry the account store (govmail/data/roles.py).
-    "monitor": [*_EVERY_HOST, "store_firewall", "etcd", "monitor"],
+    "monitor": [*_EVERY_HOST, "private_ports", "etcd", "monitor"],
 }
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..data.roles import has
 from ..host import contract
 from ..host.contract import PACKAGE
 from ..service import File, Service
@@ -53,7 +54,10 @@ def service(ctx) -> Service:
         # How Patroni makes this host's standby (govmail/services/db.py).
         files.append(File(f"{lib}/pg-clone", (HOST / "pg_clone.sh").read_bytes(), mode=0o755, action=None))
     packages = ()
-    if ctx.cfg.store_engine == "postgresql":
+    # An MX host apart (several MX) reads the store through Postfix's maps only, as the reader: its
+    # tools get no writer's password (a gateway in a DMZ must not be able to change accounts).
+    writes = any(has(ctx.roles, r) for r in ("store", "web", "db"))
+    if ctx.cfg.store_engine == "postgresql" and writes:
         # Where the tools find the account store (govmail/host/store.py: configured_store), as its writer.
         files.append(File(contract.PATHS["store_dsn"], db.dsn(ctx, "writer") + "\n", mode=0o600, secret=True,
                           action=None))

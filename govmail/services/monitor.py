@@ -115,6 +115,9 @@ def prometheus_config(cfg, addresses: dict, dns: str | None = None) -> dict:
     probe_targets = [{"targets": [f"{cfg.mail_host}:{port}"],
                       "labels": {"host": cfg.mail_host, "service": svc, "__param_module": module}}
                      for svc, port, module in PROBES]
+    # Each MX host apart from the mail host (several MX): its SMTP as senders meet it.
+    probe_targets += [{"targets": [f"{h}:25"], "labels": {"host": h, "service": "smtp", "__param_module": "smtp_starttls"}}
+                      for h in cfg.mx_hosts if h != cfg.mail_host]
     probe_targets.append({"targets": [f"https://{cfg.mail_host}/"],
                           "labels": {"host": cfg.mail_host, "service": "webmail", "__param_module": "https"}})
     if dns:  # the domain's MX, as the monitor host's resolver gives it

@@ -214,7 +214,7 @@ def test_the_cluster_ports_answer_the_provinces_hosts_and_nobody_else(cluster):
     from .alerting import deploy
 
     h = cluster
-    lab_run(h.cfg.db_hosts[1], "nft delete table inet govmail_store")
+    lab_run(h.cfg.db_hosts[1], "nft delete table inet govmail_private")
     deploy(h.cfg.key)
     state = lab.load_state()["hosts"]
     db2, backup = h.cfg.db_hosts[1], h.cfg.monitor_host

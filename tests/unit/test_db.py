@@ -249,10 +249,10 @@ def test_the_cluster_ports_answer_the_provinces_hosts_only_and_a_one_host_store_
     for host, ports in (("mail.bacninh.gov.vn", "5432, 8008, 2379, 2380"), ("db2.bacninh.gov.vn", "5432, 8008, 2379, 2380"),
                         ("backup.bacninh.gov.vn", "2379, 2380")):
         f = files(host_services(cfg, host, tmp_path))
-        nft = f["/etc/govmail/store_firewall/store.nft"].content.decode()
+        nft = f["/etc/govmail/private_ports/private.nft"].content.decode()
         assert f"tcp dport {{ {ports} }} {allowed}" in nft, (host, nft)
-        assert f"tcp dport {{ {ports} }} counter drop" in nft and "delete table inet govmail_store" in nft
-        unit = f["/etc/systemd/system/govmail-store-firewall.service"].content.decode()
-        assert "Before=etcd.service postgresql@17-main.service patroni@17-main.service" in unit
+        assert f"tcp dport {{ {ports} }} counter drop" in nft and "delete table inet govmail_private" in nft
+        unit = f["/etc/systemd/system/govmail-private-ports.service"].content.decode()
+        assert "Before=etcd.service postgresql@17-main.service patroni@17-main.service dovecot.service" in unit
     one = services(on_postgresql("thainguyen"), tmp_path / "one")  # read on the loopback only
-    assert "store_firewall" not in one
+    assert "private_ports" not in one

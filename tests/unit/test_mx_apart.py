@@ -55,3 +55,32 @@ def test_an_mx_host_apart_makes_a_certificate_for_its_own_name_only(tmp_path):
     mail = svcs(with_mx2(), "mail.bacninh.gov.vn", tmp_path)["tls"].ensures[0]
     assert "CN=mail.bacninh.gov.vn" in mail.fix and "DNS:autoconfig.bacninh.gov.vn" in mail.fix
     assert tls.RENEW_DAYS == 30
+
+
+def test_an_mx_host_apart_holds_the_stores_reader_password_only(tmp_path):
+    """Postfix's maps read the store as its reader; the host tools there get no writer's DSN."""
+    from govmail.host import contract
+
+    f = files(host_services(with_mx2(), "mx2.bacninh.gov.vn", tmp_path))
+    writer = (tmp_path / "store-password-writer").read_text().strip()
+    assert contract.PATHS["store_dsn"] not in f
+    assert not [d for d, fl in f.items() if writer.encode() in fl.content]
+    assert "password = " in f[f"{contract.PATHS['postfix_maps']}/mailboxes.cf"].content.decode()
+
+
+def test_the_monitor_probes_each_mx_hosts_smtp_as_senders_meet_it(tmp_path):
+    import yaml
+
+    f = files(host_services(with_mx2(), "backup.bacninh.gov.vn", tmp_path))
+    jobs = {j["job_name"]: j for j in yaml.safe_load(f["/etc/prometheus/prometheus.yml"].content)["scrape_configs"]}
+    smtp = [(t["labels"]["host"], t["targets"]) for t in jobs["probe"]["static_configs"] if t["labels"]["service"] == "smtp"]
+    assert smtp == [("mail.bacninh.gov.vn", ["mail.bacninh.gov.vn:25"]), ("mx2.bacninh.gov.vn", ["mx2.bacninh.gov.vn:25"])]
+
+
+def test_the_stores_lmtp_and_quota_status_answer_its_mx_hosts_apart_only(tmp_path):
+    f = files(host_services(with_mx2(), "mail.bacninh.gov.vn", tmp_path))
+    nft = f["/etc/govmail/private_ports/private.nft"].content.decode()
+    # PostgreSQL on the mail host is read by mx2 too (every host of the province); LMTP by mx2 only.
+    assert "tcp dport { 5432 } ip saddr { 10.9.0.2, 10.9.0.3, 10.9.0.4 } accept" in nft
+    assert "tcp dport { 24, 12340 } ip saddr { 10.9.0.2, 10.9.0.4 } accept" in nft
+    assert "tcp dport { 5432, 24, 12340 } counter drop" in nft

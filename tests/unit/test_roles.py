@@ -17,8 +17,8 @@ from govmail.services import SERVICES, for_roles
 
 # What today's one-host mail host runs, in the order it installs and activates them. A change here is a
 # change of every deployed province: make it on purpose. (`db` declares nothing while the store is SQLite,
-# `etcd` nothing unless two hosts carry the store, `store_firewall` nothing unless other hosts reach it.)
-ONE_HOST = ["system", "updates", "base", "host_tools", "tls", "store_firewall", "etcd", "db", "accounts", "dovecot", "sieve_guard", "clamav",
+# `etcd` nothing unless two hosts carry the store, `private_ports` nothing unless other hosts reach what it serves.)
+ONE_HOST = ["system", "updates", "base", "host_tools", "tls", "private_ports", "etcd", "db", "accounts", "dovecot", "sieve_guard", "clamav",
             "attachments", "rspamd", "postfix", "passwd", "webmail", "web", "fail2ban", "logs", "backup", "reports",
             "exporters"]
 
@@ -26,9 +26,9 @@ ONE_HOST = ["system", "updates", "base", "host_tools", "tls", "store_firewall", 
 def test_the_mail_host_runs_what_it_always_ran_whether_named_mail_or_by_its_parts():
     assert for_roles(["mail"]) == ONE_HOST
     assert for_roles(["db", "web", "store", "mx"]) == ONE_HOST
-    assert for_roles(["backup", "monitor"]) == ["system", "updates", "store_firewall", "etcd", "backup_host", "exporters",
+    assert for_roles(["backup", "monitor"]) == ["system", "updates", "private_ports", "etcd", "backup_host", "exporters",
                                                 "monitor"]
-    assert for_roles(["monitor"]) == ["system", "updates", "store_firewall", "etcd", "exporters", "monitor"]
+    assert for_roles(["monitor"]) == ["system", "updates", "private_ports", "etcd", "exporters", "monitor"]
     # every service belongs to a role, and every role's host starts with its baseline
     assert set(ONE_HOST) | {"backup_host", "monitor"} == {n for names in SERVICES.values() for n in names}
 
