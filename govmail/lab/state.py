@@ -33,7 +33,7 @@ def lab_lock(what: str):
         except BlockingIOError:
             f.seek(0)
             log(f"waiting for another lab command: {f.read().strip() or 'unknown'}")
-            fcntl.flock(f, fcntl.LOCK_EX)
+            _wait_for(f)
         f.truncate(0)
         f.write(f"{what} (pid {os.getpid()})\n")
         f.flush()
@@ -41,6 +41,23 @@ def lab_lock(what: str):
             yield
         finally:
             f.truncate(0)
+
+def _wait_for(f) -> None:
+    """Take the lock once it is free. Inside a deploy (pyinfra runs each host in a gevent greenlet of
+    one process, without monkey-patching) a blocking flock would stop every greenlet, the one holding
+    the lock too (two hosts of a province refreshing the resolver at once hung for good): there it
+    polls and yields."""
+    gevent = sys.modules.get("gevent")
+    if gevent is None:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        return
+    while True:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            gevent.sleep(0.2)
+
 
 def locked(what: str):
     def wrap(fn):
