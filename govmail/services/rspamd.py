@@ -30,6 +30,7 @@ import shlex
 
 from ..data import predecessors as merger
 from ..data.facts import dkim_paths
+from ..data.roles import has
 from ..host import contract
 from ..render import render
 from ..service import Fetch, File, Service, Unit, Validator, directory, made_once
@@ -71,9 +72,18 @@ def probes(cfg) -> dict[str, str]:
     return {_probe(cfg, d): f"cat {shlex.quote(dkim_paths(cfg, d)[1])}" for d, _ in cfg.dkim_keys}
 
 
+def signs(ctx) -> bool:
+    """Whether this host signs the province's mail with DKIM: the mail host, where submission is. An MX
+    host apart (several MX) receives only: it makes no key of its own (the published record would flip
+    between two hosts' keys) and signs nothing."""
+    return has(ctx.roles, "store")
+
+
 def _dkim(ctx) -> tuple[list, list, list]:
     """(ensures, fetches, warnings) for every DKIM key the host signs with."""
     out: tuple[list, list, list] = ([], [], [])
+    if not signs(ctx):
+        return out
     for domain, selector in ctx.cfg.dkim_keys:
         for acc, part in zip(out, _dkim_key(ctx, domain, selector), strict=True):
             acc.extend(part)
@@ -126,7 +136,7 @@ def former_senders(cfg) -> list[tuple[str, list[str], int | None]]:
 def service(ctx) -> Service:
     cfg = ctx.cfg
     ensures, fetches, warnings = _dkim(ctx)
-    keys = [(d, sel, dkim_paths(cfg, d)[0]) for d, sel in cfg.dkim_keys]
+    keys = [(d, sel, dkim_paths(cfg, d)[0]) for d, sel in cfg.dkim_keys] if signs(ctx) else []
     extra = dict(dkim_keys=keys, state_domains=cfg.policy.forwarding.state_domains, senders=cfg.senders,
                  former_senders=former_senders(cfg))
     return Service(

@@ -84,3 +84,15 @@ def test_the_stores_lmtp_and_quota_status_answer_its_mx_hosts_apart_only(tmp_pat
     assert "tcp dport { 5432 } ip saddr { 10.9.0.2, 10.9.0.3, 10.9.0.4 } accept" in nft
     assert "tcp dport { 24, 12340 } ip saddr { 10.9.0.2, 10.9.0.4 } accept" in nft
     assert "tcp dport { 5432, 24, 12340 } counter drop" in nft
+
+
+def test_an_mx_host_apart_makes_no_dkim_key_and_fetches_none(tmp_path):
+    """Only the mail host signs (submission is there): a key made on the MX apart would be a second
+    one, and its record, fetched to the controller, would replace the published one."""
+    svcs = host_services(with_mx2(), "mx2.bacninh.gov.vn", tmp_path)
+    rspamd = svcs["rspamd"]
+    assert not rspamd.fetches and not [e for e in rspamd.ensures if "DKIM" in e.name]
+    conf = files(svcs)["/etc/rspamd/local.d/dkim_signing.conf"].content.decode()
+    assert "enabled = false;" in conf
+    mail = host_services(with_mx2(), "mail.bacninh.gov.vn", tmp_path)["rspamd"]
+    assert [e for e in mail.ensures if "DKIM" in e.name]
