@@ -22,10 +22,12 @@ from typing import Optional
 
 MAIL = ("mx", "store", "web", "db")
 ROLES = ("mail", *MAIL, "proxy", "backup", "monitor")
-# The province's mx, store and web roles stay on one host until the MX and the proxy work apart
-# (issue 29): a layout that splits them is refused with this. The account store (`db`) may have
-# hosts of its own on PostgreSQL: one, or two under Patroni with a third host for etcd's quorum.
-SPLIT_LATER = "govmail does not deploy mx, store and web apart yet: give them to one host (or `mail`)"
+# The province's store and web roles stay on one host until the proxy works (issue 29): a layout that
+# splits them is refused with this. More hosts may carry `mx` alone (several MX, on PostgreSQL). The
+# account store (`db`) may have hosts of its own on PostgreSQL: one, or two under Patroni with a third
+# host for etcd's quorum.
+SPLIT_LATER = ("govmail does not deploy store and web apart yet, and their host keeps `mx` (more hosts may have "
+               "`mx` alone, on PostgreSQL): give mx, store and web to one host (or `mail`)")
 MAX_DB_HOSTS = 2
 
 
@@ -108,6 +110,15 @@ def layout_problems(hosts, engine: str = "sqlite") -> list[tuple[tuple, str]]:
                         "give `monitor` to another host, or leave it to the backup host"))
     front = ("mx", "store", "web")
     owners = [(i, h) for i, h in enumerate(hosts) if any(r in expand(h.roles) for r in front)]
+    # Several MX: hosts whose one role is `mx`, beside the host with the store and the web mail.
+    # (The mail host keeps its own `mx` too: submission and Sieve's redirects go through its Postfix.)
+    apart = [(i, h) for i, h in owners if h.roles == ["mx"]]
+    rest = [o for o in owners if o not in apart]
+    if apart and len(rest) == 1 and all(r in expand(rest[0][1].roles) for r in front):
+        owners = [o for o in owners if o not in apart]
+        if engine != "postgresql":
+            out.append((("hosts", apart[0][0], "roles"), "an MX host apart from the mail host reads the account store "
+                        "over the network: set `account_store.engine: postgresql`"))
     if not owners:
         out.append((("hosts",), "no host has role 'mail' (or its parts mx, store, web, db): the province's "
                     "mail needs a host"))

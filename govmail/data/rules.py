@@ -73,11 +73,15 @@ def check_tls(cfg, add) -> None:
     if len(files) == 2:
         from .predecessors import mail_names
 
-        for path, msg in tls_problems(files["certificate"], files["key"], cfg.mail_host, old_names=mail_names(cfg)):
+        for path, msg in tls_problems(files["certificate"], files["key"], cfg.mail_host, old_names=mail_names(cfg),
+                                      mx_apart=[m for m in cfg.mx_hosts if m != cfg.mail_host]):
             add(("tls",) + path, msg)
 
 
-def tls_problems(cert_file: Path, key_file: Path, host: str, now=None, old_names=()) -> list[tuple[tuple, str]]:
+def tls_problems(cert_file: Path, key_file: Path, host: str, now=None, old_names=(), mx_apart=()) -> list[tuple[tuple, str]]:
+    """What is wrong with a given certificate and key for the province: the pair, the dates, and the names
+    it must hold: the mail host's, the predecessors' old mail names, and each MX host apart's (the same
+    certificate is installed on every host; other mail servers check an MX's name under MTA-STS)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
     from cryptography.x509.oid import ExtensionOID
@@ -116,6 +120,12 @@ def tls_problems(cert_file: Path, key_file: Path, host: str, now=None, old_names
                     "clients and other mail servers keep using (they reach this host once DNS is switched); allowed: "
                     f"a certificate whose subjectAltName also holds {', '.join(missing)} (its names: "
                     f"{', '.join(names) or 'none'})"))
+    uncovered = [m for m in mx_apart if not any(_covers(n, m) for n in names)]
+    if uncovered:
+        out.append((("certificate",), f"does not cover the MX host{'s' * (len(uncovered) > 1)} "
+                    f"{', '.join(uncovered)} (the same certificate serves every host of the province, and other "
+                    "mail servers check an MX's name under MTA-STS); allowed: a certificate whose subjectAltName "
+                    f"also holds {', '.join(uncovered)} or a wildcard for it (its names: {', '.join(names) or 'none'})"))
     return out
 
 

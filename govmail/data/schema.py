@@ -99,7 +99,8 @@ class Host(Strict):
         ["mail"], description="What the host does (govmail/data/roles.py): `mail` (the province's mail on this "
         "host: `mx`, `store`, `web` and `db` together), or those parts (`mx`: Postfix, rspamd, ClamAV; `store`: "
         "Dovecot and the mailboxes; `web`: the web mail and the password page; `db`: the account store; for now "
-        "mx, store and web on one host; `db` with them, or on PostgreSQL on one or two hosts of its own: two run "
+        "mx, store and web on one host, and more hosts may have `mx` alone, on PostgreSQL: several MX at equal "
+        "preference; `db` with them, or on PostgreSQL on one or two hosts of its own: two run "
         "under Patroni, with etcd on both and on the monitor or backup host), `backup` (at most one, never the host of the mailboxes: receives its backups), "
         "`monitor` (at most one, never a mail host: Prometheus and Alertmanager; when no host has it, the backup "
         "host watches the province)."
@@ -338,7 +339,8 @@ class Province(Strict):
     domain: Domain = Field(description="Mail domain, e.g. daknong.gov.vn.")
     domain_article: Article = Field(description="Article that fixes the domain.")
     hosts: list[Host] = Field(description="Hosts of the province: one with the mail roles (`mail`), "
-                             "the backup host, and the account store's own hosts if any (`db`).")
+                             "the backup host, and the account store's own hosts if any (`db`), more MX hosts "
+                             "if any (`mx`).")
     postmaster: Optional[Address] = Field(None, description="Address that receives postmaster@/abuse@/root@ mail, the host's own system mail included (default: first admin).")
     tls: TLS = Field(TLS(), description="The certificate of the mail services (self-signed unless given).")
     password_change: PasswordChange = Field(PasswordChange(), description="Where users change their password.")

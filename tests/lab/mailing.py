@@ -99,3 +99,38 @@ def imap_login(h, user, pw) -> str:
             m.logout()
         except Exception:
             pass
+
+
+def mx_hosts(domain: str) -> list[str]:
+    """The domain's MX hosts as another mail server finds them in the lab's DNS: by preference, hosts
+    of equal preference in random order (RFC 5321 5.1: spread the load)."""
+    import random
+    import subprocess
+
+    from govmail import lab
+
+    out = subprocess.run(["dig", "+short", f"@{lab.GATEWAY}", "MX", domain], capture_output=True, text=True,
+                         timeout=30).stdout.split("\n")
+    found = [(int(line.split()[0]), line.split()[1].rstrip(".")) for line in out if line.strip()]
+    random.shuffle(found)
+    return [name for _, name in sorted(found, key=lambda x: x[0])]
+
+
+def relay(domain: str, m: EmailMessage, sender: str = "tester@outside.test", timeout: float = 10) -> str | None:
+    """Hand `m` to the domain as a sending mail server does: each MX in turn until one accepts it.
+    A host that does not answer or answers 4xx is passed over; a 5xx refusal raises. Returns the MX
+    that took it, or None when none did (the sender keeps it and tries again later)."""
+    for host in mx_hosts(domain):
+        try:
+            with smtplib.SMTP(host, 25, timeout=timeout, local_hostname=OUTSIDE_HELO) as s:
+                s.send_message(m, from_addr=sender)
+                return host
+        except smtplib.SMTPResponseException as e:
+            if e.smtp_code >= 500:
+                raise
+        except smtplib.SMTPRecipientsRefused as e:
+            if min(code for code, _ in e.recipients.values()) >= 500:
+                raise
+        except (OSError, smtplib.SMTPServerDisconnected):
+            pass
+    return None

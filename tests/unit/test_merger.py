@@ -80,7 +80,8 @@ def test_a_predecessor_domain_twice_a_forward_before_the_transition_and_an_unkno
     with pytest.raises(DataError) as e:
         load_province(p, cache=False)
     got = [str(x) for x in e.value.problems]
-    assert any(":42: predecessors[1].domain: 'daknong.gov.vn' is already the domain of predecessors[0].domain" in g
+    line = [i + 1 for i, x in enumerate(text.split("\n")) if x == "    domain: daknong.gov.vn"][1]
+    assert any(f":{line}: predecessors[1].domain: 'daknong.gov.vn' is already the domain of predecessors[0].domain" in g
                for g in got), got
     assert any("predecessors[1].forward_until: 2027-01-01 is not after transition_until 2027-07-01" in g for g in got)
     assert any("policy.content.article: 'LD Art. 8.3' cites LD, which is not a decision of `regulations` or of a "

@@ -85,7 +85,7 @@ def test_a_province_whose_data_names_the_four_parts_deploys_byte_for_byte_as_wit
     ("[mx, store, web]\n  - name: db.corpus.gov.vn\n    roles: [db]",
      "hosts[1].roles: with `account_store.engine: sqlite` the account store is a file on the mail host"),
     ("[mx, store]\n  - name: web.corpus.gov.vn\n    roles: [web, db]",
-     "hosts: the mail roles are on 2 hosts (mail.corpus.gov.vn, web.corpus.gov.vn); govmail does not deploy mx, "
+     "hosts: the mail roles are on 2 hosts (mail.corpus.gov.vn, web.corpus.gov.vn); govmail does not deploy "
      "store and web apart yet"),
     ("[mail, proxy]", "hosts[0].roles: 'proxy': Dovecot's proxy comes with several stores"),
     ("[mail, store]", "hosts[0].roles: 'store' is already given by `mail`; list each role once"),
@@ -130,6 +130,33 @@ def test_the_account_store_on_postgresql_may_have_hosts_of_its_own_and_two_need_
     if message is None:
         cfg = load_province(f, cache=False)
         assert cfg.db_hosts == [h.name for h in cfg.model.hosts if "db" in expand(h.roles)]
+        return
+    with pytest.raises(DataError) as e:
+        load_province(f, cache=False)
+    got = [f"{p.path or '(top level)'}: {p.message}" for p in e.value.problems]
+    assert len(got) == 1 and got[0].startswith(message), got
+
+
+MX2 = "\n  - name: mx2.corpus.gov.vn\n    roles: [mx]"
+
+
+@pytest.mark.parametrize("roles, engine, message", [
+    (f"[mail]{MX2}", "postgresql", None),
+    (f"[mail]{MX2}\n  - name: mx3.corpus.gov.vn\n    roles: [mx]", "postgresql", None),
+    (f"[mail]{MX2}", "sqlite", "hosts[1].roles: an MX host apart from the mail host reads the account store over "
+                               "the network: set `account_store.engine: postgresql`"),
+    # The mail host keeps its own Postfix (submission, Sieve's redirects).
+    (f"[store, web, db]{MX2}", "postgresql", "hosts: the mail roles are on 2 hosts (mail.corpus.gov.vn, "
+                                             "mx2.corpus.gov.vn); govmail does not deploy store and web apart yet, "
+                                             "and their host keeps `mx`"),
+    ("[mail]\n  - name: mx2.corpus.gov.vn\n    roles: [mx, db]", "postgresql",
+     "hosts: the mail roles are on 2 hosts (mail.corpus.gov.vn, mx2.corpus.gov.vn)"),
+])
+def test_more_hosts_may_carry_mx_alone_beside_the_mail_host_on_postgresql(roles, engine, message, tmp_path):
+    f = corpus(tmp_path, roles, engine=engine)
+    if message is None:
+        cfg = load_province(f, cache=False)
+        assert cfg.mx_hosts[0] == cfg.mail_host == "mail.corpus.gov.vn" and "mx2.corpus.gov.vn" in cfg.mx_hosts
         return
     with pytest.raises(DataError) as e:
         load_province(f, cache=False)

@@ -343,11 +343,31 @@ def test_a_merged_provinces_certificate_must_cover_the_old_mail_names_too(tmp_pa
         d["tls"] = {"certificate": "certs/cert.pem", "key": "certs/key.pem"}
 
     found = [f"{p.path}: {p.message}" for p in problems(copy_province(tmp_path, "lamdong", edit=edit))]
-    assert len(found) == 1 and found[0].startswith(
+    assert len(found) == 2 and found[0].startswith(
         "tls.certificate: does not cover mail.daknong.gov.vn, daknong.gov.vn, mail.binhthuan.gov.vn, binhthuan.gov.vn, "
         "the predecessors' mail names"), found
+    assert found[1].startswith("tls.certificate: does not cover the MX host mx2.lamdong.gov.vn"), found
     make_certificate(tmp_path / "certs", ["mail.lamdong.gov.vn", "mail.daknong.gov.vn", "daknong.gov.vn",
-                                          "*.binhthuan.gov.vn", "binhthuan.gov.vn"])
+                                          "*.binhthuan.gov.vn", "binhthuan.gov.vn", "mx2.lamdong.gov.vn"])
+    assert load_province(copy_province(tmp_path, "lamdong", edit=edit)).model.tls.certificate
+
+
+def test_a_certificate_given_in_the_data_must_name_each_mx_host_apart(tmp_path):
+    """The one certificate of the data is installed on every host: a second MX whose certificate names
+    only the mail host fails every sending server that checks MTA-STS (enforce)."""
+    old = ["mail.daknong.gov.vn", "daknong.gov.vn", "mail.binhthuan.gov.vn", "binhthuan.gov.vn"]
+    make_certificate(tmp_path / "certs", ["mail.lamdong.gov.vn", *old])
+
+    def edit(d):
+        d["tls"] = {"certificate": "certs/cert.pem", "key": "certs/key.pem"}
+
+    found = [f"{p.path}: {p.message}" for p in problems(copy_province(tmp_path, "lamdong", edit=edit))]
+    assert found == [
+        "tls.certificate: does not cover the MX host mx2.lamdong.gov.vn (the same certificate serves every host of the "
+        "province, and other mail servers check an MX's name under MTA-STS); allowed: a certificate whose "
+        "subjectAltName also holds mx2.lamdong.gov.vn or a wildcard for it (its names: mail.lamdong.gov.vn, "
+        + ", ".join(old) + ")"], found
+    make_certificate(tmp_path / "certs", ["*.lamdong.gov.vn", *old])  # a wildcard covers it (and the mail host)
     assert load_province(copy_province(tmp_path, "lamdong", edit=edit)).model.tls.certificate
 
 

@@ -1,0 +1,183 @@
+"""Several MX (issue 29): a host with role `mx` alone beside the mail host receives the province's
+mail as the mail host's own Postfix does, and hands it to the store over the private network.
+
+Runs for the lab's provinces with an MX host apart (none yet in group_data: `GOVMAIL_DATA_DIR` with
+such a layout brings one up)."""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+import subprocess
+import time
+import uuid
+from email.message import EmailMessage
+
+import pytest
+
+from govmail import lab
+from govmail.data import load_province
+
+from .conftest import PROVINCES, LabHost
+
+APART = [p for p in PROVINCES if len(load_province(p).mx_hosts) > 1]
+pytestmark = pytest.mark.skipif(not APART, reason="no province with an MX host apart in this lab run")
+
+
+def on(name: str, command: str, check: bool = True) -> subprocess.CompletedProcess:
+    ip = lab.load_state()["hosts"][name]["ip"]
+    r = subprocess.run(["ssh", *lab.ssh_options(), f"root@{ip}", command], capture_output=True, text=True, timeout=300)
+    assert not check or r.returncode == 0, f"{name}: `{command}` failed: {r.stderr.strip()}"
+    return r
+
+
+@pytest.fixture(scope="module")
+def province(lab_hosts) -> LabHost:
+    return lab_hosts[APART[0]]
+
+
+def letter(to: str, subject: str) -> EmailMessage:
+    m = EmailMessage()
+    m["From"], m["To"], m["Subject"] = f"someone@{lab.OUTSIDE_DOMAIN}", to, subject
+    m["Message-ID"] = f"<{uuid.uuid4().hex}@{lab.OUTSIDE_DOMAIN}>"  # as every real sending server gives
+    m.set_content("Kính gửi đồng chí: thư qua MX thứ hai.\n")
+    return m
+
+
+def delivered(h: LabHost, user: str, subject: str, seconds: float = 60) -> int:
+    """How many messages with `subject` are in the user's INBOX once one has arrived (or after `seconds`)."""
+    deadline, found = time.monotonic() + seconds, 0
+    while time.monotonic() < deadline:
+        found = len(h.run(f"doveadm search -u {user} mailbox INBOX header Subject {subject}").stdout.split("\n")) - 1
+        if found:
+            return found
+        time.sleep(1)
+    return found
+
+
+def person(h: LabHost) -> str:
+    return next(a.address for a in h.cfg.accounts if a.kind == "person" and a.status == "active")
+
+
+def test_mail_sent_to_the_second_mx_reaches_the_mailbox_and_an_unknown_recipient_is_refused(province):
+    h = province
+    mx2 = h.cfg.mx_hosts[1]
+    ip = lab.load_state()["hosts"][mx2]["ip"]
+    user, subject = person(h), f"mx2-{uuid.uuid4().hex[:12]}"
+    with smtplib.SMTP(ip, 25, local_hostname=f"mx.{lab.OUTSIDE_DOMAIN}", timeout=30) as s:
+        assert s.ehlo()[1].decode().startswith(mx2)  # it names itself
+        assert s.mail(f"someone@{lab.OUTSIDE_DOMAIN}")[0] == 250
+        code, answer = s.rcpt(f"no-such-person@{h.cfg.domain}")
+        assert code == 550, answer  # read from the account store, as on the mail host
+        s.rset()
+        s.send_message(letter(user, subject))
+    assert delivered(h, user, subject) == 1
+
+
+def test_the_second_mx_keeps_mail_while_the_store_is_away_and_delivers_it_once_when_it_returns(province):
+    h = province
+    mx2 = h.cfg.mx_hosts[1]
+    ip = lab.load_state()["hosts"][mx2]["ip"]
+    user, subject = person(h), f"queued-{uuid.uuid4().hex[:12]}"
+    h.run("systemctl stop dovecot")
+    try:
+        with smtplib.SMTP(ip, 25, local_hostname=f"mx.{lab.OUTSIDE_DOMAIN}", timeout=30) as s:
+            s.send_message(letter(user, subject))  # taken: the store's quota answer is not needed
+        time.sleep(3)
+        assert user in on(mx2, "postqueue -j").stdout, "the message does not wait in the second MX's queue"
+    finally:
+        h.run("systemctl start dovecot")
+    on(mx2, "postqueue -f")
+    assert delivered(h, user, subject, seconds=120) == 1
+    time.sleep(3)
+    assert delivered(h, user, subject, seconds=1) == 1  # once
+
+
+def test_the_domain_names_both_mx_hosts_and_only_they_reach_the_stores_lmtp(province):
+    h = province
+    answer = subprocess.run(["dig", "+short", f"@{lab.GATEWAY}", "MX", h.cfg.domain], capture_output=True, text=True)
+    assert sorted(answer.stdout.split()) == sorted(["10", "10", *[f"{m}." for m in h.cfg.mx_hosts]]), answer.stdout
+    state = lab.load_state()["hosts"]
+    store = state[h.cfg.mail_host]["ip"]
+    on(h.cfg.mx_hosts[1], f"timeout 5 bash -c '</dev/tcp/{store}/24'")  # the MX host apart gets in
+    with pytest.raises(OSError):  # the lab bridge (outside the province) does not
+        socket.create_connection((store, 24), timeout=3).close()
+
+
+def test_one_mx_lost_under_steady_mail_from_outside_loses_no_message_and_doubles_none(province):
+    """DN Art. 4.2 (continuous operation): mail keeps coming in from other servers while first the MX
+    host apart crashes (every Postfix process killed, its queue left as it was) and comes back, then
+    the mail host's Postfix is stopped and started again. Every message a server handed over is in
+    its mailbox exactly once at the end, and no sender ever found the province unreachable."""
+    import threading
+
+    from .mailing import relay
+
+    h = province
+    mx2 = h.cfg.mx_hosts[1]
+    users = [a.address for a in h.cfg.accounts if a.kind == "person" and a.status == "active"][:4]
+    run = uuid.uuid4().hex[:8]
+    taken: dict[str, str] = {}  # subject -> the MX that took it
+    when: list[tuple[float, str]] = []  # (time taken, MX)
+    unreachable: list[str] = []
+    stop = threading.Event()
+
+    def load():
+        n = 0
+        while not stop.is_set():
+            subject, to = f"load-{run}-{n:04d}", users[n % len(users)]
+            where = relay(h.cfg.domain, letter(to, subject))
+            if where:
+                taken[subject] = where
+                when.append((time.monotonic(), where))
+            else:
+                unreachable.append(subject)
+            n += 1
+            time.sleep(0.1)
+
+    sender = threading.Thread(target=load, daemon=True)
+    sender.start()
+    try:
+        time.sleep(8)
+        on(mx2, "systemctl kill --signal=SIGKILL postfix")  # a crash: nothing flushed on the way out
+        mx2_down = time.monotonic()
+        time.sleep(8)
+        on(mx2, "systemctl reset-failed postfix; systemctl start postfix")
+        mx2_up = time.monotonic()
+        time.sleep(8)
+        h.run("systemctl stop postfix")
+        mail_down = time.monotonic()
+        time.sleep(8)
+        mail_up = time.monotonic()
+    finally:
+        h.run("systemctl start postfix")
+        on(mx2, "systemctl start postfix", check=False)
+        time.sleep(8)
+        stop.set()
+        sender.join(timeout=120)
+    assert not unreachable, f"{len(unreachable)} messages found no MX answering: {unreachable[:5]}"
+    by_mx = {m: sum(1 for w in taken.values() if w == m) for m in h.cfg.mx_hosts}
+    assert all(by_mx.values()), f"the load did not reach both MX: {by_mx}"
+    # While one was down, the other took all (else nothing was really down).
+    assert {w for t, w in when if mx2_down + 1 < t < mx2_up} == {h.cfg.mail_host}
+    assert {w for t, w in when if mail_down + 1 < t < mail_up} == {mx2}
+    h.run("postqueue -f")
+    on(mx2, "postqueue -f")
+    deadline, counts = time.monotonic() + 180, {}
+    while time.monotonic() < deadline:
+        counts = {}
+        for u in users:
+            out = h.run(f"doveadm -f tab fetch -u {u} hdr.subject mailbox INBOX header Subject load-{run}-",
+                        check=False).stdout
+            for line in out.splitlines()[1:]:
+                subject = line.strip()
+                counts[subject] = counts.get(subject, 0) + 1
+        if set(taken) <= set(counts):
+            break
+        time.sleep(3)
+    missing = sorted(set(taken) - set(counts))
+    doubled = sorted(s for s, c in counts.items() if c > 1)
+    print(f"\nsteady load through {len(h.cfg.mx_hosts)} MX, one lost at a time: {len(taken)} messages taken "
+          f"({by_mx}), {len(missing)} missing, {len(doubled)} doubled")
+    assert not missing, f"{len(missing)} of {len(taken)} messages taken never reached their mailbox: {missing[:5]}"
+    assert not doubled, f"delivered more than once: {doubled[:5]}"
