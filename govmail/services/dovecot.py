@@ -13,8 +13,11 @@ from __future__ import annotations
 from ..data.text import host_address as address
 from ..host import contract
 from ..render import render
-from ..service import File, Service, Unit, Validator, directory
+from ..service import Ensure, File, Service, Unit, Validator, directory
 from . import db
+
+# A message Postfix hands over again after a stop or crash, dropped before the users' filters.
+DUPLICATES = "/etc/dovecot/sieve/duplicates"
 
 
 def probes(cfg) -> dict[str, str]:
@@ -55,18 +58,25 @@ def service(ctx) -> Service:
                   "dovecot-pgsql" if pg else "dovecot-sqlite", "dovecot-sieve", "dovecot-managesieved"),
         # Dovecot puts its sockets for Postfix (auth, LMTP, quota-status) here; Postfix would make it
         # on its first start, which comes after Dovecot's.
-        ensures=[directory("/var/spool/postfix/private", 0o700, "postfix", "root")],
+        ensures=[directory("/var/spool/postfix/private", 0o700, "postfix", "root"),
+                 # The Sieve script run before the users' own, compiled here: Dovecot's LMTP (as vmail)
+                 # cannot write beside it and would compile it again at each delivery.
+                 Ensure(name=f"{DUPLICATES} compiled",
+                        check=f"[ {DUPLICATES}.svbin -nt {DUPLICATES}.sieve ]",
+                        fix=f"sievec {DUPLICATES}.sieve", after_files=True)],
         files=[
             File("/etc/dovecot/dovecot.conf", render("dovecot/dovecot.conf.j2", cfg, stats_address=stats,
                                                      mx_apart=mx_apart(ctx)),
                  action=conf_action),
+            File(f"{DUPLICATES}.sieve", render("dovecot/sieve/duplicates.sieve.j2", cfg), action=None),
             # Debian's conf.d is not read (dovecot.conf includes nothing): its files go to the
             # quarantine (contract.OWNED_DIRS) and this note says where the configuration lives.
             File("/etc/dovecot/conf.d/README", render("dovecot/conf.d/README.j2", ctx.cfg,
                                                       quarantine=contract.QUARANTINE), action=None),
             *store,
         ],
-        validator=Validator("/etc/dovecot", "doveconf -c {dir}/dovecot.conf -n >/dev/null"),
+        validator=Validator("/etc/dovecot", "doveconf -c {dir}/dovecot.conf -n >/dev/null && "
+                                                 "sievec {dir}/sieve/duplicates.sieve {dir}/sieve/duplicates.svbin"),
         units=[Unit("dovecot")],
         actions={"reload": "systemctl reload dovecot", "restart": "systemctl restart dovecot"},
         reacts={"tls": "reload"},

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,34 @@ def test_a_postfix_whose_smtpd_dies_is_not_taken_as_running_and_the_next_deploy_
     assert r.returncode == 0 and "restart postfix (not answering)" in r.stdout + r.stderr, (r.stdout + r.stderr)[-3000:]
     with smtplib.SMTP(h.ip, 25, timeout=30) as s:
         assert s.ehlo()[0] == 250
+
+
+def test_a_message_handed_over_twice_lands_once_and_mail_without_a_message_id_is_always_kept(lab_hosts):
+    """Postfix delivers at least once: stopped or crashed between Dovecot's save and its own record,
+    it delivers the message again when it is back (seen in tests/lab/test_several_mx.py). The store
+    keeps the first copy only (Sieve `duplicate`, before the user's filters); mail that carries no
+    Message-ID cannot be told apart and is never dropped."""
+    import smtplib
+    import uuid
+
+    from .mailing import count, send_25
+
+    province, h = next(iter(lab_hosts.items()))
+    user = next(a.address for a in h.cfg.accounts if a.kind == "person" and a.status == "active")
+    msgid, subject = f"<twice-{uuid.uuid4().hex}@outside.test>", f"no-id-{uuid.uuid4().hex[:10]}"
+    for _ in range(2):
+        send_25(h, user, "Gửi hai lần", msgid=msgid)
+    time.sleep(1)
+    raw = f"From: a@outside.test\r\nTo: {user}\r\nSubject: {subject}\r\n\r\nx\r\n".encode()
+    for _ in range(2):  # no Message-ID header at all (Postfix adds none to mail from other servers)
+        with smtplib.SMTP(h.ip, 25, timeout=60) as s:
+            s.sendmail("a@outside.test", [user], raw)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        kept = len(h.run(f"doveadm search -u {user} mailbox INBOX header Subject {subject}").stdout.split("\n")) - 1
+        if kept == 2 and count(h, user, msgid):
+            break
+        time.sleep(1)
+    time.sleep(2)
+    assert count(h, user, msgid) == 1
+    assert kept == 2
