@@ -223,3 +223,13 @@ def directory(path: str, mode: int, user: str = "root", group: str = "root") -> 
 def made_once(name: str, path: str, commands: str, action: Optional[str] = None, after_files: bool = False) -> Ensure:
     """Something the host makes once and keeps (a key, a repository): made only while `path` is missing."""
     return Ensure(name=name, check=f"test -e {shlex.quote(path)}", fix=commands, action=action, after_files=after_files)
+
+
+def restarted_after_crash(unit: str, why: str, seconds: int = 5) -> File:
+    """A drop-in that has systemd start `unit` again `seconds` after it dies (Debian's units for
+    Postfix, Dovecot, clamd and nginx leave it down: Restart=no). `why`: what stops while it is down.
+    An orderly stop (`systemctl stop`, a deploy's restart) is not a failure and is left alone."""
+    return File(f"/etc/systemd/system/{unit}.service.d/govmail-restart.conf",
+                "# Managed by govmail (govmail/service.py, restarted_after_crash); overwritten by the next deploy.\n"
+                f"# Started again {seconds} s after a crash: {why}.\n"
+                f"[Service]\nRestart=on-failure\nRestartSec={seconds}s\n", action=None)

@@ -17,7 +17,7 @@ target reaches ClamAV's mirror (`ctx.signature_mirror`; not in the lab).
 
 from __future__ import annotations
 
-from ..service import Ensure, File, Service, Unit
+from ..service import Ensure, File, Service, Unit, restarted_after_crash
 
 # EICAR's standard anti-virus test file (68 bytes): MD5 and size, as a ClamAV hash signature.
 EICAR_SIGNATURE = "44d88612fea8a8f36de82e1278abb02f:68:Eicar-Test-Signature\n"
@@ -58,6 +58,8 @@ def service(ctx) -> Service:
         files=[
             File("/var/lib/clamav/govmail-test.hdb", EICAR_SIGNATURE, user="clamav", group="clamav"),
             File("/etc/systemd/system/clamav-daemon.service.d/govmail.conf", DROP_IN, action=None),
+            # clamd holds its signatures in memory (about 1 GiB): the first the kernel kills when memory runs out.
+            restarted_after_crash("clamav-daemon", "every message waits (4xx) rather than pass unscanned", seconds=10),
         ],
         units=[
             Unit("clamav-freshclam", running=freshclam),

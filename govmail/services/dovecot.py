@@ -13,7 +13,7 @@ from __future__ import annotations
 from ..data.text import host_address as address
 from ..host import contract
 from ..render import render
-from ..service import Ensure, File, Service, Unit, Validator, directory
+from ..service import Ensure, File, Service, Unit, Validator, directory, restarted_after_crash
 from . import db
 
 # A message Postfix hands over again after a stop or crash, dropped before the users' filters.
@@ -66,7 +66,8 @@ def service(ctx) -> Service:
                         fix=f"sievec {DUPLICATES}.sieve", after_files=True)],
         files=[
             File("/etc/dovecot/dovecot.conf", render("dovecot/dovecot.conf.j2", cfg, stats_address=stats,
-                                                     mx_apart=mx_apart(ctx)),
+                                                     mx_apart=mx_apart(ctx), mx_count=len(cfg.mx_hosts),
+                                                     lmtp_concurrency=contract.POSTFIX_LMTP_CONCURRENCY),
                  action=conf_action),
             File(f"{DUPLICATES}.sieve", render("dovecot/sieve/duplicates.sieve.j2", cfg), action=None),
             # Debian's conf.d is not read (dovecot.conf includes nothing): its files go to the
@@ -74,6 +75,7 @@ def service(ctx) -> Service:
             File("/etc/dovecot/conf.d/README", render("dovecot/conf.d/README.j2", ctx.cfg,
                                                       quarantine=contract.QUARANTINE), action=None),
             *store,
+            restarted_after_crash("dovecot", "no login, no delivery (mail waits in Postfix's queue)"),
         ],
         validator=Validator("/etc/dovecot", "doveconf -c {dir}/dovecot.conf -n >/dev/null && "
                                                  "sievec {dir}/sieve/duplicates.sieve {dir}/sieve/duplicates.svbin"),

@@ -18,7 +18,7 @@ from ..data.text import Trusted
 from ..data.text import host_address as address
 from ..host import contract
 from ..render import render
-from ..service import Ensure, File, Service, Unit, Validator
+from ..service import Ensure, File, Service, Unit, Validator, restarted_after_crash
 from . import db
 
 RESTART_ONLY = ("inet_interfaces", "inet_protocols")
@@ -101,6 +101,7 @@ def service(ctx) -> Service:
             File("/etc/aliases", render("postfix/aliases.local.j2", cfg), action="postalias"),
             File("/etc/postfix/main.cf", main_cf, action=conf_action),
             File("/etc/postfix/master.cf", render("postfix/master.cf.j2", cfg, **apart)),
+            restarted_after_crash("postfix", "no mail comes in or goes out while it is down (its queue is on disk)"),
         ],
         validator=Validator("/etc/postfix", VALIDATE),
         # The postfix unit is a wrapper that stays "active" when the master is gone, and the master

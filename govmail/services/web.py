@@ -27,7 +27,7 @@ from ..host import contract
 from ..publish import portal
 from ..publish.dns import mta_sts_policy, web_names
 from ..render import render
-from ..service import Ensure, File, Service, Unit, Validator, directory
+from ..service import Ensure, File, Service, Unit, Validator, directory, restarted_after_crash
 from . import monitor
 
 WWW = contract.PATHS["www"]
@@ -47,6 +47,7 @@ def service(ctx) -> Service:
              action=None),
         File(f"{WWW}/autodiscover.xml", render("www/autodiscover.xml.j2", cfg), action=None),
         File(f"{WWW}/mta-sts.txt", mta_sts_policy(cfg), action=None),
+        restarted_after_crash("nginx", "no web mail, no password page, no MTA-STS policy"),
     ]
     files += [File(f"{WWW}/directory/{name}", content, action=None) for name, content in portal.files(cfg).items()]
     # Validated on a copy of /etc/nginx: nginx.conf's includes are pointed at the copy.

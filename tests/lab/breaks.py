@@ -320,13 +320,18 @@ def _start_monitor_exporter(s: Scene) -> None:
     run(s.cfg.monitor_host, "systemctl start prometheus-node-exporter")
 
 
+HOLD = "/run/systemd/system/dovecot.service.d/zz-lab-break.conf"
+
+
 def _kill_dovecot(s: Scene) -> None:
-    """Dovecot killed outright (its unit has no Restart=): it stays down until someone acts."""
-    _mail(s, "systemctl kill --signal=KILL dovecot")
+    """Dovecot killed outright and not coming back: systemd starts a crashed Dovecot again after 5 s
+    (govmail's drop-in), so a runtime drop-in holds that off, as when every restart fails."""
+    _mail(s, f"mkdir -p {HOLD.rsplit('/', 1)[0]} && printf '[Service]\\nRestart=no\\n' > {HOLD} && "
+             "systemctl daemon-reload && systemctl kill --signal=KILL dovecot")
 
 
 def _start_dovecot(s: Scene) -> None:
-    _mail(s, "systemctl reset-failed dovecot; systemctl start dovecot")
+    _mail(s, f"rm -f {HOLD}; systemctl daemon-reload; systemctl reset-failed dovecot; systemctl start dovecot")
 
 
 def _stop_postfix(s: Scene) -> None:
