@@ -62,6 +62,10 @@ PATHS = {
     # for the 30-second facts on a host with tens of thousands).
     "metrics_quota": "/var/lib/prometheus/node-exporter/govmail-quota.prom",
 }
+# Parallel LMTP deliveries one MX host's Postfix makes to the store (its default
+# default_destination_concurrency_limit, left as it is). Dovecot admits this many per user from each
+# MX host (lmtp_user_concurrency_limit): a burst to one mailbox is never turned away to the retry queue.
+POSTFIX_LMTP_CONCURRENCY = 20
 # Ports of govmail's own daemons and of what they stand in front of.
 PORTS = {
     "inspector": 11339,  # the attachment inspector, loopback only (rspamd asks it)
