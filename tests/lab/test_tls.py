@@ -10,6 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from govmail import lab
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -34,8 +36,15 @@ def test_a_certificate_named_in_the_data_is_installed_and_served_on_every_tls_po
     key, csr, cert = data / "certs/mail.key", tmp_path / "mail.csr", data / "certs/mail.pem"
     subprocess.run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
                     "-subj", f"/CN={h.name}", "-keyout", key, "-out", csr], check=True, capture_output=True)
+    # Every name the data check asks for: the mail host, each MX host apart, a merged province's old names.
+    from govmail.data.predecessors import mail_names
+
+    from .conftest import LabHost
+
+    apart = [m for m in h.cfg.mx_hosts if m != h.name]
+    names = [h.name, *apart, *mail_names(h.cfg)]
     ext = tmp_path / "ext"
-    ext.write_text(f"subjectAltName=DNS:{h.name}\n")
+    ext.write_text("subjectAltName=" + ",".join(f"DNS:{n}" for n in names) + "\n")
     subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
                     "-days", "30", "-extfile", ext, "-out", cert], check=True, capture_output=True)
     f = data / f"{province}.yml"
@@ -52,9 +61,16 @@ def test_a_certificate_named_in_the_data_is_installed_and_served_on_every_tls_po
             assert c.returncode == 0 and "Verification: OK" in c.stderr, f"port {port}: {c.stderr[-800:]}"
             assert "TLSv1.3" in c.stderr or "TLSv1.2" in c.stderr
         assert h.run("postfix status", check=False).returncode == 0
+        state = lab.load_state()["hosts"]
+        for mx in apart:  # the same certificate on the MX hosts apart, for their port 25
+            c = s_client(LabHost(province, h.cfg, mx, state[mx]["ip"]), 25, ca, "smtp")
+            assert c.returncode == 0 and "Verification: OK" in c.stderr, f"{mx} port 25: {c.stderr[-800:]}"
     finally:
-        # Back to the shipped data: the host makes its own self-signed certificate again.
-        h.run("rm -f /etc/govmail/tls/fullchain.pem /etc/govmail/tls/privkey.pem")
+        # Back to the shipped data: the hosts make their own self-signed certificates again.
+        for mx in [h.name, *apart]:
+            state = lab.load_state()["hosts"]
+            subprocess.run(["ssh", *lab.ssh_options(), f"root@{state[mx]['ip']}",
+                            "rm -f /etc/govmail/tls/fullchain.pem /etc/govmail/tls/privkey.pem"], check=True)
         r = subprocess.run([sys.executable, "-m", "pyinfra", "-y", f"inventories/{province}.py", "deploy.py"],
                            cwd=ROOT, capture_output=True, text=True)
         assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
