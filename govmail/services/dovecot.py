@@ -78,7 +78,7 @@ def service(ctx) -> Service:
             restarted_after_crash("dovecot", "no login, no delivery (mail waits in Postfix's queue)"),
         ],
         validator=Validator("/etc/dovecot", "doveconf -c {dir}/dovecot.conf -n >/dev/null && "
-                                                 "sievec {dir}/sieve/duplicates.sieve {dir}/sieve/duplicates.svbin"),
+                                                 "sievec -c {dir}/dovecot.conf {dir}/sieve/duplicates.sieve {dir}/sieve/duplicates.svbin"),
         units=[Unit("dovecot")],
         actions={"reload": "systemctl reload dovecot", "restart": "systemctl restart dovecot"},
         reacts={"tls": "reload"},
