@@ -17,7 +17,7 @@ import pytest
 from govmail.host.contract import LAST_LOGIN_STAMP, PATHS
 
 from .conftest import PROVINCES
-from .mailing import INSECURE, arrived, offer
+from .mailing import INSECURE, arrived, mx_records, offer
 
 pytestmark = pytest.mark.skipif(not {"daknong", "binhthuan", "lamdong"} <= set(PROVINCES),
                                 reason="needs the old provinces daknong and binhthuan and the merged lamdong in the lab")
@@ -33,13 +33,7 @@ def govmail(*args: str) -> subprocess.CompletedProcess:
 
 def mx(domain: str) -> list[str]:
     """The MX targets the lab resolver gives for a domain."""
-    import dns.resolver
-
-    from govmail import lab
-
-    r = dns.resolver.Resolver(configure=False)
-    r.nameservers = [lab.GATEWAY]
-    return sorted(str(x.exchange) for x in r.resolve(domain, "MX"))
+    return sorted(f"{host}." for _, host in mx_records(domain))
 
 
 def message_id(subject: str) -> str:
