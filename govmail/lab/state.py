@@ -42,6 +42,7 @@ def lab_lock(what: str):
         finally:
             f.truncate(0)
 
+
 def _wait_for(f) -> None:
     """Take the lock once it is free. Inside a deploy (pyinfra runs each host in a gevent greenlet of
     one process, without monkey-patching) a blocking flock would stop every greenlet, the one holding
