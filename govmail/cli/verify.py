@@ -1,9 +1,10 @@
 """`govmail verify PROVINCE...`, `govmail coverage` and `govmail report PROVINCE monthly|annual`.
 
 `verify`: the compliance checks run against the province's hosts (lab
-containers, or the real machines with the `hosts` target (govmail/targets.py)), never changing them. Per mail host it
-writes an HTML report, a Markdown summary and JUnit XML; the exit status is 1 when a clause fails
-(a host that cannot be reached fails every clause, with the reason)."""
+containers, or the real machines with the `hosts` target (govmail/targets.py)), never changing them, each
+clause on the hosts it concerns (govmail/compliance/clauses.py ON). Per province it writes an HTML
+report, a Markdown summary and JUnit XML, named after its mail host; the exit status is 1 when a clause
+fails (a host that cannot be reached fails each clause it concerns, with the reason)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def register(sub) -> None:
                        "Markdown and JUnit reports; exit 1 when a clause fails")
     p.add_argument("provinces", nargs="+", type=province_key)
     p.add_argument("--out", type=Path, default=Path("reports"),
-                   help="directory for the reports (default ./reports; one set per mail host)")
+                   help="directory for the reports (default ./reports; one set per province, named after its mail host)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only failures and the summary")
     p.add_argument("--active", action="store_true",
                    help="also probe the host from the network (TLS versions, logins before TLS, open relay) and "
@@ -66,7 +67,9 @@ def cmd_verify(args) -> int:
             return 2
     target, worst = current(), 0
     for cfg in cfgs:
-        print(f"{cfg.mail_host} ({cfg.model.name}, target {target.name}):", flush=True)
+        others = [f"{h.name} ({', '.join(cfg.roles(h.name))})" for h in cfg.model.hosts if h.name != cfg.mail_host]
+        print(f"{cfg.mail_host} ({cfg.model.name}, target {target.name})" + (f", with {', '.join(others)}" if others
+                                                                               else "") + ":", flush=True)
 
         def progress(r):
             if r.passed and args.quiet:
@@ -88,6 +91,9 @@ def cmd_verify(args) -> int:
             worst = 1
             if run.unreachable:
                 print(f"govmail: {cfg.mail_host} not reached: {run.unreachable}", file=sys.stderr)
+            for name, what in run.hosts.items():
+                if name != cfg.mail_host and "not reached" in what:
+                    print(f"govmail: {name} {what.partition('; ')[2]}", file=sys.stderr)
     return worst
 
 

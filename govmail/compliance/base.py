@@ -24,13 +24,18 @@ def check(fn):
 
 @dataclass
 class Probe:
-    ti: Any  # testinfra host of the mail host
+    ti: Any  # testinfra host of the host checked (the mail host, or another for a clause on several)
     backup: Any = None  # testinfra host of the backup host, when the province has one
     txt: Optional[Callable[[str], list[str]]] = None  # TXT records as the province's resolver serves them
     address: str = ""  # where the active probes connect to (govmail/compliance/active.py)
-    name: str = ""  # the mail host's name, sent in TLS (SNI)
-    reports: dict = field(default_factory=dict)  # the host's report figures by kind, made once per run
+    name: str = ""  # the checked host's name, sent in TLS (SNI)
+    reports: dict = field(default_factory=dict)  # what the host said, read once per run (report figures…)
     monitor: Any = None  # testinfra host of the monitor host (the backup host's, when it watches)
+    roles: tuple = ("mx", "store", "web", "db")  # the checked host's roles (govmail/data/roles.py MAIL)
+
+    def runs(self, role: str) -> bool:
+        """Whether the checked host has `role` (a check on several hosts reads only what each runs)."""
+        return role in self.roles
 
 
 def ssh_failure(e: Exception) -> str:

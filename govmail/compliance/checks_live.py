@@ -161,14 +161,23 @@ ANSWERS = {
                                   "the attachment inspector"),
 }
 MAY_BE_CLOSED = (143, 110)  # Dovecot's STARTTLS ports: a province may close them
+# The role whose host answers on each port (an MX apart: SMTP on 25, rspamd, the inspector; the
+# submission ports are the mail host's Postfix, beside the store).
+PORT_ROLE = {25: "mx", 11333: "mx", contract.PORTS["inspector"]: "mx", 443: "web",
+             **{p: "store" for p in (587, 465, 993, 995, 143, 110, contract.PORTS["managesieve"])}}
+
+
+def ports(h) -> list[int]:
+    """The ports of ANSWERS the probe's host serves, by its roles."""
+    return [p for p in ANSWERS if h.runs(PORT_ROLE[p])]
 
 
 def answered(h, cfg) -> dict[str, dict]:
-    """What each port of ANSWERS answers on the host (govmail/host/answers.py, run there), once a run."""
+    """What each port the host serves answers (govmail/host/answers.py, run there), once a run."""
     if "answers" not in h.reports:
-        spec = [[p, how, request.format(name=cfg.mail_host)] for p, (how, request, _, _) in ANSWERS.items()]
+        spec = [[p, how, request.format(name=h.name)] for p, (how, request, _, _) in ANSWERS.items() if p in ports(h)]
         src = inspect.getsource(answers)
-        out = h.ti.run(f"python3 -c {shlex.quote(src)} {shlex.quote(json.dumps(spec))} {shlex.quote(cfg.mail_host)}")
+        out = h.ti.run(f"python3 -c {shlex.quote(src)} {shlex.quote(json.dumps(spec))} {shlex.quote(h.name)}")
         assert out.rc == 0, f"asking the ports on the host: {(out.stderr or out.stdout).strip()[-300:]}"
         h.reports["answers"] = json.loads(out.stdout)
     return h.reports["answers"]
@@ -180,7 +189,8 @@ def services_running(h, cfg, _):
     and POP3 greetings, the web mail page, ManageSieve, rspamd and the attachment inspector."""
     got = answered(h, cfg)
     bad, said = [], []
-    for port, (_, _, want, who) in ANSWERS.items():
+    for port in ports(h):
+        _, _, want, who = ANSWERS[port]
         a = got[str(port)]
         if a.get("closed") and port in MAY_BE_CLOSED:
             said.append(f"{port}: closed")
@@ -203,7 +213,7 @@ def pem_sha256(pem: str) -> str:
 @check
 def tls_certificate(h, cfg, _):
     """Every TLS port serves the deployed certificate (the data's, when it gives one), which names the
-    mail host and has not expired."""
+    host (the mail host; an MX apart its own name) and has not expired."""
     ti, path = h.ti, contract.PATHS["tls_cert"]
     f = ti.file(path)
     assert f.exists, f"{path} missing"
@@ -214,8 +224,8 @@ def tls_certificate(h, cfg, _):
         assert deployed == want, f"{path} is not the data's certificate ({given.name}): sha256 {deployed[:16]}…, " \
                                  f"the data's {want[:16]}…"
     q = shlex.quote(path)
-    names = ti.run(f"openssl x509 -in {q} -noout -checkhost {shlex.quote(cfg.mail_host)}").stdout
-    assert "does match" in names, f"{path} does not name {cfg.mail_host}: " + \
+    names = ti.run(f"openssl x509 -in {q} -noout -checkhost {shlex.quote(h.name)}").stdout
+    assert "does match" in names, f"{path} does not name {h.name}: " + \
         " ".join(ti.run(f"openssl x509 -in {q} -noout -subject -ext subjectAltName").stdout.split())[:200]
     end = ti.check_output(f"openssl x509 -in {q} -noout -enddate").strip().partition("=")[2]
     left = (ssl.cert_time_to_seconds(end) - time.time()) / 86400
@@ -227,7 +237,7 @@ def tls_certificate(h, cfg, _):
             other.append(f"{port} ({a['cert'][:16]}…)")
     assert not other, f"not the deployed certificate ({deployed[:16]}…) on: {', '.join(other)}"
     served = sorted(int(p) for p, a in answered(h, cfg).items() if a.get("cert"))
-    return (f"{path} (sha256 {deployed[:16]}…) names {cfg.mail_host}, valid {left:.0f} more days; "
+    return (f"{path} (sha256 {deployed[:16]}…) names {h.name}, valid {left:.0f} more days; "
             f"served on {', '.join(map(str, served))}")
 
 

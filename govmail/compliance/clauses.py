@@ -12,6 +12,25 @@ from dataclasses import dataclass
 from ..data import ProvinceConfig
 from ..data.facts import password_url
 
+# Where a clause is checked: the mail host (the store, the web mail, submission), every host that
+# receives the province's mail (role `mx`: the mail host and each MX apart), or every host of the
+# province. A check runs once per host with that host's probe (govmail/compliance/verify.py) and
+# reads the parts the host's roles run (`Probe.roles`).
+ON = {
+    "mail": lambda cfg: [cfg.mail_host],
+    "mx": lambda cfg: cfg.mx_hosts,
+    "every": lambda cfg: [cfg.mail_host, *(h.name for h in cfg.model.hosts if h.name != cfg.mail_host)],
+}
+
+# The checks of what a host that receives mail runs (Postfix, rspamd, ClamAV, the inspector, its
+# certificate and mail log), and of what every host runs (the baseline: govmail/services/system.py,
+# updates, sshd, the deploy's record); the others read the mail host.
+ON_EVERY_MX = {"mail_domain", "directory_deliverable", "size_limit", "utf8", "services_running", "no_cleartext_auth",
+               "no_open_relay", "tls_certificate", "mail_log", "mail_log_retention", "spam_filter", "attachment_rules",
+               "archive_inspection", "antivirus", "forwarding_in", "no_content_sent_out"}
+ON_EVERY_HOST = {"timers_scheduled", "clock_synchronised", "security_updates", "files_as_deployed", "no_foreign_config",
+                 "ssh_keys_only"}
+
 
 @dataclass(frozen=True)
 class Clause:
@@ -19,6 +38,11 @@ class Clause:
     arg: str  # its argument (an address), or ""
     article: str  # "DN Art. 5.2", or "govmail default (…)"
     text: str  # what the host must show
+    on: str = "mail"  # where it is checked: ON above
+
+    def hosts(self, cfg: ProvinceConfig) -> list[str]:
+        """The hosts this clause is checked on, in the data's order (the mail host first)."""
+        return ON[self.on](cfg)
 
     @property
     def own(self) -> bool:
@@ -39,8 +63,13 @@ def clauses(cfg: ProvinceConfig, active: bool = False) -> list[Clause]:
     connect to the host's ports from the network (govmail/compliance/active.py)."""
     out: list[Clause] = []
 
+    apart = len(cfg.mx_hosts) > 1
+
     def add(check: str, article: str, text: str, arg: str = "") -> None:
-        out.append(Clause(check, arg, article, text))
+        on = "every" if check in ON_EVERY_HOST else "mx" if check in ON_EVERY_MX else "mail"
+        if on == "mx" and apart:
+            text += ", on every MX host"
+        out.append(Clause(check, arg, article, text, on))
 
     p = cfg.policy
     q = p.quota
@@ -93,6 +122,8 @@ def clauses(cfg: ProvinceConfig, active: bool = False) -> list[Clause]:
         "on every host")
     add("no_open_relay", p.secrecy.article, "Postfix relays only for logged-in users on every port (its "
         "effective settings, master.cf overrides included): mynetworks is the host itself")
+    add("no_content_sent_out", p.secrecy.article, "no hash or copy of a message leaves the state network: "
+        "rspamd's fuzzy_check (rspamd.com's public servers) is off")
     add("tls_certificate", p.secrecy.article, f"every TLS port serves the deployed certificate, which names "
         f"{cfg.mail_host} and has not expired")
     add("account_store_private", p.secrecy.article, "password hashes readable by root, Dovecot auth and Postfix only")

@@ -84,7 +84,8 @@ def to_markdown(run: HostRun) -> str:
     out = [f"# {md_cell(run.name)}: compliance of {run.host}", "",
            f"- regulations: {md_cell('; '.join(run.regulations))}",
            f"- run: {run.started:%Y-%m-%d %H:%M:%S} – {run.finished:%H:%M:%S} UTC, target {run.target}",
-           *(f"- {k}: `{md_cell(v)}`" for k, v in run.identity.items())]
+           *(f"- {k}: `{md_cell(v)}`" for k, v in run.identity.items()),
+           *(f"- province host {md_cell(name)}: {md_cell(what)}" for name, what in run.hosts.items())]
     if run.unreachable:
         out.append(f"- **not reached**: {md_cell(run.unreachable)}")
     out += ["", f"**{counts(run)}**"]
@@ -111,7 +112,8 @@ def to_junit(run: HostRun) -> bytes:
                        failures=str(len(run.failed)), errors="0", timestamp=run.started.isoformat(timespec="seconds"),
                        hostname=run.host, time=f"{sum(r.seconds for r in run.results):.3f}")
     props = ET.SubElement(suite, "properties")
-    for k, v in {"province": run.province, "target": run.target, **run.identity}.items():
+    hosts = {f"host {name}": what for name, what in run.hosts.items()}
+    for k, v in {"province": run.province, "target": run.target, **run.identity, **hosts}.items():
         ET.SubElement(props, "property", name=k, value=xml_safe(v))
     for r in run.results:
         case = ET.SubElement(suite, "testcase", classname=f"{run.province}.{r.clause.check}", name=xml_safe(r.clause.label),

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from ..data import ProvinceConfig
+from ..data.roles import expand
 from ..publish.dnsquery import txt_records
 from .checks import CHECKS, Probe, ssh_failure
 from .clauses import Clause, clauses
@@ -47,6 +48,7 @@ class HostRun:
     unreachable: str = ""  # why the host could not be reached, when it could not
     results: list[Result] = field(default_factory=list)
     finished: Optional[datetime.datetime] = None
+    hosts: dict = field(default_factory=dict)  # every host of the province checked: its roles, and why not reached
 
     @property
     def failed(self) -> list[Result]:
@@ -99,23 +101,35 @@ def identity(ti) -> tuple[dict, str]:
     return dict(zip(("hostname", "machine_id", "os", "kernel", "ssh_host_key"), lines, strict=True)), ""
 
 
-def probe_for(cfg: ProvinceConfig, target) -> tuple[Probe, str, dict]:
-    """The probe of a province's hosts: (probe, why the mail host is unreachable or '', its identity)."""
-    ti = testinfra_host(target.ssh(cfg.mail_host))
-    ident, why = identity(ti)
-    backup = None
-    if cfg.backup_host:
-        b = testinfra_host(target.ssh(cfg.backup_host))
-        if not identity(b)[1]:
-            backup = b
-    monitor = backup if cfg.monitor_host == cfg.backup_host else None
-    if cfg.monitor_host and cfg.monitor_host != cfg.backup_host:
-        m = testinfra_host(target.ssh(cfg.monitor_host))
-        monitor = None if identity(m)[1] else m
+@dataclass
+class Reached:
+    """A province's hosts as a run reaches them: a probe for each host it reached, why for each it
+    did not (a host lost during the run moves from the first to the second), what identifies each."""
+    probes: dict[str, Probe] = field(default_factory=dict)
+    lost: dict[str, str] = field(default_factory=dict)
+    identities: dict[str, dict] = field(default_factory=dict)
+
+
+def probes_for(cfg: ProvinceConfig, target) -> Reached:
+    """A probe of each of the province's hosts, the mail host first: its own testinfra host and roles,
+    and the backup and monitor hosts' for the checks that read them too."""
+    out, tis = Reached(), {}
+    for name in [cfg.mail_host, *(h.name for h in cfg.model.hosts if h.name != cfg.mail_host)]:
+        try:
+            ti = testinfra_host(target.ssh(name))
+            out.identities[name], why = identity(ti)
+        except Exception as e:  # the target cannot name the host (not in the lab...)
+            why = printable(f"{type(e).__name__}: {e}", 500)
+        if why:
+            out.lost[name] = why
+        else:
+            tis[name] = ti
     server = target.resolver()
     address = target.host_address(cfg) or cfg.mail_host  # where the active probes connect
-    probe = Probe(ti, backup, lambda name: txt_records(name, server), address, cfg.mail_host, monitor=monitor)
-    return probe, why, ident
+    for name, ti in tis.items():
+        out.probes[name] = Probe(ti, tis.get(cfg.backup_host), lambda n: txt_records(n, server), address, name,
+                                 monitor=tis.get(cfg.monitor_host), roles=tuple(expand(cfg.roles(name))))
+    return out
 
 
 def printable(text: str, limit: int = 2000) -> str:
@@ -148,8 +162,8 @@ def readable(text: str) -> str:
     return f"`{command}` exited {m.group(1)}" + (f": {said}" if said else " and said nothing")
 
 
-def run_check(probe: Probe, cfg: ProvinceConfig, clause: Clause) -> Result:
-    t = time.monotonic()
+def run_check(probe: Probe, cfg: ProvinceConfig, clause: Clause) -> tuple[bool, str]:
+    """(passed, evidence) of a clause's check on the probe's host; HostLost when SSH itself failed."""
     try:
         evidence, ok = CHECKS[clause.check](probe, cfg, clause.arg) or "", True
     except AssertionError as e:
@@ -159,29 +173,51 @@ def run_check(probe: Probe, cfg: ProvinceConfig, clause: Clause) -> Result:
         if lost:
             raise HostLost(lost) from None
         evidence, ok = f"{type(e).__name__}: {' '.join(str(e).split())}", False
+    return ok, printable(evidence)
+
+
+def check_clause(reached: Reached, cfg: ProvinceConfig, clause: Clause) -> Result:
+    """A clause checked on each host it is checked on (Clause.hosts): it passes when it passes on
+    every one of them. The evidence names each host when the clause is not the mail host's alone,
+    the failures first; a host not reached fails it with the reason."""
+    t, parts = time.monotonic(), []
+    for name in clause.hosts(cfg):
+        if name not in reached.lost:
+            try:
+                ok, evidence = run_check(reached.probes[name], cfg, clause)
+                parts.append((ok, name, evidence))
+                continue
+            except HostLost as e:
+                reached.lost[name] = f"lost during the run: {e}"
+        parts.append((False, name, f"{name} not reached: {reached.lost[name]}"))
+    if clause.on == "mail":
+        ok, _, evidence = parts[0]
+    else:
+        parts.sort(key=lambda p: p[0])  # failures first: a shortened evidence still shows them
+        ok = all(p[0] for p in parts)
+        evidence = "; ".join(e if e.startswith(f"{n} not reached") else f"{n}: {e}" for _, n, e in parts)
     return Result(clause, ok, printable(evidence), time.monotonic() - t)
 
 
 def verify(cfg: ProvinceConfig, target, progress: Callable[[Result], None] = lambda r: None,
            active: bool = False) -> HostRun:
-    """Every clause of the province checked on its mail host; with `active`, also the network probes
-    (govmail/compliance/active.py), one of which sends a message to `verify.probe_mailbox`."""
+    """Every clause of the province checked on the hosts it concerns (the mail host; every MX host;
+    every host: Clause.on); with `active`, also the network probes (govmail/compliance/active.py),
+    one of which sends a message to `verify.probe_mailbox`."""
     regs = [f"{r.key}: {r.decision} ({r.date})" for r in cfg.model.regulations]
     run = HostRun(cfg.key, cfg.model.name, regs, cfg.mail_host, target.name, datetime.datetime.now(datetime.timezone.utc))
     try:
-        probe, run.unreachable, run.identity = probe_for(cfg, target)
-    except Exception as e:  # the target cannot name the host (not in the lab...)
-        probe, run.unreachable = None, f"{type(e).__name__}: {e}"
+        reached = probes_for(cfg, target)
+    except Exception as e:  # the target cannot name the province's resolver or address
+        why = printable(f"{type(e).__name__}: {e}", 500)
+        reached = Reached(lost={h.name: why for h in cfg.model.hosts})
+    run.identity = reached.identities.get(cfg.mail_host, {})
     for clause in clauses(cfg, active):
-        if probe is None or run.unreachable:
-            r = Result(clause, False, f"{cfg.mail_host} not reached: {run.unreachable}", 0.0)
-        else:
-            try:
-                r = run_check(probe, cfg, clause)
-            except HostLost as e:
-                run.unreachable = f"lost during the run: {e}"
-                r = Result(clause, False, f"{cfg.mail_host} {run.unreachable}", 0.0)
+        r = check_clause(reached, cfg, clause)
         run.results.append(r)
         progress(r)
+    run.unreachable = reached.lost.get(cfg.mail_host, "")
+    run.hosts = {name: ", ".join(cfg.roles(name)) + (f"; not reached: {reached.lost[name]}" if name in reached.lost else "")
+                 for name in [cfg.mail_host, *(h.name for h in cfg.model.hosts if h.name != cfg.mail_host)]}
     run.finished = datetime.datetime.now(datetime.timezone.utc)
     return run

@@ -1,4 +1,5 @@
-"""Compliance checks (testinfra) of each province's lab host against its regulation.
+"""Compliance checks (testinfra) of each province's lab hosts against its regulation, each clause on
+the hosts it concerns (the mail host, every MX host, every host: govmail/compliance/clauses.py ON).
 
 The clauses and their checks live in the package (govmail/compliance/), built from each province's
 data file, so a fifth province gets its checks without code; `govmail verify` runs the same ones
@@ -13,9 +14,8 @@ import functools
 import pytest
 
 from govmail import targets
-from govmail.compliance.checks import CHECKS
 from govmail.compliance.clauses import clauses
-from govmail.compliance.verify import probe_for
+from govmail.compliance.verify import check_clause, probes_for
 from govmail.data import load_province
 
 from .conftest import PROVINCES
@@ -28,16 +28,21 @@ CASES = [
 
 
 @functools.cache
-def probe(province: str):
-    p, unreachable, _ = probe_for(load_province(province), targets.lab())
-    assert not unreachable, unreachable
-    return p
+def reached(province: str):
+    """Every host of the province, reached once for all its clauses."""
+    r = probes_for(load_province(province), targets.lab())
+    assert not r.lost, r.lost
+    return r
 
 
 @pytest.mark.parametrize("province,clause", CASES)
 def test_clause(province, clause, lab_hosts, record_property):
     record_property("province", province)
     record_property("clause", clause.label)
-    evidence = CHECKS[clause.check](probe(province), lab_hosts[province].cfg, clause.arg)
-    record_property("evidence", evidence)
-    assert evidence, "a check returns the evidence it found"
+    cfg = lab_hosts[province].cfg
+    r = check_clause(reached(province), cfg, clause)
+    record_property("evidence", r.evidence)
+    assert r.passed, r.evidence
+    # Checked on each host it concerns, each named (a clause of every MX host also on mx2...).
+    hosts = clause.hosts(cfg)
+    assert r.evidence and (clause.on == "mail" or all(f"{h}: " in r.evidence for h in hosts)), r.evidence

@@ -200,3 +200,59 @@ def test_the_fail2ban_ignore_list_is_read_from_the_client_and_from_the_file():
     assert ignored(live) == {"127.0.0.0/8", "::1", "0.0.0.0/0"}
     assert ignored(" 127.0.0.1/8 ::1 10.77.0.1") == {"127.0.0.1/8", "::1", "10.77.0.1"}
     assert networks({"127.0.0.1/8", "::1"}) == networks({"127.0.0.0/8", "::1/128"})
+
+
+def test_a_clause_of_several_hosts_names_each_host_and_fails_when_one_fails_or_is_not_reached(monkeypatch):
+    """Lâm Đồng has an MX apart (mx2), a second db host and a backup host: a clause of every host is
+    checked on each and passes only when it passes on all; a host not reached fails it with the
+    reason; a host lost during the run (ssh exit 255) fails the clauses after it too; the evidence
+    lists the failures first, each with its host's name."""
+    from types import SimpleNamespace
+
+    from govmail.compliance.base import Probe
+    from govmail.compliance.verify import Reached, check_clause
+    from govmail.data.roles import expand
+
+    cfg = load_province("lamdong")
+    seen = []
+
+    def host_name_is_not_db2(h, cfg, _):
+        seen.append((h.name, h.roles))
+        if h.name == "backup.lamdong.gov.vn" and len(seen) > 4:
+            gone = SimpleNamespace(exit_status=255, command=b"true", stderr="Connection closed by remote host")
+            raise RuntimeError(gone)
+        if h.name == "db2.lamdong.gov.vn":
+            raise AssertionError("the check fails here")
+        return f"ok, roles {'+'.join(h.roles)}"
+
+    monkeypatch.setitem(CHECKS, "host_name_is_not_db2", host_name_is_not_db2)
+    names = ["mail.lamdong.gov.vn", "backup.lamdong.gov.vn", "db2.lamdong.gov.vn"]
+    reached = Reached(probes={n: Probe(None, name=n, roles=tuple(expand(cfg.roles(n)))) for n in names},
+                      lost={"mx2.lamdong.gov.vn": "ssh: connect to host 10.77.0.13 port 22: Connection refused"})
+    every = check_clause(reached, cfg, Clause("host_name_is_not_db2", "", "DN Art. 4.2", "x", on="every"))
+    assert not every.passed
+    assert every.evidence.startswith("db2.lamdong.gov.vn: the check fails here; mx2.lamdong.gov.vn not reached: ssh")
+    assert "mail.lamdong.gov.vn: ok, roles mx+store+web+db" in every.evidence and "backup.lamdong.gov.vn: ok" in every.evidence
+    assert [n for n, _ in seen] == names  # each reached host checked once, the mail host first
+
+    mx = check_clause(reached, cfg, Clause("host_name_is_not_db2", "", "DN Art. 4.2", "x", on="mx"))
+    assert cfg.mx_hosts == ["mail.lamdong.gov.vn", "mx2.lamdong.gov.vn"]
+    assert not mx.passed and mx.evidence.startswith("mx2.lamdong.gov.vn not reached: ")
+    # The backup host goes away now (the fifth call): it fails this clause and every one after it.
+    again = check_clause(reached, cfg, Clause("host_name_is_not_db2", "", "DN Art. 4.2", "x", on="every"))
+    assert "backup.lamdong.gov.vn not reached: lost during the run: ssh failed" in again.evidence
+    assert "backup.lamdong.gov.vn" in reached.lost
+    only = check_clause(reached, cfg, Clause("host_name_is_not_db2", "", "DN Art. 4.2", "x"))
+    assert only.passed and only.evidence == "ok, roles mx+store+web+db"  # the mail host's clause: its evidence as it was
+
+
+def test_the_clauses_of_what_receives_mail_concern_every_mx_host_and_say_so():
+    lam, dn = load_province("lamdong"), load_province("daknong")
+    on_mx = [c for c in clauses(lam) if c.on == "mx"]
+    assert {"no_open_relay", "antivirus", "tls_certificate", "services_running"} <= {c.check for c in on_mx}
+    assert all(c.hosts(lam) == lam.mx_hosts and c.text.endswith(", on every MX host") for c in on_mx)
+    every = [c for c in clauses(lam) if c.on == "every"]
+    assert every and all(len(c.hosts(lam)) == len(lam.model.hosts) and c.hosts(lam)[0] == lam.mail_host for c in every)
+    # A province with one MX: the same clauses, its labels unchanged.
+    assert not any(c.text.endswith("on every MX host") for c in clauses(dn))
+    assert all(c.hosts(dn) == [dn.mail_host] for c in clauses(dn) if c.on == "mx")
