@@ -24,6 +24,15 @@ def spam_filter(h, cfg, _):
 
 
 @check
+def no_content_sent_out(h, cfg, _):
+    """rspamd's effective configuration (`rspamadm configdump`, every local.d and override.d file
+    applied) sends no hash of a message's parts out: fuzzy_check is off."""
+    dump = " ".join(h.ti.check_output("rspamadm configdump fuzzy_check").split())
+    assert "enabled = false;" in dump, f"rspamd's fuzzy_check is on: {dump[:300]}"
+    return "fuzzy_check off (rspamadm configdump fuzzy_check: enabled = false)"
+
+
+@check
 def attachment_rules(h, cfg, _):
     running(h.ti, "rspamd")
     rules = h.ti.file("/etc/rspamd/lua.local.d/govmail.lua").content_string

@@ -17,7 +17,9 @@ What it does for the province, each with its data key and article:
   send for or an address delegated to it (`senders:`; `policy.sender`): GOVMAIL_FROM, from the same
   table Postfix binds the envelope sender with;
 - forwards into the state system from outside (`policy.forwarding.refuse_inbound`, LC Art. 12.5):
-  GOVMAIL_FORWARD_IN.
+  GOVMAIL_FORWARD_IN;
+- nothing of a message leaves the state network (`policy.secrecy`): fuzzy_check, which would send
+  hashes of each message's parts to rspamd.com's public servers, is off; greylisting too.
 
 templates/rspamd/<dir>/<file>.j2 -> /etc/rspamd/<dir>/<file>. The new files are checked together
 with `rspamadm configtest` on a copy of /etc/rspamd before they replace the live ones; rspamd
@@ -48,6 +50,7 @@ FILES = [
     "local.d/dmarc.conf",
     "local.d/ratelimit.conf",
     "local.d/greylist.conf",
+    "local.d/fuzzy_check.conf",
     "local.d/antivirus.conf",
     "local.d/force_actions.conf",
     "lua.local.d/govmail.lua",
