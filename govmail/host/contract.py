@@ -75,6 +75,8 @@ PORTS = {
     # address, for them only (Postfix on the mail host itself keeps Dovecot's sockets).
     "lmtp": 24,
     "quota_status": 12340,
+    # ... and the store's host receives their mail log there (rsyslog over TCP: the reports count it).
+    "mail_log": 5514,
     # What the monitor host scrapes on each host's private address (govmail/services/exporters.py),
     # and what it serves itself on its loopback (govmail/services/monitor.py, `govmail status`).
     "node_exporter": 9100,

@@ -5,7 +5,7 @@
     report gather --since TS --until TS                      the figures, as JSON
 
 Figures come from what the host already keeps: the mail log (/var/log/mail.log and its rotations,
-restored ones included), fail2ban's log, systemd's journal (service starts and failures), the
+restored ones included, with the lines of the province's MX hosts apart, which rsyslog sends here), fail2ban's log, systemd's journal (service starts and failures), the
 backup status, the account store and Dovecot's quotas. Each refusal is counted once, by the reason
 the host gave (the texts of templates/rspamd/ and templates/postfix/). govmail/host/report_render.py
 writes them as CSV and HTML with charts and mails them; the `govmail-report-*` timers run it.
@@ -100,8 +100,10 @@ def mail_figures(since: float, until: float) -> dict:
     days: dict[str, dict] = {}
     # A message counts as received (port 25) or sent (submission) once accepted: its queue ID is
     # noted when the client starts it, and dropped when the content filter refuses it at the end.
-    origin: dict[str, tuple[str, str, str]] = {}
-    forwarded: set[str] = set()  # queue IDs of Sieve forwards
+    # Queue IDs are a host's own: the lines of MX hosts apart (sent here by rsyslog,
+    # govmail/services/base.py) carry their host's name, and an ID is read with it.
+    origin: dict[tuple[str, str], tuple[str, str, str]] = {}
+    forwarded: set[tuple[str, str]] = set()  # queue IDs of Sieve forwards
     misuse: dict[str, dict[str, int]] = {}  # BN Art. 13: own users' mail refused, per account and reason
 
     def misused(account: str | None, reason: str) -> None:
@@ -115,12 +117,13 @@ def mail_figures(since: float, until: float) -> dict:
             continue
         day = datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%d")
         d = days.setdefault(day, {"received": 0, "sent": 0, "refused": 0})
+        host = line.split(" ", 2)[1]
         if m := SUBMITTED.search(line):
-            origin[m.group(1)] = ("sent", day, m.group(2).lower())
+            origin[host, m.group(1)] = ("sent", day, m.group(2).lower())
         elif m := RECEIVED.search(line):
-            origin[m.group(1)] = ("received", day, "")
+            origin[host, m.group(1)] = ("received", day, "")
         elif m := FORWARDED.search(line):
-            forwarded.add(m.group(1))
+            forwarded.add((host, m.group(1)))
         elif m := DELIVERED.search(line):
             agent, rcpt, status = m.groups()
             if status == "sent":
@@ -135,10 +138,10 @@ def mail_figures(since: float, until: float) -> dict:
             d["refused"] += 1
             qid = m.group(1) if (m := QUEUE_ID.search(line)) else None
             if qid:
-                how, _, user = origin.pop(qid, ("", "", ""))
+                how, _, user = origin.pop((host, qid), ("", "", ""))
                 if how == "sent":
                     misused(user, reason)
-                elif qid in forwarded:
+                elif (host, qid) in forwarded:
                     misused(envelope_from(line), reason)
             elif OWN_SMTPD.search(line):  # refused at RCPT, before a queue ID (a rate limit)
                 misused(own_account(line), reason)
@@ -147,7 +150,7 @@ def mail_figures(since: float, until: float) -> dict:
             refusals[reason] += 1
             d["refused"] += 1
             if " NOQUEUE: " not in line and (m := QUEUE_ID.search(line)):
-                origin.pop(m.group(1), None)
+                origin.pop((host, m.group(1)), None)
             if OWN_SMTPD.search(line):
                 misused(own_account(line), reason)
         elif m := LOGIN_FAILED.search(line):

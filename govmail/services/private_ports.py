@@ -5,7 +5,8 @@
   other member asks it before a failover, the monitor scrapes it) and etcd's client and peer ports on
   db hosts and the witness: every host of the province;
 - the store's LMTP and quota-status (contract.PORTS "lmtp", "quota_status") when MX hosts are apart
-  from it (several MX: govmail/services/dovecot.py `mx_apart`): those MX hosts only.
+  from it (several MX: govmail/services/dovecot.py `mx_apart`), and rsyslog's port that takes their
+  mail log (contract.PORTS "mail_log", govmail/services/base.py): those MX hosts only.
 
 These listen on the host's private address without TLS (etcd, LMTP) or with a password only
 (PostgreSQL, Patroni's writes). One nft table of their own lets the hosts named in each rule (their
@@ -50,7 +51,7 @@ def rules(cfg, host: str, addresses: dict) -> list[tuple[list[int], list[str]]]:
     out = [(cluster, at(h.name for h in cfg.model.hosts))] if cluster else []
     mx_apart = [h for h in cfg.mx_hosts if h != host]
     if host == cfg.mail_host and mx_apart:
-        out.append(([contract.PORTS["lmtp"], contract.PORTS["quota_status"]], at(mx_apart)))
+        out.append(([contract.PORTS["lmtp"], contract.PORTS["quota_status"], contract.PORTS["mail_log"]], at(mx_apart)))
     return out
 
 
@@ -66,7 +67,8 @@ def service(ctx) -> Service | None:
                         for ports, who in mine],
                  ports=Trusted(", ".join(str(p) for ports, _ in mine for p in ports)),
                  before=Trusted(f"etcd.service postgresql@{pg}.service {contract.PATRONI['unit']}.service "
-                                "dovecot.service"))
+                                "dovecot.service" + (" rsyslog.service" if any(contract.PORTS["mail_log"] in p
+                                                                               for p, _ in mine) else "")))
     return Service(
         name="private_ports",
         packages=("nftables",),

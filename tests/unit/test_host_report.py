@@ -155,3 +155,27 @@ def test_a_host_name_reaches_promql_only_as_a_quoted_string():
 
     assert _label('mail.x.gov.vn"} or vector(1) #') == '"mail.x.gov.vn\\"} or vector(1) #"'
     assert _label("a\\b\nc") == '"a\\\\b\\nc"'
+
+
+def test_mail_an_mx_apart_received_is_counted_and_its_queue_ids_are_its_own(tmp_path, monkeypatch):
+    """With an MX host apart, its mail lines reach the store's mail.log (rsyslog, govmail/services/
+    base.py), carrying its host name: the mail it accepted counts as received, what it refused as a
+    refusal, and the same queue ID on the two hosts is two messages (a refusal on one does not
+    cancel the other's)."""
+    t = "2026-11-15T10:00:{:02d}.000000+00:00 {} "
+    lines = [
+        (0, "mx2", "postfix/smtpd[9]: 4A1B2C3D4E: client=mx.outside.test[10.77.0.1]"),
+        (1, "mx2", "postfix/lmtp[9]: 4A1B2C3D4E: to=<haulm.stnmt@daknong.gov.vn>, relay=10.77.0.10[10.77.0.10]:24, "
+                   "dsn=2.0.0, status=sent (250 2.0.0 Saved)"),
+        (2, "mail", "postfix/smtpd[1]: 4A1B2C3D4E: client=mx.outside.test[10.77.0.1]"),  # the same ID, here
+        (3, "mail", "postfix/cleanup[5]: 4A1B2C3D4E: milter-reject: END-OF-MESSAGE from mx.outside.test[10.77.0.1]: "
+                    "5.7.1 Spam message rejected; from=<a@outside.test>"),
+        (4, "mx2", "postfix/smtpd[9]: NOQUEUE: reject: RCPT from mx.outside.test[10.77.0.1]: 550 5.1.1 "
+                   "<nobody@daknong.gov.vn>: Recipient address rejected: User unknown in virtual mailbox table"),
+    ]
+    (tmp_path / "mail.log").write_text("".join(t.format(s, h) + x + "\n" for s, h, x in lines))
+    monkeypatch.setattr(report, "MAIL_LOGS", str(tmp_path / "mail.log*"))
+    _, since, until = report.period("monthly", "2026-11", 0)
+    f = report.mail_figures(since, until)
+    assert f["mail"]["received"] == 1 and f["mail"]["delivered_local"] == 1  # mx2's, not cancelled by mail's refusal
+    assert f["refusals"]["spam"] == 1 and f["refusals"]["unknown_recipient"] == 1

@@ -1,9 +1,9 @@
-"""An MX host apart from the store (issue 29, several MX): what its Postfix and the store's Dovecot
-are given. The layout is still refused by the data's check (govmail/data/roles.py) until the lab runs
-it; these are the pieces it will deploy."""
+"""An MX host apart from the store (issue 29, several MX): what its Postfix, its rsyslog and the
+store's Dovecot are given (the lab runs the layout: tests/lab/test_several_mx.py)."""
 
 import dataclasses
 
+from govmail.data import load_province
 from govmail.data.schema import Host
 
 from .test_db import files, host_services, on_postgresql
@@ -93,10 +93,26 @@ def test_the_monitor_probes_each_mx_hosts_smtp_as_senders_meet_it(tmp_path):
 def test_the_stores_lmtp_and_quota_status_answer_its_mx_hosts_apart_only(tmp_path):
     f = files(host_services(with_mx2(), "mail.bacninh.gov.vn", tmp_path))
     nft = f["/etc/govmail/private_ports/private.nft"].content.decode()
-    # PostgreSQL on the mail host is read by mx2 too (every host of the province); LMTP by mx2 only.
+    # PostgreSQL on the mail host is read by mx2 too (every host of the province); LMTP and the mail
+    # log's port by mx2 only.
     assert "tcp dport { 5432 } ip saddr { 10.9.0.2, 10.9.0.3, 10.9.0.4 } accept" in nft
-    assert "tcp dport { 24, 12340 } ip saddr { 10.9.0.2, 10.9.0.4 } accept" in nft
-    assert "tcp dport { 5432, 24, 12340 } counter drop" in nft
+    assert "tcp dport { 24, 12340, 5514 } ip saddr { 10.9.0.2, 10.9.0.4 } accept" in nft
+    assert "tcp dport { 5432, 24, 12340, 5514 } counter drop" in nft
+
+
+def test_the_mx_aparts_mail_log_goes_to_the_store_host_which_keeps_only_its_mail_lines(tmp_path):
+    """The reports are made on the store's host: an MX apart sends its mail lines there (queued on
+    disk while it is away), and the store's rsyslog keeps mail lines from that host only. A
+    one-host province has neither file."""
+    sent = files(host_services(with_mx2(), "mx2.bacninh.gov.vn", tmp_path))["/etc/rsyslog.d/govmail-to-store.conf"]
+    conf = sent.content.decode()
+    assert 'mail.* action(type="omfwd" target="10.9.0.2" port="5514" protocol="tcp"' in conf
+    assert 'queue.saveOnShutdown="on"' in conf and 'action.resumeRetryCount="-1"' in conf
+    kept = files(host_services(with_mx2(), "mail.bacninh.gov.vn", tmp_path))["/etc/rsyslog.d/govmail-mx-logs.conf"]
+    assert ('if $inputname == "govmail-mx-apart" and not ($syslogfacility-text == "mail" and '
+            '($fromhost-ip == "10.9.0.4")) then stop') in kept.content.decode()
+    one = files(host_services(load_province("bacninh"), "mail.bacninh.gov.vn", tmp_path))
+    assert not [p for p in one if p.startswith("/etc/rsyslog.d/")]
 
 
 def test_an_mx_host_apart_makes_no_dkim_key_and_fetches_none(tmp_path):
