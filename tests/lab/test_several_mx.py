@@ -1,8 +1,8 @@
 """Several MX (issue 29): a host with role `mx` alone beside the mail host receives the province's
 mail as the mail host's own Postfix does, and hands it to the store over the private network.
 
-Runs for the lab's provinces with an MX host apart (none yet in group_data: `GOVMAIL_DATA_DIR` with
-such a layout brings one up)."""
+Runs for the lab's provinces with an MX host apart (Lâm Đồng: mx2.lamdong.gov.vn); its mail log
+reaches the store host's reports, and `govmail verify` checks it as it checks the mail host."""
 
 from __future__ import annotations
 
@@ -17,8 +17,11 @@ import pytest
 
 from govmail import lab
 from govmail.data import load_province
+from govmail.host.contract import PORTS
 
 from .conftest import PROVINCES, LabHost
+
+PORT = PORTS["mail_log"]
 
 APART = [p for p in PROVINCES if len(load_province(p).mx_hosts) > 1]
 pytestmark = pytest.mark.skipif(not APART, reason="no province with an MX host apart in this lab run")
@@ -68,11 +71,23 @@ def person(h: LabHost) -> str:
     return next(a.address for a in h.cfg.accounts if a.kind == "person" and a.status == "active")
 
 
-def test_mail_sent_to_the_second_mx_reaches_the_mailbox_and_an_unknown_recipient_is_refused(province):
+def report_figures(h: LabHost, since: float) -> dict:
+    """The mail figures the store host's monthly report counts from `since` to now."""
+    import json
+
+    r = h.run(f"/usr/local/lib/govmail/report gather --kind monthly --since {since:.0f} --until {time.time() + 60:.0f}")
+    return json.loads(r.stdout)
+
+
+def test_mail_sent_to_the_second_mx_reaches_the_mailbox_and_the_reports_count_it(province):
+    """Mail through the MX apart is delivered, an unknown recipient refused there, and both are in
+    the store host's reports: mx2's mail log reaches the store's (rsyslog over the private network)."""
     h = province
     mx2 = h.cfg.mx_hosts[1]
     ip = lab.load_state()["hosts"][mx2]["ip"]
     user, subject = person(h), f"mx2-{uuid.uuid4().hex[:12]}"
+    since = time.time() - 1
+    before = report_figures(h, since)
     with smtplib.SMTP(ip, 25, local_hostname=f"mx.{lab.OUTSIDE_DOMAIN}", timeout=30) as s:
         assert s.ehlo()[1].decode().startswith(mx2)  # it names itself
         assert s.mail(f"someone@{lab.OUTSIDE_DOMAIN}")[0] == 250
@@ -81,6 +96,24 @@ def test_mail_sent_to_the_second_mx_reaches_the_mailbox_and_an_unknown_recipient
         s.rset()
         s.send_message(letter(user, subject))
     assert delivered(h, user, subject) == 1
+    short = mx2.split(".")[0]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # the lines reach the store host's mail.log within a moment
+        after = report_figures(h, since)
+        if after["mail"]["received"] > before["mail"]["received"] and \
+                after["refusals"]["unknown_recipient"] > before["refusals"]["unknown_recipient"]:
+            break
+        time.sleep(1)
+    assert after["mail"]["received"] == before["mail"]["received"] + 1, after["mail"]
+    assert after["refusals"]["unknown_recipient"] == before["refusals"]["unknown_recipient"] + 1, after["refusals"]
+    assert h.run(f"grep -c ' {short} postfix/smtpd' /var/log/mail.log").stdout.strip() != "0"
+    # Nothing but mail lines, and only from the MX apart: a line sent to the port from elsewhere is dropped.
+    mark = f"govmail-not-from-an-mx-{uuid.uuid4().hex[:8]}"
+    h.run(f"logger -n 127.0.0.1 -P {PORT} -T -p mail.info {mark}; "
+          f"logger -n 127.0.0.1 -P {PORT} -T -p mail.info {mark}")
+    on(mx2, f"logger -p user.info {mark}-user")
+    time.sleep(3)
+    assert h.run(f"grep -c {mark} /var/log/mail.log /var/log/syslog 2>/dev/null | grep -v ':0$' || true").stdout == ""
 
 
 def test_the_second_mx_keeps_mail_while_the_store_is_away_and_delivers_it_once_when_it_returns(province):
@@ -197,3 +230,60 @@ def test_one_mx_lost_under_steady_mail_from_outside_loses_no_message_and_doubles
           f"({by_mx}), {len(missing)} missing, {len(doubled)} doubled; mx2's Postfix back {back:.1f} s after its crash")
     assert not missing, f"{len(missing)} of {len(taken)} messages taken never reached their mailbox: {missing[:5]}"
     assert not doubled, f"delivered more than once: {doubled[:5]}"
+
+
+def test_an_open_relay_on_the_mx_apart_fails_verify_naming_that_host_and_the_next_deploy_closes_it(province, tmp_path):
+    """`govmail verify` checks what receives mail on every MX host, not only on the mail host: an MX
+    apart opened as a relay by hand (the host the world reaches on port 25) fails the province's
+    verify naming that host and the value found, while the mail host's part of the same clause
+    passes; the next deploy closes it."""
+    import xml.etree.ElementTree as ET
+
+    h = province
+    mx2 = h.cfg.mx_hosts[1]
+    out = tmp_path / "reports"
+    try:
+        on(mx2, "postconf -e 'mynetworks = 0.0.0.0/0' && postfix reload")
+        r = subprocess.run(["govmail", "verify", h.cfg.key, "--out", str(out)], capture_output=True, text=True, timeout=600)
+        assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-2000:]
+        suite = ET.parse(out / f"{h.name}.junit.xml").getroot()
+        failed = {next(p.get("value") for p in c.iter("property") if p.get("name") == "check"): c.find("failure").get("message")
+                  for c in suite.iter("testcase") if c.find("failure") is not None}
+        assert set(failed) == {"no_open_relay", "files_as_deployed"}, failed
+        assert failed["no_open_relay"].startswith(f"{mx2}: smtp/inet (port 25): mynetworks = 0.0.0.0/0 lets 0.0.0.0/0 relay")
+        assert f"{h.name}: mynetworks is the loopback only" in failed["no_open_relay"]
+        assert failed["files_as_deployed"].startswith(f"{mx2}: changed since the deploy: /etc/postfix/main.cf")
+        # The hosts checked are named at the top of the report.
+        assert f"- province host {mx2}: mx" in (out / f"{h.name}.md").read_text()
+    finally:
+        d = subprocess.run(["govmail", "deploy", h.cfg.key], capture_output=True, text=True, timeout=900)
+    assert d.returncode == 0, d.stdout[-3000:] + d.stderr[-2000:]
+    assert on(mx2, "postconf -h mynetworks").stdout.split() == ["127.0.0.0/8"]
+
+
+def restart_window(name: str, since: str) -> tuple[float, float]:
+    """When Postfix stopped and when it was started again on host `name`, as its journal says."""
+    out = on(name, f"journalctl -u postfix@-.service -o short-unix --no-pager --since @{since}").stdout.splitlines()
+    stops = [float(x.split()[0]) for x in out if "Stopping postfix@-" in x]
+    starts = [float(x.split()[0]) for x in out if "Started postfix@-" in x]
+    assert stops and starts, f"{name}: no restart of Postfix in its journal: {out[-10:]}"
+    return stops[0], starts[-1]
+
+
+def test_a_deploy_restarts_postfix_on_one_mx_at_a_time(province):
+    """Issue 29 (one command, rolling): a deploy that must restart Postfix on both MX hosts (here: a
+    restart a stopped deploy left pending on each) restarts it on one, waits until it answers
+    again, then on the other, so the domain always has an MX that answers."""
+    h = province
+    mx2 = h.cfg.mx_hosts[1]
+    since = h.run("date +%s").stdout.strip()
+    for name in (h.cfg.mail_host, mx2):
+        on(name, "mkdir -p /var/lib/govmail/pending && touch /var/lib/govmail/pending/postfix-restart")
+    d = subprocess.run(["govmail", "deploy", h.cfg.key], capture_output=True, text=True, timeout=900)
+    assert d.returncode == 0, d.stdout[-3000:] + d.stderr[-2000:]
+    assert "restarts in turn with the other" in d.stdout + d.stderr
+    first, second = sorted([restart_window(h.cfg.mail_host, since), restart_window(mx2, since)])
+    assert first[1] <= second[0], f"Postfix was down on both MX at once: {first} and {second}"
+    for name in (h.cfg.mail_host, mx2):
+        assert answers(lab.load_state()["hosts"][name]["ip"]), f"{name}: port 25 does not answer after the deploy"
+        assert on(name, "ls /var/lib/govmail/pending/").stdout.strip() == ""

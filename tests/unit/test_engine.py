@@ -441,3 +441,14 @@ def test_a_daemon_the_next_services_need_is_waited_for_before_they_act():
                          for text in ("systemctl start patroni@17-main", "until pg_isready -q", "accounts sync"))
     assert start < wait < sync
     assert body.index(next(line for line in body if "until doveadm who" in line)) > sync  # the rest: at the end
+
+
+def test_hosts_that_share_a_role_restart_in_turn_and_a_one_host_province_takes_no_turn():
+    from govmail.engine import restarts, turns_of
+
+    lam, dn = load_province("lamdong"), load_province("daknong")
+    assert turns_of(lam, ["mail"]) == ("db", "mx")  # mx2 receives too, db2 keeps the standby
+    assert turns_of(lam, ["mx"]) == ("mx",) and turns_of(lam, ["backup"]) == ()
+    assert turns_of(dn, ["mail"]) == ()
+    assert restarts(["postfix: restart"]) and restarts(["restart dovecot (not answering)"])
+    assert restarts(["stop govmail-store-firewall"]) and not restarts(["postfix: reload", "start rspamd"])
