@@ -66,6 +66,7 @@ from .plan import (
 )
 from .secrets import province_secrets
 from .service import Context, Ensure, File, Refused, Service, Unit
+from .turns import in_turn, restarts, turns_of
 
 STAGE = deploy_lock.STAGE  # 0700, a directory per run: the bundle holds secrets
 LOCK_PROGRAM = Path(deploy_lock.__file__).read_text()
@@ -220,54 +221,13 @@ def _show_diffs(changed) -> None:
             logger.info("")
 
 
-# One lock per role on the controller, for the hosts of a province that share it: their activations
-# that restart a daemon take turns (the deploy's hosts run each step at once, in greenlets).
-_TURNS: dict[str, object] = {}
-
-
-def restarts(what: list[str]) -> bool:
-    """Whether an activation (its steps as Plan.activate_what names them) restarts or stops a daemon
-    that runs, which its role's other hosts must not be doing at the same time."""
-    return any("restart" in w or w.startswith("stop ") for w in what)
-
-
-def turns_of(cfg, roles) -> tuple[str, ...]:
-    """The roles of a host that another host of the province has too (`mx` with an MX apart, `db`
-    with a standby): the turns its restarts take."""
-    from .data.roles import expand
-
-    return tuple(sorted(r for r in expand(roles) if len(cfg.hosts_with(r)) > 1))
-
-
-def _in_turn(state, host, command: StringCommand, turns: tuple[str, ...]) -> bool:
-    """Run the activation once no other host of the same roles is restarting (locks taken in one
-    order: no two hosts wait for each other), then give the turn on."""
-    from gevent.lock import Semaphore
-
-    locks = [_TURNS.setdefault(t, Semaphore()) for t in turns]
-    busy = [t for t, lock in zip(turns, locks, strict=True) if lock.locked()]
-    if busy:
-        host.log(f"waits its turn: another host with role {', '.join(busy)} is restarting (one at a time)")
-    for lock in locks:
-        lock.acquire()
-    try:
-        ok, out = host.run_shell_command(command)
-    finally:
-        for lock in reversed(locks):
-            lock.release()
-    if not ok:
-        for line in out.stderr_lines[-20:]:
-            host.log(line, logger.error)
-    return ok
-
-
 @operation(is_idempotent=False)
 def activate(lines: list[str], run: str, turns: tuple[str, ...] = ()):
     """The activation script; with `turns`, run in turn with the other hosts of those roles."""
     if not lines:
         return
     if turns:
-        yield FunctionCommand(_in_turn, (held(run, "\n".join(lines)), turns), {})
+        yield FunctionCommand(in_turn, (held(run, "\n".join(lines)), turns), {})
     else:
         yield held(run, "\n".join(lines))
 
@@ -386,7 +346,7 @@ def deploy(host, cfg, names: list[str], target) -> list[Service]:
     install_files(name="Configuration files (one transfer; validated, then swapped)", changed=plan.changed,
                   meta_only=plan.meta_only, diff=bool(pyinfra_state.config.DIFF), run=run,
                   expected=expected_files(services, plan.changed), directories=owned)
-    turns = turns_of(cfg, ctx.roles) if restarts(plan.activate_what) else ()
+    turns = turns_of(cfg, ctx.roles) if restarts(plan) else ()
     activate(name="Activate (start, reload or restart what changed; wait until they answer)"
              + (f"; restarts in turn with the other {'/'.join(turns)} hosts" if turns else ""),
              lines=plan.activate, run=run, turns=turns)

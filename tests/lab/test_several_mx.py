@@ -15,7 +15,7 @@ from email.message import EmailMessage
 
 import pytest
 
-from govmail import lab
+from govmail import lab, targets
 from govmail.data import load_province
 from govmail.host.contract import PORTS
 
@@ -249,7 +249,9 @@ def test_an_open_relay_on_the_mx_apart_fails_verify_naming_that_host_and_the_nex
         suite = ET.parse(out / f"{h.name}.junit.xml").getroot()
         failed = {next(p.get("value") for p in c.iter("property") if p.get("name") == "check"): c.find("failure").get("message")
                   for c in suite.iter("testcase") if c.find("failure") is not None}
-        assert set(failed) == {"no_open_relay", "files_as_deployed"}, failed
+        # (A lab run without test_backup.py before it has no backup yet: that clause is not this test's.)
+        assert set(failed) - {"backups"} == {"no_open_relay", "files_as_deployed"}, failed
+        assert "backups" not in failed or "no backup" in failed["backups"], failed["backups"]
         assert failed["no_open_relay"].startswith(f"{mx2}: smtp/inet (port 25): mynetworks = 0.0.0.0/0 lets 0.0.0.0/0 relay")
         assert f"{h.name}: mynetworks is the loopback only" in failed["no_open_relay"]
         assert failed["files_as_deployed"].startswith(f"{mx2}: changed since the deploy: /etc/postfix/main.cf")
@@ -263,9 +265,9 @@ def test_an_open_relay_on_the_mx_apart_fails_verify_naming_that_host_and_the_nex
 
 def restart_window(name: str, since: str) -> tuple[float, float]:
     """When Postfix stopped and when it was started again on host `name`, as its journal says."""
-    out = on(name, f"journalctl -u postfix@-.service -o short-unix --no-pager --since @{since}").stdout.splitlines()
-    stops = [float(x.split()[0]) for x in out if "Stopping postfix@-" in x]
-    starts = [float(x.split()[0]) for x in out if "Started postfix@-" in x]
+    out = on(name, f"journalctl -u postfix.service -o short-unix --no-pager --since @{since}").stdout.splitlines()
+    stops = [float(x.split()[0]) for x in out if "Stopping postfix.service" in x]
+    starts = [float(x.split()[0]) for x in out if "Started postfix.service" in x]
     assert stops and starts, f"{name}: no restart of Postfix in its journal: {out[-10:]}"
     return stops[0], starts[-1]
 
@@ -281,7 +283,8 @@ def test_a_deploy_restarts_postfix_on_one_mx_at_a_time(province):
         on(name, "mkdir -p /var/lib/govmail/pending && touch /var/lib/govmail/pending/postfix-restart")
     d = subprocess.run(["govmail", "deploy", h.cfg.key], capture_output=True, text=True, timeout=900)
     assert d.returncode == 0, d.stdout[-3000:] + d.stderr[-2000:]
-    assert "restarts in turn with the other" in d.stdout + d.stderr
+    log = (targets.lab().log_dir() / f"deploy-{h.cfg.key}.log").read_text()
+    assert "restarts in turn with the other" in log and "waits its turn: another host with role mx" in log
     first, second = sorted([restart_window(h.cfg.mail_host, since), restart_window(mx2, since)])
     assert first[1] <= second[0], f"Postfix was down on both MX at once: {first} and {second}"
     for name in (h.cfg.mail_host, mx2):

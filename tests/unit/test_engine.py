@@ -444,11 +444,18 @@ def test_a_daemon_the_next_services_need_is_waited_for_before_they_act():
 
 
 def test_hosts_that_share_a_role_restart_in_turn_and_a_one_host_province_takes_no_turn():
-    from govmail.engine import restarts, turns_of
+    from govmail.turns import restarts, turns_of
 
     lam, dn = load_province("lamdong"), load_province("daknong")
     assert turns_of(lam, ["mail"]) == ("db", "mx")  # mx2 receives too, db2 keeps the standby
     assert turns_of(lam, ["mx"]) == ("mx",) and turns_of(lam, ["backup"]) == ()
     assert turns_of(dn, ["mail"]) == ()
-    assert restarts(["postfix: restart"]) and restarts(["restart dovecot (not answering)"])
-    assert restarts(["stop govmail-store-firewall"]) and not restarts(["postfix: reload", "start rspamd"])
+    from govmail.plan import Plan
+
+    def plan(what, packages=()):
+        return Plan(activate_what=list(what), missing_packages=list(packages))
+
+    assert restarts(plan(["postfix: restart"])) and restarts(plan(["restart dovecot (not answering)"]))
+    assert not restarts(plan(["postfix: reload", "start rspamd", "stop postgresql@17-main"]))
+    # A first deploy (packages to install) starts everything together: etcd's members need each other.
+    assert not restarts(plan(["postfix: restart"], packages=["postfix"]))
