@@ -55,6 +55,7 @@ def register(sub) -> None:
 
 def cmd_verify(args) -> int:
     from ..compliance import report, verify
+    from ..compliance.clauses import every_host
 
     cfgs = [load_province(p) for p in args.provinces]
     if args.active:
@@ -67,7 +68,7 @@ def cmd_verify(args) -> int:
             return 2
     target, worst = current(), 0
     for cfg in cfgs:
-        others = [f"{h.name} ({', '.join(cfg.roles(h.name))})" for h in cfg.model.hosts if h.name != cfg.mail_host]
+        others = [f"{n} ({', '.join(cfg.roles(n))})" for n in every_host(cfg)[1:]]
         print(f"{cfg.mail_host} ({cfg.model.name}, target {target.name})" + (f", with {', '.join(others)}" if others
                                                                                else "") + ":", flush=True)
 

@@ -12,14 +12,20 @@ from dataclasses import dataclass
 from ..data import ProvinceConfig
 from ..data.facts import password_url
 
+
 # Where a clause is checked: the mail host (the store, the web mail, submission), every host that
 # receives the province's mail (role `mx`: the mail host and each MX apart), or every host of the
 # province. A check runs once per host with that host's probe (govmail/compliance/verify.py) and
 # reads the parts the host's roles run (`Probe.roles`).
+def every_host(cfg: ProvinceConfig) -> list[str]:
+    """Every host of the province, the mail host first, then the others in the data's order."""
+    return [cfg.mail_host, *(h.name for h in cfg.model.hosts if h.name != cfg.mail_host)]
+
+
 ON = {
     "mail": lambda cfg: [cfg.mail_host],
     "mx": lambda cfg: cfg.mx_hosts,
-    "every": lambda cfg: [cfg.mail_host, *(h.name for h in cfg.model.hosts if h.name != cfg.mail_host)],
+    "every": every_host,
 }
 
 # The checks of what a host that receives mail runs (Postfix, rspamd, ClamAV, the inspector, its
