@@ -18,7 +18,7 @@ from ..data import ProvinceConfig
 from ..data.roles import expand
 from ..publish.dnsquery import txt_records
 from .checks import CHECKS, Probe, ssh_failure
-from .clauses import Clause, clauses
+from .clauses import Clause, clauses, every_host
 
 SSH_GUARD = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=10",
              "-o", "ServerAliveCountMax=3"]
@@ -93,7 +93,10 @@ def identity(ti) -> tuple[dict, str]:
     """(what identifies the host, ''), or ({}, why it could not be reached)."""
     try:
         r = ti.run(IDENTITY)
-    except Exception as e:  # the backend itself failed (no ssh binary, bad address)
+    except Exception as e:  # ssh could not connect (exit 255: what it said), or the backend itself failed
+        res = e.args[0] if isinstance(e, RuntimeError) and e.args else None
+        if getattr(res, "exit_status", None) == 255 and str(getattr(res, "stderr", "")).strip():
+            return {}, printable(str(res.stderr).strip())[-500:]
         return {}, printable(f"{type(e).__name__}: {e}")
     if r.rc != 0:
         return {}, printable(r.stderr.strip() or r.stdout.strip() or f"exit {r.rc}")[-500:]
@@ -114,7 +117,7 @@ def probes_for(cfg: ProvinceConfig, target) -> Reached:
     """A probe of each of the province's hosts, the mail host first: its own testinfra host and roles,
     and the backup and monitor hosts' for the checks that read them too."""
     out, tis = Reached(), {}
-    for name in [cfg.mail_host, *(h.name for h in cfg.model.hosts if h.name != cfg.mail_host)]:
+    for name in every_host(cfg):
         try:
             ti = testinfra_host(target.ssh(name))
             out.identities[name], why = identity(ti)
@@ -218,6 +221,6 @@ def verify(cfg: ProvinceConfig, target, progress: Callable[[Result], None] = lam
         progress(r)
     run.unreachable = reached.lost.get(cfg.mail_host, "")
     run.hosts = {name: ", ".join(cfg.roles(name)) + (f"; not reached: {reached.lost[name]}" if name in reached.lost else "")
-                 for name in [cfg.mail_host, *(h.name for h in cfg.model.hosts if h.name != cfg.mail_host)]}
+                 for name in every_host(cfg)}
     run.finished = datetime.datetime.now(datetime.timezone.utc)
     return run
