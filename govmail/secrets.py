@@ -8,6 +8,8 @@ They live on the controller, outside the repository, one directory per province:
     $GOVMAIL_SECRETS/<province>/backup-ssh-key[.pub]  (0600 / 0644)
     $GOVMAIL_SECRETS/<province>/store-password-{writer,reader}  (0600; only with PostgreSQL)
     $GOVMAIL_SECRETS/<province>/store-password-{replication,rewind,patroni}  (0600; two db hosts)
+    $GOVMAIL_SECRETS/<province>/doveadm-password      (0600; stores apart: the mail host's doveadm
+                                                      runs commands on their doveadm servers)
 
 GOVMAIL_SECRETS overrides the base directory; by default the target chooses it
 (govmail/targets.py: /var/lib/govmail-lab/secrets for the lab, ~/.config/govmail/secrets for real
@@ -32,6 +34,8 @@ def province_secrets(cfg, d: Path) -> dict[str, bytes]:
     out = backup_secrets(d, f"govmail-backup@{cfg.mail_host}")
     if cfg.store_engine == "postgresql":
         out.update(store_secrets(d, CLUSTER_ROLES if cfg.store_cluster else ()))
+    if cfg.stores_apart:  # the mail host's doveadm reaches the stores' doveadm servers with it
+        out["doveadm"] = _made_once(d / "doveadm-password")
     return out
 
 

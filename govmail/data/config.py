@@ -129,7 +129,15 @@ class ProvinceConfig:
     def mail_host(self) -> str:
         """The host officials reach (`mail.<domain>`: IMAP, submission, web mail): the one that holds
         the mailboxes (role `store`, part of `mail`)."""
-        return next(h.name for h in self.model.hosts if roles.has(h.roles, "store"))
+        hosts = self.model.hosts
+        return next((h.name for h in hosts if roles.has(h.roles, "store") and roles.has(h.roles, "web")),
+                    next(h.name for h in hosts if roles.has(h.roles, "store")))
+
+    @property
+    def stores_apart(self) -> list[str]:
+        """The stores apart from the mail host (role `store` alone), behind its proxy, in the data's order."""
+        return [h.name for h in self.model.hosts if h.roles == ["store"]]
+
 
     @property
     def store_engine(self) -> str:

@@ -314,6 +314,18 @@ class DirectoryBuilder:
                          "directory (`govmail verify --active` sends its probe there)")
         for path, message in layout_problems(m.hosts, m.account_store.engine):
             self.add(path, message)
+        placed: dict[str, str] = {}  # agency/district id -> the store apart that holds its mailboxes
+        for i, h in enumerate(m.hosts):
+            for j, uid in enumerate(h.agencies):
+                if uid not in self.unit_ids:
+                    known = ", ".join(sorted(self.unit_ids)) or "none"
+                    self.add(("hosts", i, "agencies", j), f"{uid!r} is not an agency or district of the directory; "
+                             f"known: {known}")
+                elif uid in placed:
+                    self.add(("hosts", i, "agencies", j), f"{uid!r} is already held by {placed[uid]}; an agency's "
+                             "mailboxes stay together on one store")
+                else:
+                    placed[uid] = h.name
         backup_hosts = [h for h in m.hosts if "backup" in h.roles]
         monitor_hosts = [h for h in m.hosts if "monitor" in h.roles]
         if m.policy.monitoring.web_ui and not (monitor_hosts or backup_hosts):

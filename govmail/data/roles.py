@@ -7,7 +7,9 @@
     web      the web mail (Roundcube), nginx and the password service
     db       the account store the others read (SQLite on the mail host; PostgreSQL on one host, or on
              two under Patroni with etcd's third member on the monitor or backup host)
-    proxy    Dovecot's proxy in front of several stores (not deployable yet: issue 29)
+    proxy    Dovecot's proxy in front of several stores, on the mail host: it routes each login and each
+             delivery to the store that holds the mailbox (its own, or a store apart), so clients,
+             the web mail and the MX hosts keep one address
     backup   receives the backups (borg, append-only)
     monitor  Prometheus and Alertmanager: watches every host and alerts
 
@@ -22,12 +24,13 @@ from typing import Optional
 
 MAIL = ("mx", "store", "web", "db")
 ROLES = ("mail", *MAIL, "proxy", "backup", "monitor")
-# The province's store and web roles stay on one host until the proxy works (issue 29): a layout that
-# splits them is refused with this. More hosts may carry `mx` alone (several MX, on PostgreSQL). The
-# account store (`db`) may have hosts of its own on PostgreSQL: one, or two under Patroni with a third
-# host for etcd's quorum.
-SPLIT_LATER = ("govmail does not deploy store and web apart yet, and their host keeps `mx` (more hosts may have "
-               "`mx` alone, on PostgreSQL): give mx, store and web to one host (or `mail`)")
+# The mail host keeps mx, store and web together: it is the address officials reach (IMAP, submission,
+# web mail). More hosts may carry `mx` alone (several MX, on PostgreSQL), or `store` alone (stores
+# apart, behind the mail host's `proxy`: the agencies named in their `agencies` have their mailboxes
+# there). The account store (`db`) may have hosts of its own on PostgreSQL: one, or two under Patroni
+# with a third host for etcd's quorum.
+SPLIT_LATER = ("the mail host keeps mx, store and web together (more hosts may have `mx` alone, or `store` alone "
+               "behind the mail host's `proxy`): give mx, store and web to one host (or `mail`)")
 MAX_DB_HOSTS = 2
 
 
@@ -100,9 +103,6 @@ def layout_problems(hosts, engine: str = "sqlite") -> list[tuple[tuple, str]]:
                 out.append((("hosts", i, "roles"), f"{role!r} is {why}; list each role once"))
             seen += parts
         got = expand(h.roles)
-        if "proxy" in got:
-            out.append((("hosts", i, "roles"), "'proxy': Dovecot's proxy comes with several stores, which govmail "
-                        "does not deploy yet; leave it out"))
         if "store" in got and "backup" in got:
             out.append((("hosts", i, "roles"), "a host cannot back itself up: give `backup` to another host"))
         if any(r in got for r in MAIL) and "monitor" in got:
@@ -113,12 +113,31 @@ def layout_problems(hosts, engine: str = "sqlite") -> list[tuple[tuple, str]]:
     # Several MX: hosts whose one role is `mx`, beside the host with the store and the web mail.
     # (The mail host keeps its own `mx` too: submission and Sieve's redirects go through its Postfix.)
     apart = [(i, h) for i, h in owners if h.roles == ["mx"]]
-    rest = [o for o in owners if o not in apart]
-    if apart and len(rest) == 1 and all(r in expand(rest[0][1].roles) for r in front):
-        owners = [o for o in owners if o not in apart]
+    stores = [(i, h) for i, h in owners if h.roles == ["store"]]
+    rest = [o for o in owners if o not in apart and o not in stores]
+    if (apart or stores) and len(rest) == 1 and all(r in expand(rest[0][1].roles) for r in front):
+        owners = rest
         if engine != "postgresql":
-            out.append((("hosts", apart[0][0], "roles"), "an MX host apart from the mail host reads the account store "
+            i, h = (apart or stores)[0]
+            what = "an MX host" if h.roles == ["mx"] else "a store"
+            out.append((("hosts", i, "roles"), f"{what} apart from the mail host reads the account store "
                         "over the network: set `account_store.engine: postgresql`"))
+        if stores and "proxy" not in expand(rest[0][1].roles):
+            out.append((("hosts", rest[0][0], "roles"), f"{stores[0][1].name} holds mailboxes apart: the mail host "
+                        "routes logins and deliveries to it with Dovecot's proxy; add `proxy` to its roles"))
+    for i, h in enumerate(hosts):
+        got = expand(h.roles)
+        if "proxy" not in got or (any(r in got for r in front) and not all(r in got for r in front)):
+            pass  # none, or counted with the mail roles above
+        elif not all(r in got for r in front):
+            out.append((("hosts", i, "roles"), "'proxy' goes on the mail host (with mx, store and web, or `mail`), "
+                        "the address clients reach"))
+        elif not stores:
+            out.append((("hosts", i, "roles"), "'proxy' routes to stores apart, and no host has `store` alone; "
+                        "leave it out, or add a store host"))
+        if h.agencies and h.roles != ["store"]:
+            out.append((("hosts", i, "agencies"), "only a store apart (roles: [store]) holds agencies' mailboxes; "
+                        "the mail host holds every other mailbox"))
     if not owners:
         out.append((("hosts",), "no host has role 'mail' (or its parts mx, store, web, db): the province's "
                     "mail needs a host"))

@@ -98,12 +98,19 @@ class Host(Strict):
     roles: list[Literal[ROLES]] = Field(
         ["mail"], description="What the host does (govmail/data/roles.py): `mail` (the province's mail on this "
         "host: `mx`, `store`, `web` and `db` together), or those parts (`mx`: Postfix, rspamd, ClamAV; `store`: "
-        "Dovecot and the mailboxes; `web`: the web mail and the password page; `db`: the account store; for now "
-        "mx, store and web on one host, and more hosts may have `mx` alone, on PostgreSQL: several MX at equal "
-        "preference; `db` with them, or on PostgreSQL on one or two hosts of its own: two run "
+        "Dovecot and the mailboxes; `web`: the web mail and the password page; `db`: the account store; "
+        "mx, store and web on one host, the mail host, and more hosts may have `mx` alone, on PostgreSQL: several MX "
+        "at equal preference; or `store` alone: stores apart, holding the mailboxes of the agencies in their "
+        "`agencies`, reached through the mail host's `proxy`; `db` with them, or on PostgreSQL on one or two hosts of its own: two run "
         "under Patroni, with etcd on both and on the monitor or backup host), `backup` (at most one, never the host of the mailboxes: receives its backups), "
         "`monitor` (at most one, never a mail host: Prometheus and Alertmanager; when no host has it, the backup "
         "host watches the province)."
+    )
+    agencies: list[Identifier] = Field(
+        [], description="On a store apart (`roles: [store]`, behind the mail host's `proxy`): the agencies and "
+        "districts (`directory` ids) whose mailboxes it holds: their people's, their own and their departments' "
+        "and communes'. Every other mailbox is on the mail host. Read when a mailbox is created: an agency named "
+        "here later keeps the mailboxes it already has where their mail is (moving them: issue 30)."
     )
     local_files: list[str] = Field(
         [], description="Files of the province's own that the host keeps beside govmail's in a directory govmail "

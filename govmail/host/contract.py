@@ -77,6 +77,12 @@ PORTS = {
     "quota_status": 12340,
     # ... and the store's host receives their mail log there (rsyslog over TCP: the reports count it).
     "mail_log": 5514,
+    # Mail Dovecot sends for a user (Sieve redirect, vacation, quota warnings): the mail host's Postfix
+    # on its loopback; with stores apart, on its private address too, for them only.
+    "sieve_out": 10027,
+    # ... and each store apart's doveadm server, for the mail host's doveadm (a command for one of its
+    # mailboxes, run on the mail host, runs there: Dovecot's doveadm proxying).
+    "doveadm": 24245,
     # What the monitor host scrapes on each host's private address (govmail/services/exporters.py),
     # and what it serves itself on its loopback (govmail/services/monitor.py, `govmail status`).
     "node_exporter": 9100,
@@ -152,6 +158,7 @@ POLICY_DEFAULTS = {
     "inactivity_article": "",
     "cancelled_keep_months": None,  # purge of cancelled and dropped mailboxes
     "cancelled_article": "",
+    "mail_host": None,  # with stores apart: the host whose mailboxes the daily job suspends and deletes
     "change_at_first_login": 0,  # DN Art. 12.1, LC Art. 4.1/6.3/7.3, TN Art. 9.1
     "password_min_length": 8,  # also the data file's defaults (govmail/data/policy.py)
     "password_admin_min_length": 10,
@@ -163,6 +170,7 @@ POLICY_DEFAULTS = {
 ACCOUNT_DEFAULTS = {
     "address": None, "name": "", "kind": "person", "quota_mb": None, "role": "user", "status": "active",
     "owner": None, "password_hash": None, "manager": None, "superior": None,
+    "store": None,  # with stores apart: the host that holds the mailbox (None: the mail host)
 }
 
 

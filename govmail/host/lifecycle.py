@@ -69,6 +69,14 @@ def daily(now=None, dry_run=False, db_path=None):
 
 
 
+# The mailboxes whose mail is on this host's disk (their post-login stamps, their homes): all of
+# them, or with stores apart (meta `mail_host`) those the account store does not place on one. The
+# daily job suspends and deletes only these: a mailbox of a store apart, whose last login this host
+# cannot see, is never suspended for want of one (issue 30: the stores' own daily job).
+HERE = ("(store IS NULL OR NOT EXISTS (SELECT 1 FROM meta WHERE key = 'mail_host') "
+        "OR store = (SELECT value FROM meta WHERE key = 'mail_host'))")
+
+
 def last_login(address, created):
     """Unix time of the mailbox's last IMAP/POP3 login (its post-login stamp), or its creation."""
     local, _, dom = address.partition("@")
@@ -96,7 +104,7 @@ def inactivity(db, domain, now, dry_run):
     verb = {"revoke": ("thu hồi", "revoked"), "suspend": ("tạm khóa", "suspended")}.get(action, ("tạm khóa", "suspended"))
     limit = float(months) * MONTH
     out = []
-    rows = db.execute("SELECT address, manager, created FROM accounts WHERE status = 'active'").fetchall()
+    rows = db.execute(f"SELECT address, manager, created FROM accounts WHERE status = 'active' AND {HERE}").fetchall()
     for address, manager, created in rows:
         last = last_login(address, created)
         if now - last <= limit:
@@ -166,7 +174,7 @@ def lifecycle(db, domain, now, dry_run):
         rules += [("cancelled", keep, meta.get("cancelled_article", "")), ("removed", keep, meta.get("cancelled_article", ""))]
     for status, months, article in rules:
         rows = db.execute("SELECT address, manager, superior, COALESCE(status_since, updated) FROM accounts "
-                          "WHERE status = ? AND ? - COALESCE(status_since, updated) > ?",
+                          f"WHERE status = ? AND ? - COALESCE(status_since, updated) > ? AND {HERE}",
                           (status, now, months * MONTH)).fetchall()
         for address, manager, superior, since_ts in rows:
             since = datetime.datetime.fromtimestamp(since_ts).strftime("%d/%m/%Y")

@@ -2,11 +2,13 @@
 notice, the monthly and annual reports.
 
 One message builder (`message`) and one way out (`send`, through the local Postfix, which delivers
-it like any mail). Subjects are RFC 2047 encoded with compat32's Header: each encoded word separated
+it like any mail; on a store apart, through the mail host's). Subjects are RFC 2047 encoded with compat32's Header: each encoded word separated
 by folding white space, which every client decodes. Every message says it is automatic
 (Auto-Submitted: auto-generated, RFC 3834), so no vacation reply answers it. Standard library only.
 """
 
+import os
+import smtplib
 import subprocess
 from email import encoders
 from email.header import Header
@@ -42,8 +44,20 @@ def message(to: str, subject: str, body: str, sender: str, attachments=()) -> by
 
 def send(msg: bytes, sender: str, recipients: list[str], check: bool = True) -> None:
     """Hand a message to the local Postfix for `recipients` (the envelope; the headers may say
-    otherwise). `check`: raise if sendmail refuses it."""
-    subprocess.run([SENDMAIL, "-i", "-f", sender, "--", *recipients], input=msg, check=check)
+    otherwise). `check`: raise if sendmail refuses it. A store apart has no Postfix: its Dovecot's
+    `submission_host` (the mail host's listener for it) takes the message."""
+    if os.path.exists(SENDMAIL):
+        subprocess.run([SENDMAIL, "-i", "-f", sender, "--", *recipients], input=msg, check=check)
+        return
+    try:
+        where = subprocess.run(["doveconf", "-h", "submission_host"], capture_output=True, text=True,
+                               check=True).stdout.strip()
+        host, _, port = where.rpartition(":")
+        with smtplib.SMTP(host, int(port), timeout=60) as s:
+            s.sendmail(sender, recipients, msg)
+    except (OSError, ValueError, subprocess.CalledProcessError, smtplib.SMTPException):
+        if check:
+            raise
 
 
 def send_mail(to: str, subject: str, body: str, sender: str, check: bool = True) -> None:

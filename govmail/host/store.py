@@ -213,13 +213,13 @@ def sync(new_passwords_file=None, db_path=None):
                     pw = issued(addr)
                 added.append((addr, acc["name"], acc["kind"], acc["owner"], acc["role"], acc["quota_mb"], status, pw,
                               now if pw else None, now, now, 0 if addr in legacy else 1, now, acc.get("manager"),
-                              acc.get("superior")))
+                              acc.get("superior"), acc.get("store")))
                 report["added"].append(addr)
                 if status == "cancelled":
                     report["cancelled"].append(addr)
         db.executemany("INSERT INTO accounts (address, name, kind, owner, role, quota_mb, status, password, "
-                       "password_set, created, updated, must_change, status_since, manager, superior) "
-                       "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", added)
+                       "password_set, created, updated, must_change, status_since, manager, superior, store) "
+                       "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", added)
         for addr, row in old.items():
             if addr not in seen and row[2] not in ("removed", "deleted"):
                 db.execute("UPDATE accounts SET status='removed', status_since=?, updated=? WHERE address=?",

@@ -58,7 +58,10 @@ CREATE TABLE IF NOT EXISTS accounts (
     status_since {time},
     -- mailboxes of the managing unit and of its superior: who is told of a suspension or deletion
     manager      TEXT,
-    superior     TEXT
+    superior     TEXT,
+    -- the host that holds its mail (a store apart behind the mail host's proxy); NULL: the mail host.
+    -- Set when the mailbox is made, never by a later sync (its mail stays where it is).
+    store        TEXT
 );
 CREATE TABLE IF NOT EXISTS aliases (
     address TEXT PRIMARY KEY,
@@ -135,7 +138,7 @@ CREATE VIEW former_phase AS
     FROM former;
 DROP VIEW IF EXISTS dovecot_passdb_own{cascade};
 CREATE VIEW dovecot_passdb_own AS
-    SELECT a.address AS "user", a.password,
+    SELECT a.address AS "user", a.password, a.store,
            CASE WHEN b.block IS NULL THEN NULL ELSE 'y' END AS nologin,
            CASE b.block
                 WHEN 'cancelled' THEN '{cancelled}'
@@ -158,9 +161,9 @@ CREATE VIEW dovecot_passdb AS
     WHERE f.phase = 'transition';
 -- What Dovecot's userdb reads: the quota of each mailbox, and the mailboxes that have mail on disk.
 DROP VIEW IF EXISTS dovecot_userdb{cascade};
-CREATE VIEW dovecot_userdb AS SELECT address AS "user", quota_mb || 'M' AS quota_storage_size FROM accounts;
+CREATE VIEW dovecot_userdb AS SELECT address AS "user", quota_mb || 'M' AS quota_storage_size, store FROM accounts;
 DROP VIEW IF EXISTS dovecot_users{cascade};
-CREATE VIEW dovecot_users AS SELECT address AS "user" FROM accounts WHERE status != 'deleted';
+CREATE VIEW dovecot_users AS SELECT address AS "user", store FROM accounts WHERE status != 'deleted';
 -- What Postfix reads (proxy:sqlite maps in /etc/postfix/govmail): mailboxes that take mail (a
 -- removed or deleted one does not), lists and their members, and who may send as an address
 -- (a mailbox as itself while active; a list as the logins the data allows).
@@ -206,4 +209,5 @@ ADDED_COLUMNS = [
     ("status_since", "INTEGER"),
     ("manager", "TEXT"),
     ("superior", "TEXT"),
+    ("store", "TEXT"),
 ]

@@ -30,6 +30,9 @@ SERVICES = {
     # The account store's database (PostgreSQL; nothing for SQLite), and etcd's member when two hosts
     # carry it (Patroni). The sync from the data and the daily job run on the store host (`accounts`).
     "db": [*_MAIL_HOST, "private_ports", "etcd", "db"],
+    # Dovecot's proxy in front of the stores apart: the mail host's own Dovecot, configured to route
+    # (govmail/services/dovecot.py `routes`).
+    "proxy": [*_MAIL_HOST, "dovecot"],
     "backup": [*_EVERY_HOST, "backup_host"],
     # The host that watches the province (role `monitor`, else the backup host: ProvinceConfig.roles).
     # It also keeps etcd's third member when two hosts carry the account store (govmail/data/roles.py).

@@ -28,7 +28,7 @@ def directory_document(cfg) -> dict:
         "version": contract.VERSION,
         "province": cfg.key,
         "domain": cfg.domain,
-        "accounts": [a.as_dict() for a in cfg.accounts],
+        "accounts": accounts(cfg),
         # Password age limits the store enforces at login (LC Art. 4.2); null: no limit.
         "policy": {
             "user_max_age_days": cfg.policy.password.user_max_age_days,
@@ -50,6 +50,9 @@ def directory_document(cfg) -> dict:
             "password_require": ",".join(cfg.policy.password.require),
             "password_article": cfg.policy.password.article,
             "password_url": password_url(cfg),
+            # With stores apart: the host the daily job runs on, whose mailboxes it may suspend and
+            # delete (it reads their last logins and removes their mail on this host's disk).
+            **({"mail_host": cfg.mail_host} if cfg.stores_apart else {}),
         },
         # Role addresses reach the postmaster; root@ too, so the host's own system mail (`sendmail
         # root` is qualified with the province domain) is read rather than bounced.
@@ -63,6 +66,16 @@ def directory_document(cfg) -> dict:
         # (govmail/data/predecessors.py); the store's views apply them.
         "former": merger.former_rows(cfg),
     }
+
+
+def accounts(cfg) -> list[dict]:
+    """Each mailbox as the host's sync reads it; with stores apart, the host that holds it (`store`:
+    the store's name; the account store keeps it from the mailbox's creation, Dovecot's proxy reads it)."""
+    if not cfg.stores_apart:
+        return [a.as_dict() for a in cfg.accounts]
+    held = {uid: h.name for h in cfg.model.hosts if h.roles == ["store"] for uid in h.agencies}
+    return [{**a.as_dict(), "store": held.get(a.unit[0] if a.unit else a.owner, cfg.mail_host)}
+            for a in cfg.accounts]
 
 
 def directory_json(cfg) -> bytes:
@@ -105,8 +118,12 @@ def stored_addresses(answer: str) -> set[str]:
     return set(answer.split())
 
 
-def service(ctx) -> Service:
+def service(ctx) -> Service | None:
     cfg = ctx.cfg
+    # A store apart: the mail host syncs the account store and runs the daily job; a store apart
+    # only reads it.
+    if ctx.host_name in cfg.stores_apart:
+        return None
     if ctx.probes.get("store_engine", "").strip() == "postgresql" and cfg.store_engine == "sqlite":
         # The host tools would go on writing PostgreSQL while Dovecot and Postfix read the SQLite
         # file left behind by the move: two stores, diverging.

@@ -34,7 +34,7 @@ def repo_url(cfg) -> str:
 def service(ctx) -> Service:
     """The mail host's side; nothing without a backup host in the data."""
     cfg = ctx.cfg
-    if not cfg.backup_host:
+    if not cfg.backup_host or ctx.host_name in cfg.stores_apart:  # a store apart's own: not yet (issue 29)
         return None
     sec = ctx.secrets
     settings = {

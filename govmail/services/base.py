@@ -4,8 +4,8 @@ The packages every mail host needs whatever its services: OpenSSL, Python 3 (the
 use its standard library only), CA certificates, rsyslog (writes /var/log/mail.log, kept for the
 province's period by govmail/services/logs.py).
 
-With MX hosts apart (several MX), each sends its mail log to the store's host, whose reports count
-the mail they receive and refuse:
+With MX hosts apart (several MX) or stores apart, each sends its mail log to the mail host, whose
+reports count the mail they receive, refuse and deliver:
 
     templates/rsyslog/govmail-to-store.conf.j2 -> /etc/rsyslog.d/govmail-to-store.conf  (an MX apart)
     templates/rsyslog/govmail-mx-logs.conf.j2  -> /etc/rsyslog.d/govmail-mx-logs.conf   (the store's host)
@@ -16,7 +16,6 @@ restarted (it reads its configuration only when it starts). One-host provinces h
 
 from __future__ import annotations
 
-from ..data.roles import has
 from ..data.text import Trusted
 from ..data.text import host_address as address
 from ..host import contract
@@ -29,13 +28,13 @@ CHECK = ("c=$(mktemp) && sed 's#/etc/rsyslog.d/#{dir}/#g' /etc/rsyslog.conf > \"
 
 
 def mail_log_files(ctx) -> list[File]:
-    """The mail log's way from each MX host apart to the store's host (none in a one-host province)."""
+    """The mail log's way from each MX host or store apart to the mail host (none in a one-host province)."""
     cfg = ctx.cfg
-    apart = [h for h in cfg.mx_hosts if h != cfg.mail_host]
+    apart = [*(h for h in cfg.mx_hosts if h != cfg.mail_host), *cfg.stores_apart]
     if not apart:
         return []
     at = {n: address(ctx.addresses.get(n, n)) for n in [cfg.mail_host, *apart]}
-    if not has(ctx.roles, "store") and ctx.host_name in apart:
+    if ctx.host_name in apart:
         return [File("/etc/rsyslog.d/govmail-to-store.conf",
                      render("rsyslog/govmail-to-store.conf.j2", cfg, store=at[cfg.mail_host]), action="restart")]
     if ctx.host_name != cfg.mail_host:

@@ -10,10 +10,11 @@ province's monitor on the private address (govmail/services/exporters.py). The q
 
 from __future__ import annotations
 
+from ..data.text import Trusted
 from ..data.text import host_address as address
 from ..host import contract
 from ..render import render
-from ..service import Ensure, File, Service, Unit, Validator, directory, restarted_after_crash
+from ..service import Ensure, File, Refused, Service, Unit, Validator, directory, restarted_after_crash
 from . import db
 
 # A message Postfix hands over again after a stop or crash, dropped before the users' filters.
@@ -27,9 +28,51 @@ def probes(cfg) -> dict[str, str]:
 def mx_apart(ctx) -> dict | None:
     """With MX hosts apart from this store (role `mx` on another host): where its LMTP and
     quota-status listen for them (its private address), else None."""
-    if not [h for h in ctx.cfg.mx_hosts if h != ctx.host_name]:
+    if ctx.host_name != ctx.cfg.mail_host or not [h for h in ctx.cfg.mx_hosts if h != ctx.host_name]:
         return None
     return {"listen": address(ctx.addresses.get(ctx.host_name, ctx.host_name))}
+
+
+def _literal(name: str) -> str:
+    """A host name or address as an SQL string literal in a Dovecot query (typed: no quote, no `%`)."""
+    return f"'{address(name)}'"
+
+
+def routes(ctx) -> dict:
+    """Where this host's Dovecot stands among the province's stores (stores apart: role `store` alone,
+    behind the mail host's `proxy`): `own`, the SQL condition on the account store's `store` column
+    that picks the mailboxes it holds (None: all of them, one store); `proxy` on the mail host (the
+    stores apart, as the passdb query returns them); `backend` on a store apart (where it listens,
+    which proxy it trusts, where its Sieve and quota warnings send mail)."""
+    cfg, at = ctx.cfg, (lambda n: address(ctx.addresses.get(n, n)))
+    apart = cfg.stores_apart
+    if not apart:
+        return {"own": None, "proxy": None, "backend": None}
+    if ctx.host_name in apart:
+        proxies = [at(cfg.mail_host)]
+        return {"own": Trusted(f"store = {_literal(ctx.host_name)}"), "proxy": None,
+                "backend": {"listen": at(ctx.host_name), "proxies": Trusted(", ".join(proxies)),
+                            "trusted": Trusted(" ".join(f"{a}/32" for a in proxies)),
+                            "submission": Trusted(f"{at(cfg.mail_host)}:{contract.PORTS['sieve_out']}")}}
+    names = ", ".join(_literal(n) for n in apart)
+    cases = " ".join(f"WHEN {_literal(n)} THEN {_literal(at(n))}" for n in apart)
+    port = (f"CASE '%{{protocol}}' WHEN 'lmtp' THEN {contract.PORTS['lmtp']} "
+            f"WHEN 'sieve' THEN {contract.PORTS['managesieve']} END")
+    return {"own": Trusted(f"(store IS NULL OR store = {_literal(ctx.host_name)})"), "backend": None,
+            "proxy": {"names": Trusted(", ".join(apart)), "apart": Trusted(f"(nologin IS NULL OR '%{{protocol}}' IN ('lmtp', 'doveadm')) "
+                                                          f"AND store IN ({names})"),
+                      "host": Trusted(f"CASE store {cases} END"), "port": Trusted(port)}}
+
+
+def doveadm_password(ctx) -> str | None:
+    """With stores apart: the secret the mail host's doveadm and the stores' doveadm servers share."""
+    if not ctx.cfg.stores_apart:
+        return None
+    raw = ctx.secrets.get("doveadm", b"").decode("utf-8", "replace").strip()
+    if not db.PASSWORD.fullmatch(raw):
+        raise Refused(f"the secret doveadm-password of {ctx.cfg.key} is not 16 to 128 letters, digits, - or _; "
+                      "put such a value there (or remove the file: the next deploy makes one)")
+    return raw
 
 
 def service(ctx) -> Service:
@@ -49,7 +92,8 @@ def service(ctx) -> Service:
         store.append(File(contract.PATHS["store_dovecot"], render("dovecot/govmail-store.conf.ext.j2", cfg,
                                                                   hosts=db.addresses(ctx), pg=contract.STORE_PG,
                                                                   failfast=db.failfast(ctx),
-                                                                  password=db.password(ctx, "reader")),
+                                                                  password=db.password(ctx, "reader"),
+                                                                  doveadm_password=doveadm_password(ctx)),
                           group="dovecot", mode=0o640, secret=True, action="restart"))
     return Service(
         name="dovecot",
@@ -58,7 +102,8 @@ def service(ctx) -> Service:
                   "dovecot-pgsql" if pg else "dovecot-sqlite", "dovecot-sieve", "dovecot-managesieved"),
         # Dovecot puts its sockets for Postfix (auth, LMTP, quota-status) here; Postfix would make it
         # on its first start, which comes after Dovecot's.
-        ensures=[directory("/var/spool/postfix/private", 0o700, "postfix", "root"),
+        ensures=[*([] if ctx.host_name in cfg.stores_apart else
+                   [directory("/var/spool/postfix/private", 0o700, "postfix", "root")]),
                  # The Sieve script run before the users' own, compiled here: Dovecot's LMTP (as vmail)
                  # cannot write beside it and would compile it again at each delivery.
                  Ensure(name=f"{DUPLICATES} compiled",
@@ -66,7 +111,7 @@ def service(ctx) -> Service:
                         fix=f"sievec {DUPLICATES}.sieve", after_files=True)],
         files=[
             File("/etc/dovecot/dovecot.conf", render("dovecot/dovecot.conf.j2", cfg, stats_address=stats,
-                                                     mx_apart=mx_apart(ctx), mx_count=len(cfg.mx_hosts),
+                                                     mx_apart=mx_apart(ctx), mx_count=len(cfg.mx_hosts), **routes(ctx),
                                                      lmtp_concurrency=contract.POSTFIX_LMTP_CONCURRENCY),
                  action=conf_action),
             File(f"{DUPLICATES}.sieve", render("dovecot/sieve/duplicates.sieve.j2", cfg), action=None),

@@ -65,6 +65,17 @@ def store_at(ctx):
     return address(ctx.addresses.get(ctx.cfg.mail_host, ctx.cfg.mail_host))
 
 
+def stores_out(ctx) -> dict | None:
+    """On the mail host with stores apart: where its listener for their Dovecot's mail (Sieve,
+    vacation, quota warnings) listens (its private address) and whom it takes it from."""
+    cfg = ctx.cfg
+    if ctx.host_name != cfg.mail_host or not cfg.stores_apart:
+        return None
+    at = {n: address(ctx.addresses.get(n, n)) for n in [cfg.mail_host, *cfg.stores_apart]}
+    return {"listen": Trusted(f"{at[cfg.mail_host]}:{contract.PORTS['sieve_out']}"),
+            "from": Trusted(" ".join(f"{at[n]}/32" for n in cfg.stores_apart))}
+
+
 def service(ctx) -> Service:
     cfg, maps = ctx.cfg, contract.PATHS["postfix_maps"]
     # On the store's host Postfix is the mail host's (`me` is cfg.mail_host); an MX host apart names itself.
@@ -100,7 +111,7 @@ def service(ctx) -> Service:
             # root -> postmaster, in the aliases format, compiled to the hash map main.cf names.
             File("/etc/aliases", render("postfix/aliases.local.j2", cfg), action="postalias"),
             File("/etc/postfix/main.cf", main_cf, action=conf_action),
-            File("/etc/postfix/master.cf", render("postfix/master.cf.j2", cfg, **apart)),
+            File("/etc/postfix/master.cf", render("postfix/master.cf.j2", cfg, **apart, stores_out=stores_out(ctx))),
             restarted_after_crash("postfix", "no mail comes in or goes out while it is down (its queue is on disk)"),
         ],
         validator=Validator("/etc/postfix", VALIDATE),

@@ -6,7 +6,10 @@
   db hosts and the witness: every host of the province;
 - the store's LMTP and quota-status (contract.PORTS "lmtp", "quota_status") when MX hosts are apart
   from it (several MX: govmail/services/dovecot.py `mx_apart`), and rsyslog's port that takes their
-  mail log (contract.PORTS "mail_log", govmail/services/base.py): those MX hosts only.
+  mail log (contract.PORTS "mail_log", govmail/services/base.py): those MX hosts only;
+- with stores apart (behind the mail host's proxy): on each store, IMAP, POP3, LMTP, ManageSieve and
+  doveadm for the mail host only; on the mail host, the mail log port and Postfix's listener for mail their
+  Dovecot sends (contract.PORTS "sieve_out": Sieve, vacation, quota warnings), for them only.
 
 These listen on the host's private address without TLS (etcd, LMTP) or with a password only
 (PostgreSQL, Patroni's writes). One nft table of their own lets the hosts named in each rule (their
@@ -52,6 +55,11 @@ def rules(cfg, host: str, addresses: dict) -> list[tuple[list[int], list[str]]]:
     mx_apart = [h for h in cfg.mx_hosts if h != host]
     if host == cfg.mail_host and mx_apart:
         out.append(([contract.PORTS["lmtp"], contract.PORTS["quota_status"], contract.PORTS["mail_log"]], at(mx_apart)))
+    if host == cfg.mail_host and cfg.stores_apart:
+        out.append(([contract.PORTS["sieve_out"], contract.PORTS["mail_log"]], at(cfg.stores_apart)))
+    if host in cfg.stores_apart:
+        out.append(([143, 110, contract.PORTS["lmtp"], contract.PORTS["managesieve"], contract.PORTS["doveadm"]],
+                    at([cfg.mail_host])))
     return out
 
 
@@ -65,7 +73,7 @@ def service(ctx) -> Service | None:
     extra = dict(nft=Trusted(NFT), table=Trusted(TABLE),
                  rules=[(Trusted(", ".join(map(str, ports))), Trusted(", ".join(sorted({*who, me}))))
                         for ports, who in mine],
-                 ports=Trusted(", ".join(str(p) for ports, _ in mine for p in ports)),
+                 ports=Trusted(", ".join(str(p) for p in dict.fromkeys(p for ports, _ in mine for p in ports))),
                  before=Trusted(f"etcd.service postgresql@{pg}.service {contract.PATRONI['unit']}.service "
                                 "dovecot.service" + (" rsyslog.service" if any(contract.PORTS["mail_log"] in p
                                                                                for p, _ in mine) else "")))

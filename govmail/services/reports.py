@@ -48,8 +48,11 @@ def settings(cfg, addresses: dict | None = None) -> dict:
     }
 
 
-def service(ctx) -> Service:
+def service(ctx) -> Service | None:
     cfg = ctx.cfg
+    # A store apart: the store apart's mail log goes to the mail host, whose reports count it.
+    if ctx.host_name in cfg.stores_apart:
+        return None
     return Service(
         name="reports",
         # Debian's matplotlib draws the charts, its Jinja2 fills the page (host code: the standard library

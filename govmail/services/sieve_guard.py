@@ -34,8 +34,12 @@ def settings(cfg) -> dict:
     }
 
 
-def service(ctx) -> Service:
+def service(ctx) -> Service | None:
     cfg = ctx.cfg
+    # A store apart: clients reach ManageSieve through the mail host's guard, whose Dovecot
+    # proxies them here.
+    if ctx.host_name in cfg.stores_apart:
+        return None
     return Service(
         name="sieve_guard",
         ensures=[Ensure(f"user {USER} (the ManageSieve guard)", f"getent passwd {USER}",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import shlex
 
 from ..data import tls_path
-from ..data.roles import has
 from ..host import contract
 from ..publish.dns import web_names
 from ..service import Ensure, File, Service
@@ -29,8 +28,9 @@ def service(ctx) -> Service:
             File(contract.PATHS["tls_key"], key.read_bytes(), mode=0o600, action="changed", secret=True),
         ])
     # The mail host's certificate names it (and what its web server answers on); an MX host apart
-    # from it (several MX, issue 29) names itself, as senders' MTA-STS checks ask.
-    front = has(ctx.roles, "store") or has(ctx.roles, "web")
+    # from it (several MX, issue 29) names itself, as senders' MTA-STS checks ask, and so does a
+    # store apart (the proxy's STARTTLS to it).
+    front = ctx.host_name == cfg.mail_host
     name = cfg.mail_host if front else ctx.host_name
     # openssl -subj: '/' and '=' separate its fields, so a backslash escapes them in a value.
     def field(v: str) -> str:

@@ -203,7 +203,7 @@ def test_the_fail2ban_ignore_list_is_read_from_the_client_and_from_the_file():
 
 
 def test_a_clause_of_several_hosts_names_each_host_and_fails_when_one_fails_or_is_not_reached(monkeypatch):
-    """Lâm Đồng has an MX apart (mx2), a second db host and a backup host: a clause of every host is
+    """Lâm Đồng has an MX apart (mx2), a second db host, a store apart and a backup host: a clause of every host is
     checked on each and passes only when it passes on all; a host not reached fails it with the
     reason; a host lost during the run (ssh exit 255) fails the clauses after it too; the evidence
     lists the failures first, each with its host's name."""
@@ -226,13 +226,13 @@ def test_a_clause_of_several_hosts_names_each_host_and_fails_when_one_fails_or_i
         return f"ok, roles {'+'.join(h.roles)}"
 
     monkeypatch.setitem(CHECKS, "host_name_is_not_db2", host_name_is_not_db2)
-    names = ["mail.lamdong.gov.vn", "backup.lamdong.gov.vn", "db2.lamdong.gov.vn"]
+    names = ["mail.lamdong.gov.vn", "backup.lamdong.gov.vn", "db2.lamdong.gov.vn", "store2.lamdong.gov.vn"]
     reached = Reached(probes={n: Probe(None, name=n, roles=tuple(expand(cfg.roles(n)))) for n in names},
                       lost={"mx2.lamdong.gov.vn": "ssh: connect to host 10.77.0.13 port 22: Connection refused"})
     every = check_clause(reached, cfg, Clause("host_name_is_not_db2", "", "DN Art. 4.2", "x", on="every"))
     assert not every.passed
     assert every.evidence.startswith("db2.lamdong.gov.vn: the check fails here; mx2.lamdong.gov.vn not reached: ssh")
-    assert "mail.lamdong.gov.vn: ok, roles mx+store+web+db" in every.evidence and "backup.lamdong.gov.vn: ok" in every.evidence
+    assert "mail.lamdong.gov.vn: ok, roles mx+store+web+db+proxy" in every.evidence and "backup.lamdong.gov.vn: ok" in every.evidence
     assert [n for n, _ in seen] == names  # each reached host checked once, the mail host first
 
     mx = check_clause(reached, cfg, Clause("host_name_is_not_db2", "", "DN Art. 4.2", "x", on="mx"))
@@ -243,7 +243,7 @@ def test_a_clause_of_several_hosts_names_each_host_and_fails_when_one_fails_or_i
     assert "backup.lamdong.gov.vn not reached: lost during the run: ssh failed" in again.evidence
     assert "backup.lamdong.gov.vn" in reached.lost
     only = check_clause(reached, cfg, Clause("host_name_is_not_db2", "", "DN Art. 4.2", "x"))
-    assert only.passed and only.evidence == "ok, roles mx+store+web+db"  # the mail host's clause: its evidence as it was
+    assert only.passed and only.evidence == "ok, roles mx+store+web+db+proxy"  # the mail host's clause: its evidence as it was
 
 
 def test_the_clauses_of_what_receives_mail_concern_every_mx_host_and_say_so():

@@ -447,7 +447,7 @@ def test_hosts_that_share_a_role_restart_in_turn_and_a_one_host_province_takes_n
     from govmail.turns import restarts, turns_of
 
     lam, dn = load_province("lamdong"), load_province("daknong")
-    assert turns_of(lam, ["mail"]) == ("db", "mx")  # mx2 receives too, db2 keeps the standby
+    assert turns_of(lam, ["mail", "proxy"]) == ("db", "mx", "store")  # mx2 receives, db2 keeps the standby, store2
     assert turns_of(lam, ["mx"]) == ("mx",) and turns_of(lam, ["backup"]) == ()
     assert turns_of(dn, ["mail"]) == ()
     from govmail.plan import Plan

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import re
 import shutil
 
 import pytest
@@ -64,30 +65,31 @@ def test_a_province_whose_data_names_the_four_parts_deploys_byte_for_byte_as_wit
     one = load_province(tmp_path / "data" / f"{province}.yml", cache=False)
     f = tmp_path / "data" / f"{province}.yml"
     text = f.read_text()
-    assert text.count("roles: [mail]\n") == 1
-    f.write_text(text.replace("roles: [mail]\n", "roles: [db, web, store, mx]\n"))
+    [mail] = re.findall(r"roles: \[mail(?:, proxy)?\]\n", text)
+    f.write_text(text.replace(mail, mail.replace("mail", "db, web, store, mx")))
     four = load_province(f, cache=False)
-    assert four.mail_host == one.mail_host and four.hosts_with("store") == [one.mail_host]
+    assert four.mail_host == one.mail_host and four.hosts_with("store") == one.hosts_with("store")
     for h in one.model.hosts:
         assert four.roles(h.name) == one.roles(h.name)
         want = declared(one, h.name, one.roles(h.name), tmp_path / "secrets")
         assert declared(four, h.name, four.roles(h.name), tmp_path / "secrets") == want
     raw = next(x.roles for x in four.model.hosts if x.name == one.mail_host)  # as written, not compacted
-    assert raw == ["db", "web", "store", "mx"]
+    assert raw[:4] == ["db", "web", "store", "mx"]
     assert declared(four, one.mail_host, raw, tmp_path / "secrets") == declared(one, one.mail_host, ["mail"],
                                                                                  tmp_path / "secrets")
 
 
 @pytest.mark.parametrize("roles, message", [
     ("[mx]\n  - name: store.corpus.gov.vn\n    roles: [store, web, db]",
-     "hosts: the mail roles are on 2 hosts (mail.corpus.gov.vn, store.corpus.gov.vn); govmail does not deploy"),
+     "hosts: the mail roles are on 2 hosts (mail.corpus.gov.vn, store.corpus.gov.vn); the mail host keeps mx, "
+     "store and web together"),
     ("[mx, store, web]", "hosts: no host has role 'db' (or `mail`): the account store needs a host"),
     ("[mx, store, web]\n  - name: db.corpus.gov.vn\n    roles: [db]",
      "hosts[1].roles: with `account_store.engine: sqlite` the account store is a file on the mail host"),
     ("[mx, store]\n  - name: web.corpus.gov.vn\n    roles: [web, db]",
-     "hosts: the mail roles are on 2 hosts (mail.corpus.gov.vn, web.corpus.gov.vn); govmail does not deploy "
-     "store and web apart yet"),
-    ("[mail, proxy]", "hosts[0].roles: 'proxy': Dovecot's proxy comes with several stores"),
+     "hosts: the mail roles are on 2 hosts (mail.corpus.gov.vn, web.corpus.gov.vn); the mail host keeps mx, "
+     "store and web together"),
+    ("[mail, proxy]", "hosts[0].roles: 'proxy' routes to stores apart, and no host has `store` alone"),
     ("[mail, store]", "hosts[0].roles: 'store' is already given by `mail`; list each role once"),
     ("[mx, mx, store, web, db]", "hosts[0].roles: 'mx' is given twice; list each role once"),
     ("[mx, store, web, db, backup]", "hosts[0].roles: a host cannot back itself up"),
@@ -147,8 +149,7 @@ MX2 = "\n  - name: mx2.corpus.gov.vn\n    roles: [mx]"
                                "the network: set `account_store.engine: postgresql`"),
     # The mail host keeps its own Postfix (submission, Sieve's redirects).
     (f"[store, web, db]{MX2}", "postgresql", "hosts: the mail roles are on 2 hosts (mail.corpus.gov.vn, "
-                                             "mx2.corpus.gov.vn); govmail does not deploy store and web apart yet, "
-                                             "and their host keeps `mx`"),
+                                             "mx2.corpus.gov.vn); the mail host keeps mx, store and web together"),
     ("[mail]\n  - name: mx2.corpus.gov.vn\n    roles: [mx, db]", "postgresql",
      "hosts: the mail roles are on 2 hosts (mail.corpus.gov.vn, mx2.corpus.gov.vn)"),
 ])
@@ -157,6 +158,47 @@ def test_more_hosts_may_carry_mx_alone_beside_the_mail_host_on_postgresql(roles,
     if message is None:
         cfg = load_province(f, cache=False)
         assert cfg.mx_hosts[0] == cfg.mail_host == "mail.corpus.gov.vn" and "mx2.corpus.gov.vn" in cfg.mx_hosts
+        return
+    with pytest.raises(DataError) as e:
+        load_province(f, cache=False)
+    got = [f"{p.path or '(top level)'}: {p.message}" for p in e.value.problems]
+    assert len(got) == 1 and got[0].startswith(message), got
+
+
+STORE2 = "\n  - name: store2.corpus.gov.vn\n    roles: [store]"
+
+
+@pytest.mark.parametrize("roles, engine, message", [
+    (f"[mail, proxy]{STORE2}\n    agencies: [stnmt]", "postgresql", None),
+    (f"[mail, proxy]{STORE2}", "postgresql", None),  # a store with no agency yet: every mailbox on the mail host
+    (f"[mail]{STORE2}", "postgresql", "hosts[0].roles: store2.corpus.gov.vn holds mailboxes apart: the mail host "
+                                      "routes logins and deliveries to it with Dovecot's proxy; add `proxy`"),
+    (f"[mail, proxy]{STORE2}", "sqlite", "hosts[1].roles: a store apart from the mail host reads the account store "
+                                         "over the network: set `account_store.engine: postgresql`"),
+    ("[mail]\n  - name: store2.corpus.gov.vn\n    roles: [store, proxy]", "postgresql",
+     "hosts: the mail roles are on 2 hosts"),
+    (f"[mail, proxy]{STORE2}\n    agencies: [nope]", "postgresql",
+     "hosts[1].agencies[0]: 'nope' is not an agency or district of the directory; known: stnmt"),
+    (f"[mail, proxy]{STORE2}\n    agencies: [stnmt]\n  - name: store3.corpus.gov.vn\n    roles: [store]\n"
+     "    agencies: [stnmt]", "postgresql",
+     "hosts[2].agencies[0]: 'stnmt' is already held by store2.corpus.gov.vn; an agency's mailboxes stay together"),
+    ("[mail, proxy]\n    agencies: [stnmt]" + STORE2, "postgresql",
+     "hosts[0].agencies: only a store apart (roles: [store]) holds agencies' mailboxes"),
+])
+def test_stores_apart_sit_behind_the_mail_hosts_proxy_and_hold_the_agencies_named(roles, engine, message, tmp_path):
+    f = corpus(tmp_path, roles, engine=engine)
+    if message is None:
+        cfg = load_province(f, cache=False)
+        assert cfg.mail_host == "mail.corpus.gov.vn" and cfg.stores_apart == ["store2.corpus.gov.vn"]
+        from govmail.services.accounts import accounts
+        where = {a["address"]: a["store"] for a in accounts(cfg)}
+        held = "store2.corpus.gov.vn" if "agencies" in roles else "mail.corpus.gov.vn"
+        # the agency's people and its own mailbox; a mailbox of no agency stays on the mail host
+        assert where["haunv.stnmt@corpus.gov.vn"] == where["stnmt@corpus.gov.vn"] == held
+        assert set(where.values()) <= {held, "mail.corpus.gov.vn"}
+        assert for_roles(cfg.roles("store2.corpus.gov.vn")) == [
+            "system", "updates", "base", "host_tools", "tls", "private_ports", "accounts", "dovecot", "sieve_guard",
+            "fail2ban", "logs", "backup", "reports", "exporters"]
         return
     with pytest.raises(DataError) as e:
         load_province(f, cache=False)

@@ -1,0 +1,138 @@
+"""Stores apart (issue 29): a host with role `store` alone holds the mailboxes of the agencies its
+`agencies` name, behind the mail host's Dovecot proxy. Their officials keep one address
+(mail.<domain>): IMAP, POP3, submission, ManageSieve and the web mail go through the mail host; the
+MX hosts deliver to the mail host's LMTP, which hands each message to the store that holds the
+mailbox. A store going down stops only its own mailboxes: the others never notice, and mail for
+its own waits in the MX queues until it is back.
+
+Runs for the lab's provinces with a store apart (Lâm Đồng: store2.lamdong.gov.vn holds Sở Khoa học
+và Công nghệ)."""
+
+from __future__ import annotations
+
+import poplib
+import shlex
+import subprocess
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from govmail import lab
+from govmail.data import load_province
+from govmail.services.accounts import accounts
+
+from .conftest import PROVINCES, LabHost
+from .mailing import INSECURE, delivered, imap_login, send_25, submission
+
+STORES = [p for p in PROVINCES if load_province(p).stores_apart]
+pytestmark = pytest.mark.skipif(not STORES, reason="no province with a store apart in this lab run")
+
+
+def on(name: str, command: str, check: bool = True) -> subprocess.CompletedProcess:
+    ip = lab.load_state()["hosts"][name]["ip"]
+    r = subprocess.run(["ssh", *lab.ssh_options(), f"root@{ip}", command], capture_output=True, text=True, timeout=300)
+    assert not check or r.returncode == 0, f"{name}: `{command}` failed: {r.stderr.strip()}"
+    return r
+
+
+def ip_of(name: str) -> str:
+    return lab.load_state()["hosts"][name]["ip"]
+
+
+@pytest.fixture(scope="module")
+def province(lab_hosts) -> LabHost:
+    return lab_hosts[STORES[0]]
+
+
+def people(h: LabHost, apart: bool) -> list[str]:
+    """Active people whose mailbox is on a store apart (or on the mail host), from the data."""
+    where = {a["address"]: a["store"] for a in accounts(h.cfg)}
+    return [a.address for a in h.cfg.accounts if a.kind == "person" and a.status == "active" and a.role == "user"
+            and (where[a.address] != h.cfg.mail_host) == apart]
+
+
+def maildir(address: str) -> str:
+    local, _, domain = address.partition("@")
+    return f"/var/vmail/{domain}/{local}/Maildir"
+
+
+@pytest.fixture(scope="module")
+def users(province):
+    """A person of a store apart and one of the mail host, each with a password of their own."""
+    h = province
+    far, near = people(h, apart=True)[0], people(h, apart=False)[0]
+    return {"far": far, "near": near, "far_pw": h.set_password(far), "near_pw": h.set_password(near)}
+
+
+def test_a_mailbox_of_a_store_apart_is_reached_at_the_mail_hosts_address_and_its_mail_is_kept_there(province, users):
+    h, far, pw = province, users["far"], users["far_pw"]
+    store = next(a["store"] for a in accounts(h.cfg) if a["address"] == far)
+    assert store in h.cfg.stores_apart
+    # IMAP and POP3 at the mail host's address, with the user's own password.
+    assert imap_login(h, far, pw) == "OK"
+    p = poplib.POP3_SSL(h.ip, 995, context=INSECURE, timeout=30)
+    try:
+        p.user(far)
+        assert p.pass_(pw).startswith(b"+OK")
+    finally:
+        p.quit()
+    # Mail through every MX host reaches it once.
+    ids = [send_25(SimpleNamespace(ip=ip_of(name)), far, f"Qua {name}") for name in h.cfg.mx_hosts]
+    for msgid in ids:
+        assert delivered(h, far, msgid) == 1, f"{msgid} not delivered once (doveadm through the proxy)"
+    # ... and is on the store's disk, not on the mail host's.
+    assert on(store, f"grep -rlF {shlex.quote(ids[0])} {maildir(far)}/cur {maildir(far)}/new", check=False).stdout.strip()
+    assert h.run(f"test -e {maildir(far)}", check=False).returncode != 0, "the mailbox was made on the mail host too"
+    # The proxy passed the client's address on: the store logs the client, not the proxy.
+    log = h.run(f"grep -F 'user=<{far}>' /var/log/mail.log | grep -F ' {store.split('.')[0]} dovecot: imap-login: "
+                "Logged in' | tail -1").stdout
+    assert "rip=10.77.0.1," in log, log
+
+
+def test_a_user_of_a_store_apart_sends_and_filters_as_every_other(province, users):
+    """Submission authenticates at the mail host; a Sieve redirect made through ManageSieve runs on the
+    store and leaves through the mail host's Postfix (state domains only, as for everyone)."""
+    from .managesieve import ManageSieve
+
+    h, far, near = province, users["far"], users["near"]
+    stamp = str(int(time.time()))
+    with submission(h, far, users["far_pw"]) as s:
+        s.sendmail(far, [near], f"From: {far}\r\nTo: {near}\r\nSubject: Tu kho thu hai {stamp}\r\n"
+                   f"Message-ID: <{stamp}.sub@{h.cfg.domain}>\r\n\r\nNoi dung\r\n".encode())
+    assert delivered(h, near, f"<{stamp}.sub@{h.cfg.domain}>") == 1
+    with ManageSieve(h.name) as ms:
+        ms.login(far, users["far_pw"])
+        ms.put_active("chuyen-tiep", f'require ["copy"];\nredirect :copy "{near}";\n')
+    try:
+        msgid = send_25(h, far, f"Chuyen tiep {stamp}")
+        assert delivered(h, far, msgid) == 1 and delivered(h, near, msgid) == 1, "the store's redirect did not leave"
+    finally:
+        with ManageSieve(h.name) as ms:
+            ms.login(far, users["far_pw"])
+            ms.put_active("chuyen-tiep", "keep;\n")
+
+
+def test_a_user_whose_store_is_up_never_notices_the_other_store_going_down(province, users):
+    h, far, near = province, users["far"], users["near"]
+    store = h.cfg.stores_apart[0]
+    mx2 = SimpleNamespace(ip=ip_of(next(n for n in h.cfg.mx_hosts if n != h.cfg.mail_host)))
+    on(store, "systemctl stop dovecot")
+    try:
+        assert imap_login(h, near, users["near_pw"]) == "OK"
+        for via in (h, mx2):
+            assert delivered(h, near, send_25(via, near, "Kho kia dung")) == 1
+        # The other store's mail is taken and waits in the queues; its users cannot log in meanwhile.
+        waiting = [send_25(via, far, "Cho kho thu hai") for via in (h, mx2)]
+        assert imap_login(h, far, users["far_pw"]) != "OK"
+        time.sleep(3)
+        queued = h.run("postqueue -j").stdout + on(next(n for n in h.cfg.mx_hosts if n != h.cfg.mail_host),
+                                                    "postqueue -j").stdout
+        assert queued.count(f'"address":"{far}"') >= 2 or queued.count(f'"address": "{far}"') >= 2, queued
+    finally:
+        on(store, "systemctl start dovecot")
+    for name in h.cfg.mx_hosts:
+        on(name, "postqueue -f")
+    for msgid in waiting:
+        assert delivered(h, far, msgid, timeout=120) == 1, f"{msgid} lost or doubled while its store was down"
+    assert imap_login(h, far, users["far_pw"]) == "OK"
