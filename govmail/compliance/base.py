@@ -32,6 +32,7 @@ class Probe:
     reports: dict = field(default_factory=dict)  # what the host said, read once per run (report figures…)
     monitor: Any = None  # testinfra host of the monitor host (the backup host's, when it watches)
     roles: tuple = ("mx", "store", "web", "db")  # the checked host's roles (govmail/data/roles.py MAIL)
+    peers: dict = field(default_factory=dict)  # the province's hosts' private addresses, as the target knows them
 
     def runs(self, role: str) -> bool:
         """Whether the checked host has `role` (a check on several hosts reads only what each runs)."""

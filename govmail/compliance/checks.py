@@ -48,15 +48,29 @@ def directory_deliverable(h, cfg, _):
     assert not missing, f"not accepted by Postfix: {missing}"
     if not h.runs("store"):
         return f"{len(cfg.accounts)} addresses accepted by Postfix ({maps})"
+    held = cfg.held_agencies()
+    here = [a.address for a in cfg.accounts if cfg.store_of(a, held) == h.name]
     users = set(h.ti.check_output(f"doveadm user -u '*@{cfg.domain}'").split())
-    unknown = sorted({a.address for a in cfg.accounts} - users)
+    unknown = sorted(set(here) - users)
     assert not unknown, f"unknown to Dovecot: {unknown}"
-    return f"{len(cfg.accounts)} addresses accepted by Postfix ({maps}) and known to Dovecot"
+    # A mailbox of a store apart: the mail host's proxy routes its logins and deliveries there.
+    routed = {}
+    for store in cfg.stores_apart:
+        theirs = [a.address for a in cfg.accounts if cfg.store_of(a, held) == store]
+        script = "".join(f"doveadm auth lookup {shlex.quote(a)} | grep -qx '  proxy *: *y' || echo {shlex.quote(a)}\n"
+                         for a in theirs)
+        lost = h.ti.check_output(f"sh -c {shlex.quote(script)}").split() if theirs else []
+        assert not lost, f"not routed to {store} by the proxy: {lost}"
+        routed[store] = len(theirs)
+    return (f"{len(cfg.accounts)} addresses accepted by Postfix ({maps}); {len(here)} known to Dovecot here"
+            + "".join(f", {n} routed to {s}" for s, n in routed.items()))
 
 
 @check
 def quota_max(h, cfg, _):
     limits = quota_limits_mib(h.ti)
+    if not limits and h.name in cfg.stores_apart:
+        return "no mailbox on this store yet"
     over = {u: ln or "unlimited" for u, ln in limits.items() if ln is None or ln > cfg.policy.quota.max_mb}
     assert limits and not over, f"over {cfg.policy.quota.max_mb} MiB: {over}"
     return f"largest quota {max(limits.values())} MiB of {len(limits)} mailboxes"
@@ -65,6 +79,8 @@ def quota_max(h, cfg, _):
 @check
 def quota_min(h, cfg, _):
     limits = quota_limits_mib(h.ti)
+    if not limits and h.name in cfg.stores_apart:
+        return "no mailbox on this store yet"
     under = {u: ln for u, ln in limits.items() if ln is not None and ln < cfg.policy.quota.min_mb}
     assert limits and not under, f"under {cfg.policy.quota.min_mb} MiB: {under}"
     return f"smallest quota {min(v for v in limits.values() if v is not None)} MiB of {len(limits)} mailboxes"
@@ -73,10 +89,12 @@ def quota_min(h, cfg, _):
 @check
 def quota_per_mailbox(h, cfg, _):
     limits = quota_limits_mib(h.ti)
-    wrong = {a.address: (limits.get(a.address) or "unlimited", a.quota_mb) for a in cfg.accounts
+    held = cfg.held_agencies()
+    here = [a for a in cfg.accounts if cfg.store_of(a, held) == h.name]  # this store's mailboxes
+    wrong = {a.address: (limits.get(a.address) or "unlimited", a.quota_mb) for a in here
              if limits.get(a.address) != a.quota_mb}
     assert not wrong, f"quota in MiB (on the host, in the data) differ: {wrong}"
-    return f"{len(cfg.accounts)} mailboxes, Dovecot's limits as in the data"
+    return f"{len(here)} mailboxes, Dovecot's limits as in the data"
 
 
 @check

@@ -97,6 +97,15 @@ def port_of(service: str) -> str:
     return {"smtp": "25", "submission": "587", "submissions": "465"}.get(name, name)
 
 
+def ipv4_of(h, name: str) -> str:
+    """`name` when it is an IPv4 address, else its address as the checked host resolves it."""
+    try:
+        return str(ipaddress.IPv4Address(name))
+    except ValueError:
+        out = h.ti.run(f"getent ahostsv4 {shlex.quote(name)}").stdout.split()
+        return out[0] if out else name
+
+
 @check
 def no_open_relay(h, cfg, _):
     """Postfix's effective relay rules on every smtpd port: `mynetworks` (which permit_mynetworks
@@ -108,12 +117,18 @@ def no_open_relay(h, cfg, _):
         gap = relay_gap(rules)
         if gap:
             bad.append(f"{where}: {gap} (smtpd_relay_restrictions = {rules})")
-        if "permit_mynetworks" in words(rules) and foreign_networks(s["mynetworks"]):
-            bad.append(f"{where}: mynetworks = {s['mynetworks']} lets {', '.join(foreign_networks(s['mynetworks']))} "
-                       "relay without logging in (only 127.0.0.0/8 and ::1 are the host itself)")
+        # The listener for the stores apart's Dovecot (Sieve, vacation: state domains only) trusts them.
+        stores = ({f"{ipv4_of(h, h.peers.get(n, n))}/32" for n in cfg.stores_apart}
+                  if name.endswith(f":{contract.PORTS['sieve_out']}/inet") else set())
+        foreign = [w for w in foreign_networks(s["mynetworks"]) if w not in stores]
+        if "permit_mynetworks" in words(rules) and foreign:
+            bad.append(f"{where}: mynetworks = {s['mynetworks']} lets {', '.join(foreign)} "
+                       "relay without logging in (only 127.0.0.0/8 and ::1 are the host itself"
+                       + (f", and here the stores apart {', '.join(sorted(stores))}" if stores else "") + ")")
         said.append(f"{port_of(name)}: {rules}")
     assert not bad, "; ".join(bad)
-    return "mynetworks is the loopback only; relay refused before any permit — " + "; ".join(said)
+    return ("mynetworks is the loopback only" + (" (and the stores apart on their listener)" if cfg.stores_apart else "")
+            + "; relay refused before any permit — " + "; ".join(said))
 
 
 def auth_before_tls(s: dict) -> bool:

@@ -14,8 +14,8 @@ from ..data.facts import password_url
 
 
 # Where a clause is checked: the mail host (the store, the web mail, submission), every host that
-# receives the province's mail (role `mx`: the mail host and each MX apart), or every host of the
-# province. A check runs once per host with that host's probe (govmail/compliance/verify.py) and
+# receives the province's mail (role `mx`: the mail host and each MX apart), every host that holds
+# mailboxes (the mail host and each store apart), or every host of the province. A check runs once per host with that host's probe (govmail/compliance/verify.py) and
 # reads the parts the host's roles run (`Probe.roles`).
 def every_host(cfg: ProvinceConfig) -> list[str]:
     """Every host of the province, the mail host first, then the others in the data's order."""
@@ -25,6 +25,7 @@ def every_host(cfg: ProvinceConfig) -> list[str]:
 ON = {
     "mail": lambda cfg: [cfg.mail_host],
     "mx": lambda cfg: cfg.mx_hosts,
+    "store": lambda cfg: [cfg.mail_host, *cfg.stores_apart],
     "every": every_host,
 }
 
@@ -34,6 +35,8 @@ ON = {
 ON_EVERY_MX = {"mail_domain", "directory_deliverable", "size_limit", "utf8", "services_running", "no_cleartext_auth",
                "no_open_relay", "tls_certificate", "mail_log", "mail_log_retention", "spam_filter", "attachment_rules",
                "archive_inspection", "antivirus", "forwarding_in", "no_content_sent_out"}
+# ... and of the mailboxes each store holds (the mail host's, each store apart's: `hosts[].agencies`).
+ON_EVERY_STORE = {"quota_max", "quota_min", "quota_per_mailbox"}
 ON_EVERY_HOST = {"timers_scheduled", "clock_synchronised", "security_updates", "files_as_deployed", "no_foreign_config",
                  "ssh_keys_only"}
 
@@ -72,9 +75,12 @@ def clauses(cfg: ProvinceConfig, active: bool = False) -> list[Clause]:
     apart = len(cfg.mx_hosts) > 1
 
     def add(check: str, article: str, text: str, arg: str = "") -> None:
-        on = "every" if check in ON_EVERY_HOST else "mx" if check in ON_EVERY_MX else "mail"
+        on = ("every" if check in ON_EVERY_HOST else "mx" if check in ON_EVERY_MX
+              else "store" if check in ON_EVERY_STORE else "mail")
         if on == "mx" and apart:
             text += ", on every MX host"
+        if on == "store" and cfg.stores_apart:
+            text += ", on every store"
         out.append(Clause(check, arg, article, text, on))
 
     p = cfg.policy

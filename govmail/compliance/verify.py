@@ -129,9 +129,10 @@ def probes_for(cfg: ProvinceConfig, target) -> Reached:
             tis[name] = ti
     server = target.resolver()
     address = target.host_address(cfg) or cfg.mail_host  # where the active probes connect
+    peers = target.private_addresses(cfg)
     for name, ti in tis.items():
         out.probes[name] = Probe(ti, tis.get(cfg.backup_host), lambda n: txt_records(n, server), address, name,
-                                 monitor=tis.get(cfg.monitor_host), roles=tuple(expand(cfg.roles(name))))
+                                 monitor=tis.get(cfg.monitor_host), roles=tuple(expand(cfg.roles(name))), peers=peers)
     return out
 
 

@@ -133,6 +133,17 @@ class ProvinceConfig:
         return next((h.name for h in hosts if roles.has(h.roles, "store") and roles.has(h.roles, "web")),
                     next(h.name for h in hosts if roles.has(h.roles, "store")))
 
+    def store_of(self, account: Account, held: Optional[dict] = None) -> str:
+        """The host that holds `account`'s mailbox in the data: the store apart whose `agencies` name
+        its agency or district (`hosts[].agencies`), else the mail host. `held`: the stores' agencies
+        (`held_agencies()`), when asked for many accounts."""
+        held = self.held_agencies() if held is None else held
+        return held.get(account.unit[0] if account.unit else account.owner, self.mail_host)
+
+    def held_agencies(self) -> dict[str, str]:
+        """Agency or district id -> the store apart that holds its mailboxes."""
+        return {uid: h.name for h in self.model.hosts if h.roles == ["store"] for uid in h.agencies}
+
     @property
     def stores_apart(self) -> list[str]:
         """The stores apart from the mail host (role `store` alone), behind its proxy, in the data's order."""

@@ -15,7 +15,7 @@ import shutil
 import sys
 import time
 
-from . import contract, mail, store
+from . import contract, mail, store, store_sql
 
 HOMES = contract.PATHS["vmail"]
 STAMP = contract.LAST_LOGIN_STAMP
@@ -69,12 +69,9 @@ def daily(now=None, dry_run=False, db_path=None):
 
 
 
-# The mailboxes whose mail is on this host's disk (their post-login stamps, their homes): all of
-# them, or with stores apart (meta `mail_host`) those the account store does not place on one. The
-# daily job suspends and deletes only these: a mailbox of a store apart, whose last login this host
-# cannot see, is never suspended for want of one (issue 30: the stores' own daily job).
-HERE = ("(store IS NULL OR NOT EXISTS (SELECT 1 FROM meta WHERE key = 'mail_host') "
-        "OR store = (SELECT value FROM meta WHERE key = 'mail_host'))")
+# The daily job suspends and deletes only the mailboxes on this host's disk (store_sql.HERE): a
+# mailbox of a store apart, whose last login this host cannot see, is never suspended for want of one.
+HERE = store_sql.HERE
 
 
 def last_login(address, created):

@@ -35,6 +35,13 @@ def issued(d: Dialect) -> str:
     return f"(a.must_change = 1 AND {d.matches('a.password', '{BLF-CRYPT}$2[aby]$0[4-9]$*')})"
 
 
+# The mailboxes whose mail is on the mail host's disk (their homes, their post-login stamps): all of
+# them, or with stores apart (meta `mail_host`) those the account store does not place on one. The
+# host tools that touch a mailbox's files (the daily job, migrations) keep to these.
+HERE = ("(store IS NULL OR NOT EXISTS (SELECT 1 FROM meta WHERE key = 'mail_host') "
+        "OR store = (SELECT value FROM meta WHERE key = 'mail_host'))")
+
+
 # {time}: a column of seconds since the epoch; {audit_id}: the audit log's row number where the engine
 # has none of its own.
 SCHEMA = """

@@ -73,9 +73,8 @@ def accounts(cfg) -> list[dict]:
     the store's name; the account store keeps it from the mailbox's creation, Dovecot's proxy reads it)."""
     if not cfg.stores_apart:
         return [a.as_dict() for a in cfg.accounts]
-    held = {uid: h.name for h in cfg.model.hosts if h.roles == ["store"] for uid in h.agencies}
-    return [{**a.as_dict(), "store": held.get(a.unit[0] if a.unit else a.owner, cfg.mail_host)}
-            for a in cfg.accounts]
+    held = cfg.held_agencies()
+    return [{**a.as_dict(), "store": cfg.store_of(a, held)} for a in cfg.accounts]
 
 
 def directory_json(cfg) -> bytes:

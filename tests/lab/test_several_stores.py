@@ -5,8 +5,8 @@ MX hosts deliver to the mail host's LMTP, which hands each message to the store 
 mailbox. A store going down stops only its own mailboxes: the others never notice, and mail for
 its own waits in the MX queues until it is back.
 
-Runs for the lab's provinces with a store apart (Lâm Đồng: store2.lamdong.gov.vn holds Sở Khoa học
-và Công nghệ)."""
+Runs for the lab's provinces with a store apart (Lâm Đồng: store2.lamdong.gov.vn holds Sở Xây dựng,
+an agency set up after the merger)."""
 
 from __future__ import annotations
 
@@ -45,11 +45,11 @@ def province(lab_hosts) -> LabHost:
     return lab_hosts[STORES[0]]
 
 
-def people(h: LabHost, apart: bool) -> list[str]:
-    """Active people whose mailbox is on a store apart (or on the mail host), from the data."""
+def mailboxes(h: LabHost, apart: bool) -> list[str]:
+    """Active mailboxes on a store apart (or on the mail host), from the data: people first."""
     where = {a["address"]: a["store"] for a in accounts(h.cfg)}
-    return [a.address for a in h.cfg.accounts if a.kind == "person" and a.status == "active" and a.role == "user"
-            and (where[a.address] != h.cfg.mail_host) == apart]
+    return [a.address for a in sorted(h.cfg.accounts, key=lambda a: a.kind != "person")
+            if a.status == "active" and a.role == "user" and (where[a.address] != h.cfg.mail_host) == apart]
 
 
 def maildir(address: str) -> str:
@@ -61,7 +61,7 @@ def maildir(address: str) -> str:
 def users(province):
     """A person of a store apart and one of the mail host, each with a password of their own."""
     h = province
-    far, near = people(h, apart=True)[0], people(h, apart=False)[0]
+    far, near = mailboxes(h, apart=True)[0], mailboxes(h, apart=False)[0]
     return {"far": far, "near": near, "far_pw": h.set_password(far), "near_pw": h.set_password(near)}
 
 

@@ -76,6 +76,9 @@ class ClosedPort:
     def host_address(self, cfg):
         return "127.0.0.1"
 
+    def private_addresses(self, cfg):
+        return {h.name: "127.0.0.1" for h in cfg.model.hosts}
+
 
 def test_a_host_that_cannot_be_reached_fails_every_clause_with_the_reason_quickly():
     cfg = load_province("daknong")

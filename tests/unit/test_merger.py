@@ -197,9 +197,9 @@ def test_a_mailbox_copied_by_one_method_is_not_copied_by_another_which_would_dou
     assert migrate.load_state()["sources"]["b@old.gov.vn"] == {
         "new": "b@new.gov.vn", "method": "govmail:mail.old.gov.vn", "mode": "direct", "last": 1}
 
-    class Store:  # the merged host's store: the new mailbox exists
+    class Store:  # the merged host's store: the new mailbox exists, on this host
         def execute(self, *a):
-            return [("b@new.gov.vn",)]
+            return [("b@new.gov.vn", None)]
 
     monkeypatch.setattr(migrate.store, "connect", lambda: Store())
     plan = {"version": 2, "source": {"kind": "imap", "host": "imap.old.gov.vn"},
