@@ -8,6 +8,7 @@ They live on the controller, outside the repository, one directory per province:
     $GOVMAIL_SECRETS/<province>/backup-ssh-key[.pub]  (0600 / 0644)
     $GOVMAIL_SECRETS/<province>/store-password-{writer,reader}  (0600; only with PostgreSQL)
     $GOVMAIL_SECRETS/<province>/store-password-{replication,rewind,patroni}  (0600; two db hosts)
+    $GOVMAIL_SECRETS/<province>/backup-ssh-key-<host>[.pub]  (a store apart's own key to the backup host)
     $GOVMAIL_SECRETS/<province>/doveadm-password      (0600; stores apart: the mail host's doveadm
                                                       runs commands on their doveadm servers)
 
@@ -22,6 +23,7 @@ disaster-recovery rebuild starts by putting the directory back on the controller
 from __future__ import annotations
 
 import os
+import re
 import secrets as _random
 import subprocess
 import time
@@ -36,6 +38,9 @@ def province_secrets(cfg, d: Path) -> dict[str, bytes]:
         out.update(store_secrets(d, CLUSTER_ROLES if cfg.store_cluster else ()))
     if cfg.stores_apart:  # the mail host's doveadm reaches the stores' doveadm servers with it
         out["doveadm"] = _made_once(d / "doveadm-password")
+    if cfg.backup_host:
+        for host in cfg.stores_apart:
+            out.update(store_backup_keys(d, host))
     return out
 
 
@@ -81,9 +86,23 @@ def backup_secrets(d: Path, comment: str) -> dict[str, bytes]:
     os.chmod(d, 0o700)
     pp = d / "backup-passphrase"
     _made_once(pp)
-    key = d / "backup-ssh-key"
+    key, public = _key_pair(d, "backup-ssh-key", comment)
+    return {"passphrase": pp.read_bytes(), "ssh_key": key, "ssh_public": public}
+
+
+def store_backup_keys(d: Path, host: str) -> dict[str, bytes]:
+    """A store apart's own SSH key pair to the backup host, which lets it into its own repository
+    only (`backup-ssh-key-<host>`)."""
+    # A host name is checked by the data (letters, digits, dots, hyphens); a file name never takes more.
+    key, public = _key_pair(d, "backup-ssh-key-" + re.sub(r"[^A-Za-z0-9.-]", "_", host)[:200], "govmail-backup")
+    return {f"ssh_key:{host}": key, f"ssh_public:{host}": public}
+
+
+def _key_pair(d: Path, name: str, comment: str) -> tuple[bytes, bytes]:
+    """An ed25519 key pair `d/name` and `d/name.pub`, made the first time."""
+    key = d / name
     if not key.exists():
-        tmp = d / f".backup-ssh-key.{os.getpid()}.{_random.token_hex(4)}"
+        tmp = d / f".{name}.{os.getpid()}.{_random.token_hex(4)}"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(tmp)], check=True)
         try:
             os.link(tmp, key)  # the deploy that links the private key first gives the public one too
@@ -94,11 +113,7 @@ def backup_secrets(d: Path, comment: str) -> dict[str, bytes]:
             for p in (tmp, Path(f"{tmp}.pub")):
                 p.unlink(missing_ok=True)
     for _ in range(100):  # a parallel deploy between its two links
-        if (d / "backup-ssh-key.pub").exists():
+        if (d / f"{name}.pub").exists():
             break
         time.sleep(0.05)
-    return {
-        "passphrase": pp.read_bytes(),
-        "ssh_key": key.read_bytes(),
-        "ssh_public": (d / "backup-ssh-key.pub").read_bytes(),
-    }
+    return key.read_bytes(), (d / f"{name}.pub").read_bytes()

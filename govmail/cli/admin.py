@@ -209,11 +209,11 @@ def cmd_restore(args) -> int:
     return 0
 
 
-def _backup_tool(cfg, args: str, stream: bool = False) -> subprocess.CompletedProcess:
+def _backup_tool(cfg, args: str, stream: bool = False, host: str | None = None) -> subprocess.CompletedProcess:
     from ..data.facts import operator
 
     cmd = f"GOVMAIL_ACTOR={operator()} {contract.PATHS['lib']}/backup {args}"
-    return current().run(cfg.mail_host, cmd, capture=not stream, timeout=None)
+    return current().run(host or cfg.mail_host, cmd, capture=not stream, timeout=None)
 
 
 def cmd_backup(args) -> int:
@@ -233,10 +233,11 @@ def _backup(args) -> int:
         found = _mailbox_host(address)
         if found is None:
             return 2
-        cfg = found[0]
+        cfg, acc = found[0], found[1]
         extra = (f" --at {shlex.quote(args.at)}" if args.at else "") + (
             f" --folder {shlex.quote(args.folder)}" if args.folder else "")
-        r = _backup_tool(cfg, f"restore-mailbox {address}{extra}")
+        # On the host that holds the mailbox and backs it up (a store apart's mailbox: that store).
+        r = _backup_tool(cfg, f"restore-mailbox {address}{extra}", host=cfg.store_of(acc))
         if r.returncode != 0:
             err(r.stderr.strip() or "restore failed")
             return 1
@@ -256,18 +257,22 @@ def _backup(args) -> int:
             print(f"{p}: no backup host in the data ({cfg.file.name}: hosts[].roles: [backup])")
             rc = 1
             continue
+        # The mail host, then each store apart: a repository each (govmail/services/backup.py).
+        hosts = [cfg.mail_host, *cfg.stores_apart]
         if args.backup_cmd == "status":
-            r = _backup_tool(cfg, "status")
-            try:
-                st = json.loads(r.stdout)
-            except ValueError:
-                print(f"{cfg.mail_host:28} UNKNOWN  {r.stderr.strip()[-200:]}")
-                rc = 1
-                continue
-            print(backup_status_line(cfg, st))
-            rc |= 1 if r.returncode or st.get("late") or st.get("failed") else 0
+            for host in hosts:
+                r = _backup_tool(cfg, "status", host=host)
+                try:
+                    st = json.loads(r.stdout)
+                except ValueError:
+                    print(f"{host:28} UNKNOWN  {r.stderr.strip()[-200:]}")
+                    rc = 1
+                    continue
+                print(backup_status_line(cfg, st, host))
+                rc |= 1 if r.returncode or st.get("late") or st.get("failed") else 0
         elif args.backup_cmd == "run":
-            rc |= _backup_tool(cfg, "run", stream=True).returncode
+            for host in hosts:
+                rc |= _backup_tool(cfg, "run", stream=True, host=host).returncode
         elif args.backup_cmd == "list":
             rc |= _backup_tool(cfg, "list", stream=True).returncode
         elif args.backup_cmd == "restore-host":
@@ -279,8 +284,8 @@ def _backup(args) -> int:
     return rc
 
 
-def backup_status_line(cfg, st: dict) -> str:
-    """One line per mail host: NONE (never backed up), FAILED (the last run failed), LATE (the last
+def backup_status_line(cfg, st: dict, host: str | None = None) -> str:
+    """One line per host that backs up (the mail host, each store apart): NONE (never backed up), FAILED (the last run failed), LATE (the last
     good one is older than policy.backup.max_age_hours) or ok, then the facts."""
     size = f"{st['original_size'] / 2**20:,.1f} MiB" if st.get("original_size") else "-"
     age = f"{st['age_hours']} h ago" if st.get("age_hours") is not None else "never"
@@ -289,7 +294,7 @@ def backup_status_line(cfg, st: dict) -> str:
     repo = (f"{st['archives']} archives on {cfg.backup_host}" if st.get("archives") is not None
             else f"repository on {cfg.backup_host} not readable: {(st.get('repo_error') or '?')[:160]}")
     last = st["last_ok"] if st.get("last_ok") else "none yet"
-    return (f"{cfg.mail_host:28} {flag:6}  last good {last} ({age}), {size} of data, {repo}"
+    return (f"{host or cfg.mail_host:28} {flag:6}  last good {last} ({age}), {size} of data, {repo}"
             + (f"; last error {st['last_error']}: {(st.get('error') or '')[:160]}" if st.get("last_error") else ""))
 
 

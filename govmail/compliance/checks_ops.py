@@ -66,18 +66,20 @@ def backups(h, cfg, _):
     assert oct(h.ti.file("/etc/govmail/backup/passphrase").mode) == "0o600", "passphrase readable by others"
     assert h.backup is not None, f"{cfg.backup_host} not reached"
     try:
-        return backup_host_holds(h.backup, cfg)
+        return backup_host_holds(h.backup, cfg, h.name or cfg.mail_host)
     except RuntimeError as e:  # SSH to the backup host failed: this clause fails, the mail host's go on
         raise AssertionError(f"{cfg.backup_host}: {ssh_failure(e) or e}") from None
 
 
-def backup_host_holds(bh, cfg) -> str:
-    keys = bh.check_output("cat /srv/govmail-backup/.ssh/authorized_keys")
-    assert keys.startswith('command="borg serve --append-only --restrict-to-repository ') and ",restrict " in keys, \
-        "the mail host's key may do more than append to its repository"
+def backup_host_holds(bh, cfg, host: str) -> str:
+    """What the backup host holds of `host`'s backups (the mail host's, or a store apart's: a
+    repository each)."""
+    keys = bh.check_output("cat /srv/govmail-backup/.ssh/authorized_keys").splitlines()
+    assert keys and all(k.startswith('command="borg serve --append-only --restrict-to-repository ')
+                        and ",restrict " in k for k in keys), "a key may do more than append to its repository"
     borg = (f"runuser -u govmail-backup -- env BORG_PASSCOMMAND='cat /etc/govmail/backup/{cfg.mail_host}.passphrase' "
             f"BORG_BASE_DIR=/srv/govmail-backup/.borg borg")
-    repo = f"/srv/govmail-backup/{cfg.mail_host}"
+    repo = f"/srv/govmail-backup/{host}"
     mode = json.loads(bh.check_output(f"{borg} info --json {repo}"))["encryption"]["mode"]
     assert mode.startswith("repokey"), f"repository encryption {mode}"
     # The last good backup as the repository holds it (not as the mail host's journal says).

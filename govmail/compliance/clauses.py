@@ -36,7 +36,7 @@ ON_EVERY_MX = {"mail_domain", "directory_deliverable", "size_limit", "utf8", "se
                "no_open_relay", "tls_certificate", "mail_log", "mail_log_retention", "spam_filter", "attachment_rules",
                "archive_inspection", "antivirus", "forwarding_in", "no_content_sent_out"}
 # ... and of the mailboxes each store holds (the mail host's, each store apart's: `hosts[].agencies`).
-ON_EVERY_STORE = {"quota_max", "quota_min", "quota_per_mailbox"}
+ON_EVERY_STORE = {"quota_max", "quota_min", "quota_per_mailbox", "backups"}
 ON_EVERY_HOST = {"timers_scheduled", "clock_synchronised", "security_updates", "files_as_deployed", "no_foreign_config",
                  "ssh_keys_only"}
 

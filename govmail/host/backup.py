@@ -13,7 +13,9 @@ What one archive holds:
                                               (change_signature, taken once Dovecot has taken in
                                               new mail), each at least weekly
   var/backups/govmail/state/accounts.sqlite   the account store (passwords, statuses, audit log),
-                                              copied with SQLite's online backup
+                                              copied with SQLite's online backup (the mail host's
+                                              archives only: a store apart's hold its own mailboxes,
+                                              their stamps and Sieve scripts, its keys and logs)
   var/backups/govmail/state/last-logins.json  last-login stamps
   var/backups/govmail/state/roundcube.sqlite  the web mail's settings, identities and personal
                                               contacts (SQLite's online backup)
@@ -105,9 +107,10 @@ def send_mail(c: dict, subject: str, body: str) -> None:
     mail.send_mail(to, subject, body, to, check=False)
 
 
-def mailboxes() -> list[str]:
-    """Addresses whose mail is on disk: every account of the store but the deleted ones."""
-    return store.mailbox_addresses()
+def mailboxes(c: dict | None = None) -> list[str]:
+    """Addresses whose mail is on this host's disk: every account of the store but the deleted ones,
+    or on a store apart (`store` in its settings) those it holds."""
+    return store.mailbox_addresses(held_by=(c or {}).get("store"))
 
 
 def home(address: str) -> str:
@@ -266,8 +269,8 @@ def _backup_into(address: str, dest: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True)
 
 
-def stage_state(addresses: list[str]) -> None:
-    os.makedirs(STATE_STAGE, mode=0o700, exist_ok=True)
+def _stage_stores() -> None:
+    """The account store and the web mail's database, as SQLite files."""
     if store_db.is_postgresql(store.DB):
         # Whatever the engine, the archive keeps the store as an SQLite file (one restore path).
         from . import store_move
@@ -288,6 +291,14 @@ def stage_state(addresses: list[str]) -> None:
         src.backup(dst)
         dst.close()
         os.replace(STATE_STAGE + "/roundcube.sqlite.tmp", STATE_STAGE + "/roundcube.sqlite")
+
+
+def stage_state(addresses: list[str], account_store: bool = True) -> None:
+    """The last-login stamps of `addresses`; with `account_store` (the mail host), the account store
+    and the web mail's database too."""
+    os.makedirs(STATE_STAGE, mode=0o700, exist_ok=True)
+    if account_store:
+        _stage_stores()
     stamps = {}
     for a in addresses:
         try:
@@ -309,10 +320,10 @@ def run() -> int:
         print("backup: another backup is running", file=sys.stderr)
         return 1
     try:
-        addresses = mailboxes()
+        addresses = mailboxes(c)
         copied, unchanged = stage_mail(addresses)
         n = copied + unchanged
-        stage_state(addresses)
+        stage_state(addresses, account_store=not c.get("store"))
         name = f"{socket.gethostname()}-{datetime.datetime.now().strftime('%Y-%m-%dT%H:%M:%S')}"
         paths = [STAGE, "/etc/govmail", *sieve_paths(), *sorted(glob.glob("/var/log/mail.log*"))]
         r = borg(c, "create", "--json", "--compression", "zstd,6", f"{c['repo']}::{name}", *paths)

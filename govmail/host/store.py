@@ -421,9 +421,13 @@ def stored_addresses(db_path=None):
     return [r[0] for r in db.execute("SELECT address FROM accounts WHERE password IS NOT NULL OR status = 'deleted'")]
 
 
-def mailbox_addresses(db_path=None):
-    """Addresses whose mail is on disk: every account but the deleted ones (read-only)."""
+def mailbox_addresses(db_path=None, held_by=None):
+    """Addresses whose mail is on disk: every account but the deleted ones (read-only); `held_by`:
+    only those a store apart holds (column `store`)."""
     db = read_only(db_path)
+    if held_by:
+        return [r[0] for r in db.execute("SELECT address FROM accounts WHERE status != 'deleted' AND store = ? "
+                                         "ORDER BY address", (held_by,))]
     return [r[0] for r in db.execute("SELECT address FROM accounts WHERE status != 'deleted' ORDER BY address")]
 
 

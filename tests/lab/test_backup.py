@@ -125,10 +125,11 @@ def test_a_failed_backup_and_a_late_backup_are_mailed_to_the_administrators(lab_
     assert status.returncode == 0 and " ok " in status.stdout, status.stdout
 
 
-def test_backup_status_without_a_province_lists_every_mail_host_of_the_lab(lab_hosts):
+def test_backup_status_without_a_province_lists_every_host_that_backs_up_in_the_lab(lab_hosts):
     r = govmail("backup", "status", check=False)
     lines = r.stdout.splitlines()
-    assert sorted(line.split()[0] for line in lines) == sorted(h.cfg.mail_host for h in lab_hosts.values()), r.stdout
+    assert sorted(line.split()[0] for line in lines) == sorted(
+        n for h in lab_hosts.values() for n in [h.cfg.mail_host, *h.cfg.stores_apart]), r.stdout  # a store apart too
     # Every province backed up in time by the first test of this file: exit 0 only then.
     assert r.returncode == (0 if all(" ok " in line for line in lines) else 1), r.stdout
 

@@ -136,3 +136,36 @@ def test_a_user_whose_store_is_up_never_notices_the_other_store_going_down(provi
     for msgid in waiting:
         assert delivered(h, far, msgid, timeout=120) == 1, f"{msgid} lost or doubled while its store was down"
     assert imap_login(h, far, users["far_pw"]) == "OK"
+
+
+def test_a_store_apart_backs_up_its_own_mailboxes_into_its_own_repository_and_no_other(province, users):
+    """Its own key lets it append to its own repository on the backup host, and nothing else; the
+    archive holds the mailboxes it keeps (not the account store: the mail host's archives hold that)."""
+    h, far = province, users["far"]
+    store, backup = h.cfg.stores_apart[0], h.cfg.backup_host
+    msgid = send_25(h, far, "Sao luu kho thu hai")
+    assert delivered(h, far, msgid) == 1
+    r = subprocess.run(["govmail", "backup", "run", h.province], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout + r.stderr
+    status = subprocess.run(["govmail", "backup", "status", h.province], capture_output=True, text=True).stdout
+    assert any(line.startswith(store) and " ok " in line for line in status.splitlines()), status
+    borg = (f"runuser -u govmail-backup -- env BORG_PASSCOMMAND='cat /etc/govmail/backup/{h.cfg.mail_host}.passphrase' "
+            "BORG_BASE_DIR=/srv/govmail-backup/.borg borg")
+    repo = f"/srv/govmail-backup/{store}"
+    last = on(backup, f"{borg} list --short --last 1 {repo}").stdout.strip()
+    content = on(backup, f"{borg} list --short {repo}::{last}").stdout
+    local, _, domain = far.partition("@")
+    assert f"var/backups/govmail/mail/{domain}/{local}/Maildir" in content, content[:2000]
+    assert "accounts.sqlite" not in content  # the mail host's archives hold the account store
+    # Its key reaches its own repository only: the mail host's is refused.
+    rsh = ("ssh -i /etc/govmail/backup/id_ed25519 -o BatchMode=yes -o StrictHostKeyChecking=accept-new "
+           "-o UserKnownHostsFile=/etc/govmail/backup/known_hosts")
+    other = on(store, f"BORG_PASSCOMMAND='cat /etc/govmail/backup/passphrase' BORG_RSH='{rsh}' "
+               f"borg list ssh://govmail-backup@{backup}/srv/govmail-backup/{h.cfg.mail_host}", check=False)
+    assert other.returncode != 0 and "restrict" in (other.stderr + other.stdout).lower(), other.stderr
+    # A message lost by its user comes back from the store's own archives, once.
+    h.run(f"doveadm expunge -u {far} mailbox INBOX header Message-ID {shlex.quote(msgid)}")
+    assert delivered(h, far, msgid, timeout=1) == 0
+    r = subprocess.run(["govmail", "backup", "restore-mailbox", far], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and "restored from" in r.stdout, r.stdout + r.stderr
+    assert delivered(h, far, msgid) == 1

@@ -68,3 +68,25 @@ def test_a_province_without_a_store_apart_has_no_proxy(tmp_path):
     conf = text(dovecot.service(ctx), "/etc/dovecot/dovecot.conf")
     assert "proxy" not in conf.replace("haproxy", "") and "store =" not in conf and "doveadm_port" not in conf
     assert "doveadm" not in province_secrets(cfg, tmp_path / "secrets")
+
+
+def test_a_store_apart_backs_up_into_a_repository_of_its_own_with_a_key_of_its_own(tmp_path):
+    import json
+
+    from govmail.services import backup, backup_host
+
+    cfg = load_province("lamdong")
+    ctx, _ = ctx_of(cfg, STORE2, tmp_path)
+    settings = json.loads(text(backup.service(ctx), "/etc/govmail/backup/backup.json"))
+    assert settings["repo"].endswith(f"/srv/govmail-backup/{STORE2}") and settings["store"] == STORE2
+    mine = text(backup.service(ctx), "/etc/govmail/backup/id_ed25519")
+    mail_ctx, _ = ctx_of(cfg, MAIL, tmp_path)
+    assert mine != text(backup.service(mail_ctx), "/etc/govmail/backup/id_ed25519")
+    assert "store" not in json.loads(text(backup.service(mail_ctx), "/etc/govmail/backup/backup.json"))
+    bh_ctx, _ = ctx_of(cfg, cfg.backup_host, tmp_path)
+    keys = text(backup_host.service(bh_ctx), "/srv/govmail-backup/.ssh/authorized_keys").splitlines()
+    assert [k.split("--restrict-to-repository ")[1].split('"')[0] for k in keys] == [
+        f"/srv/govmail-backup/{MAIL}", f"/srv/govmail-backup/{STORE2}"]
+    assert all(k.startswith('command="borg serve --append-only ') and ",restrict ssh-ed25519 " in k for k in keys)
+    prune = text(backup_host.service(bh_ctx), "/etc/systemd/system/govmail-prune.service")
+    assert prune.count("ExecStart=/usr/bin/borg prune") == 2
