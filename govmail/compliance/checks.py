@@ -52,6 +52,12 @@ def directory_deliverable(h, cfg, _):
     here = [a.address for a in cfg.accounts if cfg.store_of(a, held) == h.name]
     users = set(h.ti.check_output(f"doveadm user -u '*@{cfg.domain}'").split())
     unknown = sorted(set(here) - users)
+    if unknown and cfg.stores_apart:  # the data put them here, the account store on a store apart
+        script = "".join(f"doveadm auth lookup {shlex.quote(a)} | grep -q '  proxy *: *y' && echo {shlex.quote(a)}\n"
+                         for a in unknown)
+        elsewhere = h.ti.run(f"sh -c {shlex.quote(script)}").stdout.split()
+        assert not elsewhere, (f"on a store apart while the data puts them on {h.name} (a mailbox stays where it "
+                               f"was made until it is moved): {elsewhere}")
     assert not unknown, f"unknown to Dovecot: {unknown}"
     # A mailbox of a store apart: the mail host's proxy routes its logins and deliveries there.
     routed = {}

@@ -71,6 +71,9 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="the store as JSON (no hashes)")
     sub.add_parser("stored", help="addresses with a password, and deleted ones (what the deploy asks)")
     p = sub.add_parser("daily", help="the daily job: expiry warnings, inactivity, deletions, purges")
+    p.add_argument("--held-by", metavar="STORE", help="on a store apart: its name; only the inactivity and deletion "
+                   "rules, for the mailboxes it holds")
+    p.add_argument("--domain", help="the province's domain, where the directory is not on the host (a store apart)")
     p.add_argument("--dry-run", action="store_true", help="list what would be done, do nothing")
     p.add_argument("--now", metavar="T", help="unix time or ISO date to run as if it were then (default: the "
                    "environment variable GOVMAIL_CLOCK, so a test can run the timer's own unit at another date)")
@@ -138,8 +141,9 @@ def main(argv):
             from . import store_move
 
             store_move.retire_link(store.SQLITE, store.READERS_CONF)  # the link a move left, once unused
-        lifecycle.daily(now=clock(args.now or os.environ.get("GOVMAIL_CLOCK")), dry_run=args.dry_run)
-        if not args.dry_run:
+        lifecycle.daily(now=clock(args.now or os.environ.get("GOVMAIL_CLOCK")), dry_run=args.dry_run,
+                        held_by=args.held_by, domain=args.domain)
+        if not args.dry_run and not args.held_by:
             password_change.strengthen()
     elif args.cmd == "restore":
         lifecycle.restore(args.address.lower())

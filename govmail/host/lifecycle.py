@@ -23,12 +23,19 @@ MONTH = 30.44 * 86400
 WARN_DAYS = 14
 
 
-def daily(now=None, dry_run=False, db_path=None):
+def daily(now=None, dry_run=False, db_path=None, held_by=None, domain=None):
     """The daily job: warn by mail before a password expires (LC Art. 4.2). Idempotent: one
-    warning per password. `now` (unix time) lets tests move the clock."""
+    warning per password. `now` (unix time) lets tests move the clock. On a store apart
+    (`held_by`: its name; `domain`: the province's), only the inactivity and deletion rules, for the
+    mailboxes it holds (their last logins are on its disk); the mail host warns of expiries."""
     now = int(now or time.time())
     db = store.connect(db_path)
-    domain = store.read_directory()["domain"]
+    domain = domain or store.read_directory()["domain"]
+    here = HERE if not held_by else "store = '" + held_by.replace("'", "''") + "'"
+    if held_by:
+        actions = inactivity(db, domain, now, dry_run, here) + lifecycle(db, domain, now, dry_run, here)
+        _summary(actions, domain, now, dry_run)
+        return
     due = db.execute(
         "SELECT a.address, a.password_set + l.max_age AS expires FROM accounts a "
         "JOIN password_limits l ON l.address = a.address "
@@ -60,6 +67,10 @@ def daily(now=None, dry_run=False, db_path=None):
         store.audit(db, "warn-expiry", address, f"password expires {day}")  # real time: when it was sent
     actions += inactivity(db, domain, now, dry_run)
     actions += lifecycle(db, domain, now, dry_run)
+    _summary(actions, domain, now, dry_run)
+
+
+def _summary(actions, domain, now, dry_run):
     if actions and not dry_run:
         lines = "\n".join(f"{a['action']}\t{a['address']}" for a in actions)
         mail.send_mail(f"postmaster@{domain}", f"govmail: {len(actions)} account actions today / hôm nay",
@@ -70,7 +81,8 @@ def daily(now=None, dry_run=False, db_path=None):
 
 
 # The daily job suspends and deletes only the mailboxes on this host's disk (store_sql.HERE): a
-# mailbox of a store apart, whose last login this host cannot see, is never suspended for want of one.
+# mailbox of a store apart, whose last login this host cannot see, is never suspended for want of
+# one; that store's own daily job (`accounts daily --held-by`) keeps it.
 HERE = store_sql.HERE
 
 
@@ -90,7 +102,7 @@ def notify(to, subject, body, domain):
 
 
 
-def inactivity(db, domain, now, dry_run):
+def inactivity(db, domain, now, dry_run, here=HERE):
     """Suspend mailboxes without login for the province's period (DN Art. 7.3, LC Art. 8.1) and
     notify the managing unit (LC Art. 8.1)."""
     meta = dict(db.execute("SELECT key, value FROM meta"))
@@ -101,7 +113,7 @@ def inactivity(db, domain, now, dry_run):
     verb = {"revoke": ("thu hồi", "revoked"), "suspend": ("tạm khóa", "suspended")}.get(action, ("tạm khóa", "suspended"))
     limit = float(months) * MONTH
     out = []
-    rows = db.execute(f"SELECT address, manager, created FROM accounts WHERE status = 'active' AND {HERE}").fetchall()
+    rows = db.execute(f"SELECT address, manager, created FROM accounts WHERE status = 'active' AND {here}").fetchall()
     for address, manager, created in rows:
         last = last_login(address, created)
         if now - last <= limit:
@@ -157,7 +169,7 @@ def delete_mail(db, address, now, why):
 
 
 
-def lifecycle(db, domain, now, dry_run):
+def lifecycle(db, domain, now, dry_run, here=HERE):
     """Delete what the province's periods say may go: suspended mailboxes the set number of months
     after the notice (LC Art. 8.1, with the agency and its superior notified; DN Art. 7.3), and
     cancelled or dropped mailboxes after the retention of cancelled mail (policy.cancellation)."""
@@ -171,7 +183,7 @@ def lifecycle(db, domain, now, dry_run):
         rules += [("cancelled", keep, meta.get("cancelled_article", "")), ("removed", keep, meta.get("cancelled_article", ""))]
     for status, months, article in rules:
         rows = db.execute("SELECT address, manager, superior, COALESCE(status_since, updated) FROM accounts "
-                          f"WHERE status = ? AND ? - COALESCE(status_since, updated) > ? AND {HERE}",
+                          f"WHERE status = ? AND ? - COALESCE(status_since, updated) > ? AND {here}",
                           (status, now, months * MONTH)).fetchall()
         for address, manager, superior, since_ts in rows:
             since = datetime.datetime.fromtimestamp(since_ts).strftime("%d/%m/%Y")

@@ -16,6 +16,7 @@ import shlex
 from ..data import ROLE_LOCAL_PARTS, passwords, validated_cache
 from ..data import predecessors as merger
 from ..data.facts import operator, password_api, password_service_url, password_url  # noqa: F401 (used here)
+from ..data.text import Trusted
 from ..host import contract
 from ..render import render
 from ..service import Ensure, File, Refused, Service, Unit, json_bytes
@@ -119,10 +120,15 @@ def stored_addresses(answer: str) -> set[str]:
 
 def service(ctx) -> Service | None:
     cfg = ctx.cfg
-    # A store apart: the mail host syncs the account store and runs the daily job; a store apart
-    # only reads it.
+    # A store apart: the mail host syncs the account store; the store runs the inactivity and
+    # deletion rules for its own mailboxes (their last logins are on its disk).
     if ctx.host_name in cfg.stores_apart:
-        return None
+        daily = Trusted(f"--held-by {ctx.host_name} --domain {cfg.domain}")
+        return Service(name="accounts", files=[
+            File("/etc/systemd/system/govmail-daily.service", render("systemd/govmail-daily.service.j2", cfg,
+                                                                     daily_args=daily), action=None),
+            File("/etc/systemd/system/govmail-daily.timer", render("systemd/govmail-daily.timer.j2", cfg), action=None),
+        ], units=[Unit("govmail-daily.timer")])
     if ctx.probes.get("store_engine", "").strip() == "postgresql" and cfg.store_engine == "sqlite":
         # The host tools would go on writing PostgreSQL while Dovecot and Postfix read the SQLite
         # file left behind by the move: two stores, diverging.

@@ -169,3 +169,23 @@ def test_a_store_apart_backs_up_its_own_mailboxes_into_its_own_repository_and_no
     r = subprocess.run(["govmail", "backup", "restore-mailbox", far], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and "restored from" in r.stdout, r.stdout + r.stderr
     assert delivered(h, far, msgid) == 1
+
+
+def test_the_inactivity_rule_reaches_a_store_aparts_mailboxes_from_that_store_only(province, users):
+    """Its last logins are on its disk: its own daily job applies the rule to them, the mail host's
+    leaves them alone (a dry run at a date past the province's period)."""
+    import json
+
+    h, far = province, users["far"]
+    store = h.cfg.stores_apart[0]
+    if h.cfg.policy.inactivity.action == "none":
+        pytest.skip(f"{h.province} has no inactivity rule")
+    later = int(time.time() + (h.cfg.policy.inactivity.after_months + 1) * 31 * 86400)
+    unit = on(store, "systemctl cat govmail-daily.service").stdout
+    assert f"accounts daily --held-by {store} --domain {h.cfg.domain}" in unit, unit
+    assert on(store, "systemctl is-enabled govmail-daily.timer").stdout.strip() == "enabled"
+    mine = json.loads(on(store, f"/usr/local/lib/govmail/accounts daily --dry-run --now {later} --held-by {store} "
+                                f"--domain {h.cfg.domain}").stdout)["actions"]
+    theirs = json.loads(h.run(f"/usr/local/lib/govmail/accounts daily --dry-run --now {later}").stdout)["actions"]
+    assert far in {a["address"] for a in mine}, mine
+    assert far not in {a["address"] for a in theirs} and theirs, theirs

@@ -220,6 +220,31 @@ def test_six_months_without_login_suspends_notifies_the_agency_and_restore_bring
         lifecycle.restore("busy@x.gov.vn")  # not suspended
 
 
+def test_with_a_store_apart_each_host_suspends_only_the_mailboxes_on_its_own_disk(store, monkeypatch):
+    """The mail host cannot see a store apart's last logins: its daily job leaves those mailboxes
+    alone (never locked out for want of a stamp it cannot read); the store's own job keeps them."""
+    sync, tmp = store
+    monkeypatch.setattr(lifecycle, "HOMES", str(tmp / "vmail"))
+    monkeypatch.setattr(host_mail, "send_mail", lambda *a, **k: None)
+    near, far = acc("near@x.gov.vn", password_hash="{BLF-CRYPT}$2b$11$n"), acc("far@x.gov.vn", password_hash="{BLF-CRYPT}$2b$11$f")
+    far["store"] = "store2.x.gov.vn"
+    sync([near, far], policy={**LC_INACTIVITY, "mail_host": "mail.x.gov.vn"})
+    t0 = sync.db.execute("SELECT min(created) FROM accounts").fetchone()[0]
+    later = t0 + int(7 * lifecycle.MONTH)
+
+    def status():
+        return dict(sync.db.execute("SELECT address, status FROM accounts").fetchall())
+
+    lifecycle.daily(now=later)  # the mail host's
+    assert status() == {"near@x.gov.vn": "suspended", "far@x.gov.vn": "active"}
+    lifecycle.daily(now=later, held_by="store2.x.gov.vn", domain="x.gov.vn")  # the store's
+    assert status() == {"near@x.gov.vn": "suspended", "far@x.gov.vn": "suspended"}
+    # A sync never moves a mailbox: the data saying another store leaves it where its mail is.
+    far["store"] = "mail.x.gov.vn"
+    sync([near, far], policy={**LC_INACTIVITY, "mail_host": "mail.x.gov.vn"})
+    assert sync.db.execute("SELECT store FROM accounts WHERE address = 'far@x.gov.vn'").fetchone() == ("store2.x.gov.vn",)
+
+
 def test_no_inactivity_rule_suspends_nobody(store, monkeypatch):
     sync, tmp = store
     monkeypatch.setattr(lifecycle, "HOMES", str(tmp / "vmail"))
