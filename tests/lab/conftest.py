@@ -150,6 +150,14 @@ class LabHost:
             return e.code, json.loads(e.read())
 
 
+def on(name: str, command: str, check: bool = True) -> subprocess.CompletedProcess:
+    """`command` as root on the lab host `name` (any host of a province, not only its mail host)."""
+    ip = lab.load_state()["hosts"][name]["ip"]
+    r = subprocess.run(["ssh", *lab.ssh_options(), f"root@{ip}", command], capture_output=True, text=True, timeout=300)
+    assert not check or r.returncode == 0, f"{name}: `{command}` failed: {r.stderr.strip()}"
+    return r
+
+
 def deploy_log(province: str) -> Path:
     return lab.LAB_DIR / "logs" / f"deploy-{province}.log"
 

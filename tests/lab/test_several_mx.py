@@ -19,19 +19,12 @@ from govmail import lab, targets
 from govmail.data import load_province
 from govmail.host.contract import PORTS
 
-from .conftest import PROVINCES, LabHost
+from .conftest import PROVINCES, LabHost, on
 
 PORT = PORTS["mail_log"]
 
 APART = [p for p in PROVINCES if len(load_province(p).mx_hosts) > 1]
 pytestmark = pytest.mark.skipif(not APART, reason="no province with an MX host apart in this lab run")
-
-
-def on(name: str, command: str, check: bool = True) -> subprocess.CompletedProcess:
-    ip = lab.load_state()["hosts"][name]["ip"]
-    r = subprocess.run(["ssh", *lab.ssh_options(), f"root@{ip}", command], capture_output=True, text=True, timeout=300)
-    assert not check or r.returncode == 0, f"{name}: `{command}` failed: {r.stderr.strip()}"
-    return r
 
 
 @pytest.fixture(scope="module")

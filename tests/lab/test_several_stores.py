@@ -22,18 +22,11 @@ from govmail import lab
 from govmail.data import load_province
 from govmail.services.accounts import accounts
 
-from .conftest import PROVINCES, LabHost
+from .conftest import PROVINCES, LabHost, on
 from .mailing import INSECURE, delivered, imap_login, send_25, submission
 
 STORES = [p for p in PROVINCES if load_province(p).stores_apart]
 pytestmark = pytest.mark.skipif(not STORES, reason="no province with a store apart in this lab run")
-
-
-def on(name: str, command: str, check: bool = True) -> subprocess.CompletedProcess:
-    ip = lab.load_state()["hosts"][name]["ip"]
-    r = subprocess.run(["ssh", *lab.ssh_options(), f"root@{ip}", command], capture_output=True, text=True, timeout=300)
-    assert not check or r.returncode == 0, f"{name}: `{command}` failed: {r.stderr.strip()}"
-    return r
 
 
 def ip_of(name: str) -> str:

@@ -1,5 +1,5 @@
 """The account store on two db hosts (Patroni, etcd): a primary and a synchronous standby, and losing
-the primary's host costs a stall of writes, never an acknowledged change, and never a login.
+the primary's host costs a stall of writes, never an acknowledged change, a login or a message.
 
 Lâm Đồng is the lab's province with two db hosts (group_data/lamdong.yml): its mail host is the
 first, db2 the second, and its backup host keeps etcd's third member. The primary is moved to db2
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import imaplib
 import json
+import smtplib
 import threading
 import time
 
@@ -19,6 +20,7 @@ from govmail import lab
 from govmail.host import contract
 
 from .conftest import PROVINCES, LabHost
+from .mailing import delivered
 
 CLUSTERED = [p for p in PROVINCES if p == "lamdong"]
 pytestmark = pytest.mark.skipif(not CLUSTERED, reason="no province with two db hosts in this lab run")
@@ -87,7 +89,7 @@ def test_the_account_store_runs_as_a_primary_and_a_synchronous_standby(cluster):
     assert lab_run(db2, f"{contract.PATHS['lib']}/accounts db-check").strip() == "the store's roles log in"
 
 
-def test_losing_the_db_primary_stalls_writes_loses_no_acknowledged_change_and_no_login(cluster):
+def test_losing_the_db_primary_stalls_writes_loses_no_acknowledged_change_no_login_and_no_mail(cluster):
     h = cluster
     db2 = h.cfg.db_hosts[1]
     if members(h)[h.name][0] == "Leader":  # the primary to lose: db2's, so the mail host stays up
@@ -112,8 +114,32 @@ def test_losing_the_db_primary_stalls_writes_loses_no_acknowledged_change_and_no
             logins.append((t, ok))
             time.sleep(0.5)
 
+    # Mail from outside through every MX (each reads the store for its recipients), one message a
+    # second; a temporary refusal is tried again a second later, as a sending server would.
+    sent: list[tuple[float, float, str]] = []  # (first try, accepted, Message-ID)
+    mx = [lab.load_state()["hosts"][n]["ip"] for n in h.cfg.mx_hosts]
+
+    def deliver():
+        i = 0
+        while not stop.is_set():
+            i += 1
+            msgid, first = f"<failover-{i}-{int(time.time())}@{lab.OUTSIDE_DOMAIN}>", time.time()
+            while not stop.is_set():
+                try:
+                    with smtplib.SMTP(mx[i % len(mx)], 25, timeout=20) as smtp:
+                        smtp.sendmail(f"someone@{lab.OUTSIDE_DOMAIN}", [user],
+                                      f"From: someone@{lab.OUTSIDE_DOMAIN}\r\nTo: {user}\r\nSubject: failover {i}\r\n"
+                                      f"Message-ID: {msgid}\r\n\r\nThu trong khi doi may chu.\r\n")
+                    sent.append((first, time.time(), msgid))
+                    break
+                except (OSError, smtplib.SMTPException):
+                    time.sleep(1)
+            time.sleep(1)
+
     reader = threading.Thread(target=log_in)
     reader.start()
+    sender = threading.Thread(target=deliver)
+    sender.start()
     writer = threading.Thread(target=lambda: out.append(h.run("python3 - 75", input=WRITER).stdout))
     out: list[str] = []
     writer.start()
@@ -127,6 +153,7 @@ def test_losing_the_db_primary_stalls_writes_loses_no_acknowledged_change_and_no
     writer.join()
     stop.set()
     reader.join()
+    sender.join()
     result = json.loads(out[0])
     acked = result["acked"]
     after = [t for _, t in acked if t > lost_at]
@@ -137,6 +164,12 @@ def test_losing_the_db_primary_stalls_writes_loses_no_acknowledged_change_and_no
     assert [n for n, _ in acked if n not in kept] == [], "an acknowledged write is gone after the failover"
     assert stall < 60, f"writes stalled {stall:.0f} s (floor: under 60 s)"
     assert all(ok for _, ok in logins), [time.strftime("%T", time.localtime(t)) for t, ok in logins if not ok]
+    # Every message taken by an MX is in the mailbox once; how long the longest one waited to be taken.
+    waited = max(accepted - first for first, accepted, _ in sent)
+    print(f"mail through {len(mx)} MX: {len(sent)} messages taken, the longest wait to be taken {waited:.1f} s")
+    for _, _, msgid in sent:
+        assert delivered(h, user, msgid, timeout=120) == 1, f"{msgid} lost or doubled across the failover"
+    assert waited < 60, f"mail waited {waited:.0f} s to be taken (floor: under 60 s)"
     # The mail host's own standby was promoted; the lost host comes back as the standby (pg_rewind).
     wait_for(h, {h.name: ("Leader", "running"), db2: ("Sync Standby", "streaming")}, seconds=240)
     status, answer = h.change_own_password(user, password, password + "x")
