@@ -7,6 +7,7 @@ changes a host. `CHECKS` holds them all.
 from __future__ import annotations
 
 import shlex
+import time
 
 from ..host import contract
 from . import active, checks_filter, checks_host, checks_ops  # noqa: F401  (registers the active probes, the filter's, the host's and the operations checks)
@@ -50,7 +51,15 @@ def directory_deliverable(h, cfg, _):
         return f"{len(cfg.accounts)} addresses accepted by Postfix ({maps})"
     held = cfg.held_agencies()
     here = [a.address for a in cfg.accounts if cfg.store_of(a, held) == h.name]
-    users = set(h.ti.check_output(f"doveadm user -u '*@{cfg.domain}'").split())
+    # Once more after a failure: a connection of Dovecot's pool that the account store closed (a
+    # failover, a restart) fails one query, and the next opens a new one.
+    listing = f"doveadm user -u '*@{cfg.domain}'"
+    r = h.ti.run(listing)
+    if r.rc != 0:
+        time.sleep(1)
+        r = h.ti.run(listing)
+    assert r.rc == 0, f"`{listing}` exited {r.rc}: {' '.join(r.stderr.split())[:300]}"
+    users = set(r.stdout.split())
     unknown = sorted(set(here) - users)
     if unknown and cfg.stores_apart:  # the data put them here, the account store on a store apart
         script = "".join(f"doveadm auth lookup {shlex.quote(a)} | grep -q '  proxy *: *y' && echo {shlex.quote(a)}\n"

@@ -169,7 +169,8 @@ def test_losing_the_db_primary_stalls_writes_loses_no_acknowledged_change_no_log
     print(f"mail through {len(mx)} MX: {len(sent)} messages taken, the longest wait to be taken {waited:.1f} s")
     for _, _, msgid in sent:
         assert delivered(h, user, msgid, timeout=120) == 1, f"{msgid} lost or doubled across the failover"
-    assert waited < 60, f"mail waited {waited:.0f} s to be taken (floor: under 60 s)"
+    # A sending server tries again minutes later: a wait of a minute or two costs its mail nothing.
+    assert waited < 120, f"mail waited {waited:.0f} s to be taken (floor: under 120 s)"
     # The mail host's own standby was promoted; the lost host comes back as the standby (pg_rewind).
     wait_for(h, {h.name: ("Leader", "running"), db2: ("Sync Standby", "streaming")}, seconds=240)
     status, answer = h.change_own_password(user, password, password + "x")
