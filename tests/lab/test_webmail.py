@@ -316,7 +316,11 @@ def test_an_official_changes_the_issued_password_finds_a_colleague_and_sends_mai
     d.find_element(By.ID, "composebody").send_keys("Kính gửi anh/chị,\nGửi kèm báo cáo quý.\nTrân trọng.")
     upload = d.find_element(By.CSS_SELECTOR, "input[type=file][name='_attachments[]']")
     upload.send_keys(path)
-    wait_for(lambda: "Báo cáo quý.pdf" in d.find_element(By.ID, "attachment-list").text, 60, "the upload")
+    # Uploaded, not only listed: while its placeholder (li.uploading) is there Roundcube refuses to send
+    # (seen in CI on a loaded machine: the send was ignored and the compose page stayed).
+    wait_for(lambda: "Báo cáo quý.pdf" in " ".join(e.text for e in d.find_elements(
+        By.CSS_SELECTOR, "#attachment-list li[id^=rcmfile]")) and not d.find_elements(
+        By.CSS_SELECTOR, "#attachment-list li.uploading"), 120, "the upload")
     b.shot("compose with attachment")
     d.execute_script("rcmail.command('send', {})")
     wait_for(lambda: "_action=compose" not in d.current_url, 60, "the mail to leave")
