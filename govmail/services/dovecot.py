@@ -58,9 +58,10 @@ def routes(ctx) -> dict:
     cases = " ".join(f"WHEN {_literal(n)} THEN {_literal(at(n))}" for n in apart)
     port = (f"CASE '%{{protocol}}' WHEN 'lmtp' THEN {contract.PORTS['lmtp']} "
             f"WHEN 'sieve' THEN {contract.PORTS['managesieve']} END")
+    # Proxied: a mailbox of a store apart, unless its login is refused (LMTP and doveadm still reach it).
+    routed = f"(nologin IS NULL OR '%{{protocol}}' IN ('lmtp', 'doveadm')) AND store IN ({names})"
     return {"own": Trusted(f"(store IS NULL OR store = {_literal(ctx.host_name)})"), "backend": None,
-            "proxy": {"names": Trusted(", ".join(apart)), "apart": Trusted(f"(nologin IS NULL OR '%{{protocol}}' IN ('lmtp', 'doveadm')) "
-                                                          f"AND store IN ({names})"),
+            "proxy": {"names": Trusted(", ".join(apart)), "apart": Trusted(routed),
                       "host": Trusted(f"CASE store {cases} END"), "port": Trusted(port)}}
 
 
