@@ -27,6 +27,8 @@
                                            one mailbox (or folder) as it was, merged into the live one
     govmail backup restore-host PROVINCE [--at TIME]
                                            after a rebuild: store, passwords, TLS, logs, all mail
+    govmail move-mailbox ADDRESS ... | --agency ID --province P [--to STORE] [--dry-run]
+                                           mailboxes to another store of their province while in use
     govmail dns PROVINCE                   the DNS records to publish (zone-file format)
     govmail directory PROVINCE             the directory for the portal (HTML, CSV, vCard)
     govmail notice PROVINCE TEXT --until T the outage notice on the web mail, mailed to everyone
@@ -42,7 +44,7 @@
     govmail test [PYTEST ARGS]             unit tests, then the lab tests (boots the lab)
 
 Each module here registers its own commands (`register(sub)`): data.py, deploy.py, lab.py,
-admin.py, merger.py, publish.py, verify.py, monitor.py; args.py holds the argument types. The top layer.
+admin.py, move.py, merger.py, publish.py, verify.py, monitor.py; args.py holds the argument types. The top layer.
 
 May import: every layer.
 """
@@ -55,11 +57,11 @@ import sys
 
 from ..data import ROOT, DataError
 from ..targets import TargetError
-from . import admin, data, deploy, lab, merger, monitor, publish, verify
+from . import admin, data, deploy, lab, merger, monitor, move, publish, verify
 from .args import err
 
 # Each module registers its own commands (`register(sub)`), in the order `govmail --help` lists them.
-COMMANDS = (data, deploy, lab, admin, merger, publish, verify, monitor)
+COMMANDS = (data, deploy, lab, admin, move, merger, publish, verify, monitor)
 
 
 def main(argv: list[str] | None = None) -> int:

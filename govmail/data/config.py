@@ -138,7 +138,12 @@ class ProvinceConfig:
         its agency or district (`hosts[].agencies`), else the mail host. `held`: the stores' agencies
         (`held_agencies()`), when asked for many accounts."""
         held = self.held_agencies() if held is None else held
-        return held.get(account.unit[0] if account.unit else account.owner, self.mail_host)
+        return held.get(self.agency_of(account), self.mail_host)
+
+    @staticmethod
+    def agency_of(account: Account) -> str:
+        """The agency or district id a mailbox belongs to (what `hosts[].agencies` name)."""
+        return account.unit[0] if account.unit else account.owner
 
     def held_agencies(self) -> dict[str, str]:
         """Agency or district id -> the store apart that holds its mailboxes."""

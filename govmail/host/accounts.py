@@ -10,7 +10,7 @@ import json
 import os
 import sys
 
-from . import lifecycle, notice, password_change, store, store_db, store_sql
+from . import lifecycle, mailbox_moves, notice, password_change, store, store_db, store_sql
 
 EPILOG = """
 The store: one database that Dovecot (passdb/userdb) and Postfix (its maps) read through views:
@@ -96,6 +96,16 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("db-setup", help="start the store's PostgreSQL and make its roles, database and rights (db host)")
     sub.add_parser("db-wait-cluster", help="wait until the store's Patroni cluster exists in etcd (a second db host "
                    "joins it, never makes its own)")
+    p = sub.add_parser("move", help="a mailbox's place during `govmail move-mailbox` (which drives the move): "
+                       "its state as JSON, or one step")
+    p.add_argument("address")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--begin", metavar="STORE", help="its mail is being copied to STORE (whose Dovecot then knows it)")
+    g.add_argument("--hold", metavar="SECONDS", type=int, help="its logins wait that long")
+    g.add_argument("--switch", metavar="STORE", help="it is on STORE from now on")
+    g.add_argument("--release", action="store_true", help="the move is over: logins no longer wait")
+    g.add_argument("--abort", action="store_true", help="the move stops; it stays where it is")
+    sub.add_parser("places", help="how many mailboxes each host holds, and is being moved to (JSON)")
     p = sub.add_parser("audit", help="the latest account actions: when, who, what, which mailbox")
     p.add_argument("--limit", type=int, default=50)
     return ap
@@ -170,6 +180,18 @@ def main(argv):
         from . import store_setup
 
         store_setup.wait_cluster()
+    elif args.cmd == "move":
+        a = args.address.lower()
+        try:
+            done = (mailbox_moves.begin(a, args.begin) if args.begin else mailbox_moves.hold(a, args.hold)
+                    if args.hold is not None else mailbox_moves.switch(a, args.switch) if args.switch
+                    else mailbox_moves.release(a) if args.release else mailbox_moves.abort(a) if args.abort
+                    else mailbox_moves.state(a))
+        except mailbox_moves.MoveRefused as e:
+            sys.exit(f"accounts: {e}")
+        print(json.dumps(done))
+    elif args.cmd == "places":
+        print(json.dumps(mailbox_moves.places()))
     elif args.cmd == "audit":
         store.show_audit(args.limit)
     return 0

@@ -67,8 +67,17 @@ CREATE TABLE IF NOT EXISTS accounts (
     manager      TEXT,
     superior     TEXT,
     -- the host that holds its mail (a store apart behind the mail host's proxy); NULL: the mail host.
-    -- Set when the mailbox is made, never by a later sync (its mail stays where it is).
-    store        TEXT
+    -- Set when the mailbox is made, never by a later sync (its mail stays where it is); changed only
+    -- by `govmail move-mailbox` once the mail is on the other host.
+    store        TEXT,
+    -- during `govmail move-mailbox`: the host its mail is being copied to (its Dovecot knows the
+    -- mailbox meanwhile), and until when its logins wait for the last copy (seconds since the epoch;
+    -- the proxy's `delay_until`; deliveries never wait: the move's catch-up copies what came meanwhile).
+    moving       TEXT,
+    hold_until   {time},
+    -- after the switch, until the move's last catch-up is done: the host the mail left (its Dovecot
+    -- still knows the mailbox, for that copy only; nothing routes there)
+    moved_from   TEXT
 );
 CREATE TABLE IF NOT EXISTS aliases (
     address TEXT PRIMARY KEY,
@@ -146,6 +155,10 @@ CREATE VIEW former_phase AS
 DROP VIEW IF EXISTS dovecot_passdb_own{cascade};
 CREATE VIEW dovecot_passdb_own AS
     SELECT a.address AS "user", a.password, a.store,
+           -- where a login goes: during a move's hold the host the mail is moving to (the login waits
+           -- until the hold ends, `delay_until`: by then the mail is there); else where it is
+           CASE WHEN a.moving IS NOT NULL AND a.hold_until > {now} THEN a.moving ELSE a.store END AS login_store,
+           CASE WHEN a.hold_until > {now} THEN a.hold_until END AS delay_until,
            CASE WHEN b.block IS NULL THEN NULL ELSE 'y' END AS nologin,
            CASE b.block
                 WHEN 'cancelled' THEN '{cancelled}'
@@ -168,9 +181,9 @@ CREATE VIEW dovecot_passdb AS
     WHERE f.phase = 'transition';
 -- What Dovecot's userdb reads: the quota of each mailbox, and the mailboxes that have mail on disk.
 DROP VIEW IF EXISTS dovecot_userdb{cascade};
-CREATE VIEW dovecot_userdb AS SELECT address AS "user", quota_mb || 'M' AS quota_storage_size, store FROM accounts;
+CREATE VIEW dovecot_userdb AS SELECT address AS "user", quota_mb || 'M' AS quota_storage_size, store, moving, moved_from FROM accounts;
 DROP VIEW IF EXISTS dovecot_users{cascade};
-CREATE VIEW dovecot_users AS SELECT address AS "user", store FROM accounts WHERE status != 'deleted';
+CREATE VIEW dovecot_users AS SELECT address AS "user", store, moving, moved_from FROM accounts WHERE status != 'deleted';
 -- What Postfix reads (proxy:sqlite maps in /etc/postfix/govmail): mailboxes that take mail (a
 -- removed or deleted one does not), lists and their members, and who may send as an address
 -- (a mailbox as itself while active; a list as the logins the data allows).
@@ -184,6 +197,7 @@ CREATE VIEW postfix_aliases AS
     -- Only to a mailbox that takes mail, or a list: mail to an old address whose new mailbox was
     -- removed or deleted is refused at RCPT (unknown), not accepted and bounced later.
     WHERE phase != 'moved' AND (new IN (SELECT address FROM postfix_mailboxes) OR new IN (SELECT address FROM aliases));
+DROP VIEW IF EXISTS postfix_held{cascade};
 DROP VIEW IF EXISTS postfix_relocated{cascade};
 CREATE VIEW postfix_relocated AS SELECT old AS address, new FROM former_phase WHERE phase = 'moved';
 DROP VIEW IF EXISTS postfix_senders_own{cascade};
@@ -217,4 +231,7 @@ ADDED_COLUMNS = [
     ("manager", "TEXT"),
     ("superior", "TEXT"),
     ("store", "TEXT"),
+    ("moving", "TEXT"),
+    ("hold_until", "BIGINT"),
+    ("moved_from", "TEXT"),
 ]

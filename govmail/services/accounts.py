@@ -93,7 +93,10 @@ def probes(cfg) -> dict[str, str]:
     dsn = shlex.quote(contract.PATHS["store_dsn"])
     legacy = shlex.quote(contract.PATHS["legacy_users"])
     # Compressed to one line: 50,000 addresses are 1.4 MB, a second of a no-change deploy to read.
-    return {"store_engine": f"test -s {dsn} && echo postgresql || echo sqlite", "stored_accounts": (
+    return {"store_engine": f"test -s {dsn} && echo postgresql || echo sqlite",
+            # Where the mailboxes are (a host leaving the data must hold none): `accounts places`.
+            "mail_places": f"{{ [ -s {dsn} ] || [ -f {q} ]; }} && {tool} places 2>/dev/null || true",
+            "stored_accounts": (
         f"{{ if [ -s {dsn} ] || [ -f {q} ]; then {tool} stored 2>/dev/null || {tool} list 2>/dev/null "
         f"|| echo {UNREADABLE}; elif [ -f {legacy} ]; then cut -d: -f1 {legacy} | grep -v '^#'; fi; }} "
         "| gzip -1 | base64 -w0; echo"
@@ -118,6 +121,26 @@ def stored_addresses(answer: str) -> set[str]:
     return set(answer.split())
 
 
+def stranded(cfg, answer: str) -> None:
+    """Refuse a data file without a host that still holds mailboxes, or that mail is being moved to
+    (the account store's `store` and `moving`): they would be served empty by the mail host, their
+    mail left on a host nobody deploys."""
+    try:
+        places = json.loads(answer) if answer.strip() else {}
+    except ValueError:
+        return  # a host tool of an earlier version: nothing to compare
+    stores = {cfg.mail_host, *cfg.stores_apart}
+    for key, column, what in (("stores", "store", "hold"), ("moving", "moving", "are being moved to"),
+                              ("moved_from", "moved_from", "were just moved from")):
+        for host, n in sorted((places.get(key) or {}).items()):
+            if host and host not in stores:  # "": no host named (a one-host store: the mail host)
+                raise Refused(
+                    f"{n} mailboxes {what} {host} (the account store's `{column}`), "
+                    f"which {cfg.file.name} no longer has as a store: put it back in hosts[] with roles [store], give "
+                    "its agencies to another store (hosts[].agencies), deploy, `govmail move-mailbox --agency ID "
+                    f"--province {cfg.key}`, and only then remove it")
+
+
 def service(ctx) -> Service | None:
     cfg = ctx.cfg
     # A store apart: the mail host syncs the account store; the store runs the inactivity and
@@ -135,6 +158,7 @@ def service(ctx) -> Service | None:
         raise Refused("its account store is on PostgreSQL (/etc/govmail/store.dsn) and the data file says "
                       "`account_store.engine: sqlite`: moving a store back is not supported; set it to "
                       "`postgresql` again")
+    stranded(cfg, ctx.probes.get("mail_places", ""))
     stored = stored_addresses(ctx.probes.get("stored_accounts", ""))
     new = [a for a in cfg.accounts if a.address not in stored and not a.password_hash]
     sync = f"GOVMAIL_ACTOR={shlex.quote(operator())} {contract.PATHS['lib']}/accounts sync"

@@ -17,6 +17,9 @@ from ..render import render
 from ..service import Ensure, File, Refused, Service, Unit, Validator, directory, restarted_after_crash
 from . import db
 
+# Where the proxy sends a delivery to a mailbox in a move's hold: a port nothing serves on the mail
+# host's loopback, so LMTP answers 451 4.4.0 and Postfix keeps the message queued (govmail/cli/move.py).
+HELD = ("127.0.0.1", 9)
 # A message Postfix hands over again after a stop or crash, dropped before the users' filters.
 DUPLICATES = "/etc/dovecot/sieve/duplicates"
 
@@ -50,19 +53,30 @@ def routes(ctx) -> dict:
         return {"own": None, "proxy": None, "backend": None}
     if ctx.host_name in apart:
         proxies = [at(cfg.mail_host)]
-        return {"own": Trusted(f"store = {_literal(ctx.host_name)}"), "proxy": None,
+        me = _literal(ctx.host_name)
+        return {"own": Trusted(f"(store = {me} OR moving = {me} OR moved_from = {me})"), "proxy": None,
                 "backend": {"listen": at(ctx.host_name), "proxies": Trusted(", ".join(proxies)),
                             "trusted": Trusted(" ".join(f"{a}/32" for a in proxies)),
                             "submission": Trusted(f"{at(cfg.mail_host)}:{contract.PORTS['sieve_out']}")}}
     names = ", ".join(_literal(n) for n in apart)
+    # Where the mailbox is: deliveries and doveadm go where its mail is (`store`); a login during a
+    # move's hold goes where the mail is moving to (`login_store`), once the hold is over.
+    where = "CASE WHEN '%{protocol}' IN ('lmtp', 'doveadm') THEN store ELSE login_store END"
     cases = " ".join(f"WHEN {_literal(n)} THEN {_literal(at(n))}" for n in apart)
     port = (f"CASE '%{{protocol}}' WHEN 'lmtp' THEN {contract.PORTS['lmtp']} "
             f"WHEN 'sieve' THEN {contract.PORTS['managesieve']} END")
     # Proxied: a mailbox of a store apart, unless its login is refused (LMTP and doveadm still reach it).
-    routed = f"(nologin IS NULL OR '%{{protocol}}' IN ('lmtp', 'doveadm')) AND store IN ({names})"
-    return {"own": Trusted(f"(store IS NULL OR store = {_literal(ctx.host_name)})"), "backend": None,
+    routed = f"(nologin IS NULL OR '%{{protocol}}' IN ('lmtp', 'doveadm')) AND {where} IN ({names})"
+    # A delivery during a move's hold goes nowhere: LMTP answers 451 and the message waits in the MX
+    # queue (as for a store that is down) until the move is done.
+    held = "'%{protocol}' = 'lmtp' AND delay_until IS NOT NULL"
+    nowhere, closed = HELD
+    me = _literal(ctx.host_name)
+    return {"own": Trusted(f"(store IS NULL OR store = {me} OR moving = {me} OR moved_from = {me})"), "backend": None,
             "proxy": {"names": Trusted(", ".join(apart)), "apart": Trusted(routed),
-                      "host": Trusted(f"CASE store {cases} END"), "port": Trusted(port)}}
+                      "on": Trusted(f"({held}) OR ({routed})"),
+                      "host": Trusted(f"CASE WHEN {held} THEN '{nowhere}' ELSE CASE {where} {cases} END END"),
+                      "port": Trusted(f"CASE WHEN {held} THEN {closed} ELSE {port} END")}}
 
 
 def doveadm_password(ctx) -> str | None:

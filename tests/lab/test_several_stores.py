@@ -182,3 +182,124 @@ def test_the_inactivity_rule_reaches_a_store_aparts_mailboxes_from_that_store_on
     theirs = json.loads(h.run(f"/usr/local/lib/govmail/accounts daily --dry-run --now {later}").stdout)["actions"]
     assert far in {a["address"] for a in mine}, mine
     assert far not in {a["address"] for a in theirs} and theirs, theirs
+
+
+def _reader(h, user: str, pw: str, stop, seen: dict) -> None:
+    """An IMAP client that keeps INBOX open (NOOP every half second) and logs in again whenever it is
+    cut off, as a mail program does: how often it was cut off, its longest way back, any refusal."""
+    import imaplib
+    import ssl
+
+    while not stop.is_set():
+        try:
+            m = imaplib.IMAP4_SSL(h.name, 993, ssl_context=ssl._create_unverified_context(), timeout=60)
+            m.authenticate("PLAIN", lambda _: b"\0" + user.encode() + b"\0" + pw.encode())
+            m.select("INBOX")
+        except (imaplib.IMAP4.error, OSError) as e:
+            seen["refused"].append(str(e))
+            time.sleep(1)
+            continue
+        seen["logins"] += 1
+        if seen["logins"] > 1:
+            seen["longest_back"] = max(seen["longest_back"], time.monotonic() - seen["cut_at"])
+        try:
+            while not stop.is_set():
+                m.noop()
+                time.sleep(0.5)
+            m.logout()
+        except (imaplib.IMAP4.abort, imaplib.IMAP4.error, OSError):
+            seen["cut_at"] = time.monotonic()
+
+
+def _move(h, mover: str, data=None) -> subprocess.CompletedProcess:
+    import os
+
+    env = {**os.environ, **({"GOVMAIL_DATA_DIR": str(data)} if data else {})}
+    return subprocess.run(["govmail", "move-mailbox", mover], capture_output=True, text=True, timeout=900, env=env)
+
+
+def test_a_mailbox_moves_to_the_store_apart_and_back_while_mail_arrives_and_its_user_reads(province, tmp_path):
+    """The operator puts the mailbox's agency on the store apart in the data, moves it there, and back
+    (the data as it was): under mail through both MX and an open IMAP session, every message arrives
+    once, the client gets back in after being cut off, its Sieve filter goes with it, and the old copy
+    is put aside on the host it left, never read again."""
+    import shutil
+    import threading
+
+    from govmail.data import data_dir
+
+    from .managesieve import ManageSieve
+
+    h, started = province, int(time.time()) - 1
+    store = h.cfg.stores_apart[0]
+    mover = mailboxes(h, apart=False)[1]
+    agency = h.cfg.agency_of(h.cfg.account(mover))
+    pw = h.set_password(mover)
+    with ManageSieve(h.name) as ms:
+        ms.login(mover, pw)
+        ms.put_active("phan-loai", 'require ["fileinto", "mailbox"];\n'
+                      'if header :contains "subject" "Phan loai" { fileinto :create "Phan loai"; }\n')
+    data = tmp_path / "data"
+    shutil.copytree(data_dir(), data)
+    yml = data / f"{h.province}.yml"
+    held = ", ".join(h.cfg.held_agencies())
+    assert f"agencies: [{held}]" in yml.read_text()
+    yml.write_text(yml.read_text().replace(f"agencies: [{held}]", f"agencies: [{held}, {agency}]"))
+    gateways = [h, SimpleNamespace(ip=ip_of(next(n for n in h.cfg.mx_hosts if n != h.cfg.mail_host)))]
+    sent: list[str] = []
+
+    def under_load(move):
+        stop, seen = threading.Event(), {"logins": 0, "refused": [], "longest_back": 0.0, "cut_at": 0.0}
+        reader = threading.Thread(target=_reader, args=(h, mover, pw, stop, seen), daemon=True)
+        reader.start()
+
+        def mail():
+            while not stop.is_set():
+                sent.append(send_25(gateways[len(sent) % 2], mover, f"Trong luc chuyen {len(sent)}"))
+                time.sleep(0.3)
+
+        sender = threading.Thread(target=mail, daemon=True)
+        sender.start()
+        time.sleep(3)
+        r = move()
+        time.sleep(3)
+        stop.set()
+        sender.join(60)
+        reader.join(60)
+        return r, seen
+
+    # The new store down: the move stops, the mailbox where it was (its mail still arriving there) ...
+    on(store, "systemctl stop dovecot")
+    try:
+        r = _move(h, mover, data)
+        assert r.returncode == 1 and f"copying {mover} from {h.cfg.mail_host} to {store}" in r.stderr, r.stderr
+        assert delivered(h, mover, send_25(h, mover, "Kho moi dung")) == 1
+    finally:
+        on(store, "systemctl start dovecot")
+    # ... and resumes when run again, under mail and a reading client.
+    r, seen = under_load(lambda: _move(h, mover, data))
+    assert r.returncode == 0, r.stdout + r.stderr
+    print(r.stdout, seen)
+    assert f"{mover}: on {store}: " in r.stdout
+    assert seen["logins"] >= 2 and seen["longest_back"] < 30, seen  # cut off by the hold, back within it
+    assert on(store, f"test -d {maildir(mover)}", check=False).returncode == 0
+    assert h.run(f"test -e {maildir(mover)}", check=False).returncode != 0, "still read on the mail host"
+    local, _, domain = mover.partition("@")
+    assert h.run(f"ls -d /var/vmail/.moved/{domain}/{local}.*").stdout.strip()  # put aside, not deleted
+    # Its filter went with it: run on the store now.
+    msgid = send_25(h, mover, "Phan loai sau khi chuyen")
+    assert delivered(h, mover, msgid, mailbox="Phan loai") == 1
+    # ... and back to the mail host, the data as it was.
+    r, seen = under_load(lambda: _move(h, mover))
+    assert r.returncode == 0, r.stdout + r.stderr
+    print(r.stdout, seen)
+    assert f"{mover}: on {h.cfg.mail_host}: " in r.stdout
+    assert h.run(f"test -d {maildir(mover)}", check=False).returncode == 0
+    assert on(store, f"test -e {maildir(mover)}", check=False).returncode != 0
+    for name in h.cfg.mx_hosts:
+        on(name, "postqueue -f")
+    for one in [*sent, msgid]:
+        assert delivered(h, mover, one, timeout=120) == 1, f"{one} lost or doubled by the moves"
+    audit = h.run(f"/usr/local/lib/govmail/accounts sql \"SELECT action FROM audit WHERE address = '{mover}' "
+                  f"AND action LIKE 'move-%' AND ts >= {started} ORDER BY ts\"").stdout
+    assert audit.count("move-mailbox") == 2 and audit.count("move-release") == 2, audit

@@ -30,12 +30,21 @@ def test_the_mail_host_routes_the_mailboxes_of_a_store_apart_there_and_serves_th
     ctx, at = ctx_of(cfg, MAIL, tmp_path)
     conf = text(dovecot.service(ctx), "/etc/dovecot/dovecot.conf")
     passdb = next(line for line in conf.splitlines() if "FROM dovecot_passdb" in line)
-    assert f"THEN CASE store WHEN '{STORE2}' THEN '{at[STORE2]}' END END AS host" in passdb
-    # a refused login is never proxied (it would become a referral naming the store)
-    assert f"WHEN (nologin IS NULL OR '%{{protocol}}' IN ('lmtp', 'doveadm')) AND store IN ('{STORE2}') THEN 'y' END " \
-           "AS proxy" in passdb
+    # deliveries and doveadm go where the mail is; a login during a move's hold where it is moving to
+    where = "CASE WHEN '%{protocol}' IN ('lmtp', 'doveadm') THEN store ELSE login_store END"
+    held = "'%{protocol}' = 'lmtp' AND delay_until IS NOT NULL"
+    assert f"THEN CASE WHEN {held} THEN '127.0.0.1' ELSE CASE {where} WHEN '{STORE2}' THEN '{at[STORE2]}' END END END AS host" \
+        in passdb
+    # a refused login is never proxied (it would become a referral naming the store); a delivery during
+    # a move's hold is "proxied" to a closed port (LMTP answers 451: it waits in the MX queue)
+    assert f"WHEN ({held}) OR ((nologin IS NULL OR '%{{protocol}}' IN ('lmtp', 'doveadm')) AND {where} IN ('{STORE2}')) " \
+           "THEN 'y' END AS proxy" in passdb
+    assert f"CASE WHEN {held} THEN 9 ELSE CASE '%{{protocol}}' WHEN 'lmtp'" in passdb
+    # ... and waits while its mailbox is in a move's last copy (never a delivery: Postfix defers those)
+    assert "CASE WHEN '%{protocol}' NOT IN ('lmtp', 'doveadm') THEN delay_until END AS delay_until" in passdb
     assert "pass = %{password}" in conf  # the user's own password goes on; the store checks it again
-    assert f"AND (store IS NULL OR store = '{MAIL}')" in conf  # its userdb: its own mailboxes only
+    # its userdb: its own mailboxes, those being moved here, and those just moved away (the catch-up)
+    assert f"AND (store IS NULL OR store = '{MAIL}' OR moving = '{MAIL}' OR moved_from = '{MAIL}')" in conf
     assert "lmtp_proxy = yes" in conf and f"doveadm_port = {contract.PORTS['doveadm']}" in conf
     ext = text(dovecot.service(ctx), contract.PATHS["store_dovecot"])
     assert 'doveadm_password = "' in ext  # the secret, in the file only root and Dovecot read
@@ -50,7 +59,7 @@ def test_a_store_apart_answers_the_proxy_only_and_holds_only_its_agencies_mailbo
     ctx, at = ctx_of(cfg, STORE2, tmp_path)
     conf = text(dovecot.service(ctx), "/etc/dovecot/dovecot.conf")
     assert f"login_trusted_networks = {at[MAIL]}/32" in conf
-    assert f"iterate_query = SELECT \"user\" FROM dovecot_users WHERE store = '{STORE2}'" in conf
+    assert f"iterate_query = SELECT \"user\" FROM dovecot_users WHERE (store = '{STORE2}' OR moving = '{STORE2}' OR moved_from = '{STORE2}')" in conf
     assert "/var/spool/postfix" not in conf and "service quota-status" not in conf  # no Postfix here
     assert "lmtp_rcpt_check_quota = yes" in conf  # a full mailbox refused at RCPT, through the proxy
     assert f"submission_host = {at[MAIL]}:{contract.PORTS['sieve_out']}" in conf
