@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -101,6 +102,28 @@ class Target:
 
     def secrets_base(self) -> Path:
         raise NotImplementedError
+
+    def reboot(self, host_name: str, timeout: float = 600) -> None:
+        """Reboot a host and return once it answers SSH again (a new boot: its boot id changed)."""
+        def boot_id() -> str | None:
+            try:
+                r = self.run(host_name, "cat /proc/sys/kernel/random/boot_id", timeout=20)
+            except subprocess.TimeoutExpired:
+                return None
+            return r.stdout.strip() if r.returncode == 0 else None
+
+        before = boot_id()
+        try:
+            self.run(host_name, "systemctl reboot", timeout=30)
+        except subprocess.TimeoutExpired:
+            pass  # the connection went down with the host
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            now = boot_id()
+            if now and now != before:
+                return
+            time.sleep(5)
+        raise TargetError(f"{host_name} did not answer SSH within {timeout:.0f} s of its reboot")
 
     def provinces(self) -> list[str]:
         """The provinces this target has hosts for (what a command without a province acts on): every
@@ -243,6 +266,9 @@ class LabTarget(Target):
 
     def rebuild(self, host_name: str) -> None:
         self.lab.rebuild(host_name)
+
+    def reboot(self, host_name: str, timeout: float = 600) -> None:
+        self.lab.restart(host_name)
 
     def switch_dns(self, province: str, back: bool = False) -> None:
         """The runbook's DNS switch, in the lab: the predecessors' domains of a merged province are

@@ -29,6 +29,9 @@
                                            after a rebuild: store, passwords, TLS, logs, all mail
     govmail move-mailbox ADDRESS ... | --agency ID --province P [--to STORE] [--dry-run]
                                            mailboxes to another store of their province while in use
+    govmail reboot PROVINCE [--host H] [--dry-run]
+                                           reboot the hosts one at a time, each once the others
+                                           are healthy (the monitor's view)
     govmail dns PROVINCE                   the DNS records to publish (zone-file format)
     govmail directory PROVINCE             the directory for the portal (HTML, CSV, vCard)
     govmail notice PROVINCE TEXT --until T the outage notice on the web mail, mailed to everyone
@@ -44,7 +47,7 @@
     govmail test [PYTEST ARGS]             unit tests, then the lab tests (boots the lab)
 
 Each module here registers its own commands (`register(sub)`): data.py, deploy.py, lab.py,
-admin.py, move.py, merger.py, publish.py, verify.py, monitor.py; args.py holds the argument types. The top layer.
+admin.py, move.py, reboot.py, merger.py, publish.py, verify.py, monitor.py; args.py holds the argument types. The top layer.
 
 May import: every layer.
 """
@@ -57,11 +60,11 @@ import sys
 
 from ..data import ROOT, DataError
 from ..targets import TargetError
-from . import admin, data, deploy, lab, merger, monitor, move, publish, verify
+from . import admin, data, deploy, lab, merger, monitor, move, publish, reboot, verify
 from .args import err
 
 # Each module registers its own commands (`register(sub)`), in the order `govmail --help` lists them.
-COMMANDS = (data, deploy, lab, admin, move, merger, publish, verify, monitor)
+COMMANDS = (data, deploy, lab, admin, move, reboot, merger, publish, verify, monitor)
 
 
 def main(argv: list[str] | None = None) -> int:

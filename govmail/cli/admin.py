@@ -16,7 +16,7 @@ import subprocess
 from ..data import available_provinces, load_province
 from ..host import contract
 from ..targets import TargetError, current
-from .args import iso_time, mail_address, province_key
+from .args import host_name, iso_time, mail_address, province_key
 
 
 def err(msg: str) -> None:
@@ -277,9 +277,13 @@ def _backup(args) -> int:
             rc |= _backup_tool(cfg, "list", stream=True).returncode
         elif args.backup_cmd == "restore-host":
             at = f" --at {shlex.quote(args.at)}" if args.at else ""
-            code = _backup_tool(cfg, f"restore-host{at}", stream=True).returncode
+            host = args.host or cfg.mail_host
+            if host not in hosts:
+                err(f"--host {host}: not a host of {p} that backs up; those are {', '.join(hosts)}")
+                return 2
+            code = _backup_tool(cfg, f"restore-host{at}", stream=True, host=host).returncode
             rc |= code
-            if code == 0:
+            if code == 0 and host == cfg.mail_host:
                 _refetch_dkim(cfg)
     return rc
 
@@ -352,4 +356,6 @@ def register(sub) -> None:
     q = bsub.add_parser("restore-host", help="after a rebuild: store, TLS, logs and all mail from the archive")
     q.add_argument("provinces", nargs=1, type=province_key)
     q.add_argument("--at", type=iso_time, help="ISO time (default: the last archive)")
+    q.add_argument("--host", type=host_name, help="a store apart rebuilt (default: the mail host): its mailboxes, "
+                   "Sieve filters, last logins and TLS key from its own repository")
     p.set_defaults(fn=cmd_backup)

@@ -250,6 +250,10 @@ def cmd_move_mailbox(args) -> int:
             return 2
         plan.append((acc.address, args.to or want))
     say = print
+    if not args.dry_run:
+        lock = _one_at_a_time(key)
+        if lock is None:
+            return 1
     failed = 0
     for i, (address, to) in enumerate(plan, 1):
         prefix = f"[{i}/{len(plan)}] "
@@ -281,6 +285,27 @@ def cmd_move_mailbox(args) -> int:
         say(f"dry run: nothing moved; during its last copy the logins of each mailbox would wait up to {args.hold} s, "
             "its deliveries in the MX queues")
     return 1 if failed else 0
+
+
+def _one_at_a_time(key: str):
+    """One move of a province at a time from this controller (two would copy one mailbox at once): a
+    lock held until the command ends, or None after saying who holds it."""
+    import fcntl
+    import os
+
+    path = current().log_dir() / f"move-mailbox-{key}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        err(f"another `govmail move-mailbox` of {key} runs ({f.read().strip() or 'pid unknown'}); wait for it to end")
+        return None
+    f.truncate(0)
+    f.write(f"pid {os.getpid()}, since {time.strftime('%H:%M:%S')}\n")
+    f.flush()
+    return f
 
 
 def _province_of(addresses) -> str | None:

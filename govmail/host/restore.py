@@ -186,19 +186,22 @@ def restore_host(at: str | None) -> int:
     os.makedirs(work, mode=0o711)
     borg(c, "extract", f"{c['repo']}::{name}", cwd=work)
     done = {"archive": name}
-    # 1. The account store: passwords users set, statuses, last logins, audit log.
-    saved = os.path.join(work, STATE_STAGE.lstrip("/"), "accounts.sqlite")
-    if store_db.is_postgresql(store.DB):
-        from . import store_move
+    # 1. The account store: passwords users set, statuses, last logins, audit log. Not on a store
+    #    apart (`store` in its settings): the mail host's archives keep the account store, which is
+    #    on the db hosts and was not lost with this one.
+    if not c.get("store"):
+        saved = os.path.join(work, STATE_STAGE.lstrip("/"), "accounts.sqlite")
+        if store_db.is_postgresql(store.DB):
+            from . import store_move
 
-        store_move.replace_all(saved, store.connect())
-    else:
-        put_back_sqlite(saved, STORE, "root", "postfix", 0o640)
-    # Mailboxes added to the data file since the archive come back from the current directory.
-    r = subprocess.run(["/usr/local/lib/govmail/accounts", "sync"], capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError(f"accounts sync after the store's restore failed: {(r.stderr or r.stdout).strip()[-1500:]}")
-    subprocess.run(["doveadm", "reload"], capture_output=True)
+            store_move.replace_all(saved, store.connect())
+        else:
+            put_back_sqlite(saved, STORE, "root", "postfix", 0o640)
+        # Mailboxes added to the data file since the archive come back from the current directory.
+        r = subprocess.run(["/usr/local/lib/govmail/accounts", "sync"], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"accounts sync after the store's restore failed: {(r.stderr or r.stdout).strip()[-1500:]}")
+        subprocess.run(["doveadm", "reload"], capture_output=True)
     with open(os.path.join(work, STATE_STAGE.lstrip("/"), "last-logins.json"), encoding="utf-8") as f:
         stamps = json.load(f)
     for address, ts in stamps.items():
@@ -253,8 +256,9 @@ def restore_host(at: str | None) -> int:
             n += 1
     done["mailboxes"], done["messages"] = n, msgs
     done["sieve_scripts"] = restore_sieve(work)
-    # 5. The web mail's settings, identities and personal contacts.
-    done["webmail"] = restore_webmail(work)
+    # 5. The web mail's settings, identities and personal contacts (the mail host's).
+    if not c.get("store"):
+        done["webmail"] = restore_webmail(work)
     shutil.rmtree(work)
     audit("restored-host", None, f"from archive {name}: {msgs} messages in {n} mailboxes")
     print(json.dumps(done))

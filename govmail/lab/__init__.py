@@ -133,6 +133,23 @@ def rebuild(hostname: str) -> None:
     log(f"{hostname}: a bare Debian 13 host again at {h['ip']} (pid {h['pid']})")
 
 
+@locked("lab restart")
+def restart(hostname: str) -> None:
+    """Reboot one lab host as a machine reboots: its systemd shuts everything down, then it boots
+    again from the same disk (nspawn does not restart a container that reboots: this does)."""
+    state = load_state()
+    h = state["hosts"].get(hostname)
+    if h is None:
+        raise LabError(f"no lab host {hostname!r}; running: {', '.join(state['hosts']) or 'none'}")
+    stop_container(h)
+    kill_leftovers(h["netns"], why="of the container still running after it was stopped")
+    ensure_netns(h["netns"], h["veth"], h["ip"])
+    h["pid"] = boot(hostname, LAB_DIR / "machines" / hostname, h["netns"])
+    save_state(state)
+    wait_ssh(h["ip"])
+    log(f"{hostname}: rebooted (pid {h['pid']})")
+
+
 # ---------------------------------------------------------------------------- DNS
 
 

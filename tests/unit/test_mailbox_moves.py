@@ -126,3 +126,16 @@ def test_a_deploy_without_a_host_that_still_holds_mailboxes_is_refused(db, tmp_p
         stranded(cfg, json.dumps({"stores": {}, "moved_from": {"store3.lamdong.gov.vn": 1}}))
     stranded(cfg, json.dumps({"stores": {cfg.mail_host: 20, cfg.stores_apart[0]: 1, "": 3}, "moving": {}}))
     stranded(cfg, "")  # a host tool of an earlier version answers nothing
+
+
+def test_a_second_move_of_the_province_waits_for_the_first_to_end(tmp_path, monkeypatch, capsys):
+    """Two moves at once would copy one mailbox twice over: the second is told, before any host."""
+    from govmail.cli import move
+
+    monkeypatch.setenv("GOVMAIL_LOG_DIR", str(tmp_path))
+    first = move._one_at_a_time("lamdong")
+    assert first is not None
+    assert cli(["move-mailbox", "--agency", "sxd", "--province", "lamdong"]) == 1
+    assert "another `govmail move-mailbox` of lamdong runs (pid " in capsys.readouterr().err
+    first.close()
+    assert move._one_at_a_time("lamdong") is not None
