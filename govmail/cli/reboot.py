@@ -54,8 +54,13 @@ def ask(cfg) -> dict:
         return {"errors": [f"no answer ({type(e).__name__})"]}
 
 
+def _patroni(cfg, host: str) -> bool:
+    """A member of the account store's Patroni cluster (two db hosts), whose PostgreSQL is checked."""
+    return bool(cfg.store_cluster) and host in cfg.db_hosts
+
+
 def _sick(cfg, doc: dict, hosts: list[str]) -> dict[str, list[str]]:
-    return {h: p for h in hosts if (p := health.problems(doc, h, db=h in cfg.db_hosts))}
+    return {h: p for h in hosts if (p := health.problems(doc, h, db=_patroni(cfg, h)))}
 
 
 def _switchover(cfg, host: str, say) -> None:
@@ -88,7 +93,7 @@ def cmd_reboot(args) -> int:
     say = print
     if args.dry_run:
         for i, h in enumerate(plan, 1):
-            p = health.problems(doc, h, db=h in cfg.db_hosts)
+            p = health.problems(doc, h, db=_patroni(cfg, h))
             say(f"[{i}/{len(plan)}] {h} ({', '.join(cfg.roles(h))}): " + ("healthy" if not p else "; ".join(p)))
         say("dry run: nothing rebooted")
         return 0
@@ -100,7 +105,7 @@ def cmd_reboot(args) -> int:
             err(f"not rebooting {host}: not every other host is healthy ({why}); rebooting it now could take a "
                 f"role's last host down. Done: {i - 1} of {len(plan)}")
             return 1
-        if host in cfg.db_hosts and len(cfg.db_hosts) > 1 and health.primary(ask(cfg)) == host:
+        if _patroni(cfg, host) and health.primary(ask(cfg)) == host:
             _switchover(cfg, host, say)
         since = float(current().run(host, "date +%s", timeout=30).stdout.strip() or 0)
         say(f"[{i}/{len(plan)}] {host} ({', '.join(cfg.roles(host))}): rebooting")
@@ -108,7 +113,7 @@ def cmd_reboot(args) -> int:
         current().reboot(host)
         back = time.monotonic() - t0
         end = time.monotonic() + args.timeout
-        while (left := health.problems(ask(cfg), host, db=host in cfg.db_hosts, since=since)):
+        while (left := health.problems(ask(cfg), host, db=_patroni(cfg, host), since=since)):
             if time.monotonic() > end:
                 err(f"{host} is not healthy {args.timeout} s after its reboot: {'; '.join(left)}. Done: {i - 1} of "
                     f"{len(plan)}; the others wait (run again once it is)")

@@ -64,8 +64,11 @@ def service(ctx) -> Service:
         units=[
             Unit("clamav-freshclam", running=freshclam),
             # Debian's daily one-shot alternative to that daemon: off (the daemon does it where there
-            # is a mirror; without one it would fail every day).
+            # is a mirror; without one it would fail every day). Its service is also enabled for every
+            # boot (WantedBy=multi-user.target): off too, or each boot runs freshclam beside the daemon,
+            # or waits 40 s for a mirror it cannot reach before the host counts as booted.
             Unit("clamav-freshclam-once.timer", running=False),
+            Unit("clamav-freshclam-once", running=False),
             # A first start loads the signatures; it may take minutes on a busy host.
             Unit("clamav-daemon", ready=f"test -S {SOCKET}", ready_timeout=180, slow=True),
         ],

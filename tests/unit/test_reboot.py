@@ -59,3 +59,13 @@ def test_a_reboot_of_what_the_province_does_not_have_is_refused_before_any_host_
     with pytest.raises(SystemExit) if argv[1] == "../etc" else contextlib.nullcontext():
         assert cli(argv) == 2
     assert says in capsys.readouterr().err
+
+
+def test_only_a_patroni_members_postgresql_is_checked():
+    """A one-host province's mail host holds the account store in SQLite: no Patroni member to wait for
+    (found in the lab: its reboot waited ten minutes for one)."""
+    from govmail.cli.reboot import _patroni
+
+    one, two = load_province("daknong"), load_province("lamdong")
+    assert not _patroni(one, one.mail_host)
+    assert _patroni(two, two.mail_host) and _patroni(two, DB2) and not _patroni(two, "mx2.lamdong.gov.vn")
