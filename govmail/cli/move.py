@@ -61,13 +61,11 @@ def _copy(cfg, address: str, src: str, dst: str) -> None:
     """One `doveadm backup` pass: `dst`'s copy made the same as `src`'s, never the other way (nothing
     but this move writes `dst` until the switch)."""
     at = current().private_addresses(cfg)
-    port, q = contract.PORTS["doveadm"], shlex.quote(address)
-    if src == cfg.mail_host:
-        host, cmd = src, f"doveadm -o doveadm_port=0 backup -u {q} tcp:{host_address(at[dst])}:{port}"
-    elif dst == cfg.mail_host:  # received here (-R): the mail host's doveadm server would proxy it back
-        host, cmd = dst, f"doveadm -o doveadm_port=0 backup -R -u {q} tcp:{host_address(at[src])}:{port}"
-    else:
-        host, cmd = src, f"doveadm -o doveadm_port=0 backup -u {q} tcp:{host_address(at[dst])}:{port}"
+    # Sent from `src`, or received on the mail host (-R): its doveadm server would proxy it back.
+    receive = dst == cfg.mail_host
+    host, peer = (dst, src) if receive else (src, dst)
+    cmd = (f"doveadm -o doveadm_port=0 backup{' -R' if receive else ''} -u {shlex.quote(address)} "
+           f"tcp:{host_address(at[peer])}:{contract.PORTS['doveadm']}")
     _run(host, cmd, f"copying {address} from {src} to {dst}")
 
 
