@@ -8,7 +8,9 @@ waits for a failover), while a store apart reboots only its own mailboxes wait.
 Order: the backup and monitor hosts, the db standby, the db primary, the MX hosts apart, the stores
 apart, the mail host last (its reboot is the one users notice: its logins and web mail stop for
 the reboot, its mail waits in the other MX's queue). Once a host is healthy again, every MX host
-flushes its queue: what waited for it goes then, not at the next queue run (5 minutes).
+flushes its queue: what waited for it goes then, not at the next queue run (5 minutes). At the end
+the account store's primary is handed back to the db host that held it before (on a province whose
+mail host is a db host, its writes stay local), so a reboot leaves the roles as it found them.
 """
 
 from __future__ import annotations
@@ -63,14 +65,21 @@ def _sick(cfg, doc: dict, hosts: list[str]) -> dict[str, list[str]]:
     return {h: p for h in hosts if (p := health.problems(doc, h, db=_patroni(cfg, h)))}
 
 
-def _switchover(cfg, host: str, say) -> None:
-    """A db primary about to reboot hands the primary role to the standby first (Patroni)."""
-    other = next(h for h in cfg.db_hosts if h != host)
+def _switchover(cfg, host: str, say, to: str | None = None) -> None:
+    """A db primary about to reboot hands the primary role to the standby first (Patroni); at the
+    end, the primary goes back `to` the host that held it."""
+    other = to or next(h for h in cfg.db_hosts if h != host)
     cmd = f"patronictl -c {contract.PATRONI['config']} switchover --leader {host} --candidate {other} --force"
     r = current().run(host, cmd, timeout=120)
     if r.returncode != 0:
         raise TargetError(f"{host}: the switchover to {other} failed: {(r.stderr or r.stdout).strip()[-300:]}")
     say(f"  {host}: the account store's primary handed to {other}")
+    # Postfix sets a db host whose connection broke aside for 60 s (dict_pgsql, not configurable): the
+    # old primary, restarting as the standby, is set aside, and so was the other one if it had been
+    # down within the minute (the mail host just rebooted): every lookup failed, mail was refused
+    # with 451 (found in the lab). A reload starts its lookup processes afresh, on the new primary.
+    for mx in cfg.mx_hosts:
+        current().run(mx, "postfix reload", timeout=60)
 
 
 def cmd_reboot(args) -> int:
@@ -89,12 +98,15 @@ def cmd_reboot(args) -> int:
     if doc.get("errors"):
         err(f"the monitor {cfg.monitor_host} cannot be asked: {doc['errors'][0]}")
         return 1
-    plan = [h for h in order(cfg, health.primary(doc)) if not args.hosts or h in args.hosts]
+    first_primary = health.primary(doc)
+    plan = [h for h in order(cfg, first_primary) if not args.hosts or h in args.hosts]
     say = print
     if args.dry_run:
         for i, h in enumerate(plan, 1):
             p = health.problems(doc, h, db=_patroni(cfg, h))
             say(f"[{i}/{len(plan)}] {h} ({', '.join(cfg.roles(h))}): " + ("healthy" if not p else "; ".join(p)))
+        if first_primary in plan and _patroni(cfg, first_primary):
+            say(f"then the account store's primary back on {first_primary}")
         say("dry run: nothing rebooted")
         return 0
     for i, host in enumerate(plan, 1):
@@ -123,8 +135,28 @@ def cmd_reboot(args) -> int:
         for mx in cfg.mx_hosts:
             current().run(mx, "postqueue -f", timeout=60)
         say(f"  {host}: answered SSH after {back:.0f} s, healthy after {time.monotonic() - t0:.0f} s")
+    if first_primary in plan and _patroni(cfg, first_primary) and not _primary_back(cfg, first_primary, args, say):
+        return 1
     say(f"{args.province}: {len(plan)} hosts rebooted in turn")
     return 0
+
+
+def _primary_back(cfg, host: str, args, say) -> bool:
+    """The primary handed back to `host`, which held it before the reboots, once both db hosts are
+    healthy; waits until the monitor sees it there with its standby streaming."""
+    now = health.primary(ask(cfg))
+    if now == host:
+        return True
+    if now is not None:
+        _switchover(cfg, now, say, to=host)
+    end = time.monotonic() + args.timeout
+    while health.primary(doc := ask(cfg)) != host or _sick(cfg, doc, cfg.db_hosts):
+        if time.monotonic() > end:
+            err(f"the account store's primary is not back on {host} {args.timeout} s after the reboots (every host "
+                f"was rebooted; `patronictl switchover` can hand it back)")
+            return False
+        time.sleep(5)
+    return True
 
 
 def register(sub) -> None:
