@@ -46,11 +46,8 @@ def pytest_collection_modifyitems(config, items):
         if "tests/lab/" in str(item.fspath):
             item.add_marker(pytest.mark.lab)
     # Tests that rebuild or re-deploy the hosts every other test shares run after all the others, in
-    # the rank they give (`pytestmark = pytest.mark.after_the_others(N)`), whatever their file names.
-    def rank(item) -> int:
-        m = item.get_closest_marker("after_the_others")
-        return m.args[0] if m else 0
-
+    # the rank they give (`pytestmark = pytest.mark.after_the_others(N)`), whatever their file names;
+    # a test run beside a rank (`beside(N, work)`, below) is reported last of it.
     items.sort(key=rank)  # stable: the others keep their order
     reason = _lab_possible()
     if reason is None:
@@ -60,6 +57,75 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "tests/lab/" in str(item.fspath):
             item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def rank(item) -> tuple[int, bool]:
+    b = item.get_closest_marker("beside")
+    m = b or item.get_closest_marker("after_the_others")
+    return (m.args[0] if m else 0, b is not None)
+
+
+# ---------------------------------------------------------------- a test run beside others
+#
+# A test that mostly waits (test_monitoring's breaks: some 13 minutes of alerts firing and resolving
+# on one province) runs beside the tests of a rank that touch other provinces only. Marked
+# `beside(N, work)`, its `work` (a Beside) starts in a thread when the first test of rank N starts;
+# the test itself, sorted last of rank N, waits for it and reports what it found. A run where a test
+# of rank N is given the province the work breaks is refused at collection.
+
+
+class Beside:
+    """Work run in a thread beside other tests: `fn()` on `province`; `result()` waits for it and
+    raises what it raised."""
+
+    def __init__(self, province: str, fn):
+        import threading
+
+        self.province, self.fn, self.error = province, fn, None
+        self.thread = threading.Thread(target=self._run, name=f"beside-{fn.__name__}", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.fn()
+        except BaseException as e:  # noqa: BLE001 - handed to the test that reports it
+            self.error = e
+
+    def start(self) -> None:
+        if not self.thread.is_alive() and self.thread.ident is None:
+            self.thread.start()
+
+    def result(self, timeout: float) -> None:
+        self.start()
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            raise AssertionError(f"{self.fn.__name__} still running after {timeout:.0f} s")
+        if self.error is not None:
+            raise self.error
+
+
+_BESIDE: dict[int, list[Beside]] = {}
+
+
+def pytest_collection_finish(session):
+    """The works of the tests selected to run beside a rank; a test of that rank given their province
+    is refused (it would meet the work's breaks)."""
+    for item in session.items:
+        m = item.get_closest_marker("beside")
+        if m:
+            _BESIDE.setdefault(m.args[0], []).append(m.args[1])
+    for item in session.items:
+        r, beside = rank(item)
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        clash = [w.province for w in _BESIDE.get(r, []) if not beside and w.province in params.values()]
+        if clash:
+            raise pytest.UsageError(f"{item.nodeid} runs beside work that breaks {clash[0]}, on {clash[0]}")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_setup(item):
+    """The first test of a rank, its fixtures set up (the lab is up), starts the works beside it."""
+    for work in _BESIDE.get(rank(item)[0], []):
+        work.start()
 
 
 @dataclass

@@ -24,7 +24,10 @@ from .conftest import PROVINCES, LabHost, on
 PORT = PORTS["mail_log"]
 
 APART = [p for p in PROVINCES if len(load_province(p).mx_hosts) > 1]
-pytestmark = pytest.mark.skipif(not APART, reason="no province with an MX host apart in this lab run")
+# Rank 1 (tests/lab/conftest.py): beside test_monitoring's breaks of another province, after the tests
+# of every province.
+pytestmark = [pytest.mark.skipif(not APART, reason="no province with an MX host apart in this lab run"),
+              pytest.mark.after_the_others(1)]
 
 
 @pytest.fixture(scope="module")

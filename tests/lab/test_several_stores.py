@@ -26,7 +26,10 @@ from .conftest import PROVINCES, LabHost, on
 from .mailing import INSECURE, delivered, imap_login, send_25, submission
 
 STORES = [p for p in PROVINCES if load_province(p).stores_apart]
-pytestmark = pytest.mark.skipif(not STORES, reason="no province with a store apart in this lab run")
+# Rank 1 (tests/lab/conftest.py): beside test_monitoring's breaks of another province, after the tests
+# of every province.
+pytestmark = [pytest.mark.skipif(not STORES, reason="no province with a store apart in this lab run"),
+              pytest.mark.after_the_others(1)]
 
 
 def ip_of(name: str) -> str:

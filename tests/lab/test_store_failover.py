@@ -23,7 +23,10 @@ from .conftest import PROVINCES, LabHost
 from .mailing import delivered
 
 CLUSTERED = [p for p in PROVINCES if p == "lamdong"]
-pytestmark = pytest.mark.skipif(not CLUSTERED, reason="no province with two db hosts in this lab run")
+# Rank 1 (tests/lab/conftest.py): beside test_monitoring's breaks of another province, after the tests
+# of every province.
+pytestmark = [pytest.mark.skipif(not CLUSTERED, reason="no province with two db hosts in this lab run"),
+              pytest.mark.after_the_others(1)]
 PATRONICTL = f"patronictl -c {contract.PATRONI['config']}"
 # The writer: the host tools' own connection string (every db host, the one that takes writes),
 # one INSERT every 0.2 s for `seconds`, reconnecting after a failure; prints what was acknowledged.
@@ -263,7 +266,7 @@ def test_the_cluster_ports_answer_the_provinces_hosts_and_nobody_else(cluster):
                 socket.create_connection((state[host]["ip"], port), timeout=3).close()
 
 
-@pytest.mark.after_the_others(1)  # it rebuilds db2 (before test_redeploy's second deploy of every province)
+# Last of the module (rank 1, before test_redeploy's second deploy of every province): it rebuilds db2.
 def test_a_db_host_rebuilt_from_bare_rejoins_etcd_and_the_store_with_one_deploy(cluster):
     """db2 destroyed and booted bare in its place: the province's one command puts its etcd member back
     (its lost self removed, itself added: etcd-join) and Patroni clones the store onto it; it is the
