@@ -70,8 +70,9 @@ def rank(item) -> tuple[int, bool]:
 # A test that mostly waits (test_monitoring's breaks: some 13 minutes of alerts firing and resolving
 # on one province) runs beside the tests of a rank that touch other provinces only. Marked
 # `beside(N, work)`, its `work` (a Beside) starts in a thread when the first test of rank N starts;
-# the test itself, sorted last of rank N, waits for it and reports what it found. A run where a test
-# of rank N is given the province the work breaks is refused at collection.
+# the test itself, sorted last of rank N, waits for it and reports what it found. The provinces a
+# test touches are its parameters' and its module's `TOUCHES`; when a test of rank N touches the
+# work's province (a lab of fewer provinces), the work runs in its own turn instead, alone.
 
 
 class Beside:
@@ -106,19 +107,19 @@ class Beside:
 _BESIDE: dict[int, list[Beside]] = {}
 
 
+def touches(item) -> set:
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return {v for v in params.values() if isinstance(v, str)} | set(getattr(item.module, "TOUCHES", []))
+
+
 def pytest_collection_finish(session):
-    """The works of the tests selected to run beside a rank; a test of that rank given their province
-    is refused (it would meet the work's breaks)."""
+    """The works of the tests selected to run beside a rank, but none beside a test of that rank that
+    touches its province (it would meet the work's breaks)."""
     for item in session.items:
         m = item.get_closest_marker("beside")
-        if m:
+        if m and not any(m.args[1].province in touches(other) for other in session.items
+                         if rank(other) == (m.args[0], False)):
             _BESIDE.setdefault(m.args[0], []).append(m.args[1])
-    for item in session.items:
-        r, beside = rank(item)
-        params = getattr(getattr(item, "callspec", None), "params", {})
-        clash = [w.province for w in _BESIDE.get(r, []) if not beside and w.province in params.values()]
-        if clash:
-            raise pytest.UsageError(f"{item.nodeid} runs beside work that breaks {clash[0]}, on {clash[0]}")
 
 
 @pytest.hookimpl(trylast=True)

@@ -27,6 +27,7 @@ CLUSTERED = [p for p in PROVINCES if p == "lamdong"]
 # of every province.
 pytestmark = [pytest.mark.skipif(not CLUSTERED, reason="no province with two db hosts in this lab run"),
               pytest.mark.after_the_others(1)]
+TOUCHES = CLUSTERED  # no work runs beside these tests on it (tests/lab/conftest.py)
 PATRONICTL = f"patronictl -c {contract.PATRONI['config']}"
 # The writer: the host tools' own connection string (every db host, the one that takes writes),
 # one INSERT every 0.2 s for `seconds`, reconnecting after a failure; prints what was acknowledged.
@@ -77,7 +78,7 @@ def wait_for(h: LabHost, want: dict[str, tuple[str, str]], seconds: float = 180)
 
 @pytest.fixture(scope="module")
 def cluster(lab_hosts) -> LabHost:
-    return lab_hosts["lamdong"]
+    return lab_hosts[TOUCHES[0]]
 
 
 def test_the_account_store_runs_as_a_primary_and_a_synchronous_standby(cluster):
