@@ -155,9 +155,11 @@ def test_a_deploy_waits_for_a_running_one_names_it_and_takes_over_when_it_dies(l
     province, h, data, state = lab
     target = "changed" if state["data"] == data["shipped"] else "shipped"
     program = Path(deploy_lock.__file__).read_text()
-    # Another deploy holds the host: its SSH session stays open (as a deploy's does while it runs).
+    # Another deploy holds the host: its SSH session stays open (as a deploy's does while it runs), on a
+    # connection of its own (ssh takes an option's first value: not the lab's shared connection, which
+    # outlives this session and would keep the lease alive; a deploy's pyinfra has its own too).
     holder = subprocess.Popen(
-        ["ssh", *lab_env.ssh_options(), f"root@{h.ip}",
+        ["ssh", "-o", "ControlPath=none", *lab_env.ssh_options(), f"root@{h.ip}",
          f"python3 - acquire 20261205T010203Z-elsewhere ops@laptop-so 0 <<'EOF'\n{program}\nEOF\nsleep 300"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
