@@ -6,7 +6,8 @@ host copies: each a store, its standby, which end this host is, and the other en
 copy with `doveadm backup` (one way: nothing is ever copied back), for every mailbox the account
 store puts on the store, except:
 
-- a mailbox being moved (`moving`): the move copies it;
+- a mailbox being moved (`moving`, or `moved_from` until its catch-up is done): the move copies it,
+  and puts the copy it left aside;
 - a mailbox failed over (`failed_from`): its lost store may hold mail of after the last copy, which
   `govmail failover --recover` brings over; a copy now would overwrite it.
 
@@ -38,8 +39,8 @@ METRICS = "/var/lib/prometheus/node-exporter/govmail-standby.prom"
 
 def mailboxes(db, store_name: str, mail_host: str) -> list[str]:
     """The mailboxes whose mail is on `store_name`, to be copied (neither moving nor failed over)."""
-    rows = db.execute("SELECT address FROM accounts WHERE status != 'deleted' AND moving IS NULL "
-                      "AND failed_from IS NULL AND (store = ? OR (store IS NULL AND ? = ?)) ORDER BY address",
+    rows = db.execute("SELECT address FROM accounts WHERE status != 'deleted' AND moving IS NULL AND moved_from IS "
+                      "NULL AND failed_from IS NULL AND (store = ? OR (store IS NULL AND ? = ?)) ORDER BY address",
                       (store_name, store_name, mail_host)).fetchall()
     return [r[0] for r in rows]
 
