@@ -1,7 +1,7 @@
 """`govmail failover STORE`: a lost store's mailboxes served from their standby copy (`hosts[].standby`).
 
-The standby copy is at most a minute or so behind (govmail/host/standby.py copies every mailbox a
-minute after the last pass ended): the mail the store took after its mailbox's last copy is on the
+The standby copy is at most a minute or so behind (govmail/host/standby.py copies every mailbox
+every minute): the mail the store took after its mailbox's last copy is on the
 lost store's disk only. Mail still queued on the MX hosts is not lost: it was refused 451 by the
 store's LMTP (or waited in the queue) and goes to the standby once it serves.
 

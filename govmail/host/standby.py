@@ -97,7 +97,7 @@ def sync(conf_path: str = CONF, state_path: str = STATE, metrics_path: str = MET
                 # A store's INBOX made anew (a store rebuilt bare, its mailboxes empty or restored from an
                 # older backup) is never mirrored over the standby's copy, which may be the only whole one.
                 g = run(inbox_guid_command(pair, address), capture_output=True, text=True, timeout=600)
-                guid = g.stdout.strip().splitlines()[-1] if g.returncode == 0 and g.stdout.strip() else ""
+                guid = g.stdout.strip().splitlines()[-1].split("\t")[-1] if g.returncode == 0 and g.stdout.strip() else ""
                 known = (mine.get(address) or {}).get("inbox")
                 if guid and known and guid != known:
                     failed.append(f"{address} ({pair['store']} -> {pair['standby']}): its INBOX on {pair['store']} "

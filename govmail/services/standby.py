@@ -3,7 +3,7 @@
 On the host that runs the copies of a pair (the mail host when it is one end, else the store):
 /etc/govmail/standby.json (the pairs: store, standby, which end this host is, the other end's doveadm
 server) and govmail-standby.timer, which runs the host tool `standby sync` (govmail/host/standby.py)
-a minute after each pass ended. The standby's Dovecot knows the store's mailboxes (its userdb:
+every minute. The standby's Dovecot knows the store's mailboxes (its userdb:
 govmail/services/dovecot.py `_own`), so that `govmail failover` (govmail/cli/failover.py) only has to
 point them there.
 """

@@ -39,7 +39,7 @@ class Doveadm:
         self.calls.append(argv)
         user = argv[argv.index("-u") + 1]
         if "status" in argv:
-            return subprocess.CompletedProcess(argv, 0, f"guid\n{self.inbox.get(user, 'g-' + user)}\n", "")
+            return subprocess.CompletedProcess(argv, 0, f"mailbox\tguid\nINBOX\t{self.inbox.get(user, 'g-' + user)}\n", "")
         return subprocess.CompletedProcess(argv, 1 if user in self.failing else 0, "", "Error: refused")
 
 
