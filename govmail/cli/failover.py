@@ -34,7 +34,7 @@ from ..host import contract
 from ..services.standby import runner
 from ..targets import current
 from .args import err, province
-from .move import MoveFailed, _bring_over, _guids, _put_aside, _run
+from .move import MoveFailed, _bring_over, _put_aside, _run
 
 SNAPSHOTS = "/var/lib/govmail/standby"
 
@@ -52,6 +52,28 @@ def _answers(host: str) -> bool:
     except Exception:  # noqa: BLE001 - a timeout, an unreachable host: it does not answer
         return False
     return r.returncode == 0 and r.stdout.strip() == "active"
+
+
+def _messages(host: str, address: str) -> dict[str, tuple[str, str]]:
+    """{message GUID: (folder, Message-ID)} of the mailbox's copy on `host`."""
+    out = _run(host, f"doveadm -o doveadm_port=0 -f tab fetch -u {shlex.quote(address)} 'guid mailbox hdr.message-id' "
+                     "all", f"listing {address}'s messages")
+    rows = [line.split("\t") for line in out.splitlines()[1:] if line.strip()]
+    return {r[0]: (r[1], r[2].strip()) for r in rows if len(r) >= 3}
+
+
+def _lookups(host: str, address: str, seconds: float = 90) -> None:
+    """Wait until `host`'s Dovecot finds a mailbox in the account store: a store back on the network
+    answers before its auth process has a database connection again (found in the lab)."""
+    end = time.monotonic() + seconds
+    while True:
+        try:
+            _run(host, f"doveadm -o doveadm_port=0 user -f home {shlex.quote(address)}", "looking up a mailbox")
+            return
+        except MoveFailed:
+            if time.monotonic() > end:
+                raise
+            time.sleep(3)
 
 
 def _accounts(cfg, args: str) -> object:
@@ -119,6 +141,8 @@ def recover(cfg, store: str, standby: str, forget: bool, say) -> int:
         err(f"{store} does not answer (or its Dovecot is down): bring it back with its disk, deploy it, then "
             f"--recover; if its disk is gone, --forget")
         return 1
+    if not forget:
+        _lookups(store, boxes[0]["address"])
     snap = {} if forget else json.loads(_run(standby, f"cat {SNAPSHOTS}/failover-{store}.json 2>/dev/null || echo '{{}}'",
                                              "reading the standby copies' messages"))
     brought, failed = 0, 0
@@ -127,11 +151,13 @@ def recover(cfg, store: str, standby: str, forget: bool, say) -> int:
         try:
             if not forget:
                 known = set(snap.get(address, []))
-                there = _guids(now_on, address)
-                tail = {g: f for g, f in _guids(store, address).items() if g not in known and g not in there}
+                there = _messages(now_on, address)
+                ids = {m for _, m in there.values() if m}
+                # Not on the standby when it took over, nor there since (a message saved anew gets a GUID of
+                # its own: a run stopped half-way and run again finds it by its Message-ID).
+                tail = {g: f for g, (f, m) in _messages(store, address).items()
+                        if g not in known and g not in there and not (m and m in ids)}
                 _bring_over(address, store, now_on, tail)
-                if tail and any(g not in _guids(now_on, address) for g in tail):
-                    raise MoveFailed(f"{address}: {len(tail)} messages of {store} could not be saved on {now_on}")
                 aside = _put_aside(address, store)
                 brought += len(tail)
                 say(f"[{i}/{len(boxes)}] {address}: {len(tail)} messages brought back from {store}; its copy there "
