@@ -48,7 +48,7 @@ def _province_of_host(name: str) -> str | None:
 def _answers(host: str) -> bool:
     """Whether `host` answers and its Dovecot runs."""
     try:
-        r = current().run(host, "systemctl is-active dovecot", timeout=20)
+        r = current().run(host, "systemctl is-active dovecot", timeout=8)
     except Exception:  # noqa: BLE001 - a timeout, an unreachable host: it does not answer
         return False
     return r.returncode == 0 and r.stdout.strip() == "active"
