@@ -118,7 +118,9 @@ def fail_over(cfg, store: str, standby: str, force: bool, dry_run: bool, say) ->
         say(f"{store} -> {standby}: {len(boxes)} mailboxes ({point}); dry run: nothing changed")
         return 0
     t0 = time.monotonic()
-    _run(copier, "systemctl stop govmail-standby.service", "stopping the copies")
+    # A pass under way waits on the lost store's connection: cut, not waited for (its copies are one way).
+    _run(copier, "systemctl kill -s KILL govmail-standby.service 2>/dev/null; systemctl stop govmail-standby.service",
+         "stopping the copies")
     snap = _snapshot(cfg, store, standby)
     _run(standby, f"install -d -m 0700 {SNAPSHOTS} && cat > {SNAPSHOTS}/failover-{store}.json.new && "
                   f"mv {SNAPSHOTS}/failover-{store}.json.new {SNAPSHOTS}/failover-{store}.json",

@@ -85,12 +85,13 @@ def sync(conf_path: str = CONF, state_path: str = STATE, metrics_path: str = MET
             print("standby: a copy is already running", file=sys.stderr)
             return 0
         state = _load(state_path, {})
-        db = store.read_only(db_path)
-        mail_host = store.meta_value(db, "mail_host", "")
+        listed = _listed(conf, db_path)
+        if listed is None:
+            return 0
         failed, lines = [], []
         for pair in conf["pairs"]:
             mine = state.setdefault(pair["store"], {})
-            boxes = mailboxes(db, pair["store"], mail_host)
+            boxes = listed[pair["store"]]
             t0 = time.monotonic()
             for address in boxes:
                 started = now()
@@ -121,7 +122,27 @@ def sync(conf_path: str = CONF, state_path: str = STATE, metrics_path: str = MET
         print(line)
     for f in failed:
         print(f"standby: not copied: {f}", file=sys.stderr)
-    return 1 if failed else 0
+    # A copy that fails (the store or the standby rebooting, unreachable) is tried again next minute; the
+    # unit does not fail for it (a planned reboot would raise JobFailed): the monitor alerts when a
+    # store's oldest copy is ten minutes old (StoreStandbyBehind, from the metric written above).
+    return 0
+
+
+def _listed(conf: dict, db_path, wait: float = 45) -> dict | None:
+    """{store: its mailboxes to copy}, the account store asked again for `wait` seconds while it does not
+    answer (a db primary failing over); None when it still does not (its own alerts say so)."""
+    end = time.monotonic() + wait
+    while True:
+        try:
+            db = store.read_only(db_path)
+            mail_host = store.meta_value(db, "mail_host", "")
+            return {p["store"]: mailboxes(db, p["store"], mail_host) for p in conf["pairs"]}
+        except Exception as e:  # noqa: BLE001 - sqlite3's or psycopg2's errors alike
+            if time.monotonic() > end:
+                print(f"standby: the account store does not answer ({str(e).strip()[:200]}): no copy this minute",
+                      file=sys.stderr)
+                return None
+            time.sleep(3)
 
 
 def metrics(conf: dict, state: dict, now: float) -> str:
