@@ -29,6 +29,8 @@
                                            after a rebuild: store, passwords, TLS, logs, all mail
     govmail move-mailbox ADDRESS ... | --agency ID --province P [--to STORE] [--dry-run]
                                            mailboxes to another store of their province while in use
+    govmail failover STORE [--recover | --forget | --dry-run]
+                                           a lost store's mailboxes served from their standby copy
     govmail reboot PROVINCE [--host H] [--dry-run]
                                            reboot the hosts one at a time, each once the others
                                            are healthy (the monitor's view)
@@ -47,7 +49,7 @@
     govmail test [PYTEST ARGS]             unit tests, then the lab tests (boots the lab)
 
 Each module here registers its own commands (`register(sub)`): data.py, deploy.py, lab.py,
-admin.py, move.py, reboot.py, merger.py, publish.py, verify.py, monitor.py; args.py holds the argument types. The top layer.
+admin.py, move.py, failover.py, reboot.py, merger.py, publish.py, verify.py, monitor.py; args.py holds the argument types. The top layer.
 
 May import: every layer.
 """
@@ -60,11 +62,11 @@ import sys
 
 from ..data import ROOT, DataError
 from ..targets import TargetError
-from . import admin, data, deploy, lab, merger, monitor, move, publish, reboot, verify
+from . import admin, data, deploy, failover, lab, merger, monitor, move, publish, reboot, verify
 from .args import err
 
 # Each module registers its own commands (`register(sub)`), in the order `govmail --help` lists them.
-COMMANDS = (data, deploy, lab, admin, move, reboot, merger, publish, verify, monitor)
+COMMANDS = (data, deploy, lab, admin, move, failover, reboot, merger, publish, verify, monitor)
 
 
 def main(argv: list[str] | None = None) -> int:

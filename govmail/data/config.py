@@ -150,6 +150,11 @@ class ProvinceConfig:
         return {uid: h.name for h in self.model.hosts if h.roles == ["store"] for uid in h.agencies}
 
     @property
+    def standbys(self) -> dict[str, str]:
+        """Store -> the host that keeps the standby copy of its mailboxes (`hosts[].standby`)."""
+        return {h.name: h.standby for h in self.model.hosts if h.standby}
+
+    @property
     def stores_apart(self) -> list[str]:
         """The stores apart from the mail host (role `store` alone), behind its proxy, in the data's order."""
         return [h.name for h in self.model.hosts if h.roles == ["store"]]

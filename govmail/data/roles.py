@@ -89,6 +89,23 @@ def has(roles, role: str) -> bool:
     return all(r in got for r in MAIL) if role == "mail" else role in got
 
 
+def _standby_problems(hosts, holders) -> list[tuple[tuple, str]]:
+    """`standby`: only on a host that holds mailboxes, naming another one (the mail host or a store
+    apart: `holders`)."""
+    out, names = [], [h.name for h in holders]
+    for i, h in enumerate(hosts):
+        if h.standby is None:
+            continue
+        if h.name not in names:
+            out.append((("hosts", i, "standby"), "only a host that holds mailboxes (the mail host, or a store apart "
+                        "behind its `proxy`) has a standby; " + ("the stores here: " + ", ".join(names) if names else
+                        "this province keeps every mailbox on one host: a standby needs a store apart")))
+        elif h.standby == h.name or h.standby not in names:
+            out.append((("hosts", i, "standby"), f"{h.standby!r} is not another host that holds mailboxes; give one of: "
+                        + ", ".join(n for n in names if n != h.name)))
+    return out
+
+
 def layout_problems(hosts, engine: str = "sqlite") -> list[tuple[tuple, str]]:
     """What is wrong with the hosts' roles, as (key path, message): every problem at once. `engine`:
     the account store's (`account_store.engine`)."""
@@ -138,6 +155,7 @@ def layout_problems(hosts, engine: str = "sqlite") -> list[tuple[tuple, str]]:
         if h.agencies and h.roles != ["store"]:
             out.append((("hosts", i, "agencies"), "only a store apart (roles: [store]) holds agencies' mailboxes; "
                         "the mail host holds every other mailbox"))
+    out += _standby_problems(hosts, [h for _, h in stores] + [h for _, h in rest[:1]] if stores else [])
     if not owners:
         out.append((("hosts",), "no host has role 'mail' (or its parts mx, store, web, db): the province's "
                     "mail needs a host"))

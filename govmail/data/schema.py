@@ -112,6 +112,13 @@ class Host(Strict):
         "and communes'. Every other mailbox is on the mail host. Read when a mailbox is created: an agency named "
         "here later keeps the mailboxes it already has where their mail is (moving them: issue 30)."
     )
+    standby: Optional[HostName] = Field(
+        None, description="On a host that holds mailboxes (the mail host, or a store apart): another of the "
+        "province's stores that keeps a copy of them, brought up to date every minute (`doveadm backup`, one "
+        "way); `govmail failover HOST` hands its mailboxes to that copy when this host is lost, and the mail of "
+        "the last minute is brought back from it once it returns (`--recover`). The recovery point: the README, "
+        "measured. Null: no standby (a lost store is rebuilt from its backup)."
+    )
     local_files: list[str] = Field(
         [], description="Files of the province's own that the host keeps beside govmail's in a directory govmail "
         "owns (e.g. `/etc/fail2ban/jail.d/office.local`); any other file there that is not a Debian package's "

@@ -106,6 +106,12 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--release", action="store_true", help="the move is over: logins no longer wait")
     g.add_argument("--abort", action="store_true", help="the move stops; it stays where it is")
     sub.add_parser("places", help="how many mailboxes each host holds, and is being moved to (JSON)")
+    p = sub.add_parser("failover", help="a lost store's mailboxes on its standby (`govmail failover` drives it): "
+                       "the list of those failed over from STORE (JSON), or one step")
+    p.add_argument("store")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--to", metavar="STANDBY", help="every mailbox on STORE is on STANDBY from now on")
+    g.add_argument("--recovered", metavar="ADDRESS", help="the mail STORE took after the last copy is back")
     p = sub.add_parser("audit", help="the latest account actions: when, who, what, which mailbox")
     p.add_argument("--limit", type=int, default=50)
     return ap
@@ -187,6 +193,14 @@ def main(argv):
                     if args.hold is not None else mailbox_moves.switch(a, args.switch) if args.switch
                     else mailbox_moves.release(a) if args.release else mailbox_moves.abort(a) if args.abort
                     else mailbox_moves.state(a))
+        except mailbox_moves.MoveRefused as e:
+            sys.exit(f"accounts: {e}")
+        print(json.dumps(done))
+    elif args.cmd == "failover":
+        try:
+            done = (mailbox_moves.fail_over(args.store, args.to) if args.to
+                    else mailbox_moves.recovered(args.recovered.lower()) if args.recovered
+                    else mailbox_moves.failed_over(args.store))
         except mailbox_moves.MoveRefused as e:
             sys.exit(f"accounts: {e}")
         print(json.dumps(done))

@@ -31,8 +31,8 @@ class MoveRefused(Exception):
 
 
 def _row(db, address):
-    row = db.execute("SELECT status, store, moving, hold_until, moved_from FROM accounts WHERE address = ?",
-                     (address,)).fetchone()
+    row = db.execute("SELECT status, store, moving, hold_until, moved_from, failed_from FROM accounts "
+                     "WHERE address = ?", (address,)).fetchone()
     if row is None:
         raise MoveRefused(f"{address} is not in the account store")
     return row
@@ -41,10 +41,11 @@ def _row(db, address):
 def state(address, db_path=None) -> dict:
     """Where the mailbox is and how far a move of it has come."""
     db = store.read_only(db_path)
-    status, where, moving, hold, left = _row(db, address)
+    status, where, moving, hold, left, lost = _row(db, address)
     mail_host = store.meta_value(db, "mail_host")
     return {"address": address, "status": status, "store": where or mail_host, "moving": moving,
-            "held": bool(hold and hold > int(time.time())), "hold_until": hold, "moved_from": left}
+            "held": bool(hold and hold > int(time.time())), "hold_until": hold, "moved_from": left,
+            "failed_from": lost}
 
 
 def _write(address, db_path, check, sql, params, action, detail):
@@ -68,7 +69,10 @@ def begin(address, to, db_path=None) -> dict:
         raise MoveRefused(f"{to!r} is not a host name")
 
     def check(row):
-        status, where, moving, _, left = row
+        status, where, moving, _, left, lost = row
+        if lost:
+            raise MoveRefused(f"{address} was failed over from {lost}: the mail {lost} took after its last copy is "
+                              f"not brought back yet (govmail failover {lost} --recover, once it is back)")
         if left:
             raise MoveRefused(f"{address} was just moved from {left}: its last catch-up is not done (run the move "
                               "again: it finishes it)")
@@ -146,3 +150,49 @@ def places(db_path=None) -> dict:
             if where or key == "stores":
                 out[key][where or mail_host] = out[key].get(where or mail_host, 0) + n
     return out
+
+
+# ---------------------------------------------------------------- a lost store's failover
+
+
+def fail_over(lost, standby, db_path=None) -> list[str]:
+    """Every mailbox whose mail is on `lost` is on `standby` from now on (one transaction, audited):
+    `store = standby`, `failed_from = lost` (the lost store's Dovecot still knows it, for `recover`).
+    A move under way from `lost` stops (its mail was there). Returns the mailboxes."""
+    for name in (lost, standby):
+        if not HOST.fullmatch(name):
+            raise MoveRefused(f"{name!r} is not a host name")
+    db = store.connect(db_path)
+    db.begin_write()
+    try:
+        mail_host = store.meta_value(db, "mail_host") or ""
+        rows = [r[0] for r in db.execute("SELECT address FROM accounts WHERE status != 'deleted' AND failed_from IS "
+                                         "NULL AND (store = ? OR (store IS NULL AND ? = ?)) ORDER BY address",
+                                         (lost, lost, mail_host)).fetchall()]
+        for address in rows:
+            db.execute("UPDATE accounts SET store = ?, failed_from = ?, moving = NULL, hold_until = NULL, "
+                       "moved_from = NULL WHERE address = ?", (standby, lost, address))
+            store.audit(db, "failover", address, f"{lost} lost: served from its standby copy on {standby}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return rows
+
+
+def failed_over(lost, db_path=None) -> list[dict]:
+    """The mailboxes failed over from `lost` whose mail of after the last copy is not brought back yet."""
+    db = store.read_only(db_path)
+    return [{"address": a, "store": s} for a, s in db.execute(
+        "SELECT address, store FROM accounts WHERE failed_from = ? ORDER BY address", (lost,)).fetchall()]
+
+
+def recovered(address, db_path=None) -> dict:
+    """What the lost store took after the last copy is on the standby: the mailbox is whole again."""
+
+    def check(row):
+        if not row[5]:
+            raise MoveRefused(f"{address} was not failed over")
+
+    return _write(address, db_path, check, "UPDATE accounts SET failed_from = NULL WHERE address = ?", (address,),
+                  "failover-recovered", "the mail its lost store took after the last copy brought over")

@@ -77,7 +77,11 @@ CREATE TABLE IF NOT EXISTS accounts (
     hold_until   {time},
     -- after the switch, until the move's last catch-up is done: the host the mail left (its Dovecot
     -- still knows the mailbox, for that copy only; nothing routes there)
-    moved_from   TEXT
+    moved_from   TEXT,
+    -- after `govmail failover`: the lost store its mail was served from until then (`store` is now
+    -- its standby). Its Dovecot still knows the mailbox, so that the mail it took after the last
+    -- copy is brought over once it is back (`--recover`), which clears this.
+    failed_from  TEXT
 );
 CREATE TABLE IF NOT EXISTS aliases (
     address TEXT PRIMARY KEY,
@@ -181,9 +185,11 @@ CREATE VIEW dovecot_passdb AS
     WHERE f.phase = 'transition';
 -- What Dovecot's userdb reads: the quota of each mailbox, and the mailboxes that have mail on disk.
 DROP VIEW IF EXISTS dovecot_userdb{cascade};
-CREATE VIEW dovecot_userdb AS SELECT address AS "user", quota_mb || 'M' AS quota_storage_size, store, moving, moved_from FROM accounts;
+CREATE VIEW dovecot_userdb AS SELECT address AS "user", quota_mb || 'M' AS quota_storage_size, store, moving, moved_from,
+    failed_from FROM accounts;
 DROP VIEW IF EXISTS dovecot_users{cascade};
-CREATE VIEW dovecot_users AS SELECT address AS "user", store, moving, moved_from FROM accounts WHERE status != 'deleted';
+CREATE VIEW dovecot_users AS SELECT address AS "user", store, moving, moved_from, failed_from FROM accounts
+    WHERE status != 'deleted';
 -- What Postfix reads (proxy:sqlite maps in /etc/postfix/govmail): mailboxes that take mail (a
 -- removed or deleted one does not), lists and their members, and who may send as an address
 -- (a mailbox as itself while active; a list as the logins the data allows).
@@ -234,4 +240,5 @@ ADDED_COLUMNS = [
     ("moving", "TEXT"),
     ("hold_until", "BIGINT"),
     ("moved_from", "TEXT"),
+    ("failed_from", "TEXT"),
 ]

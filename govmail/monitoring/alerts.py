@@ -171,6 +171,14 @@ ALERTS = (
           "(`journalctl -u patroni@17-main` on the standby). Writes go on without a synchronous standby. Once "
           "it is back Patroni rejoins it (pg_rewind, else a fresh copy).",
           only=_clustered, host=lambda cfg: STORE),
+    Alert("StoreStandbyBehind", "operation", "time() - govmail_standby_oldest_copy_seconds > 600", "0m",
+          "the standby copy of {{ $labels.store }}'s mailboxes on {{ $labels.standby }} is over ten minutes old",
+          "Every minute `standby sync` copies the store's mailboxes to its standby (hosts[].standby); "
+          "`journalctl -u govmail-standby` on the host that copies (the alert's host) says why it did not: the store or the standby "
+          "unreachable, or a store whose INBOX was made anew (never mirrored over the standby: `govmail failover`, "
+          "or `standby forget ADDRESS` once the store's copy is the whole one). Until it copies again, a failover "
+          "loses the mail of since then.",
+          severity="warning", only=lambda cfg, _mirror: bool(cfg.standbys)),
     Alert("DbMemberDown", "operation",
           'up{job="patroni"} == 0 or patroni_postgres_running{job="patroni"} == 0', "1m",
           "the account store's PostgreSQL (Patroni) is not running on {{ $labels.host }}",

@@ -15,7 +15,7 @@ from govmail.data.roles import expand
 
 # Every service, in the order a host installs its files and activates its daemons (the order of
 # today's one-host mail host, then the backup host's and the monitor's own).
-ORDER = ["system", "updates", "base", "host_tools", "tls", "private_ports", "etcd", "db", "accounts", "dovecot", "sieve_guard", "clamav",
+ORDER = ["system", "updates", "base", "host_tools", "tls", "private_ports", "etcd", "db", "accounts", "dovecot", "standby", "sieve_guard", "clamav",
          "attachments", "rspamd", "postfix", "passwd", "webmail", "web", "fail2ban", "logs", "backup", "reports",
          "backup_host", "exporters", "monitor"]
 
@@ -25,7 +25,7 @@ _EVERY_HOST = ["system", "updates", "exporters"]
 _MAIL_HOST = [*_EVERY_HOST, "base", "host_tools", "tls", "fail2ban", "logs"]
 SERVICES = {
     "mx": [*_MAIL_HOST, "clamav", "attachments", "rspamd", "postfix"],
-    "store": [*_MAIL_HOST, "private_ports", "accounts", "dovecot", "sieve_guard", "backup", "reports"],
+    "store": [*_MAIL_HOST, "private_ports", "accounts", "dovecot", "standby", "sieve_guard", "backup", "reports"],
     "web": [*_MAIL_HOST, "passwd", "webmail", "web"],
     # The account store's database (PostgreSQL; nothing for SQLite), and etcd's member when two hosts
     # carry it (Patroni). The sync from the data and the daily job run on the store host (`accounts`).

@@ -41,6 +41,22 @@ def _literal(name: str) -> str:
     return f"'{address(name)}'"
 
 
+def _holds(cfg, name: str) -> str:
+    """SQL: the mailbox's mail is on `name` (`store`; NULL: the mail host, for mailboxes made before
+    it had stores apart)."""
+    return f"(store IS NULL OR store = {_literal(name)})" if name == cfg.mail_host else f"store = {_literal(name)}"
+
+
+def _own(cfg, name: str) -> Trusted:
+    """The mailboxes `name`'s Dovecot knows: those it holds, those a move is bringing to it or has just
+    taken from it, those failed over from it (until their mail of after the last copy is brought back),
+    and those of the stores it keeps the standby copy of (`hosts[].standby`)."""
+    me = _literal(name)
+    parts = [_holds(cfg, name), f"moving = {me}", f"moved_from = {me}", f"failed_from = {me}"]
+    parts += [_holds(cfg, store) for store, standby in cfg.standbys.items() if standby == name]
+    return Trusted("(" + " OR ".join(parts) + ")")
+
+
 def routes(ctx) -> dict:
     """Where this host's Dovecot stands among the province's stores (stores apart: role `store` alone,
     behind the mail host's `proxy`): `own`, the SQL condition on the account store's `store` column
@@ -53,8 +69,7 @@ def routes(ctx) -> dict:
         return {"own": None, "proxy": None, "backend": None}
     if ctx.host_name in apart:
         proxies = [at(cfg.mail_host)]
-        me = _literal(ctx.host_name)
-        return {"own": Trusted(f"(store = {me} OR moving = {me} OR moved_from = {me})"), "proxy": None,
+        return {"own": _own(cfg, ctx.host_name), "proxy": None,
                 "backend": {"listen": at(ctx.host_name), "proxies": Trusted(", ".join(proxies)),
                             "trusted": Trusted(" ".join(f"{a}/32" for a in proxies)),
                             "submission": Trusted(f"{at(cfg.mail_host)}:{contract.PORTS['sieve_out']}")}}
@@ -71,8 +86,7 @@ def routes(ctx) -> dict:
     # queue (as for a store that is down) until the move is done.
     held = "'%{protocol}' = 'lmtp' AND delay_until IS NOT NULL"
     nowhere, closed = HELD
-    me = _literal(ctx.host_name)
-    return {"own": Trusted(f"(store IS NULL OR store = {me} OR moving = {me} OR moved_from = {me})"), "backend": None,
+    return {"own": _own(cfg, ctx.host_name), "backend": None,
             "proxy": {"names": Trusted(", ".join(apart)), "apart": Trusted(routed),
                       "on": Trusted(f"({held}) OR ({routed})"),
                       "host": Trusted(f"CASE WHEN {held} THEN '{nowhere}' ELSE CASE {where} {cases} END END"),

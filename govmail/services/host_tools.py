@@ -12,6 +12,7 @@ module among them), and one small command per tool in /usr/local/lib/govmail/:
     report          the monthly operations and annual usage reports (govmail/host/report.py)
     sieve-guard     ManageSieve's port: scripts checked before Dovecot stores them (govmail/host/sieve_guard.py)
     metrics         this host's facts for Prometheus, every 30 s (govmail/host/metrics.py)
+    standby         the standby copies of a store's mailboxes (govmail/host/standby.py)
     postlogin       run by Dovecot after each login (stamps the last login)
     pg-clone        how Patroni makes a db host's standby (two db hosts only)
 
@@ -32,7 +33,7 @@ from . import db
 HOST = Path(__file__).resolve().parent.parent / "host"
 COMMANDS = {"accounts": "accounts", "backup": "backup_tool", "passwd-service": "passwd_service",
             "quota-warning": "quota_warning", "inspector": "inspector", "migrate": "migrate",
-            "report": "report", "sieve-guard": "sieve_guard", "metrics": "metrics"}
+            "report": "report", "sieve-guard": "sieve_guard", "metrics": "metrics", "standby": "standby"}
 
 
 def command(name: str, module: str) -> str:

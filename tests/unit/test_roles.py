@@ -19,7 +19,7 @@ from govmail.services import SERVICES, for_roles
 # What today's one-host mail host runs, in the order it installs and activates them. A change here is a
 # change of every deployed province: make it on purpose. (`db` declares nothing while the store is SQLite,
 # `etcd` nothing unless two hosts carry the store, `private_ports` nothing unless other hosts reach what it serves.)
-ONE_HOST = ["system", "updates", "base", "host_tools", "tls", "private_ports", "etcd", "db", "accounts", "dovecot", "sieve_guard", "clamav",
+ONE_HOST = ["system", "updates", "base", "host_tools", "tls", "private_ports", "etcd", "db", "accounts", "dovecot", "standby", "sieve_guard", "clamav",
             "attachments", "rspamd", "postfix", "passwd", "webmail", "web", "fail2ban", "logs", "backup", "reports",
             "exporters"]
 
@@ -197,7 +197,7 @@ def test_stores_apart_sit_behind_the_mail_hosts_proxy_and_hold_the_agencies_name
         assert where["haunv.stnmt@corpus.gov.vn"] == where["stnmt@corpus.gov.vn"] == held
         assert set(where.values()) <= {held, "mail.corpus.gov.vn"}
         assert for_roles(cfg.roles("store2.corpus.gov.vn")) == [
-            "system", "updates", "base", "host_tools", "tls", "private_ports", "accounts", "dovecot", "sieve_guard",
+            "system", "updates", "base", "host_tools", "tls", "private_ports", "accounts", "dovecot", "standby", "sieve_guard",
             "fail2ban", "logs", "backup", "reports", "exporters"]
         return
     with pytest.raises(DataError) as e:

@@ -44,7 +44,9 @@ def test_the_mail_host_routes_the_mailboxes_of_a_store_apart_there_and_serves_th
     assert "CASE WHEN '%{protocol}' NOT IN ('lmtp', 'doveadm') THEN delay_until END AS delay_until" in passdb
     assert "pass = %{password}" in conf  # the user's own password goes on; the store checks it again
     # its userdb: its own mailboxes, those being moved here, and those just moved away (the catch-up)
-    assert f"AND (store IS NULL OR store = '{MAIL}' OR moving = '{MAIL}' OR moved_from = '{MAIL}')" in conf
+    # ... and, as store2's standby (hosts[].standby), store2's mailboxes too (its copies, a failover)
+    assert (f"AND ((store IS NULL OR store = '{MAIL}') OR moving = '{MAIL}' OR moved_from = '{MAIL}' "
+            f"OR failed_from = '{MAIL}' OR store = '{STORE2}')") in conf
     assert "lmtp_proxy = yes" in conf and f"doveadm_port = {contract.PORTS['doveadm']}" in conf
     ext = text(dovecot.service(ctx), contract.PATHS["store_dovecot"])
     assert 'doveadm_password = "' in ext  # the secret, in the file only root and Dovecot read
@@ -59,7 +61,8 @@ def test_a_store_apart_answers_the_proxy_only_and_holds_only_its_agencies_mailbo
     ctx, at = ctx_of(cfg, STORE2, tmp_path)
     conf = text(dovecot.service(ctx), "/etc/dovecot/dovecot.conf")
     assert f"login_trusted_networks = {at[MAIL]}/32" in conf
-    assert f"iterate_query = SELECT \"user\" FROM dovecot_users WHERE (store = '{STORE2}' OR moving = '{STORE2}' OR moved_from = '{STORE2}')" in conf
+    assert (f"iterate_query = SELECT \"user\" FROM dovecot_users WHERE (store = '{STORE2}' OR moving = '{STORE2}' "
+            f"OR moved_from = '{STORE2}' OR failed_from = '{STORE2}')") in conf
     assert "/var/spool/postfix" not in conf and "service quota-status" not in conf  # no Postfix here
     assert "lmtp_rcpt_check_quota = yes" in conf  # a full mailbox refused at RCPT, through the proxy
     assert f"submission_host = {at[MAIL]}:{contract.PORTS['sieve_out']}" in conf

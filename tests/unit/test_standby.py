@@ -1,0 +1,135 @@
+"""A store's standby copy (hosts[].standby): which mailboxes each pass copies, the guard that never
+mirrors a store made anew over the standby, the failover's one transaction (govmail/host/standby.py,
+govmail/host/mailbox_moves.py), the data's checks, and who knows which mailbox (Dovecot's userdb).
+The copies, the failover and the recovery themselves run in the lab: tests/lab/test_several_stores.py."""
+
+import json
+import subprocess
+
+import pytest
+
+from govmail.data import DataError, load_province
+from govmail.host import mailbox_moves as moves
+from govmail.host import standby, store_db
+from govmail.host import store as host_store
+
+MAIL, STORE2 = "mail.x.gov.vn", "store2.x.gov.vn"
+PAIR = {"store": STORE2, "standby": MAIL, "here": "standby", "peer": "10.0.0.2", "port": 12345}
+
+
+@pytest.fixture
+def db(host_paths, store_engine):
+    accs = [{"address": a, "name": "Tên", "kind": "person", "owner": "sxd", "role": "user", "quota_mb": 500,
+             "status": "active", "password_hash": "{BLF-CRYPT}$2b$11$h", "store": where}
+            for a, where in (("near@x.gov.vn", MAIL), ("far@x.gov.vn", STORE2), ("far2@x.gov.vn", STORE2))]
+    (host_paths / "directory.json").write_text(json.dumps(
+        {"domain": "x.gov.vn", "accounts": accs, "lists": {}, "policy": {"mail_host": MAIL}}))
+    host_store.sync()
+    return store_db.connect(store_engine[1])
+
+
+class Doveadm:
+    """doveadm as the pass runs it: every copy succeeds unless its mailbox is in `failing`; each
+    INBOX's GUID as `inbox` says."""
+
+    def __init__(self):
+        self.calls, self.failing, self.inbox = [], set(), {}
+
+    def __call__(self, argv, **kw):
+        self.calls.append(argv)
+        user = argv[argv.index("-u") + 1]
+        if "status" in argv:
+            return subprocess.CompletedProcess(argv, 0, f"mailbox\tguid\nINBOX\t{self.inbox.get(user, 'g-' + user)}\n", "")
+        return subprocess.CompletedProcess(argv, 1 if user in self.failing else 0, "", "Error: refused")
+
+
+def run_pass(tmp_path, doveadm, clock=1000.0):
+    conf = tmp_path / "standby.json"
+    conf.write_text(json.dumps({"pairs": [PAIR]}))
+    return standby.sync(str(conf), str(tmp_path / "state.json"), str(tmp_path / "m.prom"), run=doveadm,
+                        now=lambda: clock)
+
+
+def test_a_pass_copies_the_stores_mailboxes_one_way_and_keeps_when_each_was_copied(db, tmp_path):
+    d = Doveadm()
+    assert run_pass(tmp_path, d) == 0
+    copies = [c for c in d.calls if "backup" in c]
+    # The mail host receives (-R) from the store's doveadm server: only the store's mailboxes.
+    assert [c[c.index("-u") + 1] for c in copies] == ["far2@x.gov.vn", "far@x.gov.vn"]
+    assert all(c[:5] == ["doveadm", "-o", "doveadm_port=0", "backup", "-R"] and c[-1] == "tcp:10.0.0.2:12345"
+               for c in copies)
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state[STORE2]["far@x.gov.vn"] == {"copied": 1000, "inbox": "g-far@x.gov.vn"}
+    assert 'govmail_standby_oldest_copy_seconds{store="store2.x.gov.vn",standby="mail.x.gov.vn"} 1000' in \
+        (tmp_path / "m.prom").read_text()
+    # A failed copy is tried again next minute (the unit does not fail: a reboot of the store would raise
+    # JobFailed); the others' times move on, and the oldest says how far behind the standby is.
+    d.failing = {"far@x.gov.vn"}
+    assert run_pass(tmp_path, d, clock=1100.0) == 0
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state[STORE2]["far@x.gov.vn"]["copied"] == 1000 and state[STORE2]["far2@x.gov.vn"]["copied"] == 1100
+    assert "} 1000" in (tmp_path / "m.prom").read_text()  # the recovery point: the oldest copy
+
+
+def test_a_store_whose_inbox_was_made_anew_is_never_mirrored_over_its_standby(db, tmp_path, capsys):
+    d = Doveadm()
+    run_pass(tmp_path, d)
+    d.inbox["far@x.gov.vn"] = "a-new-guid"  # store2 rebuilt bare: its INBOX is another mailbox
+    d.calls.clear()
+    run_pass(tmp_path, d, clock=1100.0)
+    assert "made anew" in capsys.readouterr().err
+    assert [c[c.index("-u") + 1] for c in d.calls if "backup" in c] == ["far2@x.gov.vn"]
+    # The operator decides: `standby forget` copies it afresh at the next pass.
+    standby.forget("far@x.gov.vn", str(tmp_path / "state.json"))
+    assert run_pass(tmp_path, d, clock=1200.0) == 0
+
+
+def test_mailboxes_moving_or_failed_over_are_left_to_the_move_and_the_recovery(db, tmp_path):
+    moves.begin("far2@x.gov.vn", MAIL)
+    d = Doveadm()
+    run_pass(tmp_path, d)
+    assert [c[c.index("-u") + 1] for c in d.calls if "backup" in c] == ["far@x.gov.vn"]
+    moves.abort("far2@x.gov.vn")
+    # The failover: every mailbox of the lost store on its standby, in one transaction.
+    assert moves.fail_over(STORE2, MAIL) == ["far2@x.gov.vn", "far@x.gov.vn"]
+    row = db.execute("SELECT store, failed_from FROM dovecot_users WHERE \"user\" = 'far@x.gov.vn'").fetchone()
+    assert row == (MAIL, STORE2)
+    assert db.execute("SELECT login_store, store FROM dovecot_passdb WHERE \"user\" = 'far@x.gov.vn'").fetchone() == \
+        (MAIL, MAIL)
+    d.calls.clear()
+    run_pass(tmp_path, d)
+    assert [c for c in d.calls if "backup" in c] == []  # the lost store's newest mail must not be overwritten
+    with pytest.raises(moves.MoveRefused, match="failover store2.x.gov.vn --recover"):
+        moves.begin("far@x.gov.vn", STORE2)
+    assert [m["address"] for m in moves.failed_over(STORE2)] == ["far2@x.gov.vn", "far@x.gov.vn"]
+    moves.recovered("far@x.gov.vn")
+    assert [m["address"] for m in moves.failed_over(STORE2)] == ["far2@x.gov.vn"]
+    audit = [r[0] for r in db.execute("SELECT action FROM audit WHERE address = 'far@x.gov.vn' ORDER BY ts")]
+    assert audit[-2:] == ["failover", "failover-recovered"]
+
+
+def test_the_standby_knows_the_stores_mailboxes_and_the_lost_store_keeps_knowing_them():
+    from govmail.services.dovecot import _own
+
+    cfg = load_province("lamdong")
+    mail, store2 = cfg.mail_host, cfg.stores_apart[0]
+    assert cfg.standbys == {store2: mail}
+    assert f"store = '{store2}'" in _own(cfg, mail)  # the standby copies, for the copies and the failover
+    assert f"failed_from = '{store2}'" in _own(cfg, store2)  # for --recover
+
+
+@pytest.mark.parametrize("standby, says", [
+    ("backup.lamdong.gov.vn", "is not another host that holds mailboxes"),
+    ("store2.lamdong.gov.vn", "is not another host that holds mailboxes"),
+])
+def test_a_standby_must_be_another_store(tmp_path, standby, says):
+    import shutil
+
+    from govmail.data import ROOT
+
+    shutil.copytree(ROOT / "group_data", tmp_path / "data")
+    yml = tmp_path / "data" / "lamdong.yml"
+    yml.write_text(yml.read_text().replace("standby: mail.lamdong.gov.vn", f"standby: {standby}"))
+    with pytest.raises(DataError) as e:
+        load_province(yml, cache=False)
+    assert says in str(e.value) and "hosts[" in str(e.value)
