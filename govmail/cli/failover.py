@@ -34,7 +34,7 @@ from ..host import contract
 from ..services.standby import runner
 from ..targets import current
 from .args import err, province
-from .move import MoveFailed, _bring_over, _put_aside, _run
+from .move import MoveFailed, _bring_over, _messages, _put_aside, _run, missing_on
 
 SNAPSHOTS = "/var/lib/govmail/standby"
 
@@ -52,14 +52,6 @@ def _answers(host: str) -> bool:
     except Exception:  # noqa: BLE001 - a timeout, an unreachable host: it does not answer
         return False
     return r.returncode == 0 and r.stdout.strip() == "active"
-
-
-def _messages(host: str, address: str) -> dict[str, tuple[str, str]]:
-    """{message GUID: (folder, Message-ID)} of the mailbox's copy on `host`."""
-    out = _run(host, f"doveadm -o doveadm_port=0 -f tab fetch -u {shlex.quote(address)} 'guid mailbox hdr.message-id' "
-                     "all", f"listing {address}'s messages")
-    rows = [line.split("\t") for line in out.splitlines()[1:] if line.strip()]
-    return {r[0]: (r[1], r[2].strip()) for r in rows if len(r) >= 3}
 
 
 def _lookups(host: str, address: str, seconds: float = 90) -> None:
@@ -153,12 +145,10 @@ def recover(cfg, store: str, standby: str, forget: bool, say) -> int:
         try:
             if not forget:
                 known = set(snap.get(address, []))
-                there = _messages(now_on, address)
-                ids = {m for _, m in there.values() if m}
                 # Not on the standby when it took over, nor there since (a message saved anew gets a GUID of
                 # its own: a run stopped half-way and run again finds it by its Message-ID).
-                tail = {g: f for g, (f, m) in _messages(store, address).items()
-                        if g not in known and g not in there and not (m and m in ids)}
+                tail = missing_on({g: v for g, v in _messages(store, address).items() if g not in known},
+                                  _messages(now_on, address))
                 _bring_over(address, store, now_on, tail)
                 aside = _put_aside(address, store)
                 brought += len(tail)

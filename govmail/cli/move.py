@@ -69,12 +69,20 @@ def _copy(cfg, address: str, src: str, dst: str) -> None:
     _run(host, cmd, f"copying {address} from {src} to {dst}")
 
 
-def _guids(host: str, address: str) -> dict[str, str]:
-    """{message GUID: folder} of the mailbox's copy on `host` (GUIDs survive `doveadm backup`)."""
-    out = _run(host, f"doveadm -o doveadm_port=0 -f tab fetch -u {shlex.quote(address)} 'guid mailbox' all",
-               f"listing {address}'s messages")
+def _messages(host: str, address: str) -> dict[str, tuple[str, str]]:
+    """{message GUID: (folder, Message-ID)} of the mailbox's copy on `host` (GUIDs survive `doveadm
+    backup`; a message saved anew by `doveadm save` gets a GUID of its own, so a message already brought
+    over is known by its Message-ID)."""
+    out = _run(host, f"doveadm -o doveadm_port=0 -f tab fetch -u {shlex.quote(address)} 'guid mailbox hdr.message-id' "
+                     "all", f"listing {address}'s messages")
     rows = [line.split("\t") for line in out.splitlines()[1:] if line.strip()]
-    return {r[0]: r[1] for r in rows if len(r) == 2}
+    return {r[0]: (r[1], r[2].strip()) for r in rows if len(r) >= 3}
+
+
+def missing_on(have: dict, got: dict) -> dict[str, str]:
+    """{GUID: folder} of the messages of `have` that `got` lacks, by GUID and by Message-ID."""
+    ids = {m for _, m in got.values() if m}
+    return {g: f for g, (f, m) in have.items() if g not in got and not (m and m in ids)}
 
 
 def _bring_over(address: str, src: str, dst: str, missing: dict[str, str]) -> None:
@@ -127,10 +135,11 @@ def _finish(cfg, address: str, src: str, dst: str) -> tuple[str, int]:
     delivery already under way when the hold began) is saved on `dst`; then logins and deliveries are
     released, the queues flushed, and `src`'s copy put aside. (aside path, messages brought over)"""
     time.sleep(GRACE)
-    have, got = _guids(src, address), _guids(dst, address)
-    missing = {g: f for g, f in have.items() if g not in got}
+    # A message saved on `dst` gets a GUID of its own there: the check after it (and a run again after a
+    # stop half-way) knows it by its Message-ID; a save that fails stops the move (nothing removed).
+    missing = missing_on(_messages(src, address), _messages(dst, address))
     _bring_over(address, src, dst, missing)
-    if missing and any(g not in _guids(dst, address) for g in missing):
+    if missing_on({g: v for g, v in _messages(src, address).items() if g in missing}, _messages(dst, address)):
         raise MoveFailed(f"{address}: {len(missing)} messages of {src} could not be saved on {dst}; run the move "
                          "again (it resumes), nothing was removed")
     _account(cfg, address, "--release")

@@ -133,3 +133,14 @@ def test_a_standby_must_be_another_store(tmp_path, standby, says):
     with pytest.raises(DataError) as e:
         load_province(yml, cache=False)
     assert says in str(e.value) and "hosts[" in str(e.value)
+
+
+def test_a_message_already_brought_over_is_known_by_its_message_id_though_its_guid_changed():
+    """`doveadm save` gives a message a GUID of its own: a recovery or a move's catch-up run again
+    after a stop half-way must not save it twice (govmail/cli/move.py missing_on)."""
+    from govmail.cli.move import missing_on
+
+    lost = {"g1": ("INBOX", "<a@x>"), "g2": ("INBOX", "<b@x>"), "g3": ("Sent", "")}
+    standby = {"g1": ("INBOX", "<a@x>"), "new-guid": ("INBOX", "<b@x>")}
+    assert missing_on(lost, standby) == {"g3": "Sent"}  # g2 saved already; g3 has no Message-ID: by GUID
+    assert missing_on(lost, {}) == {"g1": "INBOX", "g2": "INBOX", "g3": "Sent"}
