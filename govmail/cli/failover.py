@@ -72,24 +72,15 @@ def _accounts(cfg, args: str) -> object:
     return json.loads(_run(cfg.mail_host, f"{contract.PATHS['lib']}/accounts failover {args}", "the account store"))
 
 
-def _snapshot(cfg, store: str, standby: str) -> dict[str, list[str]]:
-    """{mailbox: its message GUIDs} of every mailbox of `store` as the standby's copy has them now."""
+def _snapshot(standby: str, boxes: list[str]) -> dict[str, list[str]]:
+    """{mailbox: its message GUIDs} of the store's mailboxes (`boxes`) as the standby's copy has them now."""
     out = _run(standby, "doveadm -o doveadm_port=0 -f tab fetch -A 'guid' all", "listing the standby copies")
-    mine = set(_mailboxes(cfg, store))
-    got: dict[str, list[str]] = {a: [] for a in mine}
+    got: dict[str, list[str]] = {a: [] for a in boxes}
     for line in out.splitlines()[1:]:
         user, _, guid = line.partition("\t")
-        if user in mine and guid:
+        if user in got and guid:
             got[user].append(guid)
     return got
-
-
-def _mailboxes(cfg, store: str) -> list[str]:
-    sql = ("SELECT address FROM accounts WHERE status != 'deleted' AND failed_from IS NULL AND (store = "
-           f"'{store}' OR (store IS NULL AND '{store}' = '{cfg.mail_host}'))")
-    rows = json.loads(_run(cfg.mail_host, f"{contract.PATHS['lib']}/accounts sql {shlex.quote(sql)}",
-                           "the account store"))
-    return [r[0] for r in rows]
 
 
 def fail_over(cfg, store: str, standby: str, force: bool, dry_run: bool, say) -> int:
@@ -97,7 +88,7 @@ def fail_over(cfg, store: str, standby: str, force: bool, dry_run: bool, say) ->
         err(f"{store} answers and its Dovecot runs: move its mailboxes instead (govmail move-mailbox --agency ID "
             f"--province {cfg.key} --to {standby}), which loses nothing; --force fails it over anyway")
         return 1
-    boxes = _mailboxes(cfg, store)
+    boxes = _accounts(cfg, f"{shlex.quote(store)} --on")
     copier = runner(cfg, store, standby)
     state = json.loads(_run(copier, f"{contract.PATHS['lib']}/standby state", "reading the copies' times") or "{}")
     times = {a: m["copied"] for a, m in state.get(store, {}).items()}
@@ -113,7 +104,7 @@ def fail_over(cfg, store: str, standby: str, force: bool, dry_run: bool, say) ->
     # A pass under way waits on the lost store's connection: cut, not waited for (its copies are one way).
     _run(copier, "systemctl kill -s KILL govmail-standby.service 2>/dev/null; systemctl stop govmail-standby.service",
          "stopping the copies")
-    snap = _snapshot(cfg, store, standby)
+    snap = _snapshot(standby, boxes)
     _run(standby, f"install -d -m 0700 {SNAPSHOTS} && cat > {SNAPSHOTS}/failover-{store}.json.new && "
                   f"mv {SNAPSHOTS}/failover-{store}.json.new {SNAPSHOTS}/failover-{store}.json",
          "keeping the standby copies' messages", input=json.dumps(snap).encode())

@@ -137,9 +137,10 @@ def _finish(cfg, address: str, src: str, dst: str) -> tuple[str, int]:
     time.sleep(GRACE)
     # A message saved on `dst` gets a GUID of its own there: the check after it (and a run again after a
     # stop half-way) knows it by its Message-ID; a save that fails stops the move (nothing removed).
-    missing = missing_on(_messages(src, address), _messages(dst, address))
+    have = _messages(src, address)
+    missing = missing_on(have, _messages(dst, address))
     _bring_over(address, src, dst, missing)
-    if missing_on({g: v for g, v in _messages(src, address).items() if g in missing}, _messages(dst, address)):
+    if missing and missing_on({g: have[g] for g in missing}, _messages(dst, address)):
         raise MoveFailed(f"{address}: {len(missing)} messages of {src} could not be saved on {dst}; run the move "
                          "again (it resumes), nothing was removed")
     _account(cfg, address, "--release")

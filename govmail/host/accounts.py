@@ -112,6 +112,7 @@ def parser() -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--to", metavar="STANDBY", help="every mailbox on STORE is on STANDBY from now on")
     g.add_argument("--recovered", metavar="ADDRESS", help="the mail STORE took after the last copy is back")
+    g.add_argument("--on", action="store_true", help="the mailboxes on STORE that a failover would hand over")
     p = sub.add_parser("audit", help="the latest account actions: when, who, what, which mailbox")
     p.add_argument("--limit", type=int, default=50)
     return ap
@@ -200,6 +201,7 @@ def main(argv):
         try:
             done = (mailbox_moves.fail_over(args.store, args.to) if args.to
                     else mailbox_moves.recovered(args.recovered.lower()) if args.recovered
+                    else mailbox_moves.on_store(args.store) if args.on
                     else mailbox_moves.failed_over(args.store))
         except mailbox_moves.MoveRefused as e:
             sys.exit(f"accounts: {e}")

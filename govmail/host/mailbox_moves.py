@@ -155,6 +155,19 @@ def places(db_path=None) -> dict:
 # ---------------------------------------------------------------- a lost store's failover
 
 
+def _on(db, host) -> list[str]:
+    """The mailboxes whose mail is on `host` (NULL `store`: the mail host), not failed over already."""
+    mail_host = store.meta_value(db, "mail_host") or ""
+    return [r[0] for r in db.execute("SELECT address FROM accounts WHERE status != 'deleted' AND failed_from IS NULL "
+                                     "AND (store = ? OR (store IS NULL AND ? = ?)) ORDER BY address",
+                                     (host, host, mail_host)).fetchall()]
+
+
+def on_store(host, db_path=None) -> list[str]:
+    """What `fail_over(host, ...)` would hand to the standby."""
+    return _on(store.read_only(db_path), host)
+
+
 def fail_over(lost, standby, db_path=None) -> list[str]:
     """Every mailbox whose mail is on `lost` is on `standby` from now on (one transaction, audited):
     `store = standby`, `failed_from = lost` (the lost store's Dovecot still knows it, for `recover`).
@@ -165,10 +178,7 @@ def fail_over(lost, standby, db_path=None) -> list[str]:
     db = store.connect(db_path)
     db.begin_write()
     try:
-        mail_host = store.meta_value(db, "mail_host") or ""
-        rows = [r[0] for r in db.execute("SELECT address FROM accounts WHERE status != 'deleted' AND failed_from IS "
-                                         "NULL AND (store = ? OR (store IS NULL AND ? = ?)) ORDER BY address",
-                                         (lost, lost, mail_host)).fetchall()]
+        rows = _on(db, lost)
         for address in rows:
             db.execute("UPDATE accounts SET store = ?, failed_from = ?, moving = NULL, hold_until = NULL, "
                        "moved_from = NULL WHERE address = ?", (standby, lost, address))

@@ -91,7 +91,9 @@ def test_mailboxes_moving_or_failed_over_are_left_to_the_move_and_the_recovery(d
     assert [c[c.index("-u") + 1] for c in d.calls if "backup" in c] == ["far@x.gov.vn"]
     moves.abort("far2@x.gov.vn")
     # The failover: every mailbox of the lost store on its standby, in one transaction.
+    assert moves.on_store(STORE2) == ["far2@x.gov.vn", "far@x.gov.vn"]
     assert moves.fail_over(STORE2, MAIL) == ["far2@x.gov.vn", "far@x.gov.vn"]
+    assert moves.on_store(STORE2) == []
     row = db.execute("SELECT store, failed_from FROM dovecot_users WHERE \"user\" = 'far@x.gov.vn'").fetchone()
     assert row == (MAIL, STORE2)
     assert db.execute("SELECT login_store, store FROM dovecot_passdb WHERE \"user\" = 'far@x.gov.vn'").fetchone() == \
