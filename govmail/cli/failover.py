@@ -102,8 +102,8 @@ def fail_over(cfg, store: str, standby: str, force: bool, dry_run: bool, say) ->
         return 0
     t0 = time.monotonic()
     # A pass under way waits on the lost store's connection: cut, not waited for (its copies are one way).
-    _run(copier, "systemctl kill -s KILL govmail-standby.service 2>/dev/null; systemctl stop govmail-standby.service",
-         "stopping the copies")
+    units = "govmail-standby.service govmail-standby-deliveries.service"
+    _run(copier, f"systemctl kill -s KILL {units} 2>/dev/null; systemctl stop {units}", "stopping the copies")
     snap = _snapshot(standby, boxes)
     _run(standby, f"install -d -m 0700 {SNAPSHOTS} && cat > {SNAPSHOTS}/failover-{store}.json.new && "
                   f"mv {SNAPSHOTS}/failover-{store}.json.new {SNAPSHOTS}/failover-{store}.json",

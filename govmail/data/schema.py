@@ -114,9 +114,9 @@ class Host(Strict):
     )
     standby: Optional[HostName] = Field(
         None, description="On a host that holds mailboxes (the mail host, or a store apart): another of the "
-        "province's stores that keeps a copy of them, brought up to date every minute (`doveadm backup`, one "
-        "way); `govmail failover HOST` hands its mailboxes to that copy when this host is lost, and the mail of "
-        "the last minute is brought back from it once it returns (`--recover`). The recovery point: the README, "
+        "province's stores that keeps a copy of them, brought up to date after each delivery and every minute "
+        "(`doveadm backup`, one way); `govmail failover HOST` hands its mailboxes to that copy when this host is "
+        "lost, and the mail it took after the last copy is brought back from it once it returns (`--recover`). The recovery point: the README, "
         "measured. Null: no standby (a lost store is rebuilt from its backup)."
     )
     local_files: list[str] = Field(

@@ -35,6 +35,10 @@ PATHS = {
     "quota_warning": "/usr/local/lib/govmail/quota-warning",
     "postfix_maps": "/etc/postfix/govmail",
     "pending": "/var/lib/govmail/pending",
+    # Each LMTP recipient the host's Dovecot accepted, one JSON line each (its stats process writes it:
+    # dovecot.conf's event exporter), on a host that copies a store to its standby: the host tool
+    # `standby delivered` copies those mailboxes at once (govmail/host/standby.py).
+    "standby_deliveries": "/var/lib/govmail/deliveries/accepted.jsonl",
     # Every file the last deploy declared, with its SHA-1 as written (govmail/host/apply.py writes it;
     # `govmail verify` compares the live files with it): {"version", "files": {path: sha1}}.
     "deployed_files": "/var/lib/govmail/deployed-files.json",

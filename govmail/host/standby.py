@@ -11,6 +11,12 @@ store puts on the store, except:
 - a mailbox failed over (`failed_from`): its lost store may hold mail of after the last copy, which
   `govmail failover --recover` brings over; a copy now would overwrite it.
 
+A mailbox is also copied right after each delivery to it: this host's Dovecot writes each LMTP
+recipient it accepted to EVENTS (its stats process, an event exporter: govmail/services/dovecot.py),
+and govmail-standby-deliveries.path runs `standby delivered`, which copies those mailboxes. A
+delivery the trigger misses (written while a pass ends, or while the file is cut back to nothing) is
+copied by the next minute's pass.
+
 The copy runs on the mail host when it is one end (it receives with `-R`: its own doveadm server
 would proxy the mailbox back to the store), else on the store. Each mailbox's last good copy is
 kept in /var/lib/govmail/standby/state.json; `govmail failover` reads it (the recovery point of
@@ -22,6 +28,7 @@ Standard library only.
 from __future__ import annotations
 
 import argparse
+import datetime
 import fcntl
 import json
 import os
@@ -29,11 +36,16 @@ import subprocess
 import sys
 import time
 
-from . import store
+from . import contract, store
 
 CONF = "/etc/govmail/standby.json"
 STATE_DIR = "/var/lib/govmail/standby"
 STATE = STATE_DIR + "/state.json"
+EVENTS = contract.PATHS["standby_deliveries"]
+# Where `standby delivered` has read EVENTS to: {"ino", "offset"}.
+READ = STATE_DIR + "/deliveries-read.json"
+# EVENTS is cut back to nothing once read to its end and longer than this.
+EVENTS_KEEP = 1 << 20
 METRICS = "/var/lib/prometheus/node-exporter/govmail-standby.prom"
 
 
@@ -79,11 +91,8 @@ def sync(conf_path: str = CONF, state_path: str = STATE, metrics_path: str = MET
     conf = _load(conf_path, {"pairs": []})
     os.makedirs(os.path.dirname(state_path), exist_ok=True)
     with open(state_path + ".lock", "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print("standby: a copy is already running", file=sys.stderr)
-            return 0
+        # A pass after deliveries under way is waited for (systemd never runs this unit twice at once).
+        fcntl.flock(lock, fcntl.LOCK_EX)
         state = _load(state_path, {})
         listed = _listed(conf, db_path)
         if listed is None:
@@ -94,24 +103,9 @@ def sync(conf_path: str = CONF, state_path: str = STATE, metrics_path: str = MET
             boxes = listed[pair["store"]]
             t0 = time.monotonic()
             for address in boxes:
-                started = now()
-                # A store's INBOX made anew (a store rebuilt bare, its mailboxes empty or restored from an
-                # older backup) is never mirrored over the standby's copy, which may be the only whole one.
-                g = run(inbox_guid_command(pair, address), capture_output=True, text=True, timeout=600)
-                guid = g.stdout.strip().splitlines()[-1].split("\t")[-1] if g.returncode == 0 and g.stdout.strip() else ""
-                known = (mine.get(address) or {}).get("inbox")
-                if guid and known and guid != known:
-                    failed.append(f"{address} ({pair['store']} -> {pair['standby']}): its INBOX on {pair['store']} "
-                                  f"was made anew since the last copy: not copied over the standby's (govmail "
-                                  f"failover {pair['store']}, or `standby forget {address}` once it is whole)")
-                    continue
-                r = run(copy_command(pair, address), capture_output=True, text=True, timeout=3600)
-                if r.returncode == 0:
-                    # what the store had when this copy began is on the standby
-                    mine[address] = {"copied": int(started), "inbox": guid or known}
-                else:
-                    failed.append(f"{address} ({pair['store']} -> {pair['standby']}): "
-                                  f"{(r.stderr.strip().splitlines() or ['exit %d' % r.returncode])[-1]}")
+                problem = _copy(pair, address, mine, run, now)
+                if problem:
+                    failed.append(problem)
             for gone in set(mine) - set(boxes):  # moved, failed over or deleted: no longer copied from here
                 del mine[gone]
             lines.append(f"{pair['store']} -> {pair['standby']}: {len(boxes)} mailboxes in "
@@ -126,6 +120,105 @@ def sync(conf_path: str = CONF, state_path: str = STATE, metrics_path: str = MET
     # unit does not fail for it (a planned reboot would raise JobFailed): the monitor alerts when a
     # store's oldest copy is ten minutes old (StoreStandbyBehind, from the metric written above).
     return 0
+
+
+def _copy(pair: dict, address: str, mine: dict, run, now) -> str | None:
+    """One mailbox made the same on the standby as on its store; its last good copy noted in `mine`.
+    Why it was not copied, or None."""
+    started = now()
+    # A store's INBOX made anew (a store rebuilt bare, its mailboxes empty or restored from an older
+    # backup) is never mirrored over the standby's copy, which may be the only whole one.
+    g = run(inbox_guid_command(pair, address), capture_output=True, text=True, timeout=600)
+    guid = g.stdout.strip().splitlines()[-1].split("\t")[-1] if g.returncode == 0 and g.stdout.strip() else ""
+    known = (mine.get(address) or {}).get("inbox")
+    if guid and known and guid != known:
+        return (f"{address} ({pair['store']} -> {pair['standby']}): its INBOX on {pair['store']} was made anew "
+                f"since the last copy: not copied over the standby's (govmail failover {pair['store']}, or "
+                f"`standby forget {address}` once it is whole)")
+    r = run(copy_command(pair, address), capture_output=True, text=True, timeout=3600)
+    if r.returncode != 0:
+        return (f"{address} ({pair['store']} -> {pair['standby']}): "
+                f"{(r.stderr.strip().splitlines() or ['exit %d' % r.returncode])[-1]}")
+    mine[address] = {"copied": int(started), "inbox": guid or known}  # what the store had when it began
+    return None
+
+
+def delivered(conf_path: str = CONF, state_path: str = STATE, metrics_path: str = METRICS,
+              events_path: str = EVENTS, read_path: str = READ, db_path=None, run=subprocess.run,
+              now=time.time) -> int:
+    """Copy the mailboxes delivered to since the last read of EVENTS (govmail-standby-deliveries.path
+    runs it when Dovecot writes there), again while more arrive. A pass under way is waited for."""
+    conf = _load(conf_path, {"pairs": []})
+    os.makedirs(os.path.dirname(state_path), exist_ok=True)
+    copied, failed, lag = set(), [], 0.0
+    with open(state_path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        while True:
+            boxes, read = deliveries(events_path, read_path)
+            listed = _listed(conf, db_path) if boxes else {}
+            if listed:
+                state = _load(state_path, {})
+                for pair in conf["pairs"]:
+                    mine = state.setdefault(pair["store"], {})
+                    for address in sorted(set(boxes) & set(listed[pair["store"]])):
+                        problem = _copy(pair, address, mine, run, now)
+                        if problem:
+                            failed.append(problem)
+                        else:
+                            copied.add(address)
+                            lag = max(lag, now() - boxes[address]) if boxes[address] else lag
+                _write(state_path, json.dumps(state, indent=1, sort_keys=True) + "\n")
+                _write(metrics_path, metrics(conf, state, now()))
+            if read["offset"] == read["size"] > EVENTS_KEEP:
+                # Read to its end: cut back (a line Dovecot writes between the look and the cut is lost
+                # here; the minute's pass copies its mailbox).
+                os.truncate(events_path, 0)
+                read["offset"] = read["size"] = 0
+            _write(read_path, json.dumps(read) + "\n")
+            if not boxes:
+                break
+    if copied:
+        print(f"standby: {len(copied)} mailboxes copied after their deliveries, each "
+              f"{lag:.1f} s after its last delivery at most")
+    for f in failed:
+        print(f"standby: not copied: {f}", file=sys.stderr)
+    return 0
+
+
+def deliveries(events_path: str, read_path: str) -> tuple[dict[str, float], dict]:
+    """The mailboxes delivered to since the last read of `events_path` (Dovecot's JSON lines, one per
+    recipient it accepted): {address: when (unix time; 0 unknown)}, and where this read ends."""
+    last = _load(read_path, {})
+    try:
+        f = open(events_path, "rb")
+    except OSError:
+        return {}, {"ino": 0, "offset": 0, "size": 0}
+    with f:
+        st = os.fstat(f.fileno())
+        # Another file, or cut back since: read from its start.
+        offset = last.get("offset", 0) if last.get("ino") == st.st_ino and last.get("offset", 0) <= st.st_size else 0
+        f.seek(offset)
+        data = f.read(min(st.st_size - offset, 16 * EVENTS_KEEP))
+    end = data.rfind(b"\n") + 1  # a line still being written is read next time
+    out: dict[str, float] = {}
+    for line in data[:end].splitlines():
+        try:
+            event = json.loads(line)
+            fields = event.get("fields") or {}
+            who = str(fields.get("user") or fields.get("rcpt_to") or "").strip().lower()
+        except (ValueError, AttributeError):
+            continue
+        if who:
+            out[who] = max(out.get(who, 0.0), _when(event.get("end_time")))
+    return out, {"ino": st.st_ino, "offset": offset + end, "size": st.st_size}
+
+
+def _when(stamp) -> float:
+    """An event's RFC 3339 time as unix time (0: none or not one)."""
+    try:
+        return datetime.datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
 
 
 def _listed(conf: dict, db_path, wait: float = 45) -> dict | None:
@@ -161,6 +254,7 @@ def main(argv) -> int:
     ap = argparse.ArgumentParser(prog="standby", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("sync", help="copy every store's mailboxes to its standby (the timer's job)")
+    sub.add_parser("delivered", help="copy the mailboxes delivered to since the last time (after each delivery)")
     sub.add_parser("state", help="each mailbox's last good copy (JSON)")
     p = sub.add_parser("forget", help="copy a mailbox again although its store's INBOX was made anew (once that "
                        "copy is the whole one: after a restore the operator checked)")
@@ -171,6 +265,8 @@ def main(argv) -> int:
         return 0
     if args.cmd == "forget":
         return forget(args.address.lower())
+    if args.cmd == "delivered":
+        return delivered()
     return sync()
 
 

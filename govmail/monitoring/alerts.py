@@ -173,8 +173,8 @@ ALERTS = (
           only=_clustered, host=lambda cfg: STORE),
     Alert("StoreStandbyBehind", "operation", "time() - govmail_standby_oldest_copy_seconds > 600", "0m",
           "the standby copy of {{ $labels.store }}'s mailboxes on {{ $labels.standby }} is over ten minutes old",
-          "Every minute `standby sync` copies the store's mailboxes to its standby (hosts[].standby); "
-          "`journalctl -u govmail-standby` on the host that copies (the alert's host) says why it did not: the store or the standby "
+          "After each delivery and every minute `standby` copies the store's mailboxes to its standby "
+          "(hosts[].standby); `journalctl -u govmail-standby -u govmail-standby-deliveries` on the host that copies (the alert's host) says why it did not: the store or the standby "
           "unreachable, or a store whose INBOX was made anew (never mirrored over the standby: `govmail failover`, "
           "or `standby forget ADDRESS` once the store's copy is the whole one). Until it copies again, a failover "
           "loses the mail of since then.",

@@ -15,7 +15,7 @@ from ..data.text import host_address as address
 from ..host import contract
 from ..render import render
 from ..service import Ensure, File, Refused, Service, Unit, Validator, directory, restarted_after_crash
-from . import db
+from . import db, standby
 
 # Where the proxy sends a delivery to a mailbox in a move's hold: a port nothing serves on the mail
 # host's loopback, so LMTP answers 451 4.4.0 and Postfix keeps the message queued (govmail/cli/move.py).
@@ -141,6 +141,7 @@ def service(ctx) -> Service:
         files=[
             File("/etc/dovecot/dovecot.conf", render("dovecot/dovecot.conf.j2", cfg, stats_address=stats,
                                                      mx_apart=mx_apart(ctx), mx_count=len(cfg.mx_hosts), **routes(ctx),
+                                                     deliveries=standby.deliveries(ctx),
                                                      lmtp_concurrency=contract.POSTFIX_LMTP_CONCURRENCY),
                  action=conf_action),
             File(f"{DUPLICATES}.sieve", render("dovecot/sieve/duplicates.sieve.j2", cfg), action=None),

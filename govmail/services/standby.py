@@ -3,7 +3,9 @@
 On the host that runs the copies of a pair (the mail host when it is one end, else the store):
 /etc/govmail/standby.json (the pairs: store, standby, which end this host is, the other end's doveadm
 server) and govmail-standby.timer, which runs the host tool `standby sync` (govmail/host/standby.py)
-every minute. The standby's Dovecot knows the store's mailboxes (its userdb:
+every minute, and govmail-standby-deliveries.path, which runs `standby delivered` as soon as this
+host's Dovecot has accepted a delivery (it writes each recipient to contract.PATHS
+["standby_deliveries"]: `deliveries` below, dovecot.conf's event exporter). The standby's Dovecot knows the store's mailboxes (its userdb:
 govmail/services/dovecot.py `_own`), so that `govmail failover` (govmail/cli/failover.py) only has to
 point them there.
 """
@@ -12,10 +14,11 @@ from __future__ import annotations
 
 from ..host import contract
 from ..render import render
-from ..service import File, Service, Unit, json_bytes
+from ..service import File, Service, Unit, directory, json_bytes
 
 CONF = "/etc/govmail/standby.json"
-UNITS = ("govmail-standby.service", "govmail-standby.timer")
+UNITS = ("govmail-standby.service", "govmail-standby.timer",
+         "govmail-standby-deliveries.service", "govmail-standby-deliveries.path")
 
 
 def runner(cfg, store: str, standby: str) -> str:
@@ -36,14 +39,23 @@ def pairs(ctx) -> list[dict]:
     return out
 
 
+def deliveries(ctx) -> str | None:
+    """Where this host's Dovecot writes each recipient it accepted, when this host copies a store to
+    its standby (its LMTP sees each delivery: the proxy's for a store apart, the store's own else)."""
+    return contract.PATHS["standby_deliveries"] if pairs(ctx) else None
+
+
 def service(ctx) -> Service | None:
     mine = pairs(ctx)
     if not mine:
         return None
     cfg = ctx.cfg
+    events = contract.PATHS["standby_deliveries"]
     return Service(
         name="standby",
+        # Dovecot's stats process (user dovecot) writes there.
+        ensures=[directory(events.rsplit("/", 1)[0], 0o750, "dovecot", "root")],
         files=[File(CONF, json_bytes({"pairs": mine}), mode=0o644, action=None),
                *[File(f"/etc/systemd/system/{n}", render(f"standby/{n}.j2", cfg), action=None) for n in UNITS]],
-        units=[Unit("govmail-standby.timer")],
+        units=[Unit("govmail-standby.timer"), Unit("govmail-standby-deliveries.path")],
     )

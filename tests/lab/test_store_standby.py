@@ -14,10 +14,14 @@ import time
 from types import SimpleNamespace
 
 import pytest
+import yaml
 
 from govmail import lab
 from govmail.data import load_province
+from govmail.monitoring import alerts
+from govmail.services.standby import runner
 
+from .alerting import run, scraped
 from .conftest import PROVINCES, LabHost, on
 from .mailing import delivered, imap_login, send_25
 
@@ -35,7 +39,7 @@ def scene(lab_hosts):
     far = next(a.address for a in sorted(h.cfg.accounts, key=lambda a: a.kind != "person")
                if a.status == "active" and a.role == "user" and h.cfg.store_of(a, held) == store)
     mx2 = SimpleNamespace(ip=lab.load_state()["hosts"][next(n for n in h.cfg.mx_hosts if n != h.cfg.mail_host)]["ip"])
-    return SimpleNamespace(h=h, store=store, standby=standby, far=far, pw=h.set_password(far), gateways=(h, mx2))
+    return SimpleNamespace(h=h, store=store, standby=standby, copier=runner(h.cfg, store, standby), far=far, pw=h.set_password(far), gateways=(h, mx2))
 
 
 def govmail(*args, timeout=900) -> subprocess.CompletedProcess:
@@ -65,12 +69,43 @@ def home(s) -> None:
     copy_now(s)
 
 
+COPIERS = "govmail-standby.timer govmail-standby-deliveries.path"  # what starts the copies
+
+
+def on_standby(s, msgid: str) -> bool:
+    """The message is in the standby's copy of the mailbox (read there, not through the proxy)."""
+    r = on(s.standby, f"doveadm -o doveadm_port=0 search -u {s.far} mailbox INBOX header Message-ID '{msgid}'",
+           check=False)
+    return r.returncode == 0 and bool(r.stdout.strip())
+
+
+def test_a_delivery_is_on_the_standby_within_seconds(scene):
+    """The recovery point after a delivery: the standby's copy is made as soon as the store's LMTP
+    accepted the message (Dovecot's event, govmail-standby-deliveries.path), not at the next minute."""
+    s = scene
+    on(s.copier, "systemctl stop govmail-standby.timer")  # only the delivery can start a copy
+    try:
+        msgid = send_25(s.h, s.far, "Chep ngay sau khi nhan")
+        t0 = time.monotonic()
+        while not on_standby(s, msgid) and time.monotonic() - t0 < 30:
+            time.sleep(0.2)
+        took = time.monotonic() - t0
+    finally:
+        on(s.copier, "systemctl start govmail-standby.timer")
+    assert on_standby(s, msgid), "not copied to the standby after its delivery"
+    print(f"\nstandby: a message on the standby {took:.1f} s after it was sent")
+    assert took < 20
+
+
 def test_a_lost_store_is_served_from_its_standby_and_its_last_mail_comes_back_with_it(scene):
     s = scene
     copied = send_25(s.h, s.far, "Da chep sang du phong")
     assert delivered(s.h, s.far, copied) == 1
     copy_now(s)
-    tail = send_25(s.h, s.far, "Sau lan chep cuoi")  # on the store only: the recovery point
+    # The copies stop (the link to the standby lost a moment before the store): this one is on the
+    # store only, as a message delivered during the copy it would have had.
+    on(s.copier, f"systemctl stop {COPIERS} govmail-standby.service govmail-standby-deliveries.service")
+    tail = send_25(s.h, s.far, "Sau lan chep cuoi")
     assert delivered(s.h, s.far, tail) == 1
     refused = govmail("failover", s.store)  # a store that answers is moved, not failed over
     assert refused.returncode == 1 and "move-mailbox" in refused.stderr, refused.stdout + refused.stderr
@@ -90,6 +125,7 @@ def test_a_lost_store_is_served_from_its_standby_and_its_last_mail_comes_back_wi
         print(f"\n{r.stdout}failover: the command {took:.1f} s, the user reading again {back:.1f} s after the loss")
     finally:
         lab.unplug(s.store, plugged=True)
+        on(s.copier, f"systemctl start {COPIERS}")
     for _ in range(30):
         if on(s.store, "systemctl is-active dovecot", check=False).returncode == 0:
             break
@@ -125,3 +161,38 @@ def test_a_store_whose_disk_is_gone_is_rebuilt_and_its_mailboxes_go_home_from_th
     assert imap_login(s.h, s.far, s.pw) == "OK"
     assert on(s.store, f"test -d /var/vmail/{s.far.partition('@')[2]}/{s.far.partition('@')[0]}/Maildir",
               check=False).returncode == 0
+
+
+def test_a_standby_ten_minutes_behind_alerts_the_operators(scene):
+    """The monitor reads each store's oldest copy (the copier's node exporter), and the province's own
+    StoreStandbyBehind fires on a store whose copies stopped over ten minutes ago, not on one copied
+    each minute: the monitor's promtool on those series (ten minutes of a stopped copy in the lab would
+    cost ten minutes)."""
+    s, cfg = scene, scene.h.cfg
+    scraped(cfg, f'time() - govmail_standby_oldest_copy_seconds{{store="{s.store}"}} < 120')
+    rules = alerts.rules(cfg)
+    rule = next(r for g in rules["groups"] for r in g["rules"] if r.get("alert") == "StoreStandbyBehind")
+    behind = {"host": s.copier, "store": s.store, "standby": s.standby}
+    current = {**behind, "store": "current.example"}
+
+    def series(labels, values):
+        return {"series": "govmail_standby_oldest_copy_seconds{" + ",".join(f'{k}="{v}"' for k, v in labels.items())
+                + "}", "values": values}
+
+    fired = [{"exp_labels": {**rule["labels"], **behind},
+              "exp_annotations": {**rule["annotations"],
+                                  "summary": f"the standby copy of {s.store}'s mailboxes on {s.standby} is over ten "
+                                             "minutes old"}}]
+    tests = {"rule_files": ["rules.yml"], "evaluation_interval": "15s", "tests": [{
+        "interval": "15s",
+        # copied last at the test clock's start / a copy every minute
+        "input_series": [series(behind, "0x80"), series(current, "0 0 0 0 60 60 60 60 120 120 120 120 180x68")],
+        "alert_rule_test": [
+            {"eval_time": "9m", "alertname": "StoreStandbyBehind", "exp_alerts": []},
+            {"eval_time": "11m", "alertname": "StoreStandbyBehind", "exp_alerts": fired},
+        ]}]}
+    d = "/root/govmail-promtool-standby"
+    run(cfg.monitor_host, f"rm -rf {d} && mkdir {d} && cat > {d}/rules.yml", input=yaml.safe_dump(rules))
+    run(cfg.monitor_host, f"cat > {d}/test.yml", input=yaml.safe_dump(tests, sort_keys=False))
+    r = run(cfg.monitor_host, f"cd {d} && promtool test rules test.yml; rc=$?; rm -rf {d}; exit $rc", check=False)
+    assert r.returncode == 0, r.stdout + r.stderr

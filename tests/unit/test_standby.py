@@ -146,3 +146,77 @@ def test_a_message_already_brought_over_is_known_by_its_message_id_though_its_gu
     standby = {"g1": ("INBOX", "<a@x>"), "new-guid": ("INBOX", "<b@x>")}
     assert missing_on(lost, standby) == {"g3": "Sent"}  # g2 saved already; g3 has no Message-ID: by GUID
     assert missing_on(lost, {}) == {"g1": "INBOX", "g2": "INBOX", "g3": "Sent"}
+
+
+def event(user, when="2026-12-07T05:13:56.137714Z", **more):
+    fields = {"protocol": "lmtp", "status_code": 250, "rcpt_to": user, "user": user, **more}
+    return json.dumps({"start_time": when, "end_time": when, "fields": fields}) + "\n"
+
+
+def run_delivered(tmp_path, doveadm, clock=2000.0):
+    conf = tmp_path / "standby.json"
+    conf.write_text(json.dumps({"pairs": [PAIR]}))
+    return standby.delivered(str(conf), str(tmp_path / "state.json"), str(tmp_path / "m.prom"),
+                             str(tmp_path / "accepted.jsonl"), str(tmp_path / "read.json"), run=doveadm,
+                             now=lambda: clock)
+
+
+def test_after_deliveries_only_the_mailboxes_delivered_to_on_the_store_are_copied_each_once(db, tmp_path):
+    events = tmp_path / "accepted.jsonl"
+    # Dovecot's lines: a store2 mailbox twice, the mail host's own, a stranger, a line that is no JSON,
+    # and one still being written.
+    events.write_text(event("far@x.gov.vn") + event("near@x.gov.vn") + "not json\n" + event("FAR@x.gov.vn")
+                      + event("nobody@x.gov.vn") + event("far2@x.gov.vn")[:30])
+    d = Doveadm()
+    assert run_delivered(tmp_path, d) == 0
+    assert [c[c.index("-u") + 1] for c in d.calls if "backup" in c] == ["far@x.gov.vn"]
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state[STORE2]["far@x.gov.vn"]["copied"] == 2000
+    # The line being written is read once it is whole; nothing already read is copied again.
+    with events.open("a") as f:
+        f.write(event("far2@x.gov.vn")[30:])
+    d.calls.clear()
+    run_delivered(tmp_path, d)
+    assert [c[c.index("-u") + 1] for c in d.calls if "backup" in c] == ["far2@x.gov.vn"]
+    d.calls.clear()
+    run_delivered(tmp_path, d)
+    assert d.calls == []
+
+
+def test_the_deliveries_file_is_cut_back_once_read_and_a_new_one_is_read_from_its_start(db, tmp_path, monkeypatch):
+    events = tmp_path / "accepted.jsonl"
+    monkeypatch.setattr(standby, "EVENTS_KEEP", 100)
+    events.write_text(event("far@x.gov.vn") * 3)
+    d = Doveadm()
+    run_delivered(tmp_path, d)
+    assert events.stat().st_size == 0  # read to its end and longer than EVENTS_KEEP
+    # Dovecot goes on appending to it (O_APPEND): read from its start.
+    events.write_text(event("far2@x.gov.vn"))
+    d.calls.clear()
+    run_delivered(tmp_path, d)
+    assert [c[c.index("-u") + 1] for c in d.calls if "backup" in c] == ["far2@x.gov.vn"]
+    # Another file in its place (removed, made again): read from its start too.
+    events.unlink()
+    events.write_text(event("far@x.gov.vn"))
+    d.calls.clear()
+    run_delivered(tmp_path, d)
+    assert [c[c.index("-u") + 1] for c in d.calls if "backup" in c] == ["far@x.gov.vn"]
+
+
+def test_the_host_that_copies_has_its_dovecot_write_each_delivery_and_a_unit_that_reads_them(tmp_path):
+    from govmail.host import contract
+    from govmail.services.standby import runner
+
+    from .test_db import host_services
+    cfg = load_province("lamdong")
+    (store, to), = cfg.standbys.items()
+    for name in [*cfg.stores_apart, cfg.mail_host]:
+        svcs = host_services(cfg, name, tmp_path)
+        conf = next(f for f in svcs["dovecot"].files if f.dest == "/etc/dovecot/dovecot.conf").content.decode()
+        mine = runner(cfg, store, to) == name
+        assert ("event_exporter govmail_deliveries" in conf) == mine, name
+        assert ("standby" in svcs) == mine, name
+        if mine:
+            assert f"event_exporter_file_path = {contract.PATHS['standby_deliveries']}\n" in conf
+            path = next(f for f in svcs["standby"].files if f.dest.endswith("govmail-standby-deliveries.path"))
+            assert f"PathModified={contract.PATHS['standby_deliveries']}\n" in path.content.decode()
