@@ -89,14 +89,20 @@ def has(roles, role: str) -> bool:
     return all(r in got for r in MAIL) if role == "mail" else role in got
 
 
-def _standby_problems(hosts, holders) -> list[tuple[tuple, str]]:
-    """`standby`: only on a host that holds mailboxes, naming another one (the mail host or a store
-    apart: `holders`)."""
+def _standby_problems(hosts, holders, mail_host: str | None) -> list[tuple[tuple, str]]:
+    """`standby`: only on a store apart, naming another host that holds mailboxes (a store apart or
+    the mail host: `holders`). Not on the mail host: its Dovecot is the proxy every login and delivery
+    goes through, so when it is lost no standby of its mailboxes could be reached."""
     out, names = [], [h.name for h in holders]
     for i, h in enumerate(hosts):
         if h.standby is None:
             continue
-        if h.name not in names:
+        if h.name == mail_host:
+            out.append((("hosts", i, "standby"), "the mail host's own mailboxes have no standby: every login and "
+                        "delivery of the province goes through its Dovecot proxy, so when it is lost nothing could "
+                        "reach a standby (they come back from its backup); mailboxes that need a standby go on a "
+                        "store apart (`agencies` of a host with roles [store]) that names one"))
+        elif h.name not in names:
             out.append((("hosts", i, "standby"), "only a host that holds mailboxes (the mail host, or a store apart "
                         "behind its `proxy`) has a standby; " + ("the stores here: " + ", ".join(names) if names else
                         "this province keeps every mailbox on one host: a standby needs a store apart")))
@@ -155,7 +161,8 @@ def layout_problems(hosts, engine: str = "sqlite") -> list[tuple[tuple, str]]:
         if h.agencies and h.roles != ["store"]:
             out.append((("hosts", i, "agencies"), "only a store apart (roles: [store]) holds agencies' mailboxes; "
                         "the mail host holds every other mailbox"))
-    out += _standby_problems(hosts, [h for _, h in stores] + [h for _, h in rest[:1]] if stores else [])
+    out += _standby_problems(hosts, [h for _, h in stores] + [h for _, h in rest[:1]] if stores else [],
+                             rest[0][1].name if stores and rest else None)
     if not owners:
         out.append((("hosts",), "no host has role 'mail' (or its parts mx, store, web, db): the province's "
                     "mail needs a host"))

@@ -113,11 +113,12 @@ class Host(Strict):
         "here later keeps the mailboxes it already has where their mail is (moving them: issue 30)."
     )
     standby: Optional[HostName] = Field(
-        None, description="On a host that holds mailboxes (the mail host, or a store apart): another of the "
-        "province's stores that keeps a copy of them, brought up to date after each delivery and every minute "
+        None, description="On a store apart (`roles: [store]`): another host that holds mailboxes (the mail host, "
+        "or another store apart) that keeps a copy of its mailboxes, brought up to date after each delivery and every minute "
         "(`doveadm backup`, one way); `govmail failover HOST` hands its mailboxes to that copy when this host is "
         "lost, and the mail it took after the last copy is brought back from it once it returns (`--recover`). The recovery point: the README, "
-        "measured. Null: no standby (a lost store is rebuilt from its backup)."
+        "measured. Null: no standby (a lost store is rebuilt from its backup). Not on the mail host: every login and "
+        "delivery goes through its Dovecot proxy, so with it lost no standby could be reached."
     )
     local_files: list[str] = Field(
         [], description="Files of the province's own that the host keeps beside govmail's in a directory govmail "

@@ -47,29 +47,31 @@ def _holds(cfg, name: str) -> str:
     return f"(store IS NULL OR store = {_literal(name)})" if name == cfg.mail_host else f"store = {_literal(name)}"
 
 
-def _own(cfg, name: str) -> Trusted:
+def _own(cfg, name: str, copies: bool = True) -> Trusted:
     """The mailboxes `name`'s Dovecot knows: those it holds, those a move is bringing to it or has just
     taken from it, those failed over from it (until their mail of after the last copy is brought back),
-    and those of the stores it keeps the standby copy of (`hosts[].standby`)."""
+    and (`copies`) those of the stores it keeps the standby copy of (`hosts[].standby`)."""
     me = _literal(name)
     parts = [_holds(cfg, name), f"moving = {me}", f"moved_from = {me}", f"failed_from = {me}"]
-    parts += [_holds(cfg, store) for store, standby in cfg.standbys.items() if standby == name]
+    parts += [_holds(cfg, store) for store, standby in cfg.standbys.items() if standby == name and copies]
     return Trusted("(" + " OR ".join(parts) + ")")
 
 
 def routes(ctx) -> dict:
     """Where this host's Dovecot stands among the province's stores (stores apart: role `store` alone,
     behind the mail host's `proxy`): `own`, the SQL condition on the account store's `store` column
-    that picks the mailboxes it holds (None: all of them, one store); `proxy` on the mail host (the
+    that picks the mailboxes it knows (None: all of them, one store), and `iterated`, those of them
+    `doveadm -A` goes through (not the standby copies of another store's mailboxes: that store's quota
+    figures and jobs); `proxy` on the mail host (the
     stores apart, as the passdb query returns them); `backend` on a store apart (where it listens,
     which proxy it trusts, where its Sieve and quota warnings send mail)."""
     cfg, at = ctx.cfg, (lambda n: address(ctx.addresses.get(n, n)))
     apart = cfg.stores_apart
     if not apart:
-        return {"own": None, "proxy": None, "backend": None}
+        return {"own": None, "iterated": None, "proxy": None, "backend": None}
     if ctx.host_name in apart:
         proxies = [at(cfg.mail_host)]
-        return {"own": _own(cfg, ctx.host_name), "proxy": None,
+        return {"own": _own(cfg, ctx.host_name), "iterated": _own(cfg, ctx.host_name, copies=False), "proxy": None,
                 "backend": {"listen": at(ctx.host_name), "proxies": Trusted(", ".join(proxies)),
                             "trusted": Trusted(" ".join(f"{a}/32" for a in proxies)),
                             "submission": Trusted(f"{at(cfg.mail_host)}:{contract.PORTS['sieve_out']}")}}
@@ -86,7 +88,7 @@ def routes(ctx) -> dict:
     # queue (as for a store that is down) until the move is done.
     held = "'%{protocol}' = 'lmtp' AND delay_until IS NOT NULL"
     nowhere, closed = HELD
-    return {"own": _own(cfg, ctx.host_name), "backend": None,
+    return {"own": _own(cfg, ctx.host_name), "iterated": _own(cfg, ctx.host_name, copies=False), "backend": None,
             "proxy": {"names": Trusted(", ".join(apart)), "apart": Trusted(routed),
                       "on": Trusted(f"({held}) OR ({routed})"),
                       "host": Trusted(f"CASE WHEN {held} THEN '{nowhere}' ELSE CASE {where} {cases} END END"),

@@ -196,3 +196,15 @@ def test_a_standby_ten_minutes_behind_alerts_the_operators(scene):
     run(cfg.monitor_host, f"cat > {d}/test.yml", input=yaml.safe_dump(tests, sort_keys=False))
     r = run(cfg.monitor_host, f"cd {d} && promtool test rules test.yml; rc=$?; rm -rf {d}; exit $rc", check=False)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_the_standby_copies_are_known_to_the_standby_but_not_counted_as_its_own(scene):
+    """The mail host's `doveadm -A` (its quota figures, reports, compliance checks) goes through its own
+    mailboxes only; store2's copies on it are looked up (the copies, the failover), not iterated."""
+    s = scene
+    r = on(s.standby, "doveadm -o doveadm_port=0 -f tab quota get -A")
+    users = {line.split("\t")[0] for line in r.stdout.splitlines()[1:]}
+    assert s.far not in users and users, r.stdout[:500]
+    assert on(s.standby, f"doveadm -o doveadm_port=0 user {s.far}", check=False).returncode == 0
+    r = on(s.store, "doveadm -o doveadm_port=0 -f tab quota get -A")
+    assert s.far in {line.split("\t")[0] for line in r.stdout.splitlines()[1:]}

@@ -137,6 +137,32 @@ def test_a_standby_must_be_another_store(tmp_path, standby, says):
     assert says in str(e.value) and "hosts[" in str(e.value)
 
 
+def test_the_mail_hosts_own_mailboxes_have_no_standby(tmp_path):
+    """Every login and delivery goes through the mail host's Dovecot proxy: with it lost, no standby of its
+    mailboxes could be reached; refused with the data's line and what to do instead."""
+    import shutil
+
+    from govmail.data import ROOT
+
+    shutil.copytree(ROOT / "group_data", tmp_path / "data")
+    yml = tmp_path / "data" / "lamdong.yml"
+    yml.write_text(yml.read_text().replace("    roles: [mail, proxy]\n",
+                                           "    roles: [mail, proxy]\n    standby: store2.lamdong.gov.vn\n"))
+    with pytest.raises(DataError) as e:
+        load_province(yml, cache=False)
+    assert "hosts[0].standby" in str(e.value) and "proxy" in str(e.value) and "lamdong.yml:" in str(e.value)
+
+
+def test_the_standby_copies_are_known_to_the_standby_but_not_iterated_as_its_own():
+    """The mail host's `doveadm -A` (quota figures, reports, compliance) goes through its own mailboxes
+    only; store2's copies on it are store2's (a lookup of one still finds it: the copies, the failover)."""
+    from govmail.services.dovecot import _own
+
+    cfg = load_province("lamdong")
+    mail, store2 = cfg.mail_host, cfg.stores_apart[0]
+    assert f"store = '{store2}'" in _own(cfg, mail) and f"store = '{store2}'" not in _own(cfg, mail, copies=False)
+
+
 def test_a_message_already_brought_over_is_known_by_its_message_id_though_its_guid_changed():
     """`doveadm save` gives a message a GUID of its own: a recovery or a move's catch-up run again
     after a stop half-way must not save it twice (govmail/cli/move.py missing_on)."""
