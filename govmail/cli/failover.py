@@ -1,8 +1,8 @@
 """`govmail failover STORE`: a lost store's mailboxes served from their standby copy (`hosts[].standby`).
 
-The standby copy is at most a minute or so behind (govmail/host/standby.py copies every mailbox
-every minute): the mail the store took after its mailbox's last copy is on the
-lost store's disk only. Mail still queued on the MX hosts is not lost: it was refused 451 by the
+The standby copy is seconds behind (govmail/host/standby.py copies a mailbox right after each
+delivery to it, and every mailbox every minute): the mail the store took after its mailbox's last
+copy is on the lost store's disk only. Mail still queued on the MX hosts is not lost: it was refused 451 by the
 store's LMTP (or waited in the queue) and goes to the standby once it serves.
 
 1. the store must not answer (a store that answers is moved, not failed over: `govmail move-mailbox`
@@ -20,7 +20,7 @@ deleted after the failover is not brought back (its GUID was noted). `--forget`:
 gone; nothing to bring back. Then `govmail move-mailbox --agency ...` takes the mailboxes home.
 Automatic promotion is left out on purpose: a store that is only cut off (its network, not its disk)
 still takes mail from nobody, but a failover decided by a timer on the far side of that cut would
-hand its mailboxes to a copy up to a minute old while the store may come back; an operator who has
+hand its mailboxes to a copy that may lack its last messages while the store may come back; an operator who has
 looked decides, in one command (README: the runbook for a lost store).
 """
 
@@ -34,7 +34,7 @@ from ..host import contract
 from ..services.standby import runner
 from ..targets import current
 from .args import err, province
-from .move import MoveFailed, _bring_over, _messages, _put_aside, _run, missing_on
+from .move import MoveFailed, _bring_over, _messages, _one_at_a_time, _put_aside, _run, missing_on
 
 SNAPSHOTS = "/var/lib/govmail/standby"
 
@@ -170,6 +170,10 @@ def cmd_failover(args) -> int:
             f"; the stores with one: {', '.join(cfg.standbys)}" if cfg.standbys else
             "" if args.store in stores else f"; it is not a store of {key}"))
         return 2
+    # One at a time, with the moves too: two recoveries would bring the same message over twice.
+    lock = None if args.dry_run else _one_at_a_time(key, "failover")
+    if lock is None and not args.dry_run:
+        return 1
     try:
         if args.recover or args.forget:
             return recover(cfg, args.store, standby, args.forget, print)

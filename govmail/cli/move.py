@@ -295,23 +295,25 @@ def cmd_move_mailbox(args) -> int:
     return 1 if failed else 0
 
 
-def _one_at_a_time(key: str):
-    """One move of a province at a time from this controller (two would copy one mailbox at once): a
-    lock held until the command ends, or None after saying who holds it."""
+def _one_at_a_time(key: str, what: str = "move-mailbox"):
+    """One move or failover of a province at a time from this controller (two would copy one mailbox at
+    once, or bring a lost store's mail over twice): a lock held until the command ends, or None after
+    saying who holds it. `what`: the command taking it, said to the next one."""
     import fcntl
     import os
 
-    path = current().log_dir() / f"move-mailbox-{key}.lock"
+    path = current().log_dir() / f"mailboxes-{key}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     f = open(path, "a+")
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         f.seek(0)
-        err(f"another `govmail move-mailbox` of {key} runs ({f.read().strip() or 'pid unknown'}); wait for it to end")
+        err(f"another {f.read().strip() or 'govmail move-mailbox or failover (pid unknown)'} of {key} runs; "
+            "wait for it to end")
         return None
     f.truncate(0)
-    f.write(f"pid {os.getpid()}, since {time.strftime('%H:%M:%S')}\n")
+    f.write(f"`govmail {what}` (pid {os.getpid()}, since {time.strftime('%H:%M:%S')})\n")
     f.flush()
     return f
 

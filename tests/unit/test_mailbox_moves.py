@@ -128,7 +128,7 @@ def test_a_deploy_without_a_host_that_still_holds_mailboxes_is_refused(db, tmp_p
     stranded(cfg, "")  # a host tool of an earlier version answers nothing
 
 
-def test_a_second_move_of_the_province_waits_for_the_first_to_end(tmp_path, monkeypatch, capsys):
+def test_a_second_move_or_failover_of_the_province_waits_for_the_first_to_end(tmp_path, monkeypatch, capsys):
     """Two moves at once would copy one mailbox twice over: the second is told, before any host."""
     from govmail.cli import move
 
@@ -136,6 +136,14 @@ def test_a_second_move_of_the_province_waits_for_the_first_to_end(tmp_path, monk
     first = move._one_at_a_time("lamdong")
     assert first is not None
     assert cli(["move-mailbox", "--agency", "sxd", "--province", "lamdong"]) == 1
-    assert "another `govmail move-mailbox` of lamdong runs (pid " in capsys.readouterr().err
+    assert "another `govmail move-mailbox` (pid " in capsys.readouterr().err
+    # A failover waits for it too (and a move for a failover): two would bring one message over twice.
+    assert cli(["failover", "store2.lamdong.gov.vn", "--recover"]) == 1
+    assert "another `govmail move-mailbox` (pid " in capsys.readouterr().err
     first.close()
+    second = move._one_at_a_time("lamdong", "failover")
+    assert cli(["move-mailbox", "--agency", "sxd", "--province", "lamdong"]) == 1
+    said = capsys.readouterr().err
+    assert "another `govmail failover` (pid " in said and ") of lamdong runs; wait for it to end" in said
+    second.close()
     assert move._one_at_a_time("lamdong") is not None
