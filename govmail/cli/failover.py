@@ -83,12 +83,30 @@ def _snapshot(standby: str, boxes: list[str]) -> dict[str, list[str]]:
     return got
 
 
+def _noted(standby: str, store: str) -> dict[str, list[str]]:
+    """The standby copies' messages noted at `store`'s failover (`_snapshot`), as kept on the standby."""
+    return json.loads(_run(standby, f"cat {SNAPSHOTS}/failover-{store}.json 2>/dev/null || echo '{{}}'",
+                           "reading the standby copies' messages"))
+
+
 def fail_over(cfg, store: str, standby: str, force: bool, dry_run: bool, say) -> int:
     if _answers(store) and not force:
         err(f"{store} answers and its Dovecot runs: move its mailboxes instead (govmail move-mailbox --agency ID "
             f"--province {cfg.key} --to {standby}), which loses nothing; --force fails it over anyway")
         return 1
     boxes = _accounts(cfg, f"{shlex.quote(store)} --on")
+    # Failed over already and not recovered (a run stopped after its switch, or run twice): its queues are
+    # flushed again; the standby's messages noted then are kept (noted now, they would include what the
+    # users deleted since, and `--recover` would bring those back).
+    before = [b["address"] for b in _accounts(cfg, shlex.quote(store))]
+    if before and not boxes:
+        if not dry_run:
+            for host in dict.fromkeys([cfg.mail_host, *cfg.mx_hosts]):
+                _run(host, "postqueue -f", "sending the mail queued for the lost store")
+        say(f"{store}: its {len(before)} mailboxes are already served from {standby} (failed over, not yet "
+            f"recovered){'' if dry_run else '; the MX queues flushed'}; once it is back: govmail failover {store} "
+            "--recover")
+        return 0
     copier = runner(cfg, store, standby)
     state = json.loads(_run(copier, f"{contract.PATHS['lib']}/standby state", "reading the copies' times") or "{}")
     times = {a: m["copied"] for a, m in state.get(store, {}).items()}
@@ -105,6 +123,8 @@ def fail_over(cfg, store: str, standby: str, force: bool, dry_run: bool, say) ->
     units = "govmail-standby.service govmail-standby-deliveries.service"
     _run(copier, f"systemctl kill -s KILL {units} 2>/dev/null; systemctl stop {units}", "stopping the copies")
     snap = _snapshot(standby, boxes)
+    if before:  # mailboxes made on the store since its last failover: noted beside the others
+        snap = {**_noted(standby, store), **snap}
     _run(standby, f"install -d -m 0700 {SNAPSHOTS} && cat > {SNAPSHOTS}/failover-{store}.json.new && "
                   f"mv {SNAPSHOTS}/failover-{store}.json.new {SNAPSHOTS}/failover-{store}.json",
          "keeping the standby copies' messages", input=json.dumps(snap).encode())
@@ -128,8 +148,7 @@ def recover(cfg, store: str, standby: str, forget: bool, say) -> int:
         return 1
     if not forget:
         _lookups(store, boxes[0]["address"])
-    snap = {} if forget else json.loads(_run(standby, f"cat {SNAPSHOTS}/failover-{store}.json 2>/dev/null || echo '{{}}'",
-                                             "reading the standby copies' messages"))
+    snap = {} if forget else _noted(standby, store)
     brought, failed = 0, 0
     for i, box in enumerate(boxes, 1):
         address, now_on = box["address"], box["store"]
