@@ -13,9 +13,10 @@ store puts on the store, except:
 
 A mailbox is also copied right after each delivery to it: this host's Dovecot writes each LMTP
 recipient it accepted to EVENTS (its stats process, an event exporter: govmail/services/dovecot.py),
-and govmail-standby-deliveries.path runs `standby delivered`, which copies those mailboxes. A
-delivery the trigger misses (written while a pass ends, or while the file is cut back to nothing) is
-copied by the next minute's pass.
+and govmail-standby-deliveries.path runs `standby delivered`, which copies those mailboxes (while a
+minute's pass runs, the pass copies them between two of its mailboxes). A delivery the trigger
+misses (written as a pass lets go of its lock, or while the file is cut back) is copied by the next
+minute's pass.
 
 The copy runs on the mail host when it is one end (it receives with `-R`: its own doveadm server
 would proxy the mailbox back to the store), else on the store. Each mailbox's last good copy is
@@ -87,7 +88,9 @@ def _write(path: str, text: str) -> None:
 
 
 def sync(conf_path: str = CONF, state_path: str = STATE, metrics_path: str = METRICS, db_path=None,
-         run=subprocess.run, now=time.time) -> int:
+         run=subprocess.run, now=time.time, events_path: str = EVENTS, read_path: str = READ) -> int:
+    """Every mailbox of each pair's store copied; between two mailboxes, those just delivered to first (a
+    pass over thousands of mailboxes takes minutes: the copies after deliveries do not wait for it)."""
     conf = _load(conf_path, {"pairs": []})
     os.makedirs(os.path.dirname(state_path), exist_ok=True)
     with open(state_path + ".lock", "w") as lock:
@@ -97,12 +100,15 @@ def sync(conf_path: str = CONF, state_path: str = STATE, metrics_path: str = MET
         listed = _listed(conf, db_path)
         if listed is None:
             return 0
-        failed, lines = [], []
+        after = _Deliveries(conf, state, db_path, run, now, events_path, read_path)
+        failed, lines = after.failed, []
         for pair in conf["pairs"]:
             mine = state.setdefault(pair["store"], {})
             boxes = listed[pair["store"]]
             t0 = time.monotonic()
             for address in boxes:
+                while after.copy():
+                    pass
                 problem = _copy(pair, address, mine, run, now)
                 if problem:
                     failed.append(problem)
@@ -110,9 +116,11 @@ def sync(conf_path: str = CONF, state_path: str = STATE, metrics_path: str = MET
                 del mine[gone]
             lines.append(f"{pair['store']} -> {pair['standby']}: {len(boxes)} mailboxes in "
                          f"{time.monotonic() - t0:.1f} s")
+        while after.copy():  # those delivered during the last copy (the trigger finds the lock held)
+            pass
         _write(state_path, json.dumps(state, indent=1, sort_keys=True) + "\n")
         _write(metrics_path, metrics(conf, state, now()))
-    for line in lines:
+    for line in lines + after.said():
         print(line)
     for f in failed:
         print(f"standby: not copied: {f}", file=sys.stderr)
@@ -143,44 +151,68 @@ def _copy(pair: dict, address: str, mine: dict, run, now) -> str | None:
     return None
 
 
+class _Deliveries:
+    """The copies after deliveries, for `delivered` and between the mailboxes of a pass (`sync`): each
+    `copy()` reads EVENTS on from where the last read ended and copies the mailboxes there (into
+    `state`); whether it read any."""
+
+    def __init__(self, conf, state, db_path, run, now, events_path, read_path):
+        self.conf, self.state, self.db_path, self.run, self.now = conf, state, db_path, run, now
+        self.events_path, self.read_path = events_path, read_path
+        self.copied: set[str] = set()
+        self.failed: list[str] = []
+        self.lag = 0.0
+
+    def copy(self) -> bool:
+        boxes, read = deliveries(self.events_path, self.read_path)
+        listed = _listed(self.conf, self.db_path) if boxes else {}
+        for pair in self.conf["pairs"] if listed else ():
+            mine = self.state.setdefault(pair["store"], {})
+            for address in sorted(set(boxes) & set(listed[pair["store"]])):
+                problem = _copy(pair, address, mine, self.run, self.now)
+                if problem:
+                    self.failed.append(problem)
+                else:
+                    self.copied.add(address)
+                    self.lag = max(self.lag, self.now() - boxes[address]) if boxes[address] else self.lag
+        cut = read["offset"] == read["size"] > EVENTS_KEEP
+        if cut:
+            # Read to its end: cut back (a line Dovecot writes between the look and the cut is lost here;
+            # the minute's pass copies its mailbox).
+            os.truncate(self.events_path, 0)
+            read["offset"] = read["size"] = 0
+        if boxes or cut:
+            _write(self.read_path, json.dumps(read) + "\n")
+        return bool(boxes)
+
+    def said(self) -> list[str]:
+        return [f"standby: {len(self.copied)} mailboxes copied after their deliveries, each {self.lag:.1f} s after "
+                "its last delivery at most"] if self.copied else []
+
+
 def delivered(conf_path: str = CONF, state_path: str = STATE, metrics_path: str = METRICS,
               events_path: str = EVENTS, read_path: str = READ, db_path=None, run=subprocess.run,
               now=time.time) -> int:
     """Copy the mailboxes delivered to since the last read of EVENTS (govmail-standby-deliveries.path
-    runs it when Dovecot writes there), again while more arrive. A pass under way is waited for."""
+    runs it when Dovecot writes there), again while more arrive. With a pass under way, nothing: the
+    pass copies them between two of its mailboxes."""
     conf = _load(conf_path, {"pairs": []})
     os.makedirs(os.path.dirname(state_path), exist_ok=True)
-    copied, failed, lag = set(), [], 0.0
     with open(state_path + ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        while True:
-            boxes, read = deliveries(events_path, read_path)
-            listed = _listed(conf, db_path) if boxes else {}
-            if listed:
-                state = _load(state_path, {})
-                for pair in conf["pairs"]:
-                    mine = state.setdefault(pair["store"], {})
-                    for address in sorted(set(boxes) & set(listed[pair["store"]])):
-                        problem = _copy(pair, address, mine, run, now)
-                        if problem:
-                            failed.append(problem)
-                        else:
-                            copied.add(address)
-                            lag = max(lag, now() - boxes[address]) if boxes[address] else lag
-                _write(state_path, json.dumps(state, indent=1, sort_keys=True) + "\n")
-                _write(metrics_path, metrics(conf, state, now()))
-            if read["offset"] == read["size"] > EVENTS_KEEP:
-                # Read to its end: cut back (a line Dovecot writes between the look and the cut is lost
-                # here; the minute's pass copies its mailbox).
-                os.truncate(events_path, 0)
-                read["offset"] = read["size"] = 0
-            _write(read_path, json.dumps(read) + "\n")
-            if not boxes:
-                break
-    if copied:
-        print(f"standby: {len(copied)} mailboxes copied after their deliveries, each "
-              f"{lag:.1f} s after its last delivery at most")
-    for f in failed:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return 0
+        state = _load(state_path, {})
+        after = _Deliveries(conf, state, db_path, run, now, events_path, read_path)
+        while after.copy():
+            pass
+        if after.copied or after.failed:
+            _write(state_path, json.dumps(state, indent=1, sort_keys=True) + "\n")
+            _write(metrics_path, metrics(conf, state, now()))
+    for line in after.said():
+        print(line)
+    for f in after.failed:
         print(f"standby: not copied: {f}", file=sys.stderr)
     return 0
 

@@ -47,7 +47,8 @@ def run_pass(tmp_path, doveadm, clock=1000.0):
     conf = tmp_path / "standby.json"
     conf.write_text(json.dumps({"pairs": [PAIR]}))
     return standby.sync(str(conf), str(tmp_path / "state.json"), str(tmp_path / "m.prom"), run=doveadm,
-                        now=lambda: clock)
+                        now=lambda: clock, events_path=str(tmp_path / "accepted.jsonl"),
+                        read_path=str(tmp_path / "read.json"))
 
 
 def test_a_pass_copies_the_stores_mailboxes_one_way_and_keeps_when_each_was_copied(db, tmp_path):
@@ -246,3 +247,31 @@ def test_the_host_that_copies_has_its_dovecot_write_each_delivery_and_a_unit_tha
             assert f"event_exporter_file_path = {contract.PATHS['standby_deliveries']}\n" in conf
             path = next(f for f in svcs["standby"].files if f.dest.endswith("govmail-standby-deliveries.path"))
             assert f"PathModified={contract.PATHS['standby_deliveries']}\n" in path.content.decode()
+
+
+def test_a_delivery_during_a_long_pass_is_copied_before_the_pass_goes_on(db, tmp_path):
+    """A pass over thousands of mailboxes takes minutes: a delivery meanwhile is copied between two of its
+    mailboxes (the copy after deliveries, finding the pass's lock, leaves it to the pass)."""
+    events = tmp_path / "accepted.jsonl"
+
+    class Delivering(Doveadm):
+        def __call__(self, argv, **kw):
+            if "backup" in argv and argv[argv.index("-u") + 1] == "far2@x.gov.vn" and not events.exists():
+                events.write_text(event("far2@x.gov.vn"))  # a message for far2 while its copy runs
+            return super().__call__(argv, **kw)
+
+    d = Delivering()
+    run_pass(tmp_path, d)
+    assert [c[c.index("-u") + 1] for c in d.calls if "backup" in c] == ["far2@x.gov.vn", "far2@x.gov.vn",
+                                                                         "far@x.gov.vn"]
+    # Read: the next copy after deliveries has nothing to do.
+    d.calls.clear()
+    run_delivered(tmp_path, d)
+    assert d.calls == []
+    # While a pass holds the lock, the copy after deliveries leaves its mailboxes to it.
+    import fcntl
+    events.write_text(events.read_text() + event("far@x.gov.vn"))
+    with open(str(tmp_path / "state.json") + ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert run_delivered(tmp_path, d) == 0
+    assert d.calls == []
