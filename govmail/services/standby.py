@@ -12,6 +12,8 @@ point them there.
 
 from __future__ import annotations
 
+from ..data.text import Trusted
+from ..data.text import host_address as address
 from ..host import contract
 from ..render import render
 from ..service import File, Service, Unit, directory, json_bytes
@@ -39,10 +41,19 @@ def pairs(ctx) -> list[dict]:
     return out
 
 
-def deliveries(ctx) -> str | None:
-    """Where this host's Dovecot writes each recipient it accepted, when this host copies a store to
-    its standby (its LMTP sees each delivery: the proxy's for a store apart, the store's own else)."""
-    return contract.PATHS["standby_deliveries"] if pairs(ctx) else None
+def deliveries(ctx) -> Trusted | None:
+    """When this host copies a store to its standby: the event filter of the deliveries its Dovecot
+    writes to contract.PATHS["standby_deliveries"] (its LMTP sees each delivery to the store: the
+    store's own, or as the mail host, the proxy's). On the mail host only those it proxies to the
+    stores it keeps the copy of (`dest_host`: their address in the proxy's passdb), not every delivery
+    of the province."""
+    mine = pairs(ctx)
+    if not mine:
+        return None
+    accepted = "event=smtp_server_transaction_rcpt_finished AND protocol=lmtp AND status_code=250"
+    if any(p["here"] == "store" for p in mine):
+        return Trusted(accepted)
+    return Trusted(accepted + " AND (" + " OR ".join(f'dest_host="{address(p["peer"])}"' for p in mine) + ")")
 
 
 def service(ctx) -> Service | None:

@@ -245,6 +245,9 @@ def test_the_host_that_copies_has_its_dovecot_write_each_delivery_and_a_unit_tha
         assert ("standby" in svcs) == mine, name
         if mine:
             assert f"event_exporter_file_path = {contract.PATHS['standby_deliveries']}\n" in conf
+            # the mail host writes only the deliveries its proxy hands to store2, not the province's every one
+            ip = f"10.9.0.{[h.name for h in cfg.model.hosts].index(store) + 2}"  # test_db.host_services's
+            assert f'status_code=250 AND (dest_host="{ip}")\n' in conf
             path = next(f for f in svcs["standby"].files if f.dest.endswith("govmail-standby-deliveries.path"))
             assert f"PathModified={contract.PATHS['standby_deliveries']}\n" in path.content.decode()
 
