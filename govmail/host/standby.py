@@ -45,8 +45,10 @@ STATE = STATE_DIR + "/state.json"
 EVENTS = contract.PATHS["standby_deliveries"]
 # Where `standby delivered` has read EVENTS to: {"ino", "offset"}.
 READ = STATE_DIR + "/deliveries-read.json"
-# EVENTS is cut back to nothing once read to its end and longer than this.
+# EVENTS is cut back to nothing once read to its end and longer than this, or not written for QUIET
+# seconds (its lines name senders and recipients: kept no longer than they are needed).
 EVENTS_KEEP = 1 << 20
+QUIET = 60
 METRICS = "/var/lib/prometheus/node-exporter/govmail-standby.prom"
 
 
@@ -175,7 +177,8 @@ class _Deliveries:
                 else:
                     self.copied.add(address)
                     self.lag = max(self.lag, self.now() - boxes[address]) if boxes[address] else self.lag
-        cut = read["offset"] == read["size"] > EVENTS_KEEP
+        cut = read["offset"] == read["size"] > 0 and (read["size"] > EVENTS_KEEP
+                                                      or time.time() - read["written"] > QUIET)
         if cut:
             # Read to its end: cut back (a line Dovecot writes between the look and the cut is lost here;
             # the minute's pass copies its mailbox).
@@ -224,7 +227,7 @@ def deliveries(events_path: str, read_path: str) -> tuple[dict[str, float], dict
     try:
         f = open(events_path, "rb")
     except OSError:
-        return {}, {"ino": 0, "offset": 0, "size": 0}
+        return {}, {"ino": 0, "offset": 0, "size": 0, "written": 0}
     with f:
         st = os.fstat(f.fileno())
         # Another file, or cut back since: read from its start.
@@ -242,7 +245,7 @@ def deliveries(events_path: str, read_path: str) -> tuple[dict[str, float], dict
             continue
         if who:
             out[who] = max(out.get(who, 0.0), _when(event.get("end_time")))
-    return out, {"ino": st.st_ino, "offset": offset + end, "size": st.st_size}
+    return out, {"ino": st.st_ino, "offset": offset + end, "size": st.st_size, "written": st.st_mtime}
 
 
 def _when(stamp) -> float:

@@ -222,6 +222,15 @@ def test_the_deliveries_file_is_cut_back_once_read_and_a_new_one_is_read_from_it
     d.calls.clear()
     run_delivered(tmp_path, d)
     assert [c[c.index("-u") + 1] for c in d.calls if "backup" in c] == ["far2@x.gov.vn"]
+    # Short, but not written for a minute: cut back too (its lines name senders and recipients).
+    monkeypatch.setattr(standby, "EVENTS_KEEP", 1 << 20)
+    events.write_text(events.read_text() + event("far@x.gov.vn"))
+    run_delivered(tmp_path, d)
+    assert events.stat().st_size > 0  # written just now: the writer may be at it
+    import os
+    os.utime(events, (events.stat().st_mtime - 120,) * 2)
+    run_delivered(tmp_path, d)
+    assert events.stat().st_size == 0
     # Another file in its place (removed, made again): read from its start too.
     events.unlink()
     events.write_text(event("far@x.gov.vn"))
