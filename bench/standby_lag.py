@@ -35,7 +35,6 @@ sys.path.insert(0, str(ROOT))
 from benchlib import lab_mail_host  # noqa: E402
 
 from govmail import lab  # noqa: E402
-from govmail.services.standby import runner  # noqa: E402
 
 
 def main() -> None:
@@ -105,7 +104,7 @@ def main() -> None:
             sys.exit(f"{tag}: sending failed: {failures[:3]}")
         return on_store, on_copy, behind
 
-    copier = runner(cfg, store, standby)
+    copier = cfg.standby_copier(store)
     try:
         trigger = burst("after-deliveries")
         ssh(copier, "systemctl stop govmail-standby-deliveries.path")

@@ -31,7 +31,6 @@ import shlex
 import time
 
 from ..host import contract
-from ..services.standby import runner
 from ..targets import current
 from .args import err, province
 from .move import MoveFailed, _bring_over, _messages, _one_at_a_time, _put_aside, _run, missing_on
@@ -109,7 +108,7 @@ def fail_over(cfg, store: str, standby: str, force: bool, dry_run: bool, say) ->
             f"recovered){'' if dry_run else '; the MX queues flushed'}; once it is back: govmail failover {store} "
             "--recover")
         return 0
-    copier = runner(cfg, store, standby)
+    copier = cfg.standby_copier(store)
     state = json.loads(_run(copier, f"{contract.PATHS['lib']}/standby state", "reading the copies' times") or "{}")
     times = {a: m["copied"] for a, m in state.get(store, {}).items()}
     now = time.time()

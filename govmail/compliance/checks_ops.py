@@ -224,3 +224,22 @@ def store_standby_streaming(h, cfg, _):
     assert (role, state, replication) == ("replica", "running", "streaming"), \
         f"{doc['sync']}: {role}, {state}, replication {replication or 'none'}"
     return f"primary {doc['leader']}; synchronous standby {doc['sync']}, streaming"
+
+
+@check
+def mailbox_standby_current(h, cfg, _):
+    """Each store's mailboxes are copied to its standby (hosts[].standby) by the host that copies them:
+    the copies after deliveries and the minute's pass are on, every mailbox has a copy, and the oldest
+    is at most ten minutes old (StoreStandbyBehind's limit): a lost store costs seconds of mail."""
+    running(h.ti, "govmail-standby.timer", "govmail-standby-deliveries.path")
+    said = json.loads(h.ti.check_output(f"{contract.PATHS['lib']}/standby status"))
+    out = []
+    for store in (s for s in cfg.standbys if cfg.standby_copier(s) == h.name):
+        st = said.get(store)
+        assert st, f"{h.name} does not copy {store}'s mailboxes (/etc/govmail/standby.json)"
+        assert not st["never"], f"{store}: never copied to {st['standby']}: {', '.join(st['never'][:5])}"
+        assert st["oldest"] is None or st["oldest"] <= 600, \
+            f"{store}: the oldest copy on {st['standby']} is {st['oldest']} s old (over ten minutes)"
+        out.append(f"{store} -> {st['standby']}: {st['mailboxes']} mailboxes, the oldest copy "
+                   f"{st['oldest'] if st['oldest'] is not None else 0} s old")
+    return "; ".join(out)

@@ -26,6 +26,9 @@ ON = {
     "mail": lambda cfg: [cfg.mail_host],
     "mx": lambda cfg: cfg.mx_hosts,
     "store": lambda cfg: [cfg.mail_host, *cfg.stores_apart],
+    # the hosts that copy a store's mailboxes to its standby (hosts[].standby)
+    "copier": lambda cfg: [n for n in [cfg.mail_host, *cfg.stores_apart]
+                           if n in {cfg.standby_copier(s) for s in cfg.standbys}],
     "every": every_host,
 }
 
@@ -37,6 +40,7 @@ ON_EVERY_MX = {"mail_domain", "directory_deliverable", "size_limit", "utf8", "se
                "archive_inspection", "antivirus", "forwarding_in", "no_content_sent_out"}
 # ... and of the mailboxes each store holds (the mail host's, each store apart's: `hosts[].agencies`).
 ON_EVERY_STORE = {"quota_max", "quota_min", "quota_per_mailbox", "backups"}
+ON_COPIERS = {"mailbox_standby_current"}
 ON_EVERY_HOST = {"timers_scheduled", "clock_synchronised", "security_updates", "files_as_deployed", "no_foreign_config",
                  "ssh_keys_only"}
 
@@ -76,7 +80,7 @@ def clauses(cfg: ProvinceConfig, active: bool = False) -> list[Clause]:
 
     def add(check: str, article: str, text: str, arg: str = "") -> None:
         on = ("every" if check in ON_EVERY_HOST else "mx" if check in ON_EVERY_MX
-              else "store" if check in ON_EVERY_STORE else "mail")
+              else "store" if check in ON_EVERY_STORE else "copier" if check in ON_COPIERS else "mail")
         if on == "mx" and apart:
             text += ", on every MX host"
         if on == "store" and cfg.stores_apart:
@@ -112,6 +116,10 @@ def clauses(cfg: ProvinceConfig, active: bool = False) -> list[Clause]:
     add("timers_scheduled", p.operation.article, "every enabled timer has a next run (log rotation, backups, "
         "reports, Debian's own), on every host")
     add("clock_synchronised", p.operation.article, "the clock is kept (systemd-timesyncd), on every host")
+    if cfg.standbys:
+        add("mailbox_standby_current", p.operation.article, "each store's mailboxes copied to its standby after "
+            "each delivery and every minute, none over ten minutes old (" + ", ".join(
+                f"{s} -> {b}" for s, b in cfg.standbys.items()) + ")")
     if cfg.store_cluster:
         add("store_standby_streaming", p.operation.article, "the account store has a primary and a synchronous "
             f"standby streaming from it ({' and '.join(cfg.db_hosts)}, Patroni)")

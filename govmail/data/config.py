@@ -154,6 +154,11 @@ class ProvinceConfig:
         """Store -> the host that keeps the standby copy of its mailboxes (`hosts[].standby`)."""
         return {h.name: h.standby for h in self.model.hosts if h.standby}
 
+    def standby_copier(self, store: str) -> str:
+        """The host that copies `store`'s mailboxes to its standby: the mail host when it is one end (its
+        doveadm server would proxy a mailbox sent to it back to the store), else the store."""
+        return self.mail_host if self.mail_host in (store, self.standbys[store]) else store
+
     @property
     def stores_apart(self) -> list[str]:
         """The stores apart from the mail host (role `store` alone), behind its proxy, in the data's order."""

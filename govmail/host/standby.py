@@ -291,6 +291,8 @@ def main(argv) -> int:
     sub.add_parser("sync", help="copy every store's mailboxes to its standby (the timer's job)")
     sub.add_parser("delivered", help="copy the mailboxes delivered to since the last time (after each delivery)")
     sub.add_parser("state", help="each mailbox's last good copy (JSON)")
+    sub.add_parser("status", help="per store copied from here: its mailboxes to copy, those never copied, the "
+                   "oldest copy's age in seconds (JSON)")
     p = sub.add_parser("forget", help="copy a mailbox again although its store's INBOX was made anew (once that "
                        "copy is the whole one: after a restore the operator checked)")
     p.add_argument("address")
@@ -298,11 +300,29 @@ def main(argv) -> int:
     if args.cmd == "state":
         print(json.dumps(_load(STATE, {}), sort_keys=True))
         return 0
+    if args.cmd == "status":
+        print(json.dumps(status()))
+        return 0
     if args.cmd == "forget":
         return forget(args.address.lower())
     if args.cmd == "delivered":
         return delivered()
     return sync()
+
+
+def status(conf_path: str = CONF, state_path: str = STATE, db_path=None, now=time.time) -> dict:
+    """{store: {"standby", "mailboxes", "never": [never copied], "oldest": age of the oldest copy (s) or
+    None}} of the pairs this host copies (`govmail verify`'s mailbox_standby_current reads it)."""
+    conf, state = _load(conf_path, {"pairs": []}), _load(state_path, {})
+    listed = _listed(conf, db_path, wait=10) or {}
+    out = {}
+    for pair in conf["pairs"]:
+        boxes, mine = listed.get(pair["store"], []), state.get(pair["store"], {})
+        times = [mine[a]["copied"] for a in boxes if a in mine]
+        out[pair["store"]] = {"standby": pair["standby"], "mailboxes": len(boxes),
+                              "never": [a for a in boxes if a not in mine],
+                              "oldest": round(now() - min(times)) if times else None}
+    return out
 
 
 def forget(address: str, state_path: str = STATE) -> int:

@@ -23,17 +23,11 @@ UNITS = ("govmail-standby.service", "govmail-standby.timer",
          "govmail-standby-deliveries.service", "govmail-standby-deliveries.path")
 
 
-def runner(cfg, store: str, standby: str) -> str:
-    """The host that copies `store`'s mailboxes to `standby`: the mail host when it is one end (its
-    doveadm server would proxy a mailbox sent to it back to the store), else the store."""
-    return cfg.mail_host if cfg.mail_host in (store, standby) else store
-
-
 def pairs(ctx) -> list[dict]:
     cfg, at = ctx.cfg, (lambda n: ctx.addresses.get(n, n))
     out = []
     for store, standby in cfg.standbys.items():
-        if runner(cfg, store, standby) != ctx.host_name:
+        if cfg.standby_copier(store) != ctx.host_name:
             continue
         here = "store" if ctx.host_name == store else "standby"
         out.append({"store": store, "standby": standby, "here": here,

@@ -19,7 +19,6 @@ import yaml
 from govmail import lab
 from govmail.data import load_province
 from govmail.monitoring import alerts
-from govmail.services.standby import runner
 
 from .alerting import run, scraped
 from .conftest import PROVINCES, LabHost, on
@@ -39,7 +38,7 @@ def scene(lab_hosts):
     far = next(a.address for a in sorted(h.cfg.accounts, key=lambda a: a.kind != "person")
                if a.status == "active" and a.role == "user" and h.cfg.store_of(a, held) == store)
     mx2 = SimpleNamespace(ip=lab.load_state()["hosts"][next(n for n in h.cfg.mx_hosts if n != h.cfg.mail_host)]["ip"])
-    return SimpleNamespace(h=h, store=store, standby=standby, copier=runner(h.cfg, store, standby), far=far, pw=h.set_password(far), gateways=(h, mx2))
+    return SimpleNamespace(h=h, store=store, standby=standby, copier=h.cfg.standby_copier(store), far=far, pw=h.set_password(far), gateways=(h, mx2))
 
 
 def govmail(*args, timeout=900) -> subprocess.CompletedProcess:

@@ -241,7 +241,6 @@ def test_the_deliveries_file_is_cut_back_once_read_and_a_new_one_is_read_from_it
 
 def test_the_host_that_copies_has_its_dovecot_write_each_delivery_and_a_unit_that_reads_them(tmp_path):
     from govmail.host import contract
-    from govmail.services.standby import runner
 
     from .test_db import host_services
     cfg = load_province("lamdong")
@@ -249,7 +248,7 @@ def test_the_host_that_copies_has_its_dovecot_write_each_delivery_and_a_unit_tha
     for name in [*cfg.stores_apart, cfg.mail_host]:
         svcs = host_services(cfg, name, tmp_path)
         conf = next(f for f in svcs["dovecot"].files if f.dest == "/etc/dovecot/dovecot.conf").content.decode()
-        mine = runner(cfg, store, to) == name
+        mine = cfg.standby_copier(store) == name
         assert ("event_exporter govmail_deliveries" in conf) == mine, name
         assert ("standby" in svcs) == mine, name
         if mine:
@@ -287,3 +286,22 @@ def test_a_delivery_during_a_long_pass_is_copied_before_the_pass_goes_on(db, tmp
         fcntl.flock(held, fcntl.LOCK_EX)
         assert run_delivered(tmp_path, d) == 0
     assert d.calls == []
+
+
+def test_the_status_verify_reads_says_which_mailboxes_have_no_copy_and_how_old_the_oldest_is(db, tmp_path):
+    conf, state = tmp_path / "standby.json", tmp_path / "state.json"
+    d = Doveadm()
+    d.failing = {"far@x.gov.vn"}
+    run_pass(tmp_path, d, clock=1000.0)
+    said = standby.status(str(conf), str(state), now=lambda: 1300.0)
+    assert said == {STORE2: {"standby": MAIL, "mailboxes": 2, "never": ["far@x.gov.vn"], "oldest": 300}}
+
+
+def test_the_standby_is_a_compliance_clause_checked_where_the_copies_run():
+    from govmail.compliance.clauses import clauses
+
+    cfg = load_province("lamdong")
+    (c,) = [c for c in clauses(cfg) if c.check == "mailbox_standby_current"]
+    assert c.hosts(cfg) == [cfg.mail_host] and c.article == cfg.policy.operation.article
+    assert "store2.lamdong.gov.vn -> mail.lamdong.gov.vn" in c.text
+    assert not [c for c in clauses(load_province("daknong")) if c.check == "mailbox_standby_current"]
