@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import fcntl
+import hashlib
 import json
 import os
 import subprocess
@@ -74,6 +75,43 @@ def inbox_guid_command(pair: dict, address: str) -> list[str]:
     return ["doveadm", *local, "-f", "tab", "mailbox", "status", "-u", address, "guid", "INBOX"]
 
 
+# A mailbox its store shows unchanged since its last copy is not copied again by the minute's pass
+# (a store of thousands of quiet mailboxes: one doveadm for the pass, not two a mailbox), except once
+# in this many seconds (a standby copy altered or lost on the standby's side is made whole again).
+RECOPY_EVERY = 3600
+FOLDER_STATUS = "guid messages uidnext highestmodseq"
+
+
+def status_command(pair: dict) -> list[str]:
+    """The folders of the mailboxes named on stdin (-F), as their store has them: one doveadm for all
+    (on the mail host as the standby, proxied to the store as `inbox_guid_command` is)."""
+    local = ["-o", "doveadm_port=0"] if pair["here"] == "store" else []
+    return ["doveadm", *local, "-f", "tab", "mailbox", "status", "-F", "/dev/stdin", FOLDER_STATUS, "*"]
+
+
+def signatures(pair: dict, boxes: list[str], run) -> dict[str, tuple[str, str]]:
+    """{address: (its INBOX's GUID, a digest of its folders' GUID, count, next UID and highest modseq:
+    a delivery, an expunge, a flag changed moves one)} as the store says now; a mailbox it did not
+    answer for is left out (copied as before)."""
+    if not boxes:
+        return {}
+    r = run(status_command(pair), input="".join(f"{a}\n" for a in boxes), capture_output=True, text=True,
+            timeout=600)
+    lines = r.stdout.splitlines()
+    head = lines[0].split("\t") if lines else []
+    if not {"username", "mailbox", "guid"} <= set(head):
+        return {}
+    user, name, guid = head.index("username"), head.index("mailbox"), head.index("guid")
+    rows: dict[str, list[list[str]]] = {}
+    for line in lines[1:]:
+        f = line.split("\t")
+        if len(f) == len(head):
+            rows.setdefault(f[user], []).append(f)
+    return {a: (next((f[guid] for f in fs if f[name] == "INBOX"), ""),
+                hashlib.sha1("\n".join(sorted("\t".join(f) for f in fs)).encode()).hexdigest())
+            for a, fs in rows.items()}
+
+
 def _load(path: str, default):
     try:
         with open(path) as f:
@@ -107,17 +145,24 @@ def sync(conf_path: str = CONF, state_path: str = STATE, metrics_path: str = MET
         for pair in conf["pairs"]:
             mine = state.setdefault(pair["store"], {})
             boxes = listed[pair["store"]]
-            t0 = time.monotonic()
+            t0, asked = time.monotonic(), now()
+            sigs, unchanged = signatures(pair, boxes, run), 0
             for address in boxes:
                 while after.copy():
                     pass
-                problem = _copy(pair, address, mine, run, now)
+                sig, last = sigs.get(address), mine.get(address) or {}
+                if sig and last.get("sig") == sig[1] and asked - last.get("whole", 0) < RECOPY_EVERY:
+                    # as at its last copy: the standby had all of it when the store was asked
+                    last["copied"] = max(last["copied"], int(asked))
+                    unchanged += 1
+                    continue
+                problem = _copy(pair, address, mine, run, now, sig)
                 if problem:
                     failed.append(problem)
             for gone in set(mine) - set(boxes):  # moved, failed over or deleted: no longer copied from here
                 del mine[gone]
             lines.append(f"{pair['store']} -> {pair['standby']}: {len(boxes)} mailboxes in "
-                         f"{time.monotonic() - t0:.1f} s")
+                         f"{time.monotonic() - t0:.1f} s ({unchanged} unchanged since their last copy)")
         while after.copy():  # those delivered during the last copy (the trigger finds the lock held)
             pass
         _write(state_path, json.dumps(state, indent=1, sort_keys=True) + "\n")
@@ -132,14 +177,17 @@ def sync(conf_path: str = CONF, state_path: str = STATE, metrics_path: str = MET
     return 0
 
 
-def _copy(pair: dict, address: str, mine: dict, run, now) -> str | None:
-    """One mailbox made the same on the standby as on its store; its last good copy noted in `mine`.
-    Why it was not copied, or None."""
+def _copy(pair: dict, address: str, mine: dict, run, now, sig: tuple[str, str] | None = None) -> str | None:
+    """One mailbox made the same on the standby as on its store; its last good copy noted in `mine`
+    (with `sig`, what `signatures` said of it before). Why it was not copied, or None."""
     started = now()
     # A store's INBOX made anew (a store rebuilt bare, its mailboxes empty or restored from an older
     # backup) is never mirrored over the standby's copy, which may be the only whole one.
-    g = run(inbox_guid_command(pair, address), capture_output=True, text=True, timeout=600)
-    guid = g.stdout.strip().splitlines()[-1].split("\t")[-1] if g.returncode == 0 and g.stdout.strip() else ""
+    if sig and sig[0]:
+        guid = sig[0]
+    else:
+        g = run(inbox_guid_command(pair, address), capture_output=True, text=True, timeout=600)
+        guid = g.stdout.strip().splitlines()[-1].split("\t")[-1] if g.returncode == 0 and g.stdout.strip() else ""
     known = (mine.get(address) or {}).get("inbox")
     if guid and known and guid != known:
         return (f"{address} ({pair['store']} -> {pair['standby']}): its INBOX on {pair['store']} was made anew "
@@ -149,7 +197,10 @@ def _copy(pair: dict, address: str, mine: dict, run, now) -> str | None:
     if r.returncode != 0:
         return (f"{address} ({pair['store']} -> {pair['standby']}): "
                 f"{(r.stderr.strip().splitlines() or ['exit %d' % r.returncode])[-1]}")
-    mine[address] = {"copied": int(started), "inbox": guid or known}  # what the store had when it began
+    # what the store had when it began; `sig`, to know it unchanged (none after a delivery's copy: the
+    # next pass copies it once more)
+    mine[address] = {"copied": int(started), "inbox": guid or known, "whole": int(started),
+                     **({"sig": sig[1]} if sig else {})}
     return None
 
 

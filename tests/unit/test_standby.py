@@ -30,13 +30,23 @@ def db(host_paths, store_engine):
 
 class Doveadm:
     """doveadm as the pass runs it: every copy succeeds unless its mailbox is in `failing`; each
-    INBOX's GUID as `inbox` says."""
+    INBOX's GUID as `inbox` says; each mailbox's folders as `seen` says (a count moved by `touch`)."""
 
     def __init__(self):
-        self.calls, self.failing, self.inbox = [], set(), {}
+        self.calls, self.failing, self.inbox, self.seen = [], set(), {}, {}
+
+    def touch(self, user):
+        """Mail delivered to, or changed in, the mailbox on its store."""
+        self.seen[user] = self.seen.get(user, 0) + 1
 
     def __call__(self, argv, **kw):
         self.calls.append(argv)
+        if "-F" in argv:  # the folders of every mailbox named on stdin
+            rows = ["username\tmailbox\tguid\tmessages\tuidnext\thighestmodseq"]
+            for user in kw["input"].split():
+                rows += [f"{user}\tINBOX\t{self.inbox.get(user, 'g-' + user)}\t{self.seen.get(user, 0)}\t9\t3",
+                         f"{user}\tSent\ts-{user}\t0\t1\t1"]
+            return subprocess.CompletedProcess(argv, 0, "\n".join(rows) + "\n", "")
         user = argv[argv.index("-u") + 1]
         if "status" in argv:
             return subprocess.CompletedProcess(argv, 0, f"mailbox\tguid\nINBOX\t{self.inbox.get(user, 'g-' + user)}\n", "")
@@ -60,12 +70,13 @@ def test_a_pass_copies_the_stores_mailboxes_one_way_and_keeps_when_each_was_copi
     assert all(c[:5] == ["doveadm", "-o", "doveadm_port=0", "backup", "-R"] and c[-1] == "tcp:10.0.0.2:12345"
                for c in copies)
     state = json.loads((tmp_path / "state.json").read_text())
-    assert state[STORE2]["far@x.gov.vn"] == {"copied": 1000, "inbox": "g-far@x.gov.vn"}
+    assert {k: state[STORE2]["far@x.gov.vn"][k] for k in ("copied", "inbox")} == {"copied": 1000, "inbox": "g-far@x.gov.vn"}
     assert 'govmail_standby_oldest_copy_seconds{store="store2.x.gov.vn",standby="mail.x.gov.vn"} 1000' in \
         (tmp_path / "m.prom").read_text()
     # A failed copy is tried again next minute (the unit does not fail: a reboot of the store would raise
     # JobFailed); the others' times move on, and the oldest says how far behind the standby is.
     d.failing = {"far@x.gov.vn"}
+    d.touch("far@x.gov.vn")
     assert run_pass(tmp_path, d, clock=1100.0) == 0
     state = json.loads((tmp_path / "state.json").read_text())
     assert state[STORE2]["far@x.gov.vn"]["copied"] == 1000 and state[STORE2]["far2@x.gov.vn"]["copied"] == 1100
@@ -79,7 +90,7 @@ def test_a_store_whose_inbox_was_made_anew_is_never_mirrored_over_its_standby(db
     d.calls.clear()
     run_pass(tmp_path, d, clock=1100.0)
     assert "made anew" in capsys.readouterr().err
-    assert [c[c.index("-u") + 1] for c in d.calls if "backup" in c] == ["far2@x.gov.vn"]
+    assert [c[c.index("-u") + 1] for c in d.calls if "backup" in c] == []  # far2 unchanged: not copied again
     # The operator decides: `standby forget` copies it afresh at the next pass.
     standby.forget("far@x.gov.vn", str(tmp_path / "state.json"))
     assert run_pass(tmp_path, d, clock=1200.0) == 0
@@ -305,3 +316,29 @@ def test_the_standby_is_a_compliance_clause_checked_where_the_copies_run():
     assert c.hosts(cfg) == [cfg.mail_host] and c.article == cfg.policy.operation.article
     assert "store2.lamdong.gov.vn -> mail.lamdong.gov.vn" in c.text
     assert not [c for c in clauses(load_province("daknong")) if c.check == "mailbox_standby_current"]
+
+
+def test_a_mailbox_unchanged_on_its_store_is_not_copied_again_until_the_hour(db, tmp_path, capsys):
+    """A store of thousands of quiet mailboxes: the pass asks the store once for every mailbox's folders
+    and copies only those that changed since their copy (a delivery, an expunge, a flag); the others' copies
+    are as current as the question. Each is still copied once an hour (a copy altered on the standby's side)."""
+    d = Doveadm()
+    run_pass(tmp_path, d, clock=1000.0)
+    assert len([c for c in d.calls if "backup" in c]) == 2 and len([c for c in d.calls if "-F" in c]) == 1
+    d.calls.clear()
+    d.touch("far2@x.gov.vn")
+    run_pass(tmp_path, d, clock=1060.0)
+    # one question for the pass, one copy; no INBOX GUID question (the status gave it)
+    assert [c[c.index("-u") + 1] if "-u" in c else "-F" for c in d.calls] == ["-F", "far2@x.gov.vn"]
+    assert "(1 unchanged since their last copy)" in capsys.readouterr().out
+    state = json.loads((tmp_path / "state.json").read_text())[STORE2]
+    assert state["far@x.gov.vn"]["copied"] == 1060 and state["far2@x.gov.vn"]["copied"] == 1060
+    # The hour since their last whole copy: copied again, changed or not.
+    d.calls.clear()
+    run_pass(tmp_path, d, clock=1000.0 + standby.RECOPY_EVERY)
+    assert [c[c.index("-u") + 1] for c in d.calls if "backup" in c] == ["far@x.gov.vn"]
+    # A store made anew changes its INBOX's GUID: never skipped, and the guard holds.
+    d.inbox["far2@x.gov.vn"] = "a-new-guid"
+    d.calls.clear()
+    run_pass(tmp_path, d, clock=1100.0 + standby.RECOPY_EVERY)
+    assert [c for c in d.calls if "backup" in c] == [] and "made anew" in capsys.readouterr().err
