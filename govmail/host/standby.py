@@ -4,7 +4,8 @@
 host copies: each a store, its standby, which end this host is, and the other end's doveadm server.
 `standby sync` (govmail-standby.timer, every minute) makes each standby copy the same as its store's
 copy with `doveadm backup` (one way: nothing is ever copied back), for every mailbox the account
-store puts on the store, except:
+store puts on the store that changed since its last copy (`signatures`: the store asked once for
+all; each mailbox still copied once an hour), except:
 
 - a mailbox being moved (`moving`, or `moved_from` until its catch-up is done): the move copies it,
   and puts the copy it left aside;
