@@ -7,7 +7,7 @@ One run, one province of the lab with a store's standby (`hosts[].standby`; defa
 mailboxes copied to the mail host). From the controller, as other mail servers would, S parallel SMTP
 sessions send N messages through every MX host to one mailbox of that store, twice:
 
-- with the copies after each delivery (govmail-standby-deliveries.path, as deployed);
+- with the copies after each delivery (govmail-standby-deliveries.service, as deployed);
 - with the minute's pass alone (that unit stopped for the run, started again after): the floor the
   delivery trigger improves on.
 
@@ -107,10 +107,10 @@ def main() -> None:
     copier = cfg.standby_copier(store)
     try:
         trigger = burst("after-deliveries")
-        ssh(copier, "systemctl stop govmail-standby-deliveries.path")
+        ssh(copier, "systemctl stop govmail-standby-deliveries.service")
         minute = burst("minute-pass")
     finally:
-        ssh(copier, "systemctl start govmail-standby-deliveries.path")
+        ssh(copier, "systemctl start govmail-standby-deliveries.service")
         ssh(store, f"doveadm -o doveadm_port=0 expunge -u {shlex.quote(rcpt)} mailbox INBOX header Subject "
                    f"'standby bench' && doveadm -o doveadm_port=0 quota recalc -u {shlex.quote(rcpt)}")
         ssh(copier, "systemctl start govmail-standby.service")

@@ -130,6 +130,9 @@ def fail_over(cfg, store: str, standby: str, force: bool, dry_run: bool, say) ->
                   f"mv {SNAPSHOTS}/failover-{store}.json.new {SNAPSHOTS}/failover-{store}.json",
          "keeping the standby copies' messages", input=json.dumps(snap).encode())
     switched = _accounts(cfg, f"{shlex.quote(store)} --to {shlex.quote(standby)}")
+    # The copies after deliveries go on for the other stores this host copies (these mailboxes are no
+    # longer copied: failed over).
+    _run(copier, "systemctl start govmail-standby-deliveries.service", "starting the copies again")
     for host in dict.fromkeys([cfg.mail_host, *cfg.mx_hosts]):
         _run(host, "postqueue -f", "sending the mail queued for the lost store")
     say(f"{store} -> {standby}: {len(switched)} mailboxes served from the standby copy in {time.monotonic() - t0:.1f} s "

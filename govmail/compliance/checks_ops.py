@@ -231,7 +231,7 @@ def mailbox_standby_current(h, cfg, _):
     """Each store's mailboxes are copied to its standby (hosts[].standby) by the host that copies them:
     the copies after deliveries and the minute's pass are on, every mailbox has a copy, and the oldest
     is at most ten minutes old (StoreStandbyBehind's limit): a lost store costs seconds of mail."""
-    running(h.ti, "govmail-standby.timer", "govmail-standby-deliveries.path")
+    running(h.ti, "govmail-standby.timer", "govmail-standby-deliveries.service")
     said = json.loads(h.ti.check_output(f"{contract.PATHS['lib']}/standby status"))
     out = []
     for store in (s for s in cfg.standbys if cfg.standby_copier(s) == h.name):

@@ -3,9 +3,10 @@
 On the host that runs the copies of a pair (the mail host when it is one end, else the store):
 /etc/govmail/standby.json (the pairs: store, standby, which end this host is, the other end's doveadm
 server) and govmail-standby.timer, which runs the host tool `standby sync` (govmail/host/standby.py)
-every minute, and govmail-standby-deliveries.path, which runs `standby delivered` as soon as this
-host's Dovecot has accepted a delivery (it writes each recipient to contract.PATHS
-["standby_deliveries"]: `deliveries` below, dovecot.conf's event exporter). The standby's Dovecot knows the store's mailboxes (its userdb:
+every minute, and govmail-standby-deliveries.service (`standby follow`), which copies a mailbox as soon
+as this host's Dovecot has accepted a delivery to it (it writes each recipient to contract.PATHS
+["standby_deliveries"]: `deliveries` below, dovecot.conf's event exporter). The standby's Dovecot
+knows the store's mailboxes (its userdb:
 govmail/services/dovecot.py `_own`), so that `govmail failover` (govmail/cli/failover.py) only has to
 point them there.
 """
@@ -19,8 +20,7 @@ from ..render import render
 from ..service import File, Service, Unit, directory, json_bytes
 
 CONF = "/etc/govmail/standby.json"
-UNITS = ("govmail-standby.service", "govmail-standby.timer",
-         "govmail-standby-deliveries.service", "govmail-standby-deliveries.path")
+UNITS = ("govmail-standby.service", "govmail-standby.timer", "govmail-standby-deliveries.service")
 
 
 def pairs(ctx) -> list[dict]:
@@ -62,5 +62,5 @@ def service(ctx) -> Service | None:
         ensures=[directory(events.rsplit("/", 1)[0], 0o750, "dovecot", "root")],
         files=[File(CONF, json_bytes({"pairs": mine}), mode=0o644, action=None),
                *[File(f"/etc/systemd/system/{n}", render(f"standby/{n}.j2", cfg), action=None) for n in UNITS]],
-        units=[Unit("govmail-standby.timer"), Unit("govmail-standby-deliveries.path")],
+        units=[Unit("govmail-standby.timer"), Unit("govmail-standby-deliveries.service")],
     )

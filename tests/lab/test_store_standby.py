@@ -68,7 +68,7 @@ def home(s) -> None:
     copy_now(s)
 
 
-COPIERS = "govmail-standby.timer govmail-standby-deliveries.path"  # what starts the copies
+COPIERS = "govmail-standby.timer govmail-standby-deliveries.service"  # what makes the copies
 
 
 def on_standby(s, msgid: str) -> bool:
@@ -80,7 +80,7 @@ def on_standby(s, msgid: str) -> bool:
 
 def test_a_delivery_is_on_the_standby_within_seconds(scene):
     """The recovery point after a delivery: the standby's copy is made as soon as the store's LMTP
-    accepted the message (Dovecot's event, govmail-standby-deliveries.path), not at the next minute."""
+    accepted the message (Dovecot's event, govmail-standby-deliveries.service), not at the next minute."""
     s = scene
     on(s.copier, "systemctl stop govmail-standby.timer")  # only the delivery can start a copy
     try:
@@ -104,7 +104,7 @@ def test_a_lost_store_is_served_from_its_standby_and_its_last_mail_comes_back_wi
     copy_now(s)
     # The copies stop (the link to the standby lost a moment before the store): this one is on the
     # store only, as a message delivered during the copy it would have had.
-    on(s.copier, f"systemctl stop {COPIERS} govmail-standby.service govmail-standby-deliveries.service")
+    on(s.copier, f"systemctl stop {COPIERS} govmail-standby.service")
     tail = send_25(s.h, s.far, "Sau lan chep cuoi")
     assert delivered(s.h, s.far, tail) == 1
     refused = govmail("failover", s.store)  # a store that answers is moved, not failed over

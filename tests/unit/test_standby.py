@@ -267,8 +267,9 @@ def test_the_host_that_copies_has_its_dovecot_write_each_delivery_and_a_unit_tha
             # the mail host writes only the deliveries its proxy hands to store2, not the province's every one
             ip = f"10.9.0.{[h.name for h in cfg.model.hosts].index(store) + 2}"  # test_db.host_services's
             assert f'status_code=250 AND (dest_host="{ip}")\n' in conf
-            path = next(f for f in svcs["standby"].files if f.dest.endswith("govmail-standby-deliveries.path"))
-            assert f"PathModified={contract.PATHS['standby_deliveries']}\n" in path.content.decode()
+            unit = next(f for f in svcs["standby"].files if f.dest.endswith("govmail-standby-deliveries.service"))
+            assert "standby follow\n" in unit.content.decode()
+            assert "govmail-standby-deliveries.service" in [u.name for u in svcs["standby"].units]
 
 
 def test_a_delivery_during_a_long_pass_is_copied_before_the_pass_goes_on(db, tmp_path):
@@ -342,3 +343,22 @@ def test_a_mailbox_unchanged_on_its_store_is_not_copied_again_until_the_hour(db,
     d.calls.clear()
     run_pass(tmp_path, d, clock=1100.0 + standby.RECOPY_EVERY)
     assert [c for c in d.calls if "backup" in c] == [] and "made anew" in capsys.readouterr().err
+
+
+def test_the_follower_copies_what_was_delivered_since_its_last_look_and_only_then(db, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(standby, "delivered", lambda **kw: calls.append(kw) or 0)
+    monkeypatch.setattr(standby.time, "sleep", lambda _s: None)
+    events, read = tmp_path / "accepted.jsonl", tmp_path / "read.json"
+    kw = {"events_path": str(events), "read_path": str(read), "rounds": 2}
+    standby.follow(**kw)  # no file yet
+    events.write_text("")
+    standby.follow(**kw)  # an empty one
+    assert calls == []
+    events.write_text(event("far@x.gov.vn"))
+    standby.follow(**kw, every=0)
+    assert len(calls) == 2  # not read (delivered is a stand-in here): looked at again
+    read.write_text(json.dumps({"offset": events.stat().st_size}))
+    calls.clear()
+    standby.follow(**kw)
+    assert calls == []
