@@ -73,8 +73,10 @@ def _accounts(cfg, args: str) -> object:
 
 def _snapshot(standby: str, boxes: list[str]) -> dict[str, list[str]]:
     """{mailbox: its message GUIDs} of the store's mailboxes (`boxes`) as the standby's copy has them now."""
-    # Named (-F), not -A: the standby's Dovecot does not iterate another store's copies as its own.
-    out = _run(standby, "doveadm -o doveadm_port=0 -f tab fetch -F /dev/stdin 'guid' all", "listing the standby copies",
+    # Named (-F, a file: doveadm reads it with pread), not -A: the standby's Dovecot does not iterate
+    # another store's copies as its own.
+    out = _run(standby, "t=$(mktemp) && cat > $t && doveadm -o doveadm_port=0 -f tab fetch -F $t 'guid' all; "
+                        "rc=$?; rm -f $t; exit $rc", "listing the standby copies",
                input="".join(f"{a}\n" for a in boxes).encode()).decode("utf-8", "replace")
     got: dict[str, list[str]] = {a: [] for a in boxes}
     for line in out.splitlines()[1:]:

@@ -84,23 +84,24 @@ RECOPY_EVERY = 3600
 FOLDER_STATUS = "guid messages uidnext highestmodseq"
 
 
-def status_command(pair: dict) -> list[str]:
-    """The folders of the mailboxes named on stdin (-F), as their store has them: one doveadm for all
-    (on the mail host as the standby, proxied to the store as `inbox_guid_command` is)."""
+def status_command(pair: dict, users: str) -> list[str]:
+    """The folders of the mailboxes named in the file `users` (-F: doveadm reads it with pread, not a
+    pipe), as their store has them: one doveadm for all (on the mail host as the standby, proxied to
+    the store as `inbox_guid_command` is)."""
     local = ["-o", "doveadm_port=0"] if pair["here"] == "store" else []
-    return ["doveadm", *local, "-f", "tab", "mailbox", "status", "-F", "/dev/stdin", FOLDER_STATUS, "*"]
+    return ["doveadm", *local, "-f", "tab", "mailbox", "status", "-F", users, FOLDER_STATUS, "*"]
 
 
-def signatures(pair: dict, boxes: list[str], run) -> dict[str, tuple[str, str]]:
+def signatures(pair: dict, boxes: list[str], run, users: str) -> dict[str, tuple[str, str]]:
     """{address: (its INBOX's GUID, a digest of its folders' GUID, count, next UID and highest modseq:
     a delivery, an expunge, a flag changed moves one)} as the store says now; a mailbox it did not
     answer for is left out (copied as before)."""
     if not boxes:
         return {}
-    r = run(status_command(pair), input="".join(f"{a}\n" for a in boxes), capture_output=True, text=True,
-            timeout=600)
+    _write(users, "".join(f"{a}\n" for a in boxes))
+    r = run(status_command(pair, users), capture_output=True, text=True, timeout=600)
     lines = r.stdout.splitlines()
-    head = lines[0].split("\t") if lines else []
+    head = lines[0].lower().split("\t") if lines else []
     if not {"username", "mailbox", "guid"} <= set(head):
         return {}
     user, name, guid = head.index("username"), head.index("mailbox"), head.index("guid")
@@ -148,7 +149,7 @@ def sync(conf_path: str = CONF, state_path: str = STATE, metrics_path: str = MET
             mine = state.setdefault(pair["store"], {})
             boxes = listed[pair["store"]]
             t0, asked = time.monotonic(), now()
-            sigs, unchanged = signatures(pair, boxes, run), 0
+            sigs, unchanged = signatures(pair, boxes, run, os.path.join(os.path.dirname(state_path), "pass-mailboxes")), 0
             for address in boxes:
                 while after.copy():
                     pass

@@ -42,10 +42,10 @@ class Doveadm:
     def __call__(self, argv, **kw):
         self.calls.append(argv)
         if "-F" in argv:  # the folders of every mailbox named on stdin
-            rows = ["username\tmailbox\tguid\tmessages\tuidnext\thighestmodseq"]
-            for user in kw["input"].split():
-                rows += [f"{user}\tINBOX\t{self.inbox.get(user, 'g-' + user)}\t{self.seen.get(user, 0)}\t9\t3",
-                         f"{user}\tSent\ts-{user}\t0\t1\t1"]
+            rows = ["Username\tmailbox\tmessages\tuidnext\thighestmodseq\tguid"]  # as doveadm 2.4 says it
+            for user in open(argv[argv.index("-F") + 1]).read().split():
+                rows += [f"{user}\tINBOX\t{self.seen.get(user, 0)}\t9\t3\t{self.inbox.get(user, 'g-' + user)}",
+                         f"{user}\tSent\t0\t1\t1\ts-{user}"]
             return subprocess.CompletedProcess(argv, 0, "\n".join(rows) + "\n", "")
         user = argv[argv.index("-u") + 1]
         if "status" in argv:
