@@ -86,6 +86,12 @@ def _snapshot(standby: str, boxes: list[str]) -> dict[str, list[str]]:
     return got
 
 
+def _flush(cfg) -> None:
+    """Every MX sends the mail it queued for the lost store now, not at its next queue run."""
+    for host in dict.fromkeys([cfg.mail_host, *cfg.mx_hosts]):
+        _run(host, "postqueue -f", "sending the mail queued for the lost store")
+
+
 def _noted(standby: str, store: str) -> dict[str, list[str]]:
     """The standby copies' messages noted at `store`'s failover (`_snapshot`), as kept on the standby."""
     return json.loads(_run(standby, f"cat {SNAPSHOTS}/failover-{store}.json 2>/dev/null || echo '{{}}'",
@@ -104,8 +110,7 @@ def fail_over(cfg, store: str, standby: str, force: bool, dry_run: bool, say) ->
     before = [b["address"] for b in _accounts(cfg, shlex.quote(store))]
     if before and not boxes:
         if not dry_run:
-            for host in dict.fromkeys([cfg.mail_host, *cfg.mx_hosts]):
-                _run(host, "postqueue -f", "sending the mail queued for the lost store")
+            _flush(cfg)
         say(f"{store}: its {len(before)} mailboxes are already served from {standby} (failed over, not yet "
             f"recovered){'' if dry_run else '; the MX queues flushed'}; once it is back: govmail failover {store} "
             "--recover")
@@ -135,8 +140,7 @@ def fail_over(cfg, store: str, standby: str, force: bool, dry_run: bool, say) ->
     # The copies after deliveries go on for the other stores this host copies (these mailboxes are no
     # longer copied: failed over).
     _run(copier, "systemctl start govmail-standby-deliveries.service", "starting the copies again")
-    for host in dict.fromkeys([cfg.mail_host, *cfg.mx_hosts]):
-        _run(host, "postqueue -f", "sending the mail queued for the lost store")
+    _flush(cfg)
     say(f"{store} -> {standby}: {len(switched)} mailboxes served from the standby copy in {time.monotonic() - t0:.1f} s "
         f"({point}: the mail {store} took after its mailbox's last copy is on its disk only; once it is back: "
         f"govmail failover {store} --recover)")
